@@ -1,0 +1,66 @@
+"""Protocol constants (whitepaper §5.4, §6; Linux/wireguard-go values where noted)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# whitepaper §5.4: the Noise construction and WireGuard identifier (no NUL bytes hashed)
+CONSTRUCTION: Final = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
+IDENTIFIER: Final = b"WireGuard v1 zx2c4 Jason@zx2c4.com"
+LABEL_MAC1: Final = b"mac1----"
+LABEL_COOKIE: Final = b"cookie--"
+
+# whitepaper §5.4.2-5.4.6: message types and sizes
+MESSAGE_INITIATION: Final = 1
+MESSAGE_RESPONSE: Final = 2
+MESSAGE_COOKIE_REPLY: Final = 3
+MESSAGE_TRANSPORT: Final = 4
+
+INITIATION_SIZE: Final = 148
+RESPONSE_SIZE: Final = 92
+COOKIE_REPLY_SIZE: Final = 64
+TRANSPORT_HEADER_SIZE: Final = 16
+AEAD_TAG_SIZE: Final = 16
+TRANSPORT_MIN_SIZE: Final = TRANSPORT_HEADER_SIZE + AEAD_TAG_SIZE  # 32 = keepalive
+KEEPALIVE_SIZE: Final = TRANSPORT_MIN_SIZE
+PADDING_MULTIPLE: Final = 16  # whitepaper §5.4.6
+
+KEY_SIZE: Final = 32
+MAC_SIZE: Final = 16
+TIMESTAMP_SIZE: Final = 12
+COOKIE_SIZE: Final = 16
+COOKIE_NONCE_SIZE: Final = 24
+
+# whitepaper §6.1
+REKEY_AFTER_MESSAGES: Final = 1 << 60
+REJECT_AFTER_MESSAGES: Final = (1 << 64) - (1 << 13) - 1
+REKEY_AFTER_TIME: Final = 120.0
+REJECT_AFTER_TIME: Final = 180.0
+REKEY_ATTEMPT_TIME: Final = 90.0
+REKEY_TIMEOUT: Final = 5.0
+KEEPALIVE_TIMEOUT: Final = 10.0
+MAX_TIMER_HANDSHAKES: Final = int(REKEY_ATTEMPT_TIME / REKEY_TIMEOUT)  # 18
+REKEY_TIMEOUT_JITTER_MAX: Final = 1.0 / 3.0  # 0-333 ms added to REKEY_TIMEOUT
+ZERO_KEY_MATERIAL_AFTER: Final = 3 * REJECT_AFTER_TIME  # 540 s
+# initiator rekeys on receive when the key is this old (whitepaper §6.2)
+REKEY_ON_RECEIVE_AGE: Final = REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT  # 165 s
+
+# whitepaper §5.4.7 / §6.6: cookies
+COOKIE_SECRET_MAX_AGE: Final = 120.0
+COOKIE_SECRET_LATENCY: Final = 5.0
+COOKIE_VALID_FOR: Final = COOKIE_SECRET_MAX_AGE - COOKIE_SECRET_LATENCY  # 115 s
+
+# Handshake initiations consumed per peer: at most 50/s (wireguard-go, Linux)
+INITIATIONS_PER_SECOND: Final = 50
+INITIATION_MIN_INTERVAL: Final = 1.0 / INITIATIONS_PER_SECOND
+# TAI64N sent rounded down to 2^24 ns, as wireguard-go does (hides clock precision)
+TAI64N_NSEC_ROUND: Final = 1 << 24
+
+# Replay window: RFC 6479 with 8192-bit ring (Linux, wireguard-go)
+REPLAY_BITS_TOTAL: Final = 8192
+REPLAY_BITS_PER_WORD: Final = 64
+REPLAY_WINDOW_SIZE: Final = REPLAY_BITS_TOTAL - REPLAY_BITS_PER_WORD  # 8128
+
+# Packets staged per peer while no session exists (wireguard-go: 128)
+MAX_STAGED_PACKETS: Final = 128
+DEFAULT_MTU: Final = 1420
