@@ -1,0 +1,702 @@
+"""The sans-IO WireGuard device: datagrams and IP packets in, datagrams and IP packets out.
+
+Theory of operation
+-------------------
+A `Device` is one WireGuard interface: our static key pair, a set of peers
+and the cryptokey-routing table mapping allowed IPs to peers (whitepaper §3).
+It performs no I/O and reads no clock. The caller feeds it
+
+- `receive_datagram(data, addr, now)`: anything that arrived on the UDP socket;
+- `send_packet(packet, now)`: an IP packet read from the TUN device;
+- `handle_timer(now)`: when `get_timer()`'s deadline has passed;
+
+and pulls what it produced with `datagrams_to_send()`, `packets_to_write()`
+and `next_event()`.
+
+Incoming datagrams are dispatched by type (§5.4): handshake initiations are
+checked for mac1 (and, under load, mac2 and a per-source rate limit), then
+consumed; responses complete our pending handshake; cookie replies are stored
+for the next retry; transport messages are routed by receiver index to a
+keypair, opened, checked against the replay window and against the peer's
+allowed IPs (cryptokey routing: the inner source must belong to the peer).
+Anything malformed or unauthenticated is dropped and counted in `dropped`,
+never raised, and never changes a session.
+
+Outgoing packets are routed by destination to a peer; without a usable
+session they are staged (bounded) and a handshake starts. Timers follow §6,
+see `pywg.timers`. The only clock-like input besides `now` is the injectable
+`wall_clock`, used for TAI64N timestamps (which must increase across
+restarts, so they cannot come from a monotonic clock).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import struct
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from typing import Final
+
+from . import timers as T
+from .allowedips import AllowedIPs
+from .constants import (
+    DEFAULT_MTU,
+    INITIATION_MIN_INTERVAL,
+    MAX_TIMER_HANDSHAKES,
+    MESSAGE_COOKIE_REPLY,
+    MESSAGE_INITIATION,
+    MESSAGE_RESPONSE,
+    MESSAGE_TRANSPORT,
+    REKEY_AFTER_MESSAGES,
+    REKEY_AFTER_TIME,
+    REKEY_ON_RECEIVE_AGE,
+    REKEY_TIMEOUT,
+    REKEY_TIMEOUT_JITTER_MAX,
+    TAI64N_NSEC_ROUND,
+    TRANSPORT_HEADER_SIZE,
+    ZERO_KEY_MATERIAL_AFTER,
+)
+from .cookie import CookieChecker, source_bytes
+from .crypto import tai64n
+from .events import (
+    EndpointChanged,
+    Event,
+    HandshakeCompleted,
+    HandshakeTimedOut,
+    SessionsExpired,
+)
+from .exceptions import LocalProtocolError, RemoteProtocolError
+from .handshake import consume_initiation, consume_response, create_initiation, create_response
+from .indextable import IndexTable
+from .keypair import Keypair
+from .keys import (
+    PresharedKey,
+    PrivateKey,
+    PublicKey,
+    as_preshared_key,
+    as_private_key,
+    as_public_key,
+)
+from .messages import (
+    INITIATION_MAC1_OFFSET,
+    INITIATION_MAC2_OFFSET,
+    RESPONSE_MAC1_OFFSET,
+    RESPONSE_MAC2_OFFSET,
+    message_type,
+    pad,
+    parse_cookie_reply,
+    parse_initiation,
+    parse_response,
+)
+from .noise import KeyPair
+from .peer import Endpoint, PendingHandshake, Peer
+from .ratelimiter import RateLimiter
+
+# Under load (whitepaper §5.3): more handshake messages than this within one
+# second puts the device under load for UNDER_LOAD_AFTER_TIME (wireguard-go
+# uses a queue depth of 1024/8; a sans-IO core sees a rate instead).
+UNDER_LOAD_THRESHOLD: Final = 128
+UNDER_LOAD_AFTER_TIME: Final = 1.0
+
+_UNSET: Final = object()
+_transport_header = struct.Struct("<IIQ")
+_le32 = struct.Struct("<I")
+
+AddressLike = tuple[str, int] | tuple[str, int, int, int]
+
+
+def normalize_endpoint(addr: AddressLike | tuple[object, ...]) -> Endpoint:
+    """(host, port) with a canonical host; IPv4-mapped IPv6 becomes IPv4."""
+    if len(addr) < 2:
+        raise LocalProtocolError(f"bad address {addr!r}")
+    host, port = addr[0], addr[1]
+    try:
+        ip = ipaddress.ip_address(str(host).split("%", 1)[0])
+    except ValueError as exc:
+        raise LocalProtocolError(f"bad address {addr!r}") from exc
+    if not isinstance(port, int) or not 0 <= port <= 0xFFFF:
+        raise LocalProtocolError(f"bad port in {addr!r}")
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (str(ip), port)
+
+
+def _inner_addresses(packet: bytes) -> tuple[bytes, bytes, int] | None:
+    """(source, destination, total length) of an IPv4/IPv6 packet, or None if malformed."""
+    if not packet:
+        return None
+    version = packet[0] >> 4
+    if version == 4:
+        if len(packet) < 20:
+            return None
+        total = (packet[2] << 8) | packet[3]
+        if total < 20 or total > len(packet):
+            return None
+        return packet[12:16], packet[16:20], total
+    if version == 6:
+        if len(packet) < 40:
+            return None
+        total = 40 + ((packet[4] << 8) | packet[5])
+        if total > len(packet):
+            return None
+        return packet[8:24], packet[24:40], total
+    return None
+
+
+class Device:
+    """One WireGuard interface, sans-IO. See the module docstring."""
+
+    def __init__(
+        self,
+        private_key: PrivateKey | str | bytes,
+        listen_port: int = 0,
+        *,
+        mtu: int = DEFAULT_MTU,
+        rng: Callable[[int], bytes] = os.urandom,
+        wall_clock: Callable[[], float] = time.time,
+        under_load_threshold: int = UNDER_LOAD_THRESHOLD,
+    ) -> None:
+        self._rng = rng
+        self._wall_clock = wall_clock
+        self.listen_port = listen_port
+        self.mtu = mtu
+        self.fwmark = 0
+        self.under_load_threshold = under_load_threshold
+        self._peers: dict[PublicKey, Peer] = {}
+        self._peers_by_raw: dict[bytes, Peer] = {}
+        self._allowed: AllowedIPs[Peer] = AllowedIPs()
+        self._indices: IndexTable[tuple[Peer, Keypair | None]] = IndexTable(rng)
+        self._ratelimiter = RateLimiter()
+        self._datagrams: list[tuple[bytes, Endpoint]] = []
+        self._packets: list[bytes] = []
+        self._events: deque[Event] = deque()
+        self._last_timestamp = bytes(12)
+        self._load_window_start = float("-inf")
+        self._load_count = 0
+        self._under_load_until = float("-inf")
+        self.dropped: Counter[str] = Counter()
+        self.set_private_key(private_key)
+
+    # ------------------------------------------------------------------ config
+    @property
+    def private_key(self) -> PrivateKey:
+        return self._private_key
+
+    @property
+    def public_key(self) -> PublicKey:
+        return self._private_key.public_key
+
+    def set_private_key(self, private_key: PrivateKey | str | bytes) -> None:
+        """Change our identity; every session and handshake in progress is dropped."""
+        key = as_private_key(private_key)
+        self._private_key = key
+        self._static = KeyPair(bytes(key), bytes(key.public_key))
+        self._cookie_checker = CookieChecker(bytes(key.public_key), self._rng)
+        for peer in self._peers.values():
+            self._zero_peer(peer)
+
+    @property
+    def peers(self) -> dict[PublicKey, Peer]:
+        """The peers by public key (a copy; change them through the Device)."""
+        return dict(self._peers)
+
+    def peer(self, public_key: PublicKey | str | bytes) -> Peer:
+        try:
+            return self._peers[as_public_key(public_key)]
+        except KeyError:
+            raise LocalProtocolError("no such peer") from None
+
+    def add_peer(
+        self,
+        public_key: PublicKey | str | bytes,
+        allowed_ips: Iterable[str] = (),
+        endpoint: AddressLike | None = None,
+        preshared_key: PresharedKey | str | bytes | None = None,
+        persistent_keepalive: int | None = None,
+    ) -> Peer:
+        """Add a peer (whitepaper §3). Raises LocalProtocolError if it exists already."""
+        pub = as_public_key(public_key)
+        if pub in self._peers:
+            raise LocalProtocolError("peer exists already")
+        if pub == self.public_key:
+            raise LocalProtocolError("a device cannot be its own peer")
+        networks = list(allowed_ips)
+        ep = normalize_endpoint(endpoint) if endpoint is not None else None
+        keepalive = _keepalive(persistent_keepalive)
+        peer = Peer(
+            pub,
+            preshared_key=as_preshared_key(preshared_key),
+            endpoint=ep,
+            persistent_keepalive=keepalive,
+        )
+        for network in networks:  # validate all before changing anything
+            _check_network(network)
+        self._peers[pub] = peer
+        self._peers_by_raw[bytes(pub)] = peer
+        for network in networks:
+            self._allowed.insert(network, peer)
+        return peer
+
+    def update_peer(
+        self,
+        public_key: PublicKey | str | bytes,
+        *,
+        endpoint: object = _UNSET,
+        preshared_key: object = _UNSET,
+        persistent_keepalive: object = _UNSET,
+        allowed_ips: Iterable[str] | None = None,
+        replace_allowed_ips: bool = False,
+        remove_allowed_ips: Iterable[str] = (),
+        now: float | None = None,
+    ) -> Peer:
+        """Change a peer's configuration; arguments not given stay as they are.
+
+        With `now`, changes that call for traffic act at once: a new endpoint
+        for a peer with staged packets starts a handshake without waiting for
+        the retry timer, and turning on persistent keepalive sends one
+        (as the cross-platform UAPI specifies).
+        """
+        peer = self.peer(public_key)
+        add = list(allowed_ips or ())
+        remove = list(remove_allowed_ips)
+        for network in add + remove:
+            _check_network(network)
+        new_ep = peer.endpoint
+        if endpoint is not _UNSET:
+            new_ep = None if endpoint is None else normalize_endpoint(endpoint)  # type: ignore[arg-type]
+        new_psk = peer.preshared_key
+        if preshared_key is not _UNSET:
+            new_psk = as_preshared_key(preshared_key)  # type: ignore[arg-type]
+        old_keepalive = peer.persistent_keepalive
+        new_keepalive = old_keepalive
+        if persistent_keepalive is not _UNSET:
+            new_keepalive = _keepalive(persistent_keepalive)  # type: ignore[arg-type]
+        # validated: apply
+        endpoint_changed = new_ep != peer.endpoint
+        peer.endpoint = new_ep
+        peer.preshared_key = new_psk
+        peer.timers.persistent_keepalive_interval = new_keepalive
+        if new_keepalive == 0:
+            peer.timers.stop(T.PERSISTENT_KEEPALIVE)
+        if replace_allowed_ips:
+            self._allowed.remove_by_value(peer)
+        for network in remove:
+            self._allowed.remove(network, peer)
+        for network in add:
+            self._allowed.insert(network, peer)
+        if now is not None and new_ep is not None:
+            if endpoint_changed and peer.staged:
+                peer.last_sent_handshake = float("-inf")  # don't wait out REKEY_TIMEOUT
+                self._send_staged(peer, now)
+            if old_keepalive == 0 and new_keepalive > 0:
+                self._send_keepalive(peer, now)
+        return peer
+
+    def remove_peer(self, public_key: PublicKey | str | bytes) -> None:
+        peer = self.peer(public_key)
+        self._zero_peer(peer)
+        peer.timers.stop_all()
+        peer.staged.clear()
+        self._allowed.remove_by_value(peer)
+        del self._peers[peer.public_key]
+        del self._peers_by_raw[bytes(peer.public_key)]
+
+    def allowed_ips(self, public_key: PublicKey | str | bytes) -> list[str]:
+        return [str(n) for n in self._allowed.networks_of(self.peer(public_key))]
+
+    def route(self, address: str | bytes) -> Peer | None:
+        """The peer that cryptokey routing picks for a destination address."""
+        return self._allowed.lookup(address)
+
+    # ------------------------------------------------------------------ outputs
+    def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
+        out, self._datagrams = self._datagrams, []
+        return out
+
+    def packets_to_write(self) -> list[bytes]:
+        out, self._packets = self._packets, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        best: float | None = None
+        for peer in self._peers.values():
+            d = peer.timers.next_deadline()
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
+
+    @property
+    def index_table_size(self) -> int:
+        return len(self._indices)
+
+    # ------------------------------------------------------------------ inputs
+    def send_packet(self, packet: bytes, now: float) -> None:
+        """An IP packet from the TUN: route it to a peer, encrypt or stage it."""
+        packet = bytes(packet)
+        addrs = _inner_addresses(packet)
+        if addrs is None:
+            self.dropped["tun_malformed"] += 1
+            return
+        peer = self._allowed.lookup_packed(addrs[1])
+        if peer is None:
+            self.dropped["tun_no_route"] += 1
+            return
+        peer.stage(packet[: addrs[2]])
+        self._send_staged(peer, now)
+
+    def receive_datagram(self, data: bytes, addr: AddressLike, now: float) -> None:
+        """Anything from the UDP socket. Bad input is dropped and counted, never raised."""
+        source = normalize_endpoint(addr)
+        data = bytes(data)
+        mtype = message_type(data)
+        try:
+            if mtype == MESSAGE_TRANSPORT:
+                self._receive_transport(data, source, now)
+            elif mtype == MESSAGE_INITIATION:
+                self._receive_initiation(data, source, now)
+            elif mtype == MESSAGE_RESPONSE:
+                self._receive_response(data, source, now)
+            elif mtype == MESSAGE_COOKIE_REPLY:
+                self._receive_cookie_reply(data, now)
+            else:
+                self.dropped["unknown_type"] += 1
+        except RemoteProtocolError:
+            self.dropped["invalid_" + _TYPE_NAMES.get(mtype, "message")] += 1
+
+    def handle_timer(self, now: float) -> None:
+        """Run every peer timer whose deadline is at or before now (whitepaper §6)."""
+        for peer in list(self._peers.values()):
+            for name in peer.timers.due(now):
+                if peer.public_key not in self._peers:
+                    break
+                self._timer_expired(peer, name, now)
+
+    # ------------------------------------------------------------------ load
+    def under_load(self, now: float) -> bool:
+        return now < self._under_load_until
+
+    def _note_handshake_message(self, now: float) -> bool:
+        """Count a handshake message; return whether the device is under load (§5.3)."""
+        if now - self._load_window_start >= 1.0:
+            self._load_window_start = now
+            self._load_count = 0
+        self._load_count += 1
+        if self._load_count > self.under_load_threshold:
+            self._under_load_until = now + UNDER_LOAD_AFTER_TIME
+        return self.under_load(now)
+
+    def _admit_handshake(
+        self, data: bytes, mac1_offset: int, mac2_offset: int, source: Endpoint, now: float
+    ) -> bool:
+        """mac1 always; under load also mac2 (else a cookie reply) and the rate limit."""
+        if len(data) < mac2_offset + 16:
+            raise RemoteProtocolError("short handshake message")
+        if not self._cookie_checker.check_mac1(data, mac1_offset):
+            self.dropped["bad_mac1"] += 1
+            return False
+        if not self._note_handshake_message(now):
+            return True
+        src = source_bytes(source)
+        if not self._cookie_checker.check_mac2(data, mac2_offset, src, now):
+            (sender,) = _le32.unpack_from(data, 4)
+            reply = self._cookie_checker.create_reply(data, mac1_offset, sender, src, now)
+            self._datagrams.append((reply, source))
+            self.dropped["cookie_reply_sent"] += 1
+            return False
+        if not self._ratelimiter.allow(src[:-2], now):
+            self.dropped["rate_limited"] += 1
+            return False
+        return True
+
+    # ------------------------------------------------------------------ handshake
+    def _timestamp(self) -> bytes:
+        """TAI64N of the wall clock, strictly increasing for this device (§5.1)."""
+        stamp = tai64n(self._wall_clock())
+        if stamp <= self._last_timestamp:
+            seconds, nanos = struct.unpack(">QI", self._last_timestamp)
+            nanos += TAI64N_NSEC_ROUND
+            if nanos >= 1_000_000_000:
+                seconds, nanos = seconds + 1, 0
+            stamp = struct.pack(">QI", seconds, nanos)
+        self._last_timestamp = stamp
+        return stamp
+
+    def _jitter(self) -> float:
+        """Random 0–333 ms added to REKEY_TIMEOUT so peers do not retry in lockstep."""
+        return int.from_bytes(self._rng(4), "little") / 2**32 * REKEY_TIMEOUT_JITTER_MAX
+
+    def _send_handshake_initiation(self, peer: Peer, now: float, *, is_retry: bool) -> None:
+        """Send message 1 unless one went out less than REKEY_TIMEOUT ago (§6.4)."""
+        if not is_retry:
+            peer.timers.handshake_attempts = 0
+        if now - peer.last_sent_handshake < REKEY_TIMEOUT or peer.endpoint is None:
+            return
+        peer.last_sent_handshake = now
+        self._clear_handshake(peer)
+        index = self._indices.allocate((peer, None))
+        created = create_initiation(
+            self._static, bytes(peer.public_key), index, self._timestamp(), rng=self._rng
+        )
+        peer.handshake = PendingHandshake(created.state, index)
+        message = peer.cookies.add_macs(created.message, INITIATION_MAC1_OFFSET, now)
+        peer.timers.any_authenticated_packet_traversal(now)
+        peer.timers.any_authenticated_packet_sent()
+        self._emit(peer, message)
+        peer.timers.handshake_initiated(now, self._jitter())
+
+    def _receive_initiation(self, data: bytes, source: Endpoint, now: float) -> None:
+        if not self._admit_handshake(
+            data, INITIATION_MAC1_OFFSET, INITIATION_MAC2_OFFSET, source, now
+        ):
+            return
+        consumed = consume_initiation(self._static, parse_initiation(data))
+        peer = self._peers_by_raw.get(consumed.remote_static)
+        if peer is None:
+            self.dropped["unknown_peer"] += 1
+            return
+        if consumed.timestamp <= peer.latest_timestamp:  # §5.1: replayed initiation
+            self.dropped["stale_timestamp"] += 1
+            return
+        if now - peer.last_initiation_consumption < INITIATION_MIN_INTERVAL:
+            self.dropped["initiation_flood"] += 1
+            return
+        # authenticated: commit
+        peer.latest_timestamp = consumed.timestamp
+        peer.last_initiation_consumption = now
+        self._set_endpoint(peer, source)
+        peer.timers.any_authenticated_packet_traversal(now)
+        peer.timers.any_authenticated_packet_received()
+        self._clear_handshake(peer)
+        index = self._indices.allocate((peer, None))
+        psk = bytes(peer.preshared_key) if peer.preshared_key else None
+        response, send, receive = create_response(consumed, index, psk, rng=self._rng)
+        assert send.k is not None and receive.k is not None
+        keypair = Keypair(
+            send.k, receive.k, index, consumed.sender_index, is_initiator=False, created=now
+        )
+        self._indices.replace(index, (peer, keypair))
+        # responder: the new session waits in `next` until the initiator confirms it
+        self._drop_keypair(peer.next)
+        self._drop_keypair(peer.previous)
+        peer.next, peer.previous = keypair, None
+        peer.last_sent_handshake = now
+        message = peer.cookies.add_macs(response, RESPONSE_MAC1_OFFSET, now)
+        peer.timers.session_derived(now)
+        peer.timers.any_authenticated_packet_traversal(now)
+        peer.timers.any_authenticated_packet_sent()
+        self._emit(peer, message)
+
+    def _receive_response(self, data: bytes, source: Endpoint, now: float) -> None:
+        if not self._admit_handshake(data, RESPONSE_MAC1_OFFSET, RESPONSE_MAC2_OFFSET, source, now):
+            return
+        msg = parse_response(data)
+        entry = self._indices.get(msg.receiver)
+        if entry is None or entry[1] is not None:
+            self.dropped["unknown_index"] += 1
+            return
+        peer = entry[0]
+        pending = peer.handshake
+        if pending is None or pending.local_index != msg.receiver:
+            self.dropped["unknown_index"] += 1
+            return
+        psk = bytes(peer.preshared_key) if peer.preshared_key else None
+        send, receive = consume_response(pending.state, msg, psk)  # raises if forged
+        assert send.k is not None and receive.k is not None
+        keypair = Keypair(
+            send.k, receive.k, pending.local_index, msg.sender, is_initiator=True, created=now
+        )
+        self._indices.replace(pending.local_index, (peer, keypair))
+        peer.handshake = None
+        # initiator: the new session is current at once (BeginSymmetricSession)
+        if peer.next is not None:
+            self._drop_keypair(peer.current)
+            self._drop_keypair(peer.previous)
+            peer.previous, peer.next = peer.next, None
+        else:
+            self._drop_keypair(peer.previous)
+            peer.previous = peer.current
+        peer.current = keypair
+        self._set_endpoint(peer, source)
+        peer.timers.any_authenticated_packet_traversal(now)
+        peer.timers.any_authenticated_packet_received()
+        peer.timers.session_derived(now)
+        self._handshake_complete(peer, now, initiator=True)
+        self._send_keepalive(peer, now)  # confirms the session; flushes staged packets
+
+    def _receive_cookie_reply(self, data: bytes, now: float) -> None:
+        reply = parse_cookie_reply(data)
+        entry = self._indices.get(reply.receiver)
+        if entry is None:
+            self.dropped["unknown_index"] += 1
+            return
+        if not entry[0].cookies.consume_reply(reply, now):
+            self.dropped["invalid_cookie_reply"] += 1
+
+    def _handshake_complete(self, peer: Peer, now: float, *, initiator: bool) -> None:
+        peer.timers.handshake_complete()
+        peer.last_handshake_now = now
+        peer.last_handshake_time = self._wall_clock()
+        self._events.append(HandshakeCompleted(peer.public_key, initiator, now))
+
+    def _clear_handshake(self, peer: Peer) -> None:
+        if peer.handshake is not None:
+            self._indices.remove(peer.handshake.local_index)
+            peer.handshake = None
+
+    # ------------------------------------------------------------------ transport
+    def _receive_transport(self, data: bytes, source: Endpoint, now: float) -> None:
+        if len(data) < TRANSPORT_HEADER_SIZE + 16:
+            raise RemoteProtocolError("short transport message")
+        _, receiver, counter = _transport_header.unpack_from(data, 0)
+        entry = self._indices.get(receiver)
+        if entry is None or entry[1] is None:
+            self.dropped["unknown_index"] += 1
+            return
+        peer, keypair = entry
+        if keypair.expired(now):
+            self.dropped["expired_keypair"] += 1
+            return
+        plain = keypair.open(counter, data[TRANSPORT_HEADER_SIZE:])
+        if plain is None:
+            self.dropped["transport_rejected"] += 1  # bad tag or replayed counter
+            return
+        # authenticated (§5.4.6)
+        self._set_endpoint(peer, source)
+        if keypair is peer.next:  # the initiator confirmed our session: rotate
+            self._drop_keypair(peer.previous)
+            peer.previous, peer.current, peer.next = peer.current, keypair, None
+            self._handshake_complete(peer, now, initiator=False)
+            self._send_staged(peer, now)
+        self._keep_key_fresh_receiving(peer, now)
+        peer.timers.any_authenticated_packet_traversal(now)
+        peer.timers.any_authenticated_packet_received()
+        peer.rx_bytes += len(data)
+        if not plain:
+            return  # keepalive
+        addrs = _inner_addresses(plain)
+        if addrs is None:
+            self.dropped["inner_malformed"] += 1
+            return
+        if self._allowed.lookup_packed(addrs[0]) is not peer:  # cryptokey routing, §3
+            self.dropped["inner_source_not_allowed"] += 1
+            return
+        self._packets.append(plain[: addrs[2]])
+        peer.timers.data_received(now)
+
+    def _send_staged(self, peer: Peer, now: float) -> None:
+        keypair = peer.current
+        if keypair is None or not keypair.can_send(now) or peer.endpoint is None:
+            self._send_handshake_initiation(peer, now, is_retry=False)
+            return
+        while peer.staged:
+            if not keypair.can_send(now):
+                self._send_handshake_initiation(peer, now, is_retry=False)
+                return
+            packet = peer.staged.popleft()
+            self._emit(peer, keypair.seal(pad(packet, self.mtu)))
+            peer.timers.any_authenticated_packet_traversal(now)
+            peer.timers.any_authenticated_packet_sent()
+            if packet:
+                peer.timers.data_sent(now, self._jitter())
+        self._keep_key_fresh_sending(peer, now)
+
+    def _send_keepalive(self, peer: Peer, now: float) -> None:
+        if not peer.staged:
+            peer.staged.append(b"")
+        self._send_staged(peer, now)
+
+    def _keep_key_fresh_sending(self, peer: Peer, now: float) -> None:
+        """Initiator rekeys after REKEY_AFTER_TIME or REKEY_AFTER_MESSAGES (§6.2)."""
+        kp = peer.current
+        if (
+            kp is not None
+            and kp.is_initiator
+            and (kp.send_counter > REKEY_AFTER_MESSAGES or kp.age(now) >= REKEY_AFTER_TIME)
+        ):
+            self._send_handshake_initiation(peer, now, is_retry=False)
+
+    def _keep_key_fresh_receiving(self, peer: Peer, now: float) -> None:
+        """Initiator receiving on a key older than 165 s rekeys once (§6.2)."""
+        kp = peer.current
+        if peer.timers.sent_last_minute_handshake or kp is None:
+            return
+        if kp.is_initiator and kp.age(now) >= REKEY_ON_RECEIVE_AGE:
+            peer.timers.sent_last_minute_handshake = True
+            self._send_handshake_initiation(peer, now, is_retry=False)
+
+    # ------------------------------------------------------------------ timers
+    def _timer_expired(self, peer: Peer, name: str, now: float) -> None:
+        timers = peer.timers
+        if name == T.RETRANSMIT_HANDSHAKE:
+            if timers.handshake_attempts > MAX_TIMER_HANDSHAKES:  # gave up after 90 s
+                timers.stop(T.SEND_KEEPALIVE)
+                peer.staged.clear()
+                if not timers.pending(T.ZERO_KEY_MATERIAL):
+                    timers.arm(T.ZERO_KEY_MATERIAL, now + ZERO_KEY_MATERIAL_AFTER)
+                self._clear_handshake(peer)
+                self._events.append(HandshakeTimedOut(peer.public_key))
+            else:
+                timers.handshake_attempts += 1
+                self._send_handshake_initiation(peer, now, is_retry=True)
+        elif name == T.SEND_KEEPALIVE:
+            self._send_keepalive(peer, now)
+            if timers.need_another_keepalive:
+                timers.need_another_keepalive = False
+                timers.arm(T.SEND_KEEPALIVE, now + 10.0)
+        elif name == T.NEW_HANDSHAKE:
+            self._send_handshake_initiation(peer, now, is_retry=False)
+        elif name == T.ZERO_KEY_MATERIAL:
+            self._zero_peer(peer)
+            self._events.append(SessionsExpired(peer.public_key))
+        elif name == T.PERSISTENT_KEEPALIVE and timers.persistent_keepalive_interval > 0:
+            self._send_keepalive(peer, now)
+
+    # ------------------------------------------------------------------ helpers
+    def _emit(self, peer: Peer, message: bytes) -> None:
+        assert peer.endpoint is not None
+        peer.tx_bytes += len(message)
+        self._datagrams.append((message, peer.endpoint))
+
+    def _set_endpoint(self, peer: Peer, source: Endpoint) -> None:
+        """Roaming (§2.1): the endpoint follows the latest authenticated packet."""
+        if peer.endpoint != source:
+            peer.endpoint = source
+            self._events.append(EndpointChanged(peer.public_key, source))
+
+    def _drop_keypair(self, keypair: Keypair | None) -> None:
+        if keypair is not None:
+            self._indices.remove(keypair.local_index)
+            keypair.zero()
+
+    def _zero_peer(self, peer: Peer) -> None:
+        """Forget every session and handshake of the peer (§6.3, after 540 s)."""
+        for kp in peer.keypairs():
+            self._drop_keypair(kp)
+        peer.previous = peer.current = peer.next = None
+        self._clear_handshake(peer)
+
+    def __repr__(self) -> str:
+        return f"<Device {self.public_key} port={self.listen_port} peers={len(self._peers)}>"
+
+
+_TYPE_NAMES = {1: "initiation", 2: "response", 3: "cookie_reply", 4: "transport"}
+
+
+def _keepalive(value: int | None) -> int:
+    if value is None:
+        return 0
+    if not isinstance(value, int) or not 0 <= value <= 0xFFFF:
+        raise LocalProtocolError("persistent keepalive must be 0-65535 seconds")
+    return value
+
+
+def _check_network(network: str) -> None:
+    try:
+        ipaddress.ip_network(str(network), strict=False)
+    except ValueError as exc:
+        raise LocalProtocolError(f"bad allowed IP {network!r}") from exc

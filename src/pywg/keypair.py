@@ -1,0 +1,97 @@
+"""Transport keypairs: one session's keys, counters and replay window (whitepaper §5.4.5–§5.4.6).
+
+A peer holds up to three: `previous`, `current` and `next` (the responder's
+session before the initiator has confirmed it). Python's copy of bytes cannot
+be wiped, so `zero()` drops every reference to the key material (best effort);
+the native plane zeroes its copies for real.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from .constants import MESSAGE_TRANSPORT, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
+from .crypto import nonce
+from .replay import ReplayWindow
+
+_header = struct.Struct("<IIQ")
+
+
+class Keypair:
+    __slots__ = (
+        "_opener",
+        "_sealer",
+        "created",
+        "is_initiator",
+        "local_index",
+        "receive_key",
+        "remote_index",
+        "replay",
+        "send_counter",
+        "send_key",
+    )
+
+    def __init__(
+        self,
+        send_key: bytes,
+        receive_key: bytes,
+        local_index: int,
+        remote_index: int,
+        *,
+        is_initiator: bool,
+        created: float,
+    ) -> None:
+        self.send_key: bytes | None = send_key
+        self.receive_key: bytes | None = receive_key
+        self._sealer: ChaCha20Poly1305 | None = ChaCha20Poly1305(send_key)
+        self._opener: ChaCha20Poly1305 | None = ChaCha20Poly1305(receive_key)
+        self.local_index = local_index
+        self.remote_index = remote_index
+        self.is_initiator = is_initiator
+        self.created = created
+        self.send_counter = 0
+        self.replay = ReplayWindow(REJECT_AFTER_MESSAGES)
+
+    def age(self, now: float) -> float:
+        return now - self.created
+
+    def expired(self, now: float) -> bool:
+        """Unusable: REJECT_AFTER_TIME passed, or zeroed (whitepaper §6.1)."""
+        return self._sealer is None or now - self.created >= REJECT_AFTER_TIME
+
+    def can_send(self, now: float) -> bool:
+        return not self.expired(now) and self.send_counter < REJECT_AFTER_MESSAGES
+
+    def seal(self, padded: bytes) -> bytes:
+        """One transport message (§5.4.6): header ‖ AEAD(key, counter, padded packet, ε)."""
+        counter = self.send_counter
+        if self._sealer is None or counter >= REJECT_AFTER_MESSAGES:
+            raise ValueError("keypair cannot send")
+        self.send_counter = counter + 1
+        header = _header.pack(MESSAGE_TRANSPORT, self.remote_index, counter)
+        return header + self._sealer.encrypt(nonce(counter), padded, None)
+
+    def open(self, counter: int, ciphertext: bytes) -> bytes | None:
+        """Decrypt and then check and mark the replay window; None when either fails."""
+        if self._opener is None or not self.replay.would_accept(counter):
+            return None
+        try:
+            plain = self._opener.decrypt(nonce(counter), ciphertext, None)
+        except InvalidTag:
+            return None
+        if not self.replay.check(counter):  # RFC 6479: mark only after authentication
+            return None
+        return plain
+
+    def zero(self) -> None:
+        self.send_key = self.receive_key = None
+        self._sealer = self._opener = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<Keypair local={self.local_index:#010x} remote={self.remote_index:#010x} "
+            f"initiator={self.is_initiator} sent={self.send_counter}>"
+        )
