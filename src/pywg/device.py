@@ -428,7 +428,7 @@ class Device:
 
     def _jitter(self) -> float:
         """Random 0–333 ms added to REKEY_TIMEOUT so peers do not retry in lockstep."""
-        return int.from_bytes(self._rng(4), "little") / 2**32 * REKEY_TIMEOUT_JITTER_MAX
+        return int.from_bytes(self._rng(2), "little") / 65536 * REKEY_TIMEOUT_JITTER_MAX
 
     def _send_handshake_initiation(self, peer: Peer, now: float, *, is_retry: bool) -> None:
         """Send message 1 unless one went out less than REKEY_TIMEOUT ago (§6.4)."""
