@@ -1,0 +1,47 @@
+"""Two (or n) Devices wired on a virtual-time Network, lab addresses (DESIGN.md)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from netsim import Host, Network
+
+from pywg import Device, PresharedKey, PrivateKey
+
+
+def zero_jitter_rng(n: int) -> bytes:
+    """os.urandom, except the 2-byte draws for timer jitter are zero: exact deadlines."""
+    return bytes(2) if n == 2 else os.urandom(n)
+
+
+def make_pair(
+    net: Network,
+    *,
+    psk: bool = False,
+    rng: Callable[[int], bytes] = os.urandom,
+    keepalive_a: int | None = None,
+    keepalive_b: int | None = None,
+    **device_kw: object,
+) -> tuple[Host, Host]:
+    ka, kb = PrivateKey.generate(), PrivateKey.generate()
+    shared = PresharedKey.generate() if psk else None
+    a = Device(ka, 51820, rng=rng, wall_clock=net.wall_clock(), **device_kw)  # type: ignore[arg-type]
+    b = Device(kb, 51820, rng=rng, wall_clock=net.wall_clock(), **device_kw)  # type: ignore[arg-type]
+    host_a = net.attach(a, ("198.18.0.1", 51820))
+    host_b = net.attach(b, ("198.18.0.2", 51820))
+    a.add_peer(
+        kb.public_key,
+        ["198.19.0.2/32", "fd19::2/128"],
+        endpoint=host_b.addr,
+        preshared_key=shared,
+        persistent_keepalive=keepalive_a,
+    )
+    b.add_peer(
+        ka.public_key,
+        ["198.19.0.1/32", "fd19::1/128"],
+        endpoint=host_a.addr,
+        preshared_key=shared,
+        persistent_keepalive=keepalive_b,
+    )
+    return host_a, host_b
