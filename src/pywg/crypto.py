@@ -117,6 +117,8 @@ def xaead_encrypt(key: bytes, nonce24: bytes, plaintext: bytes, ad: bytes) -> by
 
 
 def xaead_decrypt(key: bytes, nonce24: bytes, ciphertext: bytes, ad: bytes) -> bytes:
+    if len(ciphertext) < 16:  # PyNaCl would raise a bare ValueError from cffi
+        raise DecryptionError("XAEAD ciphertext shorter than its tag")
     try:
         out: bytes = crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, ad, nonce24, key)
     except CryptoError as exc:

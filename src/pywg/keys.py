@@ -12,7 +12,7 @@ import binascii
 import hmac
 import os
 from collections.abc import Callable
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from .constants import KEY_SIZE
 from .crypto import dh_public
@@ -20,6 +20,8 @@ from .exceptions import LocalProtocolError
 
 
 def _decode_base64(text: str) -> bytes:
+    if not isinstance(text, str):
+        raise LocalProtocolError("a base64 key must be a str")
     text = text.strip()
     if len(text) != 44 or not text.endswith("="):
         raise LocalProtocolError("key must be 44 characters of base64 (32 bytes)")
@@ -29,10 +31,16 @@ def _decode_base64(text: str) -> bytes:
         raise LocalProtocolError("key is not valid base64") from exc
     if len(raw) != KEY_SIZE:
         raise LocalProtocolError("key must decode to 32 bytes")
+    # The last character carries 4 bits of key and 2 padding bits; `wg` (key_from_base64)
+    # refuses nonzero padding bits, so a key has exactly one accepted spelling.
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise LocalProtocolError("key is not canonical base64")
     return raw
 
 
 def _decode_hex(text: str) -> bytes:
+    if not isinstance(text, str):
+        raise LocalProtocolError("a hexadecimal key must be a str")
     text = text.strip()
     if len(text) != 2 * KEY_SIZE:
         raise LocalProtocolError("key must be 64 hexadecimal characters")
@@ -99,7 +107,7 @@ class _Key:
     def __str__(self) -> str:
         return repr(self)
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> tuple[Any, ...]:
         raise TypeError(f"{type(self).__name__} is not picklable (it holds a secret)")
 
 
@@ -115,7 +123,7 @@ class PublicKey(_Key):
     def __str__(self) -> str:
         return self.to_base64()
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> tuple[Any, ...]:
         return (PublicKey, (self._raw,))
 
 

@@ -164,12 +164,21 @@ def serialize_transport_header(receiver: int, counter: int) -> bytes:
     return _TRANSPORT_HEADER.pack(MESSAGE_TRANSPORT, receiver, counter)
 
 
+def _round_up(length: int) -> int:
+    return -(-length // PADDING_MULTIPLE) * PADDING_MULTIPLE
+
+
 def padded_length(length: int, mtu: int) -> int:
-    """Length of a plaintext zero-padded to a multiple of 16, not beyond the MTU (§5.4.6)."""
-    if length == 0:
-        return 0
-    padded = -(-length // PADDING_MULTIPLE) * PADDING_MULTIPLE
-    return min(padded, max(mtu, length))
+    """Length of a plaintext zero-padded to a multiple of 16, not beyond the MTU (§5.4.6).
+
+    As Linux (send.c calculate_skb_padding) and wireguard-go (calculatePaddingSize):
+    a packet longer than the MTU pads its last MTU-sized unit; an unknown MTU
+    (0) pads to a multiple of 16 without a cap. A zero-length packet stays empty.
+    """
+    if mtu <= 0:
+        return _round_up(length)
+    last_unit = length % mtu if length > mtu else length
+    return length - last_unit + min(_round_up(last_unit), mtu)
 
 
 def pad(packet: bytes, mtu: int) -> bytes:

@@ -1,0 +1,416 @@
+"""Cryptokey routing: the allowed-IPs table (whitepaper §3).
+
+Theory of operation
+-------------------
+
+WireGuard associates each peer with a set of IP prefixes, its *allowed IPs*
+(whitepaper §3, "Cryptokey Routing"). The table is used in both directions:
+
+* sending: the destination address of a packet read from the TUN device is
+  looked up and the longest matching prefix names the peer to encrypt it for;
+* receiving: after a transport packet is decrypted, its inner source address
+  is looked up and the packet is dropped unless the answer is the peer whose
+  session key authenticated it.
+
+Each prefix has exactly one owner. Inserting a prefix that already exists
+moves it to the new owner (Linux ``wg_allowedips_insert_v4/v6`` semantics), so
+configuring ``10.0.0.0/24`` on peer B silently takes it away from peer A.
+
+The structure is a binary trie with path compression, one per address family
+(IPv4 and IPv6 never share a root; ``::ffff:1.2.3.4`` is an IPv6 address and
+is looked up in the IPv6 trie, as on Linux). Every node is a prefix
+``(bits, cidr)``: ``bits`` is the address as an int with the host bits zeroed,
+``cidr`` its length. A node's children extend its prefix; the child chosen is
+the address bit just after the node's prefix (bit index ``cidr`` counted from
+the most significant end). Runs of single-child nodes are never stored: a
+child may be many bits longer than its parent, so the depth is bounded by the
+number of stored prefixes, not by the address width.
+
+A node either carries a value (a stored prefix) or is an *intermediate* node
+created where two stored prefixes diverge. Invariant, kept by ``remove``: an
+intermediate node always has exactly two children. So a table with ``n``
+prefixes has at most ``2n - 1`` nodes, and churn cannot leak memory: once
+every prefix is removed the trie is empty again.
+
+Lookup works on Python ints (``int.from_bytes`` of the packed address) and
+costs one loop iteration per node on the path, never one per bit. Along any
+root-to-leaf path the prefixes are nested, so "does the address fall inside
+this node" is monotone: once a node fails to match, no deeper node can. The
+walk therefore steers by one address bit per node, checks the match (an XOR
+and a shift) only on nodes that carry a value, remembers the last matching
+value, and stops at the first value-carrying node that does not match.
+
+Values are compared by identity (``is``): they are ``Peer`` objects. ``None``
+cannot be stored, because ``lookup`` uses it for "no route".
+
+This module is sans-IO and not thread-safe; mutate the table only from the
+thread that also looks things up (or hold a lock).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Generic, TypeVar
+
+from .exceptions import LocalProtocolError
+
+__all__ = ["AllowedIPs", "Network", "parse_network"]
+
+T = TypeVar("T")
+
+Network = IPv4Network | IPv6Network
+
+_V4_BITS = 32
+_V6_BITS = 128
+
+
+class _Node:
+    """One trie node: the prefix ``bits/cidr`` of an address family.
+
+    ``shift`` is ``width - cidr``: ``(addr ^ bits) >> shift == 0`` iff ``addr``
+    lies inside the prefix. ``bitshift`` is ``width - 1 - cidr``, the shift
+    that brings the steering bit (the first bit after the prefix) to bit 0;
+    host routes have no children and use 0 there, which selects a ``None``
+    child and ends the walk.
+    """
+
+    __slots__ = ("bits", "bitshift", "cidr", "one", "shift", "value", "zero")
+
+    def __init__(self, bits: int, cidr: int, width: int, value: object) -> None:
+        self.bits = bits
+        self.cidr = cidr
+        self.shift = width - cidr
+        self.bitshift = width - 1 - cidr if cidr < width else 0
+        self.value = value
+        self.zero: _Node | None = None
+        self.one: _Node | None = None
+
+    def network(self) -> Network:
+        if self.cidr + self.shift == _V4_BITS:
+            return IPv4Network((self.bits, self.cidr))
+        return IPv6Network((self.bits, self.cidr))
+
+
+def _walk(node: _Node | None, addr: int) -> object:
+    """Longest-prefix match of ``addr`` starting at ``node`` (see module doc)."""
+    best: object = None
+    while node is not None:
+        value = node.value
+        if value is not None:
+            if (addr ^ node.bits) >> node.shift:
+                break  # prefixes nest along a path: nothing deeper can match
+            best = value
+        node = node.one if addr >> node.bitshift & 1 else node.zero
+    return best
+
+
+def parse_network(network: str | IPv4Network | IPv6Network) -> Network:
+    """Parse an allowed-IPs entry, masking host bits off (``"10.0.0.5/8"`` is ``10.0.0.0/8``).
+
+    A bare address is a host route (``/32`` or ``/128``). Raises
+    ``LocalProtocolError`` for anything else.
+    """
+    if isinstance(network, IPv4Network | IPv6Network):
+        return network
+    if isinstance(network, str):
+        try:
+            return ipaddress.ip_network(network.strip(), strict=False)
+        except ValueError as exc:
+            raise LocalProtocolError(f"invalid allowed-IPs network {network!r}: {exc}") from None
+    raise LocalProtocolError(
+        "allowed-IPs network must be a str, IPv4Network or IPv6Network, "
+        f"not {type(network).__name__}"
+    )
+
+
+class AllowedIPs(Generic[T]):
+    """Longest-prefix-match table mapping IP prefixes to values (peers).
+
+    >>> table: AllowedIPs[str] = AllowedIPs()
+    >>> table.insert("10.0.0.0/8", "peer-a")
+    >>> table.insert("10.1.0.0/16", "peer-b")
+    >>> table.lookup("10.1.2.3"), table.lookup("10.2.0.1"), table.lookup("11.0.0.1")
+    ('peer-b', 'peer-a', None)
+    """
+
+    __slots__ = ("_count", "_owned", "_root4", "_root6")
+
+    def __init__(self) -> None:
+        self._root4: _Node | None = None
+        self._root6: _Node | None = None
+        self._count = 0
+        # id(value) -> that value's nodes, in the order they were assigned to it.
+        # The nodes keep the value alive, so its id cannot be reused meanwhile.
+        self._owned: dict[int, dict[_Node, None]] = {}
+
+    # -- mutation ---------------------------------------------------------
+
+    def insert(self, network: str | IPv4Network | IPv6Network, value: T) -> None:
+        """Route ``network`` to ``value``.
+
+        Host bits are masked off. If the masked prefix is already present it
+        is reassigned to ``value`` (it moves between peers), as Linux does.
+        """
+        if value is None:
+            raise LocalProtocolError("None cannot be stored in AllowedIPs (it means 'no route')")
+        net = parse_network(network)
+        width = net.max_prefixlen
+        cidr = net.prefixlen
+        bits = int(net.network_address)
+        v6 = width == _V6_BITS
+
+        parent: _Node | None = None
+        node = self._root6 if v6 else self._root4
+        # Descend while the current node is a prefix of (or equal to) the new one.
+        while node is not None and node.cidr <= cidr and not (bits ^ node.bits) >> node.shift:
+            if node.cidr == cidr:
+                if node.value is None:
+                    self._count += 1  # an intermediate fork becomes a stored prefix
+                self._assign(node, value)
+                return
+            parent = node
+            node = node.one if bits >> node.bitshift & 1 else node.zero
+
+        new = _Node(bits, cidr, width, None)
+        subtree = new
+        if node is not None:
+            # ``node`` sits where ``new`` belongs but is not a prefix of it:
+            # either ``new`` is a prefix of ``node`` (it becomes the parent), or
+            # the two diverge and need an intermediate node at the fork.
+            common = width - (bits ^ node.bits).bit_length()  # leading bits in common
+            if common >= cidr:
+                _set_child(new, node.bits >> new.bitshift & 1, node)
+            else:
+                fork_shift = width - common
+                fork = _Node(bits >> fork_shift << fork_shift, common, width, None)
+                side = bits >> fork.bitshift & 1
+                _set_child(fork, side, new)
+                _set_child(fork, side ^ 1, node)
+                subtree = fork
+        # The subtree is complete before it is linked in, so a walk never sees
+        # a half-built branch.
+        self._replace(v6, parent, bits, subtree)
+        self._count += 1
+        self._assign(new, value)
+
+    def remove(self, network: str | IPv4Network | IPv6Network, value: T | None) -> bool:
+        """Delete exactly ``network`` if it is owned by ``value``; return whether it was.
+
+        No-op (``False``) if the masked prefix is absent, owned by another
+        value, or ``value`` is ``None`` (wireguard-go ``RemoveByPrefix`` semantics).
+        """
+        net = parse_network(network)
+        if value is None:
+            return False
+        node = self._find_exact(net)
+        if node is None or node.value is not value:
+            return False
+        self._unown(node)
+        self._delete(node)
+        return True
+
+    def remove_by_value(self, value: T) -> int:
+        """Delete every prefix owned by ``value``; return how many (Linux ``remove_by_peer``)."""
+        nodes = self._owned.pop(id(value), None)
+        if nodes is None:
+            return 0
+        for node in nodes:
+            self._delete(node)
+        return len(nodes)
+
+    def clear(self) -> None:
+        """Remove every prefix of both families."""
+        self._root4 = None
+        self._root6 = None
+        self._owned.clear()
+        self._count = 0
+
+    # -- queries ----------------------------------------------------------
+
+    def lookup(self, address: str | bytes | IPv4Address | IPv6Address) -> T | None:
+        """Value of the longest prefix containing ``address``, or ``None``.
+
+        ``bytes`` are a packed address and follow ``lookup_packed`` (a wrong
+        length gives ``None``); a malformed string raises ``LocalProtocolError``.
+        """
+        if isinstance(address, bytes | bytearray | memoryview):
+            return self.lookup_packed(address)
+        if isinstance(address, str):
+            try:
+                address = ipaddress.ip_address(address.strip())
+            except ValueError as exc:
+                raise LocalProtocolError(f"invalid IP address {address!r}: {exc}") from None
+        if isinstance(address, IPv4Address):
+            return _walk(self._root4, int(address))  # type: ignore[return-value]
+        if isinstance(address, IPv6Address):
+            return _walk(self._root6, int(address))  # type: ignore[return-value]
+        raise LocalProtocolError(
+            "address must be a str, bytes, IPv4Address or IPv6Address, "
+            f"not {type(address).__name__}"
+        )
+
+    def lookup_packed(self, address: bytes | bytearray | memoryview) -> T | None:
+        """Fast path: look up a 4- or 16-byte network-order address.
+
+        Any other length returns ``None``; this is fed packet bytes and never raises.
+        """
+        size = len(address)
+        if size == 4:
+            node = self._root4
+        elif size == 16:
+            node = self._root6
+        else:
+            return None
+        addr = int.from_bytes(address)
+        # _walk() inlined: this runs once per packet.
+        best: object = None
+        while node is not None:
+            value = node.value
+            if value is not None:
+                if (addr ^ node.bits) >> node.shift:
+                    break
+                best = value
+            node = node.one if addr >> node.bitshift & 1 else node.zero
+        return best  # type: ignore[return-value]
+
+    def networks_of(self, value: T) -> list[Network]:
+        """The (masked) prefixes owned by ``value``.
+
+        Ordered by when each prefix was last assigned to ``value`` (oldest
+        first), which is insertion order unless a prefix moved away and back.
+        """
+        nodes = self._owned.get(id(value))
+        if nodes is None:
+            return []
+        return [node.network() for node in nodes]
+
+    def items(self) -> Iterator[tuple[Network, T]]:
+        """Every ``(network, value)``: IPv4 first, then IPv6, each sorted by address then length.
+
+        Iterates over a snapshot, so the table may be modified meanwhile.
+        """
+        snapshot: list[tuple[Network, T]] = [
+            (node.network(), node.value)  # type: ignore[misc]
+            for root in (self._root4, self._root6)
+            for node in _preorder(root)
+            if node.value is not None
+        ]
+        return iter(snapshot)
+
+    def node_count(self) -> int:
+        """Number of trie nodes, stored prefixes plus intermediate forks (at most ``2*len - 1``)."""
+        return sum(1 for root in (self._root4, self._root6) for _ in _preorder(root))
+
+    def __len__(self) -> int:
+        """Number of stored prefixes (both families)."""
+        return self._count
+
+    def __repr__(self) -> str:
+        return f"<AllowedIPs prefixes={self._count} owners={len(self._owned)}>"
+
+    # -- internals --------------------------------------------------------
+
+    def _assign(self, node: _Node, value: object) -> None:
+        old = node.value
+        if old is value:
+            return
+        if old is not None:
+            self._unown(node)
+        node.value = value
+        self._owned.setdefault(id(value), {})[node] = None
+
+    def _unown(self, node: _Node) -> None:
+        key = id(node.value)
+        nodes = self._owned[key]
+        del nodes[node]
+        if not nodes:
+            del self._owned[key]
+
+    def _find_exact(self, net: Network) -> _Node | None:
+        bits = int(net.network_address)
+        cidr = net.prefixlen
+        node = self._root6 if net.version == 6 else self._root4
+        while node is not None and node.cidr < cidr:
+            node = node.one if bits >> node.bitshift & 1 else node.zero
+        if node is None or node.cidr != cidr or node.bits != bits:
+            return None
+        return node
+
+    def _replace(self, v6: bool, parent: _Node | None, bits: int, child: _Node | None) -> None:
+        """Point ``parent``'s link toward ``bits`` (or the root) at ``child``."""
+        if parent is not None:
+            _set_child(parent, bits >> parent.bitshift & 1, child)
+        elif v6:
+            self._root6 = child
+        else:
+            self._root4 = child
+
+    def _delete(self, node: _Node) -> None:
+        """Drop ``node``'s value (already un-owned) and prune what became redundant."""
+        v6 = node.cidr + node.shift == _V6_BITS
+        # No parent pointers (they would make the trie cyclic garbage): find
+        # the parent and grandparent by walking the node's own key.
+        grandparent: _Node | None = None
+        parent: _Node | None = None
+        cur = self._root6 if v6 else self._root4
+        while cur is not node:
+            assert cur is not None, "allowed-IPs node not in its trie"
+            grandparent, parent = parent, cur
+            cur = cur.one if node.bits >> cur.bitshift & 1 else cur.zero
+
+        node.value = None
+        self._count -= 1
+        if node.zero is not None and node.one is not None:
+            return  # still a fork between two stored prefixes: keep as intermediate
+        # Splice the node out, its single child (if any) takes its place.
+        child = node.zero if node.zero is not None else node.one
+        self._replace(v6, parent, node.bits, child)
+        if child is None and parent is not None and parent.value is None:
+            # The parent was an intermediate fork and just lost a branch: it
+            # now has one child and is redundant too (Linux frees it likewise).
+            remaining = parent.zero if parent.zero is not None else parent.one
+            self._replace(v6, grandparent, parent.bits, remaining)
+
+    def _validate(self) -> None:
+        """Check the trie invariants (for tests); raises AssertionError."""
+        total = 0
+        owned = sum(len(nodes) for nodes in self._owned.values())
+        for root, width in ((self._root4, _V4_BITS), (self._root6, _V6_BITS)):
+            stack: list[tuple[_Node, _Node | None]] = [(root, None)] if root else []
+            while stack:
+                node, parent = stack.pop()
+                assert node.cidr + node.shift == width
+                assert node.bits >> node.shift << node.shift == node.bits, "host bits set"
+                if parent is not None:
+                    assert node.cidr > parent.cidr
+                    assert not (node.bits ^ parent.bits) >> parent.shift, "not under parent"
+                    side = node.bits >> parent.bitshift & 1
+                    assert (parent.one if side else parent.zero) is node, "wrong side"
+                if node.value is None:
+                    assert node.zero is not None and node.one is not None, "redundant node"
+                else:
+                    total += 1
+                    assert node in self._owned[id(node.value)], "owner index out of date"
+                stack.extend((c, node) for c in (node.one, node.zero) if c is not None)
+        assert total == self._count == owned, (total, self._count, owned)
+
+
+def _set_child(parent: _Node, side: int, child: _Node | None) -> None:
+    if side:
+        parent.one = child
+    else:
+        parent.zero = child
+
+
+def _preorder(root: _Node | None) -> Iterator[_Node]:
+    """Nodes in address order (a prefix before the longer prefixes inside it)."""
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        yield node
+        if node.one is not None:
+            stack.append(node.one)
+        if node.zero is not None:
+            stack.append(node.zero)
