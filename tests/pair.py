@@ -6,7 +6,6 @@ import os
 from collections.abc import Callable
 
 from netsim import Host, Network
-
 from pywg import Device, PresharedKey, PrivateKey
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
 from ippkt import ip, ip4, ip6
 from netsim import Network
 from pair import make_pair
-
 from pywg import (
     Device,
     EndpointChanged,

@@ -7,7 +7,6 @@ import os
 from ippkt import ip4
 from netsim import Network
 from pair import make_pair
-
 from pywg import HandshakeCompleted, PrivateKey
 from pywg.cookie import CookieGenerator
 from pywg.crypto import tai64n
@@ -76,7 +75,7 @@ def test_garbage_and_bad_mac1_are_dropped_without_replies() -> None:
 def test_mac2_with_cookie_passes_rate_limit_per_source() -> None:
     """Under load, one source with valid cookies is held to ~20 handshakes/s."""
     net = Network(latency=0.001)
-    legit, victim = make_pair(net, under_load_threshold=0)
+    _legit, victim = make_pair(net, under_load_threshold=0)
     vdev = victim.device
     vdev._note_handshake_message(0.0)  # already under load
     # forged initiations with mac2 from a real cookie: valid mac1+mac2, then rate-limited

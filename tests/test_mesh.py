@@ -6,7 +6,6 @@ import time
 
 from ippkt import ip4
 from netsim import Network
-
 from pywg import Device, HandshakeCompleted, PrivateKey
 
 N = 50

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from vectors import load
 
 from pywg.exceptions import DecryptionError, LocalProtocolError
 from pywg.noise import HandshakeState, KeyPair
+from vectors import load
 
 CASES = [("noise_IKpsk2.json", "IKpsk2"), ("noise_IK_25519_ChaChaPoly_BLAKE2s.json", "IK")]
 

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from vectors import load
 
 from pywg import _fast, backend
 from pywg._fast.replay import NativeReplayWindow
@@ -28,6 +27,7 @@ from pywg.constants import (
     REPLAY_WINDOW_SIZE,
 )
 from pywg.replay import PureReplayWindow, ReplayFilter, ReplayWindow
+from vectors import load
 
 VECTORS = load("replay_counter.json")
 U64 = 1 << 64
@@ -197,7 +197,51 @@ def test_greatest_is_read_only(make_window: Callable[..., ReplayFilter]) -> None
     assert "greatest=-1" in repr(window)
 
 
-# --- C and Python agree ----------------------------------------------------
+# --- against a model, and C against Python -----------------------------------
+
+
+class SetModel:
+    """The specification without the ring: accept a counter below the limit,
+    at most REPLAY_WINDOW_SIZE behind the highest accepted one, and unseen."""
+
+    def __init__(self, reject_after: int) -> None:
+        self.reject_after = reject_after
+        self.greatest = -1
+        self.seen: set[int] = set()
+
+    def check(self, counter: int) -> bool:
+        if counter >= self.reject_after or counter < self.greatest - REPLAY_WINDOW_SIZE:
+            return False
+        if counter in self.seen:
+            return False
+        self.seen.add(counter)
+        if counter > self.greatest:
+            self.greatest = counter
+            if len(self.seen) > 4 * REPLAY_BITS_TOTAL:
+                self.seen = {c for c in self.seen if c >= counter - REPLAY_WINDOW_SIZE}
+        return True
+
+
+def test_in_order_over_several_laps(make_window: Callable[..., ReplayFilter]) -> None:
+    # Each ring word is reused every 8192 counters and must be cleared first.
+    window = make_window()
+    for counter in range(3 * REPLAY_BITS_TOTAL + 100):
+        assert window.check(counter), counter
+        assert not window.would_accept(counter), counter
+
+
+def test_every_jump_length(make_window: Callable[..., ReplayFilter]) -> None:
+    # Jumps of 0..130 ring words (plus odd offsets) after a full ring of history.
+    for words in range(131):
+        for offset in (-1, 0, 37):
+            window, model = make_window(), SetModel(REJECT_AFTER_MESSAGES)
+            history = range(REPLAY_BITS_TOTAL + 500)
+            assert all(map(window.check, history))
+            model.seen, model.greatest = set(history), history[-1]
+            top = model.greatest + max(1, words * REPLAY_BITS_PER_WORD + offset)
+            for counter in [top, *range(top - REPLAY_BITS_TOTAL - 70, top + 70, 61)]:
+                assert window.check(counter) == model.check(counter), (words, offset, counter)
+
 
 _INTERESTING = [
     0,
@@ -219,8 +263,9 @@ _INTERESTING = [
     U64 + 1,
 ]
 
-# An op is ("abs", counter), ("rel", delta from the current greatest) or
-# ("probe", counter): a would_accept only, to show it changes nothing.
+# An op is ("abs", counter); ("rel", delta from the current greatest);
+# ("run", n): the next n counters in order; ("probe", counter) / ("probe_rel",
+# delta): a would_accept only, which must change nothing.
 _counter = st.one_of(
     st.sampled_from(_INTERESTING),
     st.integers(0, U64 - 1),
@@ -238,6 +283,10 @@ _delta = st.one_of(
             REPLAY_BITS_TOTAL + 64,
         ]
     ),
+    # whole ring words, a little off: every clearing length
+    st.builds(
+        lambda w, o: w * REPLAY_BITS_PER_WORD + o, st.integers(-130, 130), st.integers(-3, 3)
+    ),
     st.integers(-(1 << 62), 1 << 62),
 )
 _ops = st.lists(
@@ -245,10 +294,11 @@ _ops = st.lists(
         st.tuples(st.just("abs"), _counter),
         st.tuples(st.just("rel"), _delta),
         st.tuples(st.just("rel"), _delta),
+        st.tuples(st.just("run"), st.integers(1, 3 * REPLAY_BITS_PER_WORD)),
         st.tuples(st.just("probe"), _counter),
         st.tuples(st.just("probe_rel"), _delta),
     ),
-    max_size=120,
+    max_size=100,
 )
 _reject_after = st.one_of(
     st.sampled_from([REJECT_GO, REJECT_LINUX, U64 - 1, 0, 1, 100, 20_000]),
@@ -256,27 +306,50 @@ _reject_after = st.one_of(
 )
 
 
+def _counters(kind: str, value: int, greatest: int) -> list[int]:
+    if kind == "run":
+        return list(range(greatest + 1, greatest + 1 + value))
+    if kind.endswith("rel"):
+        return [max(0, greatest + value)]
+    return [value]
+
+
+@settings(max_examples=300, deadline=None)
+@given(reject_after=_reject_after, ops=_ops)
+def test_pure_matches_model(reject_after: int, ops: list[tuple[str, int]]) -> None:
+    window, model = PureReplayWindow(reject_after), SetModel(reject_after)
+    for kind, value in ops:
+        for counter in _counters(kind, value, model.greatest):
+            if kind.startswith("probe"):
+                window.would_accept(counter)
+                continue
+            assert window.check(counter) == model.check(counter), counter
+            assert window.greatest == model.greatest
+
+
 @NATIVE_SKIP
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(reject_after=_reject_after, ops=_ops)
 def test_native_matches_pure(reject_after: int, ops: list[tuple[str, int]]) -> None:
     pure, native = PureReplayWindow(reject_after), NativeReplayWindow(reject_after)
     # The same checks without any probes in between: probes must change nothing.
     pure_plain, native_plain = PureReplayWindow(reject_after), NativeReplayWindow(reject_after)
     windows = (pure, native, pure_plain, native_plain)
+    model = SetModel(reject_after)
     for kind, value in ops:
-        counter = max(0, pure.greatest + value) if kind.endswith("rel") else value
-        if kind.startswith("probe"):
-            before = (pure.greatest, native.greatest)
-            assert pure.would_accept(counter) == native.would_accept(counter), counter
-            assert (pure.greatest, native.greatest) == before
-            continue
-        predicted = [w.would_accept(counter) for w in windows]
-        verdicts = [w.check(counter) for w in windows]
-        assert predicted == verdicts == [verdicts[0]] * 4, (counter, verdicts)
-        assert len({w.greatest for w in windows}) == 1
-        # A counter just accepted is a replay now.
-        assert not any(w.would_accept(counter) for w in windows)
+        for counter in _counters(kind, value, pure.greatest):
+            if kind.startswith("probe"):
+                before = (pure.greatest, native.greatest)
+                assert pure.would_accept(counter) == native.would_accept(counter), counter
+                assert (pure.greatest, native.greatest) == before
+                continue
+            predicted = [w.would_accept(counter) for w in windows]
+            verdicts = [w.check(counter) for w in windows]
+            expected = model.check(counter)
+            assert predicted == verdicts == [expected] * 4, (counter, verdicts, expected)
+            assert {w.greatest for w in windows} == {model.greatest}
+            # A counter just checked is never accepted again.
+            assert not any(w.would_accept(counter) for w in windows)
 
 
 # --- backend selection -------------------------------------------------------
@@ -287,7 +360,7 @@ def test_replay_window_is_the_selected_backend() -> None:
     assert ReplayWindow is expected
     assert backend.BACKEND in ("native", "pure")
     if os.environ.get(backend.ENV_VAR, "auto") in ("", "auto"):
-        assert backend.BACKEND == ("native" if backend.native_available() else "pure")
+        assert ("native" if backend.native_available() else "pure") == backend.BACKEND
 
 
 def test_select_backend_values() -> None:

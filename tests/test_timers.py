@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+
 from ippkt import ip4
 from netsim import Network
 from pair import make_pair, zero_jitter_rng
-
 from pywg import HandshakeCompleted, HandshakeTimedOut, SessionsExpired
 from pywg.keypair import Keypair
 
@@ -75,14 +77,14 @@ def test_retry_jitter_is_bounded() -> None:
     net.send(a, A_TO_B)
     net.run_until(60.0)
     sent = _initiations(a)
-    gaps = [y - x for x, y in zip(sent, sent[1:], strict=False)]
+    gaps = [y - x for x, y in itertools.pairwise(sent)]
     assert len(gaps) >= 10 and all(5.0 <= g <= 5.334 for g in gaps)
     assert len(set(gaps)) > 1  # really jittered
 
 
 def test_persistent_keepalive_interval() -> None:
     net = Network(latency=LAT)
-    a, b = make_pair(net, rng=zero_jitter_rng, keepalive_a=25)
+    a, _b = make_pair(net, rng=zero_jitter_rng, keepalive_a=25)
     net.send(a, A_TO_B)
     net.run_until(100.0)
     ka = _keepalives(a)
@@ -148,7 +150,7 @@ def test_ten_minutes_of_traffic_rekeys_on_time_and_loses_nothing() -> None:
     assert _initiations(b) == []
     assert init_times[0] == 0.0
     assert len(init_times) == 5  # t = 0, ~120, ~240, ~360, ~480
-    for prev, nxt in zip(init_times, init_times[1:], strict=False):
+    for prev, nxt in itertools.pairwise(init_times):
         assert 120.0 <= nxt - prev <= 121.0
     assert len(sessions_a) == 5
     for s, t in zip(sessions_a, init_times, strict=False):

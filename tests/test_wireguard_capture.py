@@ -14,16 +14,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from vectors import load
 
-from pywg import Device, HandshakeCompleted, PrivateKey
-from pywg import crypto
+from pywg import Device, HandshakeCompleted, PrivateKey, crypto
 from pywg.constants import CONSTRUCTION, IDENTIFIER
 from pywg.cookie import CookieGenerator
 from pywg.handshake import consume_initiation, consume_response, create_initiation, create_response
 from pywg.keypair import Keypair
 from pywg.messages import parse_initiation, parse_response
 from pywg.noise import KeyPair, SymmetricState
+from vectors import load
 
 DATA = load("wireguard_wireshark_capture.json")
 h = bytes.fromhex

@@ -31,6 +31,7 @@ restarts, so they cannot come from a monotonic clock).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import struct
@@ -91,7 +92,7 @@ from .messages import (
     parse_response,
 )
 from .noise import KeyPair
-from .peer import Endpoint, PendingHandshake, Peer
+from .peer import Endpoint, Peer, PendingHandshake
 from .ratelimiter import RateLimiter
 
 # Under load (whitepaper §5.3): more handshake messages than this within one
@@ -109,6 +110,14 @@ AddressLike = tuple[str, int] | tuple[str, int, int, int]
 
 def normalize_endpoint(addr: AddressLike | tuple[object, ...]) -> Endpoint:
     """(host, port) with a canonical host; IPv4-mapped IPv6 becomes IPv4."""
+    try:
+        return _normalize_cached(addr)
+    except TypeError:  # unhashable: not a tuple of str/int
+        raise LocalProtocolError(f"bad address {addr!r}") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalize_cached(addr: tuple[object, ...]) -> Endpoint:
     if len(addr) < 2:
         raise LocalProtocolError(f"bad address {addr!r}")
     host, port = addr[0], addr[1]
@@ -177,6 +186,8 @@ class Device:
         self._load_count = 0
         self._under_load_until = float("-inf")
         self.dropped: Counter[str] = Counter()
+        self._timers_changed = True
+        self._next_deadline: float | None = None
         self.set_private_key(private_key)
 
     # ------------------------------------------------------------------ config
@@ -190,6 +201,7 @@ class Device:
 
     def set_private_key(self, private_key: PrivateKey | str | bytes) -> None:
         """Change our identity; every session and handshake in progress is dropped."""
+        self._timers_changed = True
         key = as_private_key(private_key)
         self._private_key = key
         self._static = KeyPair(bytes(key), bytes(key.public_key))
@@ -217,6 +229,7 @@ class Device:
         persistent_keepalive: int | None = None,
     ) -> Peer:
         """Add a peer (whitepaper §3). Raises LocalProtocolError if it exists already."""
+        self._timers_changed = True
         pub = as_public_key(public_key)
         if pub in self._peers:
             raise LocalProtocolError("peer exists already")
@@ -258,6 +271,7 @@ class Device:
         the retry timer, and turning on persistent keepalive sends one
         (as the cross-platform UAPI specifies).
         """
+        self._timers_changed = True
         peer = self.peer(public_key)
         add = list(allowed_ips or ())
         remove = list(remove_allowed_ips)
@@ -295,6 +309,7 @@ class Device:
         return peer
 
     def remove_peer(self, public_key: PublicKey | str | bytes) -> None:
+        self._timers_changed = True
         peer = self.peer(public_key)
         self._zero_peer(peer)
         peer.timers.stop_all()
@@ -323,12 +338,16 @@ class Device:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        best: float | None = None
-        for peer in self._peers.values():
-            d = peer.timers.next_deadline()
-            if d is not None and (best is None or d < best):
-                best = d
-        return best
+        """The earliest timer deadline of any peer, or None (absolute, caller's clock)."""
+        if self._timers_changed:  # only Device methods change timers: recompute lazily
+            best: float | None = None
+            for peer in self._peers.values():
+                d = peer.timers.next_deadline()
+                if d is not None and (best is None or d < best):
+                    best = d
+            self._next_deadline = best
+            self._timers_changed = False
+        return self._next_deadline
 
     @property
     def index_table_size(self) -> int:
@@ -337,6 +356,7 @@ class Device:
     # ------------------------------------------------------------------ inputs
     def send_packet(self, packet: bytes, now: float) -> None:
         """An IP packet from the TUN: route it to a peer, encrypt or stage it."""
+        self._timers_changed = True
         packet = bytes(packet)
         addrs = _inner_addresses(packet)
         if addrs is None:
@@ -351,6 +371,7 @@ class Device:
 
     def receive_datagram(self, data: bytes, addr: AddressLike, now: float) -> None:
         """Anything from the UDP socket. Bad input is dropped and counted, never raised."""
+        self._timers_changed = True
         source = normalize_endpoint(addr)
         data = bytes(data)
         mtype = message_type(data)
@@ -370,6 +391,7 @@ class Device:
 
     def handle_timer(self, now: float) -> None:
         """Run every peer timer whose deadline is at or before now (whitepaper §6)."""
+        self._timers_changed = True
         for peer in list(self._peers.values()):
             for name in peer.timers.due(now):
                 if peer.public_key not in self._peers:
@@ -554,10 +576,13 @@ class Device:
             raise RemoteProtocolError("short transport message")
         _, receiver, counter = _transport_header.unpack_from(data, 0)
         entry = self._indices.get(receiver)
-        if entry is None or entry[1] is None:
+        if entry is None:
             self.dropped["unknown_index"] += 1
             return
         peer, keypair = entry
+        if keypair is None:  # the index names a handshake, not a session
+            self.dropped["unknown_index"] += 1
+            return
         if keypair.expired(now):
             self.dropped["expired_keypair"] += 1
             return

@@ -29,7 +29,7 @@ from .noise import CipherState, HandshakeState, KeyPair, SymmetricState
 
 PATTERN = "IKpsk2"
 _ZERO_PSK = bytes(KEY_SIZE)
-assert CONSTRUCTION == b"Noise_" + PATTERN.encode() + b"_25519_ChaChaPoly_BLAKE2s"
+assert b"Noise_" + PATTERN.encode() + b"_25519_ChaChaPoly_BLAKE2s" == CONSTRUCTION
 
 
 @lru_cache(maxsize=4096)

@@ -219,7 +219,9 @@ class HandshakeState:
         self.message_index += 1
         return b"".join(out)
 
-    def read_message(self, message: bytes, *, after_static: Callable[[bytes], None] | None = None) -> bytes:
+    def read_message(
+        self, message: bytes, *, after_static: Callable[[bytes], None] | None = None
+    ) -> bytes:
         """Process an incoming message and return its payload.
 
         ``after_static`` is called with the remote static key as soon as the

@@ -34,6 +34,7 @@ class PendingHandshake:
 class Peer:
     __slots__ = (
         "cookies",
+        "current",
         "endpoint",
         "handshake",
         "last_handshake_now",
@@ -42,9 +43,8 @@ class Peer:
         "last_sent_handshake",
         "latest_timestamp",
         "next",
-        "current",
-        "previous",
         "preshared_key",
+        "previous",
         "public_key",
         "rx_bytes",
         "staged",
