@@ -238,3 +238,27 @@ def test_repr_has_no_secrets() -> None:
     assert peer.preshared_key is not None and peer.preshared_key.to_base64() not in text
     assert peer.current is not None and peer.current.send_key is not None
     assert peer.current.send_key.hex() not in text
+
+
+def test_rekey_and_reject_after_messages() -> None:
+    """REKEY_AFTER_MESSAGES starts a handshake; REJECT_AFTER_MESSAGES stops sending (§6.1)."""
+    from pywg.constants import REJECT_AFTER_MESSAGES, REKEY_AFTER_MESSAGES
+
+    net = Network()
+    a, b = make_pair(net)
+    net.send(a, ip4("198.19.0.1", "198.19.0.2"))
+    net.run_until(10.0)
+    pa = a.device.peer(b.device.public_key)
+    assert pa.current is not None
+    pa.current.send_counter = REKEY_AFTER_MESSAGES + 1
+    before = len([d for _, d, _ in a.sent if d[0] == 1])
+    net.send(a, ip4("198.19.0.1", "198.19.0.2"))
+    assert len([d for _, d, _ in a.sent if d[0] == 1]) == before + 1  # rekey started
+    net.run_until(11.0)
+    assert pa.current.send_counter < 10  # a new session replaced it
+    pa.current.send_counter = REJECT_AFTER_MESSAGES
+    net.now = 20.0
+    net.send(a, ip4("198.19.0.1", "198.19.0.2", b"held"))
+    assert pa.staged  # not sent on an exhausted key: staged, new handshake
+    net.run_until(21.0)
+    assert b.received[-1][1] == ip4("198.19.0.1", "198.19.0.2", b"held")
