@@ -1,8 +1,10 @@
 """Key types: base64 in and out (as `wg` uses), X25519 clamping, constant-time compare.
 
-Private and preshared keys never appear in repr() or str(); str() of a private
-key is refused so it cannot slip into a log line by accident. Use
-`.to_base64()` when the secret must be written (key files, UAPI).
+As the API contract says (DESIGN.md), str() of every key is its base64 form,
+the way `wg genkey` prints it, so `f"PrivateKey = {key}"` writes a valid
+config line. repr() of a private or preshared key never shows the secret,
+nor do pickles (refused), so containers, tracebacks and debug output built
+from reprs stay clean. pywg itself never logs str() of a secret key.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ class _Key:
         return f"<{type(self).__name__} (secret)>"
 
     def __str__(self) -> str:
-        return repr(self)
+        return self.to_base64()
 
     def __reduce__(self) -> tuple[Any, ...]:
         raise TypeError(f"{type(self).__name__} is not picklable (it holds a secret)")
