@@ -1,0 +1,454 @@
+"""The cross-platform UAPI (the text protocol `wg` speaks), sans-IO.
+
+Theory of operation
+-------------------
+A request is a few `key=value` lines ending with an empty line: `get=1\\n\\n`
+or `set=1\\n...\\n\\n`. The answer is (for get, the configuration, then)
+`errno=N\\n\\n`, where N is 0 or a negative errno as wireguard-go answers.
+
+- `get(device)` renders the get answer, complete with `errno=0`.
+- `parse_set(device, lines)` validates a set body into a `SetPlan` without
+  changing anything; `SetPlan.apply(device, now)` carries it out and cannot
+  fail on validated input. `apply_set` does both. A request is atomic: if any
+  line is invalid, `UapiError` is raised and the device is unchanged. The
+  split lets the I/O layer look at the plan (a new listen port, fwmark) and
+  bind a socket first, refusing the whole request with -EADDRINUSE.
+- `UapiSession` handles one connection: bytes in, reply bytes out. It frames
+  requests, enforces size limits and never raises. Framing errors (a line
+  without '=', non-UTF-8, an unknown operation, too-long lines or requests)
+  answer an errno and set `closed`; the I/O layer then closes the connection.
+  A set request that is well framed but invalid answers -EINVAL and the
+  connection stays usable, as the request was consumed whole.
+
+Differences from wireguard-go: the sans-IO `Device` always has an identity,
+so `private_key=` with all zeros (which would remove it) is refused with
+-EINVAL. Secrets never appear in exception messages.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import ipaddress
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from .device import Device
+from .exceptions import LocalProtocolError, WireGuardError
+from .keys import PresharedKey, PrivateKey, PublicKey
+from .peer import Endpoint
+
+EINVAL: Final = -_errno.EINVAL
+EPROTO: Final = -_errno.EPROTO
+EIO: Final = -_errno.EIO
+EADDRINUSE: Final = -_errno.EADDRINUSE
+
+MAX_LINE: Final = 4096
+MAX_REQUEST: Final = 1 << 20
+
+_HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
+_DECIMAL = re.compile(r"[0-9]{1,10}")
+_NAME = re.compile(r"[a-z_]{1,40}")
+_ZERO_KEY = bytes(32)
+
+_DEVICE_KEYS: Final = frozenset({"private_key", "listen_port", "fwmark", "replace_peers"})
+
+
+class UapiError(WireGuardError):
+    """A UAPI request failed; `errno` is the (negative) value to answer."""
+
+    def __init__(self, errno: int, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+    def __repr__(self) -> str:
+        return f"UapiError({self.errno}, {self.args[0]!r})"
+
+
+class _Unset:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = _Unset()
+
+
+@dataclass(slots=True)
+class PeerPlan:
+    """What one peer section of a set request asks for (all values validated)."""
+
+    public_key: PublicKey
+    remove: bool = False
+    update_only: bool = False
+    preshared_key: PresharedKey | _Unset | None = UNSET
+    endpoint: Endpoint | _Unset = UNSET
+    persistent_keepalive: int | _Unset = UNSET
+    replace_allowed_ips: bool = False
+    add_allowed_ips: list[str] = field(default_factory=list)
+    remove_allowed_ips: list[str] = field(default_factory=list)
+    ignored: bool = False  # our own public key
+
+    def __repr__(self) -> str:
+        return f"<PeerPlan {self.public_key} remove={self.remove}>"
+
+
+@dataclass(slots=True)
+class SetPlan:
+    """A validated set request; `apply` performs it."""
+
+    private_key: PrivateKey | None = None
+    listen_port: int | None = None
+    fwmark: int | None = None
+    replace_peers: bool = False
+    peers: list[PeerPlan] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return (
+            f"<SetPlan private_key={'set' if self.private_key else 'unchanged'} "
+            f"listen_port={self.listen_port} fwmark={self.fwmark} "
+            f"replace_peers={self.replace_peers} peers={len(self.peers)}>"
+        )
+
+    def apply(self, device: Device, now: float | None = None) -> None:
+        """Carry out the plan. With `now`, turning on persistent keepalive sends one."""
+        if self.private_key is not None and self.private_key != device.private_key:
+            new_public = self.private_key.public_key
+            if new_public in device.peers:  # a device cannot be its own peer
+                device.remove_peer(new_public)
+            device.set_private_key(self.private_key)
+        if self.listen_port is not None:
+            device.listen_port = self.listen_port
+        if self.fwmark is not None:
+            device.fwmark = self.fwmark
+        if self.replace_peers:
+            for public_key in list(device.peers):
+                device.remove_peer(public_key)
+        for plan in self.peers:
+            _apply_peer(device, plan, now)
+
+
+def _apply_peer(device: Device, plan: PeerPlan, now: float | None) -> None:
+    if plan.ignored or plan.public_key == device.public_key:
+        return
+    exists = plan.public_key in device.peers
+    if plan.remove:
+        if exists:
+            device.remove_peer(plan.public_key)
+        return
+    if not exists:
+        if plan.update_only:
+            return
+        device.add_peer(plan.public_key)
+    kwargs: dict[str, object] = {}
+    if not isinstance(plan.preshared_key, _Unset):
+        kwargs["preshared_key"] = plan.preshared_key
+    if not isinstance(plan.endpoint, _Unset):
+        kwargs["endpoint"] = plan.endpoint
+    if not isinstance(plan.persistent_keepalive, _Unset):
+        kwargs["persistent_keepalive"] = plan.persistent_keepalive
+    device.update_peer(
+        plan.public_key,
+        allowed_ips=plan.add_allowed_ips,
+        replace_allowed_ips=plan.replace_allowed_ips,
+        remove_allowed_ips=plan.remove_allowed_ips,
+        now=now,
+        **kwargs,
+    )
+
+
+# ---------------------------------------------------------------------- get
+
+
+def format_endpoint(endpoint: Endpoint) -> str:
+    host, port = endpoint
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+def _split_time(t: float) -> tuple[int, int]:
+    """Wall-clock seconds as (sec, nsec); t - floor(t) is exact, so no precision is lost."""
+    if not math.isfinite(t) or t < 0:
+        return 0, 0
+    sec = math.floor(t)
+    nsec = round((t - sec) * 1e9)
+    if nsec >= 1_000_000_000:
+        sec, nsec = sec + 1, nsec - 1_000_000_000
+    return sec, nsec
+
+
+def get(device: Device) -> str:
+    """The complete answer to `get=1`, ending with `errno=0` and the empty line."""
+    out = [f"private_key={device.private_key.to_hex()}"]
+    if device.listen_port:
+        out.append(f"listen_port={device.listen_port}")
+    if device.fwmark:
+        out.append(f"fwmark={device.fwmark}")
+    for public_key, peer in device.peers.items():
+        out.append(f"public_key={public_key.to_hex()}")
+        psk = peer.preshared_key
+        out.append(f"preshared_key={psk.to_hex() if psk is not None else '0' * 64}")
+        out.append("protocol_version=1")
+        if peer.endpoint is not None:
+            out.append(f"endpoint={format_endpoint(peer.endpoint)}")
+        sec, nsec = 0, 0
+        if peer.last_handshake_time is not None:
+            sec, nsec = _split_time(peer.last_handshake_time)
+        out.append(f"last_handshake_time_sec={sec}")
+        out.append(f"last_handshake_time_nsec={nsec}")
+        out.append(f"tx_bytes={peer.tx_bytes}")
+        out.append(f"rx_bytes={peer.rx_bytes}")
+        out.append(f"persistent_keepalive_interval={peer.persistent_keepalive}")
+        out.extend(f"allowed_ip={network}" for network in device.allowed_ips(public_key))
+    out.append("errno=0")
+    return "\n".join(out) + "\n\n"
+
+
+# ---------------------------------------------------------------------- set
+
+
+def _name(key: str) -> str:
+    """A key name fit for a message: never echo what might be a secret."""
+    return repr(key) if _NAME.fullmatch(key) else "(not shown)"
+
+
+def _key_bytes(key: str, value: str) -> bytes:
+    if not _HEX_KEY.fullmatch(value):
+        raise UapiError(EINVAL, f"{key} must be 64 hexadecimal characters")
+    return bytes.fromhex(value)
+
+
+def _uint(key: str, value: str, bits: int) -> int:
+    if not _DECIMAL.fullmatch(value) or int(value) >= 1 << bits:
+        raise UapiError(EINVAL, f"{key} must be an integer from 0 to {(1 << bits) - 1}")
+    return int(value)
+
+
+def _true(key: str, value: str) -> bool:
+    if value != "true":
+        raise UapiError(EINVAL, f"{key} only accepts 'true'")
+    return True
+
+
+def parse_endpoint(value: str) -> Endpoint:
+    """`a.b.c.d:port` or `[v6]:port`, numeric only (`wg` resolves names itself)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not _DECIMAL.fullmatch(port_text) or int(port_text) > 0xFFFF:
+        raise UapiError(EINVAL, "bad endpoint (want a.b.c.d:port or [v6]:port)")
+    try:
+        if host.startswith("[") and host.endswith("]"):
+            ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv6Address(host[1:-1])
+        else:
+            ip = ipaddress.IPv4Address(host)
+    except ValueError:
+        raise UapiError(EINVAL, "bad endpoint (want a.b.c.d:port or [v6]:port)") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    # the Device keeps no scope ids, so one is dropped here too
+    return (str(ip).split("%", 1)[0], int(port_text))
+
+
+def parse_allowed_ip(value: str) -> str:
+    """A CIDR (`addr/prefix`) in canonical form, host bits cleared."""
+    addr, sep, prefix = value.partition("/")
+    if not sep or not _DECIMAL.fullmatch(prefix) or "%" in addr:
+        raise UapiError(EINVAL, "bad allowed_ip (want address/prefix)")
+    try:
+        network = ipaddress.ip_network(f"{addr}/{int(prefix)}", strict=False)
+    except ValueError:
+        raise UapiError(EINVAL, "bad allowed_ip (want address/prefix)") from None
+    return str(network)
+
+
+def parse_set(device: Device, lines: Iterable[str]) -> SetPlan:
+    """Validate a set body (the lines after `set=1`) into a plan; changes nothing."""
+    plan = SetPlan()
+    current: PeerPlan | None = None
+    for line in lines:
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise UapiError(EPROTO, "line without '='")
+        if current is None and key in _DEVICE_KEYS:
+            _parse_device_line(plan, key, value)
+        elif key == "public_key":
+            current = PeerPlan(PublicKey(_key_bytes(key, value)))
+            plan.peers.append(current)
+        elif current is None:
+            raise UapiError(EINVAL, f"unknown device key {_name(key)}")
+        elif key in _DEVICE_KEYS:
+            raise UapiError(EINVAL, f"device key {key!r} inside a peer section")
+        else:
+            _parse_peer_line(current, key, value)
+    own = (plan.private_key or device.private_key).public_key
+    for peer in plan.peers:
+        if peer.public_key == own:
+            peer.ignored = True
+    return plan
+
+
+def _parse_device_line(plan: SetPlan, key: str, value: str) -> None:
+    if key == "private_key":
+        raw = _key_bytes(key, value)
+        if raw == _ZERO_KEY:
+            raise UapiError(EINVAL, "removing the private key is not supported")
+        plan.private_key = PrivateKey(raw)
+    elif key == "listen_port":
+        plan.listen_port = _uint(key, value, 16)
+    elif key == "fwmark":
+        plan.fwmark = _uint(key, value, 32)
+    else:  # replace_peers
+        plan.replace_peers = _true(key, value)
+
+
+def _parse_peer_line(peer: PeerPlan, key: str, value: str) -> None:
+    if key == "remove":
+        peer.remove = _true(key, value)
+    elif key == "update_only":
+        peer.update_only = _true(key, value)
+    elif key == "preshared_key":
+        raw = _key_bytes(key, value)
+        peer.preshared_key = None if raw == _ZERO_KEY else PresharedKey(raw)
+    elif key == "endpoint":
+        peer.endpoint = parse_endpoint(value)
+    elif key == "persistent_keepalive_interval":
+        peer.persistent_keepalive = _uint(key, value, 16)
+    elif key == "replace_allowed_ips":
+        peer.replace_allowed_ips = _true(key, value)
+        peer.add_allowed_ips.clear()  # lines apply in order: earlier ones are replaced
+        peer.remove_allowed_ips.clear()
+    elif key == "allowed_ip":
+        if value.startswith("-"):
+            network = parse_allowed_ip(value[1:])
+            if network in peer.add_allowed_ips:
+                peer.add_allowed_ips.remove(network)
+            if network not in peer.remove_allowed_ips:
+                peer.remove_allowed_ips.append(network)
+        else:
+            network = parse_allowed_ip(value)
+            if network in peer.remove_allowed_ips:
+                peer.remove_allowed_ips.remove(network)
+            if network not in peer.add_allowed_ips:
+                peer.add_allowed_ips.append(network)
+    elif key == "protocol_version":
+        if value != "1":
+            raise UapiError(EINVAL, "only protocol_version=1 is supported")
+    else:
+        raise UapiError(EINVAL, f"unknown peer key {_name(key)}")
+
+
+def apply_set(device: Device, lines: Iterable[str], now: float | None = None) -> None:
+    """Validate and apply a set body atomically; UapiError leaves the device unchanged."""
+    parse_set(device, lines).apply(device, now)
+
+
+set_ = apply_set
+
+
+# ---------------------------------------------------------------------- session
+
+
+def _reply(errno: int) -> bytes:
+    return f"errno={errno}\n\n".encode("ascii")
+
+
+class UapiSession:
+    """One UAPI connection, sans-IO: `feed` bytes in, get reply bytes back.
+
+    `clock` supplies `now` for set requests (so turning on persistent
+    keepalive sends one at once). `before_apply`, if given, sees each
+    validated `SetPlan` before it is applied and may raise UapiError (for
+    example -EADDRINUSE when the new listen port cannot be bound) to refuse
+    the request with the device unchanged.
+    """
+
+    def __init__(
+        self,
+        device: Device,
+        *,
+        clock: Callable[[], float] | None = None,
+        before_apply: Callable[[SetPlan], None] | None = None,
+    ) -> None:
+        self.device = device
+        self.clock = clock
+        self.before_apply = before_apply
+        self.closed = False
+        self._partial = b""
+        self._lines: list[str] = []
+        self._size = 0
+
+    def __repr__(self) -> str:
+        return f"<UapiSession closed={self.closed} buffered={self._size + len(self._partial)}>"
+
+    def feed(self, data: bytes) -> bytes:
+        """Take bytes from the connection; return what to send back. Never raises."""
+        if self.closed:
+            return b""
+        out: list[bytes] = []
+        buf = self._partial + bytes(data)
+        start = 0
+        while not self.closed:
+            end = buf.find(b"\n", start)
+            if end < 0:
+                break
+            line = buf[start:end]
+            start = end + 1
+            out.append(self._line(line))
+        rest = buf[start:]
+        self._partial = b""
+        if not self.closed:
+            if len(rest) > MAX_LINE or self._size + len(rest) > MAX_REQUEST:
+                out.append(self._fail(EPROTO))
+            else:
+                self._partial = rest
+        return b"".join(out)
+
+    def _fail(self, errno: int) -> bytes:
+        self.closed = True
+        self._lines = []
+        self._partial = b""
+        self._size = 0
+        return _reply(errno)
+
+    def _line(self, raw: bytes) -> bytes:
+        if len(raw) > MAX_LINE:
+            return self._fail(EPROTO)
+        self._size += len(raw) + 1
+        if self._size > MAX_REQUEST:
+            return self._fail(EPROTO)
+        if not raw:
+            lines, self._lines, self._size = self._lines, [], 0
+            return self._request(lines)
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._fail(EPROTO)
+        if "=" not in line:
+            return self._fail(EPROTO)
+        if not self._lines and line not in ("get=1", "set=1"):
+            return self._fail(EPROTO)  # unknown operation
+        self._lines.append(line)
+        return b""
+
+    def _request(self, lines: list[str]) -> bytes:
+        if not lines:
+            return self._fail(EPROTO)  # an empty line where an operation belongs
+        try:
+            if lines[0] == "get=1":
+                if len(lines) > 1:
+                    return _reply(EINVAL)
+                return get(self.device).encode("ascii")
+            plan = parse_set(self.device, lines[1:])
+            if self.before_apply is not None:
+                self.before_apply(plan)
+            plan.apply(self.device, self.clock() if self.clock is not None else None)
+        except UapiError as exc:
+            return _reply(exc.errno)
+        except LocalProtocolError:
+            return _reply(EINVAL)
+        except Exception:  # never let a connection take the caller down
+            return _reply(EIO)
+        return _reply(0)
