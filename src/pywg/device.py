@@ -57,6 +57,7 @@ from .constants import (
     REKEY_TIMEOUT_JITTER_MAX,
     TAI64N_NSEC_ROUND,
     TRANSPORT_HEADER_SIZE,
+    TRANSPORT_MIN_SIZE,
     ZERO_KEY_MATERIAL_AFTER,
 )
 from .cookie import CookieChecker, source_bytes
@@ -572,7 +573,7 @@ class Device:
 
     # ------------------------------------------------------------------ transport
     def _receive_transport(self, data: bytes, source: Endpoint, now: float) -> None:
-        if len(data) < TRANSPORT_HEADER_SIZE + 16:
+        if len(data) < TRANSPORT_MIN_SIZE:
             raise RemoteProtocolError("short transport message")
         _, receiver, counter = _transport_header.unpack_from(data, 0)
         entry = self._indices.get(receiver)
@@ -670,9 +671,7 @@ class Device:
                 self._send_handshake_initiation(peer, now, is_retry=True)
         elif name == T.SEND_KEEPALIVE:
             self._send_keepalive(peer, now)
-            if timers.need_another_keepalive:
-                timers.need_another_keepalive = False
-                timers.arm(T.SEND_KEEPALIVE, now + 10.0)
+            timers.keepalive_sent(now)
         elif name == T.NEW_HANDSHAKE:
             self._send_handshake_initiation(peer, now, is_retry=False)
         elif name == T.ZERO_KEY_MATERIAL:

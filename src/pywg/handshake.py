@@ -18,8 +18,6 @@ from functools import lru_cache
 from .constants import CONSTRUCTION, IDENTIFIER, KEY_SIZE, TIMESTAMP_SIZE
 from .exceptions import RemoteProtocolError
 from .messages import (
-    INITIATION_MAC1_OFFSET,
-    RESPONSE_MAC1_OFFSET,
     Initiation,
     Response,
     serialize_initiation,
@@ -113,7 +111,7 @@ def create_response(
     """Message 2 (whitepaper §5.4.3) without MACs, and the (send, receive) transport keys."""
     state = consumed.state
     state.e = ephemeral
-    state._rng = rng
+    state.rng = rng
     state.psks = [preshared_key or _ZERO_PSK]
     body = state.write_message(b"")
     msg = Response(
@@ -142,8 +140,6 @@ def consume_response(
 
 
 __all__ = [
-    "INITIATION_MAC1_OFFSET",
-    "RESPONSE_MAC1_OFFSET",
     "InitiationConsumed",
     "InitiationCreated",
     "consume_initiation",

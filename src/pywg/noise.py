@@ -150,7 +150,7 @@ class HandshakeState:
         self.re: bytes | None = None
         self.psks = list(psks)
         self._psk_mode = "psk" in pattern
-        self._rng = rng
+        self.rng = rng
         self.message_index = 0
         if symmetric is not None:  # precomputed state after prologue and pre-messages
             self.symmetric = copy.copy(symmetric)
@@ -202,7 +202,7 @@ class HandshakeState:
         for token in self._messages[self.message_index]:
             if token == "e":
                 if self.e is None:
-                    self.e = KeyPair.from_private(self._rng(DHLEN))
+                    self.e = KeyPair.from_private(self.rng(DHLEN))
                 out.append(self.e.public)
                 sym.mix_hash(self.e.public)
                 if self._psk_mode:

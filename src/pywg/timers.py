@@ -83,6 +83,12 @@ class PeerTimers:
         else:
             self.need_another_keepalive = True
 
+    def keepalive_sent(self, now: float) -> None:
+        """After the send-keepalive timer fired: data that came in meanwhile wants one more."""
+        if self.need_another_keepalive:
+            self.need_another_keepalive = False
+            self.arm(SEND_KEEPALIVE, now + KEEPALIVE_TIMEOUT)
+
     def any_authenticated_packet_sent(self) -> None:
         self.stop(SEND_KEEPALIVE)
 
