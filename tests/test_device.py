@@ -262,3 +262,23 @@ def test_rekey_and_reject_after_messages() -> None:
     assert pa.staged  # not sent on an exhausted key: staged, new handshake
     net.run_until(21.0)
     assert b.received[-1][1] == ip4("198.19.0.1", "198.19.0.2", b"held")
+
+
+def test_keyless_device_drops_handshakes_and_stages_until_keyed() -> None:
+    """A fresh daemon has no private key: it must not crash or answer anything."""
+    ka, kb = PrivateKey.generate(), PrivateKey.generate()
+    a = Device(listen_port=1)
+    b = Device(kb, listen_port=2)
+    a.add_peer(kb.public_key, ["198.19.0.2/32"], endpoint=("198.18.0.2", 2))
+    b.add_peer(ka.public_key, ["198.19.0.1/32"], endpoint=("198.18.0.1", 1))
+    pkt = ip4("198.19.0.1", "198.19.0.2", b"x")
+    a.send_packet(pkt, 0.0)
+    assert a.datagrams_to_send() == []  # no identity: no initiation
+    b.send_packet(ip4("198.19.0.2", "198.19.0.1", b"y"), 0.0)
+    ((init, _),) = b.datagrams_to_send()
+    a.receive_datagram(init, ("198.18.0.2", 2), 0.0)
+    assert a.datagrams_to_send() == [] and a.dropped["no_private_key"] == 1
+    a.set_private_key(ka)
+    a.send_packet(pkt, 10.0)
+    out = a.datagrams_to_send()
+    assert len(out) == 1 and len(out[0][0]) == 148

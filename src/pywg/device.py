@@ -160,7 +160,7 @@ class Device:
 
     def __init__(
         self,
-        private_key: PrivateKey | str | bytes,
+        private_key: PrivateKey | str | bytes | None = None,
         listen_port: int = 0,
         *,
         mtu: int = DEFAULT_MTU,
@@ -193,20 +193,31 @@ class Device:
 
     # ------------------------------------------------------------------ config
     @property
-    def private_key(self) -> PrivateKey:
+    def private_key(self) -> PrivateKey | None:
+        """Our static private key, or None before one is set (a fresh daemon has none)."""
         return self._private_key
 
     @property
-    def public_key(self) -> PublicKey:
-        return self._private_key.public_key
+    def public_key(self) -> PublicKey | None:
+        return self._public_key
 
-    def set_private_key(self, private_key: PrivateKey | str | bytes) -> None:
-        """Change our identity; every session and handshake in progress is dropped."""
+    def set_private_key(self, private_key: PrivateKey | str | bytes | None) -> None:
+        """Change our identity; every session and handshake in progress is dropped.
+
+        None removes the identity (as `private_key=` with zeros does over the
+        UAPI): the device then drops every handshake message and only stages
+        outgoing packets until a key is set.
+        """
         self._timers_changed = True
-        key = as_private_key(private_key)
-        self._private_key = key
-        self._static = KeyPair(bytes(key), bytes(key.public_key))
-        self._cookie_checker = CookieChecker(bytes(key.public_key), self._rng)
+        self._private_key: PrivateKey | None = None
+        self._public_key: PublicKey | None = None
+        self._static: KeyPair | None = None
+        self._cookie_checker: CookieChecker | None = None
+        if private_key is not None:
+            key = as_private_key(private_key)
+            self._private_key, self._public_key = key, key.public_key
+            self._static = KeyPair(bytes(key), bytes(key.public_key))
+            self._cookie_checker = CookieChecker(bytes(key.public_key), self._rng)
         for peer in self._peers.values():
             self._zero_peer(peer)
 
@@ -419,15 +430,19 @@ class Device:
         """mac1 always; under load also mac2 (else a cookie reply) and the rate limit."""
         if len(data) < mac2_offset + 16:
             raise RemoteProtocolError("short handshake message")
-        if not self._cookie_checker.check_mac1(data, mac1_offset):
+        checker = self._cookie_checker
+        if checker is None:
+            self.dropped["no_private_key"] += 1
+            return False
+        if not checker.check_mac1(data, mac1_offset):
             self.dropped["bad_mac1"] += 1
             return False
         if not self._note_handshake_message(now):
             return True
         src = source_bytes(source)
-        if not self._cookie_checker.check_mac2(data, mac2_offset, src, now):
+        if not checker.check_mac2(data, mac2_offset, src, now):
             (sender,) = _le32.unpack_from(data, 4)
-            reply = self._cookie_checker.create_reply(data, mac1_offset, sender, src, now)
+            reply = checker.create_reply(data, mac1_offset, sender, src, now)
             self._datagrams.append((reply, source))
             self.dropped["cookie_reply_sent"] += 1
             return False
@@ -459,6 +474,8 @@ class Device:
             peer.timers.handshake_attempts = 0
         if now - peer.last_sent_handshake < REKEY_TIMEOUT or peer.endpoint is None:
             return
+        if self._static is None:
+            return
         peer.last_sent_handshake = now
         self._clear_handshake(peer)
         index = self._indices.allocate((peer, None))
@@ -477,6 +494,7 @@ class Device:
             data, INITIATION_MAC1_OFFSET, INITIATION_MAC2_OFFSET, source, now
         ):
             return
+        assert self._static is not None  # _admit_handshake refuses without an identity
         consumed = consume_initiation(self._static, parse_initiation(data))
         peer = self._peers_by_raw.get(consumed.remote_static)
         if peer is None:

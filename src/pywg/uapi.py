@@ -20,9 +20,8 @@ or `set=1\\n...\\n\\n`. The answer is (for get, the configuration, then)
   A set request that is well framed but invalid answers -EINVAL and the
   connection stays usable, as the request was consumed whole.
 
-Differences from wireguard-go: the sans-IO `Device` always has an identity,
-so `private_key=` with all zeros (which would remove it) is refused with
--EINVAL. Secrets never appear in exception messages.
+`private_key=` with all zeros removes the identity, as in wireguard-go.
+Secrets never appear in exception messages.
 """
 
 from __future__ import annotations
@@ -100,7 +99,7 @@ class PeerPlan:
 class SetPlan:
     """A validated set request; `apply` performs it."""
 
-    private_key: PrivateKey | None = None
+    private_key: PrivateKey | _Unset | None = UNSET  # None: remove the key
     listen_port: int | None = None
     fwmark: int | None = None
     replace_peers: bool = False
@@ -108,17 +107,18 @@ class SetPlan:
 
     def __repr__(self) -> str:
         return (
-            f"<SetPlan private_key={'set' if self.private_key else 'unchanged'} "
+            f"<SetPlan private_key={_key_change(self.private_key)} "
             f"listen_port={self.listen_port} fwmark={self.fwmark} "
             f"replace_peers={self.replace_peers} peers={len(self.peers)}>"
         )
 
     def apply(self, device: Device, now: float | None = None) -> None:
         """Carry out the plan. With `now`, turning on persistent keepalive sends one."""
-        if self.private_key is not None and self.private_key != device.private_key:
-            new_public = self.private_key.public_key
-            if new_public in device.peers:  # a device cannot be its own peer
-                device.remove_peer(new_public)
+        if not isinstance(self.private_key, _Unset) and self.private_key != device.private_key:
+            if self.private_key is not None:
+                new_public = self.private_key.public_key
+                if new_public in device.peers:  # a device cannot be its own peer
+                    device.remove_peer(new_public)
             device.set_private_key(self.private_key)
         if self.listen_port is not None:
             device.listen_port = self.listen_port
@@ -129,6 +129,12 @@ class SetPlan:
                 device.remove_peer(public_key)
         for plan in self.peers:
             _apply_peer(device, plan, now)
+
+
+def _key_change(key: PrivateKey | _Unset | None) -> str:
+    if isinstance(key, _Unset):
+        return "unchanged"
+    return "removed" if key is None else "set"
 
 
 def _apply_peer(device: Device, plan: PeerPlan, now: float | None) -> None:
@@ -183,7 +189,9 @@ def _split_time(t: float) -> tuple[int, int]:
 
 def get(device: Device) -> str:
     """The complete answer to `get=1`, ending with `errno=0` and the empty line."""
-    out = [f"private_key={device.private_key.to_hex()}"]
+    out = []
+    if device.private_key is not None:
+        out.append(f"private_key={device.private_key.to_hex()}")
     if device.listen_port:
         out.append(f"listen_port={device.listen_port}")
     if device.fwmark:
@@ -283,7 +291,10 @@ def parse_set(device: Device, lines: Iterable[str]) -> SetPlan:
             raise UapiError(EINVAL, f"device key {key!r} inside a peer section")
         else:
             _parse_peer_line(current, key, value)
-    own = (plan.private_key or device.private_key).public_key
+    if isinstance(plan.private_key, _Unset):
+        own = device.public_key
+    else:
+        own = plan.private_key.public_key if plan.private_key is not None else None
     for peer in plan.peers:
         if peer.public_key == own:
             peer.ignored = True
@@ -293,9 +304,7 @@ def parse_set(device: Device, lines: Iterable[str]) -> SetPlan:
 def _parse_device_line(plan: SetPlan, key: str, value: str) -> None:
     if key == "private_key":
         raw = _key_bytes(key, value)
-        if raw == _ZERO_KEY:
-            raise UapiError(EINVAL, "removing the private key is not supported")
-        plan.private_key = PrivateKey(raw)
+        plan.private_key = None if raw == _ZERO_KEY else PrivateKey(raw)
     elif key == "listen_port":
         plan.listen_port = _uint(key, value, 16)
     elif key == "fwmark":
