@@ -1,0 +1,362 @@
+"""`Tunnel`: the sans-IO `Device` on a real TUN device and UDP socket.
+
+Theory of operation
+-------------------
+Everything runs on one asyncio event loop (uvloop when installed); the loop's
+monotonic clock is the only clock the core sees. Two readers drain the TUN fd
+and the UDP socket in batches (up to BATCH packets per wake-up), feed the core,
+then flush what it produced: datagrams to the socket, packets to the TUN,
+events to the event queue and the log. After every batch the single timer
+handle is moved to `Device.get_timer()`. A housekeeping tick (every
+TICK seconds) follows MTU changes made with `ip link` (padding uses the MTU)
+and notices when the TUN interface was deleted, which ends the tunnel as it
+does for wireguard-go (`wg-quick down` deletes the link).
+
+Configuration changes go through the Device API (`add_peer`, ...) or through
+the UAPI (`uapi_session()`, `configure()`), both followed by a flush, so a new
+endpoint handshakes at once. A new listen port or fwmark is bound before the
+change is applied; if binding fails the whole change is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final
+
+from ..constants import DEFAULT_MTU
+from ..device import AddressLike, Device
+from ..events import EndpointChanged, Event, HandshakeCompleted, HandshakeTimedOut
+from ..keys import PresharedKey, PrivateKey, PublicKey
+from ..peer import Endpoint, Peer
+from ..uapi import EADDRINUSE, EIO, SetPlan, UapiError, UapiSession, parse_set
+from .tun import Tun, TunError
+from .tun import exists as interface_exists
+from .udp import UdpSocket
+
+BATCH: Final = 64
+TICK: Final = 0.5
+EVENT_QUEUE: Final = 1024
+
+log = logging.getLogger("pywg.tunnel")
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStats:
+    """A snapshot of one peer, as `wg show` reports it."""
+
+    public_key: PublicKey
+    endpoint: Endpoint | None
+    allowed_ips: tuple[str, ...]
+    last_handshake_time: float | None  # wall clock (Unix time), None before the first
+    rx_bytes: int
+    tx_bytes: int
+    persistent_keepalive: int
+
+
+class Tunnel:
+    """A running WireGuard interface. Use as `async with Tunnel("wg0", ...) as t:`.
+
+    The interface is created on entry (root or CAP_NET_ADMIN is needed) and
+    removed on exit. Addresses and routes are not this class's business: see
+    `pywg.netconf` (or let wg-quick do it when running as `pywgd`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        private_key: PrivateKey | str | bytes | None = None,
+        listen_port: int = 0,
+        fwmark: int = 0,
+        mtu: int = DEFAULT_MTU,
+        device: Device | None = None,
+    ) -> None:
+        self.name = name
+        self.device = device if device is not None else Device(private_key, listen_port, mtu=mtu)
+        self._listen_port = listen_port if device is None else device.listen_port
+        self._fwmark = fwmark
+        self._mtu = mtu
+        self._tun: Tun | None = None
+        self._udp: UdpSocket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
+        self._tick_task: asyncio.Task[None] | None = None
+        self._events: asyncio.Queue[Event] = asyncio.Queue(EVENT_QUEUE)
+        self._closed = asyncio.Event()
+        self.close_reason: str | None = None
+        self.tun_write_drops = 0
+        self.udp_send_drops = 0
+        self.tick_hooks: list[Callable[[], None]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Create the TUN and bind the socket; raises TunError / OSError with a clear message."""
+        self._loop = asyncio.get_running_loop()
+        self._tun = Tun(self.name, mtu=self._mtu)
+        try:
+            self._udp = UdpSocket(self._listen_port, fwmark=self._fwmark)
+        except OSError as exc:
+            self._tun.close()
+            self._tun = None
+            raise OSError(
+                exc.errno, f"cannot bind UDP port {self._listen_port}: {exc.strerror}"
+            ) from None
+        self.device.listen_port = self._udp.port
+        self.device.fwmark = self._fwmark
+        self.device.mtu = self._tun.mtu
+        self._loop.add_reader(self._tun.fd, self._on_tun_readable)
+        self._loop.add_reader(self._udp.fileno(), self._on_udp_readable)
+        self._tick_task = self._loop.create_task(self._housekeeping())
+        log.info("interface %s up, listening on UDP port %d", self.name, self._udp.port)
+        self._after_change()
+
+    async def __aenter__(self) -> Tunnel:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self, reason: str = "closed") -> None:
+        """Stop: remove the TUN interface and close the socket. Idempotent."""
+        if self._closed.is_set():
+            return
+        self.close_reason = reason
+        log.info("interface %s shutting down: %s", self.name, reason)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._tick_task is not None and self._tick_task is not asyncio.current_task():
+            self._tick_task.cancel()
+        if self._loop is not None:
+            if self._tun is not None and self._tun.fd >= 0:
+                self._loop.remove_reader(self._tun.fd)
+            if self._udp is not None:
+                self._loop.remove_reader(self._udp.fileno())
+        if self._tun is not None:
+            self._tun.close()
+        if self._udp is not None:
+            self._udp.close()
+        self._closed.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    @property
+    def listen_port(self) -> int:
+        return self._udp.port if self._udp is not None else self._listen_port
+
+    # ------------------------------------------------------------------ configuration
+    def add_peer(
+        self,
+        public_key: PublicKey | str | bytes,
+        allowed_ips: Iterable[str] = (),
+        endpoint: AddressLike | None = None,
+        preshared_key: PresharedKey | str | bytes | None = None,
+        persistent_keepalive: int | None = None,
+    ) -> Peer:
+        peer = self.device.add_peer(public_key, allowed_ips, endpoint, preshared_key)
+        if persistent_keepalive:  # 0 -> n sends a keepalive at once, as over the UAPI
+            self.device.update_peer(
+                peer.public_key, persistent_keepalive=persistent_keepalive, now=self._now()
+            )
+        self._after_change()
+        return peer
+
+    def update_peer(self, public_key: PublicKey | str | bytes, **changes: object) -> Peer:
+        """Change a peer at run time; keyword arguments as `Device.update_peer`."""
+        peer = self.device.update_peer(public_key, now=self._now(), **changes)  # type: ignore[arg-type]
+        self._after_change()
+        return peer
+
+    def remove_peer(self, public_key: PublicKey | str | bytes) -> None:
+        self.device.remove_peer(public_key)
+        self._after_change()
+
+    def set_private_key(self, private_key: PrivateKey | str | bytes | None) -> None:
+        self.device.set_private_key(private_key)
+        self._after_change()
+
+    def configure(self, request: str) -> None:
+        """Apply a UAPI set request (text starting `set=1`) atomically; raises UapiError."""
+        lines = [line for line in request.splitlines() if line]
+        if not lines or lines[0] != "set=1":
+            raise UapiError(-errno.EINVAL, "not a set request")
+        plan = parse_set(self.device, lines[1:])
+        self._before_apply(plan)
+        plan.apply(self.device, self._now())
+        self._after_change()
+
+    def uapi_session(self) -> UapiSession:
+        """A UAPI session on this tunnel; call `changed()` after feeding it."""
+        return UapiSession(self.device, clock=self._now, before_apply=self._before_apply)
+
+    def changed(self) -> None:
+        """Tell the tunnel its Device was changed directly: send what is due, re-arm timers."""
+        self._after_change()
+
+    def _before_apply(self, plan: SetPlan) -> None:
+        if self._udp is None:
+            return
+        if plan.listen_port is not None and plan.listen_port != self._udp.port:
+            fwmark = plan.fwmark if plan.fwmark is not None else self._udp.fwmark
+            try:
+                new = UdpSocket(plan.listen_port, fwmark=fwmark)
+            except OSError as exc:
+                code = EADDRINUSE if exc.errno == errno.EADDRINUSE else EIO
+                raise UapiError(code, f"cannot bind UDP port {plan.listen_port}") from None
+            self._swap_socket(new)
+        elif plan.fwmark is not None and plan.fwmark != self._udp.fwmark:
+            try:
+                self._udp.set_fwmark(plan.fwmark)
+            except OSError:
+                raise UapiError(EIO, "cannot set fwmark") from None
+
+    def _swap_socket(self, new: UdpSocket) -> None:
+        assert self._loop is not None and self._udp is not None
+        self._loop.remove_reader(self._udp.fileno())
+        self._udp.close()
+        self._udp = new
+        self._listen_port = new.port
+        self._loop.add_reader(new.fileno(), self._on_udp_readable)
+
+    # ------------------------------------------------------------------ observation
+    def stats(self) -> list[PeerStats]:
+        out = []
+        for public_key, peer in self.device.peers.items():
+            out.append(
+                PeerStats(
+                    public_key,
+                    peer.endpoint,
+                    tuple(self.device.allowed_ips(public_key)),
+                    peer.last_handshake_time,
+                    peer.rx_bytes,
+                    peer.tx_bytes,
+                    peer.persistent_keepalive,
+                )
+            )
+        return out
+
+    async def next_event(self) -> Event:
+        return await self._events.get()
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Events as they happen, until the tunnel closes."""
+        while not self.closed:
+            getter = asyncio.ensure_future(self._events.get())
+            closer = asyncio.ensure_future(self._closed.wait())
+            done, _ = await asyncio.wait({getter, closer}, return_when=asyncio.FIRST_COMPLETED)
+            closer.cancel()
+            if getter in done:
+                yield getter.result()
+            else:
+                getter.cancel()
+                return
+
+    # ------------------------------------------------------------------ the data path
+    def _now(self) -> float:
+        return self._loop.time() if self._loop is not None else 0.0
+
+    def _on_tun_readable(self) -> None:
+        tun, device = self._tun, self.device
+        assert tun is not None
+        now = self._now()
+        for _ in range(BATCH):
+            try:
+                packet = tun.read()
+            except OSError as exc:  # EBADFD: the interface was deleted under us
+                self.close(f"TUN device {self.name} is gone ({exc.strerror})")
+                return
+            if packet is None:
+                break
+            device.send_packet(packet, now)
+        self._after_change()
+
+    def _on_udp_readable(self) -> None:
+        udp, device = self._udp, self.device
+        assert udp is not None
+        now = self._now()
+        for _ in range(BATCH):
+            got = udp.recv()
+            if got is None:
+                break
+            device.receive_datagram(got[0], got[1], now)
+        self._after_change()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_deadline = None
+        self.device.handle_timer(self._now())
+        self._after_change()
+
+    def _after_change(self) -> None:
+        if self.closed or self._loop is None:
+            return
+        device = self.device
+        udp, tun = self._udp, self._tun
+        assert udp is not None and tun is not None
+        for data, endpoint in device.datagrams_to_send():
+            if not udp.sendto(data, endpoint):
+                self.udp_send_drops += 1
+        for packet in device.packets_to_write():
+            if not tun.write(packet):
+                self.tun_write_drops += 1
+        while (event := device.next_event()) is not None:
+            self._publish(event)
+        deadline = device.get_timer()
+        if deadline != self._timer_deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._timer_deadline = deadline
+            if deadline is not None:
+                self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _publish(self, event: Event) -> None:
+        if isinstance(event, HandshakeCompleted):
+            role = "initiator" if event.initiator else "responder"
+            log.debug("peer %s: handshake completed (%s)", event.public_key, role)
+        elif isinstance(event, EndpointChanged):
+            host, port = event.endpoint
+            log.debug("peer %s: endpoint now %s port %d", event.public_key, host, port)
+        elif isinstance(event, HandshakeTimedOut):
+            log.info("peer %s: handshake did not complete after 90 s", event.public_key)
+        if self._events.full():
+            self._events.get_nowait()  # nobody is listening: keep the newest
+        self._events.put_nowait(event)
+
+    async def _housekeeping(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(TICK)
+            if self.closed:
+                return
+            if not interface_exists(self.name):
+                self.close(f"interface {self.name} was deleted")
+                return
+            assert self._tun is not None
+            with contextlib.suppress(OSError):
+                self.device.mtu = self._tun.current_mtu()
+            for hook in list(self.tick_hooks):
+                hook()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "running"
+        return f"<Tunnel {self.name} port={self.listen_port} {state}>"
+
+
+__all__ = ["PeerStats", "TunError", "Tunnel"]
