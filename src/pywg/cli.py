@@ -1,9 +1,12 @@
-"""The `pywg` command: keys in `wg`'s formats, and the demo."""
+"""The `pywg` command: keys in `wg`'s formats, `up`, `show` and the demo."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+import time
 from collections.abc import Sequence
 
 from . import __version__
@@ -33,9 +36,45 @@ def _pubkey(_: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run
+    if args.in_memory:
+        from .demo_memory import run as run_memory
 
-    return run(seconds=args.seconds)
+        return run_memory(seconds=args.seconds)
+    from .demo import run
+    from .lab import LabError
+
+    try:
+        return run(megabytes=args.megabytes)
+    except LabError as exc:
+        print(f"pywg demo: {exc}", file=sys.stderr)
+        return 1
+
+
+def _up(args: argparse.Namespace) -> int:
+    from .up import main as up_main
+
+    return up_main(args.config, args.name)
+
+
+def _show(args: argparse.Namespace) -> int:
+    """Status of userspace interfaces (any implementation serving the UAPI), like `wg show`."""
+    from . import uapi_client
+    from .show import format_status, parse_get
+
+    try:
+        names = [args.interface] if args.interface else uapi_client.interfaces()
+        if not names:
+            print("pywg show: no userspace WireGuard interfaces are running", file=sys.stderr)
+            return 1
+        blocks = []
+        for name in names:
+            status = parse_get(name, uapi_client.get(name))
+            blocks.append(format_status(status, now=time.time(), color=sys.stdout.isatty()))
+    except (OSError, ValueError) as exc:
+        print(f"pywg show: {exc}", file=sys.stderr)
+        return 1
+    print("\n\n".join(blocks))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,12 +84,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("genkey", help="print a new private key").set_defaults(func=_genkey)
     sub.add_parser("genpsk", help="print a new preshared key").set_defaults(func=_genpsk)
     sub.add_parser("pubkey", help="private key on stdin -> public key").set_defaults(func=_pubkey)
-    demo = sub.add_parser("demo", help="two devices, handshake, traffic, rekey, throughput")
-    demo.add_argument("--seconds", type=float, default=2.0, help="throughput run length")
+    demo = sub.add_parser("demo", help="a real tunnel between two namespaces (needs root)")
+    demo.add_argument("--megabytes", type=int, default=100, help="TCP transfer size each way")
+    demo.add_argument(
+        "--in-memory", action="store_true", help="two devices in one process, no root needed"
+    )
+    demo.add_argument("--seconds", type=float, default=2.0, help="--in-memory throughput run")
     demo.set_defaults(func=_demo)
+    up = sub.add_parser("up", help="run a tunnel from a wg-quick style file, in the foreground")
+    up.add_argument("config", help="configuration file, e.g. ./wg0.conf")
+    up.add_argument("--name", help="interface name (default: the file name without .conf)")
+    up.set_defaults(func=_up)
+    show = sub.add_parser("show", help="status of running interfaces, like `wg show`")
+    show.add_argument("interface", nargs="?", help="one interface (default: all)")
+    show.set_defaults(func=_show)
     args = parser.parse_args(argv)
+    _setup_logging()
     result: int = args.func(args)
     return result
+
+
+def _setup_logging() -> None:
+    """Warnings and errors on stderr; LOG_LEVEL=debug (as for pywgd) shows everything."""
+    level = logging.DEBUG if os.environ.get("LOG_LEVEL", "") in ("debug", "verbose") else None
+    logging.basicConfig(
+        level=level or logging.WARNING, format="pywg: %(levelname)s: %(message)s", stream=sys.stderr
+    )
 
 
 if __name__ == "__main__":
