@@ -116,10 +116,10 @@ class Tun:
             return None
 
     def write(self, packet: bytes) -> bool:
-        """Write one packet; False if the TUN queue is full (the packet is dropped)."""
+        """Write one packet; False if it was dropped (TUN queue full, or refused)."""
         try:
             os.write(self.fd, packet)
-        except BlockingIOError:
+        except OSError:  # EAGAIN; EINVAL for a packet the kernel will not take
             return False
         return True
 

@@ -43,9 +43,7 @@ class UdpSocket:
     def recv(self) -> tuple[bytes, Endpoint] | None:
         try:
             data, addr = self.sock.recvfrom(MAX_DATAGRAM)
-        except (BlockingIOError, InterruptedError):
-            return None
-        except ConnectionRefusedError:  # an ICMP error for an earlier send: nothing to read
+        except OSError:  # EAGAIN; or an ICMP error queued by an earlier send, now consumed
             return None
         return data, (addr[0], addr[1])
 
