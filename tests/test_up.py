@@ -313,3 +313,22 @@ def test_demo_runs_a_real_tunnel() -> None:
     assert done.stdout.count(", intact") == 2
     assert "all answered" in done.stdout and "latest handshake" in done.stdout
     assert "private key: (hidden)" in done.stdout
+
+
+def test_missing_tun_device_is_one_clear_line(tmp: Path) -> None:
+    """With /dev/net/tun hidden (a private mount namespace), both commands say what is wrong."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    conf = tmp / "wgnotun.conf"
+    _write_config(conf, f"[Interface]\nPrivateKey = {PrivateKey.generate().to_base64()}\n")
+    hide = 'mount -t tmpfs none /dev/net && exec "$@"'
+    daemon = [sys.executable, "-m", "pywg.daemon", "-f", "wgnotun"]
+    with Lab("pwu") as lab:  # inside a namespace, so even a failure to hide cannot matter
+        host = lab.host("a")
+        for argv in ([*PYWG, "up", str(conf)], daemon):
+            unshare = ["unshare", "-m", "--propagation", "private", "sh", "-c", hide, "sh"]
+            done = host.run(*unshare, *argv, check=False)
+            assert done.returncode == 1, done.stderr
+            lines = done.stderr.strip().splitlines()
+            assert len(lines) == 1 and "/dev/net/tun" in lines[0] and "modprobe tun" in lines[0]
+    assert not os.path.exists("/var/run/wireguard/wgnotun.sock")
