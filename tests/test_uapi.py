@@ -554,3 +554,11 @@ def test_set_is_atomic_for_random_line_mixes(lines: list[str]) -> None:
         ok = False
     if not s.closed:
         assert ok == (reply == b"errno=0\n\n")
+
+
+def test_private_key_is_clamped_on_set_and_numbers_may_have_leading_zeros() -> None:
+    d = make_device()
+    set_(d, ["private_key=" + "ff" * 32, "listen_port=000000000000051821"])
+    text = get(d)
+    assert text.startswith("private_key=f8" + "ff" * 30 + "7f\n")
+    assert "listen_port=51821\n" in text

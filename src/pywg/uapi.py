@@ -48,7 +48,7 @@ MAX_LINE: Final = 4096
 MAX_REQUEST: Final = 1 << 20
 
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
-_DECIMAL = re.compile(r"[0-9]{1,10}")
+_DECIMAL = re.compile(r"0*[0-9]{1,10}")  # leading zeros are fine, as for Go's ParseUint
 _NAME = re.compile(r"[a-z_]{1,40}")
 _ZERO_KEY = bytes(32)
 
@@ -129,6 +129,14 @@ class SetPlan:
                 device.remove_peer(public_key)
         for plan in self.peers:
             _apply_peer(device, plan, now)
+
+
+def _clamp(raw: bytes) -> bytes:
+    """RFC 7748 §5 clamping, applied on set as the kernel and wireguard-go do, so get shows it."""
+    key = bytearray(raw)
+    key[0] &= 248
+    key[31] = (key[31] & 127) | 64
+    return bytes(key)
 
 
 def _key_change(key: PrivateKey | _Unset | None) -> str:
@@ -304,7 +312,7 @@ def parse_set(device: Device, lines: Iterable[str]) -> SetPlan:
 def _parse_device_line(plan: SetPlan, key: str, value: str) -> None:
     if key == "private_key":
         raw = _key_bytes(key, value)
-        plan.private_key = None if raw == _ZERO_KEY else PrivateKey(raw)
+        plan.private_key = None if raw == _ZERO_KEY else PrivateKey(_clamp(raw))
     elif key == "listen_port":
         plan.listen_port = _uint(key, value, 16)
     elif key == "fwmark":

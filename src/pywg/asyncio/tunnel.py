@@ -221,6 +221,7 @@ class Tunnel:
                 code = EADDRINUSE if exc.errno == errno.EADDRINUSE else EIO
                 raise UapiError(code, f"cannot bind UDP port {plan.listen_port}") from None
             self._swap_socket(new)
+            plan.listen_port = new.port  # port 0 bound a random port: report that one
         elif plan.fwmark is not None and plan.fwmark != self._udp.fwmark:
             try:
                 self._udp.set_fwmark(plan.fwmark)

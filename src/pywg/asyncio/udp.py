@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+import struct
 from typing import Final
 
 from ..peer import Endpoint
@@ -37,7 +38,8 @@ class UdpSocket:
         return self.sock.fileno()
 
     def set_fwmark(self, mark: int) -> None:
-        self.sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+        # as bytes: the mark is a u32, and an int argument would be taken as a signed C int
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_MARK, struct.pack("=I", mark))
         self.fwmark = mark
 
     def recv(self) -> tuple[bytes, Endpoint] | None:
