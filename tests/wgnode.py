@@ -10,11 +10,12 @@ import os
 import shutil
 import sysconfig
 import tempfile
-import time
 from dataclasses import dataclass, field
 
+from pywg import labwg
 from pywg.keys import PresharedKey, PrivateKey, PublicKey
 from pywg.lab import Host, Lab
+from pywg.labwg import Impl
 
 IMPLS = ("pywgd", "wireguard-go")
 
@@ -141,24 +142,9 @@ def start_node(
     env: dict[str, str] | None = None,
 ) -> Node:
     """Start a daemon (it daemonizes itself, as wg-quick runs it), key it, address it, up."""
-    ifname = lab.ifname("pw" if impl == "pywgd" else "go")
-    run_env = {**os.environ, **(env or {})}
-    argv = [*argv_for(impl), ifname]
-    proc = host.popen(*argv, env=run_env)
-    deadline = time.monotonic() + 20
-    while proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{impl} {ifname} failed to start (exit {proc.returncode})")
-    key = PrivateKey.generate()
-    with _secret_file(key.to_base64()) as path:
-        host.run("wg", "set", ifname, "private-key", path, "listen-port", str(port))
-    addr4, addr6 = f"198.19.{net}.{index}", f"fd19::{net}:{index}"
-    host.addr(ifname, f"{addr4}/24")
-    host.addr(ifname, f"{addr6}/112")
-    host.link_up(ifname, mtu=mtu)
-    host.wait_ipv6_ready(ifname)
-    return Node(host, impl, ifname, key, port, addr4, addr6)
+    spec = Impl("pywgd", (pywgd_path(),)) if impl == "pywgd" else Impl.parse(impl)
+    node = labwg.start_node(lab, host, spec, net=net, index=index, port=port, mtu=mtu, env=env)
+    return Node(host, impl, node.ifname, node.key, port, node.addr4, node.addr6)
 
 
 def connect(

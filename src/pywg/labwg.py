@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -128,13 +129,18 @@ def start_node(
 ) -> WgNode:
     """Start `impl` in `host` (it daemonizes), give it a key and port, address it, bring it up."""
     ifname = lab.ifname("pw" if impl is PYWGD else "wg")
-    proc = host.popen(*impl.argv, ifname, env=env)
-    try:
-        code = proc.wait(timeout=START_TIMEOUT)
-    except Exception as exc:  # TimeoutExpired: the parent never returned
-        raise LabError(f"{impl.name} {ifname} did not start in {START_TIMEOUT:.0f} s") from exc
-    if code != 0:
-        raise LabError(f"{impl.name} {ifname} exited with status {code} at start")
+    # stderr to a file, not a pipe: a daemon child may keep it open (LOG_LEVEL), and
+    # wireguard-go's banner about kernel support is noise unless the start fails
+    with tempfile.TemporaryFile() as errors:
+        proc = host.popen(*impl.argv, ifname, env=env, stderr=errors)
+        try:
+            code = proc.wait(timeout=START_TIMEOUT)
+        except Exception as exc:  # TimeoutExpired: the parent never returned
+            raise LabError(f"{impl.name} {ifname} did not start in {START_TIMEOUT:.0f} s") from exc
+        if code != 0:
+            errors.seek(0)
+            tail = errors.read()[-500:].decode(errors="replace").strip()
+            raise LabError(f"{impl.name} {ifname} exited with status {code} at start: {tail}")
     key = PrivateKey.generate()
     node = WgNode(
         lab, host, impl, ifname, key, port, f"198.19.{net}.{index}", f"fd19::{net}:{index}"
