@@ -21,8 +21,9 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 INSTALL_HINT = (
-    "Install what is missing and retry. Debian/Ubuntu: apt install gcc python3-dev; "
-    "Fedora: dnf install gcc python3-devel; Alpine: apk add gcc musl-dev python3-dev. "
+    "Install what is missing and retry. Debian/Ubuntu: apt install gcc python3-dev libssl-dev; "
+    "Fedora: dnf install gcc python3-devel openssl-devel; "
+    "Alpine: apk add gcc musl-dev python3-dev openssl-dev. "
     "Or set PYWG_NO_NATIVE=1 to install pywg without its native extension "
     "(pure-Python backend only)."
 )
@@ -47,7 +48,22 @@ def toolchain_problems() -> list[str]:
             f"(Python {sys.version_info.major}.{sys.version_info.minor}): "
             f"{include_dir / 'Python.h'} does not exist"
         )
+    if not _has_openssl_headers(include_dir):
+        problems.append(
+            "no OpenSSL headers (openssl/evp.h): the data plane's ChaCha20-Poly1305 uses libcrypto"
+        )
     return problems
+
+
+def _has_openssl_headers(python_include: Path) -> bool:
+    """openssl/evp.h in the usual places (or under $CPATH / $C_INCLUDE_PATH)."""
+    dirs = [python_include, Path("/usr/include"), Path("/usr/local/include")]
+    multiarch = sysconfig.get_config_var("MULTIARCH")
+    if multiarch:
+        dirs.append(Path("/usr/include") / str(multiarch))
+    for var in ("CPATH", "C_INCLUDE_PATH"):
+        dirs += [Path(d) for d in os.environ.get(var, "").split(os.pathsep) if d]
+    return any((d / "openssl" / "evp.h").is_file() for d in dirs)
 
 
 class CheckedBuildExt(build_ext):

@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from pywg.lab import Host, Lab, LabError, require_root
-from pywg.labwg import PYWGD, WIREGUARD_GO, Impl, connect, start_node, wait_handshake
+from pywg.lab.wireguard import PYWGD, WIREGUARD_GO, Impl, connect, start_node, wait_handshake
 
 PAIRS = ((PYWGD, PYWGD), (PYWGD, WIREGUARD_GO), (WIREGUARD_GO, WIREGUARD_GO))
 

@@ -12,65 +12,35 @@ Needs root, iproute2, wireguard-go and wg; skipped otherwise.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import selectors
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
+from bounds import time_limit
 from pywg.keys import PresharedKey
-from pywg.lab import Host, Lab, Link, tcp_transfer, unavailable_reason
-from wgnode import IMPLS, Node, connect, endpoint, missing_tools, pywgd_path, start_node
+from pywg.lab import Lab, Link, PacedStream, tcp_transfer
+from pywg.lab.wireguard import endpoint
+from wgnode import (
+    IMPLS,
+    PORT,
+    Node,
+    connect_pair,
+    handshake_time,
+    make_pair,
+    skip_reason,
+    start_node,
+)
 
-
-def _skip_reason() -> str | None:
-    reason = unavailable_reason() or missing_tools("wireguard-go", "wg", "ping")
-    if reason is not None:
-        return reason
-    try:
-        pywgd_path()
-    except RuntimeError as exc:
-        return str(exc)
-    return None
-
-
-SKIP_REASON = _skip_reason()
+SKIP_REASON = skip_reason("wireguard-go", "wg", "ping")
 pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
 
 PREFIX = "pwi"
 TEST_TIME_LIMIT = 90.0  # seconds for any one test here, teardown included
-PORT = 51820
 MB = 1_000_000
 
 
 # -- bounds ---------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Raise TimeoutError in the test (main thread) once `seconds` have passed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"test exceeded its time limit of {seconds:g} s")
-
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(autouse=True)
@@ -91,221 +61,7 @@ def wait_for(what: str, check: Callable[[], bool], deadline: float, step: float 
     pytest.fail(f"timed out after {deadline:g} s waiting for {what}")
 
 
-# -- a paced TCP stream (the roaming and rekey tests need one that lasts) ------------------
-
-_PACED_RECEIVER = r"""
-import hashlib, json, socket, sys, time
-addr, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-srv = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind((addr, port))
-srv.listen(1)
-srv.settimeout(timeout)
-print("ready", flush=True)
-conn, _ = srv.accept()
-conn.settimeout(timeout)
-digest, total, buf = hashlib.sha256(), 0, bytearray(1 << 16)
-view = memoryview(buf)
-start = last = None
-max_gap = 0.0
-while True:
-    n = conn.recv_into(buf)
-    now = time.monotonic()
-    if start is None:
-        start = now
-    if last is not None:
-        max_gap = max(max_gap, now - last)
-    last = now
-    if not n:
-        break
-    digest.update(view[:n])
-    total += n
-conn.close()
-print(json.dumps({"sha256": digest.hexdigest(), "bytes": total,
-                  "seconds": (last or 0) - (start or 0), "max_gap": max_gap}), flush=True)
-"""
-
-_PACED_SENDER = r"""
-import hashlib, json, random, socket, sys, time
-addr, port, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[5])
-rate, seconds, timeout = float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[6])
-chunk = 16384
-block = random.Random(seed).randbytes(1 << 20)
-total = int(rate * seconds)
-sock = socket.create_connection((addr, port), timeout=timeout)
-digest, sent, n = hashlib.sha256(), 0, 0
-start = time.monotonic()
-while sent < total:
-    delay = start + sent / rate - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
-    size = min(chunk, total - sent)
-    offset = (n * 7919) % (len(block) - chunk)
-    piece = (n.to_bytes(8, "big") + block[offset:offset + chunk])[:size]  # every chunk differs
-    n += 1
-    sock.sendall(piece)
-    digest.update(piece)
-    sent += size
-sock.shutdown(socket.SHUT_WR)
-sock.recv(1)  # the receiver closes once it has read everything
-print(json.dumps({"sha256": digest.hexdigest(), "bytes": sent,
-                  "seconds": time.monotonic() - start}), flush=True)
-"""
-
-
-@dataclass(frozen=True)
-class StreamResult:
-    sent_sha256: str
-    received_sha256: str
-    sent_bytes: int
-    received_bytes: int
-    seconds: float  # the receiver's first byte to EOF
-    max_gap: float  # the longest time the receiver waited between two reads
-
-    @property
-    def ok(self) -> bool:
-        return self.sent_bytes == self.received_bytes and self.sent_sha256 == self.received_sha256
-
-
-class PacedStream:
-    """`rate` bytes/s of seeded data over TCP for `seconds`, sender -> receiver's `address`.
-
-    Both ends are hashed; a stall longer than `timeout` seconds fails either end.
-    """
-
-    def __init__(
-        self,
-        sender: Host,
-        receiver: Host,
-        address: str,
-        *,
-        port: int,
-        rate: float,
-        seconds: float,
-        seed: int = 0,
-        timeout: float = 30.0,
-    ) -> None:
-        pipes: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-        self.rx = receiver.popen(
-            sys.executable, "-c", _PACED_RECEIVER, address, str(port), str(timeout), **pipes
-        )
-        self.tx: subprocess.Popen[bytes] | None = None
-        try:
-            _wait_ready(self.rx, 10.0)
-            argv = (address, str(port), str(rate), str(seconds), str(seed), str(timeout))
-            self.tx = sender.popen(sys.executable, "-c", _PACED_SENDER, *argv, **pipes)
-        except BaseException:
-            self.kill()
-            raise
-
-    def sending(self) -> bool:
-        return self.tx is not None and self.tx.poll() is None
-
-    def kill(self) -> None:
-        for proc in (self.tx, self.rx):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-
-    def result(self, deadline: float) -> StreamResult:
-        """Wait (at most `deadline` seconds) for both ends; fail the test if they do not finish."""
-        assert self.tx is not None
-        end = time.monotonic() + deadline
-        try:
-            sent = _json_result(self.tx, "sender", end)
-            received = _json_result(self.rx, "receiver", end)
-        finally:
-            self.kill()
-        return StreamResult(
-            sent["sha256"],
-            received["sha256"],
-            int(sent["bytes"]),
-            int(received["bytes"]),
-            float(received["seconds"]),
-            float(received["max_gap"]),
-        )
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], deadline: float) -> None:
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        if not sel.select(deadline):
-            pytest.fail("stream receiver did not get ready")
-    line = proc.stdout.readline()
-    if line.strip() != b"ready":
-        pytest.fail(f"stream receiver failed: {_stderr(proc)}")
-
-
-def _stderr(proc: subprocess.Popen[bytes]) -> str:
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        _, err = proc.communicate(timeout=5)
-        return (err or b"").decode(errors="replace").strip()[-2000:]
-    return "(no output)"
-
-
-def _json_result(proc: subprocess.Popen[bytes], what: str, end: float) -> dict[str, Any]:
-    try:
-        out, err = proc.communicate(timeout=max(0.0, end - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"stream {what} did not finish in time")
-    if proc.returncode != 0:
-        text = err.decode(errors="replace").strip()[-2000:]
-        pytest.fail(f"stream {what} failed (exit {proc.returncode}): {text}")
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    return result
-
-
-# -- two nodes on one link ------------------------------------------------------------
-
-
-@dataclass
-class Pair:
-    """A pywgd host and a wireguard-go host on one veth link (subnet 1), daemons up."""
-
-    link: Link
-    family: int  # underlay address family used for endpoints
-    pw: Node  # on the link's a side (198.18.1.1, fd18::1:1), tunnel 198.19.1.1
-    go: Node  # on the link's b side (198.18.1.2, fd18::1:2), tunnel 198.19.1.2
-
-    def node(self, impl: str) -> Node:
-        return self.pw if impl == "pywgd" else self.go
-
-    def other(self, node: Node) -> Node:
-        return self.go if node is self.pw else self.pw
-
-    def underlay(self, node: Node) -> str:
-        side_a = node is self.pw
-        if self.family == 4:
-            return self.link.a_addr4 if side_a else self.link.b_addr4
-        return self.link.a_addr6 if side_a else self.link.b_addr6
-
-    def endpoint(self, node: Node) -> str:
-        """Where the other node reaches `node`, as `wg` writes it."""
-        return endpoint(self.underlay(node), node.port)
-
-
-def make_pair(lab: Lab, family: int = 4) -> Pair:
-    pw_host, go_host = lab.host("pw"), lab.host("go")
-    link = lab.link(pw_host, go_host)
-    pw = start_node(lab, pw_host, "pywgd", net=1, index=1, port=PORT)
-    go = start_node(lab, go_host, "wireguard-go", net=1, index=2, port=PORT)
-    return Pair(link, family, pw, go)
-
-
-def connect_pair(pair: Pair, **kwargs: Any) -> None:
-    """Peer the two nodes, each knowing the other's endpoint."""
-    connect(
-        pair.pw,
-        pair.go,
-        a_endpoint=pair.endpoint(pair.pw),
-        b_endpoint=pair.endpoint(pair.go),
-        **kwargs,
-    )
-
-
-def handshake_time(node: Node, other: Node) -> int:
-    return int(node.peer_dump(other)["latest_handshake"])
+# -- checks -------------------------------------------------------------------------
 
 
 def assert_fresh_handshake(node: Node, other: Node) -> None:

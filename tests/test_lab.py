@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pywg import lab as labmod
 from pywg.lab import Lab, LabError, cleanup_stale, tcp_transfer, unavailable_reason
+from pywg.lab import hosts as labmod
 
 pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=unavailable_reason() or "")
 

@@ -6,7 +6,8 @@ initiator rekeys on send) while paced TCP streams run in both directions. Both
 streams must arrive byte for byte without a stall, and both sides' `wg show
 dump` must show a handshake at least 120 s after the first one.
 
-Builds on the interop helpers (tests/test_interop.py); skipped where those are.
+Uses the interop tests' pair of nodes (tests/wgnode.py) and the lab's paced
+streams (pywg.lab.PacedStream); skipped where the interop tests are.
 """
 
 from __future__ import annotations
@@ -15,19 +16,16 @@ import time
 
 import pytest
 
+from bounds import time_limit
 from pywg.constants import REKEY_AFTER_TIME
-from pywg.lab import Lab
-from test_interop import (
-    MB,
-    PREFIX,
-    SKIP_REASON,
-    PacedStream,
-    handshake_time,
-    make_pair,
-    time_limit,
-)
+from pywg.lab import Lab, PacedStream
+from wgnode import handshake_time, make_pair, skip_reason
 
+SKIP_REASON = skip_reason("wireguard-go", "wg", "ping")
 pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+
+PREFIX = "pwi"
+MB = 1_000_000
 
 RATE = 1.5 * MB  # bytes/s in each direction
 DURATION = REKEY_AFTER_TIME + 12  # seconds of streaming: the rekey happens well inside

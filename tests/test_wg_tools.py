@@ -32,26 +32,16 @@ import pytest
 
 from pywg import __version__
 from pywg.keys import PresharedKey, PrivateKey
-from pywg.lab import Host, Lab, unavailable_reason
-from wgnode import Node, argv_for, endpoint, missing_tools, pywgd_path, start_node
+from pywg.lab import Host, Lab
+from pywg.lab.wireguard import endpoint
+from wgnode import Node, argv_for, pywgd_path, skip_reason, start_node
 
 PREFIX = "pwtool"
 UAPI_DIR = Path("/var/run/wireguard")
 TOOL_TIMEOUT = 30.0  # seconds for one wg-quick run
 
-
-def _skip_reason() -> str | None:
-    reason = unavailable_reason() or missing_tools("wg", "wg-quick", "wireguard-go", "ping", "ss")
-    if reason is not None:
-        return reason
-    try:
-        pywgd_path()
-    except RuntimeError as exc:
-        return str(exc)
-    return None
-
-
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+SKIP_REASON = skip_reason("wg", "wg-quick", "wireguard-go", "ping", "ss")
+pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
 
 
 # -- small helpers ---------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """WireGuard nodes in lab namespaces: pywgd or Debian's wireguard-go, configured with `wg`.
 
-Shared by the interop and wg/wg-quick tests. A node is one daemon in one lab
-host, with tunnel addresses 198.19.NET.INDEX/24 and fd19::NET:INDEX/112.
+Shared by the interop, rekey, `pywg up` and wg/wg-quick tests. A node is one
+daemon in one lab host, with tunnel addresses 198.19.NET.INDEX/24 and
+fd19::NET:INDEX/112; a :class:`Pair` is a pywgd node and a wireguard-go node
+on the two ends of one veth link.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import shutil
 import sysconfig
 import tempfile
 from dataclasses import dataclass, field
+from typing import Any
 
-from pywg import labwg
 from pywg.keys import PresharedKey, PrivateKey, PublicKey
-from pywg.lab import Host, Lab
-from pywg.labwg import Impl
+from pywg.lab import Host, Lab, Link, unavailable_reason, wireguard
+from pywg.lab.wireguard import Impl, endpoint
 
 IMPLS = ("pywgd", "wireguard-go")
+PORT = 51820  # every node's listen port unless a test moves it
 
 
 def pywgd_path() -> str:
@@ -36,6 +39,18 @@ def missing_tools(*tools: str) -> str | None:
     for tool in tools:
         if shutil.which(tool) is None:
             return f"{tool} is not installed (apt install the lab tools, see .ci/run)"
+    return None
+
+
+def skip_reason(*tools: str) -> str | None:
+    """Why daemon tests cannot run here (no lab, a tool missing, no pywgd), or None."""
+    reason = unavailable_reason() or missing_tools(*tools)
+    if reason is not None:
+        return reason
+    try:
+        pywgd_path()
+    except RuntimeError as exc:
+        return str(exc)
     return None
 
 
@@ -137,13 +152,13 @@ def start_node(
     *,
     net: int,
     index: int,
-    port: int = 51820,
+    port: int = PORT,
     mtu: int = 1420,
     env: dict[str, str] | None = None,
 ) -> Node:
     """Start a daemon (it daemonizes itself, as wg-quick runs it), key it, address it, up."""
     spec = Impl("pywgd", (pywgd_path(),)) if impl == "pywgd" else Impl.parse(impl)
-    node = labwg.start_node(lab, host, spec, net=net, index=index, port=port, mtu=mtu, env=env)
+    node = wireguard.start_node(lab, host, spec, net=net, index=index, port=port, mtu=mtu, env=env)
     return Node(host, impl, node.ifname, node.key, port, node.addr4, node.addr6)
 
 
@@ -171,5 +186,54 @@ def connect(
     )
 
 
-def endpoint(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+# -- two nodes on one link ------------------------------------------------------------
+
+
+@dataclass
+class Pair:
+    """A pywgd host and a wireguard-go host on one veth link (subnet 1), daemons up."""
+
+    link: Link
+    family: int  # underlay address family used for endpoints
+    pw: Node  # on the link's a side (198.18.1.1, fd18::1:1), tunnel 198.19.1.1
+    go: Node  # on the link's b side (198.18.1.2, fd18::1:2), tunnel 198.19.1.2
+
+    def node(self, impl: str) -> Node:
+        return self.pw if impl == "pywgd" else self.go
+
+    def other(self, node: Node) -> Node:
+        return self.go if node is self.pw else self.pw
+
+    def underlay(self, node: Node) -> str:
+        side_a = node is self.pw
+        if self.family == 4:
+            return self.link.a_addr4 if side_a else self.link.b_addr4
+        return self.link.a_addr6 if side_a else self.link.b_addr6
+
+    def endpoint(self, node: Node) -> str:
+        """Where the other node reaches `node`, as `wg` writes it."""
+        return endpoint(self.underlay(node), node.port)
+
+
+def make_pair(lab: Lab, family: int = 4) -> Pair:
+    pw_host, go_host = lab.host("pw"), lab.host("go")
+    link = lab.link(pw_host, go_host)
+    pw = start_node(lab, pw_host, "pywgd", net=1, index=1, port=PORT)
+    go = start_node(lab, go_host, "wireguard-go", net=1, index=2, port=PORT)
+    return Pair(link, family, pw, go)
+
+
+def connect_pair(pair: Pair, **kwargs: Any) -> None:
+    """Peer the two nodes, each knowing the other's endpoint."""
+    connect(
+        pair.pw,
+        pair.go,
+        a_endpoint=pair.endpoint(pair.pw),
+        b_endpoint=pair.endpoint(pair.go),
+        **kwargs,
+    )
+
+
+def handshake_time(node: Node, other: Node) -> int:
+    """`latest_handshake` of `other` in `node`'s dump: Unix seconds, 0 for never."""
+    return int(node.peer_dump(other)["latest_handshake"])

@@ -135,12 +135,13 @@ class AllowedIPs(Generic[T]):
     ('peer-b', 'peer-a', None)
     """
 
-    __slots__ = ("_count", "_owned", "_root4", "_root6")
+    __slots__ = ("_count", "_owned", "_root4", "_root6", "version")
 
     def __init__(self) -> None:
         self._root4: _Node | None = None
         self._root6: _Node | None = None
         self._count = 0
+        self.version = 0  # changes with every insert, remove and clear
         # id(value) -> that value's nodes, in the order they were assigned to it.
         # The nodes keep the value alive, so its id cannot be reused meanwhile.
         self._owned: dict[int, dict[_Node, None]] = {}
@@ -226,6 +227,7 @@ class AllowedIPs(Generic[T]):
         self._root6 = None
         self._owned.clear()
         self._count = 0
+        self.version += 1
 
     # -- queries ----------------------------------------------------------
 
@@ -313,6 +315,7 @@ class AllowedIPs(Generic[T]):
     # -- internals --------------------------------------------------------
 
     def _assign(self, node: _Node, value: object) -> None:
+        self.version += 1
         old = node.value
         if old is value:
             return
@@ -348,6 +351,7 @@ class AllowedIPs(Generic[T]):
             self._root4 = child
 
     def _delete(self, node: _Node) -> None:
+        self.version += 1
         """Drop ``node``'s value (already un-owned) and prune what became redundant."""
         v6 = node.cidr + node.shift == _V6_BITS
         # No parent pointers (they would make the trie cyclic garbage): find

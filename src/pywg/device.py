@@ -333,6 +333,15 @@ class Device:
     def allowed_ips(self, public_key: PublicKey | str | bytes) -> list[str]:
         return [str(n) for n in self._allowed.networks_of(self.peer(public_key))]
 
+    @property
+    def routing_version(self) -> int:
+        """Changes whenever any peer's allowed IPs change (for mirrors of the table)."""
+        return self._allowed.version
+
+    def routes(self) -> list[tuple[str, Peer]]:
+        """Every allowed-IPs prefix with its peer."""
+        return [(str(network), peer) for network, peer in self._allowed.items()]
+
     def route(self, address: str | bytes) -> Peer | None:
         """The peer that cryptokey routing picks for a destination address."""
         return self._allowed.lookup(address)
@@ -409,6 +418,56 @@ class Device:
                 if peer.public_key not in self._peers:
                     break
                 self._timer_expired(peer, name, now)
+
+    def record_traffic(
+        self,
+        public_key: PublicKey | str | bytes,
+        now: float,
+        *,
+        sent_at: float | None = None,
+        received_at: float | None = None,
+        data_received_at: float | None = None,
+        rx_bytes: int = 0,
+        tx_bytes: int = 0,
+        endpoint: AddressLike | None = None,
+    ) -> None:
+        """Transport traffic a native data plane handled for a peer since the last call.
+
+        The plane seals and opens established sessions' packets itself; the
+        core still runs the timers (§6) and key freshness. `sent_at` is when
+        data was last sent, `received_at` when an authenticated transport
+        message last arrived, `data_received_at` when the last one carrying
+        data did (all on the caller's clock), `endpoint` where it came from if
+        the plane saw the peer roam. The timer hooks run in time order, so a
+        reply after a send cancels the retry as it would packet by packet.
+        """
+        self._timers_changed = True
+        peer = self.peer(public_key)
+        peer.rx_bytes += rx_bytes
+        peer.tx_bytes += tx_bytes
+        if endpoint is not None:
+            self._set_endpoint(peer, normalize_endpoint(endpoint))
+        timers = peer.timers
+        happened: list[tuple[float, int]] = []
+        if sent_at is not None:
+            happened.append((sent_at, 0))
+        if received_at is not None:
+            happened.append((received_at, 1))
+        if data_received_at is not None:
+            happened.append((data_received_at, 2))
+        for at, kind in sorted(happened):
+            timers.any_authenticated_packet_traversal(at)
+            if kind == 0:
+                timers.any_authenticated_packet_sent()
+                timers.data_sent(at, self._jitter())
+            elif kind == 1:
+                timers.any_authenticated_packet_received()
+            else:
+                timers.data_received(at)
+        if sent_at is not None:
+            self._keep_key_fresh_sending(peer, now)
+        if received_at is not None:
+            self._keep_key_fresh_receiving(peer, now)
 
     # ------------------------------------------------------------------ load
     def under_load(self, now: float) -> bool:

@@ -4,11 +4,17 @@ A peer holds up to three: `previous`, `current` and `next` (the responder's
 session before the initiator has confirmed it). Python's copy of bytes cannot
 be wiped, so `zero()` drops every reference to the key material (best effort);
 the native plane zeroes its copies for real.
+
+When a native data plane carries the session (`pywg._fast.plane`), the
+keypair is `link`ed to its C twin: from then on the send counter and the
+replay window live in C only, and `seal`/`open` go through it, so Python and
+the plane's threads never use a counter twice.
 """
 
 from __future__ import annotations
 
 import struct
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -20,17 +26,31 @@ from .replay import ReplayWindow
 _header = struct.Struct("<IIQ")
 
 
+class NativeTwin(Protocol):
+    """The C side of a linked keypair (see pywg._fast.plane.NativeKeypair)."""
+
+    @property
+    def send_counter(self) -> int: ...
+
+    def seal(self, padded: bytes) -> bytes | None: ...
+
+    def open(self, counter: int, ciphertext: bytes) -> bytes | None: ...
+
+    def free(self) -> None: ...
+
+
 class Keypair:
     __slots__ = (
+        "_native",
         "_opener",
         "_sealer",
+        "_send_counter",
         "created",
         "is_initiator",
         "local_index",
         "receive_key",
         "remote_index",
         "replay",
-        "send_counter",
         "send_key",
     )
 
@@ -52,8 +72,28 @@ class Keypair:
         self.remote_index = remote_index
         self.is_initiator = is_initiator
         self.created = created
-        self.send_counter = 0
+        self._send_counter = 0
+        self._native: NativeTwin | None = None
         self.replay = ReplayWindow(REJECT_AFTER_MESSAGES)
+
+    @property
+    def send_counter(self) -> int:
+        """The next counter to send with (in C once linked)."""
+        return self._native.send_counter if self._native is not None else self._send_counter
+
+    @send_counter.setter
+    def send_counter(self, value: int) -> None:
+        if self._native is not None:
+            raise ValueError("a linked keypair's counter lives in the native plane")
+        self._send_counter = value
+
+    @property
+    def native(self) -> NativeTwin | None:
+        return self._native
+
+    def link(self, twin: NativeTwin) -> None:
+        """Hand the counter and replay window over to `twin` (created from their state)."""
+        self._native = twin
 
     def age(self, now: float) -> float:
         return now - self.created
@@ -67,15 +107,22 @@ class Keypair:
 
     def seal(self, padded: bytes) -> bytes:
         """One transport message (§5.4.6): header ‖ AEAD(key, counter, padded packet, ε)."""
-        counter = self.send_counter
+        if self._native is not None and self._sealer is not None:
+            message = self._native.seal(padded)
+            if message is None:
+                raise ValueError("keypair cannot send")
+            return message
+        counter = self._send_counter
         if self._sealer is None or counter >= REJECT_AFTER_MESSAGES:
             raise ValueError("keypair cannot send")
-        self.send_counter = counter + 1
+        self._send_counter = counter + 1
         header = _header.pack(MESSAGE_TRANSPORT, self.remote_index, counter)
         return header + self._sealer.encrypt(nonce(counter), padded, None)
 
     def open(self, counter: int, ciphertext: bytes) -> bytes | None:
         """Decrypt and then check and mark the replay window; None when either fails."""
+        if self._native is not None and self._opener is not None:
+            return self._native.open(counter, ciphertext)
         if self._opener is None or not self.replay.would_accept(counter):
             return None
         try:
@@ -89,6 +136,8 @@ class Keypair:
     def zero(self) -> None:
         self.send_key = self.receive_key = None
         self._sealer = self._opener = None
+        if self._native is not None:
+            self._native.free()  # the C copies are wiped for real
 
     def __repr__(self) -> str:
         return (

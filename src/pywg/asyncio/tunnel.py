@@ -12,6 +12,13 @@ TICK seconds) follows MTU changes made with `ip link` (padding uses the MTU)
 and notices when the TUN interface was deleted, which ends the tunnel as it
 does for wireguard-go (`wg-quick down` deletes the link).
 
+With the native backend (`pywg.backend`, the default when the C extension is
+built) the per-packet work moves to `pywg._fast.plane`: two C threads own
+the TUN and UDP fds and handle established sessions in batches; the loop
+only sees what they hand up (handshakes, packets waiting for a session),
+mirrors the core's state into C after every change, and feeds the core's
+timers from the plane's per-peer counters every TRAFFIC_TICK seconds.
+
 Configuration changes go through the Device API (`add_peer`, ...) or through
 the UAPI (`uapi_session()`, `configure()`), both followed by a flush, so a new
 endpoint handshakes at once. A new listen port or fwmark is bound before the
@@ -27,8 +34,9 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
+from .. import backend
 from ..constants import DEFAULT_MTU
 from ..device import AddressLike, Device
 from ..events import EndpointChanged, Event, HandshakeCompleted, HandshakeTimedOut
@@ -39,8 +47,14 @@ from .tun import Tun, TunError
 from .tun import exists as interface_exists
 from .udp import UdpSocket
 
+if TYPE_CHECKING:
+    from .._fast.plane import NativePlane
+
+ITEM_DATAGRAM: Final = 1  # pywg._fast.plane.ITEM_DATAGRAM (imported lazily with the plane)
+
 BATCH: Final = 64
 TICK: Final = 0.5
+TRAFFIC_TICK: Final = 0.1
 EVENT_QUEUE: Final = 1024
 
 log = logging.getLogger("pywg.tunnel")
@@ -76,8 +90,12 @@ class Tunnel:
         fwmark: int = 0,
         mtu: int = DEFAULT_MTU,
         device: Device | None = None,
+        native: bool | None = None,
     ) -> None:
+        """`native`: use the C data plane (default: when `pywg.backend` selects native)."""
         self.name = name
+        self.native = backend.BACKEND == "native" if native is None else native
+        self._plane: NativePlane | None = None
         self.device = device if device is not None else Device(private_key, listen_port, mtu=mtu)
         self._listen_port = listen_port if device is None else device.listen_port
         self._fwmark = fwmark
@@ -111,8 +129,22 @@ class Tunnel:
         self.device.listen_port = self._udp.port
         self.device.fwmark = self._fwmark
         self.device.mtu = self._tun.mtu
-        self._loop.add_reader(self._tun.fd, self._on_tun_readable)
-        self._loop.add_reader(self._udp.fileno(), self._on_udp_readable)
+        if self.native:
+            from .._fast.plane import NativePlane
+
+            loop = self._loop
+
+            def plane_ended(reason: str) -> None:  # from a plane thread
+                loop.call_soon_threadsafe(self.close, reason)
+
+            self._plane = NativePlane(self._tun.fd, self._udp.sock, self._tun.mtu, plane_ended)
+            self._plane.sync(self.device)
+            self._plane.start()
+            self._loop.add_reader(self._plane.event_fd, self._on_plane_event)
+            self._loop.call_later(TRAFFIC_TICK, self._traffic_tick)
+        else:
+            self._loop.add_reader(self._tun.fd, self._on_tun_readable)
+            self._loop.add_reader(self._udp.fileno(), self._on_udp_readable)
         self._tick_task = self._loop.create_task(self._housekeeping())
         log.info("interface %s up, listening on UDP port %d", self.name, self._udp.port)
         self._after_change()
@@ -139,7 +171,12 @@ class Tunnel:
             self._timer.cancel()
         if self._tick_task is not None and self._tick_task is not asyncio.current_task():
             self._tick_task.cancel()
-        if self._loop is not None:
+        if self._plane is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._plane.event_fd)
+            self._plane.stop()  # joins the C threads before their fds close
+            self._plane = None
+        elif self._loop is not None:
             if self._tun is not None and self._tun.fd >= 0:
                 self._loop.remove_reader(self._tun.fd)
             if self._udp is not None:
@@ -230,14 +267,24 @@ class Tunnel:
 
     def _swap_socket(self, new: UdpSocket) -> None:
         assert self._loop is not None and self._udp is not None
-        self._loop.remove_reader(self._udp.fileno())
+        if self._plane is not None:
+            self._plane.set_udp(new.sock)  # before the old one closes
+        else:
+            self._loop.remove_reader(self._udp.fileno())
+            self._loop.add_reader(new.fileno(), self._on_udp_readable)
         self._udp.close()
         self._udp = new
         self._listen_port = new.port
-        self._loop.add_reader(new.fileno(), self._on_udp_readable)
 
     # ------------------------------------------------------------------ observation
+    def refresh(self) -> None:
+        """Bring the core's counters up to this moment (the native plane reports every 0.1 s)."""
+        if self._plane is not None and not self.closed:
+            self._plane.traffic(self.device, self._now())
+            self._after_change()
+
     def stats(self) -> list[PeerStats]:
+        self.refresh()
         out = []
         for public_key, peer in self.device.peers.items():
             out.append(
@@ -299,6 +346,31 @@ class Tunnel:
             device.receive_datagram(got[0], got[1], now)
         self._after_change()
 
+    def _on_plane_event(self) -> None:
+        plane, device = self._plane, self.device
+        if plane is None:
+            return
+        now = self._now()
+        for kind, data, source in plane.drain():
+            if kind == ITEM_DATAGRAM:
+                if source is not None:
+                    device.receive_datagram(data, source, now)
+            else:
+                device.send_packet(data, now)
+        self._after_change()
+
+    def _traffic_tick(self) -> None:
+        if self.closed or self._plane is None or self._loop is None:
+            return
+        self._plane.traffic(self.device, self._now())
+        self._after_change()
+        self._loop.call_later(TRAFFIC_TICK, self._traffic_tick)
+
+    @property
+    def plane_stats(self) -> dict[str, int]:
+        """Counters of the native plane (empty on the pure-Python path)."""
+        return self._plane.stats() if self._plane is not None else {}
+
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_deadline = None
@@ -311,6 +383,8 @@ class Tunnel:
         device = self.device
         udp, tun = self._udp, self._tun
         assert udp is not None and tun is not None
+        if self._plane is not None:
+            self._plane.sync(device)  # new sessions and endpoints reach C before traffic
         for data, endpoint in device.datagrams_to_send():
             if not udp.sendto(data, endpoint):
                 self.udp_send_drops += 1
@@ -352,6 +426,8 @@ class Tunnel:
             assert self._tun is not None
             with contextlib.suppress(OSError):
                 self.device.mtu = self._tun.current_mtu()
+                if self._plane is not None:
+                    self._plane.set_mtu(self.device.mtu)
             for hook in list(self.tick_hooks):
                 hook()
 

@@ -89,6 +89,7 @@ class UapiServer:
                 data = await reader.read(READ_SIZE)
                 if not data:
                     break
+                self.tunnel.refresh()  # `wg show` sees the plane's latest counters
                 reply = session.feed(data)
                 self.tunnel.changed()
                 if reply:

@@ -1,53 +1,22 @@
-"""The test lab: throw-away hosts in Linux network namespaces.
+"""Lab hosts: namespaces, veth links, commands run inside them, ping and teardown.
 
-Tests, ``pywg demo`` and the interop suite build small networks here: every
-host is a network namespace, every link a veth pair, and everything a lab made
-is torn down when it closes, also when the code inside ``with`` raised. It
-needs root and iproute2 (``ip``); ``nft`` for :meth:`Host.nft`.
-
-A guide::
-
-    from pywg.lab import Lab, tcp_transfer
-
-    with Lab() as lab:                      # names: pwl-<pid>-<random>-<host>
-        a, r, b = lab.host("a"), lab.host("r"), lab.host("b")
-        left = lab.link(a, r)               # 198.18.1.1/24 <-> .2, fd18::1:1/112 <-> :2
-        right = lab.link(r, b)              # 198.18.2.0/24, fd18::2:0/112
-        r.forwarding()
-        a.route("198.18.2.0/24", via=left.b_addr4)
-        b.route("198.18.1.0/24", via=right.a_addr4)
-        assert a.wait_ping(right.b_addr4)
-        tun = lab.ifname("wg")              # unique, <= 15 chars, its UAPI socket cleaned up
-        wg = a.popen("wireguard-go", "-f", tun)  # killed when the lab closes
-        result = tcp_transfer(a, b, right.b_addr4, 20 << 20)
-        assert result.ok
-
-Rules the lab keeps (see DESIGN.md, "The test lab"): underlay addresses come
-from 198.18.0.0/16 and fd18::/16 and tunnel addresses (chosen by the caller)
-from 198.19.0.0/16 and fd19::/16; names are unique per lab, so labs in
-concurrent processes never collide; nothing is ever changed in the root
-namespace (no addresses, routes, sysctls or nft rules there: every command runs
-with ``ip -n NS`` or ``ip netns exec NS``); every command has a timeout and
-every loop a deadline. Inside each namespace IPv6 is on and duplicate address
-detection off, so IPv6 addresses are usable at once.
-
-:func:`cleanup_stale` removes the namespaces of labs whose process died
-without closing them (a ``kill -9``).
+The core of :mod:`pywg.lab` (see its docstring for a guide and the rules):
+:class:`Lab` owns every namespace, link, interface name and process it made
+and removes them at :meth:`Lab.close`; :class:`Host` runs commands in one
+namespace; :class:`Link` is a veth pair with underlay addresses on both ends.
+Every command has a timeout and every loop a deadline.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import dataclasses
 import ipaddress
-import json
 import logging
 import math
 import os
 import re
 import secrets
-import selectors
 import shlex
 import shutil
 import signal
@@ -59,18 +28,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-
-__all__ = [
-    "Host",
-    "Lab",
-    "LabError",
-    "Link",
-    "TransferResult",
-    "cleanup_stale",
-    "require_root",
-    "tcp_transfer",
-    "unavailable_reason",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -185,26 +142,6 @@ def cleanup_stale(prefix: str = "pwl") -> list[str]:
         except LabError as exc:
             logger.warning("lab: cannot delete stale namespace %s: %s", name, exc)
     return deleted
-
-
-@dataclasses.dataclass(frozen=True)
-class TransferResult:
-    """What :func:`tcp_transfer` measured; ``seconds`` is the receiver's first byte to EOF."""
-
-    sent_sha256: str
-    received_sha256: str
-    sent_bytes: int
-    received_bytes: int
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        """Everything sent arrived, byte for byte."""
-        return self.sent_bytes == self.received_bytes and self.sent_sha256 == self.received_sha256
-
-    @property
-    def mbit_per_s(self) -> float:
-        return self.received_bytes * 8 / 1e6 / self.seconds if self.seconds > 0 else math.inf
 
 
 class Host:
@@ -675,125 +612,3 @@ def _signal(proc: subprocess.Popen[bytes], group: bool, sig: signal.Signals) -> 
             proc.send_signal(sig)
     except OSError:
         pass
-
-
-# -- data transfer ----------------------------------------------------------------------
-
-_RECEIVER = r"""
-import hashlib, json, socket, sys, time
-addr, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-srv = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind((addr, port))
-srv.listen(1)
-srv.settimeout(timeout)
-print("ready", flush=True)
-conn, _ = srv.accept()
-conn.settimeout(timeout)
-digest, total, buf = hashlib.sha256(), 0, bytearray(1 << 20)
-view = memoryview(buf)
-start = None
-while True:
-    n = conn.recv_into(buf)
-    if start is None:
-        start = time.monotonic()
-    if not n:
-        break
-    digest.update(view[:n])
-    total += n
-seconds = time.monotonic() - (start or time.monotonic())
-conn.close()
-print(json.dumps({"sha256": digest.hexdigest(), "bytes": total, "seconds": seconds}), flush=True)
-"""
-
-_SENDER = r"""
-import hashlib, json, random, socket, sys
-addr, port, nbytes, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-timeout = float(sys.argv[5])
-block = bytearray(random.Random(seed).randbytes(1 << 20))
-view = memoryview(block)
-sock = socket.create_connection((addr, port), timeout=timeout)
-digest, sent, counter = hashlib.sha256(), 0, 0
-while sent < nbytes:
-    n = min(len(block), nbytes - sent)
-    block[:8] = counter.to_bytes(8, "big")  # every MiB differs
-    counter += 1
-    sock.sendall(view[:n])
-    digest.update(view[:n])
-    sent += n
-sock.shutdown(socket.SHUT_WR)
-sock.recv(1)  # the receiver closes once it has read everything
-print(json.dumps({"sha256": digest.hexdigest(), "bytes": sent}), flush=True)
-"""
-
-
-def _read_ready(proc: subprocess.Popen[bytes], deadline: float) -> None:
-    stdout = proc.stdout
-    assert stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(stdout, selectors.EVENT_READ)
-        if not sel.select(max(0.0, deadline - time.monotonic())):
-            raise LabError("tcp_transfer: the receiver did not get ready in time")
-    line = stdout.readline()
-    if line.strip() != b"ready":
-        _, err = proc.communicate(timeout=5)
-        raise LabError(f"tcp_transfer: the receiver failed: {_text(err)}")
-
-
-def _text(data: bytes | None) -> str:
-    return (data or b"").decode(errors="replace").strip()[-2000:]
-
-
-def _finish(proc: subprocess.Popen[bytes], what: str, deadline: float) -> dict[str, Any]:
-    out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
-    if proc.returncode != 0:
-        raise LabError(f"tcp_transfer: the {what} failed (exit {proc.returncode}): {_text(err)}")
-    try:
-        result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    except (ValueError, IndexError) as exc:
-        raise LabError(f"tcp_transfer: the {what} printed no result: {_text(out)}") from exc
-    return result
-
-
-def tcp_transfer(
-    sender: Host,
-    receiver: Host,
-    address: str,
-    nbytes: int,
-    *,
-    port: int = 5201,
-    timeout: float = 120,
-    seed: int = 0,
-) -> TransferResult:
-    """Stream `nbytes` of seeded pseudo-random data over TCP and hash both ends.
-
-    `receiver` listens on `address`:`port` (an IPv4 or IPv6 literal it owns);
-    `sender` connects once it is listening. Everything is bounded by `timeout`
-    seconds: past it both sides are killed and :class:`LabError` is raised.
-    """
-    deadline = time.monotonic() + timeout
-    pipes: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    rx = receiver.popen(sys.executable, "-c", _RECEIVER, address, str(port), str(timeout), **pipes)
-    tx: subprocess.Popen[bytes] | None = None
-    try:
-        _read_ready(rx, deadline)
-        argv = (address, str(port), str(nbytes), str(seed), str(timeout))
-        tx = sender.popen(sys.executable, "-c", _SENDER, *argv, **pipes)
-        sent = _finish(tx, "sender", deadline)
-        received = _finish(rx, "receiver", deadline)
-    except subprocess.TimeoutExpired as exc:
-        raise LabError(
-            f"tcp_transfer of {nbytes} bytes to {address}:{port} timed out after {timeout:g} s"
-        ) from exc
-    finally:
-        for proc in (tx, rx):
-            if proc is not None and proc.poll() is None:
-                _signal(proc, True, signal.SIGKILL)
-                proc.wait(5)
-    return TransferResult(
-        sent_sha256=sent["sha256"],
-        received_sha256=received["sha256"],
-        sent_bytes=int(sent["bytes"]),
-        received_bytes=int(received["bytes"]),
-        seconds=float(received["seconds"]),
-    )

@@ -1,4 +1,4 @@
-"""WireGuard implementations running in lab hosts (see `pywg.lab`).
+"""WireGuard implementations running in lab hosts (part of `pywg.lab`).
 
 Any implementation with wireguard-go's command line (`IMPL [-f] INTERFACE`,
 daemonizing, a UAPI socket at /var/run/wireguard/INTERFACE.sock) can be
@@ -26,10 +26,22 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from . import uapi_client
-from .keys import PresharedKey, PrivateKey, PublicKey
-from .lab import Host, Lab, LabError, Link
-from .show import InterfaceStatus, PeerStatus, parse_get
+from .. import uapi_client
+from ..keys import PresharedKey, PrivateKey, PublicKey
+from ..show import InterfaceStatus, PeerStatus, parse_get
+from .hosts import Host, Lab, LabError, Link
+
+__all__ = [
+    "PYWGD",
+    "START_TIMEOUT",
+    "WIREGUARD_GO",
+    "Impl",
+    "WgNode",
+    "connect",
+    "endpoint",
+    "start_node",
+    "wait_handshake",
+]
 
 START_TIMEOUT = 20.0
 

@@ -1,0 +1,979 @@
+/*
+ * Longest-prefix-match table for cryptokey routing (whitepaper §3). See lpm.h
+ * for the structure, the measurements behind it and the contract.
+ *
+ * Keys: every prefix and every looked-up address is a 128-bit big-endian
+ * number held in two host-order words, w[0] the most significant. An IPv4
+ * address sits in the top 32 bits of w[0] and the other 96 bits are zero, so
+ * both families share one set of helpers. Bit i of a key counts from the
+ * most significant end (bit 0 is the first bit on the wire).
+ *
+ * Each family has three parts, all kept in step by every change:
+ *
+ *   trie   path-compressed binary trie in a node pool: the source of truth,
+ *          used for updates and for lookups when many lengths are in use;
+ *   slots  the outcome of the trie walk over its first ROOT_BITS bits, one
+ *          entry per value of those bits, so a walk starts below them;
+ *   hash   every stored prefix keyed by (bits, length), for exact-prefix
+ *          queries and for lookups when few lengths are in use.
+ *
+ * Trie nodes point at each other by 32-bit index into the pool; index 0 is
+ * never a node, so 0 means "none". Freed nodes go on a free list threaded
+ * through child[0]. A node in use is never moved, so an index stays valid
+ * until that node is freed, but the pool and the hash may be reallocated by
+ * an insert (the caller's lock keeps readers out meanwhile).
+ */
+#include "lpm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define NIL 0u
+#define F_USED 1u  /* the pool entry holds a trie node (else it is on the free list) */
+#define F_VALUE 2u /* the node is a stored prefix (else an intermediate fork) */
+
+/* The first ROOT_BITS bits of an address index the slots. */
+#define ROOT_BITS 8
+#define ROOT_SLOTS (1u << ROOT_BITS)
+
+#define POOL_MIN 16u
+#define POOL_MAX 0x7ffffff0u /* nodes per family, never reached in practice */
+#define HASH_MIN 16u          /* entries; a power of two */
+
+struct node {
+    uint64_t w[2];     /* the prefix, host bits zero */
+    uint32_t child[2]; /* picked by the key's bit `cidr`, the first after the prefix */
+    uint32_t value;    /* meaningful if F_VALUE */
+    uint8_t cidr;      /* prefix length: 0..32 or 0..128 */
+    uint8_t flags;
+    uint16_t spare;
+};
+
+_Static_assert(sizeof(struct node) == 32, "two nodes per cache line");
+
+/* Where a walk resumes once the first ROOT_BITS bits of the address are
+ * known: the walk over every node shorter than ROOT_BITS is the same for all
+ * addresses that share those bits, so its outcome is stored once. */
+struct slot {
+    uint32_t next;     /* the first node of the walk with cidr >= ROOT_BITS, or NIL */
+    uint32_t best;     /* the value matched so far, if has_best */
+    uint32_t has_best; /* 0 or 1 */
+};
+
+/* One stored prefix in the hash (open addressing, linear probing). */
+struct entry {
+    uint64_t w[2];
+    uint32_t value;
+    uint8_t tag; /* cidr + 1; 0 = empty */
+    uint8_t spare[3];
+};
+
+struct family {
+    /* trie */
+    struct node *pool;
+    uint32_t cap;       /* pool entries allocated (0 before the first insert) */
+    uint32_t top;       /* entries [1, top) have been handed out at some point */
+    uint32_t free_head; /* free list through child[0] */
+    uint32_t root;
+    uint32_t width;     /* 32 or 128 */
+    uint32_t prefixes;  /* stored prefixes */
+    struct slot slots[ROOT_SLOTS];
+    /* hash */
+    struct entry *table;
+    uint32_t table_mask; /* entries - 1; the table is NULL while empty */
+    uint32_t nlengths;   /* distinct prefix lengths in use */
+    uint8_t lengths[129]; /* those lengths, longest first */
+    uint32_t per_length[129]; /* stored prefixes of each length */
+    /* lookup strategy, from the lengths in use (strategy_update) */
+    uint32_t hash_limit; /* pywg_lpm_set_hash_lengths */
+    uint32_t probes;     /* probe the hash for this many of the longest lengths, */
+    uint32_t walk;       /* then, if none matched, walk the trie (0 or 1) */
+};
+
+struct pywg_lpm {
+    struct family v4, v6;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Key helpers                                                               */
+
+static inline unsigned key_bit(const uint64_t w[2], unsigned i)
+{
+    return (unsigned)(w[(i >> 6) & 1] >> (63 - (i & 63))) & 1u;
+}
+
+/* The child a node steers a key to. A host route (cidr == width) has no
+ * children: any bit will do, and for 32 / 128 the ones below pick a zero
+ * bit (v4) or bit 0 (v6), never one past the key. */
+static inline uint32_t node_next(const struct node *n, const uint64_t k[2])
+{
+    return n->child[key_bit(k, n->cidr & 127u)];
+}
+
+/* Zero every bit from `cidr` on. */
+static inline void key_mask(uint64_t w[2], unsigned cidr)
+{
+    if (cidr == 0) {
+        w[0] = w[1] = 0;
+    } else if (cidr < 64) {
+        w[0] &= ~UINT64_C(0) << (64 - cidr);
+        w[1] = 0;
+    } else if (cidr == 64) {
+        w[1] = 0;
+    } else if (cidr < 128) {
+        w[1] &= ~UINT64_C(0) << (128 - cidr);
+    }
+}
+
+/* Do the first `cidr` bits of a and b agree? */
+static inline int key_prefix_eq(const uint64_t a[2], const uint64_t b[2], unsigned cidr)
+{
+    uint64_t x0 = a[0] ^ b[0], x1 = a[1] ^ b[1];
+
+    if (cidr <= 64)
+        return cidr == 0 || (x0 >> (64 - cidr)) == 0;
+    return x0 == 0 && (x1 >> (128 - cidr)) == 0;
+}
+
+/* Number of leading bits a and b have in common, at most `width`. */
+static inline unsigned key_common(const uint64_t a[2], const uint64_t b[2], unsigned width)
+{
+    uint64_t x0 = a[0] ^ b[0], x1 = a[1] ^ b[1];
+    unsigned n;
+
+    if (x0)
+        n = (unsigned)__builtin_clzll(x0);
+    else if (x1)
+        n = 64 + (unsigned)__builtin_clzll(x1);
+    else
+        n = 128;
+    return n < width ? n : width;
+}
+
+static inline void key_load(uint64_t w[2], const uint8_t *addr, int v6)
+{
+    uint64_t hi = 0, lo = 0;
+
+    if (v6) {
+        for (int i = 0; i < 8; i++)
+            hi = hi << 8 | addr[i];
+        for (int i = 8; i < 16; i++)
+            lo = lo << 8 | addr[i];
+    } else {
+        hi = (uint64_t)addr[0] << 56 | (uint64_t)addr[1] << 48 | (uint64_t)addr[2] << 40 |
+             (uint64_t)addr[3] << 32;
+    }
+    w[0] = hi;
+    w[1] = lo;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Hash of stored prefixes                                                   */
+
+static inline uint32_t hash_of(const uint64_t w[2], unsigned cidr)
+{
+    /* Multiply-xorshift mixing; the inputs are configured prefixes, not
+     * chosen by the network, so no keyed hash is needed. */
+    uint64_t x = w[0] * UINT64_C(0x9e3779b97f4a7c15) ^ w[1] * UINT64_C(0xc2b2ae3d27d4eb4f);
+
+    x ^= cidr;
+    x ^= x >> 31;
+    x *= UINT64_C(0xff51afd7ed558ccd);
+    x ^= x >> 29;
+    return (uint32_t)x;
+}
+
+/* The entry holding w/cidr (w masked), or NULL. */
+static struct entry *hash_find(const struct family *f, const uint64_t w[2], unsigned cidr)
+{
+    uint32_t i;
+
+    if (f->table == NULL)
+        return NULL;
+    for (i = hash_of(w, cidr) & f->table_mask;; i = (i + 1) & f->table_mask) {
+        struct entry *e = &f->table[i];
+
+        if (e->tag == 0)
+            return NULL;
+        if (e->tag == cidr + 1 && e->w[0] == w[0] && e->w[1] == w[1])
+            return e;
+    }
+}
+
+/* Put a prefix known to be absent into a table with room for it. */
+static void hash_put(struct entry *table, uint32_t mask, const uint64_t w[2], unsigned cidr,
+                     uint32_t value)
+{
+    uint32_t i = hash_of(w, cidr) & mask;
+
+    while (table[i].tag != 0)
+        i = (i + 1) & mask;
+    table[i].w[0] = w[0];
+    table[i].w[1] = w[1];
+    table[i].value = value;
+    table[i].tag = (uint8_t)(cidr + 1);
+}
+
+/* Move every entry into a fresh table of `size` entries (a power of two,
+ * more than twice the count). On ENOMEM the old table stays. */
+static int hash_resize(struct family *f, uint32_t size)
+{
+    struct entry *fresh = calloc(size, sizeof(*fresh));
+
+    if (fresh == NULL)
+        return -1;
+    if (f->table != NULL) {
+        for (uint32_t i = 0; i <= f->table_mask; i++) {
+            const struct entry *e = &f->table[i];
+
+            if (e->tag != 0)
+                hash_put(fresh, size - 1, e->w, e->tag - 1u, e->value);
+        }
+        free(f->table);
+    }
+    f->table = fresh;
+    f->table_mask = size - 1;
+    return 0;
+}
+
+/* Make room for one more prefix (load factor stays at most 1/2). */
+static int hash_reserve(struct family *f)
+{
+    uint32_t size = f->table == NULL ? 0 : f->table_mask + 1;
+
+    if ((uint64_t)(f->prefixes + 1) * 2 <= size)
+        return 0;
+    if (size == 0)
+        return hash_resize(f, HASH_MIN);
+    if (size > UINT32_MAX / 2)
+        return -1;
+    return hash_resize(f, size * 2);
+}
+
+/* Remove an entry (backward-shift deletion: no tombstones, so probe runs
+ * stay as short as the live entries make them). */
+static void hash_delete(struct family *f, struct entry *e)
+{
+    uint32_t mask = f->table_mask;
+    uint32_t hole = (uint32_t)(e - f->table);
+
+    for (uint32_t j = (hole + 1) & mask; f->table[j].tag != 0; j = (j + 1) & mask) {
+        uint32_t home = hash_of(f->table[j].w, f->table[j].tag - 1u) & mask;
+
+        /* The entry at j may fill the hole if its home is not strictly
+         * between the hole and j (cyclically): then the hole is on its
+         * probe path. */
+        if (((j - home) & mask) >= ((j - hole) & mask)) {
+            f->table[hole] = f->table[j];
+            hole = j;
+        }
+    }
+    memset(&f->table[hole], 0, sizeof(f->table[hole]));
+    /* Shrink when mostly empty; keeping the big table is fine if that fails. */
+    if (f->table_mask + 1 > HASH_MIN && (uint64_t)f->prefixes * 8 < f->table_mask + 1u)
+        (void)hash_resize(f, (f->table_mask + 1) / 2);
+}
+
+static void lengths_add(struct family *f, unsigned cidr)
+{
+    unsigned i;
+
+    if (f->per_length[cidr]++ != 0)
+        return;
+    for (i = f->nlengths; i > 0 && f->lengths[i - 1] < cidr; i--)
+        f->lengths[i] = f->lengths[i - 1];
+    f->lengths[i] = (uint8_t)cidr;
+    f->nlengths++;
+}
+
+static void lengths_drop(struct family *f, unsigned cidr)
+{
+    unsigned i = 0;
+
+    if (--f->per_length[cidr] != 0)
+        return;
+    while (f->lengths[i] != cidr)
+        i++;
+    for (f->nlengths--; i < f->nlengths; i++)
+        f->lengths[i] = f->lengths[i + 1];
+}
+
+/* Choose how lookups run (see lpm.h): after every change of the lengths in
+ * use or of how many prefixes each holds. */
+static void strategy_update(struct family *f)
+{
+    if (f->nlengths <= f->hash_limit) {
+        f->probes = f->nlengths; /* the hash alone gives the answer */
+        f->walk = 0;
+    } else {
+        /* Mostly host routes (or another single length): one probe answers
+         * most lookups, the trie the rest. */
+        f->probes = f->hash_limit > 0 && f->per_length[f->lengths[0]] * 2 >= f->prefixes;
+        f->walk = 1;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lookup                                                                    */
+
+/* Trie walk from node `i`, having matched `best` (-1: nothing) so far. Along
+ * a root-to-leaf path the prefixes nest, so the first stored prefix that
+ * does not contain the address ends the walk; forks only steer. (Plain
+ * branches on purpose: a version with conditional moves measured 2-3 times
+ * slower, as it stops the CPU from running ahead to the next node.) */
+static inline int64_t trie_walk(const struct node *pool, uint32_t i, const uint64_t k[2],
+                                int64_t best)
+{
+    while (i != NIL) {
+        const struct node *n = &pool[i];
+
+        if (n->flags & F_VALUE) {
+            if (!key_prefix_eq(k, n->w, n->cidr))
+                break;
+            best = n->value;
+        }
+        i = node_next(n, k);
+    }
+    return best;
+}
+
+static inline int64_t trie_lookup(const struct family *f, const uint64_t k[2])
+{
+    const struct slot *s = &f->slots[k[0] >> (64 - ROOT_BITS)];
+
+    return trie_walk(f->pool, s->next, k, s->has_best ? (int64_t)s->best : -1);
+}
+
+/* One probe per length for the `probes` longest lengths in use, longest
+ * first: the first hit is the answer, since every longer length was tried. */
+static inline int64_t hash_lookup(const struct family *f, const uint64_t k[2])
+{
+    const struct entry *table = f->table;
+    uint32_t mask = f->table_mask;
+
+    for (uint32_t j = 0; j < f->probes; j++) {
+        unsigned cidr = f->lengths[j];
+        uint64_t m[2] = {k[0], k[1]};
+        uint32_t i;
+
+        key_mask(m, cidr);
+        for (i = hash_of(m, cidr) & mask; table[i].tag != 0; i = (i + 1) & mask) {
+            const struct entry *e = &table[i];
+
+            if (e->tag == cidr + 1 && e->w[0] == m[0] && e->w[1] == m[1])
+                return e->value;
+        }
+    }
+    return -1;
+}
+
+static inline int64_t lookup_key(const struct family *f, const uint64_t k[2])
+{
+    int64_t found = hash_lookup(f, k);
+
+    if (found >= 0 || !f->walk)
+        return found;
+    return trie_lookup(f, k);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Slot maintenance                                                          */
+
+/* Recompute one slot: walk from the root over the nodes shorter than
+ * ROOT_BITS, all of whose steering bits the slot number fixes. */
+static void slot_refresh(struct family *f, uint32_t number)
+{
+    uint64_t k[2] = {(uint64_t)number << (64 - ROOT_BITS), 0};
+    struct slot *s = &f->slots[number];
+    uint32_t i = f->root;
+
+    s->has_best = 0;
+    s->best = 0;
+    while (i != NIL && f->pool[i].cidr < ROOT_BITS) {
+        const struct node *n = &f->pool[i];
+
+        if (n->flags & F_VALUE) {
+            if (!key_prefix_eq(k, n->w, n->cidr)) {
+                i = NIL; /* the walk ends here for every address of the slot */
+                break;
+            }
+            s->best = n->value;
+            s->has_best = 1;
+        }
+        i = node_next(n, k);
+    }
+    s->next = i;
+}
+
+/* The link out of `parent` (the root link if NIL), or the value of the node
+ * it leads to, changed: recompute the slots if their walks can cross that
+ * link. A link out of a node at depth >= ROOT_BITS lies below every slot's
+ * stopping point: nothing to do. Otherwise all slots are recomputed, not
+ * only those under the parent's prefix: forks do not check their prefix, so
+ * walks of other slots pass through them too. That is at most ROOT_SLOTS
+ * walks of at most ROOT_BITS steps, and only for changes near the root. */
+static void slots_touch(struct family *f, uint32_t parent)
+{
+    if (parent != NIL && f->pool[parent].cidr >= ROOT_BITS)
+        return;
+    for (uint32_t s = 0; s < ROOT_SLOTS; s++)
+        slot_refresh(f, s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Node pool                                                                 */
+
+/* Make sure `need` nodes can be allocated without growing the pool, so that
+ * node pointers taken afterwards stay valid for the rest of the operation. */
+static int pool_reserve(struct family *f, uint32_t need)
+{
+    uint32_t spare = f->cap > f->top ? f->cap - f->top : 0;
+    uint32_t i = f->free_head;
+    struct node *grown;
+    size_t cap;
+
+    for (; spare < need && i != NIL; spare++)
+        i = f->pool[i].child[0];
+    if (spare >= need)
+        return 0;
+    cap = f->cap ? (size_t)f->cap * 2 : POOL_MIN;
+    if (cap > POOL_MAX)
+        cap = POOL_MAX;
+    if (cap < (size_t)f->top + need)
+        return -1;
+    grown = realloc(f->pool, cap * sizeof(*grown));
+    if (grown == NULL)
+        return -1;
+    if (f->cap == 0)
+        memset(&grown[0], 0, sizeof(*grown)); /* entry 0: never a node */
+    f->pool = grown;
+    f->cap = (uint32_t)cap;
+    if (f->top == 0)
+        f->top = 1;
+    return 0;
+}
+
+static uint32_t node_alloc(struct family *f, const uint64_t w[2], unsigned cidr)
+{
+    uint32_t i;
+    struct node *n;
+
+    if (f->free_head != NIL) {
+        i = f->free_head;
+        f->free_head = f->pool[i].child[0];
+    } else {
+        i = f->top++; /* pool_reserve made room */
+    }
+    n = &f->pool[i];
+    n->w[0] = w[0];
+    n->w[1] = w[1];
+    n->child[0] = n->child[1] = NIL;
+    n->value = 0;
+    n->cidr = (uint8_t)cidr;
+    n->flags = F_USED;
+    n->spare = 0;
+    return i;
+}
+
+static void node_free(struct family *f, uint32_t i)
+{
+    struct node *n = &f->pool[i];
+
+    n->flags = 0;
+    n->child[1] = NIL;
+    n->child[0] = f->free_head;
+    f->free_head = i;
+}
+
+static void family_init(struct family *f, uint32_t width, uint32_t hash_limit)
+{
+    memset(f, 0, sizeof(*f));
+    f->width = width;
+    f->hash_limit = hash_limit;
+    strategy_update(f);
+}
+
+static void family_release(struct family *f)
+{
+    free(f->pool);
+    free(f->table);
+    family_init(f, f->width, f->hash_limit);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Mutation                                                                  */
+
+/* Point the link that leads from `parent` (or the root) toward key w at `to`. */
+static void relink(struct family *f, uint32_t parent, const uint64_t w[2], uint32_t to)
+{
+    if (parent == NIL)
+        f->root = to;
+    else
+        f->pool[parent].child[key_bit(w, f->pool[parent].cidr)] = to;
+}
+
+static int family_insert(struct family *f, uint64_t w[2], unsigned cidr, uint32_t value)
+{
+    uint32_t parent = NIL, cur, fresh, top;
+    struct entry *e;
+
+    key_mask(w, cidr);
+    e = hash_find(f, w, cidr);
+    if (e != NULL) {
+        e->value = value; /* the trie node is updated below */
+    } else if (pool_reserve(f, 2) != 0 || hash_reserve(f) != 0) {
+        /* Room first (a prefix and maybe a fork): after this nothing can
+         * fail and no pointer into the pool can go stale. */
+        return -1;
+    }
+
+    /* Descend while the current node is a prefix of (or equal to) the new one. */
+    cur = f->root;
+    while (cur != NIL) {
+        struct node *n = &f->pool[cur];
+
+        if (n->cidr > cidr || !key_prefix_eq(w, n->w, n->cidr))
+            break;
+        if (n->cidr == cidr) { /* the same prefix: (re)assign it */
+            n->value = value;
+            if (!(n->flags & F_VALUE)) { /* a fork becomes a stored prefix */
+                n->flags |= F_VALUE;
+                f->prefixes++;
+                lengths_add(f, cidr);
+                hash_put(f->table, f->table_mask, w, cidr, value);
+            }
+            if (cidr < ROOT_BITS)
+                slots_touch(f, parent);
+            strategy_update(f);
+            return 0;
+        }
+        parent = cur;
+        cur = node_next(n, w);
+    }
+
+    fresh = node_alloc(f, w, cidr);
+    f->pool[fresh].value = value;
+    f->pool[fresh].flags |= F_VALUE;
+    top = fresh;
+    if (cur != NIL) {
+        /* `cur` sits where the new prefix belongs but does not contain it:
+         * either the new prefix contains `cur` (and becomes its parent), or
+         * the two diverge below a fork at their common bits. */
+        unsigned common = key_common(w, f->pool[cur].w, f->width);
+
+        if (common >= cidr) {
+            f->pool[fresh].child[key_bit(f->pool[cur].w, cidr)] = cur;
+        } else {
+            uint64_t fw[2] = {w[0], w[1]};
+            unsigned side = key_bit(w, common);
+
+            key_mask(fw, common);
+            top = node_alloc(f, fw, common);
+            f->pool[top].child[side] = fresh;
+            f->pool[top].child[side ^ 1] = cur;
+        }
+    }
+    /* The new subtree is complete before it is linked in. */
+    relink(f, parent, w, top);
+    f->prefixes++;
+    lengths_add(f, cidr);
+    hash_put(f->table, f->table_mask, w, cidr, value);
+    slots_touch(f, parent);
+    strategy_update(f);
+    return 0;
+}
+
+/* Drop the stored prefix at node `i` (reached through `parent` and `grand`)
+ * and prune what became redundant: a node without a value keeps exactly two
+ * children, so n prefixes never take more than 2n - 1 nodes. */
+static void family_delete(struct family *f, uint32_t i, uint32_t parent, uint32_t grand)
+{
+    struct node *n = &f->pool[i];
+    uint64_t w[2] = {n->w[0], n->w[1]};
+    unsigned cidr = n->cidr;
+    struct entry *e = hash_find(f, w, cidr);
+    uint32_t only;
+
+    n->flags &= (uint8_t)~F_VALUE;
+    f->prefixes--;
+    lengths_drop(f, cidr);
+    if (e != NULL) /* always there; checked so a bug cannot write through NULL */
+        hash_delete(f, e);
+    strategy_update(f);
+    if (n->child[0] != NIL && n->child[1] != NIL) {
+        if (cidr < ROOT_BITS) /* it stays, as a fork */
+            slots_touch(f, parent);
+        return;
+    }
+    only = n->child[0] != NIL ? n->child[0] : n->child[1];
+    relink(f, parent, w, only);
+    node_free(f, i);
+    if (only == NIL && parent != NIL && !(f->pool[parent].flags & F_VALUE)) {
+        /* `parent` was a fork and has one child left: splice it out. The
+         * link from `grand` toward w is the one that led to it. */
+        struct node *p = &f->pool[parent];
+        uint32_t sibling = p->child[0] != NIL ? p->child[0] : p->child[1];
+
+        relink(f, grand, w, sibling);
+        node_free(f, parent);
+        parent = grand;
+    }
+    slots_touch(f, parent);
+}
+
+/* The trie node of exactly w/cidr (w masked), with its parent and
+ * grandparent; NIL if there is none (it may be a fork: check F_VALUE). */
+static uint32_t family_find(const struct family *f, const uint64_t w[2], unsigned cidr,
+                            uint32_t *parent, uint32_t *grand)
+{
+    uint32_t cur = f->root, p = NIL, g = NIL;
+
+    while (cur != NIL && f->pool[cur].cidr < cidr) {
+        g = p;
+        p = cur;
+        cur = node_next(&f->pool[cur], w);
+    }
+    if (cur == NIL || f->pool[cur].cidr != cidr || f->pool[cur].w[0] != w[0] ||
+        f->pool[cur].w[1] != w[1])
+        return NIL;
+    *parent = p;
+    *grand = g;
+    return cur;
+}
+
+static int family_remove(struct family *f, const uint64_t w[2], unsigned cidr)
+{
+    uint32_t parent = NIL, grand = NIL;
+    uint32_t i = family_find(f, w, cidr, &parent, &grand);
+
+    if (i == NIL || !(f->pool[i].flags & F_VALUE))
+        return 0;
+    family_delete(f, i, parent, grand);
+    return 1;
+}
+
+static int family_remove_value(struct family *f, uint32_t value)
+{
+    int removed = 0;
+
+    /* Deleting frees nodes but never moves or allocates one, so one pass
+     * over the pool by index sees every node that still holds `value`. */
+    for (uint32_t i = 1; i < f->top; i++) {
+        const struct node *n = &f->pool[i];
+        uint64_t w[2];
+
+        if ((n->flags & (F_USED | F_VALUE)) != (F_USED | F_VALUE) || n->value != value)
+            continue;
+        w[0] = n->w[0];
+        w[1] = n->w[1];
+        removed += family_remove(f, w, n->cidr);
+    }
+    return removed;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public API                                                                */
+
+static struct family *family_of(struct pywg_lpm *t, int family)
+{
+    if (t == NULL)
+        return NULL;
+    if (family == 4)
+        return &t->v4;
+    if (family == 6)
+        return &t->v6;
+    return NULL;
+}
+
+static const struct family *family_of_const(const struct pywg_lpm *t, int family)
+{
+    if (t == NULL)
+        return NULL;
+    if (family == 4)
+        return &t->v4;
+    if (family == 6)
+        return &t->v6;
+    return NULL;
+}
+
+struct pywg_lpm *pywg_lpm_new(void)
+{
+    struct pywg_lpm *t = malloc(sizeof(*t));
+
+    if (t == NULL)
+        return NULL;
+    family_init(&t->v4, 32, PYWG_LPM_HASH_LENGTHS);
+    family_init(&t->v6, 128, PYWG_LPM_HASH_LENGTHS);
+    return t;
+}
+
+void pywg_lpm_free(struct pywg_lpm *t)
+{
+    if (t == NULL)
+        return;
+    family_release(&t->v4);
+    family_release(&t->v6);
+    free(t);
+}
+
+int pywg_lpm_insert(struct pywg_lpm *t, int family, const uint8_t *addr, int cidr,
+                    uint32_t value)
+{
+    struct family *f = family_of(t, family);
+    uint64_t w[2];
+
+    if (f == NULL || addr == NULL || cidr < 0 || (uint32_t)cidr > f->width)
+        return -1;
+    key_load(w, addr, family == 6);
+    return family_insert(f, w, (unsigned)cidr, value);
+}
+
+int pywg_lpm_remove(struct pywg_lpm *t, int family, const uint8_t *addr, int cidr)
+{
+    struct family *f = family_of(t, family);
+    uint64_t w[2];
+
+    if (f == NULL || addr == NULL || cidr < 0 || (uint32_t)cidr > f->width)
+        return -1;
+    key_load(w, addr, family == 6);
+    key_mask(w, (unsigned)cidr);
+    return family_remove(f, w, (unsigned)cidr);
+}
+
+int pywg_lpm_remove_value(struct pywg_lpm *t, uint32_t value)
+{
+    if (t == NULL)
+        return 0;
+    return family_remove_value(&t->v4, value) + family_remove_value(&t->v6, value);
+}
+
+void pywg_lpm_clear(struct pywg_lpm *t)
+{
+    if (t == NULL)
+        return;
+    family_release(&t->v4);
+    family_release(&t->v6);
+}
+
+int64_t pywg_lpm_get(const struct pywg_lpm *t, int family, const uint8_t *addr, int cidr)
+{
+    const struct family *f = family_of_const(t, family);
+    const struct entry *e;
+    uint64_t w[2];
+
+    if (f == NULL || addr == NULL || cidr < 0 || (uint32_t)cidr > f->width)
+        return -1;
+    key_load(w, addr, family == 6);
+    key_mask(w, (unsigned)cidr);
+    e = hash_find(f, w, (unsigned)cidr);
+    return e == NULL ? -1 : (int64_t)e->value;
+}
+
+int64_t pywg_lpm_lookup(const struct pywg_lpm *t, int family, const uint8_t *addr)
+{
+    const struct family *f = family_of_const(t, family);
+    uint64_t k[2];
+
+    if (f == NULL || addr == NULL)
+        return -1;
+    key_load(k, addr, family == 6);
+    return lookup_key(f, k);
+}
+
+int64_t pywg_lpm_lookup_packet(const struct pywg_lpm *t, const uint8_t *ip_packet, size_t len,
+                               int which)
+{
+    uint64_t k[2];
+
+    if (t == NULL || ip_packet == NULL || len < 1 || (which != 0 && which != 1))
+        return -1;
+    switch (ip_packet[0] >> 4) {
+    case 4: {
+        /* RFC 791: header length (IHL, in 32-bit words) at least 5; source
+         * address at offset 12, destination at 16. */
+        size_t ihl = (size_t)(ip_packet[0] & 0x0f) * 4;
+
+        if (len < 20 || ihl < 20 || ihl > len)
+            return -1;
+        key_load(k, ip_packet + (which ? 16 : 12), 0);
+        return lookup_key(&t->v4, k);
+    }
+    case 6:
+        /* RFC 8200: fixed 40-byte header; source at offset 8, destination at 24. */
+        if (len < 40)
+            return -1;
+        key_load(k, ip_packet + (which ? 24 : 8), 1);
+        return lookup_key(&t->v6, k);
+    default:
+        return -1;
+    }
+}
+
+size_t pywg_lpm_count(const struct pywg_lpm *t)
+{
+    if (t == NULL)
+        return 0;
+    return (size_t)t->v4.prefixes + t->v6.prefixes;
+}
+
+size_t pywg_lpm_memory(const struct pywg_lpm *t)
+{
+    const struct family *fams[2];
+    size_t total;
+
+    if (t == NULL)
+        return 0;
+    fams[0] = &t->v4;
+    fams[1] = &t->v6;
+    total = sizeof(*t);
+    for (int i = 0; i < 2; i++) {
+        total += (size_t)fams[i]->cap * sizeof(struct node);
+        if (fams[i]->table != NULL)
+            total += ((size_t)fams[i]->table_mask + 1) * sizeof(struct entry);
+    }
+    return total;
+}
+
+void pywg_lpm_set_hash_lengths(struct pywg_lpm *t, int max_lengths)
+{
+    uint32_t limit = max_lengths < 0 ? 0 : max_lengths > 129 ? 129 : (uint32_t)max_lengths;
+
+    if (t == NULL)
+        return;
+    t->v4.hash_limit = t->v6.hash_limit = limit;
+    strategy_update(&t->v4);
+    strategy_update(&t->v6);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Self-check (tests)                                                        */
+
+#define CHECK(cond, code)                                                                        \
+    do {                                                                                         \
+        if (!(cond))                                                                             \
+            return (code);                                                                       \
+    } while (0)
+
+static int family_validate(const struct family *f)
+{
+    /* Explicit stack: the trie is at most width + 1 nodes deep, and a
+     * depth-first walk holds at most one pending sibling per level. */
+    uint32_t stack[2 * 130], depth = 0, reachable = 0, stored = 0, free_nodes = 0;
+    uint32_t per_length[129] = {0}, entries = 0;
+
+    if (f->root != NIL)
+        stack[depth++] = f->root;
+    while (depth > 0) {
+        uint32_t i = stack[--depth];
+        const struct node *n;
+        uint64_t masked[2];
+
+        CHECK(i < f->top, 1);
+        n = &f->pool[i];
+        CHECK(n->flags & F_USED, 2);
+        CHECK(n->cidr <= f->width, 3);
+        masked[0] = n->w[0];
+        masked[1] = n->w[1];
+        key_mask(masked, n->cidr);
+        CHECK(masked[0] == n->w[0] && masked[1] == n->w[1], 4); /* host bits zero */
+        if (f->width == 32)
+            CHECK(n->w[1] == 0 && (n->w[0] & 0xffffffffu) == 0, 5);
+        reachable++;
+        if (n->flags & F_VALUE) {
+            const struct entry *e = hash_find(f, n->w, n->cidr);
+
+            stored++;
+            per_length[n->cidr]++;
+            CHECK(e != NULL && e->value == n->value, 6); /* the hash agrees */
+        } else {
+            CHECK(n->child[0] != NIL && n->child[1] != NIL, 7); /* a fork forks */
+        }
+        if (n->cidr == f->width)
+            CHECK(n->child[0] == NIL && n->child[1] == NIL, 8);
+        for (unsigned side = 0; side < 2; side++) {
+            uint32_t c = n->child[side];
+
+            if (c == NIL)
+                continue;
+            CHECK(c < f->top && depth < sizeof(stack) / sizeof(stack[0]), 9);
+            CHECK(f->pool[c].cidr > n->cidr, 10);
+            CHECK(key_prefix_eq(f->pool[c].w, n->w, n->cidr), 11);
+            CHECK(key_bit(f->pool[c].w, n->cidr) == side, 12);
+            stack[depth++] = c;
+        }
+    }
+    CHECK(stored == f->prefixes, 13);
+    for (uint32_t i = f->free_head; i != NIL; i = f->pool[i].child[0]) {
+        CHECK(i < f->top && !(f->pool[i].flags & F_USED) && free_nodes < f->top, 14);
+        free_nodes++;
+    }
+    CHECK(f->top == 0 ? reachable == 0 : reachable + free_nodes == f->top - 1, 15);
+    CHECK(f->prefixes == 0 || reachable <= 2 * f->prefixes - 1, 16);
+    if (f->table != NULL) {
+        for (uint32_t i = 0; i <= f->table_mask; i++)
+            entries += f->table[i].tag != 0;
+        CHECK((uint64_t)entries * 2 <= (uint64_t)f->table_mask + 1, 17);
+    }
+    CHECK(entries == f->prefixes, 18);
+    for (unsigned cidr = 0, j = 0; cidr <= 128; cidr++) {
+        unsigned length = 128 - cidr; /* longest first */
+
+        CHECK(per_length[length] == f->per_length[length], 19);
+        if (per_length[length] != 0) {
+            CHECK(j < f->nlengths && f->lengths[j] == length, 20);
+            j++;
+        }
+        if (cidr == 128)
+            CHECK(j == f->nlengths, 21);
+    }
+    for (uint32_t number = 0; number < ROOT_SLOTS; number++) {
+        struct family copy;
+
+        /* Recompute the slot in a scratch copy (the slot array is part of
+         * the struct) and compare. */
+        memcpy(&copy, f, sizeof(copy));
+        slot_refresh(&copy, number);
+        CHECK(memcmp(&copy.slots[number], &f->slots[number], sizeof(struct slot)) == 0, 22);
+    }
+    {
+        struct family copy;
+
+        memcpy(&copy, f, sizeof(copy));
+        strategy_update(&copy);
+        CHECK(copy.probes == f->probes && copy.walk == f->walk, 23);
+    }
+    return 0;
+}
+
+int pywg_lpm_validate(const struct pywg_lpm *t)
+{
+    int code;
+
+    if (t == NULL)
+        return -1;
+    code = family_validate(&t->v4);
+    if (code != 0)
+        return 400 + code;
+    code = family_validate(&t->v6);
+    return code == 0 ? 0 : 600 + code;
+}
+
+uint64_t pywg_lpm_bench(const struct pywg_lpm *t, int family, const uint8_t *addrs, size_t n,
+                        size_t rounds)
+{
+    const struct family *f = family_of_const(t, family);
+    size_t size = family == 6 ? 16 : 4;
+    uint64_t sum = 0;
+
+    if (f == NULL || (addrs == NULL && n > 0))
+        return 0;
+    for (size_t r = 0; r < rounds; r++) {
+        for (size_t i = 0; i < n; i++) {
+            uint64_t k[2];
+
+            key_load(k, addrs + i * size, family == 6);
+            sum = sum * 31 + (uint64_t)(lookup_key(f, k) + 1);
+        }
+    }
+    return sum;
+}

@@ -1,0 +1,775 @@
+/* The native data plane. See plane.h for the theory of operation. */
+#define _GNU_SOURCE
+#include "plane.h"
+
+#include "aead.h"
+#include "lpm.h"
+#include "replay.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* whitepaper §6.1 */
+#define REJECT_AFTER_TIME 180.0
+#define REJECT_AFTER_MESSAGES (UINT64_MAX - 8192) /* 2^64 - 2^13 - 1 */
+#define HEADER 16
+#define MAX_PACKET 65535
+#define SLOT (HEADER + MAX_PACKET + 16 + PYWG_AEAD_TAG) /* header, padded packet, tag */
+#define RX_SLOT 65536
+#define INDEX_BUCKETS 4096
+#define MESSAGE_TRANSPORT 4
+
+struct pywg_kp {
+    struct pywg_kp *next_in_bucket; /* rx_lock */
+    struct pywg_peer *peer;
+    uint32_t local_index, remote_index;
+    double created;
+    _Atomic uint64_t send_counter;
+    struct pywg_aead *tx, *rx;       /* the loops' contexts */
+    struct pywg_aead *py_tx, *py_rx; /* Python's (it holds the GIL around them) */
+    pthread_spinlock_t replay_lock;
+    struct pywg_replay replay;
+    _Atomic int rx_native;
+};
+
+struct pywg_peer {
+    uint32_t id;
+    struct pywg_kp *current; /* tx_lock */
+    struct sockaddr_storage endpoint; /* tx_lock */
+    socklen_t endpoint_len;
+    _Atomic uint64_t rx_bytes, tx_bytes, endpoint_version;
+    _Atomic double last_sent, last_received, last_data_received;
+};
+
+struct item {
+    int kind;
+    uint32_t len, addrlen;
+    struct sockaddr_storage addr;
+    uint8_t data[];
+};
+
+struct pywg_plane {
+    _Atomic int tun_fd, udp_fd;
+    _Atomic uint32_t mtu;
+    int wake_fd[2], event_fd; /* wake_fd: 0 the TX loop, 1 the RX loop */
+    _Atomic int stopping;
+    pthread_mutex_t tx_lock, rx_lock, queue_lock;
+    pthread_rwlock_t routes_lock;
+    struct pywg_lpm *routes;
+    struct pywg_peer **peers; /* by id; rx_lock + tx_lock to change */
+    uint32_t npeers;
+    struct pywg_kp *index[INDEX_BUCKETS]; /* rx_lock */
+    struct item *queue[PYWG_PLANE_QUEUE]; /* queue_lock */
+    size_t queue_head, queue_count;
+    struct {
+        _Atomic uint64_t tx_packets, rx_packets, up_datagrams, up_packets, queue_drops;
+        _Atomic uint64_t rx_rejected, rx_bad_source, tx_no_route, send_retries;
+    } stats;
+};
+
+/* Lock order, everywhere: rx_lock, routes_lock, tx_lock. */
+
+static double monotonic_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint32_t le32(const uint8_t *b)
+{
+    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+static uint64_t le64(const uint8_t *b)
+{
+    return (uint64_t)le32(b) | (uint64_t)le32(b + 4) << 32;
+}
+
+static void put_le32(uint8_t *b, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_le64(uint8_t *b, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Padding (whitepaper §5.4.6), as messages.padded_length: to 16, capped at the MTU. */
+static size_t padded_length(size_t len, uint32_t mtu)
+{
+    size_t last, rounded;
+    if (mtu == 0)
+        return (len + 15) & ~(size_t)15;
+    last = len > mtu ? len % mtu : len;
+    rounded = (last + 15) & ~(size_t)15;
+    return len - last + (rounded < mtu ? rounded : mtu);
+}
+
+/* Same host: family, port and address (flow info and scope are not compared). */
+static bool same_address(const struct sockaddr_storage *a, socklen_t alen,
+                         const struct sockaddr_storage *b, socklen_t blen)
+{
+    if (alen == 0 || blen == 0 || a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+    }
+    return false;
+}
+
+/* ------------------------------------------------------------------ queue to Python */
+
+static void push_up(struct pywg_plane *p, int kind, const uint8_t *data, size_t len,
+                    const struct sockaddr_storage *addr, socklen_t addrlen)
+{
+    struct item *it = malloc(sizeof(*it) + len);
+    bool wake = false;
+    if (it == NULL) {
+        atomic_fetch_add(&p->stats.queue_drops, 1);
+        return;
+    }
+    it->kind = kind;
+    it->len = (uint32_t)len;
+    it->addrlen = addr != NULL ? (uint32_t)addrlen : 0;
+    if (addr != NULL)
+        memcpy(&it->addr, addr, addrlen);
+    memcpy(it->data, data, len);
+    pthread_mutex_lock(&p->queue_lock);
+    if (p->queue_count == PYWG_PLANE_QUEUE) {
+        pthread_mutex_unlock(&p->queue_lock);
+        free(it);
+        atomic_fetch_add(&p->stats.queue_drops, 1);
+        return;
+    }
+    p->queue[(p->queue_head + p->queue_count) % PYWG_PLANE_QUEUE] = it;
+    wake = p->queue_count++ == 0;
+    pthread_mutex_unlock(&p->queue_lock);
+    atomic_fetch_add(kind == PYWG_ITEM_DATAGRAM ? &p->stats.up_datagrams : &p->stats.up_packets,
+                     1);
+    if (wake) {
+        uint64_t one = 1;
+        ssize_t ignored = write(p->event_fd, &one, sizeof(one));
+        (void)ignored;
+    }
+}
+
+int pywg_plane_pop(struct pywg_plane *p, uint8_t *buf, size_t cap, int *kind, uint8_t *addr,
+                   uint32_t *addrlen)
+{
+    struct item *it = NULL;
+    int len;
+    pthread_mutex_lock(&p->queue_lock);
+    if (p->queue_count > 0) {
+        it = p->queue[p->queue_head];
+        p->queue_head = (p->queue_head + 1) % PYWG_PLANE_QUEUE;
+        p->queue_count--;
+    }
+    pthread_mutex_unlock(&p->queue_lock);
+    if (it == NULL) {
+        uint64_t drain;
+        ssize_t ignored = read(p->event_fd, &drain, sizeof(drain));
+        (void)ignored;
+        return 0;
+    }
+    len = (int)(it->len < cap ? it->len : cap);
+    memcpy(buf, it->data, (size_t)len);
+    *kind = it->kind;
+    *addrlen = it->addrlen;
+    if (it->addrlen)
+        memcpy(addr, &it->addr, it->addrlen);
+    free(it);
+    return len;
+}
+
+/* ------------------------------------------------------------------ lifecycle */
+
+struct pywg_plane *pywg_plane_new(int tun_fd, int udp_fd, uint32_t mtu)
+{
+    struct pywg_plane *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->tun_fd = tun_fd;
+    p->udp_fd = udp_fd;
+    p->mtu = mtu;
+    p->wake_fd[0] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    p->wake_fd[1] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    p->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    p->routes = pywg_lpm_new();
+    if (p->wake_fd[0] < 0 || p->wake_fd[1] < 0 || p->event_fd < 0 || p->routes == NULL) {
+        pywg_plane_free(p);
+        return NULL;
+    }
+    pthread_mutex_init(&p->tx_lock, NULL);
+    pthread_mutex_init(&p->rx_lock, NULL);
+    pthread_mutex_init(&p->queue_lock, NULL);
+    pthread_rwlock_init(&p->routes_lock, NULL);
+    return p;
+}
+
+static void kp_destroy(struct pywg_kp *kp)
+{
+    pywg_aead_free(kp->tx);
+    pywg_aead_free(kp->rx);
+    pywg_aead_free(kp->py_tx);
+    pywg_aead_free(kp->py_rx);
+    pthread_spin_destroy(&kp->replay_lock);
+    memset(kp, 0, sizeof(*kp));
+    free(kp);
+}
+
+void pywg_plane_free(struct pywg_plane *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t b = 0; b < INDEX_BUCKETS; b++) {
+        struct pywg_kp *kp = p->index[b];
+        while (kp != NULL) {
+            struct pywg_kp *next = kp->next_in_bucket;
+            kp_destroy(kp);
+            kp = next;
+        }
+    }
+    for (uint32_t i = 0; i < p->npeers; i++)
+        free(p->peers[i]);
+    free(p->peers);
+    while (p->queue_count > 0) {
+        free(p->queue[p->queue_head]);
+        p->queue_head = (p->queue_head + 1) % PYWG_PLANE_QUEUE;
+        p->queue_count--;
+    }
+    if (p->routes != NULL)
+        pywg_lpm_free(p->routes);
+    for (int i = 0; i < 2; i++)
+        if (p->wake_fd[i] >= 0)
+            close(p->wake_fd[i]);
+    if (p->event_fd >= 0)
+        close(p->event_fd);
+    free(p);
+}
+
+void pywg_plane_set_mtu(struct pywg_plane *p, uint32_t mtu) { p->mtu = mtu; }
+
+void pywg_plane_set_udp(struct pywg_plane *p, int udp_fd)
+{
+    uint64_t one = 1;
+    ssize_t ignored;
+    p->udp_fd = udp_fd;
+    ignored = write(p->wake_fd[1], &one, sizeof(one)); /* the RX loop polls the old one */
+    (void)ignored;
+}
+
+void pywg_plane_stop(struct pywg_plane *p)
+{
+    uint64_t one = 1;
+    ssize_t ignored;
+    p->stopping = 1;
+    for (int i = 0; i < 2; i++)
+        ignored = write(p->wake_fd[i], &one, sizeof(one));
+    (void)ignored;
+}
+
+int pywg_plane_event_fd(struct pywg_plane *p) { return p->event_fd; }
+
+void pywg_plane_stats(struct pywg_plane *p, struct pywg_plane_stats *out)
+{
+    out->tx_packets = p->stats.tx_packets;
+    out->rx_packets = p->stats.rx_packets;
+    out->up_datagrams = p->stats.up_datagrams;
+    out->up_packets = p->stats.up_packets;
+    out->queue_drops = p->stats.queue_drops;
+    out->rx_rejected = p->stats.rx_rejected;
+    out->rx_bad_source = p->stats.rx_bad_source;
+    out->tx_no_route = p->stats.tx_no_route;
+    out->send_retries = p->stats.send_retries;
+}
+
+/* ------------------------------------------------------------------ peers */
+
+struct pywg_peer *pywg_peer_new(struct pywg_plane *p, uint32_t id)
+{
+    struct pywg_peer *peer = calloc(1, sizeof(*peer));
+    if (peer == NULL)
+        return NULL;
+    peer->id = id;
+    pthread_mutex_lock(&p->rx_lock);
+    pthread_mutex_lock(&p->tx_lock);
+    if (id >= p->npeers) {
+        uint32_t n = p->npeers ? p->npeers : 16;
+        struct pywg_peer **grown;
+        while (n <= id)
+            n *= 2;
+        grown = realloc(p->peers, n * sizeof(*grown));
+        if (grown == NULL) {
+            pthread_mutex_unlock(&p->tx_lock);
+            pthread_mutex_unlock(&p->rx_lock);
+            free(peer);
+            return NULL;
+        }
+        memset(grown + p->npeers, 0, (n - p->npeers) * sizeof(*grown));
+        p->peers = grown;
+        p->npeers = n;
+    }
+    if (p->peers[id] != NULL) { /* the caller reuses ids only after freeing */
+        pthread_mutex_unlock(&p->tx_lock);
+        pthread_mutex_unlock(&p->rx_lock);
+        free(peer);
+        return NULL;
+    }
+    p->peers[id] = peer;
+    pthread_mutex_unlock(&p->tx_lock);
+    pthread_mutex_unlock(&p->rx_lock);
+    return peer;
+}
+
+/* The caller frees the peer's keypairs first. */
+void pywg_peer_free(struct pywg_plane *p, struct pywg_peer *peer)
+{
+    pthread_mutex_lock(&p->rx_lock);
+    pthread_rwlock_wrlock(&p->routes_lock);
+    pthread_mutex_lock(&p->tx_lock);
+    pywg_lpm_remove_value(p->routes, peer->id);
+    if (peer->id < p->npeers && p->peers[peer->id] == peer)
+        p->peers[peer->id] = NULL;
+    pthread_mutex_unlock(&p->tx_lock);
+    pthread_rwlock_unlock(&p->routes_lock);
+    pthread_mutex_unlock(&p->rx_lock);
+    free(peer);
+}
+
+void pywg_peer_set_endpoint(struct pywg_plane *p, struct pywg_peer *peer, const uint8_t *addr,
+                            uint32_t addrlen)
+{
+    if (addrlen > sizeof(peer->endpoint))
+        return;
+    pthread_mutex_lock(&p->tx_lock);
+    memset(&peer->endpoint, 0, sizeof(peer->endpoint));
+    if (addrlen)
+        memcpy(&peer->endpoint, addr, addrlen);
+    peer->endpoint_len = addrlen;
+    pthread_mutex_unlock(&p->tx_lock);
+}
+
+uint32_t pywg_peer_endpoint(struct pywg_plane *p, struct pywg_peer *peer, uint8_t *addr)
+{
+    uint32_t len;
+    pthread_mutex_lock(&p->tx_lock);
+    len = peer->endpoint_len;
+    memcpy(addr, &peer->endpoint, len);
+    pthread_mutex_unlock(&p->tx_lock);
+    return len;
+}
+
+void pywg_peer_stats(struct pywg_plane *p, struct pywg_peer *peer, struct pywg_peer_stats *out)
+{
+    (void)p;
+    out->rx_bytes = peer->rx_bytes;
+    out->tx_bytes = peer->tx_bytes;
+    out->last_sent = peer->last_sent;
+    out->last_received = peer->last_received;
+    out->last_data_received = peer->last_data_received;
+    out->endpoint_version = peer->endpoint_version;
+}
+
+void pywg_peer_set_current(struct pywg_plane *p, struct pywg_peer *peer, struct pywg_kp *kp)
+{
+    pthread_mutex_lock(&p->tx_lock);
+    peer->current = kp;
+    pthread_mutex_unlock(&p->tx_lock);
+}
+
+/* ------------------------------------------------------------------ routes */
+
+void pywg_plane_routes_clear(struct pywg_plane *p)
+{
+    pthread_rwlock_wrlock(&p->routes_lock);
+    pywg_lpm_clear(p->routes);
+    pthread_rwlock_unlock(&p->routes_lock);
+}
+
+int pywg_plane_route_add(struct pywg_plane *p, int family, const uint8_t *addr, int cidr,
+                         uint32_t peer_id)
+{
+    int r;
+    pthread_rwlock_wrlock(&p->routes_lock);
+    r = pywg_lpm_insert(p->routes, family, addr, cidr, peer_id);
+    pthread_rwlock_unlock(&p->routes_lock);
+    return r;
+}
+
+/* ------------------------------------------------------------------ keypairs */
+
+static struct pywg_kp *index_get(struct pywg_plane *p, uint32_t index)
+{
+    struct pywg_kp *kp = p->index[index % INDEX_BUCKETS];
+    while (kp != NULL && kp->local_index != index)
+        kp = kp->next_in_bucket;
+    return kp;
+}
+
+struct pywg_kp *pywg_kp_new(struct pywg_plane *p, struct pywg_peer *peer, const uint8_t *send_key,
+                            const uint8_t *receive_key, uint32_t local_index,
+                            uint32_t remote_index, double created, uint64_t send_counter,
+                            const uint8_t *replay, size_t replay_size)
+{
+    struct pywg_kp *kp = calloc(1, sizeof(*kp));
+    if (kp == NULL)
+        return NULL;
+    kp->peer = peer;
+    kp->local_index = local_index;
+    kp->remote_index = remote_index;
+    kp->created = created;
+    kp->send_counter = send_counter;
+    kp->tx = pywg_aead_new(send_key, 1);
+    kp->rx = pywg_aead_new(receive_key, 0);
+    kp->py_tx = pywg_aead_new(send_key, 1);
+    kp->py_rx = pywg_aead_new(receive_key, 0);
+    pthread_spin_init(&kp->replay_lock, PTHREAD_PROCESS_PRIVATE);
+    if (replay != NULL && replay_size == sizeof(kp->replay))
+        memcpy(&kp->replay, replay, sizeof(kp->replay));
+    else
+        pywg_replay_init(&kp->replay, REJECT_AFTER_MESSAGES);
+    if (kp->tx == NULL || kp->rx == NULL || kp->py_tx == NULL || kp->py_rx == NULL) {
+        kp_destroy(kp);
+        return NULL;
+    }
+    pthread_mutex_lock(&p->rx_lock);
+    if (index_get(p, local_index) != NULL) { /* indices are unique per device */
+        pthread_mutex_unlock(&p->rx_lock);
+        kp_destroy(kp);
+        return NULL;
+    }
+    kp->next_in_bucket = p->index[local_index % INDEX_BUCKETS];
+    p->index[local_index % INDEX_BUCKETS] = kp;
+    pthread_mutex_unlock(&p->rx_lock);
+    return kp;
+}
+
+void pywg_kp_set_rx_native(struct pywg_plane *p, struct pywg_kp *kp, int rx_native)
+{
+    pthread_mutex_lock(&p->rx_lock);
+    kp->rx_native = rx_native;
+    pthread_mutex_unlock(&p->rx_lock);
+}
+
+void pywg_kp_free(struct pywg_plane *p, struct pywg_kp *kp)
+{
+    struct pywg_kp **link;
+    pthread_mutex_lock(&p->rx_lock);
+    pthread_mutex_lock(&p->tx_lock);
+    link = &p->index[kp->local_index % INDEX_BUCKETS];
+    while (*link != NULL && *link != kp)
+        link = &(*link)->next_in_bucket;
+    if (*link == kp)
+        *link = kp->next_in_bucket;
+    if (kp->peer != NULL && kp->peer->current == kp)
+        kp->peer->current = NULL;
+    pthread_mutex_unlock(&p->tx_lock);
+    pthread_mutex_unlock(&p->rx_lock);
+    kp_destroy(kp);
+}
+
+uint64_t pywg_kp_send_counter(struct pywg_kp *kp) { return kp->send_counter; }
+
+static void write_header(uint8_t *out, uint32_t receiver, uint64_t counter)
+{
+    out[0] = MESSAGE_TRANSPORT;
+    out[1] = out[2] = out[3] = 0;
+    put_le32(out + 4, receiver);
+    put_le64(out + 8, counter);
+}
+
+int64_t pywg_kp_seal(struct pywg_kp *kp, const uint8_t *padded, size_t len, uint8_t *out)
+{
+    uint64_t counter = atomic_fetch_add(&kp->send_counter, 1);
+    if (counter >= REJECT_AFTER_MESSAGES)
+        return -1;
+    write_header(out, kp->remote_index, counter);
+    if (pywg_aead_seal(kp->py_tx, counter, padded, len, out + HEADER) != 0)
+        return -1;
+    return (int64_t)(HEADER + len + PYWG_AEAD_TAG);
+}
+
+static bool replay_would_accept(struct pywg_kp *kp, uint64_t counter)
+{
+    bool ok;
+    pthread_spin_lock(&kp->replay_lock);
+    ok = pywg_replay_would_accept(&kp->replay, counter);
+    pthread_spin_unlock(&kp->replay_lock);
+    return ok;
+}
+
+static bool replay_check(struct pywg_kp *kp, uint64_t counter)
+{
+    bool ok;
+    pthread_spin_lock(&kp->replay_lock);
+    ok = pywg_replay_check(&kp->replay, counter);
+    pthread_spin_unlock(&kp->replay_lock);
+    return ok;
+}
+
+int64_t pywg_kp_open(struct pywg_kp *kp, uint64_t counter, const uint8_t *ciphertext, size_t len,
+                     uint8_t *out)
+{
+    if (len < PYWG_AEAD_TAG)
+        return -1;
+    if (!replay_would_accept(kp, counter))
+        return -2;
+    if (pywg_aead_open(kp->py_rx, counter, ciphertext, len, out) != 0)
+        return -1;
+    if (!replay_check(kp, counter)) /* RFC 6479: mark only after authentication */
+        return -2;
+    return (int64_t)(len - PYWG_AEAD_TAG);
+}
+
+/* ------------------------------------------------------------------ the loops */
+
+/* Wait for fd (events) or a wake-up of loop `who` (0 TX, 1 RX); false when stopping. */
+static bool wait_ready(struct pywg_plane *p, int who, int fd, short events, int timeout_ms)
+{
+    struct pollfd pfd[2] = {{.fd = fd, .events = events},
+                            {.fd = p->wake_fd[who], .events = POLLIN}};
+    if (p->stopping)
+        return false;
+    if (poll(pfd, 2, timeout_ms) < 0 && errno != EINTR)
+        return !p->stopping;
+    if (pfd[1].revents & POLLIN) {
+        uint64_t drain;
+        ssize_t ignored;
+        if (p->stopping)
+            return false;
+        ignored = read(p->wake_fd[who], &drain, sizeof(drain)); /* a set_udp wake-up */
+        (void)ignored;
+    }
+    return !p->stopping;
+}
+
+static void send_all(struct pywg_plane *p, struct mmsghdr *msgs, unsigned count)
+{
+    unsigned done = 0;
+    int spins = 0;
+    while (done < count && !p->stopping) {
+        int r = sendmmsg(p->udp_fd, msgs + done, count - done, 0);
+        if (r > 0) {
+            done += (unsigned)r;
+            continue;
+        }
+        if (r < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
+            /* the socket buffer is full: wait for room rather than drop */
+            atomic_fetch_add(&p->stats.send_retries, 1);
+            wait_ready(p, 0, p->udp_fd, POLLOUT, 100);
+            if (++spins > 1000)
+                done++;
+            continue;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        done++; /* this datagram cannot go (no route, firewall): skip it, as UDP would */
+    }
+}
+
+int pywg_plane_run_tx(struct pywg_plane *p)
+{
+    uint8_t *bufs = malloc((size_t)PYWG_PLANE_BATCH * SLOT);
+    struct mmsghdr msgs[PYWG_PLANE_BATCH];
+    struct iovec iov[PYWG_PLANE_BATCH];
+    struct sockaddr_storage addrs[PYWG_PLANE_BATCH];
+    size_t lens[PYWG_PLANE_BATCH];
+    int status = 0;
+    if (bufs == NULL)
+        return -1;
+    while (wait_ready(p, 0, p->tun_fd, POLLIN, -1)) {
+        unsigned n = 0, out = 0;
+        double now;
+        uint32_t mtu = p->mtu;
+        while (n < PYWG_PLANE_BATCH) {
+            ssize_t r = read(p->tun_fd, bufs + (size_t)n * SLOT + HEADER, MAX_PACKET);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0 && errno != EAGAIN) {
+                status = -1; /* EBADFD: the interface was deleted */
+                goto done;
+            }
+            if (r <= 0)
+                break;
+            lens[n++] = (size_t)r;
+        }
+        if (n == 0)
+            continue;
+        now = monotonic_now();
+        pthread_rwlock_rdlock(&p->routes_lock);
+        pthread_mutex_lock(&p->tx_lock);
+        for (unsigned i = 0; i < n; i++) {
+            uint8_t *packet = bufs + (size_t)i * SLOT + HEADER;
+            size_t len = lens[i], padded;
+            int64_t id = pywg_lpm_lookup_packet(p->routes, packet, len, 1);
+            struct pywg_peer *peer;
+            struct pywg_kp *kp;
+            uint64_t counter;
+            if (id < 0 || (uint64_t)id >= p->npeers || p->peers[id] == NULL) {
+                atomic_fetch_add(&p->stats.tx_no_route, 1);
+                continue;
+            }
+            peer = p->peers[id];
+            kp = peer->current;
+            if (kp == NULL || peer->endpoint_len == 0 || now - kp->created >= REJECT_AFTER_TIME) {
+                push_up(p, PYWG_ITEM_PACKET, packet, len, NULL, 0); /* Python stages it */
+                continue;
+            }
+            counter = atomic_fetch_add(&kp->send_counter, 1);
+            if (counter >= REJECT_AFTER_MESSAGES) {
+                push_up(p, PYWG_ITEM_PACKET, packet, len, NULL, 0);
+                continue;
+            }
+            padded = padded_length(len, mtu);
+            memset(packet + len, 0, padded - len);
+            write_header(packet - HEADER, kp->remote_index, counter);
+            if (pywg_aead_seal(kp->tx, counter, packet, padded, packet) != 0)
+                continue;
+            iov[out].iov_base = packet - HEADER;
+            iov[out].iov_len = HEADER + padded + PYWG_AEAD_TAG;
+            memcpy(&addrs[out], &peer->endpoint, peer->endpoint_len);
+            memset(&msgs[out], 0, sizeof(msgs[out]));
+            msgs[out].msg_hdr.msg_name = &addrs[out];
+            msgs[out].msg_hdr.msg_namelen = peer->endpoint_len;
+            msgs[out].msg_hdr.msg_iov = &iov[out];
+            msgs[out].msg_hdr.msg_iovlen = 1;
+            atomic_fetch_add(&peer->tx_bytes, iov[out].iov_len);
+            peer->last_sent = now;
+            out++;
+        }
+        pthread_mutex_unlock(&p->tx_lock);
+        pthread_rwlock_unlock(&p->routes_lock);
+        atomic_fetch_add(&p->stats.tx_packets, out);
+        send_all(p, msgs, out);
+    }
+done:
+    free(bufs);
+    return status;
+}
+
+/* The inner packet's length from its IP header, or 0 if malformed. */
+static size_t inner_length(const uint8_t *pkt, size_t len)
+{
+    size_t total;
+    if (len >= 20 && pkt[0] >> 4 == 4)
+        total = (size_t)pkt[2] << 8 | pkt[3];
+    else if (len >= 40 && pkt[0] >> 4 == 6)
+        total = 40 + ((size_t)pkt[4] << 8 | pkt[5]);
+    else
+        return 0;
+    return total <= len ? total : 0;
+}
+
+static void write_tun(struct pywg_plane *p, const uint8_t *pkt, size_t len)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        ssize_t r = write(p->tun_fd, pkt, len);
+        if (r >= 0 || (errno != EAGAIN && errno != EINTR))
+            return;
+        if (errno == EAGAIN && !wait_ready(p, 1, p->tun_fd, POLLOUT, 10))
+            return;
+    }
+}
+
+static void receive_one(struct pywg_plane *p, uint8_t *d, size_t len,
+                        const struct sockaddr_storage *src, socklen_t srclen, double now)
+{
+    struct pywg_kp *kp = NULL;
+    struct pywg_peer *peer;
+    uint64_t counter;
+    size_t plain, inner;
+    if (len >= HEADER + PYWG_AEAD_TAG && d[0] == MESSAGE_TRANSPORT && !d[1] && !d[2] && !d[3])
+        kp = index_get(p, le32(d + 4));
+    if (kp == NULL || !kp->rx_native) {
+        push_up(p, PYWG_ITEM_DATAGRAM, d, len, src, srclen); /* Python's business */
+        return;
+    }
+    counter = le64(d + 8);
+    if (now - kp->created >= REJECT_AFTER_TIME || !replay_would_accept(kp, counter) ||
+        pywg_aead_open(kp->rx, counter, d + HEADER, len - HEADER, d + HEADER) != 0 ||
+        !replay_check(kp, counter)) {
+        atomic_fetch_add(&p->stats.rx_rejected, 1);
+        return;
+    }
+    /* authenticated (whitepaper §5.4.6) */
+    peer = kp->peer;
+    if (!same_address(src, srclen, &peer->endpoint, peer->endpoint_len)) {
+        /* roaming (§2.1): the endpoint follows the latest authenticated packet */
+        pthread_mutex_lock(&p->tx_lock);
+        memset(&peer->endpoint, 0, sizeof(peer->endpoint));
+        memcpy(&peer->endpoint, src, srclen);
+        peer->endpoint_len = srclen;
+        pthread_mutex_unlock(&p->tx_lock);
+        atomic_fetch_add(&peer->endpoint_version, 1);
+    }
+    atomic_fetch_add(&peer->rx_bytes, len);
+    peer->last_received = now;
+    plain = len - HEADER - PYWG_AEAD_TAG;
+    if (plain == 0)
+        return; /* a keepalive */
+    inner = inner_length(d + HEADER, plain);
+    if (inner == 0 ||
+        pywg_lpm_lookup_packet(p->routes, d + HEADER, inner, 0) != (int64_t)peer->id) {
+        atomic_fetch_add(&p->stats.rx_bad_source, 1); /* cryptokey routing, §3 */
+        return;
+    }
+    peer->last_data_received = now;
+    write_tun(p, d + HEADER, inner);
+    atomic_fetch_add(&p->stats.rx_packets, 1);
+}
+
+int pywg_plane_run_rx(struct pywg_plane *p)
+{
+    uint8_t *bufs = malloc((size_t)PYWG_PLANE_BATCH * RX_SLOT);
+    struct mmsghdr msgs[PYWG_PLANE_BATCH];
+    struct iovec iov[PYWG_PLANE_BATCH];
+    struct sockaddr_storage addrs[PYWG_PLANE_BATCH];
+    if (bufs == NULL)
+        return -1;
+    while (wait_ready(p, 1, p->udp_fd, POLLIN, -1)) {
+        int n;
+        double now;
+        for (unsigned i = 0; i < PYWG_PLANE_BATCH; i++) {
+            iov[i].iov_base = bufs + (size_t)i * RX_SLOT;
+            iov[i].iov_len = RX_SLOT;
+            memset(&msgs[i], 0, sizeof(msgs[i]));
+            msgs[i].msg_hdr.msg_name = &addrs[i];
+            msgs[i].msg_hdr.msg_namelen = sizeof(addrs[i]);
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        n = recvmmsg(p->udp_fd, msgs, PYWG_PLANE_BATCH, MSG_DONTWAIT, NULL);
+        if (n <= 0)
+            continue; /* EAGAIN, an ICMP error consumed, or the socket was replaced */
+        now = monotonic_now();
+        pthread_mutex_lock(&p->rx_lock);
+        pthread_rwlock_rdlock(&p->routes_lock);
+        for (int i = 0; i < n; i++)
+            receive_one(p, iov[i].iov_base, msgs[i].msg_len, &addrs[i],
+                        msgs[i].msg_hdr.msg_namelen, now);
+        pthread_rwlock_unlock(&p->routes_lock);
+        pthread_mutex_unlock(&p->rx_lock);
+    }
+    free(bufs);
+    return 0;
+}

@@ -1,0 +1,346 @@
+"""Python side of the native data plane (``plane.c``): handles, threads, mirroring.
+
+`NativePlane` owns the C plane and its two loop threads. The asyncio shell
+(`pywg.asyncio.Tunnel`) calls `sync(device)` after anything Python did, which
+mirrors the core's peers, endpoints, sessions and allowed IPs into C (and
+links each new `Keypair` to its C twin), `drain()` when the event fd is
+readable to get what the loops handed up, and `traffic()` on a tick to feed
+the core's timers (`Device.record_traffic`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pywg import _fast
+from pywg.device import Device
+from pywg.keypair import Keypair
+from pywg.peer import Endpoint, Peer
+
+ITEM_DATAGRAM: Final = 1
+ITEM_PACKET: Final = 2
+_BUF: Final = 65536
+
+
+def sockaddr(endpoint: Endpoint, family: int) -> bytes:
+    """The struct sockaddr for an endpoint on a socket of `family` (v4 maps into v6)."""
+    host, port = endpoint
+    ip = ipaddress.ip_address(host)
+    if family == socket.AF_INET6:
+        packed = ip.packed if ip.version == 6 else b"\0" * 10 + b"\xff\xff" + ip.packed
+        return struct.pack("=H", socket.AF_INET6) + struct.pack(">HI", port, 0) + packed + b"\0" * 4
+    if ip.version != 4:
+        return b""  # an IPv6 endpoint cannot be reached from an IPv4-only socket
+    return struct.pack("=H", socket.AF_INET) + struct.pack(">H", port) + ip.packed + b"\0" * 8
+
+
+def endpoint_of(raw: bytes) -> Endpoint | None:
+    """The (host, port) of a struct sockaddr_in / sockaddr_in6 (v4-mapped becomes v4)."""
+    if len(raw) < 8:
+        return None
+    (family,) = struct.unpack_from("=H", raw)
+    (port,) = struct.unpack_from(">H", raw, 2)
+    if family == socket.AF_INET and len(raw) >= 8:
+        return str(ipaddress.IPv4Address(raw[4:8])), port
+    if family == socket.AF_INET6 and len(raw) >= 24:
+        ip = ipaddress.IPv6Address(raw[8:24])
+        mapped = ip.ipv4_mapped
+        return (str(mapped) if mapped is not None else str(ip)), port
+    return None
+
+
+class NativeKeypair:
+    """The C twin of a `Keypair`: its send counter and replay window, and Python's AEAD path."""
+
+    __slots__ = ("_buf", "_lib", "_plane", "handle", "rx_native")
+
+    def __init__(self, plane: NativePlane, handle: Any) -> None:
+        self._plane = plane
+        self._lib = plane.lib
+        self.handle = handle
+        self.rx_native: bool | None = None
+        self._buf = plane.ffi.new("uint8_t[]", _BUF + 64)
+
+    @property
+    def send_counter(self) -> int:
+        if self.handle is None:
+            return 0
+        return int(self._lib.pywg_kp_send_counter(self.handle))
+
+    def seal(self, padded: bytes) -> bytes | None:
+        if self.handle is None or len(padded) > _BUF:
+            return None
+        n = self._lib.pywg_kp_seal(self.handle, padded, len(padded), self._buf)
+        return None if n < 0 else bytes(self._plane.ffi.buffer(self._buf, n))
+
+    def open(self, counter: int, ciphertext: bytes) -> bytes | None:
+        if self.handle is None or len(ciphertext) > _BUF or not 0 <= counter < 1 << 64:
+            return None
+        n = self._lib.pywg_kp_open(self.handle, counter, ciphertext, len(ciphertext), self._buf)
+        return None if n < 0 else bytes(self._plane.ffi.buffer(self._buf, n))
+
+    def free(self) -> None:
+        if self.handle is not None:
+            self._plane.forget_keypair(self)
+            self._lib.pywg_kp_free(self._plane.handle, self.handle)
+            self.handle = None
+
+    def __repr__(self) -> str:
+        return f"<NativeKeypair {'live' if self.handle is not None else 'freed'}>"
+
+
+@dataclass
+class _PeerMirror:
+    id: int
+    handle: Any
+    endpoint: Endpoint | None = None
+    current: NativeKeypair | None = None
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    last_sent: float = 0.0
+    last_received: float = 0.0
+    last_data_received: float = 0.0
+    endpoint_version: int = 0
+
+
+class NativePlane:
+    """The C data plane on a TUN fd and a UDP socket. Call `start()`, then `stop()`."""
+
+    def __init__(
+        self, tun_fd: int, udp: socket.socket, mtu: int, on_exit: Callable[[str], None]
+    ) -> None:
+        self.ffi, self.lib = _fast.require()
+        self.handle: Any = self.lib.pywg_plane_new(tun_fd, udp.fileno(), mtu)
+        if self.handle == self.ffi.NULL:
+            raise MemoryError("cannot create the native plane")
+        self.family = udp.family
+        self._on_exit = on_exit
+        self._peers: dict[Peer, _PeerMirror] = {}
+        self._keypairs: dict[int, NativeKeypair] = {}  # id(Keypair) -> twin
+        self._free_ids: list[int] = []
+        self._next_id = 0
+        self._routing_version = -1
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._buf = self.ffi.new("uint8_t[]", _BUF)
+        self._addr = self.ffi.new("uint8_t[]", 128)
+        self._kind = self.ffi.new("int *")
+        self._addrlen = self.ffi.new("uint32_t *")
+        self._stats = self.ffi.new("struct pywg_peer_stats *")
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        for name, loop in (("tx", self.lib.pywg_plane_run_tx), ("rx", self.lib.pywg_plane_run_rx)):
+            thread = threading.Thread(
+                target=self._run, args=(name, loop), name=f"pywg-plane-{name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _run(self, name: str, loop: Any) -> None:
+        status = loop(self.handle)  # cffi releases the GIL for the whole loop
+        if not self._stopping:
+            self._on_exit(f"native {name} loop ended (status {status})")
+
+    def stop(self) -> None:
+        """Stop the loops, wait for them, free every C object. Idempotent."""
+        if self.handle is None:
+            return
+        self._stopping = True
+        self.lib.pywg_plane_stop(self.handle)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for twin in list(self._keypairs.values()):
+            twin.free()
+        for mirror in self._peers.values():
+            self.lib.pywg_peer_free(self.handle, mirror.handle)
+        self._peers.clear()
+        self.lib.pywg_plane_free(self.handle)
+        self.handle = None
+
+    @property
+    def event_fd(self) -> int:
+        return int(self.lib.pywg_plane_event_fd(self.handle))
+
+    def set_udp(self, udp: socket.socket) -> None:
+        self.family = udp.family
+        self.lib.pywg_plane_set_udp(self.handle, udp.fileno())
+        for peer, mirror in self._peers.items():  # re-encode endpoints for the new family
+            mirror.endpoint = None
+            self._sync_endpoint(peer, mirror)
+
+    def set_mtu(self, mtu: int) -> None:
+        self.lib.pywg_plane_set_mtu(self.handle, mtu)
+
+    def stats(self) -> dict[str, int]:
+        out = self.ffi.new("struct pywg_plane_stats *")
+        self.lib.pywg_plane_stats(self.handle, out)
+        names = (
+            "tx_packets rx_packets up_datagrams up_packets queue_drops "
+            "rx_rejected rx_bad_source tx_no_route send_retries"
+        )
+        return {name: int(getattr(out, name)) for name in names.split()}
+
+    # ------------------------------------------------------------------ handed up
+    def drain(self, limit: int = 256) -> Iterator[tuple[int, bytes, Endpoint | None]]:
+        """What the loops handed up: (ITEM_*, data, source endpoint for datagrams)."""
+        for _ in range(limit):
+            n = self.lib.pywg_plane_pop(
+                self.handle, self._buf, _BUF, self._kind, self._addr, self._addrlen
+            )
+            if n <= 0:
+                return
+            data = bytes(self.ffi.buffer(self._buf, n))
+            source = None
+            if self._kind[0] == ITEM_DATAGRAM:
+                source = endpoint_of(bytes(self.ffi.buffer(self._addr, self._addrlen[0])))
+            yield self._kind[0], data, source
+
+    # ------------------------------------------------------------------ mirroring
+    def sync(self, device: Device) -> None:
+        """Mirror peers, endpoints, sessions and allowed IPs of `device` into C."""
+        peers = device.peers
+        live = set(peers.values())
+        for peer in [p for p in self._peers if p not in live]:
+            self._drop_peer(peer)
+        for peer in peers.values():
+            mirror = self._peers.get(peer)
+            if mirror is None:
+                mirror = self._add_peer(peer)
+            self._sync_endpoint(peer, mirror)
+            self._sync_sessions(peer, mirror)
+        if device.routing_version != self._routing_version:
+            self._sync_routes(device)
+
+    def _add_peer(self, peer: Peer) -> _PeerMirror:
+        ident = self._free_ids.pop() if self._free_ids else self._next_id
+        if ident == self._next_id:
+            self._next_id += 1
+        handle = self.lib.pywg_peer_new(self.handle, ident)
+        if handle == self.ffi.NULL:
+            raise MemoryError("cannot add a peer to the native plane")
+        mirror = _PeerMirror(ident, handle)
+        self._peers[peer] = mirror
+        self._routing_version = -1
+        return mirror
+
+    def _drop_peer(self, peer: Peer) -> None:
+        mirror = self._peers.pop(peer)
+        for kp in peer.keypairs():  # normally zeroed (and so freed) by the core already
+            twin = kp.native
+            if isinstance(twin, NativeKeypair):
+                twin.free()
+        self.lib.pywg_peer_free(self.handle, mirror.handle)
+        self._free_ids.append(mirror.id)
+
+    def _sync_endpoint(self, peer: Peer, mirror: _PeerMirror) -> None:
+        if peer.endpoint == mirror.endpoint:
+            return
+        raw = sockaddr(peer.endpoint, self.family) if peer.endpoint is not None else b""
+        self.lib.pywg_peer_set_endpoint(self.handle, mirror.handle, raw, len(raw))
+        mirror.endpoint = peer.endpoint
+
+    def _sync_sessions(self, peer: Peer, mirror: _PeerMirror) -> None:
+        for kp in (peer.previous, peer.current, peer.next):
+            if kp is None or kp.send_key is None:
+                continue
+            twin = kp.native
+            if twin is None:
+                twin = self._link(peer, mirror, kp)
+            assert isinstance(twin, NativeKeypair)
+            rx_native = kp is not peer.next  # an unconfirmed session: Python rotates it
+            if twin.rx_native != rx_native:
+                self.lib.pywg_kp_set_rx_native(self.handle, twin.handle, int(rx_native))
+                twin.rx_native = rx_native
+        current = peer.current.native if peer.current is not None else None
+        if not isinstance(current, NativeKeypair):
+            current = None
+        if current is not mirror.current:
+            self.lib.pywg_peer_set_current(
+                self.handle, mirror.handle, current.handle if current else self.ffi.NULL
+            )
+            mirror.current = current
+
+    def _link(self, peer: Peer, mirror: _PeerMirror, kp: Keypair) -> NativeKeypair:
+        assert kp.send_key is not None and kp.receive_key is not None
+        state = getattr(kp.replay, "_state", None)  # a NativeReplayWindow's C struct
+        replay = self.ffi.buffer(state)[:] if state is not None else self.ffi.NULL
+        size = len(replay) if state is not None else 0
+        handle = self.lib.pywg_kp_new(
+            self.handle,
+            mirror.handle,
+            kp.send_key,
+            kp.receive_key,
+            kp.local_index,
+            kp.remote_index,
+            kp.created,
+            kp.send_counter,
+            replay,
+            size,
+        )
+        if handle == self.ffi.NULL:
+            raise MemoryError("cannot install a keypair in the native plane")
+        twin = NativeKeypair(self, handle)
+        self._keypairs[id(twin)] = twin
+        kp.link(twin)
+        return twin
+
+    def forget_keypair(self, twin: NativeKeypair) -> None:
+        self._keypairs.pop(id(twin), None)
+        for mirror in self._peers.values():
+            if mirror.current is twin:
+                mirror.current = None
+
+    def _sync_routes(self, device: Device) -> None:
+        self.lib.pywg_plane_routes_clear(self.handle)
+        for network, peer in device.routes():
+            mirror = self._peers.get(peer)
+            if mirror is None:
+                continue
+            net = ipaddress.ip_network(network)
+            self.lib.pywg_plane_route_add(
+                self.handle, net.version, net.network_address.packed, net.prefixlen, mirror.id
+            )
+        self._routing_version = device.routing_version
+
+    # ------------------------------------------------------------------ timers
+    def traffic(self, device: Device, now: float) -> None:
+        """Tell the core what the loops did per peer since the last call."""
+        stats = self._stats
+        for peer, m in self._peers.items():
+            self.lib.pywg_peer_stats(self.handle, m.handle, stats)
+            rx, tx = int(stats.rx_bytes), int(stats.tx_bytes)
+            sent, received = float(stats.last_sent), float(stats.last_received)
+            data_received = float(stats.last_data_received)
+            version = int(stats.endpoint_version)
+            if (rx, tx, sent, received, version) == (
+                m.rx_bytes,
+                m.tx_bytes,
+                m.last_sent,
+                m.last_received,
+                m.endpoint_version,
+            ):
+                continue
+            endpoint = None
+            if version != m.endpoint_version:
+                n = self.lib.pywg_peer_endpoint(self.handle, m.handle, self._addr)
+                endpoint = endpoint_of(bytes(self.ffi.buffer(self._addr, n)))
+                m.endpoint = endpoint
+            device.record_traffic(
+                peer.public_key,
+                now,
+                sent_at=sent if sent != m.last_sent else None,
+                received_at=received if received != m.last_received else None,
+                data_received_at=data_received if data_received != m.last_data_received else None,
+                rx_bytes=rx - m.rx_bytes,
+                tx_bytes=tx - m.tx_bytes,
+                endpoint=endpoint,
+            )
+            m.rx_bytes, m.tx_bytes, m.last_sent, m.last_received = rx, tx, sent, received
+            m.last_data_received, m.endpoint_version = data_received, version
