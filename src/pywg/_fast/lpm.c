@@ -32,9 +32,21 @@
 #define F_USED 1u  /* the pool entry holds a trie node (else it is on the free list) */
 #define F_VALUE 2u /* the node is a stored prefix (else an intermediate fork) */
 
-/* The first ROOT_BITS bits of an address index the slots. */
+/* The first ROOT_BITS bits of an address index the root slots. */
 #define ROOT_BITS 8
 #define ROOT_SLOTS (1u << ROOT_BITS)
+/* A jump table at a node is indexed by the JUMP_BITS bits after its prefix.
+ * An insert whose lookup path runs JUMP_TRIGGER trie steps without a jump
+ * gives the node where that run starts a table, while there are fewer than
+ * JUMP_BASE + prefixes / JUMP_PER tables (and at most JUMP_MAX). */
+#define JUMP_BITS 8u
+#define JUMP_SLOTS (1u << JUMP_BITS)
+#ifndef JUMP_TRIGGER /* overridable, for tests that want many tables */
+#define JUMP_TRIGGER 6u
+#define JUMP_BASE 16u
+#define JUMP_PER 64u
+#endif
+#define JUMP_MAX 0xffffu
 
 #define POOL_MIN 16u
 #define POOL_MAX 0x7ffffff0u /* nodes per family, never reached in practice */
@@ -46,7 +58,7 @@ struct node {
     uint32_t value;    /* meaningful if F_VALUE */
     uint8_t cidr;      /* prefix length: 0..32 or 0..128 */
     uint8_t flags;
-    uint16_t spare;
+    uint16_t jump;     /* this node's jump table, 0 if none */
 };
 
 _Static_assert(sizeof(struct node) == 32, "two nodes per cache line");
@@ -58,6 +70,14 @@ struct slot {
     uint32_t next;     /* the first node of the walk with cidr >= ROOT_BITS, or NIL */
     uint32_t best;     /* the value matched so far, if has_best */
     uint32_t has_best; /* 0 or 1 */
+};
+
+/* The walks below a node over the JUMP_BITS bits after its prefix, one slot
+ * per value of those bits (the nodes between are skipped). */
+struct jump {
+    uint32_t owner;     /* the node, NIL while the table is on the free list */
+    uint32_t next_free;
+    struct slot slot[JUMP_SLOTS];
 };
 
 /* One stored prefix in the hash (open addressing, linear probing). */
@@ -78,6 +98,9 @@ struct family {
     uint32_t width;     /* 32 or 128 */
     uint32_t prefixes;  /* stored prefixes */
     struct slot slots[ROOT_SLOTS];
+    /* jump tables */
+    struct jump *jumps; /* [0] unused, so that 0 means "no table" */
+    uint32_t jumps_cap, jumps_top, jumps_free, jumps_used;
     /* hash */
     struct entry *table;
     uint32_t table_mask; /* entries - 1; the table is NULL while empty */
@@ -148,6 +171,33 @@ static inline unsigned key_common(const uint64_t a[2], const uint64_t b[2], unsi
     else
         n = 128;
     return n < width ? n : width;
+}
+
+/* The `j` bits of k from bit `c` on, as a number (1 <= j <= 32, c + j <= 128). */
+static inline uint32_t key_bits(const uint64_t k[2], unsigned c, unsigned j)
+{
+    uint64_t mask = (UINT64_C(1) << j) - 1;
+    unsigned end = c + j;
+
+    if (end <= 64)
+        return (uint32_t)((k[0] >> (64 - end)) & mask);
+    if (c >= 64)
+        return (uint32_t)((k[1] >> (128 - end)) & mask);
+    return (uint32_t)(((k[0] << (end - 64)) | (k[1] >> (128 - end))) & mask);
+}
+
+/* w with its `j` bits from bit `c` on replaced by `number`. */
+static inline void key_with_bits(uint64_t w[2], unsigned c, unsigned j, uint32_t number)
+{
+    for (unsigned b = 0; b < j; b++) {
+        unsigned i = c + b;
+        uint64_t bit = UINT64_C(1) << (63 - (i & 63));
+
+        if ((number >> (j - 1 - b)) & 1u)
+            w[i >> 6] |= bit;
+        else
+            w[i >> 6] &= ~bit;
+    }
 }
 
 static inline void key_load(uint64_t w[2], const uint8_t *addr, int v6)
@@ -321,9 +371,13 @@ static void strategy_update(struct family *f)
  * does not contain the address ends the walk; forks only steer. (Plain
  * branches on purpose: a version with conditional moves measured 2-3 times
  * slower, as it stops the CPU from running ahead to the next node.) */
-static inline int64_t trie_walk(const struct node *pool, uint32_t i, const uint64_t k[2],
-                                int64_t best)
+static inline int64_t trie_lookup(const struct family *f, const uint64_t k[2])
 {
+    const struct node *pool = f->pool;
+    const struct slot *s = &f->slots[k[0] >> (64 - ROOT_BITS)];
+    int64_t best = s->has_best ? (int64_t)s->best : -1;
+    uint32_t i = s->next;
+
     while (i != NIL) {
         const struct node *n = &pool[i];
 
@@ -332,16 +386,21 @@ static inline int64_t trie_walk(const struct node *pool, uint32_t i, const uint6
                 break;
             best = n->value;
         }
-        i = node_next(n, k);
+        if (n->jump == 0) {
+            i = node_next(n, k);
+            continue;
+        }
+        /* A jump table: its slots were computed for addresses inside this
+         * node's prefix. Outside it (possible at a fork, which is not checked
+         * above) no deeper prefix can match either. */
+        if (!(n->flags & F_VALUE) && !key_prefix_eq(k, n->w, n->cidr))
+            break;
+        s = &f->jumps[n->jump].slot[key_bits(k, n->cidr, JUMP_BITS)];
+        if (s->has_best)
+            best = s->best;
+        i = s->next;
     }
     return best;
-}
-
-static inline int64_t trie_lookup(const struct family *f, const uint64_t k[2])
-{
-    const struct slot *s = &f->slots[k[0] >> (64 - ROOT_BITS)];
-
-    return trie_walk(f->pool, s->next, k, s->has_best ? (int64_t)s->best : -1);
 }
 
 /* One probe per length for the `probes` longest lengths in use, longest
@@ -379,18 +438,17 @@ static inline int64_t lookup_key(const struct family *f, const uint64_t k[2])
 /* ------------------------------------------------------------------------ */
 /* Slot maintenance                                                          */
 
-/* Recompute one slot: walk from the root over the nodes shorter than
- * ROOT_BITS, all of whose steering bits the slot number fixes. */
-static void slot_refresh(struct family *f, uint32_t number)
+/* The walk for key k from node i over the nodes shorter than `end`, all of
+ * whose steering bits and checked bits k fixes, into *s: the value matched
+ * along it and the node where it continues (NIL if it stopped). Jump tables
+ * inside the window are not used, so this never depends on another table. */
+static void window_walk(const struct node *pool, uint32_t i, const uint64_t k[2], unsigned end,
+                        struct slot *s)
 {
-    uint64_t k[2] = {(uint64_t)number << (64 - ROOT_BITS), 0};
-    struct slot *s = &f->slots[number];
-    uint32_t i = f->root;
-
     s->has_best = 0;
     s->best = 0;
-    while (i != NIL && f->pool[i].cidr < ROOT_BITS) {
-        const struct node *n = &f->pool[i];
+    while (i != NIL && pool[i].cidr < end) {
+        const struct node *n = &pool[i];
 
         if (n->flags & F_VALUE) {
             if (!key_prefix_eq(k, n->w, n->cidr)) {
@@ -405,19 +463,130 @@ static void slot_refresh(struct family *f, uint32_t number)
     s->next = i;
 }
 
-/* The link out of `parent` (the root link if NIL), or the value of the node
- * it leads to, changed: recompute the slots if their walks can cross that
- * link. A link out of a node at depth >= ROOT_BITS lies below every slot's
- * stopping point: nothing to do. Otherwise all slots are recomputed, not
- * only those under the parent's prefix: forks do not check their prefix, so
- * walks of other slots pass through them too. That is at most ROOT_SLOTS
- * walks of at most ROOT_BITS steps, and only for changes near the root. */
-static void slots_touch(struct family *f, uint32_t parent)
+static void root_slot_compute(const struct family *f, uint32_t number, struct slot *s)
 {
-    if (parent != NIL && f->pool[parent].cidr >= ROOT_BITS)
+    uint64_t k[2] = {(uint64_t)number << (64 - ROOT_BITS), 0};
+
+    window_walk(f->pool, f->root, k, ROOT_BITS, s);
+}
+
+static void jump_slot_compute(const struct family *f, uint32_t owner, uint32_t number,
+                              struct slot *s)
+{
+    const struct node *x = &f->pool[owner];
+    uint64_t k[2] = {x->w[0], x->w[1]};
+
+    key_with_bits(k, x->cidr, JUMP_BITS, number);
+    window_walk(f->pool, node_next(x, k), k, x->cidr + JUMP_BITS, s);
+}
+
+static void jump_refresh(struct family *f, uint32_t id)
+{
+    struct jump *j = &f->jumps[id];
+
+    for (uint32_t number = 0; number < JUMP_SLOTS; number++)
+        jump_slot_compute(f, j->owner, number, &j->slot[number]);
+}
+
+/* The link out of `parent` toward key w (the root link if NIL), or the
+ * value of the node it leads to, changed: recompute every table whose walks
+ * can cross that link.
+ *
+ * Root slots: only if the parent is shallower than ROOT_BITS (deeper links
+ * lie below every slot's stopping point). Jump tables: those of the parent's
+ * ancestors (and its own) whose window reaches the parent's depth. A whole
+ * table is recomputed, not only the slots under the parent's prefix: forks
+ * do not check their prefix, so other slots' walks pass through them too.
+ * Each table costs at most 256 walks of at most 8 steps. */
+static void tables_touch(struct family *f, uint32_t parent, const uint64_t w[2])
+{
+    unsigned depth;
+
+    if (parent == NIL || f->pool[parent].cidr < ROOT_BITS) {
+        for (uint32_t number = 0; number < ROOT_SLOTS; number++)
+            root_slot_compute(f, number, &f->slots[number]);
+    }
+    if (parent == NIL || f->jumps_used == 0)
         return;
-    for (uint32_t s = 0; s < ROOT_SLOTS; s++)
-        slot_refresh(f, s);
+    depth = f->pool[parent].cidr;
+    for (uint32_t i = f->root; i != NIL; i = node_next(&f->pool[i], w)) {
+        const struct node *n = &f->pool[i];
+
+        if (n->cidr > depth)
+            break; /* not reached: parent is on w's path */
+        if (n->jump != 0 && depth < n->cidr + JUMP_BITS)
+            jump_refresh(f, n->jump);
+        if (i == parent)
+            break;
+    }
+}
+
+/* Give node x a jump table (best effort: nothing happens on ENOMEM). */
+static void jump_add(struct family *f, uint32_t x)
+{
+    uint32_t id;
+
+    if (f->jumps_free != 0) {
+        id = f->jumps_free;
+        f->jumps_free = f->jumps[id].next_free;
+    } else {
+        if (f->jumps_top == 0)
+            f->jumps_top = 1;
+        if (f->jumps_top >= f->jumps_cap) {
+            uint32_t cap = f->jumps_cap ? f->jumps_cap * 2 : 8;
+            struct jump *grown;
+
+            if (cap > JUMP_MAX + 1)
+                cap = JUMP_MAX + 1;
+            if (f->jumps_top >= cap)
+                return;
+            grown = realloc(f->jumps, (size_t)cap * sizeof(*grown));
+            if (grown == NULL)
+                return;
+            f->jumps = grown;
+            f->jumps_cap = cap;
+        }
+        id = f->jumps_top++;
+    }
+    f->jumps[id].owner = x;
+    f->jumps[id].next_free = 0;
+    f->jumps_used++;
+    f->pool[x].jump = (uint16_t)id;
+    jump_refresh(f, id);
+}
+
+static void jump_drop(struct family *f, uint32_t id)
+{
+    f->jumps[id].owner = NIL;
+    f->jumps[id].next_free = f->jumps_free;
+    f->jumps_free = id;
+    f->jumps_used--;
+}
+
+/* After inserting w/cidr: follow the lookup path to it and count the trie
+ * steps since the last jump (or root slot). A long run gets a table at the
+ * node where it starts, so the next lookups skip JUMP_BITS levels there. */
+static void jumps_grow(struct family *f, const uint64_t w[2], unsigned cidr)
+{
+    uint32_t i = f->slots[w[0] >> (64 - ROOT_BITS)].next, start = i, run = 0;
+
+    while (i != NIL && f->pool[i].cidr < cidr) {
+        const struct node *n = &f->pool[i];
+
+        if (n->jump != 0) {
+            i = f->jumps[n->jump].slot[key_bits(w, n->cidr, JUMP_BITS)].next;
+            start = i;
+            run = 0;
+            continue;
+        }
+        run++;
+        i = node_next(n, w);
+    }
+    if (run < JUMP_TRIGGER || start == NIL || f->pool[start].jump != 0 ||
+        f->pool[start].cidr + JUMP_BITS > f->width || f->jumps_used >= JUMP_MAX ||
+        f->jumps_used >= JUMP_BASE + f->prefixes / JUMP_PER)
+        return;
+    jump_add(f, start);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -471,7 +640,7 @@ static uint32_t node_alloc(struct family *f, const uint64_t w[2], unsigned cidr)
     n->value = 0;
     n->cidr = (uint8_t)cidr;
     n->flags = F_USED;
-    n->spare = 0;
+    n->jump = 0;
     return i;
 }
 
@@ -479,6 +648,9 @@ static void node_free(struct family *f, uint32_t i)
 {
     struct node *n = &f->pool[i];
 
+    if (n->jump != 0)
+        jump_drop(f, n->jump);
+    n->jump = 0;
     n->flags = 0;
     n->child[1] = NIL;
     n->child[0] = f->free_head;
@@ -497,6 +669,7 @@ static void family_release(struct family *f)
 {
     free(f->pool);
     free(f->table);
+    free(f->jumps);
     family_init(f, f->width, f->hash_limit);
 }
 
@@ -542,8 +715,7 @@ static int family_insert(struct family *f, uint64_t w[2], unsigned cidr, uint32_
                 lengths_add(f, cidr);
                 hash_put(f->table, f->table_mask, w, cidr, value);
             }
-            if (cidr < ROOT_BITS)
-                slots_touch(f, parent);
+            tables_touch(f, parent, w);
             strategy_update(f);
             return 0;
         }
@@ -578,7 +750,8 @@ static int family_insert(struct family *f, uint64_t w[2], unsigned cidr, uint32_
     f->prefixes++;
     lengths_add(f, cidr);
     hash_put(f->table, f->table_mask, w, cidr, value);
-    slots_touch(f, parent);
+    tables_touch(f, parent, w);
+    jumps_grow(f, w, cidr);
     strategy_update(f);
     return 0;
 }
@@ -601,8 +774,7 @@ static void family_delete(struct family *f, uint32_t i, uint32_t parent, uint32_
         hash_delete(f, e);
     strategy_update(f);
     if (n->child[0] != NIL && n->child[1] != NIL) {
-        if (cidr < ROOT_BITS) /* it stays, as a fork */
-            slots_touch(f, parent);
+        tables_touch(f, parent, w); /* it stays, as a fork */
         return;
     }
     only = n->child[0] != NIL ? n->child[0] : n->child[1];
@@ -618,7 +790,7 @@ static void family_delete(struct family *f, uint32_t i, uint32_t parent, uint32_
         node_free(f, parent);
         parent = grand;
     }
-    slots_touch(f, parent);
+    tables_touch(f, parent, w);
 }
 
 /* The trie node of exactly w/cidr (w masked), with its parent and
@@ -828,6 +1000,7 @@ size_t pywg_lpm_memory(const struct pywg_lpm *t)
     total = sizeof(*t);
     for (int i = 0; i < 2; i++) {
         total += (size_t)fams[i]->cap * sizeof(struct node);
+        total += (size_t)fams[i]->jumps_cap * sizeof(struct jump);
         if (fams[i]->table != NULL)
             total += ((size_t)fams[i]->table_mask + 1) * sizeof(struct entry);
     }
@@ -859,7 +1032,7 @@ static int family_validate(const struct family *f)
     /* Explicit stack: the trie is at most width + 1 nodes deep, and a
      * depth-first walk holds at most one pending sibling per level. */
     uint32_t stack[2 * 130], depth = 0, reachable = 0, stored = 0, free_nodes = 0;
-    uint32_t per_length[129] = {0}, entries = 0;
+    uint32_t per_length[129] = {0}, entries = 0, tables = 0;
 
     if (f->root != NIL)
         stack[depth++] = f->root;
@@ -879,6 +1052,19 @@ static int family_validate(const struct family *f)
         if (f->width == 32)
             CHECK(n->w[1] == 0 && (n->w[0] & 0xffffffffu) == 0, 5);
         reachable++;
+        if (n->jump != 0) {
+            const struct jump *j = &f->jumps[n->jump];
+
+            CHECK(n->jump < f->jumps_top && j->owner == i, 24);
+            CHECK(n->cidr + JUMP_BITS <= f->width, 25);
+            for (uint32_t number = 0; number < JUMP_SLOTS; number++) {
+                struct slot fresh;
+
+                jump_slot_compute(f, i, number, &fresh);
+                CHECK(memcmp(&fresh, &j->slot[number], sizeof(fresh)) == 0, 26);
+            }
+            tables++;
+        }
         if (n->flags & F_VALUE) {
             const struct entry *e = hash_find(f, n->w, n->cidr);
 
@@ -926,14 +1112,12 @@ static int family_validate(const struct family *f)
         if (cidr == 128)
             CHECK(j == f->nlengths, 21);
     }
+    CHECK(tables == f->jumps_used, 27);
     for (uint32_t number = 0; number < ROOT_SLOTS; number++) {
-        struct family copy;
+        struct slot fresh;
 
-        /* Recompute the slot in a scratch copy (the slot array is part of
-         * the struct) and compare. */
-        memcpy(&copy, f, sizeof(copy));
-        slot_refresh(&copy, number);
-        CHECK(memcmp(&copy.slots[number], &f->slots[number], sizeof(struct slot)) == 0, 22);
+        root_slot_compute(f, number, &fresh);
+        CHECK(memcmp(&fresh, &f->slots[number], sizeof(fresh)) == 0, 22);
     }
     {
         struct family copy;

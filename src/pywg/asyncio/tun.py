@@ -26,6 +26,11 @@ SIOCGIFFLAGS: Final = 0x8913
 SIOCSIFFLAGS: Final = 0x8914
 SIOCGIFMTU: Final = 0x8921
 SIOCSIFMTU: Final = 0x8922
+SIOCSIFTXQLEN: Final = 0x8943
+# The kernel queues packets for us in the TUN's tx queue and drops them when it
+# is full (500 by default): a burst from a fast sender then costs TCP
+# retransmits. A longer queue absorbs the bursts (PERF-NOTES).
+TX_QUEUE_LEN: Final = 8192
 IFF_UP: Final = 0x1
 IFNAMSIZ: Final = 16
 MAX_PACKET: Final = 65535
@@ -63,6 +68,10 @@ def set_mtu(name: str, mtu: int) -> None:
     _ioctl_sock(name, SIOCSIFMTU, _ifreq(name, "i", mtu))
 
 
+def set_txqueuelen(name: str, length: int) -> None:
+    _ioctl_sock(name, SIOCSIFTXQLEN, _ifreq(name, "i", length))
+
+
 def set_up(name: str) -> None:
     (flags,) = struct.unpack_from("H", _ioctl_sock(name, SIOCGIFFLAGS, _ifreq(name)), 16)
     _ioctl_sock(name, SIOCSIFFLAGS, _ifreq(name, "H", flags | IFF_UP))
@@ -98,6 +107,7 @@ class Tun:
             ifr = fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, "H", IFF_TUN | IFF_NO_PI))
             self.name: str = ifr[:IFNAMSIZ].rstrip(b"\0").decode()
             set_mtu(self.name, mtu)
+            set_txqueuelen(self.name, TX_QUEUE_LEN)
         except OSError as exc:
             os.close(fd)
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
