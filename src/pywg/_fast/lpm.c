@@ -488,34 +488,64 @@ static void jump_refresh(struct family *f, uint32_t id)
         jump_slot_compute(f, j->owner, number, &j->slot[number]);
 }
 
+/* Recompute the slots of one table whose walks cross the link out of
+ * `parent` toward w. The table is the root slots (owner NIL) or the jump
+ * table of `owner`; `from` is where its walks start (the root, or the owner)
+ * and lies on w's path above `parent`, inside the table's window
+ * [base, base + bits). A slot's walk reaches that link only if the slot
+ * agrees with w at the steering bit of every node from `from` to `parent`:
+ * those bits are fixed, the others run through all their values. (Forks do
+ * not check their prefix, so a slot that differs from w elsewhere can still
+ * cross the link; slots whose walk stops earlier are recomputed for nothing.) */
+static void window_touch(struct family *f, uint32_t owner, uint32_t from, uint32_t parent,
+                         const uint64_t w[2], unsigned base, unsigned bits, struct slot *slots)
+{
+    uint32_t fixed = 0, want, open, sub = 0;
+
+    for (uint32_t i = from;; i = node_next(&f->pool[i], w)) {
+        fixed |= 1u << (bits - 1 - (f->pool[i].cidr - base));
+        if (i == parent)
+            break;
+    }
+    want = key_bits(w, base, bits) & fixed;
+    open = ((1u << bits) - 1) & ~fixed;
+    do { /* every subset of the open bits, the empty one first */
+        uint32_t number = want | sub;
+
+        if (owner == NIL)
+            root_slot_compute(f, number, &slots[number]);
+        else
+            jump_slot_compute(f, owner, number, &slots[number]);
+        sub = (sub - open) & open;
+    } while (sub != 0);
+}
+
 /* The link out of `parent` toward key w (the root link if NIL), or the
- * value of the node it leads to, changed: recompute every table whose walks
- * can cross that link.
- *
- * Root slots: only if the parent is shallower than ROOT_BITS (deeper links
- * lie below every slot's stopping point). Jump tables: those of the parent's
- * ancestors (and its own) whose window reaches the parent's depth. A whole
- * table is recomputed, not only the slots under the parent's prefix: forks
- * do not check their prefix, so other slots' walks pass through them too.
- * Each table costs at most 256 walks of at most 8 steps. */
+ * value of the node it leads to, changed: recompute the slots whose walks
+ * can cross that link. A new root changes every root slot and no jump table
+ * (each table's walks stay inside its owner's subtree). Otherwise the root
+ * slots if the parent is shallower than ROOT_BITS (deeper links lie below
+ * every root slot's stopping point), and the jump tables of the parent and
+ * its ancestors whose window reaches the parent's depth. */
 static void tables_touch(struct family *f, uint32_t parent, const uint64_t w[2])
 {
     unsigned depth;
 
-    if (parent == NIL || f->pool[parent].cidr < ROOT_BITS) {
+    if (parent == NIL) {
         for (uint32_t number = 0; number < ROOT_SLOTS; number++)
             root_slot_compute(f, number, &f->slots[number]);
-    }
-    if (parent == NIL || f->jumps_used == 0)
         return;
+    }
     depth = f->pool[parent].cidr;
-    for (uint32_t i = f->root; i != NIL; i = node_next(&f->pool[i], w)) {
+    if (depth < ROOT_BITS)
+        window_touch(f, NIL, f->root, parent, w, 0, ROOT_BITS, f->slots);
+    if (f->jumps_used == 0)
+        return;
+    for (uint32_t i = f->root;; i = node_next(&f->pool[i], w)) {
         const struct node *n = &f->pool[i];
 
-        if (n->cidr > depth)
-            break; /* not reached: parent is on w's path */
         if (n->jump != 0 && depth < n->cidr + JUMP_BITS)
-            jump_refresh(f, n->jump);
+            window_touch(f, i, i, parent, w, n->cidr, JUMP_BITS, f->jumps[n->jump].slot);
         if (i == parent)
             break;
     }

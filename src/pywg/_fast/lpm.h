@@ -1,4 +1,62 @@
-/* draft */
+/*
+ * Longest-prefix-match table for cryptokey routing (whitepaper §3): maps IPv4
+ * and IPv6 prefixes to 32-bit values (peer ids). The native data plane looks
+ * up the destination of every packet read from the TUN (which peer to
+ * encrypt for) and the inner source of every packet decrypted (is it allowed
+ * for the peer whose key opened it). Same semantics as pywg.allowedips: host
+ * bits are masked off, inserting an existing prefix gives it the new value,
+ * IPv4 and IPv6 are separate tables (::ffff:a.b.c.d is an IPv6 address).
+ *
+ * Structure
+ * ---------
+ * Per family, three parts kept in step by every change:
+ *
+ * 1. A path-compressed binary trie (the source of truth, same algorithm as
+ *    pywg/allowedips.py): one node per stored prefix plus a fork wherever two
+ *    diverge, so n prefixes take at most 2n - 1 nodes. Nodes are 32 bytes in
+ *    one array per family, linked by 32-bit index. Depth is at most 33 / 129
+ *    nodes; every walk is a loop, nothing recurses.
+ * 2. Jump tables that cut trie walks short: a fixed table indexed by the
+ *    first 8 bits of the address (where does the walk continue, what matched
+ *    on the way), and 256-entry tables like it on trie nodes below which
+ *    inserts saw runs of 6 or more single-bit steps (at most 16 + n / 64
+ *    tables). Each change recomputes only the entries whose walks cross the
+ *    changed link.
+ * 3. A hash of all stored prefixes keyed by (bits, length), open addressing.
+ *    When a family uses at most PYWG_LPM_HASH_LENGTHS distinct prefix lengths
+ *    (a typical configuration: /32 and /128 per peer, a few subnets, default
+ *    routes) a lookup probes it once per length, longest first, and the
+ *    first hit is the answer; the probes do not depend on one another. With
+ *    more lengths the trie answers, after one probe of the longest length if
+ *    that holds at least half of the prefixes (mostly host routes).
+ *
+ * Why: measured on this project's 2-vCPU EPYC with 10,000 prefixes, lookups
+ * in a C loop (pywg_lpm_bench), addresses inside stored prefixes:
+ *
+ *   layout                                   trie alone   + jump tables   chosen
+ *   random prefixes, random lengths /1-/32         130 ns           25 ns    25 ns
+ *   same for IPv6 /1-/128                          135 ns           30 ns    30 ns
+ *   lengths /16-/32 inside 10.0.0.0/8              180 ns           30 ns    30 ns
+ *   lengths /48-/128 inside fd19::/16              200 ns           40 ns    40 ns
+ *   host routes 10.0.0.1 ... (or fd19::1 ...)      200 ns           50 ns     7 ns
+ *
+ * A plain binary trie is about 14-16 dependent loads deep at this size
+ * (~10 ns each once the nodes outgrow L1/L2), whatever the layout; the
+ * per-length hash costs ~6 ns per length tried, so it wins below ~5 lengths
+ * and loses badly on 33 or 129. DIR-24-8 style tables for IPv4 would be
+ * faster still but cost 64 MiB up front and do not carry over to IPv6.
+ *
+ * Memory is O(prefixes): about 250 bytes each at 10,000, under 16 KiB for an
+ * empty table. Capacity follows the peak size (pywg_lpm_clear releases all).
+ *
+ * Concurrency: not thread-safe by itself. Lookups only read (no caches, no
+ * allocation), so any number may run at once; every other call must exclude
+ * lookups and other writers (the data plane's rwlock), since an insert may
+ * reallocate the arrays that lookups read.
+ *
+ * The text between the cdef markers below is fed verbatim to cffi's cdef() by
+ * build_fast.py, so keep it to plain declarations and integer #defines.
+ */
 #ifndef PYWG_FAST_LPM_H
 #define PYWG_FAST_LPM_H
 
@@ -6,26 +64,59 @@
 #include <stdint.h>
 
 /* cdef-begin */
+/* `which` for pywg_lpm_lookup_packet */
 #define PYWG_LPM_SOURCE 0
 #define PYWG_LPM_DESTINATION 1
-#define PYWG_LPM_HASH_LENGTHS 8
+/* default for pywg_lpm_set_hash_lengths */
+#define PYWG_LPM_HASH_LENGTHS 4
 
-struct pywg_lpm;
+struct pywg_lpm; /* opaque: both families */
 
+/* An empty table, or NULL on ENOMEM. */
 struct pywg_lpm *pywg_lpm_new(void);
+/* Free the table (NULL is fine). */
 void pywg_lpm_free(struct pywg_lpm *t);
+
+/* Route family (4 or 6) prefix addr/cidr (addr: 4 or 16 bytes, network
+ * order; host bits are ignored) to value, replacing the value if that exact
+ * prefix is already there. 0 ok; -1 bad arguments or ENOMEM (table
+ * unchanged). */
 int pywg_lpm_insert(struct pywg_lpm *t, int family, const uint8_t *addr, int cidr, uint32_t value);
+/* Delete exactly addr/cidr (host bits ignored), whatever its value.
+ * 1 removed, 0 absent, -1 bad arguments. */
 int pywg_lpm_remove(struct pywg_lpm *t, int family, const uint8_t *addr, int cidr);
+/* Delete every prefix (both families) with this value; how many. */
 int pywg_lpm_remove_value(struct pywg_lpm *t, uint32_t value);
+/* Delete everything and release the memory. */
 void pywg_lpm_clear(struct pywg_lpm *t);
+
+/* The value of exactly addr/cidr (host bits ignored), -1 if absent or bad arguments. */
 int64_t pywg_lpm_get(const struct pywg_lpm *t, int family, const uint8_t *addr, int cidr);
+/* The value of the longest prefix containing addr (4 or 16 bytes by
+ * family), -1 if none or bad arguments. */
 int64_t pywg_lpm_lookup(const struct pywg_lpm *t, int family, const uint8_t *addr);
+/* pywg_lpm_lookup of the source (which = PYWG_LPM_SOURCE) or destination
+ * (PYWG_LPM_DESTINATION) address of an IP packet, by its version nibble.
+ * -1 for no match, or a packet too short for its header (IPv4: 20 bytes and
+ * IHL >= 5 and IHL * 4 <= len; IPv6: 40 bytes), or another version. The
+ * total-length field and checksum are not checked (padding after the packet
+ * is fine). */
 int64_t pywg_lpm_lookup_packet(const struct pywg_lpm *t, const uint8_t *ip_packet, size_t len, int which);
+/* Stored prefixes, both families. */
 size_t pywg_lpm_count(const struct pywg_lpm *t);
+/* Bytes allocated by the table. */
 size_t pywg_lpm_memory(const struct pywg_lpm *t);
+
+/* Tuning, for tests and benchmarks: a family that uses at most this many
+ * distinct prefix lengths is looked up by hash probes alone; 0 means always
+ * the trie, 129 always the hash. The answers never depend on it. */
 void pywg_lpm_set_hash_lengths(struct pywg_lpm *t, int max_lengths);
+/* Check every invariant (trie shape, hash, jump tables, counters): 0 if all
+ * hold, else a code saying which failed (for tests). */
 int pywg_lpm_validate(const struct pywg_lpm *t);
+/* Look up the n addresses at addrs (4 or 16 bytes each, by family) `rounds`
+ * times; a checksum of the answers (for measuring lookups without cffi). */
 uint64_t pywg_lpm_bench(const struct pywg_lpm *t, int family, const uint8_t *addrs, size_t n, size_t rounds);
 /* cdef-end */
 
-#endif
+#endif /* PYWG_FAST_LPM_H */

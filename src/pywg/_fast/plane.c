@@ -4,10 +4,12 @@
 
 #include "aead.h"
 #include "lpm.h"
+#include "offload.h"
 #include "replay.h"
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -24,7 +26,8 @@
 #define REJECT_AFTER_MESSAGES (UINT64_MAX - 8192) /* 2^64 - 2^13 - 1 */
 #define HEADER 16
 #define MAX_PACKET 65535
-#define SLOT (HEADER + MAX_PACKET + 16 + PYWG_AEAD_TAG) /* header, padded packet, tag */
+#define TX_SEGMENTS 256 /* packets (or TSO segments) sealed per TX round */
+#define TX_STRIDE (HEADER + 16384 + 16 + PYWG_AEAD_TAG) /* larger packets go to Python */
 #define RX_SLOT 65536
 #define INDEX_BUCKETS 4096
 #define MESSAGE_TRANSPORT 4
@@ -60,6 +63,9 @@ struct item {
 
 struct pywg_plane {
     _Atomic int tun_fd, udp_fd;
+    int vnet;         /* the TUN was opened with IFF_VNET_HDR */
+    _Atomic int gso;  /* UDP GSO sends (cleared if the kernel refuses them) */
+    _Atomic int gro;  /* UDP GRO receives */
     _Atomic uint32_t mtu;
     int wake_fd[2], event_fd; /* wake_fd: 0 the TX loop, 1 the RX loop */
     _Atomic int stopping;
@@ -203,7 +209,14 @@ int pywg_plane_pop(struct pywg_plane *p, uint8_t *buf, size_t cap, int *kind, ui
 
 /* ------------------------------------------------------------------ lifecycle */
 
-struct pywg_plane *pywg_plane_new(int tun_fd, int udp_fd, uint32_t mtu)
+/* Ask for coalesced receives (UDP_GRO); whether the kernel agreed. */
+static int enable_gro(int udp_fd)
+{
+    int one = 1;
+    return setsockopt(udp_fd, SOL_UDP, UDP_GRO, &one, sizeof(one)) == 0;
+}
+
+struct pywg_plane *pywg_plane_new(int tun_fd, int udp_fd, uint32_t mtu, int vnet_hdr)
 {
     struct pywg_plane *p = calloc(1, sizeof(*p));
     if (p == NULL)
@@ -211,6 +224,9 @@ struct pywg_plane *pywg_plane_new(int tun_fd, int udp_fd, uint32_t mtu)
     p->tun_fd = tun_fd;
     p->udp_fd = udp_fd;
     p->mtu = mtu;
+    p->vnet = vnet_hdr;
+    p->gso = 1;
+    p->gro = enable_gro(udp_fd);
     p->wake_fd[0] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     p->wake_fd[1] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     p->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -273,6 +289,7 @@ void pywg_plane_set_udp(struct pywg_plane *p, int udp_fd)
 {
     uint64_t one = 1;
     ssize_t ignored;
+    p->gro = enable_gro(udp_fd);
     p->udp_fd = udp_fd;
     ignored = write(p->wake_fd[1], &one, sizeof(one)); /* the RX loop polls the old one */
     (void)ignored;
@@ -563,6 +580,20 @@ static bool wait_ready(struct pywg_plane *p, int who, int fd, short events, int 
     return !p->stopping;
 }
 
+/* Send one GSO group's datagrams one by one (the kernel refused UDP_SEGMENT). */
+static void send_singly(struct pywg_plane *p, struct msghdr *m)
+{
+    for (size_t i = 0; i < m->msg_iovlen; i++) {
+        struct msghdr one = {.msg_name = m->msg_name, .msg_namelen = m->msg_namelen,
+                             .msg_iov = &m->msg_iov[i], .msg_iovlen = 1};
+        for (int tries = 0; tries < 1000; tries++) {
+            if (sendmsg(p->udp_fd, &one, 0) >= 0 || (errno != EAGAIN && errno != ENOBUFS))
+                break;
+            wait_ready(p, 0, p->udp_fd, POLLOUT, 100);
+        }
+    }
+}
+
 static void send_all(struct pywg_plane *p, struct mmsghdr *msgs, unsigned count)
 {
     unsigned done = 0;
@@ -583,26 +614,64 @@ static void send_all(struct pywg_plane *p, struct mmsghdr *msgs, unsigned count)
         }
         if (r < 0 && errno == EINTR)
             continue;
-        done++; /* this datagram cannot go (no route, firewall): skip it, as UDP would */
+        if (msgs[done].msg_hdr.msg_controllen > 0 && (errno == EIO || errno == EINVAL)) {
+            p->gso = 0; /* no UDP GSO on this path after all (PERF-NOTES: EIO): stop using it */
+            send_singly(p, &msgs[done].msg_hdr);
+        }
+        done++; /* otherwise this datagram cannot go (no route, firewall): skip it, as UDP would */
     }
+}
+
+/* One packet from the TUN (vnet header already taken off) into segment slots. */
+static unsigned take_packet(struct pywg_plane *p, const struct pywg_vnet_hdr *h, uint8_t *pkt,
+                            size_t len, uint8_t *slots, size_t *lens, unsigned room)
+{
+    int gso = h != NULL ? h->gso_type & ~PYWG_VNET_GSO_ECN : PYWG_VNET_GSO_NONE;
+    if (gso == PYWG_VNET_GSO_TCPV4 || gso == PYWG_VNET_GSO_TCPV6) {
+        int n = pywg_tso_split(h, pkt, len, slots + HEADER, TX_STRIDE, lens, (int)room);
+        if (n < 0) {
+            atomic_fetch_add(&p->stats.tx_no_route, 1); /* unsplittable: dropped */
+            return 0;
+        }
+        return (unsigned)n;
+    }
+    if (gso != PYWG_VNET_GSO_NONE)
+        return 0; /* UDP segmentation offload was not offered to the kernel */
+    if (h != NULL && (h->flags & PYWG_VNET_F_NEEDS_CSUM) && pywg_csum_finish(h, pkt, len) != 0)
+        return 0;
+    if (HEADER + len + 16 + PYWG_AEAD_TAG > TX_STRIDE) {
+        push_up(p, PYWG_ITEM_PACKET, pkt, len, NULL, 0); /* a jumbo packet: Python's path */
+        return 0;
+    }
+    memcpy(slots + HEADER, pkt, len);
+    lens[0] = len;
+    return 1;
 }
 
 int pywg_plane_run_tx(struct pywg_plane *p)
 {
-    uint8_t *bufs = malloc((size_t)PYWG_PLANE_BATCH * SLOT);
-    struct mmsghdr msgs[PYWG_PLANE_BATCH];
-    struct iovec iov[PYWG_PLANE_BATCH];
-    struct sockaddr_storage addrs[PYWG_PLANE_BATCH];
-    size_t lens[PYWG_PLANE_BATCH];
+    uint8_t *slots = malloc((size_t)TX_SEGMENTS * TX_STRIDE);
+    uint8_t *rbuf = malloc(PYWG_VNET_HDR_LEN + MAX_PACKET);
+    static __thread struct mmsghdr msgs[TX_SEGMENTS];
+    static __thread struct iovec iov[TX_SEGMENTS];
+    static __thread struct sockaddr_storage addrs[TX_SEGMENTS];
+    static __thread uint8_t cmsgs[TX_SEGMENTS][CMSG_SPACE(sizeof(uint16_t))];
+    size_t lens[TX_SEGMENTS];
+    struct pywg_peer *owner[TX_SEGMENTS];
     int status = 0;
-    if (bufs == NULL)
+    if (slots == NULL || rbuf == NULL) {
+        free(slots);
+        free(rbuf);
         return -1;
+    }
     while (wait_ready(p, 0, p->tun_fd, POLLIN, -1)) {
-        unsigned n = 0, out = 0;
+        unsigned n = 0, out = 0, sealed = 0;
         double now;
         uint32_t mtu = p->mtu;
-        while (n < PYWG_PLANE_BATCH) {
-            ssize_t r = read(p->tun_fd, bufs + (size_t)n * SLOT + HEADER, MAX_PACKET);
+        int vnet = p->vnet, gso = p->gso;
+        for (int reads = 0; reads < PYWG_PLANE_BATCH && n + 64 <= TX_SEGMENTS; reads++) {
+            struct pywg_vnet_hdr h;
+            ssize_t r = read(p->tun_fd, rbuf, PYWG_VNET_HDR_LEN + MAX_PACKET);
             if (r < 0 && errno == EINTR)
                 continue;
             if (r < 0 && errno != EAGAIN) {
@@ -611,7 +680,16 @@ int pywg_plane_run_tx(struct pywg_plane *p)
             }
             if (r <= 0)
                 break;
-            lens[n++] = (size_t)r;
+            if (!vnet) {
+                n += take_packet(p, NULL, rbuf, (size_t)r, slots + (size_t)n * TX_STRIDE,
+                                 lens + n, TX_SEGMENTS - n);
+                continue;
+            }
+            if (r < PYWG_VNET_HDR_LEN)
+                continue;
+            memcpy(&h, rbuf, sizeof(h));
+            n += take_packet(p, &h, rbuf + PYWG_VNET_HDR_LEN, (size_t)r - PYWG_VNET_HDR_LEN,
+                             slots + (size_t)n * TX_STRIDE, lens + n, TX_SEGMENTS - n);
         }
         if (n == 0)
             continue;
@@ -619,7 +697,7 @@ int pywg_plane_run_tx(struct pywg_plane *p)
         pthread_rwlock_rdlock(&p->routes_lock);
         pthread_mutex_lock(&p->tx_lock);
         for (unsigned i = 0; i < n; i++) {
-            uint8_t *packet = bufs + (size_t)i * SLOT + HEADER;
+            uint8_t *packet = slots + (size_t)i * TX_STRIDE + HEADER;
             size_t len = lens[i], padded;
             int64_t id = pywg_lpm_lookup_packet(p->routes, packet, len, 1);
             struct pywg_peer *peer;
@@ -645,25 +723,54 @@ int pywg_plane_run_tx(struct pywg_plane *p)
             write_header(packet - HEADER, kp->remote_index, counter);
             if (pywg_aead_seal(kp->tx, counter, packet, padded, packet) != 0)
                 continue;
-            iov[out].iov_base = packet - HEADER;
-            iov[out].iov_len = HEADER + padded + PYWG_AEAD_TAG;
-            memcpy(&addrs[out], &peer->endpoint, peer->endpoint_len);
-            memset(&msgs[out], 0, sizeof(msgs[out]));
-            msgs[out].msg_hdr.msg_name = &addrs[out];
-            msgs[out].msg_hdr.msg_namelen = peer->endpoint_len;
-            msgs[out].msg_hdr.msg_iov = &iov[out];
-            msgs[out].msg_hdr.msg_iovlen = 1;
-            atomic_fetch_add(&peer->tx_bytes, iov[out].iov_len);
+            iov[sealed].iov_base = packet - HEADER;
+            iov[sealed].iov_len = HEADER + padded + PYWG_AEAD_TAG;
+            owner[sealed] = peer;
+            atomic_fetch_add(&peer->tx_bytes, iov[sealed].iov_len);
             peer->last_sent = now;
+            sealed++;
+        }
+        /* Group runs of same-size datagrams to one peer into UDP GSO sends (the last
+         * of a run may be shorter); each group is one msghdr of several iovecs. */
+        for (unsigned i = 0; i < sealed;) {
+            struct pywg_peer *peer = owner[i];
+            size_t seg = iov[i].iov_len, total = seg;
+            unsigned k = 1;
+            struct msghdr *m = &msgs[out].msg_hdr;
+            while (gso && i + k < sealed && k < 64 && owner[i + k] == peer &&
+                   iov[i + k - 1].iov_len == seg && iov[i + k].iov_len <= seg &&
+                   total + iov[i + k].iov_len <= 65000) {
+                total += iov[i + k].iov_len;
+                k++;
+            }
+            memset(&msgs[out], 0, sizeof(msgs[out]));
+            memcpy(&addrs[out], &peer->endpoint, peer->endpoint_len);
+            m->msg_name = &addrs[out];
+            m->msg_namelen = peer->endpoint_len;
+            m->msg_iov = &iov[i];
+            m->msg_iovlen = k;
+            if (k > 1) {
+                struct cmsghdr *c;
+                uint16_t size = (uint16_t)seg;
+                m->msg_control = cmsgs[out];
+                m->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+                c = CMSG_FIRSTHDR(m);
+                c->cmsg_level = SOL_UDP;
+                c->cmsg_type = UDP_SEGMENT;
+                c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+                memcpy(CMSG_DATA(c), &size, sizeof(size));
+            }
             out++;
+            i += k;
         }
         pthread_mutex_unlock(&p->tx_lock);
         pthread_rwlock_unlock(&p->routes_lock);
-        atomic_fetch_add(&p->stats.tx_packets, out);
+        atomic_fetch_add(&p->stats.tx_packets, sealed);
         send_all(p, msgs, out);
     }
 done:
-    free(bufs);
+    free(slots);
+    free(rbuf);
     return status;
 }
 
@@ -734,16 +841,35 @@ static void receive_one(struct pywg_plane *p, uint8_t *d, size_t len,
         return;
     }
     peer->last_data_received = now;
-    write_tun(p, d + HEADER, inner);
+    if (p->vnet) { /* a plain packet: an all-zero virtio_net_hdr in front */
+        memset(d + HEADER - PYWG_VNET_HDR_LEN, 0, PYWG_VNET_HDR_LEN);
+        write_tun(p, d + HEADER - PYWG_VNET_HDR_LEN, inner + PYWG_VNET_HDR_LEN);
+    } else {
+        write_tun(p, d + HEADER, inner);
+    }
     atomic_fetch_add(&p->stats.rx_packets, 1);
+}
+
+/* The segment size of a coalesced (UDP_GRO) receive, or 0. */
+static size_t gro_size(struct msghdr *m)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR(m, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+            int size;
+            memcpy(&size, CMSG_DATA(c), sizeof(size));
+            return size > 0 ? (size_t)size : 0;
+        }
+    }
+    return 0;
 }
 
 int pywg_plane_run_rx(struct pywg_plane *p)
 {
     uint8_t *bufs = malloc((size_t)PYWG_PLANE_BATCH * RX_SLOT);
-    struct mmsghdr msgs[PYWG_PLANE_BATCH];
-    struct iovec iov[PYWG_PLANE_BATCH];
-    struct sockaddr_storage addrs[PYWG_PLANE_BATCH];
+    static __thread struct mmsghdr msgs[PYWG_PLANE_BATCH];
+    static __thread struct iovec iov[PYWG_PLANE_BATCH];
+    static __thread struct sockaddr_storage addrs[PYWG_PLANE_BATCH];
+    static __thread uint8_t cmsgs[PYWG_PLANE_BATCH][CMSG_SPACE(sizeof(int))];
     if (bufs == NULL)
         return -1;
     while (wait_ready(p, 1, p->udp_fd, POLLIN, -1)) {
@@ -757,6 +883,8 @@ int pywg_plane_run_rx(struct pywg_plane *p)
             msgs[i].msg_hdr.msg_namelen = sizeof(addrs[i]);
             msgs[i].msg_hdr.msg_iov = &iov[i];
             msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_control = cmsgs[i];
+            msgs[i].msg_hdr.msg_controllen = sizeof(cmsgs[i]);
         }
         n = recvmmsg(p->udp_fd, msgs, PYWG_PLANE_BATCH, MSG_DONTWAIT, NULL);
         if (n <= 0)
@@ -764,9 +892,19 @@ int pywg_plane_run_rx(struct pywg_plane *p)
         now = monotonic_now();
         pthread_mutex_lock(&p->rx_lock);
         pthread_rwlock_rdlock(&p->routes_lock);
-        for (int i = 0; i < n; i++)
-            receive_one(p, iov[i].iov_base, msgs[i].msg_len, &addrs[i],
-                        msgs[i].msg_hdr.msg_namelen, now);
+        for (int i = 0; i < n; i++) {
+            uint8_t *d = iov[i].iov_base;
+            size_t len = msgs[i].msg_len, seg = gro_size(&msgs[i].msg_hdr);
+            socklen_t alen = msgs[i].msg_hdr.msg_namelen;
+            if (seg == 0 || seg >= len) {
+                receive_one(p, d, len, &addrs[i], alen, now);
+                continue;
+            }
+            /* coalesced datagrams from one source, seg bytes each (the last may be
+             * short), in order; each is opened and written out within its own bytes */
+            for (size_t off = 0; off < len; off += seg)
+                receive_one(p, d + off, len - off < seg ? len - off : seg, &addrs[i], alen, now);
+        }
         pthread_rwlock_unlock(&p->routes_lock);
         pthread_mutex_unlock(&p->rx_lock);
     }

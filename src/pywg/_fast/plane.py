@@ -113,10 +113,17 @@ class NativePlane:
     """The C data plane on a TUN fd and a UDP socket. Call `start()`, then `stop()`."""
 
     def __init__(
-        self, tun_fd: int, udp: socket.socket, mtu: int, on_exit: Callable[[str], None]
+        self,
+        tun_fd: int,
+        udp: socket.socket,
+        mtu: int,
+        on_exit: Callable[[str], None],
+        *,
+        vnet_hdr: bool = False,
     ) -> None:
+        """`vnet_hdr`: the TUN fd was opened with IFF_VNET_HDR (and TSO) offloads."""
         self.ffi, self.lib = _fast.require()
-        self.handle: Any = self.lib.pywg_plane_new(tun_fd, udp.fileno(), mtu)
+        self.handle: Any = self.lib.pywg_plane_new(tun_fd, udp.fileno(), mtu, int(vnet_hdr))
         if self.handle == self.ffi.NULL:
             raise MemoryError("cannot create the native plane")
         self.family = udp.family

@@ -22,6 +22,12 @@ TUN_PATH: Final = "/dev/net/tun"
 TUNSETIFF: Final = 0x400454CA  # _IOW('T', 202, int)
 IFF_TUN: Final = 0x0001
 IFF_NO_PI: Final = 0x1000
+IFF_VNET_HDR: Final = 0x4000
+TUNSETOFFLOAD: Final = 0x400454D0  # _IOW('T', 208, unsigned int)
+TUN_F_CSUM: Final = 0x01
+TUN_F_TSO4: Final = 0x02
+TUN_F_TSO6: Final = 0x04
+VNET_HDR_LEN: Final = 10  # struct virtio_net_hdr
 SIOCGIFFLAGS: Final = 0x8913
 SIOCSIFFLAGS: Final = 0x8914
 SIOCGIFMTU: Final = 0x8921
@@ -34,6 +40,9 @@ TX_QUEUE_LEN: Final = 8192
 IFF_UP: Final = 0x1
 IFNAMSIZ: Final = 16
 MAX_PACKET: Final = 65535
+
+
+_EMPTY_VNET_HDR: Final = bytes(VNET_HDR_LEN)  # no GSO, checksum complete
 
 
 class TunError(OSError):
@@ -93,8 +102,16 @@ class Tun:
     The fd is non-blocking; `read()` returns None when nothing is waiting.
     """
 
-    def __init__(self, name: str, *, mtu: int = DEFAULT_MTU) -> None:
+    def __init__(self, name: str, *, mtu: int = DEFAULT_MTU, offload: bool = False) -> None:
+        """`offload`: IFF_VNET_HDR with TSO (for the native plane, which segments).
+
+        Every read and write then carries a virtio_net_hdr; `write` adds an
+        empty one. If the kernel refuses the offloads, the header stays and
+        `tso` is False (the kernel then sends plain packets behind it).
+        """
         check_ifname(name)
+        self.vnet_hdr = offload
+        self.tso = False
         try:
             fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -104,7 +121,8 @@ class Tun:
         except PermissionError:
             raise TunError(errno.EPERM, f"cannot open {TUN_PATH}: run as root") from None
         try:
-            ifr = fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, "H", IFF_TUN | IFF_NO_PI))
+            flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0)
+            ifr = fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, "H", flags))
             self.name: str = ifr[:IFNAMSIZ].rstrip(b"\0").decode()
             set_mtu(self.name, mtu)
             set_txqueuelen(self.name, TX_QUEUE_LEN)
@@ -118,8 +136,17 @@ class Tun:
             raise TunError(exc.errno, f"cannot create TUN {name!r}: {reason}") from None
         self.fd: int = fd
         self.mtu = mtu
+        if offload:
+            try:
+                fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+                self.tso = True
+            except OSError:
+                self.tso = False  # an old kernel: plain packets, still behind the header
 
     def read(self) -> bytes | None:
+        """One packet (only without offload: with it, the native plane reads)."""
+        if self.vnet_hdr:
+            raise TunError(errno.EINVAL, "an offloading TUN is read by the native plane")
         try:
             return os.read(self.fd, MAX_PACKET)
         except BlockingIOError:
@@ -128,7 +155,10 @@ class Tun:
     def write(self, packet: bytes) -> bool:
         """Write one packet; False if it was dropped (TUN queue full, or refused)."""
         try:
-            os.write(self.fd, packet)
+            if self.vnet_hdr:
+                os.write(self.fd, _EMPTY_VNET_HDR + packet)
+            else:
+                os.write(self.fd, packet)
         except OSError:  # EAGAIN; EINVAL for a packet the kernel will not take
             return False
         return True

@@ -117,7 +117,7 @@ class Tunnel:
     async def start(self) -> None:
         """Create the TUN and bind the socket; raises TunError / OSError with a clear message."""
         self._loop = asyncio.get_running_loop()
-        self._tun = Tun(self.name, mtu=self._mtu)
+        self._tun = Tun(self.name, mtu=self._mtu, offload=self.native)
         try:
             self._udp = UdpSocket(self._listen_port, fwmark=self._fwmark)
         except OSError as exc:
@@ -137,7 +137,9 @@ class Tunnel:
             def plane_ended(reason: str) -> None:  # from a plane thread
                 loop.call_soon_threadsafe(self.close, reason)
 
-            self._plane = NativePlane(self._tun.fd, self._udp.sock, self._tun.mtu, plane_ended)
+            self._plane = NativePlane(
+                self._tun.fd, self._udp.sock, self._tun.mtu, plane_ended, vnet_hdr=True
+            )
             self._plane.sync(self.device)
             self._plane.start()
             self._loop.add_reader(self._plane.event_fd, self._on_plane_event)

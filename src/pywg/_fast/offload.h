@@ -1,0 +1,48 @@
+/*
+ * TUN offloads (IFF_VNET_HDR with TUNSETOFFLOAD): segmentation and checksums.
+ *
+ * With TUN_F_TSO4/TSO6 the kernel hands the plane TCP super-packets of up to
+ * 64 KiB, each behind a struct virtio_net_hdr (linux/virtio_net.h), instead
+ * of MTU-sized packets: one read replaces dozens. The plane splits them
+ * into MSS-sized segments itself, as a NIC would: every segment gets the
+ * headers with its own IPv4 length, id and header checksum (or IPv6 payload
+ * length), TCP sequence number, the flags that belong to it (FIN and PSH on
+ * the last only, CWR on the first only) and a full TCP checksum. With
+ * TUN_F_CSUM a packet may arrive with NEEDS_CSUM: its transport checksum
+ * holds only the pseudo-header sum, to be finished over csum_start.. .
+ */
+#ifndef PYWG_FAST_OFFLOAD_H
+#define PYWG_FAST_OFFLOAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* cdef-begin */
+#define PYWG_VNET_HDR_LEN 10
+#define PYWG_VNET_F_NEEDS_CSUM 1
+#define PYWG_VNET_GSO_NONE 0
+#define PYWG_VNET_GSO_TCPV4 1
+#define PYWG_VNET_GSO_TCPV6 4
+#define PYWG_VNET_GSO_ECN 128
+
+struct pywg_vnet_hdr {
+    uint8_t flags;
+    uint8_t gso_type;
+    uint16_t hdr_len;
+    uint16_t gso_size;
+    uint16_t csum_start;
+    uint16_t csum_offset;
+};
+
+/* The RFC 1071 checksum of data (the complemented ones'-complement sum). */
+uint16_t pywg_ip_checksum(const uint8_t *data, size_t len);
+/* Finish a NEEDS_CSUM packet in place; 0, or -1 if the offsets do not fit. */
+int pywg_csum_finish(const struct pywg_vnet_hdr *h, uint8_t *pkt, size_t len);
+/* Split a TCP super-packet into segments written at out + i * stride (their
+ * lengths into lens); returns the count, or -1 (not TCP, malformed, or more
+ * than max segments). */
+int pywg_tso_split(const struct pywg_vnet_hdr *h, const uint8_t *pkt, size_t len, uint8_t *out,
+                   size_t stride, size_t *lens, int max);
+/* cdef-end */
+
+#endif /* PYWG_FAST_OFFLOAD_H */
