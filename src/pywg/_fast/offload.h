@@ -10,6 +10,13 @@
  * the last only, CWR on the first only) and a full TCP checksum. With
  * TUN_F_CSUM a packet may arrive with NEEDS_CSUM: its transport checksum
  * holds only the pseudo-header sum, to be finished over csum_start.. .
+ *
+ * The other way, the plane coalesces the TCP segments it decrypted in one
+ * batch (GRO, as a NIC driver would): consecutive in-order segments of one
+ * flow with the same ACK, window and options become one super-packet written
+ * with one virtio_net_hdr (GSO TCPV4/TCPV6, NEEDS_CSUM over the TCP part), so
+ * the kernel's TCP stack handles one packet where it would handle dozens. The
+ * original checksums are not kept: the AEAD has authenticated every byte.
  */
 #ifndef PYWG_FAST_OFFLOAD_H
 #define PYWG_FAST_OFFLOAD_H
@@ -43,6 +50,21 @@ int pywg_csum_finish(const struct pywg_vnet_hdr *h, uint8_t *pkt, size_t len);
  * than max segments). */
 int pywg_tso_split(const struct pywg_vnet_hdr *h, const uint8_t *pkt, size_t len, uint8_t *out,
                    size_t stride, size_t *lens, int max);
+
+struct pywg_gro;
+typedef void (*pywg_gro_emit)(void *ctx, uint8_t *frame, size_t len);
+/* A coalescer that hands frames (virtio_net_hdr + packet) to emit(ctx, ...). */
+struct pywg_gro *pywg_gro_new(pywg_gro_emit emit, void *ctx);
+void pywg_gro_free(struct pywg_gro *g);
+/* One packet, in order. pkt must stay valid until the next pywg_gro_flush. */
+void pywg_gro_add(struct pywg_gro *g, uint8_t *pkt, size_t len);
+/* Emit everything pending (at the end of a batch). */
+void pywg_gro_flush(struct pywg_gro *g);
+/* For tests: coalesce n packets (lens[i] bytes each, stride apart in pkts)
+ * into frames written to out (each at out + i * out_stride, lengths in
+ * out_lens); returns how many frames, or -1 if more than max_out. */
+int pywg_gro_run(uint8_t *pkts, size_t stride, const size_t *lens, int n, uint8_t *out,
+                 size_t out_stride, size_t *out_lens, int max_out);
 /* cdef-end */
 
 #endif /* PYWG_FAST_OFFLOAD_H */

@@ -65,7 +65,8 @@ struct pywg_plane {
     _Atomic int tun_fd, udp_fd;
     int vnet;         /* the TUN was opened with IFF_VNET_HDR */
     _Atomic int gso;  /* UDP GSO sends (cleared if the kernel refuses them) */
-    _Atomic int gro;  /* UDP GRO receives */
+    _Atomic int udp_gro; /* UDP GRO receives */
+    struct pywg_gro *gro; /* the RX loop's TCP coalescer for TUN writes (vnet only) */
     _Atomic uint32_t mtu;
     int wake_fd[2], event_fd; /* wake_fd: 0 the TX loop, 1 the RX loop */
     _Atomic int stopping;
@@ -226,7 +227,7 @@ struct pywg_plane *pywg_plane_new(int tun_fd, int udp_fd, uint32_t mtu, int vnet
     p->mtu = mtu;
     p->vnet = vnet_hdr;
     p->gso = 1;
-    p->gro = enable_gro(udp_fd);
+    p->udp_gro = enable_gro(udp_fd);
     p->wake_fd[0] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     p->wake_fd[1] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     p->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -275,6 +276,7 @@ void pywg_plane_free(struct pywg_plane *p)
     }
     if (p->routes != NULL)
         pywg_lpm_free(p->routes);
+    pywg_gro_free(p->gro);
     for (int i = 0; i < 2; i++)
         if (p->wake_fd[i] >= 0)
             close(p->wake_fd[i]);
@@ -289,7 +291,7 @@ void pywg_plane_set_udp(struct pywg_plane *p, int udp_fd)
 {
     uint64_t one = 1;
     ssize_t ignored;
-    p->gro = enable_gro(udp_fd);
+    p->udp_gro = enable_gro(udp_fd);
     p->udp_fd = udp_fd;
     ignored = write(p->wake_fd[1], &one, sizeof(one)); /* the RX loop polls the old one */
     (void)ignored;
@@ -841,9 +843,8 @@ static void receive_one(struct pywg_plane *p, uint8_t *d, size_t len,
         return;
     }
     peer->last_data_received = now;
-    if (p->vnet) { /* a plain packet: an all-zero virtio_net_hdr in front */
-        memset(d + HEADER - PYWG_VNET_HDR_LEN, 0, PYWG_VNET_HDR_LEN);
-        write_tun(p, d + HEADER - PYWG_VNET_HDR_LEN, inner + PYWG_VNET_HDR_LEN);
+    if (p->gro != NULL) { /* coalesced with its neighbours, written at the batch's end */
+        pywg_gro_add(p->gro, d + HEADER, inner);
     } else {
         write_tun(p, d + HEADER, inner);
     }
@@ -863,9 +864,13 @@ static size_t gro_size(struct msghdr *m)
     return 0;
 }
 
+static void emit_to_tun(void *ctx, uint8_t *frame, size_t len) { write_tun(ctx, frame, len); }
+
 int pywg_plane_run_rx(struct pywg_plane *p)
 {
     uint8_t *bufs = malloc((size_t)PYWG_PLANE_BATCH * RX_SLOT);
+    if (p->vnet && p->gro == NULL)
+        p->gro = pywg_gro_new(emit_to_tun, p);
     static __thread struct mmsghdr msgs[PYWG_PLANE_BATCH];
     static __thread struct iovec iov[PYWG_PLANE_BATCH];
     static __thread struct sockaddr_storage addrs[PYWG_PLANE_BATCH];
@@ -905,6 +910,8 @@ int pywg_plane_run_rx(struct pywg_plane *p)
             for (size_t off = 0; off < len; off += seg)
                 receive_one(p, d + off, len - off < seg ? len - off : seg, &addrs[i], alen, now);
         }
+        if (p->gro != NULL)
+            pywg_gro_flush(p->gro);
         pthread_rwlock_unlock(&p->routes_lock);
         pthread_mutex_unlock(&p->rx_lock);
     }
