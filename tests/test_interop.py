@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from bounds import time_limit
+from pywg import _fast
 from pywg.keys import PresharedKey
 from pywg.lab import Lab, Link, PacedStream, tcp_transfer
 from pywg.lab.wireguard import endpoint
@@ -119,17 +120,22 @@ def test_ping_inside_tunnel(family: int) -> None:
 # -- 3. bulk TCP, byte for byte ---------------------------------------------------------------
 
 
-def test_tcp_100mb_each_way() -> None:
+@pytest.mark.parametrize("backend", ["native", "pure"])
+def test_tcp_100mb_each_way(backend: str) -> None:
+    """The native C plane and the pure-Python reference path, each against wireguard-go."""
+    if backend == "native" and not _fast.AVAILABLE:
+        pytest.skip("native extension not built")
     nbytes = 100 * MB
     with Lab(PREFIX) as lab:
-        pair = make_pair(lab, family=6)
+        pair = make_pair(lab, family=6, backend=backend)
         connect_pair(pair)
         pw, go = pair.pw, pair.go
         assert pw.host.wait_ping(go.addr4, deadline=10)
         for sender, receiver, address in ((pw, go, go.addr4), (go, pw, pw.addr6)):
             result = tcp_transfer(sender.host, receiver.host, address, nbytes, timeout=60)
             print(
-                f"\ninterop TCP {sender.impl} -> {receiver.impl} (tunnel {address}, underlay "
+                f"\ninterop TCP ({backend}) {sender.impl} -> {receiver.impl} (tunnel {address}, "
+                "underlay "
                 f"IPv6): {result.received_bytes / MB:.0f} MB in {result.seconds:.2f} s = "
                 f"{result.mbit_per_s:.0f} Mbit/s"
             )
@@ -229,17 +235,22 @@ def test_persistent_keepalive(keeper_impl: str) -> None:
 # -- 6. roaming -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["native", "pure"])
 @pytest.mark.parametrize("family", [4, 6], ids=["underlay-v4", "underlay-v6"])
 @pytest.mark.parametrize("mover_impl", ["wireguard-go", "pywgd"])
-def test_roaming_mid_transfer(mover_impl: str, family: int) -> None:
+def test_roaming_mid_transfer(mover_impl: str, family: int, backend: str) -> None:
     """The mover changes its listen port, then its address, while it streams to the other.
 
     The mover's host has a second address on the link (…1.3); deleting the
     first makes its packets leave from the second. The stationary side must
     follow each move from authenticated packets alone, the stream not break.
+    Both of pywgd's data planes: the C plane roams in its RX loop, the pure one
+    in the core.
     """
+    if backend == "native" and not _fast.AVAILABLE:
+        pytest.skip("native extension not built")
     with Lab(PREFIX) as lab:
-        pair = make_pair(lab, family=family)
+        pair = make_pair(lab, family=family, backend=backend)
         connect_pair(pair)
         mover = pair.node(mover_impl)
         stay = pair.other(mover)

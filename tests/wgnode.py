@@ -215,10 +215,12 @@ class Pair:
         return endpoint(self.underlay(node), node.port)
 
 
-def make_pair(lab: Lab, family: int = 4) -> Pair:
+def make_pair(lab: Lab, family: int = 4, backend: str | None = None) -> Pair:
+    """pywgd and wireguard-go linked; `backend` sets pywgd's PYWG_BACKEND (native/pure)."""
     pw_host, go_host = lab.host("pw"), lab.host("go")
     link = lab.link(pw_host, go_host)
-    pw = start_node(lab, pw_host, "pywgd", net=1, index=1, port=PORT)
+    env = {"PYWG_BACKEND": backend} if backend is not None else None
+    pw = start_node(lab, pw_host, "pywgd", net=1, index=1, port=PORT, env=env)
     go = start_node(lab, go_host, "wireguard-go", net=1, index=2, port=PORT)
     return Pair(link, family, pw, go)
 
