@@ -120,10 +120,10 @@ def test_ping_inside_tunnel(family: int) -> None:
 # -- 3. bulk TCP, byte for byte ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["native", "pure"])
+@pytest.mark.parametrize("backend", ["native", "native-no-offload", "pure"])
 def test_tcp_100mb_each_way(backend: str) -> None:
-    """The native C plane and the pure-Python reference path, each against wireguard-go."""
-    if backend == "native" and not _fast.AVAILABLE:
+    """The native C plane (with and without offloads) and the pure-Python reference path."""
+    if backend.startswith("native") and not _fast.AVAILABLE:
         pytest.skip("native extension not built")
     nbytes = 100 * MB
     with Lab(PREFIX) as lab:

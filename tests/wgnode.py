@@ -216,10 +216,15 @@ class Pair:
 
 
 def make_pair(lab: Lab, family: int = 4, backend: str | None = None) -> Pair:
-    """pywgd and wireguard-go linked; `backend` sets pywgd's PYWG_BACKEND (native/pure)."""
+    """pywgd and wireguard-go linked; `backend`: pywgd's data plane, `native`, `pure`, or
+    `native-no-offload` (the C plane with TUN and UDP offloads off: PYWG_OFFLOAD=0)."""
     pw_host, go_host = lab.host("pw"), lab.host("go")
     link = lab.link(pw_host, go_host)
-    env = {"PYWG_BACKEND": backend} if backend is not None else None
+    env = None
+    if backend is not None:
+        env = {"PYWG_BACKEND": backend.removesuffix("-no-offload")}
+        if backend.endswith("-no-offload"):
+            env["PYWG_OFFLOAD"] = "0"
     pw = start_node(lab, pw_host, "pywgd", net=1, index=1, port=PORT, env=env)
     go = start_node(lab, go_host, "wireguard-go", net=1, index=2, port=PORT)
     return Pair(link, family, pw, go)

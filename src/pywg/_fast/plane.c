@@ -65,6 +65,7 @@ struct pywg_plane {
     _Atomic int tun_fd, udp_fd;
     int vnet;         /* the TUN was opened with IFF_VNET_HDR */
     _Atomic int gso;  /* UDP GSO sends (cleared if the kernel refuses them) */
+    int udp_offload;      /* GSO/GRO allowed */
     _Atomic int udp_gro; /* UDP GRO receives */
     struct pywg_gro *gro; /* the RX loop's TCP coalescer for TUN writes (vnet only) */
     _Atomic uint32_t mtu;
@@ -217,7 +218,7 @@ static int enable_gro(int udp_fd)
     return setsockopt(udp_fd, SOL_UDP, UDP_GRO, &one, sizeof(one)) == 0;
 }
 
-struct pywg_plane *pywg_plane_new(int tun_fd, int udp_fd, uint32_t mtu, int vnet_hdr)
+struct pywg_plane *pywg_plane_new(int tun_fd, int udp_fd, uint32_t mtu, int flags)
 {
     struct pywg_plane *p = calloc(1, sizeof(*p));
     if (p == NULL)
@@ -225,9 +226,10 @@ struct pywg_plane *pywg_plane_new(int tun_fd, int udp_fd, uint32_t mtu, int vnet
     p->tun_fd = tun_fd;
     p->udp_fd = udp_fd;
     p->mtu = mtu;
-    p->vnet = vnet_hdr;
-    p->gso = 1;
-    p->udp_gro = enable_gro(udp_fd);
+    p->vnet = (flags & PYWG_PLANE_VNET_HDR) != 0;
+    p->udp_offload = (flags & PYWG_PLANE_UDP_OFFLOAD) != 0;
+    p->gso = p->udp_offload;
+    p->udp_gro = p->udp_offload && enable_gro(udp_fd);
     p->wake_fd[0] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     p->wake_fd[1] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     p->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -291,7 +293,7 @@ void pywg_plane_set_udp(struct pywg_plane *p, int udp_fd)
 {
     uint64_t one = 1;
     ssize_t ignored;
-    p->udp_gro = enable_gro(udp_fd);
+    p->udp_gro = p->udp_offload && enable_gro(udp_fd);
     p->udp_fd = udp_fd;
     ignored = write(p->wake_fd[1], &one, sizeof(one)); /* the RX loop polls the old one */
     (void)ignored;

@@ -70,9 +70,11 @@ struct pywg_plane_stats {
     uint64_t send_retries;               /* sendmmsg had to wait for buffer space */
 };
 
-/* tun_fd and udp_fd stay owned by the caller (close them after pywg_plane_free).
- * vnet_hdr: the TUN was opened with IFF_VNET_HDR and TSO offloads (offload.h). */
-struct pywg_plane *pywg_plane_new(int tun_fd, int udp_fd, uint32_t mtu, int vnet_hdr);
+#define PYWG_PLANE_VNET_HDR 1 /* the TUN was opened with IFF_VNET_HDR (+ TSO), offload.h */
+#define PYWG_PLANE_UDP_OFFLOAD 2 /* use UDP GSO sends and GRO receives where the kernel can */
+
+/* tun_fd and udp_fd stay owned by the caller (close them after pywg_plane_free). */
+struct pywg_plane *pywg_plane_new(int tun_fd, int udp_fd, uint32_t mtu, int flags);
 void pywg_plane_free(struct pywg_plane *p);
 void pywg_plane_set_mtu(struct pywg_plane *p, uint32_t mtu);
 /* A new UDP socket (after a listen-port change); the loops pick it up at once. */

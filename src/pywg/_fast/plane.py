@@ -120,10 +120,15 @@ class NativePlane:
         on_exit: Callable[[str], None],
         *,
         vnet_hdr: bool = False,
+        udp_offload: bool = True,
     ) -> None:
-        """`vnet_hdr`: the TUN fd was opened with IFF_VNET_HDR (and TSO) offloads."""
+        """`vnet_hdr`: the TUN fd was opened with IFF_VNET_HDR (and TSO) offloads;
+        `udp_offload`: use UDP GSO/GRO where the kernel offers them."""
         self.ffi, self.lib = _fast.require()
-        self.handle: Any = self.lib.pywg_plane_new(tun_fd, udp.fileno(), mtu, int(vnet_hdr))
+        flags = (self.lib.PYWG_PLANE_VNET_HDR if vnet_hdr else 0) | (
+            self.lib.PYWG_PLANE_UDP_OFFLOAD if udp_offload else 0
+        )
+        self.handle: Any = self.lib.pywg_plane_new(tun_fd, udp.fileno(), mtu, flags)
         if self.handle == self.ffi.NULL:
             raise MemoryError("cannot create the native plane")
         self.family = udp.family

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -91,10 +92,17 @@ class Tunnel:
         mtu: int = DEFAULT_MTU,
         device: Device | None = None,
         native: bool | None = None,
+        offload: bool | None = None,
     ) -> None:
-        """`native`: use the C data plane (default: when `pywg.backend` selects native)."""
+        """`native`: use the C data plane (default: when `pywg.backend` selects native).
+        `offload`: let it use TUN TSO/GRO and UDP GSO/GRO (default: yes, unless the
+        environment says PYWG_OFFLOAD=0); each falls back by itself where the
+        kernel lacks it."""
         self.name = name
         self.native = backend.BACKEND == "native" if native is None else native
+        if offload is None:
+            offload = os.environ.get("PYWG_OFFLOAD", "1").strip() != "0"
+        self.offload = offload
         self._plane: NativePlane | None = None
         self.device = device if device is not None else Device(private_key, listen_port, mtu=mtu)
         self._listen_port = listen_port if device is None else device.listen_port
@@ -117,7 +125,7 @@ class Tunnel:
     async def start(self) -> None:
         """Create the TUN and bind the socket; raises TunError / OSError with a clear message."""
         self._loop = asyncio.get_running_loop()
-        self._tun = Tun(self.name, mtu=self._mtu, offload=self.native)
+        self._tun = Tun(self.name, mtu=self._mtu, offload=self.native and self.offload)
         try:
             self._udp = UdpSocket(self._listen_port, fwmark=self._fwmark)
         except OSError as exc:
@@ -138,7 +146,12 @@ class Tunnel:
                 loop.call_soon_threadsafe(self.close, reason)
 
             self._plane = NativePlane(
-                self._tun.fd, self._udp.sock, self._tun.mtu, plane_ended, vnet_hdr=True
+                self._tun.fd,
+                self._udp.sock,
+                self._tun.mtu,
+                plane_ended,
+                vnet_hdr=self._tun.vnet_hdr,
+                udp_offload=self.offload,
             )
             self._plane.sync(self.device)
             self._plane.start()
