@@ -1,6 +1,6 @@
-"""Tunnel throughput and latency: pywgd and wireguard-go, side by side, in one run.
+"""Tunnel throughput, latency and CPU cost: pywgd and wireguard-go, side by side, in one run.
 
-    sudo python3 benches/tunnel.py [--seconds 5] [--runs 3] [--json]
+    sudo python3 benches/tunnel.py [--seconds 5] [--runs 3] [--udp-rate 200M] [--no-cpu] [--json]
 
 For each pair (pywgd-pywgd, pywgd-wireguard-go, wireguard-go-wireguard-go) it
 builds two lab namespaces joined by a veth (pywg.lab), starts the daemons,
@@ -8,23 +8,41 @@ connects them over IPv4, and measures with iperf3 one TCP stream each way
 (A->B and B->A, -R) and the ping round trip through the tunnel. Medians of
 `--runs`; ratios against wireguard-go-wireguard-go from the same run. Needs
 root, iperf3, ping and wireguard-go (Debian packages).
+
+CPU cost (on by default, `--no-cpu` skips it): in the same lab, one iperf3
+UDP stream A->B at a fixed offered rate (`-u -b RATE -l 1380 -t SECONDS`,
+RATE from `--udp-rate`), and the CPU time the two WireGuard daemons used
+during it: utime + stime from /proc/PID/stat (all threads of the process),
+over every process in each namespace that is a daemon (comm `wireguard-go`,
+or a cmdline naming `pywg.daemon` / `pywgd`), in clock ticks / SC_CLK_TCK.
+It prints the packets delivered (iperf3's received packets minus lost ones)
+per daemon-CPU-second, its ratio against wireguard-go-wireguard-go, the UDP
+loss iperf3 reports. Kernel work done outside the daemons' own time (softirq
+on the receive path, say) is not counted; the daemons' syscalls are (stime).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import re
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
 
 from pywg.lab import Host, Lab, LabError, require_root
 from pywg.lab.wireguard import PYWGD, WIREGUARD_GO, Impl, connect, start_node, wait_handshake
 
 PAIRS = ((PYWGD, PYWGD), (PYWGD, WIREGUARD_GO), (WIREGUARD_GO, WIREGUARD_GO))
+UDP_LEN = 1380  # iperf3 -l: datagram payload bytes
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NETNS_DIR = Path("/run/netns")
 
 
 @dataclass
@@ -36,7 +54,25 @@ class Result:
     ping_ms: float
 
 
-def iperf(client: Host, server: Host, address: str, seconds: float, reverse: bool) -> dict:
+@dataclass
+class CpuResult:
+    """One UDP stream A->B at a fixed offered rate and what the two daemons spent on it."""
+
+    pair: str
+    offered: str  # iperf3 -b
+    seconds: float
+    packets_sent: int  # by iperf3 at A
+    packets_delivered: int  # received by iperf3 at B (its count minus the lost ones)
+    loss_percent: float
+    cpu_a_s: float  # daemon CPU in A (the sending side)
+    cpu_b_s: float  # daemon CPU in B (the receiving side)
+    daemon_cpu_s: float
+    packets_per_cpu_s: float  # packets_delivered / daemon_cpu_s
+
+
+def iperf(
+    client: Host, server: Host, address: str, seconds: float, reverse: bool
+) -> dict[str, Any]:
     srv = server.popen(
         "iperf3", "-s", "-1", "-B", address, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -63,23 +99,158 @@ def ping_ms(client: Host, address: str) -> float:
     return float(match.group(1)) if match else float("nan")
 
 
-def measure(a_impl: Impl, b_impl: Impl, seconds: float) -> Result:
+# ---------------------------------------------------------------- CPU cost
+
+
+def _netns_id(path: str | Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _is_daemon(pid: int) -> bool:
+    """wireguard-go (by comm or argv[0]) or pywgd (python with pywg.daemon / pywgd in argv)."""
+    proc = Path(f"/proc/{pid}")
+    comm = (proc / "comm").read_text().strip()
+    if comm in ("wireguard-go", "pywgd"):
+        return True
+    argv = [arg.decode(errors="replace") for arg in (proc / "cmdline").read_bytes().split(b"\0")]
+    if argv and os.path.basename(argv[0]) == "wireguard-go":
+        return True
+    return any("pywg.daemon" in arg or "pywgd" in arg for arg in argv)
+
+
+def daemon_pids(host: Host) -> list[int]:
+    """Every WireGuard daemon process whose network namespace is `host`'s."""
+    netns = _netns_id(NETNS_DIR / host.netns)
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            if _netns_id(entry / "ns" / "net") == netns and _is_daemon(pid):
+                pids.append(pid)
+        except OSError:  # gone meanwhile, or a kernel thread without a readable ns
+            continue
+    return sorted(pids)
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of the whole process (every thread), in clock ticks."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    rest = stat[stat.rindex(")") + 2 :].split()  # rest[0] is field 3 (state)
+    return int(rest[11]) + int(rest[12])  # fields 14 (utime) and 15 (stime)
+
+
+def _sample(pids: list[int]) -> int:
+    try:
+        return sum(cpu_ticks(pid) for pid in pids)
+    except OSError as exc:
+        raise LabError(f"a daemon exited during the CPU measurement: {exc}") from exc
+
+
+def udp_cpu(pair: str, a: Host, b: Host, address: str, seconds: float, rate: str) -> CpuResult:
+    """iperf3 UDP A->B at `rate` through the tunnel; the daemons' CPU time meanwhile."""
+    a_pids, b_pids = daemon_pids(a), daemon_pids(b)
+    if not a_pids or not b_pids:
+        raise LabError(f"{pair}: no daemon process found (A: {a_pids}, B: {b_pids})")
+    srv = b.popen(
+        "iperf3", "-s", "-1", "-B", address, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        time.sleep(0.3)
+        argv = ["iperf3", "-c", address, "-u", "-b", rate, "-l", str(UDP_LEN)]
+        argv += ["-t", str(seconds), "-J"]
+        before = (_sample(a_pids), _sample(b_pids))
+        out = a.run(*argv, timeout=seconds + 30).stdout
+        after = (_sample(a_pids), _sample(b_pids))
+    finally:
+        srv.kill()
+        srv.wait()
+    end = json.loads(out)["end"]
+    sent_sum = end.get("sum_sent", end["sum"])
+    recv_sum = end.get("sum_received", end["sum"])
+    sent = int(sent_sum.get("packets", round(sent_sum["bytes"] / UDP_LEN)))
+    if "packets" in recv_sum:
+        delivered = int(recv_sum["packets"]) - int(recv_sum.get("lost_packets", 0))
+    else:
+        delivered = round(recv_sum["bytes"] / UDP_LEN)
+    delivered = max(delivered, 0)
+    cpu_a, cpu_b = ((x - y) / CLK_TCK for x, y in zip(after, before, strict=True))
+    daemon_cpu = cpu_a + cpu_b
+    return CpuResult(
+        pair,
+        rate,
+        seconds,
+        sent,
+        delivered,
+        float(recv_sum.get("lost_percent", 0.0)),
+        cpu_a,
+        cpu_b,
+        daemon_cpu,
+        delivered / daemon_cpu if daemon_cpu > 0 else math.nan,
+    )
+
+
+def median_cpu(runs: list[CpuResult]) -> CpuResult:
+    """Field by field medians of several runs of one pair."""
+    values: dict[str, Any] = {}
+    for field in fields(CpuResult):
+        column = [getattr(r, field.name) for r in runs]
+        if isinstance(column[0], str):
+            values[field.name] = column[0]
+        elif isinstance(column[0], int):
+            values[field.name] = int(statistics.median(column))
+        else:
+            values[field.name] = statistics.median(column)
+    return CpuResult(**values)
+
+
+def measure(
+    a_impl: Impl, b_impl: Impl, seconds: float, udp_rate: str | None
+) -> tuple[Result, CpuResult | None]:
+    """Throughput and ping (and, with `udp_rate`, the CPU cost) of one pair in one lab."""
     with Lab("pwb") as lab:
         a, b = lab.host("a"), lab.host("b")
         link = lab.link(a, b)
         left = start_node(lab, a, a_impl, net=1, index=1)
         right = start_node(lab, b, b_impl, net=1, index=2)
         connect(left, right, link)
+        pair = f"{a_impl.name}-{b_impl.name}"
         if not wait_handshake(left, right):
             raise LabError(f"{a_impl.name} and {b_impl.name}: no handshake")
         fwd = iperf(a, b, right.addr4, seconds, reverse=False)
         rev = iperf(a, b, right.addr4, seconds, reverse=True)
-        return Result(
-            f"{a_impl.name}-{b_impl.name}",
+        result = Result(
+            pair,
             fwd["gbit"],
             rev["gbit"],
             fwd["retransmits"] + rev["retransmits"],
             ping_ms(a, right.addr4),
+        )
+        cpu = None
+        if udp_rate is not None:
+            cpu = udp_cpu(pair, a, b, right.addr4, seconds, udp_rate)
+        return result, cpu
+
+
+def print_cpu(results: list[CpuResult]) -> None:
+    base = results[-1]
+    first = results[0]
+    print()
+    print(
+        f"CPU cost: iperf3 UDP A->B, {first.offered} offered, {UDP_LEN}-byte datagrams,"
+        f" {first.seconds:g} s; daemon CPU = utime+stime of both daemons (/proc/PID/stat)"
+    )
+    print(
+        f"{'pair':28} {'sent pkts':>10} {'delivered':>10} {'loss %':>7} {'A CPU s':>8}"
+        f" {'B CPU s':>8} {'pkts/daemon-CPU-s':>18} {'ratio vs wg-go':>15}"
+    )
+    for r in results:
+        ratio = r.packets_per_cpu_s / base.packets_per_cpu_s
+        print(
+            f"{r.pair:28} {r.packets_sent:10d} {r.packets_delivered:10d} {r.loss_percent:7.2f}"
+            f" {r.cpu_a_s:8.2f} {r.cpu_b_s:8.2f} {r.packets_per_cpu_s:18,.0f} {ratio:14.2f}x"
         )
 
 
@@ -88,11 +259,20 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--udp-rate", default="200M", help="offered rate of the CPU-cost UDP stream (iperf3 -b)"
+    )
+    parser.add_argument(
+        "--no-cpu", dest="cpu", action="store_false", help="skip the CPU-cost measurement"
+    )
     args = parser.parse_args()
     require_root()
     results: list[Result] = []
+    cpu_results: list[CpuResult] = []
+    udp_rate = args.udp_rate if args.cpu else None
     for a_impl, b_impl in PAIRS:
-        runs = [measure(a_impl, b_impl, args.seconds) for _ in range(args.runs)]
+        measured = [measure(a_impl, b_impl, args.seconds, udp_rate) for _ in range(args.runs)]
+        runs = [r for r, _ in measured]
         results.append(
             Result(
                 runs[0].pair,
@@ -102,8 +282,20 @@ def main() -> int:
                 statistics.median(r.ping_ms for r in runs),
             )
         )
+        cpu_runs = [c for _, c in measured if c is not None]
+        if cpu_runs:
+            cpu_results.append(median_cpu(cpu_runs))
     if args.json:
-        print(json.dumps([asdict(r) for r in results], indent=2))
+        report: list[dict[str, Any]] = [asdict(r) for r in results]
+        if cpu_results:
+            base_pps = cpu_results[-1].packets_per_cpu_s
+            for entry, cpu in zip(report, cpu_results, strict=True):
+                entry["cpu"] = {
+                    **asdict(cpu),
+                    "datagram_bytes": UDP_LEN,
+                    "ratio_vs_wireguard_go": cpu.packets_per_cpu_s / base_pps,
+                }
+        print(json.dumps(report, indent=2))
         return 0
     base = results[-1]
     print(
@@ -116,6 +308,8 @@ def main() -> int:
             f"{r.pair:28} {r.forward_gbit:12.3f} {r.reverse_gbit:12.3f} {r.retransmits:8d}"
             f" {r.ping_ms:8.3f} {ratio:14.2f}x"
         )
+    if cpu_results:
+        print_cpu(cpu_results)
     return 0
 
 
