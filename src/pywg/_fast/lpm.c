@@ -12,10 +12,19 @@
  *
  *   trie   path-compressed binary trie in a node pool: the source of truth,
  *          used for updates and for lookups when many lengths are in use;
- *   slots  the outcome of the trie walk over its first ROOT_BITS bits, one
- *          entry per value of those bits, so a walk starts below them;
+ *   tables the outcome of the trie walk across a window of address bits,
+ *          one slot per value of those bits: the root slots (the first
+ *          ROOT_BITS bits) and jump tables on some nodes (the JUMP_BITS bits
+ *          after the node's prefix), so a walk skips the nodes in between;
  *   hash   every stored prefix keyed by (bits, length), for exact-prefix
  *          queries and for lookups when few lengths are in use.
+ *
+ * A slot holds what the plain walk would have found on the way (the value
+ * of the last stored prefix that matched) and where it goes on; it is valid
+ * for every address that has the slot's bits in the window and, for a jump
+ * table, lies inside the owner's prefix (checked before the table is used).
+ * After a change, tables_touch recomputes the slots whose walks cross the
+ * changed link; pywg_lpm_validate recomputes all of them and compares.
  *
  * Trie nodes point at each other by 32-bit index into the pool; index 0 is
  * never a node, so 0 means "none". Freed nodes go on a free list threaded
@@ -41,12 +50,17 @@
  * JUMP_BASE + prefixes / JUMP_PER tables (and at most JUMP_MAX). */
 #define JUMP_BITS 8u
 #define JUMP_SLOTS (1u << JUMP_BITS)
-#ifndef JUMP_TRIGGER /* overridable, for tests that want many tables */
+#define JUMP_MAX 0xffffu
+/* (overridable when compiling a stress test that wants many tables) */
+#ifndef JUMP_TRIGGER
 #define JUMP_TRIGGER 6u
+#endif
+#ifndef JUMP_BASE
 #define JUMP_BASE 16u
+#endif
+#ifndef JUMP_PER
 #define JUMP_PER 64u
 #endif
-#define JUMP_MAX 0xffffu
 
 #define POOL_MIN 16u
 #define POOL_MAX 0x7ffffff0u /* nodes per family, never reached in practice */
@@ -63,11 +77,11 @@ struct node {
 
 _Static_assert(sizeof(struct node) == 32, "two nodes per cache line");
 
-/* Where a walk resumes once the first ROOT_BITS bits of the address are
- * known: the walk over every node shorter than ROOT_BITS is the same for all
- * addresses that share those bits, so its outcome is stored once. */
+/* Where a walk resumes once the address bits of a window are known: the walk
+ * over every node shorter than the window's end is the same for all addresses
+ * that share those bits, so its outcome is stored once. */
 struct slot {
-    uint32_t next;     /* the first node of the walk with cidr >= ROOT_BITS, or NIL */
+    uint32_t next;     /* the first node of the walk at or past the window's end, or NIL */
     uint32_t best;     /* the value matched so far, if has_best */
     uint32_t has_best; /* 0 or 1 */
 };
@@ -436,7 +450,7 @@ static inline int64_t lookup_key(const struct family *f, const uint64_t k[2])
 }
 
 /* ------------------------------------------------------------------------ */
-/* Slot maintenance                                                          */
+/* Root slots and jump tables                                                */
 
 /* The walk for key k from node i over the nodes shorter than `end`, all of
  * whose steering bits and checked bits k fixes, into *s: the value matched
@@ -502,7 +516,7 @@ static void window_touch(struct family *f, uint32_t owner, uint32_t from, uint32
 {
     uint32_t fixed = 0, want, open, sub = 0;
 
-    for (uint32_t i = from;; i = node_next(&f->pool[i], w)) {
+    for (uint32_t i = from; i != NIL; i = node_next(&f->pool[i], w)) {
         fixed |= 1u << (bits - 1 - (f->pool[i].cidr - base));
         if (i == parent)
             break;
@@ -541,7 +555,7 @@ static void tables_touch(struct family *f, uint32_t parent, const uint64_t w[2])
         window_touch(f, NIL, f->root, parent, w, 0, ROOT_BITS, f->slots);
     if (f->jumps_used == 0)
         return;
-    for (uint32_t i = f->root;; i = node_next(&f->pool[i], w)) {
+    for (uint32_t i = f->root; i != NIL; i = node_next(&f->pool[i], w)) {
         const struct node *n = &f->pool[i];
 
         if (n->jump != 0 && depth < n->cidr + JUMP_BITS)

@@ -16,12 +16,12 @@
  *    diverge, so n prefixes take at most 2n - 1 nodes. Nodes are 32 bytes in
  *    one array per family, linked by 32-bit index. Depth is at most 33 / 129
  *    nodes; every walk is a loop, nothing recurses.
- * 2. Jump tables that cut trie walks short: a fixed table indexed by the
- *    first 8 bits of the address (where does the walk continue, what matched
- *    on the way), and 256-entry tables like it on trie nodes below which
- *    inserts saw runs of 6 or more single-bit steps (at most 16 + n / 64
- *    tables). Each change recomputes only the entries whose walks cross the
- *    changed link.
+ * 2. Tables that cut trie walks short: root slots indexed by the first 8
+ *    bits of the address (where the walk goes on, what matched on the way),
+ *    and 256-entry jump tables like them on trie nodes below which an insert
+ *    saw a run of 6 or more single-bit steps (at most 16 + n / 64 tables,
+ *    3 KiB each), indexed by the 8 bits after the node's prefix. A change
+ *    recomputes only the entries whose walks cross the changed link.
  * 3. A hash of all stored prefixes keyed by (bits, length), open addressing.
  *    When a family uses at most PYWG_LPM_HASH_LENGTHS distinct prefix lengths
  *    (a typical configuration: /32 and /128 per peer, a few subnets, default
@@ -30,24 +30,31 @@
  *    more lengths the trie answers, after one probe of the longest length if
  *    that holds at least half of the prefixes (mostly host routes).
  *
- * Why: measured on this project's 2-vCPU EPYC with 10,000 prefixes, lookups
- * in a C loop (pywg_lpm_bench), addresses inside stored prefixes:
+ * Why: ns per lookup in a C loop (pywg_lpm_bench), 10,000 prefixes, each
+ * address inside a random stored prefix, best of 5 on this project's 2-vCPU
+ * EPYC (benches/bench_lpm.py has the same layouts):
  *
- *   layout                                   trie alone   + jump tables   chosen
- *   random prefixes, random lengths /1-/32         130 ns           25 ns    25 ns
- *   same for IPv6 /1-/128                          135 ns           30 ns    30 ns
- *   lengths /16-/32 inside 10.0.0.0/8              180 ns           30 ns    30 ns
- *   lengths /48-/128 inside fd19::/16              200 ns           40 ns    40 ns
- *   host routes 10.0.0.1 ... (or fd19::1 ...)      200 ns           50 ns     7 ns
+ *   prefixes                       binary trie  + root slots  + jump tables  chosen
+ *   random, lengths /1-/32                 110            36             26      25
+ *   random, lengths /1-/128                120            43             26      25
+ *   inside one /16, lengths /16-/32        110           150             29      29
+ *   inside one /16, lengths /16-/128       125           130             33      33
+ *   inside one /16, host routes /32        120           125             42       7
+ *   inside one /16, host routes /128       130           135             46       7
  *
- * A plain binary trie is about 14-16 dependent loads deep at this size
- * (~10 ns each once the nodes outgrow L1/L2), whatever the layout; the
- * per-length hash costs ~6 ns per length tried, so it wins below ~5 lengths
- * and loses badly on 33 or 129. DIR-24-8 style tables for IPv4 would be
- * faster still but cost 64 MiB up front and do not carry over to IPv6.
+ * A binary trie is 14-16 dependent loads deep at this size, ~8 ns each once
+ * its 600 KiB of nodes outgrow L1, whatever the layout; the root slots only
+ * help when the first bits are spread out (not in one /16, the usual
+ * WireGuard case), the jump tables wherever the trie is deep. The hash costs
+ * ~6 ns per length tried: 7 ns for host routes, 20 ns for 17 lengths, but
+ * 220 ns for 33 and 650-740 ns for 129, hence the limit of 4 lengths. A
+ * DIR-24-8 table for IPv4 would cost 64 MiB up front and does not carry over
+ * to IPv6. (A branch-free trie walk measured 2-3x slower than the plain one:
+ * it keeps the CPU from running ahead to the next node.)
  *
- * Memory is O(prefixes): about 250 bytes each at 10,000, under 16 KiB for an
- * empty table. Capacity follows the peak size (pywg_lpm_clear releases all).
+ * Memory is O(prefixes): 210-260 bytes each at 10,000 (trie nodes, hash,
+ * jump tables), under 8 KiB for an empty table. Capacity follows the peak
+ * size; pywg_lpm_clear releases everything.
  *
  * Concurrency: not thread-safe by itself. Lookups only read (no caches, no
  * allocation), so any number may run at once; every other call must exclude
