@@ -78,7 +78,7 @@ struct pywg_plane {
     uint32_t npeers;
     struct pywg_kp *index[INDEX_BUCKETS]; /* rx_lock */
     struct item *queue[PYWG_PLANE_QUEUE]; /* queue_lock */
-    size_t queue_head, queue_count;
+    size_t queue_head, queue_count, queue_bytes;
     struct {
         _Atomic uint64_t tx_packets, rx_packets, up_datagrams, up_packets, queue_drops;
         _Atomic uint64_t rx_rejected, rx_bad_source, tx_no_route, send_retries;
@@ -163,7 +163,7 @@ static void push_up(struct pywg_plane *p, int kind, const uint8_t *data, size_t 
         memcpy(&it->addr, addr, addrlen);
     memcpy(it->data, data, len);
     pthread_mutex_lock(&p->queue_lock);
-    if (p->queue_count == PYWG_PLANE_QUEUE) {
+    if (p->queue_count == PYWG_PLANE_QUEUE || p->queue_bytes + len > PYWG_PLANE_QUEUE_BYTES) {
         pthread_mutex_unlock(&p->queue_lock);
         free(it);
         atomic_fetch_add(&p->stats.queue_drops, 1);
@@ -171,6 +171,7 @@ static void push_up(struct pywg_plane *p, int kind, const uint8_t *data, size_t 
     }
     p->queue[(p->queue_head + p->queue_count) % PYWG_PLANE_QUEUE] = it;
     wake = p->queue_count++ == 0;
+    p->queue_bytes += len;
     pthread_mutex_unlock(&p->queue_lock);
     atomic_fetch_add(kind == PYWG_ITEM_DATAGRAM ? &p->stats.up_datagrams : &p->stats.up_packets,
                      1);
@@ -191,6 +192,7 @@ int pywg_plane_pop(struct pywg_plane *p, uint8_t *buf, size_t cap, int *kind, ui
         it = p->queue[p->queue_head];
         p->queue_head = (p->queue_head + 1) % PYWG_PLANE_QUEUE;
         p->queue_count--;
+        p->queue_bytes -= it->len;
     }
     pthread_mutex_unlock(&p->queue_lock);
     if (it == NULL) {

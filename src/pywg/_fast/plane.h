@@ -17,7 +17,9 @@
  * and an eventfd (pywg_plane_event_fd): handshake and cookie messages,
  * transport messages for an index the plane does not own (or owns with
  * rx_native off, e.g. a responder's unconfirmed session), and TUN packets
- * for a peer without a usable sending keypair. Python keeps the protocol:
+ * for a peer without a usable sending keypair. The queue is bounded in items
+ * (PYWG_PLANE_QUEUE) and bytes (PYWG_PLANE_QUEUE_BYTES): a flood of garbage
+ * costs at most 8 MiB, and what does not fit is dropped and counted. Python keeps the protocol:
  * it installs keypairs (pywg_kp_new), says which one a peer sends with
  * (pywg_peer_set_current), retires them (pywg_kp_free), and mirrors the
  * allowed-IPs table. A keypair's send counter and replay window live here
@@ -44,6 +46,7 @@
 /* cdef-begin */
 #define PYWG_PLANE_BATCH 64
 #define PYWG_PLANE_QUEUE 4096
+#define PYWG_PLANE_QUEUE_BYTES 8388608
 #define PYWG_ITEM_DATAGRAM 1
 #define PYWG_ITEM_PACKET 2
 
