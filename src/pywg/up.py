@@ -90,10 +90,10 @@ async def up(config: Config, name: str) -> int:
 def main(path: str, name: str | None = None) -> int:
     """Entry point of `pywg up`; one-line errors on stderr, exit status 1."""
     try:
+        if os.geteuid() != 0:  # first: a user without root needs no other complaint
+            raise UpError("must run as root (it creates a TUN interface and routes)")
         config = load_config(path)
         ifname = interface_name(path, name)
-        if os.geteuid() != 0:
-            raise UpError("must run as root (it creates a TUN interface and routes)")
         if config.private_key is None:
             raise UpError(f"{path}: [Interface] has no PrivateKey")
         return run(up(config, ifname))
