@@ -11,7 +11,9 @@ interface (MTU 1420, left down: wg-quick or the user brings it up), starts
 with no private key, and exits, removing interface and socket, on SIGINT or
 SIGTERM, when the interface is deleted, or when the socket file is removed.
 
-LOG_LEVEL is verbose|debug (everything), error (the default) or silent. A
+LOG_LEVEL is verbose|debug (everything), error (the default) or silent.
+SIGUSR1 writes a line of health counters (drops by reason, table sizes, the
+native plane's counters; never a key) to the log (LOG_LEVEL verbose/debug). A
 background daemon keeps stdout/stderr only when LOG_LEVEL asks for output,
 as wireguard-go does; otherwise they go to /dev/null, so callers that capture
 the parent's output do not hang on the daemon.
@@ -20,6 +22,7 @@ the parent's output do not hang on the daemon.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -40,7 +43,7 @@ _LEVELS = {
     "error": logging.ERROR,
     "silent": logging.CRITICAL + 10,
 }
-_LEVEL_NAMES = {logging.DEBUG: "DEBUG", logging.INFO: "DEBUG", logging.WARNING: "ERROR"}
+_LEVEL_NAMES = {logging.DEBUG: "DEBUG", logging.INFO: "DEBUG", logging.WARNING: "INFO"}
 
 
 class _Formatter(logging.Formatter):
@@ -92,6 +95,11 @@ async def serve(name: str, ready: int | None = None) -> int:
             tunnel.close(f"UAPI socket {server.path} was removed")
 
     tunnel.tick_hooks.append(socket_watch)
+
+    def dump_counters() -> None:  # SIGUSR1, as many daemons do: counters into the log
+        log.warning("counters %s", json.dumps(tunnel.counters(), sort_keys=True))
+
+    loop.add_signal_handler(signal.SIGUSR1, dump_counters)
     log.info("UAPI listener started on %s", server.path)
     if ready is not None:
         os.write(ready, b"ok\n")

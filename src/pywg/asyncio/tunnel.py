@@ -381,6 +381,20 @@ class Tunnel:
         self._after_change()
         self._loop.call_later(TRAFFIC_TICK, self._traffic_tick)
 
+    def counters(self) -> dict[str, object]:
+        """Health counters, no secrets: drops by reason, table sizes, plane and I/O counters."""
+        self.refresh()
+        device = self.device
+        return {
+            "peers": len(device.peers),
+            "index_table": device.index_table_size,
+            "staged": sum(len(p.staged) for p in device.peers.values()),
+            "dropped": dict(device.dropped),
+            "tun_write_drops": self.tun_write_drops,
+            "udp_send_drops": self.udp_send_drops,
+            "plane": self.plane_stats,
+        }
+
     @property
     def plane_stats(self) -> dict[str, int]:
         """Counters of the native plane (empty on the pure-Python path)."""
