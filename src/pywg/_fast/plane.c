@@ -26,7 +26,8 @@
 #define REJECT_AFTER_MESSAGES (UINT64_MAX - 8192) /* 2^64 - 2^13 - 1 */
 #define HEADER 16
 #define MAX_PACKET 65535
-#define TX_SEGMENTS 256 /* packets (or TSO segments) sealed per TX round */
+#define TX_SEGMENTS 512 /* packets (or TSO segments) sealed per TX round */
+#define TX_ROOM 256     /* free slots before each read: a 64 KiB super-packet, MSS >= 256 */
 #define TX_STRIDE (HEADER + 16384 + 16 + PYWG_AEAD_TAG) /* larger packets go to Python */
 #define RX_SLOT 65536
 #define INDEX_BUCKETS 4096
@@ -81,7 +82,7 @@ struct pywg_plane {
     size_t queue_head, queue_count, queue_bytes;
     struct {
         _Atomic uint64_t tx_packets, rx_packets, up_datagrams, up_packets, queue_drops;
-        _Atomic uint64_t rx_rejected, rx_bad_source, tx_no_route, send_retries;
+        _Atomic uint64_t rx_rejected, rx_bad_source, tx_no_route, send_retries, tx_malformed;
     } stats;
 };
 
@@ -324,6 +325,7 @@ void pywg_plane_stats(struct pywg_plane *p, struct pywg_plane_stats *out)
     out->rx_bad_source = p->stats.rx_bad_source;
     out->tx_no_route = p->stats.tx_no_route;
     out->send_retries = p->stats.send_retries;
+    out->tx_malformed = p->stats.tx_malformed;
 }
 
 /* ------------------------------------------------------------------ peers */
@@ -636,15 +638,16 @@ static unsigned take_packet(struct pywg_plane *p, const struct pywg_vnet_hdr *h,
     if (gso == PYWG_VNET_GSO_TCPV4 || gso == PYWG_VNET_GSO_TCPV6) {
         int n = pywg_tso_split(h, pkt, len, slots + HEADER, TX_STRIDE, lens, (int)room);
         if (n < 0) {
-            atomic_fetch_add(&p->stats.tx_no_route, 1); /* unsplittable: dropped */
+            atomic_fetch_add(&p->stats.tx_malformed, 1); /* unsplittable: dropped */
             return 0;
         }
         return (unsigned)n;
     }
-    if (gso != PYWG_VNET_GSO_NONE)
-        return 0; /* UDP segmentation offload was not offered to the kernel */
-    if (h != NULL && (h->flags & PYWG_VNET_F_NEEDS_CSUM) && pywg_csum_finish(h, pkt, len) != 0)
+    if (gso != PYWG_VNET_GSO_NONE ||  /* UDP segmentation was not offered to the kernel */
+        (h != NULL && (h->flags & PYWG_VNET_F_NEEDS_CSUM) && pywg_csum_finish(h, pkt, len) != 0)) {
+        atomic_fetch_add(&p->stats.tx_malformed, 1);
         return 0;
+    }
     if (HEADER + len + 16 + PYWG_AEAD_TAG > TX_STRIDE) {
         push_up(p, PYWG_ITEM_PACKET, pkt, len, NULL, 0); /* a jumbo packet: Python's path */
         return 0;
@@ -675,7 +678,7 @@ int pywg_plane_run_tx(struct pywg_plane *p)
         double now;
         uint32_t mtu = p->mtu;
         int vnet = p->vnet, gso = p->gso;
-        for (int reads = 0; reads < PYWG_PLANE_BATCH && n + 64 <= TX_SEGMENTS; reads++) {
+        for (int reads = 0; reads < PYWG_PLANE_BATCH && n + TX_ROOM <= TX_SEGMENTS; reads++) {
             struct pywg_vnet_hdr h;
             ssize_t r = read(p->tun_fd, rbuf, PYWG_VNET_HDR_LEN + MAX_PACKET);
             if (r < 0 && errno == EINTR)

@@ -71,6 +71,7 @@ struct pywg_plane_stats {
     uint64_t rx_bad_source;              /* inner source not allowed for the peer */
     uint64_t tx_no_route;                /* no allowed-IPs entry for the destination */
     uint64_t send_retries;               /* sendmmsg had to wait for buffer space */
+    uint64_t tx_malformed;               /* TUN packets that could not be split or finished */
 };
 
 #define PYWG_PLANE_VNET_HDR 1 /* the TUN was opened with IFF_VNET_HDR (+ TSO), offload.h */

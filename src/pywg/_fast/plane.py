@@ -195,7 +195,7 @@ class NativePlane:
         self.lib.pywg_plane_stats(self.handle, out)
         names = (
             "tx_packets rx_packets up_datagrams up_packets queue_drops "
-            "rx_rejected rx_bad_source tx_no_route send_retries"
+            "rx_rejected rx_bad_source tx_no_route send_retries tx_malformed"
         )
         return {name: int(getattr(out, name)) for name in names.split()}
 
