@@ -31,6 +31,12 @@
 #define TX_STRIDE (HEADER + 16384 + 16 + PYWG_AEAD_TAG) /* larger packets go to Python */
 #define RX_SLOT 65536
 #define INDEX_BUCKETS 4096
+/* Fairness for the hand-off queue under a handshake flood: at most
+ * SOURCE_QUEUE_MAX handshake messages from one source address (hashed into
+ * SOURCE_BUCKETS) wait at once, so a flood from a few addresses cannot fill
+ * the queue and starve a legitimate peer's initiation. */
+#define SOURCE_BUCKETS 4096
+#define SOURCE_QUEUE_MAX 32
 #define MESSAGE_TRANSPORT 4
 
 struct pywg_kp {
@@ -57,6 +63,7 @@ struct pywg_peer {
 
 struct item {
     int kind;
+    int bucket; /* the per-source count it is charged to, or -1 */
     uint32_t len, addrlen;
     struct sockaddr_storage addr;
     uint8_t data[];
@@ -80,6 +87,7 @@ struct pywg_plane {
     struct pywg_kp *index[INDEX_BUCKETS]; /* rx_lock */
     struct item *queue[PYWG_PLANE_QUEUE]; /* queue_lock */
     size_t queue_head, queue_count, queue_bytes;
+    uint16_t queued_from[SOURCE_BUCKETS]; /* handshake items queued per source (hashed) */
     struct {
         _Atomic uint64_t tx_packets, rx_packets, up_datagrams, up_packets, queue_drops;
         _Atomic uint64_t rx_rejected, rx_bad_source, tx_no_route, send_retries, tx_malformed;
@@ -148,9 +156,33 @@ static bool same_address(const struct sockaddr_storage *a, socklen_t alen,
 
 /* ------------------------------------------------------------------ queue to Python */
 
+/* The source bucket of a handshake message (types 1-3), or -1 for anything else. */
+static int source_bucket(int kind, const uint8_t *data, size_t len,
+                         const struct sockaddr_storage *addr)
+{
+    const uint8_t *host;
+    size_t n;
+    uint32_t h = 2166136261u; /* FNV-1a over the source address, port left out */
+    if (kind != PYWG_ITEM_DATAGRAM || addr == NULL || len < 4 || data[0] < 1 || data[0] > 3)
+        return -1;
+    if (addr->ss_family == AF_INET6) {
+        host = (const uint8_t *)&((const struct sockaddr_in6 *)addr)->sin6_addr;
+        n = 16;
+    } else if (addr->ss_family == AF_INET) {
+        host = (const uint8_t *)&((const struct sockaddr_in *)addr)->sin_addr;
+        n = 4;
+    } else {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ host[i]) * 16777619u;
+    return (int)(h % SOURCE_BUCKETS);
+}
+
 static void push_up(struct pywg_plane *p, int kind, const uint8_t *data, size_t len,
                     const struct sockaddr_storage *addr, socklen_t addrlen)
 {
+    int bucket = source_bucket(kind, data, len, addr);
     struct item *it = malloc(sizeof(*it) + len);
     bool wake = false;
     if (it == NULL) {
@@ -158,13 +190,15 @@ static void push_up(struct pywg_plane *p, int kind, const uint8_t *data, size_t 
         return;
     }
     it->kind = kind;
+    it->bucket = bucket;
     it->len = (uint32_t)len;
     it->addrlen = addr != NULL ? (uint32_t)addrlen : 0;
     if (addr != NULL)
         memcpy(&it->addr, addr, addrlen);
     memcpy(it->data, data, len);
     pthread_mutex_lock(&p->queue_lock);
-    if (p->queue_count == PYWG_PLANE_QUEUE || p->queue_bytes + len > PYWG_PLANE_QUEUE_BYTES) {
+    if (p->queue_count == PYWG_PLANE_QUEUE || p->queue_bytes + len > PYWG_PLANE_QUEUE_BYTES ||
+        (bucket >= 0 && p->queued_from[bucket] >= SOURCE_QUEUE_MAX)) {
         pthread_mutex_unlock(&p->queue_lock);
         free(it);
         atomic_fetch_add(&p->stats.queue_drops, 1);
@@ -173,6 +207,8 @@ static void push_up(struct pywg_plane *p, int kind, const uint8_t *data, size_t 
     p->queue[(p->queue_head + p->queue_count) % PYWG_PLANE_QUEUE] = it;
     wake = p->queue_count++ == 0;
     p->queue_bytes += len;
+    if (bucket >= 0)
+        p->queued_from[bucket]++;
     pthread_mutex_unlock(&p->queue_lock);
     atomic_fetch_add(kind == PYWG_ITEM_DATAGRAM ? &p->stats.up_datagrams : &p->stats.up_packets,
                      1);
@@ -194,14 +230,20 @@ int pywg_plane_pop(struct pywg_plane *p, uint8_t *buf, size_t cap, int *kind, ui
         p->queue_head = (p->queue_head + 1) % PYWG_PLANE_QUEUE;
         p->queue_count--;
         p->queue_bytes -= it->len;
-    }
-    pthread_mutex_unlock(&p->queue_lock);
-    if (it == NULL) {
+        if (it->bucket >= 0)
+            p->queued_from[it->bucket]--;
+    } else {
+        /* Empty: clear the wake-up while holding the lock. A push that makes the
+         * queue non-empty writes the eventfd after this, so no wake-up is lost
+         * (clearing it after unlocking could swallow a push's, and Python would
+         * never be woken again). */
         uint64_t drain;
         ssize_t ignored = read(p->event_fd, &drain, sizeof(drain));
         (void)ignored;
-        return 0;
     }
+    pthread_mutex_unlock(&p->queue_lock);
+    if (it == NULL)
+        return 0;
     len = (int)(it->len < cap ? it->len : cap);
     memcpy(buf, it->data, (size_t)len);
     *kind = it->kind;
