@@ -174,6 +174,8 @@ static size_t mergeable(const uint8_t *pkt, size_t len, size_t *tcphl)
 {
     size_t iphl;
     const uint8_t *tcp;
+    if (len > GRO_MAX_LEN)
+        return 0; /* cannot be a bin's first packet (an IPv6 jumbo-sized one could be) */
     if (len >= 20 && pkt[0] == 0x45) {
         if (pkt[9] != PROTO_TCP || (be16(pkt + 6) & 0x3fff) != 0 || be16(pkt + 2) != len)
             return 0;

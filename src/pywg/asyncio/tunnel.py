@@ -99,7 +99,9 @@ class Tunnel:
         environment says PYWG_OFFLOAD=0); each falls back by itself where the
         kernel lacks it."""
         self.name = name
-        self.native = backend.BACKEND == "native" if native is None else native
+        # The C plane takes over keypairs' replay windows as C structs, which the
+        # pure backend's windows are not: with PYWG_BACKEND=pure it stays off.
+        self.native = backend.BACKEND == "native" and native is not False
         if offload is None:
             offload = os.environ.get("PYWG_OFFLOAD", "1").strip() != "0"
         self.offload = offload
