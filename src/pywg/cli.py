@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 
@@ -14,14 +16,52 @@ from .exceptions import LocalProtocolError
 from .keys import PresharedKey, PrivateKey
 
 
-def _genkey(_: argparse.Namespace) -> int:
-    print(PrivateKey.generate().to_base64())
+def _genkey(args: argparse.Namespace) -> int:
+    return _emit_key(PrivateKey.generate().to_base64(), args.output, "genkey")
+
+
+def _genpsk(args: argparse.Namespace) -> int:
+    return _emit_key(PresharedKey.generate().to_base64(), args.output, "genpsk")
+
+
+def _emit_key(text: str, output: str | None, command: str) -> int:
+    """Print a new key, or with --output write it to a file (nothing on stdout)."""
+    if output is None:
+        print(text)
+        return 0
+    try:
+        write_secret_file(output, text + "\n")
+    except OSError as exc:
+        print(f"pywg {command}: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 
-def _genpsk(_: argparse.Namespace) -> int:
-    print(PresharedKey.generate().to_base64())
-    return 0
+def write_secret_file(path: str, text: str) -> None:
+    """Write `text` to `path` as a 0600 file, atomically, whatever the umask.
+
+    The key goes to a new temporary file in the same directory (O_EXCL, mode
+    0600 from the start, never readable by others), is flushed to disk, then
+    renamed over `path`: a reader sees the old file or the whole new one, a
+    symlink at `path` is replaced rather than followed, and a failure leaves
+    nothing behind.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".pywg-key-", dir=directory)  # O_EXCL, 0600
+    try:
+        os.fchmod(fd, 0o600)  # explicit, not left to the umask
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            fd = -1
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _pubkey(_: argparse.Namespace) -> int:
@@ -81,8 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pywg", description="userspace WireGuard")
     parser.add_argument("--version", action="version", version=f"pywg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("genkey", help="print a new private key").set_defaults(func=_genkey)
-    sub.add_parser("genpsk", help="print a new preshared key").set_defaults(func=_genpsk)
+    for name, func, what in (("genkey", _genkey, "private"), ("genpsk", _genpsk, "preshared")):
+        gen = sub.add_parser(name, help=f"print a new {what} key")
+        gen.add_argument(
+            "--output", "-o", metavar="FILE", help="write it to FILE (mode 0600) instead"
+        )
+        gen.set_defaults(func=func)
     sub.add_parser("pubkey", help="private key on stdin -> public key").set_defaults(func=_pubkey)
     demo = sub.add_parser("demo", help="a real tunnel between two namespaces (needs root)")
     demo.add_argument("--megabytes", type=int, default=100, help="TCP transfer size each way")
