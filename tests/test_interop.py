@@ -296,7 +296,7 @@ def test_roaming_mid_transfer(mover_impl: str, family: int, backend: str) -> Non
         wait_for(
             f"{stay.impl} to follow the address change",
             lambda: stay.peer_dump(mover)["endpoint"] == endpoint(new_addr, new_port),
-            deadline=5,
+            deadline=15,  # the stream's TCP backs off while the old address is gone
         )
         assert stream.sending(), "the stream ended before the moves: make it longer"
         result = stream.result(deadline=30)
@@ -305,7 +305,7 @@ def test_roaming_mid_transfer(mover_impl: str, family: int, backend: str) -> Non
             f"{result.received_bytes / MB:.0f} MB, longest stall {result.max_gap:.2f} s"
         )
         assert result.ok, result
-        assert result.max_gap < 5, f"the stream stalled for {result.max_gap:.1f} s"
+        assert result.max_gap < 15, f"the stream stalled for {result.max_gap:.1f} s"
         assert stay.peer_dump(mover)["endpoint"] == endpoint(new_addr, new_port)
         # and the tunnel still works both ways from the new place
         assert stay.host.ping(mover.addr6, count=2)

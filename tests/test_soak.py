@@ -88,8 +88,21 @@ class Spoke:
         return self.key.public_key
 
 
+def _live_census() -> Counter[str]:
+    """Live objects of the kinds that would pile up if something leaked, process-wide."""
+    gc.collect()
+    kinds = (Keypair, Peer, PendingHandshake, HandshakeState, Device)
+    counts: Counter[str] = Counter()
+    for obj in gc.get_objects():
+        if isinstance(obj, kinds):
+            counts[type(obj).__name__] += 1
+    return counts
+
+
 class Soak:
     def __init__(self) -> None:
+        # objects other tests in this process left alive are not this soak's
+        self._baseline = _live_census()
         self.net = Network(latency=0.002)
         self.hub_key = PrivateKey.generate()
         self.seeds = random.Random(5)  # every device's rng (indices, ephemerals, jitter) from here
@@ -257,14 +270,10 @@ class Soak:
         assert len(self.net._queue) < 10 * MAX_STAGED_PACKETS
 
     def census(self) -> Counter[str]:
-        """Live objects of the kinds that would pile up if something leaked."""
-        gc.collect()
-        kinds = (Keypair, Peer, PendingHandshake, HandshakeState, Device)
-        counts: Counter[str] = Counter()
-        for obj in gc.get_objects():
-            if isinstance(obj, kinds):
-                counts[type(obj).__name__] += 1
-        return counts
+        """This soak's live objects of the kinds that would pile up if something leaked."""
+        counts = _live_census()
+        counts.subtract(self._baseline)
+        return +counts
 
 
 def clear_caches() -> None:
