@@ -224,6 +224,9 @@ def memory_verdict(samples: list[Sample], limit_mib: float) -> tuple[bool, dict[
         if var > 0:
             cov = sum((s.t - mean_t) * (s.rss_kib - mean_r) for s in after)
             slope = cov / var * 3600 / 1024  # MiB per hour
+    # growth over the second half of the run: a leak keeps going, a warm-up levels off
+    half = samples[len(samples) // 2 :]
+    second_half = (statistics.median(tail) - min(s.rss_kib for s in half[:3])) / 1024
     figures = {
         "start_mib": samples[0].rss_kib / 1024,
         "baseline_mib": baseline / 1024,
@@ -232,6 +235,7 @@ def memory_verdict(samples: list[Sample], limit_mib: float) -> tuple[bool, dict[
         "hwm_mib": samples[-1].hwm_kib / 1024,
         "growth_mib": (final - baseline) / 1024,
         "slope_mib_per_hour": slope,
+        "second_half_growth_mib": second_half,
     }
     return (final - baseline) / 1024 <= limit_mib, figures
 
@@ -339,7 +343,9 @@ def main() -> int:
     print(
         f"  pywgd RSS: start {memory['start_mib']:.1f} MiB, baseline {memory['baseline_mib']:.1f}, "
         f"end {memory['end_mib']:.1f}, max {memory['max_mib']:.1f} (peak {memory['hwm_mib']:.1f}); "
-        f"growth {memory['growth_mib']:+.2f} MiB, slope {memory['slope_mib_per_hour']:+.2f} MiB/h"
+        f"growth {memory['growth_mib']:+.2f} MiB "
+        f"(second half {memory['second_half_growth_mib']:+.2f}), "
+        f"slope {memory['slope_mib_per_hour']:+.2f} MiB/h"
     )
     go_mem = summary["wireguard_go_rss_mib"]
     print(
