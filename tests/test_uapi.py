@@ -386,6 +386,37 @@ def test_session_multiple_requests_in_one_chunk_and_split() -> None:
     assert UapiSession(d2).feed(stream) == out
 
 
+def test_session_next_reply_makes_one_reply_per_call() -> None:
+    """push + next_reply: pipelined requests are answered one at a time, in order."""
+    d = make_device()
+    s = UapiSession(d)
+    s.push(b"get=1\n\nset=1\nfwmark=7\n\nget=1\n\nset=1\nfwm")
+    first = s.next_reply()
+    assert first is not None and b"fwmark" not in first
+    assert d.fwmark == 0  # the set after it is not parsed yet
+    assert s.next_reply() == b"errno=0\n\n" and d.fwmark == 7
+    third = s.next_reply()
+    assert third is not None and b"fwmark=7\n" in third
+    assert s.next_reply() is None  # half a request: wait for more
+    s.push(b"ark=9\n\n")
+    assert s.next_reply() == b"errno=0\n\n" and d.fwmark == 9
+    assert s.next_reply() is None and not s.closed
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=200), max_size=8))
+def test_session_push_next_reply_equals_feed(chunks: list[bytes]) -> None:
+    """Both ways of driving a session give the same bytes, for any input."""
+    fed, pulled = UapiSession(make_device()), UapiSession(make_device())
+    out_fed, out_pulled = b"", b""
+    for chunk in chunks:
+        out_fed += fed.feed(chunk)
+        pulled.push(chunk)
+        while (reply := pulled.next_reply()) is not None:
+            out_pulled += reply
+    assert out_fed == out_pulled and fed.closed == pulled.closed
+
+
 def test_session_invalid_set_keeps_connection() -> None:
     d = make_device()
     s = UapiSession(d)

@@ -55,6 +55,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Generic, TypeVar
 
 from .exceptions import LocalProtocolError
+from .redact import quote
 
 __all__ = ["AllowedIPs", "Network", "parse_network"]
 
@@ -117,8 +118,8 @@ def parse_network(network: str | IPv4Network | IPv6Network) -> Network:
     if isinstance(network, str):
         try:
             return ipaddress.ip_network(network.strip(), strict=False)
-        except ValueError as exc:
-            raise LocalProtocolError(f"invalid allowed-IPs network {network!r}: {exc}") from None
+        except ValueError:
+            raise LocalProtocolError(f"invalid allowed-IPs network {quote(network)}") from None
     raise LocalProtocolError(
         "allowed-IPs network must be a str, IPv4Network or IPv6Network, "
         f"not {type(network).__name__}"
@@ -242,8 +243,8 @@ class AllowedIPs(Generic[T]):
         if isinstance(address, str):
             try:
                 address = ipaddress.ip_address(address.strip())
-            except ValueError as exc:
-                raise LocalProtocolError(f"invalid IP address {address!r}: {exc}") from None
+            except ValueError:
+                raise LocalProtocolError(f"invalid IP address {quote(address)}") from None
         if isinstance(address, IPv4Address):
             return _walk(self._root4, int(address))  # type: ignore[return-value]
         if isinstance(address, IPv6Address):

@@ -53,6 +53,7 @@ from typing import Any, Final, TypeVar
 
 from .exceptions import LocalProtocolError
 from .keys import PresharedKey, PrivateKey, PublicKey
+from .redact import quote
 from .uapi import format_endpoint
 
 __all__ = [
@@ -81,8 +82,6 @@ _HEX = re.compile(r"0[xX][0-9a-fA-F]{1,8}")
 _LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})")
 _TABLE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SECTION = re.compile(r"\[\s*([^\]]*?)\s*\]")
-# 42+ base64 characters in a row: (part of) a key, maybe a secret; never echoed
-_KEYLIKE = re.compile(r"[A-Za-z0-9+/]{42,}")
 
 
 class ConfigError(LocalProtocolError):
@@ -155,15 +154,6 @@ def _is_hostname(name: str) -> bool:
     )
 
 
-def _quote(value: str) -> str:
-    """A value for a message: truncated, escaped, and withheld if it looks like a key."""
-    if _KEYLIKE.search(value):
-        return "(value not shown)"
-    if len(value) > 40:
-        value = value[:37] + "..."
-    return repr(value)
-
-
 def _key(value: str, cls: type[_K]) -> _K:
     try:
         return cls.from_base64(value)
@@ -195,7 +185,7 @@ def _integer(value: str, low: int, high: int, *, off: bool = False, hexa: bool =
         number = -1
     if not low <= number <= high:
         forms = " or 'off'" if off else ""
-        raise ValueError(f"expected an integer from {low} to {high}{forms}, got {_quote(value)}")
+        raise ValueError(f"expected an integer from {low} to {high}{forms}, got {quote(value)}")
     return number
 
 
@@ -218,13 +208,13 @@ def _keepalive(value: str) -> int:
 def _bool(value: str) -> bool:
     lowered = value.lower()
     if lowered not in ("true", "false"):
-        raise ValueError(f"expected 'true' or 'false', got {_quote(value)}")
+        raise ValueError(f"expected 'true' or 'false', got {quote(value)}")
     return lowered == "true"
 
 
 def _table(value: str) -> str:
     if not _TABLE.fullmatch(value):
-        raise ValueError(f"expected 'off', 'auto' or a routing table, got {_quote(value)}")
+        raise ValueError(f"expected 'off', 'auto' or a routing table, got {quote(value)}")
     return value
 
 
@@ -235,7 +225,7 @@ def _command(value: str) -> str:
 def _split_cidr(item: str) -> tuple[str, str | None]:
     address, sep, prefix = item.partition("/")
     if "%" in address or (sep and not _DECIMAL.fullmatch(prefix)):
-        raise ValueError(f"not an IP address or CIDR: {_quote(item)}")
+        raise ValueError(f"not an IP address or CIDR: {quote(item)}")
     return address, prefix if sep else None
 
 
@@ -246,7 +236,7 @@ def _address(item: str) -> str:
         ip = ipaddress.ip_address(address)
         interface = ipaddress.ip_interface(f"{ip}/{ip.max_prefixlen if prefix is None else prefix}")
     except ValueError:
-        raise ValueError(f"not an IP address or CIDR: {_quote(item)}") from None
+        raise ValueError(f"not an IP address or CIDR: {quote(item)}") from None
     return str(interface)
 
 
@@ -258,7 +248,7 @@ def _allowed_ip(item: str) -> str:
         plen = ip.max_prefixlen if prefix is None else int(prefix)
         network = ipaddress.ip_network(f"{ip}/{plen}", strict=False)
     except ValueError:
-        raise ValueError(f"not an IP address or CIDR: {_quote(item)}") from None
+        raise ValueError(f"not an IP address or CIDR: {quote(item)}") from None
     return str(network)
 
 
@@ -269,7 +259,7 @@ def _dns(item: str) -> str:
     except ValueError:
         pass
     if not _is_hostname(item):
-        raise ValueError(f"not an IP address or a search domain: {_quote(item)}")
+        raise ValueError(f"not an IP address or a search domain: {quote(item)}")
     return item
 
 
@@ -280,7 +270,7 @@ def _host(host: str) -> str:
     except ValueError:
         pass
     if not _is_hostname(host):
-        raise ValueError(f"not an IP address or a host name: {_quote(host)}")
+        raise ValueError(f"not an IP address or a host name: {quote(host)}")
     return host
 
 
@@ -289,17 +279,17 @@ def _endpoint(value: str) -> tuple[str, int]:
     if value.startswith("["):
         host, sep, rest = value[1:].partition("]")
         if not sep or not rest.startswith(":"):
-            raise ValueError(f"expected [IPv6]:port, got {_quote(value)}")
+            raise ValueError(f"expected [IPv6]:port, got {quote(value)}")
         port_text = rest[1:]
         try:
             ip = ipaddress.IPv6Address(host)
         except ValueError:
-            raise ValueError(f"not an IPv6 address: {_quote(host)}") from None
+            raise ValueError(f"not an IPv6 address: {quote(host)}") from None
         host = str(ip)
     else:
         host, sep, port_text = value.rpartition(":")
         if not sep or not host:
-            raise ValueError(f"expected host:port, got {_quote(value)}")
+            raise ValueError(f"expected host:port, got {quote(value)}")
         if ":" in host:
             raise ValueError("an IPv6 endpoint needs brackets: [address]:port")
         host = _host(host)
@@ -307,7 +297,7 @@ def _endpoint(value: str) -> tuple[str, int]:
         port = _integer(port_text, 1, 65535)
     except ValueError:
         raise ValueError(
-            f"port must be an integer from 1 to 65535, got {_quote(port_text)}"
+            f"port must be an integer from 1 to 65535, got {quote(port_text)}"
         ) from None
     return host, port
 
@@ -535,7 +525,7 @@ def resolve_endpoint(
         )
     except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise ConfigError(f"cannot resolve endpoint host {_quote(host)}: {reason}") from None
+        raise ConfigError(f"cannot resolve endpoint host {quote(host)}: {reason}") from None
     for family, _type, _proto, _canonname, sockaddr in results:
         if family in (socket.AF_INET, socket.AF_INET6):
             try:
@@ -543,7 +533,7 @@ def resolve_endpoint(
             except (ValueError, TypeError, IndexError):
                 continue
             return str(ip), port
-    raise ConfigError(f"cannot resolve endpoint host {_quote(host)}: no IPv4 or IPv6 address")
+    raise ConfigError(f"cannot resolve endpoint host {quote(host)}: no IPv4 or IPv6 address")
 
 
 def to_uapi_set(config: Config, *, resolver: Resolver = socket.getaddrinfo) -> str:

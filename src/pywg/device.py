@@ -95,6 +95,7 @@ from .messages import (
 from .noise import KeyPair
 from .peer import Endpoint, Peer, PendingHandshake
 from .ratelimiter import RateLimiter
+from .redact import quote
 
 # Under load (whitepaper §5.3): more handshake messages than this within one
 # second puts the device under load for UNDER_LOAD_AFTER_TIME (wireguard-go
@@ -114,20 +115,20 @@ def normalize_endpoint(addr: AddressLike | tuple[object, ...]) -> Endpoint:
     try:
         return _normalize_cached(addr)
     except TypeError:  # unhashable: not a tuple of str/int
-        raise LocalProtocolError(f"bad address {addr!r}") from None
+        raise LocalProtocolError(f"bad address {quote(addr)}") from None
 
 
 @functools.lru_cache(maxsize=4096)
 def _normalize_cached(addr: tuple[object, ...]) -> Endpoint:
     if len(addr) < 2:
-        raise LocalProtocolError(f"bad address {addr!r}")
+        raise LocalProtocolError(f"bad address {quote(addr)}")
     host, port = addr[0], addr[1]
     try:
         ip = ipaddress.ip_address(str(host).split("%", 1)[0])
-    except ValueError as exc:
-        raise LocalProtocolError(f"bad address {addr!r}") from exc
+    except ValueError:
+        raise LocalProtocolError(f"bad address {quote(addr)}") from None
     if not isinstance(port, int) or not 0 <= port <= 0xFFFF:
-        raise LocalProtocolError(f"bad port in {addr!r}")
+        raise LocalProtocolError(f"bad port in {quote(addr)}")
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return (str(ip), port)
@@ -799,5 +800,5 @@ def _keepalive(value: int | None) -> int:
 def _check_network(network: str) -> None:
     try:
         ipaddress.ip_network(str(network), strict=False)
-    except ValueError as exc:
-        raise LocalProtocolError(f"bad allowed IP {network!r}") from exc
+    except ValueError:
+        raise LocalProtocolError(f"bad allowed IP {quote(network)}") from None

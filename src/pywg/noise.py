@@ -49,7 +49,7 @@ def protocol_name(pattern: str) -> bytes:
 class CipherState:
     """Noise §5.1: a key and a 64-bit nonce; nonce 2^64-1 is reserved."""
 
-    k: bytes | None = None
+    k: bytes | None = field(default=None, repr=False)  # secret: never in a repr
     n: int = 0
 
     def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
@@ -75,8 +75,8 @@ class CipherState:
 class SymmetricState:
     """Noise §5.2 with HASH = BLAKE2s and HKDF over HMAC-BLAKE2s."""
 
-    ck: bytes
-    h: bytes
+    ck: bytes = field(repr=False)  # the chaining key is secret
+    h: bytes = field(repr=False)
     cipher: CipherState = field(default_factory=CipherState)
 
     @classmethod
@@ -113,7 +113,7 @@ class SymmetricState:
 
 @dataclass(slots=True)
 class KeyPair:
-    private: bytes
+    private: bytes = field(repr=False)
     public: bytes
 
     @classmethod

@@ -393,40 +393,63 @@ class UapiSession:
         self.clock = clock
         self.before_apply = before_apply
         self.closed = False
-        self._partial = b""
+        self._inbox = bytearray()  # bytes pushed; those before _pos are parsed already
+        self._pos = 0
         self._lines: list[str] = []
         self._size = 0
 
     def __repr__(self) -> str:
-        return f"<UapiSession closed={self.closed} buffered={self._size + len(self._partial)}>"
+        return f"<UapiSession closed={self.closed} buffered={self._size + self._unparsed}>"
 
     def feed(self, data: bytes) -> bytes:
-        """Take bytes from the connection; return what to send back. Never raises."""
-        if self.closed:
-            return b""
+        """Take bytes from the connection; return every reply they complete. Never raises.
+
+        A server that must not buffer many replies at once (pipelined `get=1`
+        requests from a client that never reads) uses `push` and
+        `next_reply` instead, writing each reply out before making the next.
+        """
+        self.push(data)
         out: list[bytes] = []
-        buf = self._partial + bytes(data)
-        start = 0
+        while (reply := self.next_reply()) is not None:
+            out.append(reply)
+        return b"".join(out)
+
+    def push(self, data: bytes) -> None:
+        """Buffer bytes from the connection; `next_reply` parses them."""
+        if not self.closed:
+            del self._inbox[: self._pos]
+            self._pos = 0
+            self._inbox += data
+
+    @property
+    def _unparsed(self) -> int:
+        return len(self._inbox) - self._pos
+
+    def next_reply(self) -> bytes | None:
+        """Parse pushed lines up to the end of one request; its reply, or None for more input.
+
+        Never raises. Bytes past that request stay buffered for the next call.
+        """
         while not self.closed:
-            end = buf.find(b"\n", start)
+            end = self._inbox.find(b"\n", self._pos)
             if end < 0:
                 break
-            line = buf[start:end]
-            start = end + 1
-            out.append(self._line(line))
-        rest = buf[start:]
-        self._partial = b""
-        if not self.closed:
-            if len(rest) > MAX_LINE or self._size + len(rest) > MAX_REQUEST:
-                out.append(self._fail(EPROTO))
-            else:
-                self._partial = rest
-        return b"".join(out)
+            line = bytes(self._inbox[self._pos : end])
+            self._pos = end + 1
+            reply = self._line(line)
+            if reply:
+                return reply
+        if not self.closed and (
+            self._unparsed > MAX_LINE or self._size + self._unparsed > MAX_REQUEST
+        ):
+            return self._fail(EPROTO)
+        return None
 
     def _fail(self, errno: int) -> bytes:
         self.closed = True
         self._lines = []
-        self._partial = b""
+        self._inbox = bytearray()
+        self._pos = 0
         self._size = 0
         return _reply(errno)
 

@@ -14,14 +14,20 @@ import contextlib
 import errno
 import logging
 import os
+import resource
 import socket
 import stat
+import time
 from typing import Final
 
 from .tunnel import Tunnel
 
 SOCKET_DIR: Final = "/var/run/wireguard"
-MAX_CONNECTIONS: Final = 64
+# Connections served at once. At the cap a new client evicts the one idle
+# longest, so clients that connect and sit there never lock `wg` out.
+MAX_CONNECTIONS: Final = 512
+IDLE_TIMEOUT: Final = 120.0  # seconds without a byte from the client: closed
+WRITE_TIMEOUT: Final = 30.0  # seconds a reply may wait for the client to read it
 READ_SIZE: Final = 65536
 
 log = logging.getLogger("pywg.uapi")
@@ -40,9 +46,11 @@ class UapiServer:
         self.path = socket_path(tunnel.name, directory)
         self._server: asyncio.AbstractServer | None = None
         self._inode: tuple[int, int] | None = None
-        self._connections = 0
+        # open connections -> monotonic time of their last activity
+        self._open: dict[asyncio.StreamWriter, float] = {}
 
     async def start(self) -> None:
+        _ensure_fd_room(MAX_CONNECTIONS + 256)
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         os.chmod(self.directory, 0o700)
         _remove_stale(self.path)
@@ -57,7 +65,7 @@ class UapiServer:
             os.umask(old_umask)
         st = os.stat(self.path)
         self._inode = (st.st_dev, st.st_ino)
-        sock.listen(16)
+        sock.listen(128)
         sock.setblocking(False)
         self._server = await asyncio.start_unix_server(self._serve, sock=sock)
 
@@ -78,30 +86,60 @@ class UapiServer:
                 os.unlink(self.path)
         self._inode = None
 
+    @property
+    def connections(self) -> int:
+        return len(self._open)
+
+    def _admit(self, writer: asyncio.StreamWriter) -> None:
+        if len(self._open) >= MAX_CONNECTIONS:
+            idlest = min(self._open, key=self._open.__getitem__)
+            log.debug("UAPI: %d connections open, closing the one idle longest", len(self._open))
+            del self._open[idlest]
+            idlest.close()
+        self._open[writer] = time.monotonic()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._connections >= MAX_CONNECTIONS:
-            writer.close()
-            return
-        self._connections += 1
+        self._admit(writer)
         session = self.tunnel.uapi_session()
         try:
-            while not session.closed and not self.tunnel.closed:
-                data = await reader.read(READ_SIZE)
-                if not data:
+            while not session.closed and not self.tunnel.closed and writer in self._open:
+                try:
+                    data = await asyncio.wait_for(reader.read(READ_SIZE), IDLE_TIMEOUT)
+                except TimeoutError:
+                    log.debug("UAPI connection idle for %.0f s, closed", IDLE_TIMEOUT)
                     break
+                if not data or writer not in self._open:
+                    break
+                self._open[writer] = time.monotonic()
                 self.tunnel.refresh()  # `wg show` sees the plane's latest counters
-                reply = session.feed(data)
-                self.tunnel.changed()
-                if reply:
+                session.push(data)
+                # One request at a time, each reply written out before the next
+                # is made: a client pipelining requests it never reads stalls
+                # on its own full socket instead of growing our memory.
+                while (reply := session.next_reply()) is not None:
+                    self.tunnel.changed()
                     writer.write(reply)
-                    await writer.drain()
+                    await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+                    self._open[writer] = time.monotonic()
+                    await asyncio.sleep(0)  # let other clients and the tunnel run
+        except TimeoutError:
+            log.debug("UAPI client did not read its reply for %.0f s, closed", WRITE_TIMEOUT)
         except (ConnectionError, OSError) as exc:
             log.debug("UAPI connection ended: %s", exc)
         finally:
-            self._connections -= 1
+            self._open.pop(writer, None)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
+
+
+def _ensure_fd_room(wanted: int) -> None:
+    """Raise the soft open-files limit to `wanted` if the hard limit allows (1024 is common)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _remove_stale(path: str) -> None:
