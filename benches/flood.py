@@ -269,6 +269,12 @@ def mac1_initiations(responder: PublicKey, count: int, *, keys: int = 64) -> lis
     return out
 
 
+def bad_mac1_drops(counters: dict[str, Any]) -> int:
+    """pywgd's bad-mac1 drops: in the C plane before the queue, and in the core."""
+    plane = counters.get("plane") or {}
+    return int(plane.get("rx_bad_mac1", 0)) + int(counters["dropped"].get("bad_mac1", 0))
+
+
 def bad_mac1_initiations(count: int, rng: random.Random) -> list[bytes]:
     """148-byte type-1 messages whose mac1 is wrong (random bodies and macs)."""
     return [b"\x01\x00\x00\x00" + rng.randbytes(144) for _ in range(count)]
@@ -553,6 +559,7 @@ class FloodResult:
     unjudged: int  # handed up but not dropped by the core (the legit peer's: accepted)
     core_dropped: dict[str, int]  # what the protocol core dropped, by reason
     core_pps: float  # datagrams the core judged per second
+    c_dropped: dict[str, int]  # dropped by the C plane before Python: junk, bad_mac1, ...
     replies_received: dict[str, int]  # at the flooder, by message type
     cookie_replies_verified: str  # "k/n" of the sampled cookie replies that decrypt
     victim_cpu_percent: float  # of one core, over the flood
@@ -569,6 +576,13 @@ class FloodResult:
     probes_sent: int = 0  # after the flood: single bad-mac1 datagrams, slowly (pywgd only)
     probes_judged: int = 0  # ... of which the core judged (bad_mac1): is pywgd still listening?
     recovery_handshake_s: float | None = None  # a fresh handshake after the flood
+
+    def judged(self) -> dict[str, int]:
+        """Every drop by reason, in the core or (before the queue) in C."""
+        out = dict(self.core_dropped)
+        for reason, n in self.c_dropped.items():
+            out[reason] = out.get(reason, 0) + n
+        return out
 
     def fraction(self, direction: str) -> float:
         """Flooded / unflooded legitimate throughput in one direction."""
@@ -734,21 +748,23 @@ class FloodLab:
         return out, ok
 
     def probe(self, count: int = PROBES, deadline: float = 5.0) -> int:
-        """Send `count` bad-mac1 initiations slowly; how many pywgd's core judged (bad_mac1).
+        """Send `count` bad-mac1 initiations slowly; how many pywgd judged (bad_mac1).
 
         After a flood this shows whether pywgd still processes what arrives:
-        each probe must come out as one more bad_mac1 drop. -1 for wireguard-go.
+        each probe must come out as one more bad_mac1 drop, counted by the C
+        plane (which checks mac1 before queuing) or by the core (pure Python).
+        -1 for wireguard-go.
         """
         if not self.victim.counters():
             return -1
         probes = bad_mac1_initiations(count, random.Random(7))
-        before = int(self.victim.counters()["dropped"].get("bad_mac1", 0))
+        before = bad_mac1_drops(self.victim.counters())
         target = (self.target[0], str(self.target[1]))
         self.fl.run(sys.executable, "-c", _PROBE, *target, *(m.hex() for m in probes))
         judged = 0
         end = time.monotonic() + deadline
         while time.monotonic() < end:
-            judged = int(self.victim.counters()["dropped"].get("bad_mac1", 0)) - before
+            judged = bad_mac1_drops(self.victim.counters()) - before
             if judged >= count:
                 break
             time.sleep(0.2)
@@ -856,6 +872,15 @@ class FloodLab:
         window = t1 - t0
         core = counter_delta(c0, c1, "dropped")
         plane = counter_delta(c0, c1, "plane")
+        c_dropped = {
+            reason: plane[name]
+            for reason, name in (
+                ("junk", "rx_junk"),
+                ("bad_mac1", "rx_bad_mac1"),
+                ("unknown_index", "rx_unknown_index"),
+            )
+            if plane.get(name)
+        }
         cookies = [d for d in worker.samples if len(d) == 64]
         verified = verify_cookie_replies(victim.public_key, pool, cookies)
         udp_in = u1["InDatagrams"] - u0["InDatagrams"]
@@ -877,6 +902,7 @@ class FloodLab:
             unjudged=plane.get("up_datagrams", 0) - sum(core.values()),
             core_dropped=core,
             core_pps=round(sum(core.values()) / window),
+            c_dropped=c_dropped,
             replies_received=worker.replies,
             cookie_replies_verified=f"{verified}/{len(cookies)}",
             victim_cpu_percent=round(100 * (cpu1 - cpu0) / window, 1),
@@ -956,6 +982,8 @@ def format_flood(r: FloodResult) -> str:
     ]
     if pywgd:
         lines += [
+            f"  C plane dropped        {sum(r.c_dropped.values()):>9,} before Python "
+            f"{r.c_dropped}",
             f"  C plane handed up      {r.plane_up:>9,} (queue drops {r.plane_queue_drops:,}; "
             f"not dropped {r.unjudged:,})",
             f"  protocol core judged   {r.core_pps:>9,.0f} pkt/s {r.core_dropped}",

@@ -36,15 +36,15 @@ import random
 import sys
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import Reader, add_source_path, run
 
 add_source_path()
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from pair import session_snapshot  # noqa: E402
 from pywg import Device, PresharedKey, PrivateKey  # noqa: E402
-from pywg.keys import PublicKey  # noqa: E402
 
 Addr = tuple[str, int]
 A_ADDR: Addr = ("198.18.0.1", 51820)
@@ -56,35 +56,6 @@ OTHER_TUNNEL = ("198.19.0.3", "fd19::3", "10.0.0.1", "::1")
 LOAD_THRESHOLD = 8  # handshake messages per second before B is under load
 LIFETIME = 60.0  # seconds of virtual time before the pair is rebuilt
 SIZES = {1: 148, 2: 92, 3: 64, 4: 32}
-
-
-def snapshot(dev: Device, peer_key: PublicKey) -> dict[str, Any]:
-    """The session state invalid input must not touch (as in tests/test_fuzz_device.py)."""
-    p = dev.peer(peer_key)
-    return {
-        "endpoint": p.endpoint,
-        "keypairs": [
-            (
-                k.local_index,
-                k.remote_index,
-                k.send_key,
-                k.receive_key,
-                k.send_counter,
-                k.replay.greatest,
-            )
-            for k in (p.previous, p.current, p.next)
-            if k is not None
-        ],
-        "slots": (id(p.previous), id(p.current), id(p.next)),
-        "handshake": p.handshake.local_index if p.handshake else None,
-        "timestamp": p.latest_timestamp,
-        "last_initiation": p.last_initiation_consumption,
-        "timers": dict(p.timers.deadlines),
-        "rx": p.rx_bytes,
-        "tx": p.tx_bytes,
-        "indices": dev.index_table_size,
-        "staged": list(p.staged),
-    }
 
 
 def ip_fields(packet: bytes) -> tuple[bytes, bytes, int] | None:
@@ -257,13 +228,19 @@ def TestOneInput(data: bytes) -> None:
         datagram = _invalid(r, mode, world.recorded)
         source = peer_addr if r.u8() % 4 else STRANGERS[r.u8() % len(STRANGERS)]
         assert target.public_key is not None and other.public_key is not None
-        before = (snapshot(target, other.public_key), snapshot(other, target.public_key))
+        before = (
+            session_snapshot(target, other.public_key),
+            session_snapshot(other, target.public_key),
+        )
         target.receive_datagram(datagram, source, now)
         assert target.packets_to_write() == [], "a TUN packet from an invalid datagram"
         assert target.next_event() is None, "an event from an invalid datagram"
         for out, _ in target.datagrams_to_send():
             assert out[0] == 3 and len(out) == 64, f"type {out[0]} sent for invalid input"
-        after = (snapshot(target, other.public_key), snapshot(other, target.public_key))
+        after = (
+            session_snapshot(target, other.public_key),
+            session_snapshot(other, target.public_key),
+        )
         assert after == before, "session state changed by an invalid datagram"
         return
 

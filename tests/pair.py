@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from netsim import Host, Network
 from pywg import Device, PresharedKey, PrivateKey
+from pywg.keys import PublicKey
 
 
 def zero_jitter_rng(n: int) -> bytes:
@@ -44,3 +46,35 @@ def make_pair(
         persistent_keepalive=keepalive_b,
     )
     return host_a, host_b
+
+
+def session_snapshot(dev: Device, peer_key: PublicKey) -> dict[str, Any]:
+    """The session state of one peer that invalid input must never touch.
+
+    Shared by tests/test_fuzz_device.py and fuzz/fuzz_device.py.
+    """
+    p = dev.peer(peer_key)
+    return {
+        "endpoint": p.endpoint,
+        "keypairs": [
+            (
+                k.local_index,
+                k.remote_index,
+                k.send_key,
+                k.receive_key,
+                k.send_counter,
+                k.replay.greatest,
+            )
+            for k in (p.previous, p.current, p.next)
+            if k is not None
+        ],
+        "slots": (id(p.previous), id(p.current), id(p.next)),
+        "handshake": p.handshake.local_index if p.handshake else None,
+        "timestamp": p.latest_timestamp,
+        "last_initiation": p.last_initiation_consumption,
+        "timers": dict(p.timers.deadlines),
+        "rx": p.rx_bytes,
+        "tx": p.tx_bytes,
+        "indices": dev.index_table_size,
+        "staged": list(p.staged),
+    }

@@ -98,3 +98,19 @@ def test_rate_limiter_token_bucket_and_bounds() -> None:
     results = [small.allow(bytes([198, 18, 1, i]), 0.0) for i in range(5)]
     assert results == [True, True, True, False, False] and len(small) == 3
     assert MAX_ENTRIES >= 1024
+
+
+def test_a_cookie_reply_is_taken_once_per_mac1_sent() -> None:
+    """A replayed cookie reply is refused: the mac1 it answers is forgotten (as in Linux)."""
+    msg = h(V["initiation_message"])
+    src = source_bytes(("198.18.0.1", 1000))
+    checker = _checker([b"\x01" * 32, b"\x02" * 32])
+    gen = CookieGenerator(h(V["responder_static_public"]))
+    gen.add_macs(msg, 116, 0.0)
+    reply = parse_cookie_reply(checker.create_reply(msg, 116, 7, src, 0.0))
+    assert gen.consume_reply(reply, 1.0)
+    assert not gen.consume_reply(reply, 2.0)  # the same reply again: refused
+    assert gen.add_macs(msg, 116, 2.0)[132:] != bytes(16)  # the cookie it carried is kept
+    # a fresh reply to the message just sent (with mac2) is taken as usual
+    sent = gen.add_macs(msg, 116, 3.0)
+    assert gen.consume_reply(parse_cookie_reply(checker.create_reply(sent, 116, 7, src, 3.0)), 3.0)

@@ -9,36 +9,7 @@ from hypothesis import strategies as st
 
 from ippkt import ip4
 from netsim import Network
-from pair import make_pair
-from pywg import Device
-from pywg.keys import PublicKey
-
-
-def _snapshot(dev: Device, peer_key: PublicKey) -> dict[str, Any]:
-    p = dev.peer(peer_key)
-    return {
-        "endpoint": p.endpoint,
-        "keypairs": [
-            (
-                k.local_index,
-                k.remote_index,
-                k.send_key,
-                k.receive_key,
-                k.send_counter,
-                k.replay.greatest,
-            )
-            for k in (p.previous, p.current, p.next)
-            if k is not None
-        ],
-        "slots": (id(p.previous), id(p.current), id(p.next)),
-        "handshake": p.handshake.local_index if p.handshake else None,
-        "timestamp": p.latest_timestamp,
-        "last_initiation": p.last_initiation_consumption,
-        "timers": dict(p.timers.deadlines),
-        "rx": p.rx_bytes,
-        "indices": dev.index_table_size,
-        "staged": list(p.staged),
-    }
+from pair import make_pair, session_snapshot
 
 
 def _established() -> tuple[Any, Any, list[bytes], Network]:
@@ -60,13 +31,13 @@ VALID = sorted(SEEN, key=lambda d: d[0])  # one of each of types 1, 2 and 4 at l
 
 def _check_unchanged(data: bytes) -> None:
     dev = B.device
-    before = _snapshot(dev, A.device.public_key)
+    before = session_snapshot(dev, A.device.public_key)
     dev.receive_datagram(data, ("198.18.0.1", 51820), 2.5)
     assert dev.packets_to_write() == []
     dev.datagrams_to_send()  # a cookie reply would be fine; nothing else can be produced
     while dev.next_event() is not None:
         raise AssertionError("an event from invalid input")
-    assert _snapshot(dev, A.device.public_key) == before
+    assert session_snapshot(dev, A.device.public_key) == before
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

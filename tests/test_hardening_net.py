@@ -127,8 +127,10 @@ def test_handshake_flood(flood_lab: flood.FloodLab, kind: str) -> None:
     )
     print("\n" + flood.format_flood(r))
     check_bounded(r)
-    core_seen = sum(r.core_dropped.values())
-    assert core_seen > 1000, f"the protocol core judged only {core_seen} flood datagrams"
+    judged = sum(r.judged().values())
+    assert judged > 1000, f"pywgd judged only {judged} flood datagrams (in C or the core)"
+    if kind != "mac1":  # garbage and forged mac1 never reach Python on the native plane
+        assert sum(r.c_dropped.values()) > 1000, r.c_dropped
     if kind == "mac1":
         cookie_replies = r.replies_received.get("3", 0)
         assert set(r.replies_received) == {"3"}, r.replies_received  # cookie replies, only
@@ -164,7 +166,7 @@ def test_paced_flood_pywgd_keeps_listening(flood_lab: flood.FloodLab) -> None:
         legit=False,
     )
     print("\n" + flood.format_flood(r))
-    assert r.core_dropped.get("bad_mac1", 0) > 0
+    assert r.judged().get("bad_mac1", 0) > 0
     assert r.replies_received == {}
     check_bounded(r)
 

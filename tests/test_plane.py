@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pywg import _fast
 from pywg.constants import REJECT_AFTER_MESSAGES
+from pywg.cookie import CookieGenerator
 from pywg.device import Device
 from pywg.keypair import Keypair
 from pywg.keys import PrivateKey
 
+if TYPE_CHECKING:
+    from pywg._fast.plane import NativePlane
+
 pytestmark = pytest.mark.skipif(not _fast.AVAILABLE, reason="native extension not built")
 
 
-def _plane() -> tuple[object, socket.socket, int]:
+def _plane() -> tuple[NativePlane, socket.socket, int]:
     from pywg._fast.plane import NativePlane
 
     udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -133,4 +140,132 @@ def test_sync_mirrors_peers_routes_and_forgets_removed_ones() -> None:
     finally:
         plane.stop()
         udp.close()
+        os.close(fd)
+
+
+def _run_rx(plane: NativePlane) -> threading.Thread:
+    """The RX loop alone on a thread (the TX loop would read the stand-in TUN)."""
+    thread = threading.Thread(target=plane.lib.pywg_plane_run_rx, args=(plane.handle,), daemon=True)
+    thread.start()
+    plane._threads.append(thread)  # joined by stop()
+    return thread
+
+
+def _drain_until(plane: NativePlane, count: int) -> list[bytes]:
+    """Datagrams handed up, until they and the drops counted in C reach `count` (5 s at most)."""
+    from pywg._fast.plane import ITEM_DATAGRAM
+
+    got: list[bytes] = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        got += [data for kind, data, _ in plane.drain() if kind == ITEM_DATAGRAM]
+        stats = plane.stats()
+        if len(got) + stats["rx_junk"] + stats["rx_bad_mac1"] >= count:
+            break
+        time.sleep(0.01)
+    return got
+
+
+def _datagrams(public_key: bytes) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """(worth handing up, junk, bad mac1) datagrams for a device with `public_key`."""
+    gen = CookieGenerator(public_key)
+    initiation = gen.add_macs(b"\x01\0\0\0" + os.urandom(144), 116, 0.0)
+    response = gen.add_macs(b"\x02\0\0\0" + os.urandom(88), 60, 0.0)
+    good = [initiation, response, b"\x03\0\0\0" + os.urandom(60)]
+    junk = [
+        b"",
+        b"\x01",
+        b"\x05\0\0\0" + bytes(144),  # no such type
+        b"\x01\0\0\1" + initiation[4:],  # reserved bytes not zero
+        initiation + b"\0",  # wrong size for its type
+        response[:-1],
+        b"\x03\0\0\0" + bytes(61),
+        b"\x04\0\0\0" + bytes(27),  # shorter than a header and a tag
+    ]
+    # (a transport message for an index the plane does not know is dropped too:
+    # see test_rx_drops_transport_for_unknown_indices)
+    bad_mac1 = [
+        initiation[:116] + bytes(16) + initiation[132:],
+        response[:60] + bytes([response[60] ^ 1]) + response[61:],
+        bytes([1, 0, 0, 0, initiation[4] ^ 1]) + initiation[5:],  # body changed, mac1 kept
+    ]
+    return good, junk, bad_mac1
+
+
+def test_rx_drops_junk_and_bad_mac1_in_c_and_hands_up_the_rest() -> None:
+    plane, udp, fd = _plane()
+    udp.bind(("::1", 0))
+    sender = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        device = Device(PrivateKey.generate())
+        assert device.public_key is not None
+        plane.sync(device)
+        _run_rx(plane)
+        good, junk, bad_mac1 = _datagrams(bytes(device.public_key))
+        for data in junk + bad_mac1 + good:
+            sender.sendto(data, udp.getsockname()[:2])
+        got = _drain_until(plane, len(junk) + len(bad_mac1) + len(good))
+        assert sorted(got) == sorted(good)
+        stats = plane.stats()
+        assert (stats["rx_junk"], stats["rx_bad_mac1"]) == (len(junk), len(bad_mac1))
+        # a mac1 made for another public key is as bad as a forged one
+        other, _, _ = _datagrams(bytes(PrivateKey.generate().public_key))
+        sender.sendto(other[0], udp.getsockname()[:2])
+        assert _drain_until(plane, len(junk) + len(bad_mac1) + 1) == []
+        assert plane.stats()["rx_bad_mac1"] == len(bad_mac1) + 1
+    finally:
+        plane.stop()
+        udp.close()
+        sender.close()
+        os.close(fd)
+
+
+def test_rx_without_a_private_key_hands_up_every_well_sized_message() -> None:
+    """A keyless device (pywgd before `wg set private-key`) has no mac1 key to check."""
+    plane, udp, fd = _plane()
+    udp.bind(("::1", 0))
+    sender = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        plane.sync(Device())
+        _run_rx(plane)
+        good, junk, bad_mac1 = _datagrams(bytes(PrivateKey.generate().public_key))
+        for data in junk + bad_mac1 + good:
+            sender.sendto(data, udp.getsockname()[:2])
+        got = _drain_until(plane, len(junk) + len(bad_mac1) + len(good))
+        assert sorted(got) == sorted(good + bad_mac1)
+        assert plane.stats()["rx_junk"] == len(junk)
+    finally:
+        plane.stop()
+        udp.close()
+        sender.close()
+        os.close(fd)
+
+
+def test_rx_drops_transport_for_unknown_indices_and_hands_up_unconfirmed_ones() -> None:
+    """Transport for no keypair dies in C; for a responder's unconfirmed one it goes up."""
+    plane, udp, fd = _plane()
+    udp.bind(("::1", 0))
+    sender = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        device = Device(PrivateKey.generate())
+        peer = device.add_peer(PrivateKey.generate().public_key, ["198.19.0.2/32"])
+        _, responder = _pair()  # local index 2
+        peer.next = responder  # unconfirmed: Python confirms it on its first message
+        plane.sync(device)
+        _run_rx(plane)
+        unconfirmed = b"\x04\0\0\0" + (2).to_bytes(4, "little") + os.urandom(40)
+        nobodys = b"\x04\0\0\0" + (77).to_bytes(4, "little") + os.urandom(40)
+        sender.sendto(nobodys, udp.getsockname()[:2])
+        sender.sendto(unconfirmed, udp.getsockname()[:2])
+        deadline = time.monotonic() + 5
+        got: list[bytes] = []
+        while not got and time.monotonic() < deadline:
+            got = [data for _, data, _ in plane.drain()]
+            time.sleep(0.01)
+        assert got == [unconfirmed]
+        assert plane.stats()["rx_unknown_index"] == 1
+    finally:
+        plane.stop()
+        udp.close()
+        sender.close()
         os.close(fd)

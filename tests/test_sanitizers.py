@@ -41,7 +41,13 @@ FUZZ = ROOT / "fuzz"
 sys.path.insert(0, str(FUZZ))
 import sanitize  # noqa: E402
 
-DATA_PLANE_TESTS = ["test_plane.py", "test_offload.py", "test_lpm.py", "test_replay.py"]
+DATA_PLANE_TESTS = [
+    "test_plane.py",
+    "test_offload.py",
+    "test_lpm.py",
+    "test_replay.py",
+    "test_blake2s.py",
+]
 # test_replay's [pure] variants and test_pure_matches_model exercise PureReplayWindow only.
 NOT_PURE_ONLY = "not pure or native"
 C_FACING_HARNESSES = {"dataplane": (5000, 2000), "device": (4000, 2000)}  # (grow, random) runs

@@ -48,7 +48,7 @@ import pytest
 from pywg.asyncio.uapi_server import MAX_CONNECTIONS
 from pywg.keys import PresharedKey, PrivateKey
 from pywg.lab import Host, Lab
-from wgnode import pywgd_path, skip_reason
+from wgnode import pywgd_path, skip_reason, uapi_config
 
 PREFIX = "pwuapi"
 UAPI_DIR = Path("/var/run/wireguard")
@@ -155,32 +155,11 @@ def peer_request(*lines: str) -> bytes:
 
 
 GET = b"get=1\n\n"
-VOLATILE = frozenset(
-    {"last_handshake_time_sec", "last_handshake_time_nsec", "tx_bytes", "rx_bytes"}
-)
 
 
 def parse_config(reply: bytes) -> dict[str, Any]:
     """A `get=1` reply as comparable data (counters and handshake times left out)."""
-    text = reply.decode()
-    assert text.endswith("errno=0\n\n"), text[-200:]
-    device: dict[str, str] = {}
-    peers: dict[str, dict[str, Any]] = {}
-    current: dict[str, Any] | None = None
-    for line in text.splitlines():
-        if not line or line.startswith("errno="):
-            continue
-        key, _, value = line.partition("=")
-        if key == "public_key":
-            assert value not in peers, f"peer listed twice: {value}"
-            current = peers[value] = {"allowed_ip": frozenset()}
-        elif current is None:
-            device[key] = value
-        elif key == "allowed_ip":
-            current["allowed_ip"] = current["allowed_ip"] | {value}
-        elif key not in VOLATILE:
-            current[key] = value
-    return {"device": device, "peers": peers}
+    return uapi_config(reply.decode())
 
 
 def wait_for(predicate: Callable[[], bool], deadline: float, step: float = 0.02) -> bool:

@@ -35,6 +35,7 @@ from pywg.keys import PresharedKey, PrivateKey
 from pywg.lab import Host, Lab
 from pywg.lab.wireguard import endpoint
 from wgnode import Node, argv_for, pywgd_path, skip_reason, start_node
+from wgnode import uapi_config as parse_get_reply
 
 PREFIX = "pwtool"
 UAPI_DIR = Path("/var/run/wireguard")
@@ -161,33 +162,10 @@ def errno_of(reply: str | None) -> int | None:
     return int(match.group(1))
 
 
-VOLATILE = frozenset(
-    {"last_handshake_time_sec", "last_handshake_time_nsec", "tx_bytes", "rx_bytes"}
-)
-
-
 def uapi_config(reply: str | None) -> dict[str, Any]:
-    """A `get=1` answer as comparable data: device keys, and peers by public key.
-
-    Counters and handshake times are left out; allowed IPs become a set.
-    """
+    """A `get=1` answer as comparable data (wgnode.uapi_config); None fails the test."""
     assert reply is not None and errno_of(reply) == 0, reply
-    device: dict[str, str] = {}
-    peers: dict[str, dict[str, Any]] = {}
-    current: dict[str, Any] | None = None
-    for line in reply.splitlines():
-        if not line or line.startswith("errno="):
-            continue
-        key, _, value = line.partition("=")
-        if key == "public_key":
-            current = peers.setdefault(value, {"allowed_ip": frozenset()})
-        elif current is None:
-            device[key] = value
-        elif key == "allowed_ip":
-            current["allowed_ip"] = frozenset({*current["allowed_ip"], value})
-        elif key not in VOLATILE:
-            current[key] = value
-    return {"device": device, "peers": peers}
+    return parse_get_reply(reply)
 
 
 def get_config(ifname: str) -> dict[str, Any]:

@@ -244,3 +244,35 @@ def connect_pair(pair: Pair, **kwargs: Any) -> None:
 def handshake_time(node: Node, other: Node) -> int:
     """`latest_handshake` of `other` in `node`'s dump: Unix seconds, 0 for never."""
     return int(node.peer_dump(other)["latest_handshake"])
+
+
+# What a `get=1` reply reports that changes by itself: left out of comparisons.
+VOLATILE = frozenset(
+    {"last_handshake_time_sec", "last_handshake_time_nsec", "tx_bytes", "rx_bytes"}
+)
+
+
+def uapi_config(text: str) -> dict[str, Any]:
+    """A successful `get=1` reply as comparable data: device keys, and peers by public key.
+
+    Counters and handshake times are left out; allowed IPs become a set. A
+    peer listed twice, or a reply that is not errno=0, fails the test.
+    """
+    assert text.endswith("errno=0\n\n"), text[-200:]
+    device: dict[str, str] = {}
+    peers: dict[str, dict[str, Any]] = {}
+    current: dict[str, Any] | None = None
+    for line in text.splitlines():
+        if not line or line.startswith("errno="):
+            continue
+        key, _, value = line.partition("=")
+        if key == "public_key":
+            assert value not in peers, f"peer listed twice: {value}"
+            current = peers[value] = {"allowed_ip": frozenset()}
+        elif current is None:
+            device[key] = value
+        elif key == "allowed_ip":
+            current["allowed_ip"] = current["allowed_ip"] | {value}
+        elif key not in VOLATILE:
+            current[key] = value
+    return {"device": device, "peers": peers}

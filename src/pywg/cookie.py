@@ -121,6 +121,9 @@ class CookieGenerator:
             return False
         self._cookie = cookie
         self._cookie_time = now
+        # One reply per mac1 sent, as Linux does: a replayed (or second) reply
+        # to the same message is refused until we send another one.
+        self._last_mac1 = None
         return True
 
     @property

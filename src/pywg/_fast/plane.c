@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "plane.h"
 
+#include "blake2s.h"
 #include "aead.h"
 #include "lpm.h"
 #include "offload.h"
@@ -10,6 +11,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
+#include <openssl/crypto.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -88,9 +90,12 @@ struct pywg_plane {
     struct item *queue[PYWG_PLANE_QUEUE]; /* queue_lock */
     size_t queue_head, queue_count, queue_bytes;
     uint16_t queued_from[SOURCE_BUCKETS]; /* handshake items queued per source (hashed) */
+    uint8_t mac1_key[32]; /* rx_lock: HASH(LABEL_MAC1 ‖ our public key), §5.4.4 */
+    int mac1_set;         /* rx_lock: 0 while the device has no private key */
     struct {
         _Atomic uint64_t tx_packets, rx_packets, up_datagrams, up_packets, queue_drops;
         _Atomic uint64_t rx_rejected, rx_bad_source, tx_no_route, send_retries, tx_malformed;
+        _Atomic uint64_t rx_junk, rx_bad_mac1, rx_unknown_index;
     } stats;
 };
 
@@ -368,6 +373,20 @@ void pywg_plane_stats(struct pywg_plane *p, struct pywg_plane_stats *out)
     out->tx_no_route = p->stats.tx_no_route;
     out->send_retries = p->stats.send_retries;
     out->tx_malformed = p->stats.tx_malformed;
+    out->rx_junk = p->stats.rx_junk;
+    out->rx_bad_mac1 = p->stats.rx_bad_mac1;
+    out->rx_unknown_index = p->stats.rx_unknown_index;
+}
+
+void pywg_plane_set_mac1_key(struct pywg_plane *p, const uint8_t *key)
+{
+    pthread_mutex_lock(&p->rx_lock);
+    if (key != NULL)
+        memcpy(p->mac1_key, key, sizeof(p->mac1_key));
+    else
+        memset(p->mac1_key, 0, sizeof(p->mac1_key));
+    p->mac1_set = key != NULL;
+    pthread_mutex_unlock(&p->rx_lock);
 }
 
 /* ------------------------------------------------------------------ peers */
@@ -849,6 +868,61 @@ static void write_tun(struct pywg_plane *p, const uint8_t *pkt, size_t len)
     }
 }
 
+/* Whether a datagram the loop does not handle itself is worth Python's time.
+ * Every message type has a fixed size, transport messages a minimum one
+ * (whitepaper §5.4.2-§5.4.7), and initiations and responses must carry a
+ * valid mac1 (§5.4.4, checked first by any responder, under load or not), so
+ * garbage and forged handshakes are dropped here for the cost of one BLAKE2s,
+ * never queued. Called under rx_lock. */
+static bool worth_handing_up(struct pywg_plane *p, const struct pywg_kp *kp, const uint8_t *d,
+                             size_t len)
+{
+    uint8_t mac[16];
+    size_t at;
+    if (len < 4 || (d[1] | d[2] | d[3]) != 0)
+        goto junk;
+    switch (d[0]) {
+    case 1:
+        if (len != 148)
+            goto junk;
+        at = 116;
+        break;
+    case 2:
+        if (len != 92)
+            goto junk;
+        at = 60;
+        break;
+    case 3:
+        if (len != 64)
+            goto junk;
+        return true;
+    case MESSAGE_TRANSPORT:
+        if (len < HEADER + PYWG_AEAD_TAG)
+            goto junk;
+        if (kp == NULL) {
+            /* Every keypair Python holds is mirrored here before its first
+             * message can arrive (sync runs before the response or first
+             * data goes out), so an index we do not know is nobody's. */
+            atomic_fetch_add(&p->stats.rx_unknown_index, 1);
+            return false;
+        }
+        return true; /* a session Python still confirms (rx_native off) */
+    default:
+        goto junk;
+    }
+    if (!p->mac1_set)
+        return true; /* no private key yet: the core drops it and counts why */
+    pywg_blake2s(mac, sizeof(mac), p->mac1_key, sizeof(p->mac1_key), d, at);
+    if (CRYPTO_memcmp(mac, d + at, sizeof(mac)) != 0) {
+        atomic_fetch_add(&p->stats.rx_bad_mac1, 1);
+        return false;
+    }
+    return true;
+junk:
+    atomic_fetch_add(&p->stats.rx_junk, 1);
+    return false;
+}
+
 static void receive_one(struct pywg_plane *p, uint8_t *d, size_t len,
                         const struct sockaddr_storage *src, socklen_t srclen, double now)
 {
@@ -859,7 +933,8 @@ static void receive_one(struct pywg_plane *p, uint8_t *d, size_t len,
     if (len >= HEADER + PYWG_AEAD_TAG && d[0] == MESSAGE_TRANSPORT && !d[1] && !d[2] && !d[3])
         kp = index_get(p, le32(d + 4));
     if (kp == NULL || !kp->rx_native) {
-        push_up(p, PYWG_ITEM_DATAGRAM, d, len, src, srclen); /* Python's business */
+        if (worth_handing_up(p, kp, d, len))
+            push_up(p, PYWG_ITEM_DATAGRAM, d, len, src, srclen); /* Python's business */
         return;
     }
     counter = le64(d + 8);

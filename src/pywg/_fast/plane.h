@@ -14,7 +14,9 @@
  *       checked against allowed-IPs → write to the TUN.
  *
  * Whatever the loops cannot handle goes up to Python through a bounded queue
- * and an eventfd (pywg_plane_event_fd): handshake and cookie messages,
+ * and an eventfd (pywg_plane_event_fd): handshake and cookie messages (those
+ * of a valid size and, for initiations and responses, a valid mac1: the rest
+ * is dropped here, pywg_plane_set_mac1_key),
  * transport messages for an index the plane does not own (or owns with
  * rx_native off, e.g. a responder's unconfirmed session), and TUN packets
  * for a peer without a usable sending keypair. The queue is bounded in items
@@ -72,6 +74,9 @@ struct pywg_plane_stats {
     uint64_t tx_no_route;                /* no allowed-IPs entry for the destination */
     uint64_t send_retries;               /* sendmmsg had to wait for buffer space */
     uint64_t tx_malformed;               /* TUN packets that could not be split or finished */
+    uint64_t rx_junk;                    /* datagrams of no message type or size: dropped */
+    uint64_t rx_bad_mac1;                /* initiations/responses with a wrong mac1: dropped */
+    uint64_t rx_unknown_index;           /* transport messages for no keypair: dropped */
 };
 
 #define PYWG_PLANE_VNET_HDR 1 /* the TUN was opened with IFF_VNET_HDR (+ TSO), offload.h */
@@ -93,6 +98,10 @@ int pywg_plane_event_fd(struct pywg_plane *p);
 int pywg_plane_pop(struct pywg_plane *p, uint8_t *buf, size_t cap, int *kind, uint8_t *addr,
                    uint32_t *addrlen);
 void pywg_plane_stats(struct pywg_plane *p, struct pywg_plane_stats *out);
+/* The mac1 key of our public key (32 bytes, whitepaper §5.4.4), or NULL while
+ * the device has none. With it set, initiations and responses whose mac1 does
+ * not verify, and datagrams of no message type or size, are dropped in C. */
+void pywg_plane_set_mac1_key(struct pywg_plane *p, const uint8_t *key);
 
 /* Peers. id is the caller's; the allowed-IPs table stores peers by id. */
 struct pywg_peer *pywg_peer_new(struct pywg_plane *p, uint32_t id);

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pywg import _fast
+from pywg.cookie import mac1_key
 from pywg.device import Device
 from pywg.keypair import Keypair
+from pywg.keys import PublicKey
 from pywg.peer import Endpoint, Peer
 
 ITEM_DATAGRAM: Final = 1
@@ -138,6 +140,7 @@ class NativePlane:
         self._free_ids: list[int] = []
         self._next_id = 0
         self._routing_version = -1
+        self._mac1_for: PublicKey | None = None  # the public key whose mac1 key C holds
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self._buf = self.ffi.new("uint8_t[]", _BUF)
@@ -195,7 +198,8 @@ class NativePlane:
         self.lib.pywg_plane_stats(self.handle, out)
         names = (
             "tx_packets rx_packets up_datagrams up_packets queue_drops "
-            "rx_rejected rx_bad_source tx_no_route send_retries tx_malformed"
+            "rx_rejected rx_bad_source tx_no_route send_retries tx_malformed "
+            "rx_junk rx_bad_mac1 rx_unknown_index"
         )
         return {name: int(getattr(out, name)) for name in names.split()}
 
@@ -217,6 +221,11 @@ class NativePlane:
     # ------------------------------------------------------------------ mirroring
     def sync(self, device: Device) -> None:
         """Mirror peers, endpoints, sessions and allowed IPs of `device` into C."""
+        public_key = device.public_key
+        if public_key != self._mac1_for:
+            key = None if public_key is None else mac1_key(bytes(public_key))
+            self.lib.pywg_plane_set_mac1_key(self.handle, self.ffi.NULL if key is None else key)
+            self._mac1_for = public_key
         peers = device.peers
         live = set(peers.values())
         for peer in [p for p in self._peers if p not in live]:
