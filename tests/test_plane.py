@@ -6,10 +6,12 @@ runs on the native plane by default); here the parts Python calls directly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -192,71 +194,66 @@ def _datagrams(public_key: bytes) -> tuple[list[bytes], list[bytes], list[bytes]
     return good, junk, bad_mac1
 
 
-def test_rx_drops_junk_and_bad_mac1_in_c_and_hands_up_the_rest() -> None:
+@contextlib.contextmanager
+def _receiving(device: Device) -> Iterator[tuple[NativePlane, Callable[[bytes], None]]]:
+    """A plane mirroring `device` with its RX loop running on ::1; yields it and a send()."""
     plane, udp, fd = _plane()
     udp.bind(("::1", 0))
     sender = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     try:
-        device = Device(PrivateKey.generate())
-        assert device.public_key is not None
         plane.sync(device)
         _run_rx(plane)
+
+        def send(data: bytes) -> None:
+            sender.sendto(data, udp.getsockname()[:2])
+
+        yield plane, send
+    finally:
+        plane.stop()
+        udp.close()
+        sender.close()
+        os.close(fd)
+
+
+def test_rx_drops_junk_and_bad_mac1_in_c_and_hands_up_the_rest() -> None:
+    device = Device(PrivateKey.generate())
+    assert device.public_key is not None
+    with _receiving(device) as (plane, send):
         good, junk, bad_mac1 = _datagrams(bytes(device.public_key))
         for data in junk + bad_mac1 + good:
-            sender.sendto(data, udp.getsockname()[:2])
+            send(data)
         got = _drain_until(plane, len(junk) + len(bad_mac1) + len(good))
         assert sorted(got) == sorted(good)
         stats = plane.stats()
         assert (stats["rx_junk"], stats["rx_bad_mac1"]) == (len(junk), len(bad_mac1))
         # a mac1 made for another public key is as bad as a forged one
         other, _, _ = _datagrams(bytes(PrivateKey.generate().public_key))
-        sender.sendto(other[0], udp.getsockname()[:2])
+        send(other[0])
         assert _drain_until(plane, len(junk) + len(bad_mac1) + 1) == []
         assert plane.stats()["rx_bad_mac1"] == len(bad_mac1) + 1
-    finally:
-        plane.stop()
-        udp.close()
-        sender.close()
-        os.close(fd)
 
 
 def test_rx_without_a_private_key_hands_up_every_well_sized_message() -> None:
     """A keyless device (pywgd before `wg set private-key`) has no mac1 key to check."""
-    plane, udp, fd = _plane()
-    udp.bind(("::1", 0))
-    sender = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    try:
-        plane.sync(Device())
-        _run_rx(plane)
+    with _receiving(Device()) as (plane, send):
         good, junk, bad_mac1 = _datagrams(bytes(PrivateKey.generate().public_key))
         for data in junk + bad_mac1 + good:
-            sender.sendto(data, udp.getsockname()[:2])
+            send(data)
         got = _drain_until(plane, len(junk) + len(bad_mac1) + len(good))
         assert sorted(got) == sorted(good + bad_mac1)
         assert plane.stats()["rx_junk"] == len(junk)
-    finally:
-        plane.stop()
-        udp.close()
-        sender.close()
-        os.close(fd)
 
 
 def test_rx_drops_transport_for_unknown_indices_and_hands_up_unconfirmed_ones() -> None:
     """Transport for no keypair dies in C; for a responder's unconfirmed one it goes up."""
-    plane, udp, fd = _plane()
-    udp.bind(("::1", 0))
-    sender = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    try:
-        device = Device(PrivateKey.generate())
-        peer = device.add_peer(PrivateKey.generate().public_key, ["198.19.0.2/32"])
-        _, responder = _pair()  # local index 2
-        peer.next = responder  # unconfirmed: Python confirms it on its first message
-        plane.sync(device)
-        _run_rx(plane)
+    device = Device(PrivateKey.generate())
+    peer = device.add_peer(PrivateKey.generate().public_key, ["198.19.0.2/32"])
+    _, responder = _pair()  # local index 2
+    peer.next = responder  # unconfirmed: Python confirms it on its first message
+    with _receiving(device) as (plane, send):
         unconfirmed = b"\x04\0\0\0" + (2).to_bytes(4, "little") + os.urandom(40)
-        nobodys = b"\x04\0\0\0" + (77).to_bytes(4, "little") + os.urandom(40)
-        sender.sendto(nobodys, udp.getsockname()[:2])
-        sender.sendto(unconfirmed, udp.getsockname()[:2])
+        send(b"\x04\0\0\0" + (77).to_bytes(4, "little") + os.urandom(40))  # nobody's
+        send(unconfirmed)
         deadline = time.monotonic() + 5
         got: list[bytes] = []
         while not got and time.monotonic() < deadline:
@@ -264,8 +261,3 @@ def test_rx_drops_transport_for_unknown_indices_and_hands_up_unconfirmed_ones() 
             time.sleep(0.01)
         assert got == [unconfirmed]
         assert plane.stats()["rx_unknown_index"] == 1
-    finally:
-        plane.stop()
-        udp.close()
-        sender.close()
-        os.close(fd)
