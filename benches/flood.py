@@ -1016,7 +1016,7 @@ def format_flood(r: FloodResult) -> str:
 def format_summary(report: Report) -> str:
     """A table of all floods: one line each."""
     head = (
-        f"{'victim':<13}{'flood':<12}{'sent/s':>9}{'read/s':>9}{'cookies':>9}{'CPU%':>6}"
+        f"{'victim':<13}{'flood':<12}{'sent/s':>9}{'read/s':>9}{'cookies':>11}{'CPU%':>6}"
         f"{'RSS MiB':>14}{'handshake':>11}{'legit in/out % of unflooded':>29}"
     )
     lines = [head]
@@ -1033,7 +1033,7 @@ def format_summary(report: Report) -> str:
         rss = f"{r.rss_before_kib / 1024:.0f}->{r.rss_peak_kib / 1024:.0f}"
         lines.append(
             f"{r.victim:<13}{kind:<12}{r.sent_pps:>9,.0f}{r.victim_udp_in_pps:>9,.0f}"
-            f"{r.replies_received.get('3', 0):>9,}{r.victim_cpu_percent:>6.0f}{rss:>14}"
+            f"{r.replies_received.get('3', 0):>11,}{r.victim_cpu_percent:>6.0f}{rss:>14}"
             f"{hs:>11}{share:>29}"
         )
     return "\n".join(lines)
