@@ -982,8 +982,7 @@ def format_flood(r: FloodResult) -> str:
     ]
     if pywgd:
         lines += [
-            f"  C plane dropped        {sum(r.c_dropped.values()):>9,} before Python "
-            f"{r.c_dropped}",
+            f"  C plane dropped        {sum(r.c_dropped.values()):>9,} before Python {r.c_dropped}",
             f"  C plane handed up      {r.plane_up:>9,} (queue drops {r.plane_queue_drops:,}; "
             f"not dropped {r.unjudged:,})",
             f"  protocol core judged   {r.core_pps:>9,.0f} pkt/s {r.core_dropped}",
