@@ -20,6 +20,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from .netns import socket_in
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +193,10 @@ class Host:
         proc = subprocess.Popen(self.exec_argv(*argv), **kwargs)
         # `ip netns exec` execs the command itself, so proc.pid is the command
         return self.lab._track(proc, group=bool(kwargs["start_new_session"]))
+
+    def socket(self, family: int, kind: int, proto: int = 0) -> socket.socket:
+        """A socket of this process that lives in this host's namespace (`netns.socket_in`)."""
+        return socket_in(self.netns, family, kind, proto)
 
     def python(self, code: str, *args: str, timeout: float = 60) -> str:
         """Run ``python -c code args...`` (this interpreter) here; return its stdout."""

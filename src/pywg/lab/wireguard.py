@@ -116,8 +116,7 @@ class WgNode:
             lines.append(f"endpoint={endpoint}")
         if preshared_key is not None:
             lines.append(f"preshared_key={preshared_key.to_hex()}")
-        if persistent_keepalive:
-            lines.append(f"persistent_keepalive_interval={persistent_keepalive}")
+        lines.append(f"persistent_keepalive_interval={persistent_keepalive}")  # 0: off
         self.set("\n".join(lines) + "\n")
 
     def host_routes(self) -> list[str]:
