@@ -878,7 +878,6 @@ class FloodLab:
                 ("junk", "rx_junk"),
                 ("bad_mac1", "rx_bad_mac1"),
                 ("unknown_index", "rx_unknown_index"),
-                ("rate_limited", "rx_rate_limited"),
             )
             if plane.get(name)
         }

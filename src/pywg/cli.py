@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .exceptions import LocalProtocolError
+from .interop import cli as interop_cli
 from .keys import PresharedKey, PrivateKey
 
 
@@ -142,6 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     show = sub.add_parser("show", help="status of running interfaces, like `wg show`")
     show.add_argument("interface", nargs="?", help="one interface (default: all)")
     show.set_defaults(func=_show)
+    interop = sub.add_parser(
+        "interop", help="conformance suite against WireGuard implementations (needs root)"
+    )
+    interop_cli.add_arguments(interop)
+    interop.set_defaults(func=interop_cli.run)
     args = parser.parse_args(argv)
     _setup_logging()
     result: int = args.func(args)

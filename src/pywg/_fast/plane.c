@@ -39,16 +39,6 @@
  * the queue and starve a legitimate peer's initiation. */
 #define SOURCE_BUCKETS 4096
 #define SOURCE_QUEUE_MAX 32
-/* And under load (LOAD_RATE or more handshake messages arrived in this or
- * the last second), each source may add only SOURCE_RATE handshake messages
- * a second, in bursts of SOURCE_BURST: the per-address limit Linux puts on
- * handshakes (ratelimiter.c, 20/s, burst 5). A flood from a few addresses
- * then costs Python a few hundred messages a second instead of all it can
- * take, and a legitimate peer (one initiation per REKEY_TIMEOUT) never
- * notices. */
-#define LOAD_RATE 256
-#define SOURCE_RATE 20.0
-#define SOURCE_BURST 5.0
 #define MESSAGE_TRANSPORT 4
 
 struct pywg_kp {
@@ -100,16 +90,12 @@ struct pywg_plane {
     struct item *queue[PYWG_PLANE_QUEUE]; /* queue_lock */
     size_t queue_head, queue_count, queue_bytes;
     uint16_t queued_from[SOURCE_BUCKETS]; /* handshake items queued per source (hashed) */
-    float source_tokens[SOURCE_BUCKETS];  /* queue_lock: the rate limit's token buckets */
-    double source_refilled[SOURCE_BUCKETS];
-    double load_window;                  /* queue_lock: start of the current second */
-    uint32_t load_count, load_last;      /* handshake messages in it, and in the one before */
     uint8_t mac1_key[32]; /* rx_lock: HASH(LABEL_MAC1 ‖ our public key), §5.4.4 */
     int mac1_set;         /* rx_lock: 0 while the device has no private key */
     struct {
         _Atomic uint64_t tx_packets, rx_packets, up_datagrams, up_packets, queue_drops;
         _Atomic uint64_t rx_rejected, rx_bad_source, tx_no_route, send_retries, tx_malformed;
-        _Atomic uint64_t rx_junk, rx_bad_mac1, rx_unknown_index, rx_rate_limited;
+        _Atomic uint64_t rx_junk, rx_bad_mac1, rx_unknown_index;
     } stats;
 };
 
@@ -198,33 +184,6 @@ static int source_bucket(int kind, const uint8_t *data, size_t len,
     return (int)(h % SOURCE_BUCKETS);
 }
 
-/* Whether a handshake message from source bucket b may be queued now (queue_lock held). */
-static bool source_allowed(struct pywg_plane *p, int b)
-{
-    double now, tokens;
-    if (b < 0)
-        return true;
-    now = monotonic_now();
-    if (now - p->load_window >= 1.0) {
-        p->load_last = now - p->load_window < 2.0 ? p->load_count : 0;
-        p->load_count = 0;
-        p->load_window = now;
-    }
-    p->load_count++;
-    if (p->load_count < LOAD_RATE && p->load_last < LOAD_RATE)
-        return true;
-    tokens = p->source_tokens[b] + (now - p->source_refilled[b]) * SOURCE_RATE;
-    p->source_refilled[b] = now;
-    if (tokens > SOURCE_BURST)
-        tokens = SOURCE_BURST;
-    if (tokens < 1.0) {
-        p->source_tokens[b] = (float)tokens;
-        return false;
-    }
-    p->source_tokens[b] = (float)(tokens - 1.0);
-    return true;
-}
-
 static void push_up(struct pywg_plane *p, int kind, const uint8_t *data, size_t len,
                     const struct sockaddr_storage *addr, socklen_t addrlen)
 {
@@ -243,12 +202,6 @@ static void push_up(struct pywg_plane *p, int kind, const uint8_t *data, size_t 
         memcpy(&it->addr, addr, addrlen);
     memcpy(it->data, data, len);
     pthread_mutex_lock(&p->queue_lock);
-    if (!source_allowed(p, bucket)) {
-        pthread_mutex_unlock(&p->queue_lock);
-        free(it);
-        atomic_fetch_add(&p->stats.rx_rate_limited, 1);
-        return;
-    }
     if (p->queue_count == PYWG_PLANE_QUEUE || p->queue_bytes + len > PYWG_PLANE_QUEUE_BYTES ||
         (bucket >= 0 && p->queued_from[bucket] >= SOURCE_QUEUE_MAX)) {
         pthread_mutex_unlock(&p->queue_lock);
@@ -423,7 +376,6 @@ void pywg_plane_stats(struct pywg_plane *p, struct pywg_plane_stats *out)
     out->rx_junk = p->stats.rx_junk;
     out->rx_bad_mac1 = p->stats.rx_bad_mac1;
     out->rx_unknown_index = p->stats.rx_unknown_index;
-    out->rx_rate_limited = p->stats.rx_rate_limited;
 }
 
 void pywg_plane_set_mac1_key(struct pywg_plane *p, const uint8_t *key)

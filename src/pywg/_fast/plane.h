@@ -77,7 +77,6 @@ struct pywg_plane_stats {
     uint64_t rx_junk;                    /* datagrams of no message type or size: dropped */
     uint64_t rx_bad_mac1;                /* initiations/responses with a wrong mac1: dropped */
     uint64_t rx_unknown_index;           /* transport messages for no keypair: dropped */
-    uint64_t rx_rate_limited;            /* handshakes over a source's rate while Python is busy */
 };
 
 #define PYWG_PLANE_VNET_HDR 1 /* the TUN was opened with IFF_VNET_HDR (+ TSO), offload.h */

@@ -199,7 +199,7 @@ class NativePlane:
         names = (
             "tx_packets rx_packets up_datagrams up_packets queue_drops "
             "rx_rejected rx_bad_source tx_no_route send_retries tx_malformed "
-            "rx_junk rx_bad_mac1 rx_unknown_index rx_rate_limited"
+            "rx_junk rx_bad_mac1 rx_unknown_index"
         )
         return {name: int(getattr(out, name)) for name in names.split()}
 

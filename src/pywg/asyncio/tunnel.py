@@ -93,15 +93,26 @@ class Tunnel:
         device: Device | None = None,
         native: bool | None = None,
         offload: bool | None = None,
+        time_scale: float | None = None,
     ) -> None:
         """`native`: use the C data plane (default: when `pywg.backend` selects native).
         `offload`: let it use TUN TSO/GRO and UDP GSO/GRO (default: yes, unless the
         environment says PYWG_OFFLOAD=0); each falls back by itself where the
-        kernel lacks it."""
+        kernel lacks it. `time_scale` (default: PYWG_TIME_SCALE, else 1): protocol
+        time runs this many times faster than real time, so that a test can see a
+        120 s rekey in 12 s (both peers must agree; for tests only, never for a
+        real tunnel). A scaled tunnel runs on the pure-Python plane, whose
+        clock is the only one."""
         self.name = name
+        if time_scale is None:
+            time_scale = float(os.environ.get("PYWG_TIME_SCALE", "1") or 1)
+        if not 0 < time_scale <= 1000:
+            raise ValueError(f"time_scale must be in (0, 1000], not {time_scale}")
+        self.time_scale = time_scale
         # The C plane takes over keypairs' replay windows as C structs, which the
-        # pure backend's windows are not: with PYWG_BACKEND=pure it stays off.
-        self.native = backend.BACKEND == "native" and native is not False
+        # pure backend's windows are not: with PYWG_BACKEND=pure it stays off. It
+        # keeps its own (real-time) clock, so a scaled tunnel does without it.
+        self.native = backend.BACKEND == "native" and native is not False and time_scale == 1
         if offload is None:
             offload = os.environ.get("PYWG_OFFLOAD", "1").strip() != "0"
         self.offload = offload
@@ -115,6 +126,7 @@ class Tunnel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
+        self._epoch = 0.0  # loop time when started: protocol time is scaled from here
         self._tick_task: asyncio.Task[None] | None = None
         self._events: asyncio.Queue[Event] = asyncio.Queue(EVENT_QUEUE)
         self._closed = asyncio.Event()
@@ -127,6 +139,10 @@ class Tunnel:
     async def start(self) -> None:
         """Create the TUN and bind the socket; raises TunError / OSError with a clear message."""
         self._loop = asyncio.get_running_loop()
+        self._epoch = self._loop.time()
+        if self.time_scale != 1:
+            log.warning("%s: protocol time runs %g times fast (for tests only)", self.name,
+                        self.time_scale)  # fmt: skip
         self._tun = Tun(self.name, mtu=self._mtu, offload=self.native and self.offload)
         try:
             self._udp = UdpSocket(self._listen_port, fwmark=self._fwmark)
@@ -335,7 +351,18 @@ class Tunnel:
 
     # ------------------------------------------------------------------ the data path
     def _now(self) -> float:
-        return self._loop.time() if self._loop is not None else 0.0
+        """Protocol time: the loop's clock, scaled by `time_scale` (1 but in tests)."""
+        if self._loop is None:
+            return 0.0
+        if self.time_scale == 1:
+            return self._loop.time()
+        return self._epoch + (self._loop.time() - self._epoch) * self.time_scale
+
+    def _loop_time(self, protocol_time: float) -> float:
+        """The loop's time at which `_now()` reaches `protocol_time`."""
+        if self.time_scale == 1:
+            return protocol_time
+        return self._epoch + (protocol_time - self._epoch) / self.time_scale
 
     def _on_tun_readable(self) -> None:
         tun, device = self._tun, self.device
@@ -431,7 +458,7 @@ class Tunnel:
                 self._timer = None
             self._timer_deadline = deadline
             if deadline is not None:
-                self._timer = self._loop.call_at(deadline, self._on_timer)
+                self._timer = self._loop.call_at(self._loop_time(deadline), self._on_timer)
 
     def _publish(self, event: Event) -> None:
         if isinstance(event, HandshakeCompleted):

@@ -40,6 +40,7 @@ class PairContext:
     link: Link  # a_host on its a side
     a: WgNode
     b: WgNode
+    time_scale: float = 1.0  # protocol time runs this many times faster than real time
     metrics: dict[str, Metric] = field(default_factory=dict)
 
     def note(self, key: str, value: Metric) -> None:
@@ -122,13 +123,24 @@ class HostileContext:
         self.metrics[key] = value
 
 
-def build_pair(lab: Lab, impl_a: Impl, impl_b: Impl) -> PairContext:
-    """Two hosts on one link, `impl_a` and `impl_b` started in them (not yet peers)."""
+def build_pair(lab: Lab, impl_a: Impl, impl_b: Impl, *, time_scale: float = 1.0) -> PairContext:
+    """Two hosts on one link, `impl_a` and `impl_b` started in them (not yet peers).
+
+    With `time_scale` above 1 both must name their `time_scale_env`.
+    """
+
+    def env(impl: Impl) -> dict[str, str] | None:
+        if time_scale == 1:
+            return None
+        if impl.time_scale_env is None:
+            raise ValueError(f"{impl.name} cannot scale its protocol time")
+        return {impl.time_scale_env: f"{time_scale:g}"}
+
     a_host, b_host = lab.host("a"), lab.host("b")
     link = lab.link(a_host, b_host)
-    a = start_node(lab, a_host, impl_a, net=NET, index=A_INDEX)
-    b = start_node(lab, b_host, impl_b, net=NET, index=B_INDEX)
-    return PairContext(lab, a_host, b_host, link, a, b)
+    a = start_node(lab, a_host, impl_a, net=NET, index=A_INDEX, env=env(impl_a))
+    b = start_node(lab, b_host, impl_b, net=NET, index=B_INDEX, env=env(impl_b))
+    return PairContext(lab, a_host, b_host, link, a, b, time_scale)
 
 
 def build_hostile(lab: Lab, impl: Impl) -> HostileContext:

@@ -11,9 +11,11 @@ fast as Python goes; the replies (cookie replies, type 3) are counted.
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from types import TracebackType
 
 from ..cookie import CookieGenerator
@@ -42,10 +44,25 @@ def valid_mac1_initiations(target: PublicKey, count: int = POOL) -> list[bytes]:
 class HandshakeFlood:
     """Flood `target` (address, port) from `host` until :meth:`stop` (or the context exits)."""
 
-    def __init__(self, host: Host, target: tuple[str, int], target_key: PublicKey) -> None:
+    def __init__(
+        self,
+        host: Host,
+        target: tuple[str, int],
+        target_key: PublicKey,
+        sources: Sequence[str] = (),
+    ) -> None:
+        """`sources`: addresses of `host` to send from, round-robin (default: one, the
+        kernel's choice). Implementations limit handshakes per source address, so
+        a flood that must put the target under load comes from many."""
         family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
-        self._sock = host.socket(family, socket.SOCK_DGRAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self._socks = []
+        for source in sources or [""]:
+            sock = host.socket(family, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            if source:
+                sock.bind((source, 0))
+            sock.setblocking(False)
+            self._socks.append(sock)
         self._target = target
         self._pool = valid_mac1_initiations(target_key)
         self._stop = threading.Event()
@@ -69,14 +86,15 @@ class HandshakeFlood:
 
     def _send(self) -> None:
         started = time.monotonic()
-        pool, sendto, target = self._pool, self._sock.sendto, self._target
-        n = len(pool)
+        pool, target = self._pool, self._target
+        sends = [sock.sendto for sock in self._socks]
+        n, m = len(pool), len(sends)
         i = 0
         while not self._stop.is_set():
             for _ in range(512):
                 try:  # noqa: SIM105 (contextlib.suppress costs too much per datagram)
-                    sendto(pool[i % n], target)
-                except OSError:  # a full socket buffer (ENOBUFS): go on
+                    sends[i % m](pool[i % n], target)
+                except OSError:  # a full socket buffer (EAGAIN, ENOBUFS): go on
                     pass
                 i += 1
             self.sent = i
@@ -85,25 +103,28 @@ class HandshakeFlood:
         self.seconds = time.monotonic() - started
 
     def _receive(self) -> None:
-        self._sock.settimeout(0.2)
         while not self._stop.is_set():
-            try:
-                data = self._sock.recv(2048)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if len(data) == 64 and data[0] == 3:
-                self.cookie_replies += 1
-            else:
-                self.other_replies += 1
+            ready, _, _ = select.select(self._socks, [], [], 0.2)
+            for sock in ready:
+                while True:
+                    try:
+                        data = sock.recv(2048)
+                    except BlockingIOError:
+                        break
+                    except OSError:
+                        return
+                    if len(data) == 64 and data[0] == 3:
+                        self.cookie_replies += 1
+                    else:
+                        self.other_replies += 1
 
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(5)
-        self._sock.close()
+        for sock in self._socks:
+            sock.close()
 
     def __enter__(self) -> HandshakeFlood:
         return self.start()

@@ -49,15 +49,21 @@ class Scenario:
     run: Callable[[Any], None]
     timeout: float  # seconds, setup included; past it the scenario fails
     doc: str  # what it checks (the function's docstring)
+    time_scaled: bool = False  # runs on scaled protocol time where both sides allow it
 
 
 REGISTRY: dict[str, Scenario] = {}
 
 
 def scenario(
-    name: str, title: str, *, kind: Kind, timeout: float = 60.0
+    name: str, title: str, *, kind: Kind, timeout: float = 60.0, time_scaled: bool = False
 ) -> Callable[[Callable[[Any], None]], Callable[[Any], None]]:
-    """Register the decorated function as a scenario (in definition order)."""
+    """Register the decorated function as a scenario (in definition order).
+
+    `time_scaled`: when both implementations can run their protocol timers
+    fast (``Impl.time_scale_env``), the daemons are started that way and the
+    context's ``time_scale`` says by how much; otherwise it runs in real time.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown scenario kind {kind!r}")
 
@@ -65,7 +71,7 @@ def scenario(
         if name in REGISTRY:
             raise ValueError(f"scenario {name!r} registered twice")
         doc = " ".join((fn.__doc__ or "").split())
-        REGISTRY[name] = Scenario(name, title, kind, fn, timeout, doc)
+        REGISTRY[name] = Scenario(name, title, kind, fn, timeout, doc, time_scaled)
         return fn
 
     return register

@@ -52,6 +52,9 @@ class Impl:
 
     name: str
     argv: tuple[str, ...]
+    # The environment variable that makes its protocol time run N times fast
+    # (pywgd: PYWG_TIME_SCALE), so that tests can scale timers; None: cannot.
+    time_scale_env: str | None = None
 
     @classmethod
     def parse(cls, spec: str) -> Impl:
@@ -64,7 +67,7 @@ class Impl:
         return cls(os.path.basename(argv[0]), argv)
 
 
-PYWGD = Impl("pywgd", (sys.executable, "-m", "pywg.daemon"))
+PYWGD = Impl("pywgd", (sys.executable, "-m", "pywg.daemon"), "PYWG_TIME_SCALE")
 WIREGUARD_GO = Impl("wireguard-go", ("wireguard-go",))
 
 

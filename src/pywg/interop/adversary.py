@@ -1,0 +1,1125 @@
+"""pywg's adversarial peer: a WireGuard initiator that sends what honest peers never do.
+
+Theory of operation
+-------------------
+The adversary holds a static key that the implementation under test (the
+*target*) knows as a peer, and talks to it over a :class:`Transport` (a UDP
+socket in a lab host, or an in-memory :class:`pywg.Device` in unit tests).
+Unlike :class:`pywg.Device` it keeps no protocol state machine of its own:
+every message is crafted explicitly, so a scenario chooses each field the
+protocol constrains — the TAI64N timestamp, the ephemeral key, the sender
+index, mac1/mac2, the transport counter, the packet's inner addresses — and
+then watches what the target answers.
+
+- Handshakes follow whitepaper §5.4.2–§5.4.5 step by step
+  (:func:`craft_initiation`, :meth:`CraftedInitiation.consume_response`) on
+  pywg's primitives (:mod:`pywg.crypto`). The ``es`` step takes the shared
+  secret as computed by the caller, so the same code builds an honest
+  initiation and one with a low-order ephemeral key whose DH result is all
+  zeros (whitepaper §5.4: such a result must be rejected).
+- A :class:`Session` seals transport messages with any counter (§5.4.6) and
+  opens the target's without a replay window of its own, so duplicates the
+  target sends are seen, not hidden.
+- The liveness probe is an ICMP/ICMPv6 echo through a session: the target
+  decrypts the request, its kernel answers, and the target seals the reply
+  (:func:`echo_request`, :func:`parse_echo`).
+- :class:`Flooder` sends precomputed datagrams from a thread, to put a target
+  under load (§5.3).
+
+Nothing here prints or logs a secret: the reprs show indices and public keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from .. import crypto
+from ..constants import (
+    AEAD_TAG_SIZE,
+    CONSTRUCTION,
+    COOKIE_NONCE_SIZE,
+    COOKIE_SIZE,
+    DEFAULT_MTU,
+    IDENTIFIER,
+    KEY_SIZE,
+    LABEL_COOKIE,
+    LABEL_MAC1,
+    MAC_SIZE,
+    MESSAGE_COOKIE_REPLY,
+    MESSAGE_INITIATION,
+    MESSAGE_RESPONSE,
+    MESSAGE_TRANSPORT,
+    PADDING_MULTIPLE,
+    RESPONSE_SIZE,
+    TAI64N_NSEC_ROUND,
+    TIMESTAMP_SIZE,
+    TRANSPORT_HEADER_SIZE,
+    TRANSPORT_MIN_SIZE,
+)
+from ..exceptions import DecryptionError, RemoteProtocolError
+from ..keys import PrivateKey, PublicKey
+from ..noise import KeyPair
+
+__all__ = [
+    "LOW_ORDER_POINTS",
+    "Adversary",
+    "CraftedInitiation",
+    "Echo",
+    "EchoReply",
+    "FloodStats",
+    "Flooder",
+    "Received",
+    "SentEcho",
+    "Session",
+    "Transport",
+    "UdpTransport",
+    "checksum",
+    "cookie_reply",
+    "craft_initiation",
+    "echo_reply_for",
+    "echo_request",
+    "flood_initiations",
+    "forged_response",
+    "mac1",
+    "mac2",
+    "message_type_of",
+    "open_cookie_reply",
+    "padded_size",
+    "parse_echo",
+    "tai64n_add",
+    "with_macs",
+]
+
+INITIATION_MAC1_AT: Final = 116  # whitepaper §5.4.2: mac1 over msg[0:116]
+INITIATION_MAC2_AT: Final = 132  # mac2 over msg[0:132]
+RESPONSE_MAC1_AT: Final = 60  # §5.4.3
+RESPONSE_MAC2_AT: Final = 76
+
+_ZERO_KEY: Final = bytes(KEY_SIZE)
+_le32 = struct.Struct("<I")
+_transport_header = struct.Struct("<IIQ")
+_U64_LIMIT: Final = 1 << 64
+
+# Curve25519 points of small order (1, 2, 4, 8) and non-canonical encodings of
+# them: X25519 of a clamped scalar (a multiple of 8) with any of these is the
+# all-zero value, which whitepaper §5.4 (DH) requires a responder to reject.
+# Public facts about the curve (Bernstein, "Curve25519: new Diffie-Hellman
+# speed records", and its web page's list of points to reject); the unit tests
+# check each yields zero.
+LOW_ORDER_POINTS: Final[tuple[bytes, ...]] = (
+    bytes(32),  # u = 0, order 2 (and the neutral element's image)
+    b"\x01" + bytes(31),  # u = 1, order 4
+    bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),  # order 8
+    bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),  # order 8
+    bytes.fromhex("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),  # p - 1
+    bytes.fromhex("edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),  # p (= 0)
+    # p + 1 (= 1)
+    bytes.fromhex("eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+)
+
+
+# ---------------------------------------------------------------------- MACs and cookies
+
+
+def mac1(message: bytes, responder_public: bytes, offset: int) -> bytes:
+    """mac1 = MAC(HASH(LABEL_MAC1 ‖ Spub_r), msg[0:offset]) (whitepaper §5.4.4)."""
+    return crypto.mac(crypto.hash_(LABEL_MAC1, responder_public), message[:offset])
+
+
+def mac2(message: bytes, cookie: bytes, offset: int) -> bytes:
+    """mac2 = MAC(cookie, msg[0:offset]) (whitepaper §5.4.4)."""
+    return crypto.mac(cookie, message[:offset])
+
+
+def with_macs(
+    message: bytes,
+    responder_public: bytes,
+    mac1_offset: int,
+    *,
+    cookie: bytes | None = None,
+) -> bytes:
+    """`message` with mac1 (and mac2 from `cookie`, zeros without one) filled in (§5.4.4)."""
+    body = message[:mac1_offset]
+    with_mac1 = body + mac1(body, responder_public, mac1_offset)
+    second = bytes(MAC_SIZE) if cookie is None else mac2(with_mac1, cookie, len(with_mac1))
+    return with_mac1 + second + message[mac1_offset + 2 * MAC_SIZE :]
+
+
+def open_cookie_reply(reply: bytes, replier_public: bytes, sent_mac1: bytes) -> bytes:
+    """The cookie inside a cookie reply (whitepaper §5.4.7).
+
+    XAEAD(HASH(LABEL_COOKIE ‖ Spub_m), nonce, cookie, AD = the mac1 we sent).
+    Raises RemoteProtocolError if it is not a 64-byte type-3 message or does
+    not decrypt.
+    """
+    if len(reply) != 64 or message_type_of(reply) != MESSAGE_COOKIE_REPLY:
+        raise RemoteProtocolError("not a 64-byte cookie reply")
+    key = crypto.hash_(LABEL_COOKIE, replier_public)
+    try:
+        return crypto.xaead_decrypt(key, reply[8:32], reply[32:64], sent_mac1)
+    except DecryptionError as exc:
+        raise RemoteProtocolError("cookie reply does not decrypt") from exc
+
+
+def cookie_reply(
+    receiver_index: int,
+    cookie: bytes,
+    answered_mac1: bytes,
+    replier_public: bytes,
+    rng: Callable[[int], bytes] = os.urandom,
+) -> bytes:
+    """A well-formed cookie reply (§5.4.7), as the holder of `replier_public` would send it."""
+    nonce = rng(COOKIE_NONCE_SIZE)
+    key = crypto.hash_(LABEL_COOKIE, replier_public)
+    sealed = crypto.xaead_encrypt(key, nonce, cookie, answered_mac1)
+    return _le32.pack(MESSAGE_COOKIE_REPLY) + _le32.pack(receiver_index) + nonce + sealed
+
+
+def forged_response(
+    sender_index: int,
+    receiver_index: int,
+    responder_public: bytes,
+    rng: Callable[[int], bytes] = os.urandom,
+) -> bytes:
+    """A 92-byte response with random contents but a valid mac1 for `responder_public`.
+
+    It passes the DoS check (§5.4.4), so a target must look at its receiver
+    index before refusing it.
+    """
+    body = (
+        _le32.pack(MESSAGE_RESPONSE)
+        + _le32.pack(sender_index)
+        + _le32.pack(receiver_index)
+        + crypto.dh_public(rng(32))
+        + rng(AEAD_TAG_SIZE)
+    )
+    message = with_macs(body + bytes(2 * MAC_SIZE), responder_public, RESPONSE_MAC1_AT)
+    assert len(message) == RESPONSE_SIZE
+    return message
+
+
+def _index_at(data: bytes, offset: int) -> int:
+    index: int = _le32.unpack_from(data, offset)[0]
+    return index
+
+
+def message_type_of(data: bytes) -> int:
+    """The message type (1–4) of a datagram, 0 if the 4-byte header is not one."""
+    if len(data) < 4:
+        return 0
+    (word,) = _le32.unpack_from(data, 0)
+    return word if MESSAGE_INITIATION <= word <= MESSAGE_TRANSPORT else 0
+
+
+def tai64n_add(stamp: bytes, nanoseconds: int) -> bytes:
+    """A TAI64N timestamp moved by `nanoseconds` (whitepaper §5.1; may be negative)."""
+    seconds, nanos = struct.unpack(">QI", stamp)
+    total = seconds * 1_000_000_000 + nanos + nanoseconds
+    seconds, nanos = divmod(total, 1_000_000_000)
+    return struct.pack(">QI", seconds, nanos)
+
+
+# ---------------------------------------------------------------------- sessions
+
+
+class Session:
+    """One transport session as the adversary holds it (whitepaper §5.4.5–§5.4.6).
+
+    `seal` takes any counter the caller chooses; `open` decrypts without a
+    replay window, so a duplicate from the target is visible.
+    """
+
+    __slots__ = (
+        "_receive_key",
+        "_send_key",
+        "created",
+        "initiator",
+        "label",
+        "local_index",
+        "next_counter",
+        "remote_index",
+    )
+
+    def __init__(
+        self,
+        send_key: bytes,
+        receive_key: bytes,
+        local_index: int,
+        remote_index: int,
+        *,
+        initiator: bool,
+        created: float = 0.0,
+        label: str = "",
+    ) -> None:
+        self._send_key = send_key
+        self._receive_key = receive_key
+        self.local_index = local_index  # the index the target sends to (ours)
+        self.remote_index = remote_index  # the index we send to (the target's)
+        self.initiator = initiator
+        self.created = created
+        self.label = label
+        self.next_counter = 0
+
+    def seal(self, packet: bytes, counter: int | None = None, *, mtu: int = DEFAULT_MTU) -> bytes:
+        """A transport message (§5.4.6) carrying `packet` zero-padded to a multiple of 16.
+
+        Without `counter` the next unused one is taken; with it, exactly that
+        counter (any 64-bit value), and later automatic counters go above it.
+        """
+        if counter is None:
+            counter = self.next_counter
+        if not 0 <= counter < _U64_LIMIT:
+            raise ValueError("a transport counter is an unsigned 64-bit integer")
+        self.next_counter = max(self.next_counter, counter + 1)
+        padded = packet + bytes(padded_size(len(packet), mtu) - len(packet))
+        header = _transport_header.pack(MESSAGE_TRANSPORT, self.remote_index, counter)
+        return header + crypto.aead_encrypt(self._send_key, counter, padded, b"")
+
+    def keepalive(self, counter: int | None = None) -> bytes:
+        """An empty transport message (§6.5); the first one confirms a responder's session."""
+        return self.seal(b"", counter)
+
+    def open(self, datagram: bytes) -> tuple[int, bytes] | None:
+        """(counter, padded plaintext) of a transport message to this session, else None."""
+        if len(datagram) < TRANSPORT_MIN_SIZE or message_type_of(datagram) != MESSAGE_TRANSPORT:
+            return None
+        _, receiver, counter = _transport_header.unpack_from(datagram, 0)
+        if receiver != self.local_index:
+            return None
+        try:
+            plain = crypto.aead_decrypt(
+                self._receive_key, counter, datagram[TRANSPORT_HEADER_SIZE:], b""
+            )
+        except DecryptionError:
+            return None
+        return counter, plain
+
+    def __repr__(self) -> str:
+        return (
+            f"<Session {self.label or '?'} local={self.local_index:#010x} "
+            f"remote={self.remote_index:#010x} next_counter={self.next_counter}>"
+        )
+
+
+def padded_size(length: int, mtu: int) -> int:
+    """Length of a plaintext of `length` bytes once padded (§5.4.6).
+
+    Zero-padded to a multiple of 16, but not beyond the MTU; a packet already
+    longer than the MTU is not padded at all.
+    """
+    rounded = -(-length // PADDING_MULTIPLE) * PADDING_MULTIPLE
+    if length > mtu:
+        return length
+    return min(rounded, mtu)
+
+
+# ---------------------------------------------------------------------- handshake
+
+
+@dataclass(slots=True)
+class _InitiatorState:
+    """Ci, Hi after message 1 and the ephemeral private key: what reading message 2 needs."""
+
+    chaining_key: bytes = field(repr=False)
+    hash: bytes = field(repr=False)
+    ephemeral_private: bytes | None = field(repr=False)  # None: a low-order point was sent
+    static: KeyPair = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CraftedInitiation:
+    """An initiation the adversary built (148 bytes, MACs filled) and what it needs later."""
+
+    message: bytes
+    sender_index: int
+    timestamp: bytes
+    responder_public: bytes
+    low_order: bool  # the ephemeral key is a low-order point, es the all-zero value
+    _state: _InitiatorState = field(repr=False)
+
+    @property
+    def mac1(self) -> bytes:
+        return self.message[INITIATION_MAC1_AT:INITIATION_MAC2_AT]
+
+    def with_cookie(self, cookie: bytes) -> bytes:
+        """This message with mac2 = MAC(cookie, msg[0:132]) (§5.4.4)."""
+        return self.message[:INITIATION_MAC2_AT] + mac2(self.message, cookie, INITIATION_MAC2_AT)
+
+    def consume_response(
+        self, response: bytes, *, preshared_key: bytes | None = None, now: float = 0.0
+    ) -> Session:
+        """Read message 2 as the initiator (whitepaper §5.4.3, §5.4.5); the new session.
+
+        Raises RemoteProtocolError if it is not a response to this initiation
+        or does not authenticate. A low-order initiation's response is read
+        with ee = 0, as a responder that skipped the zero check would derive.
+        """
+        if len(response) != RESPONSE_SIZE or message_type_of(response) != MESSAGE_RESPONSE:
+            raise RemoteProtocolError("not a 92-byte response")
+        sender, receiver = struct.unpack_from("<II", response, 4)
+        if receiver != self.sender_index:
+            raise RemoteProtocolError("response to another initiation")
+        if response[RESPONSE_MAC1_AT:RESPONSE_MAC2_AT] != mac1(
+            response, self._state.static.public, RESPONSE_MAC1_AT
+        ):
+            raise RemoteProtocolError("response mac1 is wrong")
+        ephemeral = response[12:44]
+        encrypted_nothing = response[44:60]
+        st = self._state
+        c, h = st.chaining_key, st.hash
+        c = crypto.kdf1(c, ephemeral)  # Cr := KDF1(Cr, Epub_r)
+        h = crypto.hash_(h, ephemeral)  # Hr := HASH(Hr ‖ msg.ephemeral)
+        if st.ephemeral_private is None:
+            ee = _ZERO_KEY  # what X25519(low-order point, anything) gives
+        else:
+            ee = crypto.dh(st.ephemeral_private, ephemeral)
+        c = crypto.kdf1(c, ee)  # Cr := KDF1(Cr, DH(Epriv_i, Epub_r)) (ee)
+        c = crypto.kdf1(c, crypto.dh(st.static.private, ephemeral))  # se
+        c, tau, kappa = crypto.kdf3(c, preshared_key or _ZERO_KEY)  # (Cr, τ, κ) := KDF3(Cr, Q)
+        h = crypto.hash_(h, tau)
+        try:
+            empty = crypto.aead_decrypt(kappa, 0, encrypted_nothing, h)  # AEAD(κ, 0, ε, Hr)
+        except DecryptionError as exc:
+            raise RemoteProtocolError("response does not authenticate") from exc
+        if empty:
+            raise RemoteProtocolError("response payload is not empty")
+        send_key, receive_key = crypto.kdf2(c, b"")  # §5.4.5: (T_send, T_recv) := KDF2(Ci, ε)
+        return Session(
+            send_key, receive_key, self.sender_index, sender, initiator=True, created=now
+        )
+
+    def __repr__(self) -> str:
+        kind = "low-order" if self.low_order else "honest"
+        return f"<CraftedInitiation {kind} sender={self.sender_index:#010x}>"
+
+
+def craft_initiation(
+    static: KeyPair,
+    responder_public: bytes,
+    sender_index: int,
+    timestamp: bytes,
+    *,
+    ephemeral: KeyPair | None = None,
+    low_order_point: bytes | None = None,
+    cookie: bytes | None = None,
+    rng: Callable[[int], bytes] = os.urandom,
+) -> CraftedInitiation:
+    """Message 1 by the steps of whitepaper §5.4.2, MACs included (§5.4.4).
+
+    Honest by default: a fresh (or the given) ephemeral key pair and
+    es = DH(Epriv_i, Spub_r). With `low_order_point`, that point is sent as
+    the ephemeral public key and es is the all-zero value X25519 yields for
+    it, so the message authenticates at a responder that does not reject an
+    all-zero DH result (§5.4: it must). `timestamp` is any 12 bytes (TAI64N,
+    §5.1); `cookie` fills mac2.
+    """
+    if len(timestamp) != TIMESTAMP_SIZE:
+        raise ValueError("a TAI64N timestamp is 12 bytes")
+    if low_order_point is not None:
+        if ephemeral is not None:
+            raise ValueError("either an ephemeral key pair or a low-order point")
+        e_public, e_private, es = low_order_point, None, _ZERO_KEY
+    else:
+        if ephemeral is None:
+            ephemeral = KeyPair.from_private(rng(KEY_SIZE))
+        e_public, e_private = ephemeral.public, ephemeral.private
+        es = crypto.dh(ephemeral.private, responder_public)
+    c = crypto.hash_(CONSTRUCTION)  # Ci := HASH(CONSTRUCTION)
+    h = crypto.hash_(c, IDENTIFIER)  # Hi := HASH(Ci ‖ IDENTIFIER)
+    h = crypto.hash_(h, responder_public)  # Hi := HASH(Hi ‖ Spub_r)
+    c = crypto.kdf1(c, e_public)  # Ci := KDF1(Ci, Epub_i)
+    h = crypto.hash_(h, e_public)  # Hi := HASH(Hi ‖ msg.ephemeral)
+    c, kappa = crypto.kdf2(c, es)  # (Ci, κ) := KDF2(Ci, DH(Epriv_i, Spub_r))
+    encrypted_static = crypto.aead_encrypt(kappa, 0, static.public, h)
+    h = crypto.hash_(h, encrypted_static)
+    c, kappa = crypto.kdf2(c, crypto.dh(static.private, responder_public))  # ss
+    encrypted_timestamp = crypto.aead_encrypt(kappa, 0, timestamp, h)
+    h = crypto.hash_(h, encrypted_timestamp)
+    body = (
+        _le32.pack(MESSAGE_INITIATION)
+        + _le32.pack(sender_index)
+        + e_public
+        + encrypted_static
+        + encrypted_timestamp
+    )
+    message = with_macs(body + bytes(2 * MAC_SIZE), responder_public, INITIATION_MAC1_AT)
+    if cookie is not None:
+        message = message[:INITIATION_MAC2_AT] + mac2(message, cookie, INITIATION_MAC2_AT)
+    state = _InitiatorState(c, h, e_private, static)
+    return CraftedInitiation(
+        message, sender_index, timestamp, responder_public, low_order_point is not None, state
+    )
+
+
+# ---------------------------------------------------------------------- ICMP echo packets
+
+
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071): one's complement of the one's complement sum."""
+    if len(data) % 2:
+        data += b"\0"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+_ICMP4_ECHO_REQUEST, _ICMP4_ECHO_REPLY = 8, 0
+_ICMP6_ECHO_REQUEST, _ICMP6_ECHO_REPLY = 128, 129
+_PROTO_ICMP, _PROTO_ICMPV6 = 1, 58
+IPV4_ECHO_OVERHEAD: Final = 20 + 8  # IPv4 header + ICMP echo header
+IPV6_ECHO_OVERHEAD: Final = 40 + 8
+
+
+def _icmp6_pseudo_header(src: bytes, dst: bytes, length: int) -> bytes:
+    """RFC 8200 §8.1: source, destination, upper-layer length, 3 zero bytes, next header."""
+    return src + dst + struct.pack("!I3xB", length, _PROTO_ICMPV6)
+
+
+def _ip_packet(
+    src: str, dst: str, icmp_type: int, ident: int, seq: int, payload: bytes, ttl: int
+) -> bytes:
+    source, destination = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    if source.version != destination.version:
+        raise ValueError("source and destination of different IP versions")
+    if source.version == 4:
+        icmp = struct.pack("!BBHHH", icmp_type, 0, 0, ident, seq) + payload
+        icmp = icmp[:2] + struct.pack("!H", checksum(icmp)) + icmp[4:]
+        total = 20 + len(icmp)
+        header = struct.pack(
+            "!BBHHHBBH4s4s",
+            0x45,
+            0,
+            total,
+            seq,  # IP identification
+            0,
+            ttl,
+            _PROTO_ICMP,
+            0,
+            source.packed,
+            destination.packed,
+        )
+        header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
+        return header + icmp
+    icmp = struct.pack("!BBHHH", icmp_type, 0, 0, ident, seq) + payload
+    pseudo = _icmp6_pseudo_header(source.packed, destination.packed, len(icmp))
+    icmp = icmp[:2] + struct.pack("!H", checksum(pseudo + icmp)) + icmp[4:]
+    header = struct.pack("!IHBB", 6 << 28, len(icmp), _PROTO_ICMPV6, ttl)
+    return header + source.packed + destination.packed + icmp
+
+
+def echo_request(
+    src: str,
+    dst: str,
+    ident: int,
+    seq: int,
+    payload: bytes = b"",
+    *,
+    total_length: int | None = None,
+    ttl: int = 64,
+) -> bytes:
+    """An IPv4 ICMP or IPv6 ICMPv6 echo request with correct checksums.
+
+    With `total_length`, the payload is a pattern making the IP packet
+    exactly that long (at least 28 bytes for IPv4, 48 for IPv6).
+    """
+    if total_length is not None:
+        overhead = IPV6_ECHO_OVERHEAD if ":" in src else IPV4_ECHO_OVERHEAD
+        if total_length < overhead:
+            raise ValueError(f"an echo request is at least {overhead} bytes")
+        payload = bytes((seq + i * 7 + 1) & 0xFF or 0x5A for i in range(total_length - overhead))
+    kind = _ICMP6_ECHO_REQUEST if ":" in src else _ICMP4_ECHO_REQUEST
+    return _ip_packet(src, dst, kind, ident & 0xFFFF, seq & 0xFFFF, payload, ttl)
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    """An ICMP(v6) echo request or reply, as parsed from an IP packet."""
+
+    version: int
+    source: str
+    destination: str
+    is_request: bool
+    ident: int
+    seq: int
+    payload: bytes
+    total_length: int  # the IP packet's own length (the rest of a plaintext is padding)
+
+
+def parse_echo(packet: bytes) -> Echo | None:
+    """The echo request/reply in an IP packet (with valid checksums), else None.
+
+    Bytes after the IP packet's own length (transport padding) are ignored.
+    """
+    if not packet:
+        return None
+    version = packet[0] >> 4
+    if version == 4:
+        if len(packet) < 28 or packet[0] != 0x45 or packet[9] != _PROTO_ICMP:
+            return None
+        total = struct.unpack_from("!H", packet, 2)[0]
+        if total < 28 or total > len(packet) or checksum(packet[:20]) != 0:
+            return None
+        icmp = packet[20:total]
+        if checksum(icmp) != 0:
+            return None
+        src, dst = packet[12:16], packet[16:20]
+        kinds = {_ICMP4_ECHO_REQUEST: True, _ICMP4_ECHO_REPLY: False}
+    elif version == 6:
+        if len(packet) < 48 or packet[6] != _PROTO_ICMPV6:
+            return None
+        total = 40 + struct.unpack_from("!H", packet, 4)[0]
+        if total < 48 or total > len(packet):
+            return None
+        src, dst = packet[8:24], packet[24:40]
+        icmp = packet[40:total]
+        if checksum(_icmp6_pseudo_header(src, dst, len(icmp)) + icmp) != 0:
+            return None
+        kinds = {_ICMP6_ECHO_REQUEST: True, _ICMP6_ECHO_REPLY: False}
+    else:
+        return None
+    if icmp[0] not in kinds or icmp[1] != 0:
+        return None
+    ident, seq = struct.unpack_from("!HH", icmp, 4)
+    return Echo(
+        version,
+        str(ipaddress.ip_address(src)),
+        str(ipaddress.ip_address(dst)),
+        kinds[icmp[0]],
+        ident,
+        seq,
+        bytes(icmp[8:]),
+        total,
+    )
+
+
+def echo_reply_for(packet: bytes) -> bytes | None:
+    """The reply a host's kernel gives to an echo request (for in-memory targets)."""
+    echo = parse_echo(packet)
+    if echo is None or not echo.is_request:
+        return None
+    kind = _ICMP6_ECHO_REPLY if echo.version == 6 else _ICMP4_ECHO_REPLY
+    return _ip_packet(echo.destination, echo.source, kind, echo.ident, echo.seq, echo.payload, 64)
+
+
+# ---------------------------------------------------------------------- transports
+
+
+class Transport(Protocol):
+    """Where the adversary's datagrams go and the target's come from."""
+
+    def send(self, data: bytes) -> None: ...
+
+    def recv(self, timeout: float) -> bytes | None:
+        """The next datagram from the target, or None after `timeout` seconds."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class UdpTransport:
+    """A UDP socket talking to one endpoint; datagrams from anywhere else are ignored."""
+
+    def __init__(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.ignored = 0  # datagrams from other sources
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendto(data, self.peer)
+
+    def recv(self, timeout: float) -> bytes | None:
+        end = time.monotonic() + max(timeout, 0.0)
+        for _ in range(10_000):  # bounded: stray datagrams cannot keep us here
+            left = end - time.monotonic()
+            try:
+                if left <= 0:
+                    self.sock.setblocking(False)
+                else:
+                    self.sock.settimeout(left)
+                data, addr = self.sock.recvfrom(65535)
+            except (TimeoutError, BlockingIOError):
+                return None
+            if (str(ipaddress.ip_address(addr[0].split("%")[0])), addr[1]) == (
+                str(ipaddress.ip_address(self.peer[0])),
+                self.peer[1],
+            ):
+                return data
+            self.ignored += 1
+        return None
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __repr__(self) -> str:
+        return f"<UdpTransport to {self.peer}>"
+
+
+# ---------------------------------------------------------------------- the adversary
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One datagram from the target and when it arrived (adversary clock)."""
+
+    at: float
+    data: bytes
+
+    @property
+    def type(self) -> int:
+        return message_type_of(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class SentEcho:
+    """An echo request the adversary sent through a session."""
+
+    datagram: bytes
+    packet: bytes
+    counter: int
+    ident: int
+    seq: int
+    session: Session
+
+
+ECHO_TIMEOUT: Final = 3.0
+
+
+class Adversary:
+    """The adversarial peer (see the module docstring).
+
+    `static` is the adversary's private key (the target has its public key
+    as a peer), `target_public` the target's static public key. `tunnel4`/
+    `tunnel6` are the adversary's allowed IPs on the target, `target4`/
+    `target6` the target's tunnel addresses (the echo destinations). Clocks
+    and randomness are injectable, so unit tests run it against an
+    in-memory Device.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        static: PrivateKey,
+        target_public: PublicKey,
+        *,
+        tunnel4: str,
+        tunnel6: str,
+        target4: str,
+        target6: str,
+        mtu: int = DEFAULT_MTU,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], float] = time.time,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.transport = transport
+        self.static = KeyPair(bytes(static), bytes(static.public_key))
+        self.target_public = bytes(target_public)
+        self.tunnel4, self.tunnel6 = tunnel4, tunnel6
+        self.target4, self.target6 = target4, target6
+        self.mtu = mtu
+        self.clock, self.sleep, self.wall_clock, self.rng = clock, sleep, wall_clock, rng
+        self.sessions: dict[int, Session] = {}  # by our (local) index
+        self.log: list[Received] = []  # everything received, in order
+        self.inbox: list[Received] = []  # received but not yet claimed by a wait
+        self.last_timestamp = bytes(TIMESTAMP_SIZE)
+        self.ident = int.from_bytes(rng(2), "little")
+        self._seq = 0
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        self.transport.send(data)
+
+    def _receive(self, timeout: float) -> Received | None:
+        data = self.transport.recv(timeout)
+        if data is None:
+            return None
+        got = Received(self.clock(), data)
+        self.log.append(got)
+        return got
+
+    def drain(self) -> list[Received]:
+        """Everything already waiting (inbox and transport), claimed and returned."""
+        out, self.inbox = self.inbox, []
+        for _ in range(10_000):
+            got = self._receive(0.0)
+            if got is None:
+                break
+            out.append(got)
+        return out
+
+    def collect(self, window: float) -> list[Received]:
+        """Every datagram arriving within `window` seconds (plus the unclaimed inbox)."""
+        out, self.inbox = self.inbox, []
+        end = self.clock() + window
+        for _ in range(100_000):
+            left = end - self.clock()
+            if left <= 0:
+                break
+            got = self._receive(left)
+            if got is not None:
+                out.append(got)
+        return out
+
+    def wait_for(self, match: Callable[[Received], bool], timeout: float) -> Received | None:
+        """The first datagram (inbox first) for which `match` holds, within `timeout` s.
+
+        Datagrams that do not match stay in the inbox for later waits.
+        """
+        for i, got in enumerate(self.inbox):
+            if match(got):
+                del self.inbox[i]
+                return got
+        end = self.clock() + timeout
+        for _ in range(100_000):
+            left = end - self.clock()
+            if left <= 0:
+                return None
+            new = self._receive(left)
+            if new is None:
+                continue
+            if match(new):
+                return new
+            self.inbox.append(new)
+        return None
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> Adversary:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Adversary {PublicKey(self.static.public)} sessions={len(self.sessions)}>"
+
+    # -- handshakes -------------------------------------------------------------
+
+    def new_index(self) -> int:
+        """A fresh random 32-bit sender index not used by one of our sessions."""
+        for _ in range(100):
+            index = int.from_bytes(self.rng(4), "little")
+            if index not in self.sessions:
+                return index
+        raise RuntimeError("no free index")  # pragma: no cover - 2^-3200
+
+    def timestamp(self) -> bytes:
+        """TAI64N of the wall clock (§5.1), later than any this adversary made before."""
+        stamp = crypto.tai64n(self.wall_clock())
+        if stamp <= self.last_timestamp:
+            stamp = tai64n_add(self.last_timestamp, TAI64N_NSEC_ROUND)
+        self.last_timestamp = stamp
+        return stamp
+
+    def initiation(
+        self,
+        timestamp: bytes | None = None,
+        *,
+        low_order_point: bytes | None = None,
+        cookie: bytes | None = None,
+        sender_index: int | None = None,
+        static: KeyPair | None = None,
+    ) -> CraftedInitiation:
+        """A new initiation to the target (fresh ephemeral and index unless told otherwise)."""
+        if timestamp is None:
+            timestamp = self.timestamp()
+        else:
+            self.last_timestamp = max(self.last_timestamp, timestamp)
+        return craft_initiation(
+            static or self.static,
+            self.target_public,
+            self.new_index() if sender_index is None else sender_index,
+            timestamp,
+            low_order_point=low_order_point,
+            cookie=cookie,
+            rng=self.rng,
+        )
+
+    def await_answer(self, crafted: CraftedInitiation, timeout: float) -> Received | None:
+        """The response or cookie reply addressed to `crafted`'s sender index, if any comes."""
+
+        def answers(got: Received) -> bool:
+            if got.type == MESSAGE_RESPONSE and len(got.data) >= 12:
+                return _index_at(got.data, 8) == crafted.sender_index
+            if got.type == MESSAGE_COOKIE_REPLY and len(got.data) >= 8:
+                return _index_at(got.data, 4) == crafted.sender_index
+            return False
+
+        return self.wait_for(answers, timeout)
+
+    def complete(self, crafted: CraftedInitiation, response: bytes, *, label: str = "") -> Session:
+        """Read the response, keep the session and confirm it with a keepalive (§5.4.5, §6.5)."""
+        session = crafted.consume_response(response, now=self.clock())
+        session.label = label
+        self.sessions[session.local_index] = session
+        self.send(session.keepalive())
+        return session
+
+    def handshake(
+        self, *, timestamp: bytes | None = None, timeout: float = 10.0, label: str = ""
+    ) -> tuple[CraftedInitiation, Session]:
+        """An honest handshake: initiation, response, confirming keepalive.
+
+        An unanswered initiation is retried (a new one, later timestamp)
+        every 2 s until `timeout`. Raises TimeoutError when none is answered.
+        """
+        end = self.clock() + timeout
+        for _ in range(max(1, int(timeout / 2) + 1)):
+            crafted = self.initiation(timestamp)
+            timestamp = None  # a retry needs a later one
+            self.send(crafted.message)
+            got = self.await_answer(crafted, min(2.0, max(0.1, end - self.clock())))
+            if got is not None and got.type == MESSAGE_RESPONSE:
+                return crafted, self.complete(crafted, got.data, label=label)
+            if self.clock() >= end:
+                break
+            self.sleep(0.05)  # implementations take at most 50 initiations/s per peer
+        raise TimeoutError(f"no response to an initiation within {timeout:g} s")
+
+    # -- transport --------------------------------------------------------------
+
+    def open_any(self, data: bytes) -> tuple[Session, int, bytes] | None:
+        """(session, counter, plaintext) if a transport message opens under one of ours."""
+        if len(data) < TRANSPORT_MIN_SIZE or message_type_of(data) != MESSAGE_TRANSPORT:
+            return None
+        session = self.sessions.get(_index_at(data, 4))
+        if session is None:
+            return None
+        opened = session.open(data)
+        return None if opened is None else (session, *opened)
+
+    def make_echo(
+        self,
+        session: Session,
+        *,
+        counter: int | None = None,
+        source: str | None = None,
+        destination: str | None = None,
+        version: int = 4,
+        total_length: int | None = None,
+    ) -> SentEcho:
+        """Seal an echo request through `session` without sending it.
+
+        The source defaults to the adversary's tunnel address of `version`,
+        the destination to the target's of the source's family.
+        """
+        if source is None:
+            source = self.tunnel6 if version == 6 else self.tunnel4
+        if destination is None:
+            destination = self.target6 if ":" in source else self.target4
+        self._seq = (self._seq + 1) & 0xFFFF
+        payload = b"pywg-adversary-%d" % self._seq
+        packet = echo_request(
+            source, destination, self.ident, self._seq, payload, total_length=total_length
+        )
+        used = session.next_counter if counter is None else counter
+        datagram = session.seal(packet, counter, mtu=self.mtu)
+        return SentEcho(datagram, packet, used, self.ident, self._seq, session)
+
+    def send_echo(
+        self,
+        session: Session,
+        *,
+        counter: int | None = None,
+        source: str | None = None,
+        destination: str | None = None,
+        version: int = 4,
+        total_length: int | None = None,
+    ) -> SentEcho:
+        """Seal an echo request through `session` and send it (nothing is awaited)."""
+        sent = self.make_echo(
+            session,
+            counter=counter,
+            source=source,
+            destination=destination,
+            version=version,
+            total_length=total_length,
+        )
+        self.send(sent.datagram)
+        return sent
+
+    def await_echo(self, sent: SentEcho, timeout: float = ECHO_TIMEOUT) -> EchoReply | None:
+        """The echo reply to `sent` (under any of our sessions), or None within `timeout`."""
+        found: list[EchoReply] = []
+
+        def is_reply(got: Received) -> bool:
+            opened = self.open_any(got.data)
+            if opened is None:
+                return False
+            session, counter, plain = opened
+            echo = parse_echo(plain)
+            if echo is None or echo.is_request or echo.ident != sent.ident or echo.seq != sent.seq:
+                return False
+            found.append(EchoReply(echo, plain, session, counter, got.data))
+            return True
+
+        self.wait_for(is_reply, timeout)
+        return found[0] if found else None
+
+    def echo(
+        self,
+        session: Session,
+        *,
+        counter: int | None = None,
+        source: str | None = None,
+        destination: str | None = None,
+        version: int = 4,
+        total_length: int | None = None,
+        timeout: float = ECHO_TIMEOUT,
+    ) -> EchoReply | None:
+        """One echo round trip through `session`: the reply, or None within `timeout`."""
+        sent = self.send_echo(
+            session,
+            counter=counter,
+            source=source,
+            destination=destination,
+            version=version,
+            total_length=total_length,
+        )
+        return self.await_echo(sent, timeout)
+
+    def echo_replies_to(self, sent: SentEcho, received: Sequence[Received]) -> int:
+        """How many of `received` are echo replies to `sent` (for "no second reply" checks)."""
+        count = 0
+        for got in received:
+            opened = self.open_any(got.data)
+            if opened is None:
+                continue
+            echo = parse_echo(opened[2])
+            if echo is not None and not echo.is_request:
+                count += echo.ident == sent.ident and echo.seq == sent.seq
+        return count
+
+
+@dataclass(frozen=True, slots=True)
+class EchoReply:
+    """An echo reply the target sealed, with the session and counter it came under."""
+
+    echo: Echo
+    plaintext: bytes  # the whole padded plaintext
+    session: Session
+    counter: int
+    datagram: bytes
+
+
+# ---------------------------------------------------------------------- flooding
+
+
+@dataclass(frozen=True, slots=True)
+class FloodStats:
+    sent: int
+    errors: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Datagrams per second."""
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+
+class Flooder:
+    """Sends `datagrams` round-robin to `destination` from a thread, as fast as it can.
+
+    With several sockets (bound to different source addresses) consecutive
+    datagrams go out from consecutive sockets, as a flood from many hosts
+    would arrive. Bounded: it stops by itself after `max_seconds`. Use as a
+    context manager (stops, joins and closes the sockets on exit);
+    `stats()` at any time.
+    """
+
+    def __init__(
+        self,
+        socks: Sequence[socket.socket],
+        destination: tuple[str, int],
+        datagrams: Sequence[bytes],
+        *,
+        max_seconds: float,
+    ) -> None:
+        if not datagrams or not socks:
+            raise ValueError("nothing to flood with")
+        self.socks = list(socks)
+        self.destination = destination
+        # one (sendto, datagram) pair per step of the round, so the loop does no arithmetic
+        n = len(self.socks)
+        rounds = max(len(datagrams), n)
+        self._plan = [
+            (self.socks[i % n].sendto, datagrams[i % len(datagrams)]) for i in range(rounds)
+        ]
+        self.max_seconds = max_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pywg-flood", daemon=True)
+        self._sent = 0
+        self._errors = 0
+        self._started = 0.0
+        self._stopped: float | None = None
+
+    def _run(self) -> None:
+        for sock in self.socks:
+            sock.settimeout(0.5)
+        destination = self.destination
+        plan = self._plan
+        end = self._started + self.max_seconds
+        while not self._stop.is_set() and time.monotonic() < end:
+            for sendto, data in plan:
+                try:
+                    sendto(data, destination)
+                except OSError:  # ENOBUFS, a send-buffer timeout: keep going
+                    self._errors += 1
+            self._sent += len(plan)
+        self._stopped = time.monotonic()
+
+    def start(self) -> Flooder:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def stop(self) -> FloodStats:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5.0)
+        return self.stats()
+
+    def stats(self) -> FloodStats:
+        end = self._stopped if self._stopped is not None else time.monotonic()
+        return FloodStats(self._sent, self._errors, max(0.0, end - self._started))
+
+    def __enter__(self) -> Flooder:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        for sock in self.socks:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def flood_initiations(
+    responder_public: bytes, count: int, rng: Callable[[int], bytes] = os.urandom
+) -> list[bytes]:
+    """`count` initiations from random static keys unknown to the responder, valid mac1.
+
+    They pass the DoS check (§5.4.4) and cost the responder a DH each before
+    it finds out the sender is unknown, which is what puts it under load.
+    """
+    out = []
+    for _ in range(count):
+        static = KeyPair.from_private(rng(KEY_SIZE))
+        index = int.from_bytes(rng(4), "little")
+        stamp = crypto.tai64n(time.time())
+        out.append(craft_initiation(static, responder_public, index, stamp, rng=rng).message)
+    return out
+
+
+assert COOKIE_SIZE == MAC_SIZE  # a cookie is a 16-byte MAC (§5.4.7)
