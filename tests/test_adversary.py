@@ -32,14 +32,12 @@ from pywg.interop.adversary import (
     INITIATION_MAC2_AT,
     LOW_ORDER_POINTS,
     Adversary,
-    Flooder,
     Session,
     checksum,
     cookie_reply,
     craft_initiation,
     echo_reply_for,
     echo_request,
-    flood_initiations,
     forged_response,
     mac2,
     message_type_of,
@@ -48,6 +46,7 @@ from pywg.interop.adversary import (
     parse_echo,
     tai64n_add,
 )
+from pywg.interop.flood import Flooder, flood_initiations
 from pywg.noise import KeyPair
 
 TUNNEL4, TUNNEL6 = "198.19.1.1", "fd19::1:1"  # the adversary's (its allowed IPs)

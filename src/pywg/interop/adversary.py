@@ -31,12 +31,10 @@ Nothing here prints or logs a secret: the reprs show indices and public keys.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +66,13 @@ from ..constants import (
 from ..exceptions import DecryptionError, RemoteProtocolError
 from ..keys import PrivateKey, PublicKey
 from ..noise import KeyPair
+from .packets import (
+    Echo,
+    checksum,
+    echo_reply_for,
+    echo_request,
+    parse_echo,
+)
 
 __all__ = [
     "LOW_ORDER_POINTS",
@@ -75,8 +80,6 @@ __all__ = [
     "CraftedInitiation",
     "Echo",
     "EchoReply",
-    "FloodStats",
-    "Flooder",
     "Received",
     "SentEcho",
     "Session",
@@ -87,7 +90,6 @@ __all__ = [
     "craft_initiation",
     "echo_reply_for",
     "echo_request",
-    "flood_initiations",
     "forged_response",
     "mac1",
     "mac2",
@@ -458,157 +460,6 @@ def craft_initiation(
     return CraftedInitiation(
         message, sender_index, timestamp, responder_public, low_order_point is not None, state
     )
-
-
-# ---------------------------------------------------------------------- ICMP echo packets
-
-
-def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071): one's complement of the one's complement sum."""
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-_ICMP4_ECHO_REQUEST, _ICMP4_ECHO_REPLY = 8, 0
-_ICMP6_ECHO_REQUEST, _ICMP6_ECHO_REPLY = 128, 129
-_PROTO_ICMP, _PROTO_ICMPV6 = 1, 58
-IPV4_ECHO_OVERHEAD: Final = 20 + 8  # IPv4 header + ICMP echo header
-IPV6_ECHO_OVERHEAD: Final = 40 + 8
-
-
-def _icmp6_pseudo_header(src: bytes, dst: bytes, length: int) -> bytes:
-    """RFC 8200 §8.1: source, destination, upper-layer length, 3 zero bytes, next header."""
-    return src + dst + struct.pack("!I3xB", length, _PROTO_ICMPV6)
-
-
-def _ip_packet(
-    src: str, dst: str, icmp_type: int, ident: int, seq: int, payload: bytes, ttl: int
-) -> bytes:
-    source, destination = ipaddress.ip_address(src), ipaddress.ip_address(dst)
-    if source.version != destination.version:
-        raise ValueError("source and destination of different IP versions")
-    if source.version == 4:
-        icmp = struct.pack("!BBHHH", icmp_type, 0, 0, ident, seq) + payload
-        icmp = icmp[:2] + struct.pack("!H", checksum(icmp)) + icmp[4:]
-        total = 20 + len(icmp)
-        header = struct.pack(
-            "!BBHHHBBH4s4s",
-            0x45,
-            0,
-            total,
-            seq,  # IP identification
-            0,
-            ttl,
-            _PROTO_ICMP,
-            0,
-            source.packed,
-            destination.packed,
-        )
-        header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
-        return header + icmp
-    icmp = struct.pack("!BBHHH", icmp_type, 0, 0, ident, seq) + payload
-    pseudo = _icmp6_pseudo_header(source.packed, destination.packed, len(icmp))
-    icmp = icmp[:2] + struct.pack("!H", checksum(pseudo + icmp)) + icmp[4:]
-    header = struct.pack("!IHBB", 6 << 28, len(icmp), _PROTO_ICMPV6, ttl)
-    return header + source.packed + destination.packed + icmp
-
-
-def echo_request(
-    src: str,
-    dst: str,
-    ident: int,
-    seq: int,
-    payload: bytes = b"",
-    *,
-    total_length: int | None = None,
-    ttl: int = 64,
-) -> bytes:
-    """An IPv4 ICMP or IPv6 ICMPv6 echo request with correct checksums.
-
-    With `total_length`, the payload is a pattern making the IP packet
-    exactly that long (at least 28 bytes for IPv4, 48 for IPv6).
-    """
-    if total_length is not None:
-        overhead = IPV6_ECHO_OVERHEAD if ":" in src else IPV4_ECHO_OVERHEAD
-        if total_length < overhead:
-            raise ValueError(f"an echo request is at least {overhead} bytes")
-        payload = bytes((seq + i * 7 + 1) & 0xFF or 0x5A for i in range(total_length - overhead))
-    kind = _ICMP6_ECHO_REQUEST if ":" in src else _ICMP4_ECHO_REQUEST
-    return _ip_packet(src, dst, kind, ident & 0xFFFF, seq & 0xFFFF, payload, ttl)
-
-
-@dataclass(frozen=True, slots=True)
-class Echo:
-    """An ICMP(v6) echo request or reply, as parsed from an IP packet."""
-
-    version: int
-    source: str
-    destination: str
-    is_request: bool
-    ident: int
-    seq: int
-    payload: bytes
-    total_length: int  # the IP packet's own length (the rest of a plaintext is padding)
-
-
-def parse_echo(packet: bytes) -> Echo | None:
-    """The echo request/reply in an IP packet (with valid checksums), else None.
-
-    Bytes after the IP packet's own length (transport padding) are ignored.
-    """
-    if not packet:
-        return None
-    version = packet[0] >> 4
-    if version == 4:
-        if len(packet) < 28 or packet[0] != 0x45 or packet[9] != _PROTO_ICMP:
-            return None
-        total = struct.unpack_from("!H", packet, 2)[0]
-        if total < 28 or total > len(packet) or checksum(packet[:20]) != 0:
-            return None
-        icmp = packet[20:total]
-        if checksum(icmp) != 0:
-            return None
-        src, dst = packet[12:16], packet[16:20]
-        kinds = {_ICMP4_ECHO_REQUEST: True, _ICMP4_ECHO_REPLY: False}
-    elif version == 6:
-        if len(packet) < 48 or packet[6] != _PROTO_ICMPV6:
-            return None
-        total = 40 + struct.unpack_from("!H", packet, 4)[0]
-        if total < 48 or total > len(packet):
-            return None
-        src, dst = packet[8:24], packet[24:40]
-        icmp = packet[40:total]
-        if checksum(_icmp6_pseudo_header(src, dst, len(icmp)) + icmp) != 0:
-            return None
-        kinds = {_ICMP6_ECHO_REQUEST: True, _ICMP6_ECHO_REPLY: False}
-    else:
-        return None
-    if icmp[0] not in kinds or icmp[1] != 0:
-        return None
-    ident, seq = struct.unpack_from("!HH", icmp, 4)
-    return Echo(
-        version,
-        str(ipaddress.ip_address(src)),
-        str(ipaddress.ip_address(dst)),
-        kinds[icmp[0]],
-        ident,
-        seq,
-        bytes(icmp[8:]),
-        total,
-    )
-
-
-def echo_reply_for(packet: bytes) -> bytes | None:
-    """The reply a host's kernel gives to an echo request (for in-memory targets)."""
-    echo = parse_echo(packet)
-    if echo is None or not echo.is_request:
-        return None
-    kind = _ICMP6_ECHO_REPLY if echo.version == 6 else _ICMP4_ECHO_REPLY
-    return _ip_packet(echo.destination, echo.source, kind, echo.ident, echo.seq, echo.payload, 64)
 
 
 # ---------------------------------------------------------------------- transports
@@ -1012,114 +863,6 @@ class EchoReply:
     session: Session
     counter: int
     datagram: bytes
-
-
-# ---------------------------------------------------------------------- flooding
-
-
-@dataclass(frozen=True, slots=True)
-class FloodStats:
-    sent: int
-    errors: int
-    seconds: float
-
-    @property
-    def rate(self) -> float:
-        """Datagrams per second."""
-        return self.sent / self.seconds if self.seconds > 0 else 0.0
-
-
-class Flooder:
-    """Sends `datagrams` round-robin to `destination` from a thread, as fast as it can.
-
-    With several sockets (bound to different source addresses) consecutive
-    datagrams go out from consecutive sockets, as a flood from many hosts
-    would arrive. Bounded: it stops by itself after `max_seconds`. Use as a
-    context manager (stops, joins and closes the sockets on exit);
-    `stats()` at any time.
-    """
-
-    def __init__(
-        self,
-        socks: Sequence[socket.socket],
-        destination: tuple[str, int],
-        datagrams: Sequence[bytes],
-        *,
-        max_seconds: float,
-    ) -> None:
-        if not datagrams or not socks:
-            raise ValueError("nothing to flood with")
-        self.socks = list(socks)
-        self.destination = destination
-        # one (sendto, datagram) pair per step of the round, so the loop does no arithmetic
-        n = len(self.socks)
-        rounds = max(len(datagrams), n)
-        self._plan = [
-            (self.socks[i % n].sendto, datagrams[i % len(datagrams)]) for i in range(rounds)
-        ]
-        self.max_seconds = max_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pywg-flood", daemon=True)
-        self._sent = 0
-        self._errors = 0
-        self._started = 0.0
-        self._stopped: float | None = None
-
-    def _run(self) -> None:
-        for sock in self.socks:
-            sock.settimeout(0.5)
-        destination = self.destination
-        plan = self._plan
-        end = self._started + self.max_seconds
-        while not self._stop.is_set() and time.monotonic() < end:
-            for sendto, data in plan:
-                try:
-                    sendto(data, destination)
-                except OSError:  # ENOBUFS, a send-buffer timeout: keep going
-                    self._errors += 1
-            self._sent += len(plan)
-        self._stopped = time.monotonic()
-
-    def start(self) -> Flooder:
-        self._started = time.monotonic()
-        self._thread.start()
-        return self
-
-    def stop(self) -> FloodStats:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5.0)
-        return self.stats()
-
-    def stats(self) -> FloodStats:
-        end = self._stopped if self._stopped is not None else time.monotonic()
-        return FloodStats(self._sent, self._errors, max(0.0, end - self._started))
-
-    def __enter__(self) -> Flooder:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        for sock in self.socks:
-            with contextlib.suppress(OSError):
-                sock.close()
-
-
-def flood_initiations(
-    responder_public: bytes, count: int, rng: Callable[[int], bytes] = os.urandom
-) -> list[bytes]:
-    """`count` initiations from random static keys unknown to the responder, valid mac1.
-
-    They pass the DoS check (§5.4.4) and cost the responder a DH each before
-    it finds out the sender is unknown, which is what puts it under load.
-    """
-    out = []
-    for _ in range(count):
-        static = KeyPair.from_private(rng(KEY_SIZE))
-        index = int.from_bytes(rng(4), "little")
-        stamp = crypto.tai64n(time.time())
-        out.append(craft_initiation(static, responder_public, index, stamp, rng=rng).message)
-    return out
 
 
 assert COOKIE_SIZE == MAC_SIZE  # a cookie is a 16-byte MAC (§5.4.7)

@@ -44,13 +44,11 @@ from .adversary import (
     Adversary,
     CraftedInitiation,
     EchoReply,
-    Flooder,
     Received,
     SentEcho,
     Session,
     UdpTransport,
     cookie_reply,
-    flood_initiations,
     forged_response,
     mac1,
     mac2,
@@ -60,6 +58,7 @@ from .adversary import (
     with_macs,
 )
 from .context import HostileContext
+from .flood import Flooder, flood_initiations
 from .scenario import Skipped, check, scenario
 
 QUIET = 1.2  # seconds without an answer that count as "no answer"
