@@ -67,7 +67,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from pywg.constants import MAC_SIZE
 from pywg.cookie import CookieGenerator, cookie_key
@@ -76,6 +76,7 @@ from pywg.exceptions import DecryptionError
 from pywg.handshake import create_initiation
 from pywg.keys import PrivateKey, PublicKey
 from pywg.lab import UAPI_DIR, Host, Lab, LabError, require_root, tcp_transfer
+from pywg.lab.relay import read_line
 from pywg.lab.wireguard import PYWGD, WIREGUARD_GO, WgNode, endpoint, start_node
 from pywg.messages import INITIATION_MAC1_OFFSET, parse_cookie_reply
 from pywg.noise import KeyPair
@@ -479,7 +480,7 @@ class Flooder:
             self.procs.append(host.popen(sys.executable, "-c", _WORKER, json.dumps(cfg), **pipes))
         for proc in self.procs:  # wait for every worker to start sending
             assert proc.stdout is not None
-            line = _readline(proc.stdout, START_TIMEOUT)
+            line = read_line(proc.stdout, START_TIMEOUT)
             if line.strip() != b"go":
                 self.kill()
                 raise LabError(f"a flood worker did not start: {line!r}")
@@ -523,15 +524,6 @@ class Flooder:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
-
-
-def _readline(stream: IO[bytes], timeout: float) -> bytes:
-    """One line from a pipe within `timeout` seconds (b"" if none)."""
-    result: list[bytes] = []
-    reader = threading.Thread(target=lambda: result.append(stream.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    return result[0] if result else b""
 
 
 # -- the scenario -------------------------------------------------------------------------
@@ -878,6 +870,8 @@ class FloodLab:
                 ("junk", "rx_junk"),
                 ("bad_mac1", "rx_bad_mac1"),
                 ("unknown_index", "rx_unknown_index"),
+                ("cookie_reply_sent", "rx_cookie_replies"),  # answered from C under load
+                ("cookie_limited", "rx_cookie_limited"),  # that source had its share
             )
             if plane.get(name)
         }

@@ -10,8 +10,8 @@ namespace, every wait has a deadline and every test a time limit (SIGALRM):
   flood; and a paced flood in small bursts, after which pywgd must still take
   handshakes.
 - Faults on the underlay, for pywgd<->pywgd and pywgd<->wireguard-go: 5%
-  random loss (nftables in a router between the two ends) and a relay that
-  reorders and duplicates (``tests/relay.py``); TCP transfers each way
+  random loss (nftables in a router between the two ends, ``Host.loss``) and a
+  relay that reorders and duplicates (``pywg.lab.relay``); TCP transfers each way
   arrive intact (SHA-256 compared). PYWG_FAULT_MB sets their size (100 MB by
   default, the figure the issue asks for).
 - Replays: the relay records transport packets on their way to pywgd and
@@ -25,7 +25,6 @@ wireguard-go; skipped otherwise.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import tempfile
 import time
@@ -37,9 +36,9 @@ import pytest
 
 from bounds import time_limit
 from pywg import _fast
-from pywg.lab import Host, Lab, Link, tcp_transfer
+from pywg.lab import Host, Lab, Link, Relay, RelayEnds, tcp_transfer
 from pywg.lab.wireguard import PYWGD, WIREGUARD_GO, WgNode, endpoint, start_node
-from relay import Relay, RelayEnds, UdpCounter, udp_send, wait_until
+from relay import UdpCounter, udp_send, wait_until
 from wgnode import skip_reason
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
@@ -134,13 +133,15 @@ def test_handshake_flood(flood_lab: flood.FloodLab, kind: str) -> None:
     if kind == "mac1":
         cookie_replies = r.replies_received.get("3", 0)
         assert set(r.replies_received) == {"3"}, r.replies_received  # cookie replies, only
-        assert cookie_replies > 1000, "pywgd did not answer the flood with cookie replies"
-        assert r.core_dropped.get("cookie_reply_sent", 0) >= cookie_replies
+        # at least a burst for each of the flood's source addresses (C limits
+        # cookie replies per source address and port)
+        assert cookie_replies > 100, "pywgd did not answer the flood with cookie replies"
+        assert r.judged().get("cookie_reply_sent", 0) >= cookie_replies
         verified, sampled = map(int, r.cookie_replies_verified.split("/"))
         assert sampled > 0 and verified == sampled, r.cookie_replies_verified
     else:
         assert r.replies_received == {}, f"pywgd answered {kind}: {r.replies_received}"
-        assert r.core_dropped.get("cookie_reply_sent", 0) == 0
+        assert r.judged().get("cookie_reply_sent", 0) == 0
     assert r.handshake_s is not None, (
         f"the legitimate peer got no handshake in {HANDSHAKE_DEADLINE:g} s of {kind} flood"
     )
@@ -227,12 +228,6 @@ def transfer_both_ways(fl: FaultLab, nbytes: int, label: str) -> None:
         assert result.ok, f"{what}: the data arrived changed: {result}"
 
 
-def nft_counters(host: Host, table: str) -> list[int]:
-    """The packet counts of a table's counters, in rule order."""
-    out = host.run("nft", "list", "table", "inet", table).stdout
-    return [int(n) for n in re.findall(r"counter packets (\d+)", out)]
-
-
 @pytest.mark.parametrize("b_impl", ["pywgd", "wireguard-go"])
 def test_transfer_through_random_loss(b_impl: str) -> None:
     """nftables in the router drops 5% of the tunnel's UDP packets, at random, both ways."""
@@ -244,18 +239,11 @@ def test_transfer_through_random_loss(b_impl: str) -> None:
             a.add_peer(b, endpoint=endpoint(fl.right.b_addr4, b.port))
             b.add_peer(a, endpoint=endpoint(fl.left.a_addr4, a.port))
             assert a.host.wait_ping(b.addr4, deadline=10), "no tunnel before the loss"
-            fl.r.nft(
-                "table inet pwloss {\n"
-                "    chain forward {\n"
-                "        type filter hook forward priority filter; policy accept;\n"
-                f"        udp dport {PORT} counter\n"
-                f"        udp dport {PORT} numgen random mod 100 < {LOSS_PERCENT} counter drop\n"
-                "    }\n"
-                "}\n"
-            )
+            # every tunnel packet crosses R's interface towards A once: in (A -> B) or out
+            loss = fl.r.loss(fl.left.b_if, LOSS_PERCENT, direction="both", port=PORT)
             before = fl.a.counters()
             transfer_both_ways(fl, nbytes, f"{LOSS_PERCENT}% loss")
-            seen, lost = nft_counters(fl.r, "pwloss")
+            seen, lost = loss.counts()
             after = fl.a.counters()
             print(
                 f"nftables dropped {lost} of {seen} tunnel packets ({100 * lost / seen:.2f}%); "

@@ -1,4 +1,5 @@
-"""The namespace lab (pywg.lab): hosts, links, routing, transfers and, above all, cleanup.
+"""The namespace lab (pywg.lab): hosts, links, routing, transfers, NATs, loss, the relay
+and, above all, cleanup.
 
 Needs root and iproute2; skipped otherwise. Every lab here uses the prefix
 "pwt" and a random tag, so two test runs at once never collide.
@@ -6,19 +7,37 @@ Needs root and iproute2; skipped otherwise. Every lab here uses the prefix
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import secrets
 import shutil
 import signal
+import socket
+import statistics
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pywg.lab import Lab, LabError, cleanup_stale, tcp_transfer, unavailable_reason
+from pywg.lab import (
+    Host,
+    Internet,
+    Lab,
+    LabError,
+    Loss,
+    Relay,
+    RelayEnds,
+    add_nat,
+    cleanup_stale,
+    tcp_transfer,
+    unavailable_reason,
+)
 from pywg.lab import hosts as labmod
 
 pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=unavailable_reason() or "")
@@ -307,3 +326,339 @@ def test_cleanup_stale_removes_only_dead_labs() -> None:
     finally:
         if stale in netns_list():
             subprocess.run(["ip", "netns", "del", stale], check=False, timeout=10)
+
+
+# -- NATs, loss and the relay -------------------------------------------------------------
+
+needs_nft = pytest.mark.skipif(shutil.which("nft") is None, reason="nftables (`nft`) not installed")
+SO_RCVBUFFORCE = 33  # not in Python's socket module; root may exceed rmem_max with it
+RECEIVE_IDLE = 0.5  # seconds of quiet after which a receiver has everything
+Received = tuple[bytes, tuple[str, int], float]  # payload, source, time.monotonic()
+
+
+_open_sockets: list[socket.socket] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sockets() -> Iterator[None]:
+    """Sockets made by udp() are closed after each test (they would keep a namespace alive)."""
+    yield
+    while _open_sockets:
+        _open_sockets.pop().close()
+
+
+def udp(host: Host, address: str, port: int = 0) -> socket.socket:
+    """A UDP socket of this process in `host`, bound, with a large buffer and a timeout."""
+    sock = host.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
+    _open_sockets.append(sock)
+    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
+    sock.bind((address, port))
+    sock.settimeout(RECEIVE_IDLE)
+    return sock
+
+
+def receive(sock: socket.socket, *, limit: int = 100_000, deadline: float = 20) -> list[Received]:
+    """Everything `sock` receives until RECEIVE_IDLE s pass without any (bounded)."""
+    got: list[Received] = []
+    end = time.monotonic() + deadline
+    while len(got) < limit and time.monotonic() < end:
+        try:
+            data, source = sock.recvfrom(65536)
+        except TimeoutError:
+            break
+        got.append((data, (source[0], source[1]), time.monotonic()))
+    return got
+
+
+def source_of(sender: socket.socket, receiver: socket.socket, payload: bytes = b"hi") -> int:
+    """The source port `receiver` sees `sender`'s datagram come from (after any NAT)."""
+    host, port = receiver.getsockname()[:2]
+    sender.sendto(payload, (host, port))
+    data, source = receiver.recvfrom(65536)
+    assert data == payload
+    return int(source[1])
+
+
+def arrives(sender: socket.socket, receiver: socket.socket, to: tuple[str, int]) -> bool:
+    """Whether a datagram `sender` sends to `to` reaches `receiver` (within RECEIVE_IDLE s)."""
+    payload = secrets.token_bytes(8)
+    sender.sendto(payload, to)
+    return any(data == payload for data, _, _ in receive(receiver, limit=10))
+
+
+@needs_nft
+def test_nat_endpoint_independent_keeps_one_mapping_and_filters() -> None:
+    with Lab(PREFIX) as lab:
+        net = Internet(lab)
+        a = net.behind_nat("a", "endpoint-independent")
+        s1, s2, s3 = net.public("s1"), net.public("s2"), net.public("s3")
+        assert a.nat is not None and a.public_addr4 != a.addr4
+        for family in ("addr4", "addr6"):
+            inside = udp(a.host, getattr(a, family), 5555)
+            r1, r2, r3 = (udp(s.host, getattr(s, family), 7000) for s in (s1, s2, s3))
+            # RFC 4787 REQ-1: the same mapping for both destinations; and port preserved
+            assert source_of(inside, r1) == source_of(inside, r2) == 5555
+            public = (getattr(a, "public_" + family), 5555)
+            outside = {(m.inside[1], m.outside, m.remote[0]) for m in a.nat.mappings()}
+            for s in (s1, s2):
+                assert (5555, public, getattr(s, family)) in outside, outside
+            # filtering: answers from where the inside sent to come in, nothing else does
+            assert arrives(r1, inside, public)
+            assert arrives(r2, inside, public)
+            assert not arrives(r3, inside, public)  # never contacted
+            other_port = udp(s1.host, getattr(s1, family), 7001)
+            assert not arrives(other_port, inside, public)  # the address, but not the port
+            assert arrives(r1, inside, public)  # and the mapping still works
+        # nor can the outside route at an inside address through the NAT router
+        net.host.route(a.link.prefix4, via=a.nat.public_addr4)
+        inside = udp(a.host, a.addr4, 5556)
+        core = udp(net.host, a.nat.outside.a_addr4)
+        assert not arrives(core, inside, (a.addr4, 5556))
+        assert arrives(inside, core, core.getsockname())  # while the inside gets out
+
+
+@needs_nft
+def test_nat_symmetric_maps_each_destination_apart() -> None:
+    with Lab(PREFIX) as lab:
+        net = Internet(lab, v6=False)
+        a = net.behind_nat("a", "symmetric")
+        s1, s2 = net.public("s1"), net.public("s2")
+        inside = udp(a.host, a.addr4, 5555)
+        r1, r2 = udp(s1.host, s1.addr4, 7000), udp(s2.host, s2.addr4, 7000)
+        port1, port2 = source_of(inside, r1), source_of(inside, r2)
+        # RFC 4787 §4.1 address and port-dependent mapping: one per destination
+        assert port1 != port2, (port1, port2)
+        assert source_of(inside, r1) == port1  # stable for its flow
+        assert {m.outside[1] for m in a.nat.mappings()} == {port1, port2}
+        # filtering: each mapping answers only its own destination
+        assert arrives(r1, inside, (a.public_addr4, port1))
+        assert not arrives(r2, inside, (a.public_addr4, port1))
+        assert arrives(r2, inside, (a.public_addr4, port2))
+
+
+@needs_nft
+def test_nat_reboot_forgets_mappings() -> None:
+    with Lab(PREFIX) as lab:
+        net = Internet(lab, v6=False)
+        moving = net.behind_nat("a", "endpoint-independent", ports=(20000, 20099))
+        keeping = net.behind_nat("b")  # port preserving
+        s = net.public("s")
+        r = udp(s.host, s.addr4, 7000)
+        for site in (moving, keeping):
+            assert site.nat is not None
+            inside = udp(site.host, site.addr4, 5555)
+            before = source_of(inside, r)
+            mapped = (site.public_addr4, before)
+            assert arrives(r, inside, mapped)
+            assert len(site.nat.mappings()) == 1
+            site.nat.reboot()
+            assert site.nat.mappings() == []
+            assert not arrives(r, inside, mapped), "the NAT still knew the flow after a reboot"
+            after = source_of(inside, r)  # the same socket, the same destination
+            if site is moving:
+                assert 20000 <= before <= 20099 and 20100 <= after <= 20199, (before, after)
+                assert site.nat.ports == (20100, 20199)
+            else:
+                assert before == after == 5555  # a port-preserving NAT maps it the same again
+            assert [m.outside for m in site.nat.mappings()] == [(site.public_addr4, after)]
+            assert arrives(r, inside, (site.public_addr4, after))
+
+
+@needs_nft
+def test_nat_udp_timeout_expires_mappings() -> None:
+    with Lab(PREFIX) as lab:
+        net = Internet(lab, v6=False)
+        a = net.behind_nat("a", udp_timeout=1)
+        s = net.public("s")
+        inside, r = udp(a.host, a.addr4, 5555), udp(s.host, s.addr4, 7000)
+        port = source_of(inside, r)
+        assert a.nat is not None and a.nat.mappings()
+        end = time.monotonic() + 10
+        while a.nat.mappings() and time.monotonic() < end:
+            time.sleep(0.2)
+        assert a.nat.mappings() == [], "the mapping outlived its 1 s timeout"
+        assert not arrives(r, inside, (a.public_addr4, port))
+
+
+def test_nat_arguments_checked() -> None:
+    with Lab(PREFIX) as lab:
+        r, a, b = lab.host("r"), lab.host("a"), lab.host("b")
+        inside, outside, elsewhere = lab.link(r, a), lab.link(r, b), lab.link(a, b)
+        with pytest.raises(LabError, match="kind"):
+            add_nat(r, inside, outside, "full-cone")  # type: ignore[arg-type]
+        with pytest.raises(LabError, match="window"):
+            add_nat(r, inside, outside, ports=(1000, 2000))
+        with pytest.raises(LabError, match="not an end"):
+            add_nat(r, inside, elsewhere)
+        with pytest.raises(LabError, match="two different"):
+            add_nat(r, inside, inside)
+
+
+def send_numbered(sock: socket.socket, to: tuple[str, int], count: int, rate: float) -> None:
+    """`count` datagrams (8-byte sequence number, 8-byte send time in µs), `rate` per second."""
+    start = time.monotonic()
+    for i in range(count):
+        wait = start + i / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        sent = int(time.monotonic() * 1e6)
+        sock.sendto(i.to_bytes(8, "big") + sent.to_bytes(8, "big") + bytes(48), to)
+
+
+@needs_nft
+def test_loss_drops_about_the_share_asked() -> None:
+    with Lab(PREFIX) as lab:
+        a, b = lab.host("a"), lab.host("b")
+        link = lab.link(a, b, v6=False)
+        rx, other, tx = udp(b, link.b_addr4, 7000), udp(b, link.b_addr4, 7001), udp(a, link.a_addr4)
+        n = 2000
+
+        def check(loss: Loss, percent: float, sent: int, got: int) -> None:
+            # binomial: 4.5 standard deviations either side fail once in ~150,000 runs
+            expected = n * (1 - percent / 100)
+            spread = 4.5 * math.sqrt(n * percent / 100 * (1 - percent / 100))
+            assert abs(got - expected) <= spread, (got, expected, spread)
+            assert loss.counts() == (sent, sent - got)  # nothing lost but what nft dropped
+
+        loss = b.loss(link.b_if, 10, direction="in", port=7000)
+        send_numbered(tx, (link.b_addr4, 7000), n, rate=20_000)
+        send_numbered(tx, (link.b_addr4, 7001), 200, rate=20_000)  # another port: no loss
+        check(loss, 10, n, len(receive(rx)))
+        assert len(receive(other)) == 200
+        loss.remove()
+        assert "pywg_loss" not in b.run("nft", "list", "tables").stdout
+
+        loss = a.loss(link.a_if, 30, direction="out")  # UDP only: ping still passes
+        assert a.ping(link.b_addr4, count=3, timeout=5)
+        send_numbered(tx, (link.b_addr4, 7000), n, rate=20_000)
+        check(loss, 30, n, len(receive(rx)))
+        loss.remove()
+
+        everything = b.loss(link.b_if, 100, direction="both", protocol=None)
+        assert not a.ping(link.b_addr4, count=1, timeout=1)
+        assert not b.ping(link.a_addr4, count=1, timeout=1)
+        assert everything.counts()[1] >= 2
+        everything.remove()
+        assert a.ping(link.b_addr4, count=1)
+        nothing = b.loss(link.b_if, 0, protocol=None)
+        assert a.ping(link.b_addr4, count=2)
+        assert nothing.counts()[0] >= 2 and nothing.counts()[1] == 0
+        with pytest.raises(LabError):
+            b.loss(link.b_if, 101)
+        with pytest.raises(LabError):
+            b.loss(link.b_if, 5, protocol=None, port=7000)
+
+
+def relay_lab(lab: Lab) -> tuple[Relay, RelayEnds, socket.socket, socket.socket]:
+    """a -- r -- b with a relay in r; sockets in a and b at the relay's ends."""
+    a, r, b = lab.host("a"), lab.host("r"), lab.host("b")
+    left, right = lab.link(a, r, v6=False), lab.link(r, b, v6=False)
+    ends = RelayEnds(
+        left=(left.b_addr4, 6000),
+        right=(right.a_addr4, 6000),
+        a=(left.a_addr4, 6001),
+        b=(right.b_addr4, 6002),
+    )
+    relay = Relay(r, ends, seed=7)
+    return relay, ends, udp(a, *ends.a), udp(b, *ends.b)
+
+
+def latencies(got: list[Received]) -> list[float]:
+    return [at - int.from_bytes(data[8:16], "big") / 1e6 for data, _, at in got]
+
+
+def timed(sender: socket.socket, to: tuple[str, int], rx: socket.socket, n: int) -> list[Received]:
+    """Send `n` numbered datagrams at 200/s from a thread while `rx` receives them."""
+    thread = threading.Thread(target=send_numbered, args=(sender, to, n, 200.0), daemon=True)
+    thread.start()
+    try:
+        return receive(rx, limit=n)
+    finally:
+        thread.join(10)
+
+
+def test_relay_delays_each_direction() -> None:
+    with Lab(PREFIX) as lab:
+        relay, ends, a, b = relay_lab(lab)
+        with relay:
+            n, delay = 40, 0.1
+            relay.faults(to="b", delay=delay)
+            towards_b = timed(a, ends.left, b, n)
+            towards_a = timed(b, ends.right, a, n)
+            late, early = latencies(towards_b), latencies(towards_a)
+            print(
+                f"\nrelay delay {delay} s: median {statistics.median(late):.4f} s, "
+                f"undelayed {statistics.median(early):.4f} s"
+            )
+            assert len(late) == len(early) == n
+            assert min(late) >= delay - 0.001, min(late)  # never early
+            assert statistics.median(late) <= delay + 0.03
+            assert statistics.median(early) <= 0.03  # the other way is not delayed
+            seq = [int.from_bytes(data[:8], "big") for data, _, _ in towards_b]
+            assert seq == list(range(n))  # a fixed delay keeps the order
+            # jitter: spread over [delay, delay + jitter] (the top allowing for scheduling)
+            relay.faults(delay=0.05, jitter=0.05)
+            jittered = sorted(latencies(timed(a, ends.left, b, n)))
+            assert jittered[0] >= 0.05 - 0.001
+            assert jittered[int(0.9 * n)] <= 0.1 + 0.03
+            assert jittered[-1] - jittered[0] >= 0.02, jittered
+            assert relay.stats()["delayed"] == 2 * n
+        assert relay.proc.returncode == 0
+
+
+def timed_burst(
+    sender: socket.socket, to: tuple[str, int], rx: socket.socket, n: int
+) -> list[Received]:
+    """Send `n` numbered datagrams (5000/s), then receive them."""
+    send_numbered(sender, to, n, 5000.0)
+    return receive(rx, limit=10 * n)
+
+
+def test_relay_loss_reordering_and_duplicates() -> None:
+    with Lab(PREFIX) as lab:
+        relay, ends, a, b = relay_lab(lab)
+        n = 1000
+        relay.faults(to="b", loss=0.2)
+        got = len(timed_burst(a, ends.left, b, n))
+        stats = relay.stats()
+        assert abs(got - 0.8 * n) <= 4.5 * math.sqrt(n * 0.2 * 0.8), got
+        assert stats["lost"] == n - got and stats["to_b"] == n
+
+        relay.faults(to="b", hold=0.1, dup=0.1)
+        received = timed_burst(a, ends.left, b, n)
+        after = relay.stats()
+        seq = [int.from_bytes(data[:8], "big") for data, _, _ in received]
+        duplicated = after["duplicated_to_b"] - stats["duplicated_to_b"]
+        assert set(seq) == set(range(n)), "the relay lost datagrams with loss off"
+        assert len(seq) == n + duplicated and duplicated > n * 0.05
+        overtaken = sum(1 for x, y in itertools.pairwise(seq) if y < x)
+        assert overtaken > n * 0.05, overtaken
+        assert after["held"] - stats["held"] > n * 0.05
+
+        relay.faults()  # off: in order, once each
+        seq = [int.from_bytes(data[:8], "big") for data, _, _ in timed_burst(a, ends.left, b, 200)]
+        assert seq == list(range(200))
+        with pytest.raises(LabError):
+            relay.faults(loss=1.5)
+        with pytest.raises(LabError, match="unknown command"):
+            relay.command("nonsense")
+
+
+def test_relay_records_and_replays() -> None:
+    with Lab(PREFIX) as lab:
+        relay, ends, a, b = relay_lab(lab)
+        relay.record("b", 5)
+        transport = [b"\x04\x00\x00\x00" + i.to_bytes(8, "little") + bytes(32) for i in range(7)]
+        for message in [b"\x01\x00\x00\x00" + bytes(144), b"\x04\x00\x00\x00" + bytes(28)]:
+            a.sendto(message, ends.left)  # a handshake and a keepalive: not recorded
+        for message in transport:
+            a.sendto(message, ends.left)
+        assert len(receive(b)) == 9
+        assert relay.stats()["recorded_now"] == {"a": 0, "b": 5}
+        assert relay.replay("b") == 5
+        replayed = receive(b)
+        assert [data for data, _, _ in replayed] == transport[:5]
+        assert {source for _, source, _ in replayed} == {ends.right}
+        assert relay.replay("b", source="other") == 5
+        assert {source for _, source, _ in receive(b)} == {ends.left}  # a stranger's address
+        assert relay.stats()["replayed"] == 10

@@ -18,10 +18,11 @@ import pytest
 
 from pywg import _fast
 from pywg.constants import REJECT_AFTER_MESSAGES
-from pywg.cookie import CookieGenerator
+from pywg.cookie import CookieChecker, CookieGenerator, source_bytes
 from pywg.device import Device
 from pywg.keypair import Keypair
 from pywg.keys import PrivateKey
+from pywg.messages import parse_cookie_reply
 
 if TYPE_CHECKING:
     from pywg._fast.plane import NativePlane
@@ -261,3 +262,49 @@ def test_rx_drops_transport_for_unknown_indices_and_hands_up_unconfirmed_ones() 
             time.sleep(0.01)
         assert got == [unconfirmed]
         assert plane.stats()["rx_unknown_index"] == 1
+
+
+def test_rx_answers_with_cookie_replies_under_load_and_hands_up_proven_sources() -> None:
+    """§5.3/§5.4.7 in C: past 128 handshake messages a second, one without a valid
+    mac2 gets a cookie reply from the plane; with the cookie's mac2 it goes up, and
+    the core's own checker (same secret) accepts that mac2."""
+    device = Device(PrivateKey.generate())
+    assert device.public_key is not None
+    responder = bytes(device.public_key)
+    plane, udp, fd = _plane()
+    udp.bind(("::1", 0))
+    sender = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sender.bind(("::1", 0))
+    sender.settimeout(2)
+    target = udp.getsockname()[:2]
+    try:
+        plane.sync(device)
+        plane.set_cookie_secret(device.cookie_secret(time.monotonic()))
+        _run_rx(plane)
+        generator = CookieGenerator(responder)
+        for _ in range(129):  # the 129th within a second puts the plane under load
+            sender.sendto(generator.add_macs(b"\x01\0\0\0" + os.urandom(144), 116, 0.0), target)
+        time.sleep(0.2)
+        plane_stats = plane.stats()
+        assert plane_stats["rx_cookie_replies"] == 1, plane_stats
+        first = sender.recv(100)
+        assert len(first) == 64 and first[0] == 3
+        assert generator.consume_reply(parse_cookie_reply(first), 0.0)  # sealed for our mac1
+        list(plane.drain(1000))  # Python takes what was queued before the load began
+        proven = generator.add_macs(b"\x01\0\0\0" + os.urandom(144), 116, 1.0)
+        assert proven[132:] != bytes(16)
+        sender.sendto(proven, target)
+        time.sleep(0.2)
+        assert plane.stats()["rx_cookie_replies"] == 1  # not answered again: handed up
+        handed = [(data, src) for _, data, src in plane.drain(1000)]
+        assert [data for data, _ in handed] == [proven]
+        checker = CookieChecker(responder)
+        checker._secret, checker._secret_born = device.cookie_secret(time.monotonic()), 0.0
+        source = handed[-1][1]
+        assert source is not None
+        assert checker.check_mac2(proven, 132, source_bytes(source), 1.0)
+    finally:
+        plane.stop()
+        udp.close()
+        sender.close()
+        os.close(fd)

@@ -47,6 +47,7 @@ DATA_PLANE_TESTS = [
     "test_lpm.py",
     "test_replay.py",
     "test_blake2s.py",
+    "test_xaead.py",
 ]
 # test_replay's [pure] variants and test_pure_matches_model exercise PureReplayWindow only.
 NOT_PURE_ONLY = "not pure or native"

@@ -62,11 +62,19 @@ class CookieChecker:
         expected = crypto.mac(self._mac1_key, message[:mac1_offset])
         return crypto.constant_time_equal(expected, message[mac1_offset : mac1_offset + MAC_SIZE])
 
-    def _cookie(self, source: bytes, now: float) -> bytes:
+    def secret(self, now: float) -> bytes:
+        """Rm as of `now`, replaced first if it is 120 s old (COOKIE_SECRET_MAX_AGE).
+
+        The native plane makes the same cookies in C, so it is handed this
+        secret (`pywg._fast.plane`); never logged or shown.
+        """
         if now - self._secret_born >= COOKIE_SECRET_MAX_AGE:  # rotate Rm every 120 s
             self._secret = self._rng(32)
             self._secret_born = now
-        return crypto.mac(self._secret, source)
+        return self._secret
+
+    def _cookie(self, source: bytes, now: float) -> bytes:
+        return crypto.mac(self.secret(now), source)
 
     def check_mac2(self, message: bytes, mac2_offset: int, source: bytes, now: float) -> bool:
         """mac2 = MAC(cookie, msg[:mac2_offset]) with the cookie of the current secret."""

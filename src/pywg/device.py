@@ -471,6 +471,15 @@ class Device:
             self._keep_key_fresh_receiving(peer, now)
 
     # ------------------------------------------------------------------ load
+    def cookie_secret(self, now: float) -> bytes | None:
+        """The cookie secret Rm as of `now` (rotated when due), None without a private key.
+
+        For a data plane that answers handshakes under load itself (§5.3);
+        it is a secret like the keys.
+        """
+        checker = self._cookie_checker
+        return checker.secret(now) if checker is not None else None
+
     def under_load(self, now: float) -> bool:
         return now < self._under_load_until
 

@@ -29,7 +29,7 @@ from cffi import FFI
 MODULE_NAME = "pywg._fast._fast_cffi"
 HERE = Path(__file__).resolve().parent
 # One .h/.c pair per concern; each .h holds a cdef-marked block.
-COMPONENTS: tuple[str, ...] = ("replay", "lpm", "aead", "blake2s", "offload", "plane")
+COMPONENTS: tuple[str, ...] = ("replay", "lpm", "aead", "blake2s", "xaead", "offload", "plane")
 LIBRARIES: list[str] = ["crypto"]  # OpenSSL libcrypto, for aead.c
 # Python's own CFLAGS already give -O3 -Wall; gnu11 for the Linux APIs to come.
 EXTRA_COMPILE_ARGS = ["-std=gnu11", "-Wno-unused-parameter"]

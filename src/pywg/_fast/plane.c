@@ -3,6 +3,7 @@
 #include "plane.h"
 
 #include "blake2s.h"
+#include "xaead.h"
 #include "aead.h"
 #include "lpm.h"
 #include "offload.h"
@@ -12,6 +13,7 @@
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -40,6 +42,23 @@
 #define SOURCE_BUCKETS 4096
 #define SOURCE_QUEUE_MAX 32
 #define MESSAGE_TRANSPORT 4
+/* Under load (whitepaper §5.3), as the core decides it (device.py): more than
+ * LOAD_THRESHOLD handshake messages within a second put the device under
+ * load for the next second. The plane then answers those without a valid
+ * mac2 with a cookie reply itself, so a flood never reaches Python. */
+#define LOAD_THRESHOLD 128
+#define COOKIE_REPLY_SIZE 64
+/* Cookie replies are limited per source address and port (hashed into
+ * COOKIE_BUCKETS): COOKIE_RATE a second, bursts of COOKIE_BURST. A peer asks
+ * once per REKEY_TIMEOUT and always gets its reply, a flood from many
+ * sources costs at most COOKIE_BUCKETS * COOKIE_RATE replies a second, and
+ * the RX loop keeps reading (and the peer's data keeps flowing) instead of
+ * spending its core on replies nobody needs. Keyed on the port as well, so
+ * that a flood spoofing a peer's address from other ports does not use up
+ * that peer's replies. */
+#define COOKIE_BUCKETS 4096
+#define COOKIE_RATE 5.0
+#define COOKIE_BURST 5.0
 
 struct pywg_kp {
     struct pywg_kp *next_in_bucket; /* rx_lock */
@@ -91,11 +110,19 @@ struct pywg_plane {
     size_t queue_head, queue_count, queue_bytes;
     uint16_t queued_from[SOURCE_BUCKETS]; /* handshake items queued per source (hashed) */
     uint8_t mac1_key[32]; /* rx_lock: HASH(LABEL_MAC1 ‖ our public key), §5.4.4 */
+    uint8_t cookie_key[32]; /* rx_lock: HASH(LABEL_COOKIE ‖ our public key), §5.4.7 */
     int mac1_set;         /* rx_lock: 0 while the device has no private key */
+    uint8_t cookie_secret[32]; /* rx_lock: Rm, the core's, rotated by it every 120 s */
+    int cookie_set;
+    double load_window, under_load_until; /* rx_lock: the load tracking of §5.3 */
+    uint32_t load_count;
+    float cookie_tokens[COOKIE_BUCKETS]; /* rx_lock: the cookie replies' token buckets */
+    double cookie_refilled[COOKIE_BUCKETS];
     struct {
         _Atomic uint64_t tx_packets, rx_packets, up_datagrams, up_packets, queue_drops;
         _Atomic uint64_t rx_rejected, rx_bad_source, tx_no_route, send_retries, tx_malformed;
-        _Atomic uint64_t rx_junk, rx_bad_mac1, rx_unknown_index;
+        _Atomic uint64_t rx_junk, rx_bad_mac1, rx_unknown_index, rx_cookie_replies;
+        _Atomic uint64_t rx_cookie_limited;
     } stats;
 };
 
@@ -376,19 +403,35 @@ void pywg_plane_stats(struct pywg_plane *p, struct pywg_plane_stats *out)
     out->rx_junk = p->stats.rx_junk;
     out->rx_bad_mac1 = p->stats.rx_bad_mac1;
     out->rx_unknown_index = p->stats.rx_unknown_index;
+    out->rx_cookie_replies = p->stats.rx_cookie_replies;
+    out->rx_cookie_limited = p->stats.rx_cookie_limited;
 }
 
-void pywg_plane_set_mac1_key(struct pywg_plane *p, const uint8_t *key)
+void pywg_plane_set_identity(struct pywg_plane *p, const uint8_t *mac1_key,
+                             const uint8_t *cookie_key)
 {
     pthread_mutex_lock(&p->rx_lock);
-    if (key != NULL)
-        memcpy(p->mac1_key, key, sizeof(p->mac1_key));
-    else
-        memset(p->mac1_key, 0, sizeof(p->mac1_key));
-    p->mac1_set = key != NULL;
+    p->mac1_set = mac1_key != NULL && cookie_key != NULL;
+    if (p->mac1_set) {
+        memcpy(p->mac1_key, mac1_key, sizeof(p->mac1_key));
+        memcpy(p->cookie_key, cookie_key, sizeof(p->cookie_key));
+    } else {
+        OPENSSL_cleanse(p->mac1_key, sizeof(p->mac1_key));
+        OPENSSL_cleanse(p->cookie_key, sizeof(p->cookie_key));
+    }
     pthread_mutex_unlock(&p->rx_lock);
 }
 
+void pywg_plane_set_cookie_secret(struct pywg_plane *p, const uint8_t *secret)
+{
+    pthread_mutex_lock(&p->rx_lock);
+    p->cookie_set = secret != NULL;
+    if (secret != NULL)
+        memcpy(p->cookie_secret, secret, sizeof(p->cookie_secret));
+    else
+        OPENSSL_cleanse(p->cookie_secret, sizeof(p->cookie_secret));
+    pthread_mutex_unlock(&p->rx_lock);
+}
 /* ------------------------------------------------------------------ peers */
 
 struct pywg_peer *pywg_peer_new(struct pywg_plane *p, uint32_t id)
@@ -874,8 +917,97 @@ static void write_tun(struct pywg_plane *p, const uint8_t *pkt, size_t len)
  * valid mac1 (§5.4.4, checked first by any responder, under load or not), so
  * garbage and forged handshakes are dropped here for the cost of one BLAKE2s,
  * never queued. Called under rx_lock. */
+/* The cookie's input (§5.4.7, as cookie.source_bytes): the source address ‖ port
+ * (big-endian), an IPv4-mapped IPv6 address as IPv4. Its length, 0 if unknown. */
+static size_t source_bytes(const struct sockaddr_storage *src, uint8_t out[18])
+{
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (src->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)src;
+        memcpy(out, &in->sin_addr, 4);
+        memcpy(out + 4, &in->sin_port, 2);
+        return 6;
+    }
+    if (src->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)src;
+        const uint8_t *a = (const uint8_t *)&in6->sin6_addr;
+        if (memcmp(a, mapped, sizeof(mapped)) == 0) {
+            memcpy(out, a + 12, 4);
+            memcpy(out + 4, &in6->sin6_port, 2);
+            return 6;
+        }
+        memcpy(out, a, 16);
+        memcpy(out + 16, &in6->sin6_port, 2);
+        return 18;
+    }
+    return 0;
+}
+
+/* Whether the source (address ‖ port) may have another cookie reply now. */
+static bool cookie_reply_allowed(struct pywg_plane *p, const uint8_t *source, size_t n, double now)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    double tokens;
+    size_t b;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ source[i]) * 16777619u;
+    b = h % COOKIE_BUCKETS;
+    tokens = p->cookie_tokens[b] + (now - p->cookie_refilled[b]) * COOKIE_RATE;
+    p->cookie_refilled[b] = now;
+    if (tokens > COOKIE_BURST)
+        tokens = COOKIE_BURST;
+    if (tokens < 1.0) {
+        p->cookie_tokens[b] = (float)tokens;
+        return false;
+    }
+    p->cookie_tokens[b] = (float)(tokens - 1.0);
+    return true;
+}
+
+/* §5.3: count a handshake message with a valid mac1; under load, one without
+ * a valid mac2 is answered here with a cookie reply (§5.4.7) and goes no
+ * further. One with a valid mac2 proves its source and goes up, where the
+ * core checks it again with the same Rm and applies its per-source rate
+ * limit (as Linux does, only to messages whose mac2 is valid). */
+static bool answered_with_cookie(struct pywg_plane *p, const uint8_t *d, size_t mac1_at,
+                                 const struct sockaddr_storage *src, socklen_t srclen, double now)
+{
+    uint8_t source[18], cookie[16], mac2[16], reply[COOKIE_REPLY_SIZE];
+    size_t n, mac2_at = mac1_at + 16;
+    if (now - p->load_window >= 1.0) {
+        p->load_window = now;
+        p->load_count = 0;
+    }
+    if (++p->load_count > LOAD_THRESHOLD)
+        p->under_load_until = now + 1.0;
+    if (now >= p->under_load_until || !p->cookie_set || (n = source_bytes(src, source)) == 0)
+        return false;
+    pywg_blake2s(cookie, sizeof(cookie), p->cookie_secret, sizeof(p->cookie_secret), source, n);
+    pywg_blake2s(mac2, sizeof(mac2), cookie, sizeof(cookie), d, mac2_at);
+    if (CRYPTO_memcmp(mac2, d + mac2_at, sizeof(mac2)) == 0)
+        return false;
+    if (!cookie_reply_allowed(p, source, n, now)) {
+        atomic_fetch_add(&p->stats.rx_cookie_limited, 1);
+        OPENSSL_cleanse(cookie, sizeof(cookie));
+        return true;
+    }
+    /* type 3, receiver = the sender index of what we answer, nonce, XAEAD(cookie) */
+    memset(reply, 0, 4);
+    reply[0] = 3;
+    memcpy(reply + 4, d + 4, 4);
+    if (RAND_bytes(reply + 8, 24) == 1 &&
+        pywg_xaead_seal(reply + 32, p->cookie_key, reply + 8, cookie, sizeof(cookie), d + mac1_at,
+                        16) == 0 &&
+        sendto(p->udp_fd, reply, sizeof(reply), MSG_DONTWAIT, (const struct sockaddr *)src,
+               srclen) == (ssize_t)sizeof(reply))
+        atomic_fetch_add(&p->stats.rx_cookie_replies, 1);
+    OPENSSL_cleanse(cookie, sizeof(cookie));
+    return true;
+}
+
 static bool worth_handing_up(struct pywg_plane *p, const struct pywg_kp *kp, const uint8_t *d,
-                             size_t len)
+                             size_t len, const struct sockaddr_storage *src, socklen_t srclen,
+                             double now)
 {
     uint8_t mac[16];
     size_t at;
@@ -917,7 +1049,7 @@ static bool worth_handing_up(struct pywg_plane *p, const struct pywg_kp *kp, con
         atomic_fetch_add(&p->stats.rx_bad_mac1, 1);
         return false;
     }
-    return true;
+    return !answered_with_cookie(p, d, at, src, srclen, now);
 junk:
     atomic_fetch_add(&p->stats.rx_junk, 1);
     return false;
@@ -933,7 +1065,7 @@ static void receive_one(struct pywg_plane *p, uint8_t *d, size_t len,
     if (len >= HEADER + PYWG_AEAD_TAG && d[0] == MESSAGE_TRANSPORT && !d[1] && !d[2] && !d[3])
         kp = index_get(p, le32(d + 4));
     if (kp == NULL || !kp->rx_native) {
-        if (worth_handing_up(p, kp, d, len))
+        if (worth_handing_up(p, kp, d, len, src, srclen, now))
             push_up(p, PYWG_ITEM_DATAGRAM, d, len, src, srclen); /* Python's business */
         return;
     }

@@ -77,6 +77,8 @@ struct pywg_plane_stats {
     uint64_t rx_junk;                    /* datagrams of no message type or size: dropped */
     uint64_t rx_bad_mac1;                /* initiations/responses with a wrong mac1: dropped */
     uint64_t rx_unknown_index;           /* transport messages for no keypair: dropped */
+    uint64_t rx_cookie_replies;          /* cookie replies sent from C under load */
+    uint64_t rx_cookie_limited;          /* ... not sent: that source had its share */
 };
 
 #define PYWG_PLANE_VNET_HDR 1 /* the TUN was opened with IFF_VNET_HDR (+ TSO), offload.h */
@@ -98,10 +100,16 @@ int pywg_plane_event_fd(struct pywg_plane *p);
 int pywg_plane_pop(struct pywg_plane *p, uint8_t *buf, size_t cap, int *kind, uint8_t *addr,
                    uint32_t *addrlen);
 void pywg_plane_stats(struct pywg_plane *p, struct pywg_plane_stats *out);
-/* The mac1 key of our public key (32 bytes, whitepaper §5.4.4), or NULL while
- * the device has none. With it set, initiations and responses whose mac1 does
- * not verify, and datagrams of no message type or size, are dropped in C. */
-void pywg_plane_set_mac1_key(struct pywg_plane *p, const uint8_t *key);
+/* Our identity's mac1 and cookie keys (HASH(LABEL_MAC1 ‖ Spub), HASH(LABEL_COOKIE
+ * ‖ Spub), 32 bytes each, whitepaper §5.4.4/§5.4.7), or NULLs while the device
+ * has no private key. With them, initiations and responses whose mac1 does not
+ * verify, and datagrams of no message type or size, are dropped in C. */
+void pywg_plane_set_identity(struct pywg_plane *p, const uint8_t *mac1_key,
+                             const uint8_t *cookie_key);
+/* The core's cookie secret Rm (32 bytes; NULL: none). With it, under load (more
+ * than 128 handshake messages in a second, as the core decides) the plane
+ * answers handshake messages without a valid mac2 with cookie replies itself. */
+void pywg_plane_set_cookie_secret(struct pywg_plane *p, const uint8_t *secret);
 
 /* Peers. id is the caller's; the allowed-IPs table stores peers by id. */
 struct pywg_peer *pywg_peer_new(struct pywg_plane *p, uint32_t id);

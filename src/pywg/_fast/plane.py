@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pywg import _fast
-from pywg.cookie import mac1_key
+from pywg.cookie import cookie_key, mac1_key
 from pywg.device import Device
 from pywg.keypair import Keypair
 from pywg.keys import PublicKey
@@ -140,7 +140,8 @@ class NativePlane:
         self._free_ids: list[int] = []
         self._next_id = 0
         self._routing_version = -1
-        self._mac1_for: PublicKey | None = None  # the public key whose mac1 key C holds
+        self._identity: PublicKey | None = None  # the public key whose mac1/cookie keys C holds
+        self._secret: bytes | None = None  # the cookie secret C holds
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self._buf = self.ffi.new("uint8_t[]", _BUF)
@@ -199,7 +200,7 @@ class NativePlane:
         names = (
             "tx_packets rx_packets up_datagrams up_packets queue_drops "
             "rx_rejected rx_bad_source tx_no_route send_retries tx_malformed "
-            "rx_junk rx_bad_mac1 rx_unknown_index"
+            "rx_junk rx_bad_mac1 rx_unknown_index rx_cookie_replies rx_cookie_limited"
         )
         return {name: int(getattr(out, name)) for name in names.split()}
 
@@ -218,14 +219,26 @@ class NativePlane:
                 source = endpoint_of(bytes(self.ffi.buffer(self._addr, self._addrlen[0])))
             yield self._kind[0], data, source
 
+    def set_cookie_secret(self, secret: bytes | None) -> None:
+        """The core's Rm for C's cookie replies under load (None: none, e.g. no key)."""
+        if secret != self._secret:
+            self.lib.pywg_plane_set_cookie_secret(
+                self.handle, self.ffi.NULL if secret is None else secret
+            )
+            self._secret = secret
+
     # ------------------------------------------------------------------ mirroring
     def sync(self, device: Device) -> None:
         """Mirror peers, endpoints, sessions and allowed IPs of `device` into C."""
         public_key = device.public_key
-        if public_key != self._mac1_for:
-            key = None if public_key is None else mac1_key(bytes(public_key))
-            self.lib.pywg_plane_set_mac1_key(self.handle, self.ffi.NULL if key is None else key)
-            self._mac1_for = public_key
+        if public_key != self._identity:
+            null = self.ffi.NULL
+            if public_key is None:
+                self.lib.pywg_plane_set_identity(self.handle, null, null)
+            else:
+                raw = bytes(public_key)
+                self.lib.pywg_plane_set_identity(self.handle, mac1_key(raw), cookie_key(raw))
+            self._identity = public_key
         peers = device.peers
         live = set(peers.values())
         for peer in [p for p in self._peers if p not in live]:
@@ -332,7 +345,9 @@ class NativePlane:
 
     # ------------------------------------------------------------------ timers
     def traffic(self, device: Device, now: float) -> None:
-        """Tell the core what the loops did per peer since the last call."""
+        """Tell the core what the loops did per peer since the last call, and hand C
+        the core's cookie secret (rotated every 120 s) for its cookie replies."""
+        self.set_cookie_secret(device.cookie_secret(now))
         stats = self._stats
         for peer, m in self._peers.items():
             self.lib.pywg_peer_stats(self.handle, m.handle, stats)

@@ -20,7 +20,7 @@ import json
 import shutil
 import socket
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from ..constants import (
     COOKIE_SIZE,
@@ -340,27 +340,11 @@ def _take_cookie(ctx: HostileContext, got: Received, sent: dict[int, CraftedInit
     return cookie
 
 
-@scenario(
-    "missing-mac2-under-load",
-    "under load, a cookie reply instead of a response",
-    kind="hostile",
-    timeout=90,
-)
-def missing_mac2_under_load(ctx: HostileContext) -> None:
-    """Whitepaper §5.3, §5.4.4, §5.4.7: under load a responder answers an
-    initiation without a valid mac2 with a 64-byte cookie reply, not a
-    response. The attacker host floods the target with valid-mac1
-    initiations from 256 random static keys the target does not know, sent
-    from 32 further underlay addresses (a flood from many hosts; a flood
-    from the adversary's own address would test per-address rate limiting
-    instead), while the adversary sends initiations without mac2 from its
-    own address. Expected: a cookie reply arrives (within 30 s; if none does
-    the target was never under load and the scenario fails); it decrypts
-    with XChaCha20-Poly1305 under HASH(LABEL_COOKIE ‖ Spub_target) with the
-    mac1 sent as associated data; an initiation carrying mac2 =
-    MAC(cookie, msg[0:132]) is then answered with a response, and the
-    session carries an echo round trip once the flood stops. Notes the
-    flood rate and the times to the cookie and to the handshake."""
+def _cookie_exchange_under_flood(
+    ctx: HostileContext, make_socks: Callable[[], list[socket.socket]], sources: str
+) -> None:
+    """The body of the two under-load scenarios: flood from `make_socks()`'s sockets
+    (described as `sources`), get a cookie reply, handshake with its mac2."""
     name = _name(ctx)
     target_public = bytes(ctx.target.public_key)
     with _adversary(ctx) as adv:
@@ -368,8 +352,7 @@ def missing_mac2_under_load(ctx: HostileContext) -> None:
         _, baseline = adv.handshake(label="S0")
         _alive(ctx, adv, baseline, "before the flood")
         pool = flood_initiations(target_public, FLOOD_POOL)
-        socks = _flood_sockets(ctx, FLOOD_SOURCES)
-        flood = Flooder(socks, ctx.target_endpoint, pool, max_seconds=60.0)
+        flood = Flooder(make_socks(), ctx.target_endpoint, pool, max_seconds=60.0)
         with flood:
             adv.sleep(0.5)  # let the flood build up
             start = adv.clock()
@@ -396,7 +379,7 @@ def missing_mac2_under_load(ctx: HostileContext) -> None:
                 cookie is not None,
                 f"{name} sent no cookie reply to {len(sent)} initiations without mac2 in 30 s "
                 f"while flooded with {rate:,.0f} valid-mac1 initiations/s from "
-                f"{FLOOD_SOURCES} addresses ({responses} were answered with responses): "
+                f"{sources} ({responses} were answered with responses): "
                 "it never went under load",
             )
             assert cookie is not None
@@ -425,6 +408,56 @@ def missing_mac2_under_load(ctx: HostileContext) -> None:
         assert session is not None
         ctx.note("handshake_after_s", round(adv.clock() - start, 2))
         _alive(ctx, adv, session, "after the handshake made with the cookie")
+
+
+@scenario(
+    "missing-mac2-under-load",
+    "under load, a cookie reply instead of a response",
+    kind="hostile",
+    timeout=90,
+)
+def missing_mac2_under_load(ctx: HostileContext) -> None:
+    """Whitepaper §5.3, §5.4.4, §5.4.7: under load a responder answers an
+    initiation without a valid mac2 with a 64-byte cookie reply, not a
+    response. The attacker host floods the target with valid-mac1
+    initiations from 256 random static keys the target does not know, sent
+    from 32 further underlay addresses (a flood from many hosts; a flood
+    from the adversary's own address would test per-address rate limiting
+    instead), while the adversary sends initiations without mac2 from its
+    own address. Expected: a cookie reply arrives (within 30 s; if none does
+    the target was never under load and the scenario fails); it decrypts
+    with XChaCha20-Poly1305 under HASH(LABEL_COOKIE ‖ Spub_target) with the
+    mac1 sent as associated data; an initiation carrying mac2 =
+    MAC(cookie, msg[0:132]) is then answered with a response, and the
+    session carries an echo round trip once the flood stops. Notes the
+    flood rate and the times to the cookie and to the handshake."""
+    _cookie_exchange_under_flood(
+        ctx, lambda: _flood_sockets(ctx, FLOOD_SOURCES), f"{FLOOD_SOURCES} addresses"
+    )
+
+
+@scenario(
+    "spoofed-source-flood",
+    "a flood from the peer's own address does not lock it out",
+    kind="hostile",
+    timeout=90,
+)
+def spoofed_source_flood(ctx: HostileContext) -> None:
+    """Whitepaper §5.3: under load, per-source limits may only apply once mac2
+    proves the source (Linux rate-limits only messages with a valid cookie).
+    As missing-mac2-under-load, but the flood comes from the adversary's own
+    address (another port), as an attacker spoofing a peer's address would
+    send it. Expected: the adversary still gets a cookie reply within 30 s,
+    and its initiation with mac2 is answered with a response; a responder
+    that limited handshakes per address before checking mac2 would starve it."""
+
+    def own_address() -> list[socket.socket]:
+        sock = ctx.attacker.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # cookie replies: dropped
+        sock.bind((ctx.link.a_addr4, 0))
+        return [sock]
+
+    _cookie_exchange_under_flood(ctx, own_address, "the adversary's own address")
 
 
 # ---------------------------------------------------------------------- transport

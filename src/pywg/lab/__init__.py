@@ -4,7 +4,7 @@ Tests, ``pywg demo``, the interop suite and ``benches/tunnel.py`` build small
 networks here: every host is a network namespace, every link a veth pair, and
 everything a lab made is torn down when it closes, also when the code inside
 ``with`` raised. It needs root and iproute2 (``ip``); ``nft`` for
-:meth:`Host.nft`.
+:meth:`Host.nft`, :meth:`Host.loss` and NATs.
 
 A guide::
 
@@ -38,6 +38,28 @@ with wireguard-go's command line), configured over their UAPI sockets::
     connect(left, right, link)              # peers of each other, endpoints on `link`
     assert a.wait_ping(right.addr4)
 
+NATs (nftables masquerade; RFC 4787 kinds), loss (nftables) and delay (a
+user-space relay: these kernels have no ``sch_netem``, and nftables can drop
+a packet but never hold it back)::
+
+    from pywg.lab import Internet, Relay, RelayEnds
+
+    with Lab() as lab:
+        net = Internet(lab)                         # core router "inet", routes everything
+        a = net.behind_nat("a", "endpoint-independent")   # hosts "a" and its router "a-nat"
+        b = net.behind_nat("b", "symmetric", ports=(20000, 29999))
+        s = net.public("s")                         # a public host, e.g. a rendezvous server
+        # a.addr4 is private; the outside sees a.public_addr4, at a.nat.mappings()
+        b.nat.reboot()                              # mappings forgotten, new ports from now on
+        loss = s.host.loss(s.link.b_if, 5, direction="in", port=51820)   # 5% of UDP to :51820
+        matched, dropped = loss.counts()
+        loss.remove()
+
+        relay = Relay(r, RelayEnds(left=..., right=..., a=..., b=...))  # a UDP relay in host r
+        relay.faults(delay=0.05, jitter=0.01, loss=0.02)   # each way; or to="a" / to="b"
+        relay.faults(hold=0.03, dup=0.03)           # reorder 3%, duplicate 3%; faults(): none
+        relay.stats()["delayed"]
+
 The pieces:
 
 - :mod:`pywg.lab.hosts`: :class:`Lab`, :class:`Host`, :class:`Link`,
@@ -48,6 +70,19 @@ The pieces:
   at a fixed rate in bytes/s), all reporting a :class:`TransferResult`: the
   SHA-256 and byte count of both ends, the receiver's time and its longest
   stall.
+- :mod:`pywg.lab.nat`: :func:`add_nat` (a host becomes a NAT router between
+  two of its links) and its :class:`Nat` (:meth:`Nat.reboot`,
+  :meth:`Nat.mappings`), the kinds ``"endpoint-independent"`` and
+  ``"symmetric"`` (:data:`NAT_KINDS`), :class:`Internet` and its
+  :class:`Site` for the usual topology, :func:`flush_conntrack`.
+- :meth:`Host.loss`: random loss on an interface, in, out or both, with
+  nftables ``numgen random``; the :class:`Loss` it returns counts and removes.
+- :mod:`pywg.lab.relay`: :class:`Relay`, a UDP relay process between two
+  peers that delays (with jitter), loses, reorders, duplicates, records and
+  replays their datagrams, per direction (:class:`Faults`, :class:`RelayStats`).
+- :mod:`pywg.lab.capture`: ``UdpCapture``, the UDP datagrams crossing an
+  interface, with times (not imported here); :mod:`pywg.lab.netns`:
+  ``socket_in``, behind :meth:`Host.socket`.
 - :mod:`pywg.lab.wireguard`: WireGuard daemons in lab hosts (not imported
   here, as it needs the UAPI client and the key types).
 
@@ -76,10 +111,13 @@ from .hosts import (
     Lab,
     LabError,
     Link,
+    Loss,
     cleanup_stale,
     require_root,
     unavailable_reason,
 )
+from .nat import NAT_KINDS, Internet, Mapping, Nat, NatKind, Site, add_nat, flush_conntrack
+from .relay import Faults, Relay, RelayEnds, RelayStats
 from .transfer import PacedStream, TcpStream, TransferResult, tcp_transfer
 
 __all__ = [
@@ -87,15 +125,28 @@ __all__ = [
     "IFNAMSIZ",
     "IPV6_READY",
     "KILL_GRACE",
+    "NAT_KINDS",
     "UAPI_DIR",
+    "Faults",
     "Host",
+    "Internet",
     "Lab",
     "LabError",
     "Link",
+    "Loss",
+    "Mapping",
+    "Nat",
+    "NatKind",
     "PacedStream",
+    "Relay",
+    "RelayEnds",
+    "RelayStats",
+    "Site",
     "TcpStream",
     "TransferResult",
+    "add_nat",
     "cleanup_stale",
+    "flush_conntrack",
     "require_root",
     "tcp_transfer",
     "unavailable_reason",

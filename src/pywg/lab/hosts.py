@@ -1,4 +1,4 @@
-"""Lab hosts: namespaces, veth links, commands run inside them, ping and teardown.
+"""Lab hosts: namespaces, veth links, commands run inside them, ping, loss and teardown.
 
 The core of :mod:`pywg.lab` (see its docstring for a guide and the rules):
 :class:`Lab` owns every namespace, link, interface name and process it made
@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ipaddress
+import itertools
 import logging
 import math
 import os
@@ -28,7 +29,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from .netns import socket_in
 
@@ -43,6 +44,7 @@ IPV6_READY = 5.0  # seconds Lab.link waits for IPv6 to see a new link's carrier
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_=+.-]{1,15}$")  # what wg-quick accepts
 _TAG_RE = re.compile(r"^(?P<prefix>[A-Za-z0-9]+)-(?P<pid>\d+)-(?P<id>[0-9a-f]{6})-")
+_loss_tables = itertools.count(1)  # nft table names of Host.loss, unique in this process
 
 
 class LabError(RuntimeError):
@@ -271,6 +273,50 @@ class Host:
         """Load an nftables ruleset here (``nft -f -``): NAT, drops, loss injection."""
         self.run("nft", "-f", "-", input=ruleset)
 
+    def loss(
+        self,
+        ifname: str,
+        percent: float,
+        *,
+        direction: Literal["in", "out", "both"] = "both",
+        protocol: Literal["udp", "tcp"] | None = "udp",
+        port: int | None = None,
+    ) -> Loss:
+        """Drop `percent` % of the packets crossing `ifname`, at random, until removed.
+
+        nftables ``numgen random mod 10000 < N`` (per packet, independent) in a
+        ``netdev`` table of its own, on the wire of `ifname`: ``"in"`` drops
+        what arrives (ingress hook, before conntrack, NAT or routing see it),
+        ``"out"`` what leaves (egress hook, Linux 5.16+, after all of them),
+        forwarded or local alike; a local sender gets no error, as on a lossy
+        wire. Only `protocol` packets (None: all, ARP and neighbour discovery
+        too), and with `port` only those to that destination port. A UDP GSO
+        batch counts as one packet: split it (``gso_max_segs 1`` on the
+        sender's link) to drop single datagrams.
+        """
+        if not 0 <= percent <= 100:
+            raise LabError(f"loss must be 0-100 %, not {percent!r}")
+        if port is not None and protocol is None:
+            raise LabError("loss on a port needs a protocol")
+        match = f"meta l4proto {protocol}" if protocol is not None else ""
+        if port is not None:
+            match = f"{protocol} dport {port}"
+        share = round(percent * 100)  # in 1/10000
+        chance = f"numgen random mod 10000 < {share} " if share < 10000 else ""
+        drop = f"{match} counter {chance}counter drop"
+        table = f"pywg_loss{next(_loss_tables)}"
+        hooks = {"in": "ingress", "out": "egress"}
+        wanted = ("in", "out") if direction == "both" else (direction,)
+        if not set(wanted) <= set(hooks):
+            raise LabError(f"loss direction must be in, out or both, not {direction!r}")
+        body = "".join(
+            f'  chain {name} {{\n    type filter hook {hooks[name]} device "{ifname}" priority 0;'
+            f"\n    {drop}\n  }}\n"
+            for name in wanted
+        )
+        self.nft(f"table netdev {table} {{\n{body}}}\n")
+        return Loss(self, table)
+
     # -- reachability -----------------------------------------------------------------
 
     def ping(self, address: str, *, count: int = 3, timeout: float = 10) -> bool:
@@ -344,6 +390,26 @@ for seq in range(count):
 print("answered", answered, "of", count)
 sys.exit(0 if answered == count else 1)
 """
+
+
+class Loss:
+    """Random loss from :meth:`Host.loss`: its counters, and :meth:`remove`."""
+
+    def __init__(self, host: Host, table: str) -> None:
+        self.host, self.table = host, table
+
+    def __repr__(self) -> str:
+        return f"Loss({self.host.name}, {self.table})"
+
+    def counts(self) -> tuple[int, int]:
+        """(packets matched, packets dropped) so far, both directions together."""
+        out = self.host.run("nft", "list", "table", "netdev", self.table).stdout
+        counters = [int(n) for n in re.findall(r"counter packets (\d+)", out)]
+        return sum(counters[0::2]), sum(counters[1::2])
+
+    def remove(self) -> None:
+        """Stop dropping (deletes the table)."""
+        self.host.nft(f"delete table netdev {self.table}\n")
 
 
 def _python_ping(host: Host, address: str, count: int, timeout: float) -> bool:
