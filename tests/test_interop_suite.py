@@ -36,16 +36,23 @@ def suite() -> dict[str, Any]:
     reason = skip_reason("wireguard-go", "ping")
     if reason:
         pytest.skip(reason)
-    out = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "pywg.cli", "interop", "--impl", "wireguard-go",
          "--impl", "pywgd", "--json"],
-        capture_output=True, text=True, timeout=SUITE_TIMEOUT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
-    assert out.stdout, f"no output; stderr: {out.stderr[-2000:]}"
-    doc: dict[str, Any] = json.loads(out.stdout)
-    doc["exit"] = out.returncode
-    doc["stderr"] = out.stderr
+    try:
+        stdout, stderr = proc.communicate(timeout=SUITE_TIMEOUT)
+    except BaseException:
+        # SIGTERM, not SIGKILL: pywg interop then removes its labs before it exits
+        proc.terminate()
+        proc.communicate(timeout=60)
+        raise
+    assert stdout, f"no output; stderr: {stderr[-2000:]}"
+    doc: dict[str, Any] = json.loads(stdout)
+    doc["exit"] = proc.returncode
+    doc["stderr"] = stderr
     return doc
 
 

@@ -10,9 +10,10 @@ or errored, 2 on a usage error.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
-from ..lab import LabError, require_root
+from ..lab import LabError, close_all_labs, require_root
 from ..lab.wireguard import Impl
 from . import report
 from .runner import Result, load, run_suite
@@ -22,6 +23,10 @@ IMPL_HELP = (
     "command with wireguard-go's command line (it gets the interface name last), "
     "e.g. 'boringtun-cli --disable-drop-privileges'"
 )
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
+    # SIGTERM (a CI timeout, `kill`) ends the run like Ctrl-C: every lab is
+    # closed, so no namespace or daemon is left behind
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         results = run_suite(
             impls,
@@ -81,5 +89,11 @@ def run(args: argparse.Namespace) -> int:
     except LabError as exc:
         print(f"pywg interop: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        close_all_labs()
+        print("pywg interop: interrupted; every lab was removed", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(report.as_json(results) if args.json else report.text(results))
     return 0 if all(r.status in ("pass", "skip") for r in results) else 1

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..lab import Lab, LabError, unavailable_reason
+from ..lab import Lab, LabError, close_all_labs, unavailable_reason
 from ..lab.wireguard import PYWGD, Impl
 from .context import build_hostile, build_pair
 from .scenario import REGISTRY, Failed, Scenario, Skipped
@@ -213,5 +213,10 @@ def run_suite(
                 progress(res)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(one, order))
+        try:
+            list(pool.map(one, order))
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through pywg interop
+            pool.shutdown(wait=False, cancel_futures=True)
+            close_all_labs()  # the running units fail fast once their labs are gone
+            raise
     return [r for r in results if r is not None]

@@ -113,6 +113,7 @@ from .hosts import (
     Link,
     Loss,
     cleanup_stale,
+    close_all_labs,
     require_root,
     unavailable_reason,
 )
@@ -146,6 +147,7 @@ __all__ = [
     "TransferResult",
     "add_nat",
     "cleanup_stale",
+    "close_all_labs",
     "flush_conntrack",
     "require_root",
     "tcp_transfer",

@@ -484,7 +484,8 @@ _open_labs: set[Lab] = set()  # closed at exit if their owner forgot
 
 
 @atexit.register
-def _close_open_labs() -> None:
+def close_all_labs() -> None:
+    """Close every lab of this process still open (at exit, or on a signal)."""
     for lab in list(_open_labs):
         lab.close()
 
