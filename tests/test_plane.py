@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pywg import _fast
+from pywg import _fast, stun
 from pywg.constants import REJECT_AFTER_MESSAGES
 from pywg.cookie import CookieChecker, CookieGenerator, source_bytes
 from pywg.device import Device
@@ -175,6 +175,7 @@ def _datagrams(public_key: bytes) -> tuple[list[bytes], list[bytes], list[bytes]
     initiation = gen.add_macs(b"\x01\0\0\0" + os.urandom(144), 116, 0.0)
     response = gen.add_macs(b"\x02\0\0\0" + os.urandom(88), 60, 0.0)
     good = [initiation, response, b"\x03\0\0\0" + os.urandom(60)]
+    good.append(stun.binding_request(stun.new_transaction_id()))  # endpoint discovery: Python's
     junk = [
         b"",
         b"\x01",

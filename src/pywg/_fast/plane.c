@@ -917,6 +917,20 @@ static void write_tun(struct pywg_plane *p, const uint8_t *pkt, size_t len)
  * valid mac1 (§5.4.4, checked first by any responder, under load or not), so
  * garbage and forged handshakes are dropped here for the cost of one BLAKE2s,
  * never queued. Called under rx_lock. */
+/* A STUN message (RFC 8489 §5): two zero bits, the magic cookie at bytes 4-7,
+ * a length that is a multiple of 4 and fills the datagram. No WireGuard
+ * message looks like one (its bytes 1-3 are zero, a STUN type's are not or
+ * its byte 0 is). */
+static bool is_stun(const uint8_t *d, size_t len)
+{
+    size_t length;
+    if (len < 20 || (d[0] & 0xC0) != 0 || d[4] != 0x21 || d[5] != 0x12 || d[6] != 0xA4 ||
+        d[7] != 0x42)
+        return false;
+    length = (size_t)d[2] << 8 | d[3];
+    return length % 4 == 0 && len == 20 + length;
+}
+
 /* The cookie's input (§5.4.7, as cookie.source_bytes): the source address ‖ port
  * (big-endian), an IPv4-mapped IPv6 address as IPv4. Its length, 0 if unknown. */
 static size_t source_bytes(const struct sockaddr_storage *src, uint8_t out[18])
@@ -1011,6 +1025,8 @@ static bool worth_handing_up(struct pywg_plane *p, const struct pywg_kp *kp, con
 {
     uint8_t mac[16];
     size_t at;
+    if (is_stun(d, len))
+        return true; /* endpoint discovery on this socket: Python's (pywg.stun) */
     if (len < 4 || (d[1] | d[2] | d[3]) != 0)
         goto junk;
     switch (d[0]) {

@@ -32,14 +32,15 @@ import contextlib
 import errno
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Final
 
-from .. import backend
+from .. import backend, stun
 from ..constants import DEFAULT_MTU
-from ..device import AddressLike, Device
+from ..device import AddressLike, Device, normalize_endpoint
 from ..events import EndpointChanged, Event, HandshakeCompleted, HandshakeTimedOut
 from ..keys import PresharedKey, PrivateKey, PublicKey
 from ..peer import Endpoint, Peer
@@ -134,6 +135,8 @@ class Tunnel:
         self.tun_write_drops = 0
         self.udp_send_drops = 0
         self.tick_hooks: list[Callable[[], None]] = []
+        # STUN transactions in flight: transaction ID -> (server, its answer)
+        self._stun_waiters: dict[bytes, tuple[Endpoint, asyncio.Future[tuple[str, int]]]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -380,15 +383,70 @@ class Tunnel:
         self._after_change()
 
     def _on_udp_readable(self) -> None:
-        udp, device = self._udp, self.device
+        udp = self._udp
         assert udp is not None
         now = self._now()
         for _ in range(BATCH):
             got = udp.recv()
             if got is None:
                 break
-            device.receive_datagram(got[0], got[1], now)
+            self._datagram(got[0], got[1], now)
         self._after_change()
+
+    def _datagram(self, data: bytes, source: Endpoint, now: float) -> None:
+        """One datagram from the socket: STUN (endpoint discovery) or WireGuard."""
+        if stun.is_stun(data):
+            self._on_stun(data, source)
+        else:
+            self.device.receive_datagram(data, source, now)
+
+    def _on_stun(self, data: bytes, source: Endpoint) -> None:
+        try:
+            response = stun.parse_binding_response(data)
+        except stun.StunError as exc:
+            log.debug("STUN message from %s dropped: %s", source, exc)
+            return
+        waiter = self._stun_waiters.get(response.transaction_id)
+        if waiter is None or waiter[0] != source or waiter[1].done():
+            log.debug("unexpected STUN response from %s dropped", source)
+            return
+        waiter[1].set_result(response.mapped)
+
+    async def discover_endpoint(
+        self, server: tuple[str, int], *, timeout: float = 5.0
+    ) -> tuple[str, int]:
+        """This tunnel's public endpoint as `server` (a STUN server) sees it.
+
+        A Binding request goes out of the tunnel's own UDP socket (RFC 8489
+        §6), so the answer is the NAT mapping WireGuard traffic uses.
+        Retransmitted after 0.5, 1, 2, ... s (§6.2.1) until `timeout`;
+        TimeoutError if no answer came, OSError if the server cannot be
+        reached at all. The server is an IP literal or a host name.
+        """
+        if self._loop is None or self._udp is None:
+            raise RuntimeError("the tunnel is not started")
+        loop, udp = self._loop, self._udp
+        infos = await loop.getaddrinfo(server[0], server[1], type=socket.SOCK_DGRAM)
+        if not infos:
+            raise OSError(f"cannot resolve STUN server {server[0]}")
+        target = normalize_endpoint((str(infos[0][4][0]), int(infos[0][4][1])))
+        transaction_id = stun.new_transaction_id()
+        request = stun.binding_request(transaction_id)
+        result: asyncio.Future[tuple[str, int]] = loop.create_future()
+        self._stun_waiters[transaction_id] = (target, result)
+        deadline = loop.time() + timeout
+        rto = 0.5
+        try:
+            while True:
+                udp.sendto(request, target)
+                wait = min(rto, deadline - loop.time())
+                if wait <= 0:
+                    raise TimeoutError(f"no STUN answer from {server[0]}:{server[1]}")
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(asyncio.shield(result), wait)
+                rto *= 2
+        finally:
+            del self._stun_waiters[transaction_id]
 
     def _on_plane_event(self) -> None:
         plane, device = self._plane, self.device
@@ -398,7 +456,7 @@ class Tunnel:
         for kind, data, source in plane.drain():
             if kind == ITEM_DATAGRAM:
                 if source is not None:
-                    device.receive_datagram(data, source, now)
+                    self._datagram(data, source, now)
             else:
                 device.send_packet(data, now)
         self._after_change()
