@@ -128,7 +128,22 @@ def cpu_seconds(pid: int) -> float:
 # -- a pywgd in the foreground: counters, RSS, CPU -------------------------------------------
 
 
-class ForegroundPywgd:
+class _Victim:
+    """What both flooded daemons report about their process (pid, from /proc)."""
+
+    pid: int
+
+    def rss_kib(self) -> int:
+        return rss_kib(self.pid)
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def udp_counters(self) -> dict[str, int]:
+        return proc_udp_counters(self.pid)
+
+
+class ForegroundPywgd(_Victim):
     """pywgd in the foreground in a lab host (``pywgd -f IFACE``, LOG_LEVEL=debug).
 
     Its log goes to a file, so :meth:`counters` can send SIGUSR1 and read the
@@ -204,15 +219,6 @@ class ForegroundPywgd:
                 raise LabError(f"pywgd exited ({self.proc.returncode}): {self.log_tail()}")
             time.sleep(0.02)
         raise LabError(f"pywgd did not log its counters within {timeout:g} s of SIGUSR1")
-
-    def rss_kib(self) -> int:
-        return rss_kib(self.pid)
-
-    def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
-
-    def udp_counters(self) -> dict[str, int]:
-        return proc_udp_counters(self.pid)
 
     def stop(self) -> None:
         """SIGTERM (it removes its interface and UAPI socket), then remove the log."""
@@ -591,7 +597,7 @@ class Report:
 VICTIMS = ("pywgd", "wireguard-go")
 
 
-class WireguardGoDaemon:
+class WireguardGoDaemon(_Victim):
     """Debian's wireguard-go as the flooded daemon, for reference: /proc figures only.
 
     It has no counters to ask for (:meth:`counters` returns an empty dict).
@@ -613,15 +619,6 @@ class WireguardGoDaemon:
 
     def counters(self, timeout: float = COUNTERS_TIMEOUT) -> dict[str, Any]:
         return {}
-
-    def rss_kib(self) -> int:
-        return rss_kib(self.pid)
-
-    def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
-
-    def udp_counters(self) -> dict[str, int]:
-        return proc_udp_counters(self.pid)
 
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):
