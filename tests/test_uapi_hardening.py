@@ -37,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +48,7 @@ import pytest
 from pywg.asyncio.uapi_server import MAX_CONNECTIONS
 from pywg.keys import PresharedKey, PrivateKey
 from pywg.lab import Host, Lab
-from wgnode import pywgd_path, skip_reason, uapi_config
+from wgnode import pywgd_path, skip_reason, uapi_config, wait_for
 
 PREFIX = "pwuapi"
 UAPI_DIR = Path("/var/run/wireguard")
@@ -160,17 +160,6 @@ GET = b"get=1\n\n"
 def parse_config(reply: bytes) -> dict[str, Any]:
     """A `get=1` reply as comparable data (counters and handshake times left out)."""
     return uapi_config(reply.decode())
-
-
-def wait_for(predicate: Callable[[], bool], deadline: float, step: float = 0.02) -> bool:
-    end = time.monotonic() + deadline
-    for _ in range(int(deadline / step) + 2):
-        if predicate():
-            return True
-        if time.monotonic() >= end:
-            break
-        time.sleep(step)
-    return predicate()
 
 
 # -- the daemon under test ---------------------------------------------------------------

@@ -24,7 +24,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from pywg import __version__
 from pywg.keys import PresharedKey, PrivateKey
 from pywg.lab import Host, Lab
 from pywg.lab.wireguard import endpoint
-from wgnode import Node, argv_for, pywgd_path, skip_reason, start_node
+from wgnode import Node, argv_for, pywgd_path, skip_reason, start_node, wait_for
 from wgnode import uapi_config as parse_get_reply
 
 PREFIX = "pwtool"
@@ -50,18 +50,6 @@ pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "
 
 def sock_path(ifname: str) -> Path:
     return UAPI_DIR / f"{ifname}.sock"
-
-
-def wait_for(predicate: Callable[[], bool], deadline: float = 10.0, step: float = 0.02) -> bool:
-    """Poll `predicate` until it is true or `deadline` seconds pass (bounded in count too)."""
-    end = time.monotonic() + deadline
-    for _ in range(int(deadline / step) + 2):
-        if predicate():
-            return True
-        if time.monotonic() >= end:
-            break
-        time.sleep(step)
-    return predicate()
 
 
 def write_secret(path: Path, text: str) -> Path:

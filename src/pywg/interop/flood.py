@@ -25,7 +25,7 @@ from types import TracebackType
 from .. import crypto
 from ..constants import KEY_SIZE
 from ..keys import PublicKey
-from ..lab import Host
+from ..lab import Host, Link
 from ..noise import KeyPair
 from .adversary import craft_initiation
 
@@ -135,6 +135,16 @@ def flood_initiations(
         stamp = crypto.tai64n(time.time())
         out.append(craft_initiation(static, responder_public, index, stamp, rng=rng).message)
     return out
+
+
+def add_flood_addresses(host: Host, link: Link, count: int, first: int) -> list[str]:
+    """`count` extra IPv4 addresses for `host` on its (a) end of `link`, .`first` up,
+    in the link's lab /24: a flood from many sources, from one host."""
+    prefix = link.a_addr4.rsplit(".", 1)[0]
+    addresses = [f"{prefix}.{first + i}" for i in range(count)]
+    for address in addresses:
+        host.addr(link.a_if, f"{address}/24")
+    return addresses
 
 
 class HandshakeFlood:

@@ -58,7 +58,7 @@ from .adversary import (
     with_macs,
 )
 from .context import HostileContext
-from .flood import Flooder, flood_initiations
+from .flood import Flooder, add_flood_addresses, flood_initiations
 from .scenario import Skipped, check, scenario
 
 QUIET = 1.2  # seconds without an answer that count as "no answer"
@@ -301,9 +301,7 @@ def _flood_sockets(ctx: HostileContext, count: int) -> list[socket.socket]:
     """`count` UDP sockets in the attacker host, each on an extra underlay address of its own."""
     socks: list[socket.socket] = []
     try:
-        for i in range(count):
-            address = f"198.18.{ctx.link.subnet}.{100 + i}"  # the link's /24, lab underlay
-            ctx.attacker.addr(ctx.link.a_if, f"{address}/24")
+        for address in add_flood_addresses(ctx.attacker, ctx.link, count, first=100):
             sock = ctx.attacker.socket(socket.AF_INET, socket.SOCK_DGRAM)
             socks.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # cookie replies: dropped

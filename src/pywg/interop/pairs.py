@@ -20,7 +20,7 @@ from ..lab.capture import UdpCapture
 from ..lab.wireguard import WgNode
 from ..messages import padded_length
 from .context import PairContext
-from .flood import HandshakeFlood
+from .flood import HandshakeFlood, add_flood_addresses
 from .scenario import check, scenario
 
 MTU = 1420  # the lab's tunnel MTU (start_node's default)
@@ -361,10 +361,7 @@ def _under_load(ctx: PairContext, victim: WgNode) -> None:
     flooder = ctx.lab.host(f"m{victim.host.name}")
     link = ctx.lab.link(flooder, victim.host)
     # 32 source addresses: per-address handshake limits must not absorb the flood
-    prefix = link.a_addr4.rsplit(".", 1)[0]
-    sources = [f"{prefix}.{i}" for i in range(10, 42)]
-    for source in sources:
-        flooder.addr(link.a_if, f"{source}/24")
+    sources = add_flood_addresses(flooder, link, 32, first=10)
     ctx.connect(a_knows_b=initiator is ctx.a, b_knows_a=initiator is ctx.b)
     target = (link.b_addr4, victim.port)
     with HandshakeFlood(flooder, target, victim.public_key, sources) as flood:
