@@ -25,7 +25,8 @@ import binascii
 import ipaddress
 import os
 import struct
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
 MAGIC_COOKIE: Final = 0x2112A442
@@ -72,16 +73,31 @@ def _fingerprint(message_so_far: bytes) -> int:
     return (binascii.crc32(message_so_far) & 0xFFFFFFFF) ^ FINGERPRINT_XOR
 
 
-def binding_request(transaction_id: bytes) -> bytes:
-    """A Binding request (§6) with SOFTWARE and FINGERPRINT."""
+def build_message(
+    kind: int, transaction_id: bytes, attributes: Sequence[tuple[int, bytes]] = ()
+) -> bytes:
+    """A STUN message (§5) of `kind` with `attributes`, SOFTWARE and FINGERPRINT last."""
     if len(transaction_id) != TRANSACTION_ID_SIZE:
         raise ValueError("a transaction ID is 12 bytes")
-    body = _attribute(ATTR_SOFTWARE, SOFTWARE)
+    body = b"".join(_attribute(a, v) for a, v in attributes) + _attribute(ATTR_SOFTWARE, SOFTWARE)
     # FINGERPRINT covers the message up to it, with the length already counting it (§14.7)
     length = len(body) + 8
-    head = struct.pack("!HHI", BINDING_REQUEST, length, MAGIC_COOKIE) + transaction_id
+    head = struct.pack("!HHI", kind, length, MAGIC_COOKIE) + transaction_id
     crc = _fingerprint(head + body)
     return head + body + _attribute(ATTR_FINGERPRINT, struct.pack("!I", crc))
+
+
+def binding_request(transaction_id: bytes, attributes: Sequence[tuple[int, bytes]] = ()) -> bytes:
+    """A Binding request (§6) with SOFTWARE and FINGERPRINT (and `attributes` first)."""
+    return build_message(BINDING_REQUEST, transaction_id, attributes)
+
+
+def binding_success(
+    transaction_id: bytes, mapped: Address, attributes: Sequence[tuple[int, bytes]] = ()
+) -> bytes:
+    """A Binding success response (§6.3.3): where the request came from, as XOR-MAPPED-ADDRESS."""
+    xor = (ATTR_XOR_MAPPED_ADDRESS, encode_xor_address(mapped, transaction_id))
+    return build_message(BINDING_SUCCESS, transaction_id, [xor, *attributes])
 
 
 def encode_xor_address(address: Address, transaction_id: bytes) -> bytes:
@@ -111,38 +127,51 @@ def _decode_address(value: bytes, transaction_id: bytes | None) -> Address:
 
 
 @dataclass(frozen=True, slots=True)
-class BindingResponse:
+class StunMessage:
+    kind: int  # BINDING_REQUEST, BINDING_SUCCESS, ...
     transaction_id: bytes
-    mapped: Address  # where the server saw the request come from
+    attributes: dict[int, bytes]  # the first of each type (§14: later ones are ignored)
 
 
-def parse_binding_response(data: bytes) -> BindingResponse:
-    """The mapped address of a Binding success response; StunError for anything else."""
+def parse_message(data: bytes) -> StunMessage:
+    """Any STUN message, its attributes checked for framing and FINGERPRINT; StunError if bad."""
     if not is_stun(data):
         raise StunError("not a STUN message")
     kind = int.from_bytes(data[0:2], "big")
-    if kind != BINDING_SUCCESS:
-        raise StunError(f"STUN message type {kind:#06x}, not a Binding success response")
-    transaction_id = bytes(data[8:20])
-    xor_mapped: Address | None = None
-    mapped: Address | None = None
+    attributes: dict[int, bytes] = {}
     offset = HEADER_SIZE
     while offset + 4 <= len(data):
         attr, length = struct.unpack_from("!HH", data, offset)
         value = bytes(data[offset + 4 : offset + 4 + length])
         if len(value) != length:
             raise StunError("attribute runs past the message")
-        if attr == ATTR_XOR_MAPPED_ADDRESS and xor_mapped is None:
-            xor_mapped = _decode_address(value, transaction_id)
-        elif attr == ATTR_MAPPED_ADDRESS and mapped is None:
-            mapped = _decode_address(value, None)
-        elif attr == ATTR_FINGERPRINT:
+        if attr == ATTR_FINGERPRINT:
             if length != 4 or offset + 8 != len(data):
                 raise StunError("FINGERPRINT must be the last attribute")
             if int.from_bytes(value, "big") != _fingerprint(bytes(data[:offset])):
                 raise StunError("FINGERPRINT does not match")
+        attributes.setdefault(attr, value)
         offset += 4 + length + (-length) % 4
-    found = xor_mapped or mapped
-    if found is None:
+    return StunMessage(kind, bytes(data[8:20]), attributes)
+
+
+@dataclass(frozen=True, slots=True)
+class BindingResponse:
+    transaction_id: bytes
+    mapped: Address  # where the server saw the request come from
+    attributes: dict[int, bytes] = field(default_factory=dict)
+
+
+def parse_binding_response(data: bytes) -> BindingResponse:
+    """The mapped address of a Binding success response; StunError for anything else."""
+    message = parse_message(data)
+    if message.kind != BINDING_SUCCESS:
+        raise StunError(f"STUN message type {message.kind:#06x}, not a Binding success response")
+    tid, attrs = message.transaction_id, message.attributes
+    if ATTR_XOR_MAPPED_ADDRESS in attrs:
+        found = _decode_address(attrs[ATTR_XOR_MAPPED_ADDRESS], tid)
+    elif ATTR_MAPPED_ADDRESS in attrs:
+        found = _decode_address(attrs[ATTR_MAPPED_ADDRESS], None)
+    else:
         raise StunError("no (XOR-)MAPPED-ADDRESS in the response")
-    return BindingResponse(transaction_id, found)
+    return BindingResponse(tid, found, attrs)

@@ -33,7 +33,7 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Final
@@ -136,7 +136,9 @@ class Tunnel:
         self.udp_send_drops = 0
         self.tick_hooks: list[Callable[[], None]] = []
         # STUN transactions in flight: transaction ID -> (server, its answer)
-        self._stun_waiters: dict[bytes, tuple[Endpoint, asyncio.Future[tuple[str, int]]]] = {}
+        self._stun_waiters: dict[bytes, tuple[Endpoint, asyncio.Future[stun.BindingResponse]]] = {}
+        # answers STUN Binding requests that reach the tunnel's socket (None: ignore them)
+        self.stun_handler: Callable[[stun.StunMessage, Endpoint], bytes | None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -402,15 +404,23 @@ class Tunnel:
 
     def _on_stun(self, data: bytes, source: Endpoint) -> None:
         try:
-            response = stun.parse_binding_response(data)
+            message = stun.parse_message(data)
         except stun.StunError as exc:
             log.debug("STUN message from %s dropped: %s", source, exc)
             return
-        waiter = self._stun_waiters.get(response.transaction_id)
-        if waiter is None or waiter[0] != source or waiter[1].done():
-            log.debug("unexpected STUN response from %s dropped", source)
+        if message.kind == stun.BINDING_REQUEST:
+            answer = self.stun_handler(message, source) if self.stun_handler else None
+            if answer is not None and self._udp is not None:
+                self._udp.sendto(answer, source)
             return
-        waiter[1].set_result(response.mapped)
+        waiter = self._stun_waiters.get(message.transaction_id)
+        if waiter is None or waiter[0] != source or waiter[1].done():
+            log.debug("unexpected STUN message from %s dropped", source)
+            return
+        try:
+            waiter[1].set_result(stun.parse_binding_response(data))
+        except stun.StunError as exc:
+            log.debug("STUN answer from %s dropped: %s", source, exc)
 
     async def discover_endpoint(
         self, server: tuple[str, int], *, timeout: float = 5.0
@@ -423,30 +433,60 @@ class Tunnel:
         TimeoutError if no answer came, OSError if the server cannot be
         reached at all. The server is an IP literal or a host name.
         """
+        if self._loop is None:
+            raise RuntimeError("the tunnel is not started")
+        infos = await self._loop.getaddrinfo(server[0], server[1], type=socket.SOCK_DGRAM)
+        if not infos:
+            raise OSError(f"cannot resolve STUN server {server[0]}")
+        target = (str(infos[0][4][0]), int(infos[0][4][1]))
+        response = await self.stun_request(target, timeout=timeout)
+        return response.mapped
+
+    async def stun_request(
+        self,
+        target: AddressLike,
+        attributes: Sequence[tuple[int, bytes]] = (),
+        *,
+        timeout: float = 5.0,
+        rto: float = 0.5,
+        make: Callable[[bytes], bytes] | None = None,
+    ) -> stun.BindingResponse:
+        """Send a Binding request (with `attributes`) from the tunnel's socket to `target`.
+
+        Retransmitted after `rto`, then twice as long each time (RFC 8489
+        §6.2.1), until `timeout`; the success response from `target` that
+        matches the transaction ID, or TimeoutError. `make(transaction_id)`,
+        when given, builds the request itself (for attributes that sign it).
+        """
         if self._loop is None or self._udp is None:
             raise RuntimeError("the tunnel is not started")
         loop, udp = self._loop, self._udp
-        infos = await loop.getaddrinfo(server[0], server[1], type=socket.SOCK_DGRAM)
-        if not infos:
-            raise OSError(f"cannot resolve STUN server {server[0]}")
-        target = normalize_endpoint((str(infos[0][4][0]), int(infos[0][4][1])))
+        peer = normalize_endpoint(target)
         transaction_id = stun.new_transaction_id()
-        request = stun.binding_request(transaction_id)
-        result: asyncio.Future[tuple[str, int]] = loop.create_future()
-        self._stun_waiters[transaction_id] = (target, result)
+        if make is not None:
+            request = make(transaction_id)
+        else:
+            request = stun.binding_request(transaction_id, attributes)
+        result: asyncio.Future[stun.BindingResponse] = loop.create_future()
+        self._stun_waiters[transaction_id] = (peer, result)
         deadline = loop.time() + timeout
-        rto = 0.5
         try:
             while True:
-                udp.sendto(request, target)
+                udp.sendto(request, peer)
                 wait = min(rto, deadline - loop.time())
                 if wait <= 0:
-                    raise TimeoutError(f"no STUN answer from {server[0]}:{server[1]}")
+                    raise TimeoutError(f"no STUN answer from {peer[0]} port {peer[1]}")
                 with contextlib.suppress(TimeoutError):
                     return await asyncio.wait_for(asyncio.shield(result), wait)
                 rto *= 2
         finally:
             del self._stun_waiters[transaction_id]
+
+    def send_datagram(self, data: bytes, target: AddressLike) -> bool:
+        """Send one datagram from the tunnel's socket (not WireGuard: STUN and the like)."""
+        if self._udp is None or self.closed:
+            return False
+        return self._udp.sendto(data, normalize_endpoint(target))
 
     def _on_plane_event(self) -> None:
         plane, device = self._plane, self.device

@@ -1,0 +1,160 @@
+"""Who is talking: signed requests to the coordinator, its signed answers, join tokens.
+
+Every node has two key pairs, both made on the node and never sent anywhere:
+its WireGuard key (X25519) and a *control key* (Ed25519, RFC 8032) that signs
+what it tells the coordinator and the relay. The coordinator learns the
+public halves when the node joins.
+
+A request (`sign_request`) carries ``Authorization: PYWG-Ed25519 node="<WG
+public key, base64>", time="<ms since epoch>", sig="<base64>"``, a signature
+over the method, the path with its query, the time and the SHA-256 of the
+body. The coordinator takes it only from a member, with a valid signature,
+a time within MAX_SKEW_MS of its own clock and newer than the node's last
+request (a replayed or reordered request is refused).
+
+The coordinator signs every answer (``X-Pywg-Signature``) over the request's
+own signature and the answer's body, with its own Ed25519 key, so a node
+knows an answer is fresh, for its request, and from the coordinator it
+joined, even over plain HTTP. It learns that key from the first answer and
+checks it against the fingerprint in the join token.
+
+A join token is ``<secret>.<fingerprint>``: 32 random characters the
+coordinator stores only as a SHA-256 hash, and the first 16 bytes of the
+SHA-256 of the coordinator's public key (base64url).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Final
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+SCHEME: Final = "PYWG-Ed25519"
+SIGNATURE_HEADER: Final = "X-Pywg-Signature"
+MAX_SKEW_MS: Final = 300_000
+REQUEST_CONTEXT: Final = b"pywg coordinator request v1\0"
+RESPONSE_CONTEXT: Final = b"pywg coordinator response v1\0"
+_AUTH_RE = re.compile(
+    r'^PYWG-Ed25519 node="([A-Za-z0-9+/=]{44})", time="(\d{1,16})", sig="([A-Za-z0-9+/=]{88})"$'
+)
+
+
+class AuthError(ValueError):
+    """A request or answer that is not signed as it must be; str() says how."""
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str, size: int) -> bytes:
+    """Standard base64 of exactly `size` bytes; AuthError otherwise."""
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise AuthError("not base64") from None
+    if len(raw) != size:
+        raise AuthError(f"expected {size} bytes, got {len(raw)}")
+    return raw
+
+
+def _request_digest(method: str, path: str, time_ms: int, body: bytes) -> bytes:
+    text = f"{method.upper()}\n{path}\n{time_ms}\n{hashlib.sha256(body).hexdigest()}"
+    return REQUEST_CONTEXT + text.encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAuth:
+    node: str  # the node's WireGuard public key, base64
+    time_ms: int
+    signature: bytes
+
+    def verify(self, control_key: bytes, method: str, path: str, body: bytes) -> bool:
+        """Whether the signature is by `control_key` (Ed25519 public) over this request."""
+        try:
+            VerifyKey(control_key).verify(
+                _request_digest(method, path, self.time_ms, body), self.signature
+            )
+        except (BadSignatureError, ValueError, TypeError):
+            return False
+        return True
+
+    def fresh(self, now_ms: int, last_ms: int | None) -> bool:
+        """Within MAX_SKEW_MS of `now_ms` and after the node's last request."""
+        if abs(self.time_ms - now_ms) > MAX_SKEW_MS:
+            return False
+        return last_ms is None or self.time_ms > last_ms
+
+
+def sign_request(
+    control: SigningKey, node: str, method: str, path: str, body: bytes, time_ms: int
+) -> tuple[str, bytes]:
+    """The Authorization header for a request, and its signature (to check the answer)."""
+    signature = control.sign(_request_digest(method, path, time_ms, body)).signature
+    return f'{SCHEME} node="{node}", time="{time_ms}", sig="{b64(signature)}"', signature
+
+
+def parse_authorization(header: str | None) -> RequestAuth:
+    if not header:
+        raise AuthError("no Authorization header")
+    match = _AUTH_RE.match(header.strip())
+    if match is None:
+        raise AuthError(f"Authorization is not {SCHEME}")
+    node, when, sig = match.groups()
+    unb64(node, 32)
+    return RequestAuth(node, int(when), unb64(sig, 64))
+
+
+def sign_response(coordinator: SigningKey, request_signature: bytes, body: bytes) -> str:
+    digest = RESPONSE_CONTEXT + request_signature + hashlib.sha256(body).digest()
+    return b64(coordinator.sign(digest).signature)
+
+
+def verify_response(
+    coordinator_key: bytes, request_signature: bytes, body: bytes, header: str | None
+) -> None:
+    """AuthError unless `header` is the coordinator's signature of this answer to this request."""
+    if not header:
+        raise AuthError(f"the answer has no {SIGNATURE_HEADER}")
+    signature = unb64(header.strip(), 64)
+    digest = RESPONSE_CONTEXT + request_signature + hashlib.sha256(body).digest()
+    try:
+        VerifyKey(coordinator_key).verify(digest, signature)
+    except (BadSignatureError, ValueError, TypeError):
+        raise AuthError("the answer is not signed by the coordinator") from None
+
+
+def fingerprint(public_key: bytes) -> str:
+    """The first 16 bytes of SHA-256 of an Ed25519 public key, base64url without padding."""
+    digest = hashlib.sha256(public_key).digest()[:16]
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+def new_token(coordinator_key: bytes) -> tuple[str, str]:
+    """A fresh join token and the hash to store for it."""
+    secret = secrets.token_urlsafe(24)  # 32 characters, 192 bits
+    return f"{secret}.{fingerprint(coordinator_key)}", token_hash(secret)
+
+
+def token_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def parse_token(token: str) -> tuple[str, str]:
+    """(secret, coordinator fingerprint) of a join token; AuthError if it is not one."""
+    secret, dot, fp = token.strip().partition(".")
+    if not dot or not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", secret) or len(fp) != 22:
+        raise AuthError("not a pywg join token (expected SECRET.FINGERPRINT)")
+    return secret, fp
+
+
+def same_hash(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())

@@ -1,0 +1,121 @@
+"""Relay binds and direct-path probes: STUN Binding transactions with pywg attributes.
+
+Everything a mesh node sends on its WireGuard port that is not WireGuard is a
+STUN Binding request (RFC 8489 §6), so one rule (`pywg.stun.is_stun`, also in
+the C plane) tells it apart, and the answer is always a Binding success
+response whose XOR-MAPPED-ADDRESS tells the sender how it was seen.
+
+Three attributes from the comprehension-optional range (§18.3.1: a STUN
+server that does not know them ignores them):
+
+- PYWG-KEY (0xC0A1, 32 bytes): a WireGuard public key. In a *probe* it names
+  the node the request is meant for; in its answer the node that answered.
+  In a *bind* it names the node binding.
+- PYWG-TIME (0xC0A2, 8 bytes): milliseconds since the Unix epoch, big-endian;
+  a relay takes a bind only if it is fresh and newer than the last one.
+- PYWG-SIGNATURE (0xC0A3, 64 bytes): Ed25519 (RFC 8032) over BIND_CONTEXT,
+  the relay port (2 bytes), the transaction ID, the key and the time, made
+  with the node's control key (`pywg.mesh.auth`), whose public half the
+  coordinator holds.
+
+A *bind* goes to one of the relay's pair ports (`pywg.mesh.relay`) and tells
+it "packets for me on this port go to where this came from"; a *probe* goes
+to a peer's candidate endpoint and asks "is this path to you open?".
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from .. import stun
+
+ATTR_KEY: Final = 0xC0A1
+ATTR_TIME: Final = 0xC0A2
+ATTR_SIGNATURE: Final = 0xC0A3
+BIND_CONTEXT: Final = b"pywg relay bind v1\0"
+KEY_SIZE: Final = 32
+SIGNATURE_SIZE: Final = 64
+
+
+def _signed_part(port: int, transaction_id: bytes, key: bytes, time_ms: int) -> bytes:
+    return (
+        BIND_CONTEXT + struct.pack("!H", port) + transaction_id + key + struct.pack("!Q", time_ms)
+    )
+
+
+def bind_request(
+    transaction_id: bytes, node_key: bytes, control: SigningKey, port: int, time_ms: int
+) -> bytes:
+    """A bind for relay port `port`, signed with the node's control key."""
+    if len(node_key) != KEY_SIZE:
+        raise ValueError("a WireGuard public key is 32 bytes")
+    signature = control.sign(_signed_part(port, transaction_id, node_key, time_ms)).signature
+    return stun.binding_request(
+        transaction_id,
+        [
+            (ATTR_KEY, node_key),
+            (ATTR_TIME, struct.pack("!Q", time_ms)),
+            (ATTR_SIGNATURE, signature),
+        ],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Bind:
+    transaction_id: bytes
+    node_key: bytes
+    time_ms: int
+    signature: bytes
+
+    def verify(self, port: int, control_key: bytes) -> bool:
+        """Whether the node signed this for `port` (`control_key`: its Ed25519 public key)."""
+        try:
+            VerifyKey(control_key).verify(
+                _signed_part(port, self.transaction_id, self.node_key, self.time_ms),
+                self.signature,
+            )
+        except (BadSignatureError, ValueError, TypeError):
+            return False
+        return True
+
+
+def parse_bind(message: stun.StunMessage) -> Bind | None:
+    """The bind in a Binding request, or None if it is not one (a plain STUN request)."""
+    attrs = message.attributes
+    if message.kind != stun.BINDING_REQUEST:
+        return None
+    key, when, signature = attrs.get(ATTR_KEY), attrs.get(ATTR_TIME), attrs.get(ATTR_SIGNATURE)
+    if key is None or when is None or signature is None:
+        return None
+    if len(key) != KEY_SIZE or len(when) != 8 or len(signature) != SIGNATURE_SIZE:
+        return None
+    return Bind(message.transaction_id, key, struct.unpack("!Q", when)[0], signature)
+
+
+def probe_request(transaction_id: bytes, target_key: bytes) -> bytes:
+    """A probe for the node whose WireGuard public key is `target_key`."""
+    return stun.binding_request(transaction_id, [(ATTR_KEY, target_key)])
+
+
+def probe_target(message: stun.StunMessage) -> bytes | None:
+    """The key a probe is meant for (None: not a probe)."""
+    if message.kind != stun.BINDING_REQUEST or ATTR_SIGNATURE in message.attributes:
+        return None
+    key = message.attributes.get(ATTR_KEY)
+    return key if key is not None and len(key) == KEY_SIZE else None
+
+
+def probe_answer(transaction_id: bytes, source: stun.Address, own_key: bytes) -> bytes:
+    """The answer to a probe: where it came from, and who answers."""
+    return stun.binding_success(transaction_id, source, [(ATTR_KEY, own_key)])
+
+
+def answered_by(response: stun.BindingResponse) -> bytes | None:
+    """The key in a probe's answer (None if it carries none)."""
+    key = response.attributes.get(ATTR_KEY)
+    return key if key is not None and len(key) == KEY_SIZE else None
