@@ -26,12 +26,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from .netns import socket_in
+from .netns import run_in, socket_in
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +201,11 @@ class Host:
     def socket(self, family: int, kind: int, proto: int = 0) -> socket.socket:
         """A socket of this process that lives in this host's namespace (`netns.socket_in`)."""
         return socket_in(self.netns, family, kind, proto)
+
+    def call(self, function: Callable[[], T]) -> T:
+        """Run `function` on a thread inside this host's namespace (`netns.run_in`):
+        ``host.call(lambda: asyncio.run(main()))`` runs an event loop whose sockets live here."""
+        return run_in(self.netns, function)
 
     def python(self, code: str, *args: str, timeout: float = 60) -> str:
         """Run ``python -c code args...`` (this interpreter) here; return its stdout."""

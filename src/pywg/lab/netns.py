@@ -16,7 +16,10 @@ import ctypes.util
 import os
 import socket
 import threading
-from typing import Final
+from collections.abc import Callable
+from typing import Final, TypeVar
+
+T = TypeVar("T")
 
 CLONE_NEWNET: Final = 0x40000000
 NETNS_DIR: Final = "/var/run/netns"
@@ -26,28 +29,44 @@ _libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
 _libc.setns.restype = ctypes.c_int
 
 
-def socket_in(netns: str, family: int, kind: int, proto: int = 0) -> socket.socket:
-    """A new socket created inside the named network namespace (`ip netns` name)."""
-    result: list[socket.socket | BaseException] = []
+def _join(netns: str) -> None:
+    """Move the calling thread into the named network namespace."""
+    fd = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({netns}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
 
-    def create() -> None:
+
+def run_in(netns: str, function: Callable[[], T]) -> T:
+    """Call `function` on a new thread inside the named namespace; its result or its exception.
+
+    Everything the function creates there (sockets, an event loop's
+    connections: `run_in(ns, lambda: asyncio.run(main()))`) lives in that
+    namespace. The thread ends in the namespace it joined; it is never reused.
+    """
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def body() -> None:
         try:
-            fd = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({netns}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            result.append(socket.socket(family, kind, proto))
+            _join(netns)
+            result.append(function())
         except BaseException as exc:  # handed to the caller's thread
-            result.append(exc)
+            error.append(exc)
 
-    # The thread ends in the namespace it joined; it is never reused.
-    thread = threading.Thread(target=create, name=f"netns-{netns}", daemon=True)
+    thread = threading.Thread(target=body, name=f"netns-{netns}", daemon=True)
     thread.start()
     thread.join()
-    got = result[0] if result else OSError("socket thread ended without a result")
-    if isinstance(got, BaseException):
-        raise got
-    return got
+    if error:
+        raise error[0]
+    if not result:
+        raise OSError("namespace thread ended without a result")
+    return result[0]
+
+
+def socket_in(netns: str, family: int, kind: int, proto: int = 0) -> socket.socket:
+    """A new socket created inside the named network namespace (`ip netns` name)."""
+    return run_in(netns, lambda: socket.socket(family, kind, proto))
