@@ -1,0 +1,126 @@
+"""Which way to send to a peer: a direct path found by probing, or the relay.
+
+Theory of operation
+-------------------
+Each peer of a mesh node has *candidates* (the endpoints the peer reported
+to the coordinator: its public mapping as STUN saw it, and its local
+addresses) and maybe a *relay* endpoint (the relay port this node sends to
+for that peer, `pywg.mesh.relay`). WireGuard itself has one endpoint per
+peer; `PathSelector` decides which one, sans-IO (every call takes `now`):
+
+- Probing (`probes_due`): a probe (`pywg.mesh.wire`, a STUN Binding request
+  from the WireGuard socket) goes to every candidate every PROBE_FAST
+  seconds for FAST_PERIOD after the candidates change, then every
+  PROBE_SLOW seconds for as long as no direct path is confirmed. Both peers
+  probe each other at once, so the first probes open each side's NAT
+  mapping and filter for the other's, and a later one gets through: this
+  is hole punching (RFC 5128 §3.3, "UDP hole punching"; the checks are ICE's
+  connectivity checks in miniature, RFC 8445 §7). Once a path answers, only
+  it is probed often, every KEEPALIVE seconds, which also keeps the NAT
+  mapping open; the others every PROBE_SLOW seconds, in case a better one
+  (a shared LAN) opens.
+- Choice (`choice`): the candidate that answered last within DIRECT_TIMEOUT
+  with the lowest round trip; else the relay; else the first candidate (no
+  relay: WireGuard may still get through on its own).
+- Falling back and back again: a direct path that stops answering for
+  DIRECT_TIMEOUT is dropped (the relay takes over) and fast probing of all
+  candidates starts again, so the node moves back to direct as soon as a
+  path answers, e.g. after the peer reported its new mapping when its
+  router rebooted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Final
+
+from ..peer import Endpoint
+
+PROBE_FAST: Final = 1.0
+FAST_PERIOD: Final = 15.0
+PROBE_SLOW: Final = 10.0
+KEEPALIVE: Final = 4.0
+DIRECT_TIMEOUT: Final = 13.0
+
+
+@dataclass(slots=True)
+class _Candidate:
+    endpoint: Endpoint
+    last_answer: float = -math.inf
+    rtt: float = math.inf
+    next_probe: float = 0.0
+
+
+@dataclass(slots=True)
+class PathSelector:
+    """The path to one peer; see the module docstring."""
+
+    candidates: list[_Candidate] = field(default_factory=list)
+    relay: Endpoint | None = None
+    fast_until: float = 0.0
+    had_direct: bool = False
+
+    def set_paths(self, candidates: list[Endpoint], relay: Endpoint | None, now: float) -> None:
+        """New candidates and relay from the roster; what is known about kept ones stays."""
+        old = {c.endpoint: c for c in self.candidates}
+        self.candidates = [old.get(e) or _Candidate(e, next_probe=now) for e in candidates]
+        if set(old) != set(candidates):
+            self.restart_probing(now)
+        self.relay = relay
+
+    def restart_probing(self, now: float) -> None:
+        self.fast_until = now + FAST_PERIOD
+        for c in self.candidates:
+            c.next_probe = min(c.next_probe, now)
+
+    def direct(self, now: float) -> Endpoint | None:
+        """The confirmed direct path (an answer within DIRECT_TIMEOUT), fastest first."""
+        live = [c for c in self.candidates if now - c.last_answer <= DIRECT_TIMEOUT]
+        if not live:
+            return None
+        return min(live, key=lambda c: c.rtt).endpoint
+
+    def choice(self, now: float) -> Endpoint | None:
+        direct = self.direct(now)
+        if direct is not None:
+            return direct
+        if self.relay is not None:
+            return self.relay
+        return self.candidates[0].endpoint if self.candidates else None
+
+    def probes_due(self, now: float) -> list[Endpoint]:
+        """Candidates to probe now (each is then not due again until its next time)."""
+        direct = self.direct(now)
+        if self.had_direct and direct is None:  # the direct path stopped answering
+            self.restart_probing(now)
+        self.had_direct = direct is not None
+        due = []
+        for c in self.candidates:
+            if c.next_probe > now:
+                continue
+            if direct is not None:  # keep it open; now and then look for a better one
+                interval = KEEPALIVE if c.endpoint == direct else PROBE_SLOW
+            else:
+                interval = PROBE_FAST if now < self.fast_until else PROBE_SLOW
+            c.next_probe = now + interval
+            due.append(c.endpoint)
+        return due
+
+    def answered(self, endpoint: Endpoint, sent: float, now: float) -> bool:
+        """A probe sent at `sent` to `endpoint` was answered at `now`; False if not a candidate."""
+        lost = self.direct(now) is None
+        for c in self.candidates:
+            if c.endpoint == endpoint:
+                c.last_answer = now
+                sample = max(now - sent, 0.0)
+                c.rtt = sample if math.isinf(c.rtt) else 0.75 * c.rtt + 0.25 * sample
+                if lost:  # the first answer: from now on it is kept alive
+                    c.next_probe = now + KEEPALIVE
+                    self.had_direct = True
+                return True
+        return False
+
+    def next_due(self) -> float:
+        """When `probes_due` may next return something."""
+        return min((c.next_probe for c in self.candidates), default=math.inf)

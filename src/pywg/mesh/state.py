@@ -1,0 +1,114 @@
+"""A mesh node's state directory: its keys, made here and never sent, and what it joined.
+
+    DIR/                   0700
+      wireguard.key        0600  the WireGuard private key (base64, as `wg genkey`)
+      control.key          0600  the Ed25519 control key's seed (base64; pywg.mesh.auth)
+      node.json            0600  the coordinator joined: URL, its public key, our name
+
+Keys are created on first use and written atomically (`cli.write_secret_file`);
+a node that restarts keeps its keys, so it keeps its identity, its tunnel
+addresses and its place in every peer's configuration, and does not need a
+join token again.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from dataclasses import dataclass
+from typing import Final
+
+from nacl.signing import SigningKey
+
+from ..exceptions import LocalProtocolError
+from ..keys import PrivateKey
+
+WIREGUARD_KEY: Final = "wireguard.key"
+CONTROL_KEY: Final = "control.key"
+NODE_FILE: Final = "node.json"
+
+
+class StateError(RuntimeError):
+    """The state directory cannot be used; str() says which file and why."""
+
+
+@dataclass(slots=True)
+class Joined:
+    url: str
+    coordinator_key: bytes
+    name: str
+
+
+@dataclass(slots=True)
+class NodeState:
+    directory: str
+    wireguard: PrivateKey
+    control: SigningKey
+    joined: Joined | None
+
+    def __repr__(self) -> str:  # never the keys
+        return f"<NodeState {self.directory} {self.wireguard.public_key.to_base64()}>"
+
+    @property
+    def public_key(self) -> str:
+        return self.wireguard.public_key.to_base64()
+
+    @classmethod
+    def open(cls, directory: str) -> NodeState:
+        """Load the state in `directory`, creating the directory and keys as needed."""
+        from ..cli import write_secret_file
+
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            os.chmod(directory, 0o700)
+        except OSError as exc:
+            raise StateError(f"cannot use {directory}: {exc.strerror or exc}") from None
+        wg_path = os.path.join(directory, WIREGUARD_KEY)
+        control_path = os.path.join(directory, CONTROL_KEY)
+        try:
+            if not os.path.exists(wg_path):
+                write_secret_file(wg_path, PrivateKey.generate().to_base64() + "\n")
+            if not os.path.exists(control_path):
+                seed = base64.b64encode(bytes(SigningKey.generate())).decode()
+                write_secret_file(control_path, seed + "\n")
+            wireguard = PrivateKey.from_base64(_read(wg_path))
+            control = SigningKey(base64.b64decode(_read(control_path), validate=True))
+        except OSError as exc:
+            raise StateError(f"cannot read or write keys in {directory}: {exc}") from None
+        except (LocalProtocolError, binascii.Error, ValueError, TypeError):
+            raise StateError(f"a key file in {directory} is damaged") from None
+        return cls(directory, wireguard, control, _load_joined(os.path.join(directory, NODE_FILE)))
+
+    def save_joined(self, joined: Joined) -> None:
+        from ..cli import write_secret_file
+
+        text = json.dumps(
+            {
+                "url": joined.url,
+                "coordinator_key": base64.b64encode(joined.coordinator_key).decode(),
+                "name": joined.name,
+            }
+        )
+        write_secret_file(os.path.join(self.directory, NODE_FILE), text + "\n")
+        self.joined = joined
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="ascii") as handle:
+        return handle.read().strip()
+
+
+def _load_joined(path: str) -> Joined | None:
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        key = base64.b64decode(data["coordinator_key"], validate=True)
+        if len(key) != 32 or not isinstance(data["url"], str) or not isinstance(data["name"], str):
+            raise ValueError
+        return Joined(data["url"], key, data["name"])
+    except (OSError, ValueError, KeyError, TypeError, binascii.Error):
+        raise StateError(f"{path} is damaged; remove it to join again") from None

@@ -1,0 +1,111 @@
+"""pywg.mesh.paths: probing, the choice between direct and relay, falling back and back."""
+
+from __future__ import annotations
+
+from pywg.mesh.paths import (
+    DIRECT_TIMEOUT,
+    FAST_PERIOD,
+    KEEPALIVE,
+    PROBE_FAST,
+    PROBE_SLOW,
+    PathSelector,
+)
+
+A = ("198.18.1.2", 51820)
+B = ("198.18.2.2", 51820)
+RELAY = ("198.18.9.2", 40001)
+
+
+def probes_over(sel: PathSelector, start: float, end: float, step: float = 0.25) -> list[float]:
+    times = []
+    t = start
+    while t < end:
+        if sel.probes_due(t):
+            times.append(t)
+        t += step
+    return times
+
+
+def test_relay_first_then_direct_once_a_probe_is_answered() -> None:
+    sel = PathSelector()
+    sel.set_paths([A, B], RELAY, 0.0)
+    assert sel.choice(0.0) == RELAY
+    assert sel.probes_due(0.0) == [A, B]
+    assert sel.probes_due(0.5) == []
+    assert sel.probes_due(1.0) == [A, B]
+    assert sel.answered(B, 1.0, 1.02)
+    assert sel.choice(1.1) == B
+    assert sel.direct(1.1) == B
+
+
+def test_no_relay_falls_back_to_first_candidate_and_none_without_any() -> None:
+    sel = PathSelector()
+    assert sel.choice(0.0) is None
+    sel.set_paths([A, B], None, 0.0)
+    assert sel.choice(0.0) == A
+
+
+def test_fast_then_slow_probing_while_nothing_answers() -> None:
+    sel = PathSelector()
+    sel.set_paths([A], RELAY, 0.0)
+    times = probes_over(sel, 0.0, FAST_PERIOD + 3 * PROBE_SLOW)
+    fast = [t for t in times if t < FAST_PERIOD]
+    slow = [t for t in times if t >= FAST_PERIOD]
+    assert len(fast) >= FAST_PERIOD / PROBE_FAST - 1
+    assert 2 <= len(slow) <= 4
+
+
+def test_the_direct_path_is_kept_alive_often_the_others_now_and_then() -> None:
+    sel = PathSelector()
+    sel.set_paths([A, B], RELAY, 0.0)
+    sel.probes_due(0.0)
+    sel.answered(A, 0.0, 0.01)
+    due: list[tuple[str, int]] = []
+    t = 0.0
+    while t < 3 * KEEPALIVE:
+        for endpoint in sel.probes_due(t):
+            due.append(endpoint)
+            sel.answered(endpoint, t, t + 0.01)
+        t += 0.25
+    assert 2 <= due.count(A) <= 4
+    assert due.count(B) <= 2
+
+
+def test_lowest_round_trip_wins() -> None:
+    sel = PathSelector()
+    sel.set_paths([A, B], RELAY, 0.0)
+    sel.answered(A, 0.0, 0.2)
+    sel.answered(B, 0.0, 0.01)
+    assert sel.choice(0.3) == B
+
+
+def test_silent_direct_path_falls_back_to_relay_and_probing_restarts() -> None:
+    sel = PathSelector()
+    sel.set_paths([A], RELAY, 0.0)
+    sel.answered(A, 0.0, 0.01)
+    assert sel.choice(1.0) == A
+    probes_over(sel, 1.0, 0.01 + DIRECT_TIMEOUT + 0.1)  # answered by nobody
+    late = 0.01 + DIRECT_TIMEOUT + 0.1
+    assert sel.choice(late) == RELAY
+    assert sel.probes_due(late) == [A] or sel.probes_due(late + PROBE_FAST) == [A]
+    # fast probing again: several probes in the next seconds
+    assert len(probes_over(sel, late + PROBE_FAST, late + 6)) >= 3
+    sel.answered(A, late + 6, late + 6.01)
+    assert sel.choice(late + 6.1) == A
+
+
+def test_new_candidates_restart_fast_probing_and_keep_known_state() -> None:
+    sel = PathSelector()
+    sel.set_paths([A], RELAY, 0.0)
+    probes_over(sel, 0.0, 100.0)
+    sel.answered(A, 99.0, 99.01)
+    sel.set_paths([A, B], RELAY, 100.0)
+    assert sel.choice(100.0) == A  # what was learnt about A stays
+    assert B in sel.probes_due(100.0)
+
+
+def test_answer_from_a_non_candidate_is_ignored() -> None:
+    sel = PathSelector()
+    sel.set_paths([A], RELAY, 0.0)
+    assert not sel.answered(B, 0.0, 0.1)
+    assert sel.choice(0.2) == RELAY
