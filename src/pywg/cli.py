@@ -1,4 +1,4 @@
-"""The `pywg` command: keys in `wg`'s formats, `up`, `show` and the demo."""
+"""The `pywg` command: keys in `wg`'s formats, `up`, `show`, the demo, interop, the mesh."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from . import __version__
 from .exceptions import LocalProtocolError
 from .interop import cli as interop_cli
 from .keys import PresharedKey, PrivateKey
+from .mesh import coordinator_cli, join_cli
 
 
 def _genkey(args: argparse.Namespace) -> int:
@@ -148,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     interop_cli.add_arguments(interop)
     interop.set_defaults(func=interop_cli.run)
+    coordinator_cli.register(sub)
+    join_cli.register(sub)
     args = parser.parse_args(argv)
     _setup_logging()
     result: int = args.func(args)

@@ -656,8 +656,12 @@ def _endpoint(host: object, port: object) -> Endpoint | None:
 
 
 def _open_db(path: str) -> sqlite3.Connection:
-    # created 0600 (the coordinator keeps its own secrets in this file too)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    # created 0600 (the coordinator keeps its own secrets in this file too). Never open
+    # and close an existing file here: closing any descriptor of a database drops every
+    # POSIX lock this process holds on it, the coordinator's connection's included
+    # (sqlite.org/howtocorrupt.html §2.2), and the database is then corrupted.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     db = sqlite3.connect(
         path,
         timeout=BUSY_TIMEOUT_MS / 1000,

@@ -1,0 +1,576 @@
+"""The node agent behind `pywg join`: a WireGuard interface kept in line with the roster.
+
+Theory of operation
+-------------------
+`MeshNode.run` joins the coordinator once (the join token is spent then; the
+keys and the coordinator's key are kept in the state directory, `state`),
+then runs a `Tunnel` (and its UAPI socket, so `wg show` works) and four
+loops on one event loop:
+
+- roster: a long poll (`CoordinatorClient.roster`); each new roster is
+  applied live: peers added, changed (allowed IPs = their tunnel addresses
+  and approved routes) or removed, routes for approved subnets added or
+  taken away. Nothing is written by hand per pair.
+- endpoints: every ENDPOINT_INTERVAL seconds, and at once when a direct path
+  is lost, the node asks the STUN server (by default the relay's main port)
+  from its WireGuard socket what its public mapping is (RFC 8489), and
+  reports it with its local addresses to the coordinator when they changed.
+- paths: every PATH_TICK seconds, probes and binds fall due
+  (`pywg.mesh.paths`, `pywg.mesh.wire`), and each peer's WireGuard endpoint
+  is set to the selector's choice when that changes: the relay at first,
+  a direct path as soon as a probe is answered, the relay again when the
+  direct path goes quiet.
+- relay binds: every BIND_INTERVAL seconds, per peer, a bind to the relay
+  port this node sends to for that peer tells the relay where to deliver
+  that peer's packets; it also keeps this node's NAT mapping to it open.
+
+Probes from peers are answered by the tunnel's STUN hook. Routes to a subnet
+this node is itself attached to are not taken (the LAN is reached directly).
+A node that advertises routes turns on IP forwarding and, unless told not
+to, masquerades mesh traffic into its LAN, so that LAN hosts need no route
+back (nftables table `pywg_mesh_<interface>`, removed on exit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .. import netconf, stun
+from ..asyncio import Tunnel, UapiServer
+from ..device import normalize_endpoint
+from ..keys import PublicKey
+from ..peer import Endpoint
+from . import wire
+from .client import CoordinatorClient, CoordinatorError
+from .paths import PathSelector
+from .state import Joined, NodeState
+
+ENDPOINT_INTERVAL: Final = 20.0
+PATH_TICK: Final = 0.25
+BIND_INTERVAL: Final = 10.0
+BIND_RETRY: Final = 2.0
+PROBE_TIMEOUT: Final = 1.0
+ROSTER_WAIT: Final = 30.0
+KEEPALIVE: Final = 25
+MAX_ENDPOINTS: Final = 8
+
+log = logging.getLogger("pywg.mesh")
+
+
+class MeshError(RuntimeError):
+    """The node cannot join or run; str() says why in one line."""
+
+
+@dataclass
+class JoinOptions:
+    url: str
+    token: str | None
+    state_dir: str
+    interface: str = "pywg0"
+    name: str | None = None
+    listen_port: int = 51820
+    advertise_routes: list[str] = field(default_factory=list)
+    snat: bool = True
+    stun: tuple[str, int] | None = None
+
+
+@dataclass
+class _Peer:
+    key: PublicKey
+    raw: bytes
+    name: str
+    selector: PathSelector = field(default_factory=PathSelector)
+    applied: Endpoint | None = None
+    relay: Endpoint | None = None
+    next_bind: float = 0.0
+    bound: bool = False
+    allowed: tuple[str, ...] = ()
+
+
+def parse_endpoint(text: str) -> Endpoint:
+    """ "203.0.113.7:51820" or "[2001:db8::1]:51820" as an Endpoint; ValueError if neither."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise ValueError(f"not host:port: {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return normalize_endpoint((str(ipaddress.ip_address(host)), int(port)))
+
+
+def format_endpoint(endpoint: Endpoint) -> str:
+    host, port = endpoint
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class MeshNode:
+    """One node of the mesh; see the module docstring."""
+
+    def __init__(self, options: JoinOptions, state: NodeState) -> None:
+        self.options = options
+        self.state = state
+        self.tunnel: Tunnel | None = None
+        self.roster: dict[str, Any] | None = None
+        self.peers: dict[str, _Peer] = {}
+        self.routes: set[str] = set()
+        self.reported: list[str] | None = None
+        self.public_endpoint: Endpoint | None = None
+        self._client: CoordinatorClient | None = None
+        self._server: UapiServer | None = None
+        self._stun_server: Endpoint | None = None
+        self._relay_host: str | None = None
+        self._rediscover = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._nft_table: str | None = None
+        self._closed = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self) -> None:
+        """Join if needed, bring the interface up, keep it in line until `close()`."""
+        client = await self._join()
+        self._client = client
+        try:
+            roster = await self._first_roster(client)
+            tunnel = Tunnel(
+                self.options.interface,
+                private_key=self.state.wireguard,
+                listen_port=self.options.listen_port,
+            )
+            await tunnel.start()
+            self.tunnel = tunnel
+            try:
+                own = self.state.wireguard.public_key
+                tunnel.stun_handler = self._answer_probe(bytes(own))
+                self._server = UapiServer(tunnel)
+                await self._server.start()
+                self._configure_interface(roster)
+                await self._apply(roster)
+                self._tasks = [
+                    asyncio.create_task(self._roster_loop(client)),
+                    asyncio.create_task(self._endpoint_loop(client)),
+                    asyncio.create_task(self._path_loop()),
+                ]
+                closer = asyncio.create_task(self._closed.wait())
+                ender = asyncio.create_task(tunnel.wait_closed())
+                await asyncio.wait({closer, ender}, return_when=asyncio.FIRST_COMPLETED)
+                closer.cancel()
+                ender.cancel()
+            finally:
+                for task in self._tasks:
+                    task.cancel()
+                for task in self._tasks:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                self._teardown()
+        finally:
+            await client.close()
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _teardown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self._nft_table is not None:
+            with contextlib.suppress(netconf.NetconfError):
+                netconf.run(["nft", "delete", "table", "inet", self._nft_table])
+            self._nft_table = None
+        if self.tunnel is not None:
+            self.tunnel.close("pywg join stopped")  # the interface and its routes go
+
+    async def _join(self) -> CoordinatorClient:
+        opts, state = self.options, self.state
+        joined = state.joined
+        if joined is not None and joined.url.rstrip("/") == opts.url.rstrip("/"):
+            return CoordinatorClient(
+                opts.url, state.public_key, state.control, coordinator_key=joined.coordinator_key
+            )
+        if not opts.token:
+            raise MeshError(f"not a member of {opts.url} yet: give a join token (--token)")
+        name = opts.name or _default_name()
+        client = CoordinatorClient(opts.url, state.public_key, state.control)
+        try:
+            answer = await client.join(opts.token, name, list(opts.advertise_routes))
+        except CoordinatorError as exc:
+            await client.close()
+            raise MeshError(f"join refused: {exc}") from None
+        except BaseException:
+            await client.close()
+            raise
+        key = client.coordinator_key
+        assert key is not None
+        state.save_joined(Joined(opts.url, key, str(answer["self"]["name"])))
+        log.info("joined %s as %s", opts.url, answer["self"]["name"])
+        return client
+
+    async def _first_roster(self, client: CoordinatorClient) -> dict[str, Any]:
+        delay = 1.0
+        while True:
+            try:
+                return await client.roster(0, 0)
+            except CoordinatorError as exc:
+                if exc.status in (401, 403, 404):
+                    raise MeshError(f"the coordinator refused this node: {exc}") from None
+                log.warning("coordinator: %s; retrying in %.0f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    # ------------------------------------------------------------------ interface
+    def _configure_interface(self, roster: dict[str, Any]) -> None:
+        assert self.tunnel is not None
+        ifname = self.tunnel.name
+        conf = netconf.Netconf(ifname)
+        me, network = roster["self"], roster["network"]
+        cidrs = []
+        for address in me["addresses"]:
+            ip = ipaddress.ip_address(address)
+            net = ipaddress.ip_network(network["ipv4" if ip.version == 4 else "ipv6"])
+            cidrs.append(f"{ip}/{net.prefixlen}")
+        conf.add_addresses(cidrs)
+        conf.set_mtu_up(self.tunnel.device.mtu)
+        log.info("%s: %s", ifname, ", ".join(cidrs))
+        if self.options.advertise_routes:
+            self._route_for_lan(ifname)
+
+    def _route_for_lan(self, ifname: str) -> None:
+        """Forward between the mesh and the advertised subnets, masquerading into them."""
+        for key in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"):
+            try:
+                with open(f"/proc/sys/{key.replace('.', '/')}", "w", encoding="ascii") as handle:
+                    handle.write("1\n")
+            except OSError as exc:
+                raise MeshError(f"cannot turn on {key}: {exc.strerror or exc}") from None
+        log.info("IP forwarding on (this node routes %s)", ", ".join(self.options.advertise_routes))
+        if not self.options.snat:
+            return
+        table = f"pywg_mesh_{ifname}".replace("-", "_").replace(".", "_")
+        rules = f"""table inet {table} {{
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        iifname "{ifname}" oifname != "{ifname}" masquerade
+    }}
+}}
+"""
+        _nft(rules)
+        self._nft_table = table
+
+    def _set_routes(self, wanted: set[str]) -> None:
+        assert self.tunnel is not None
+        ifname = self.tunnel.name
+        local = _local_networks(ifname)
+        take = {r for r in wanted if not any(_overlap(r, n) for n in local)}
+        for route in sorted(self.routes - take):
+            with contextlib.suppress(netconf.NetconfError):
+                netconf.ip(netconf.family(route), "route", "del", route, "dev", ifname)
+        for route in netconf.sorted_routes(take - self.routes):
+            try:
+                netconf.ip(netconf.family(route), "route", "replace", route, "dev", ifname)
+            except netconf.NetconfError as exc:
+                log.warning("route %s: %s", route, exc)
+                take.discard(route)
+        self.routes = take
+
+    # ------------------------------------------------------------------ roster
+    async def _roster_loop(self, client: CoordinatorClient) -> None:
+        delay = 1.0
+        while True:
+            version = int(self.roster["version"]) if self.roster else 0
+            try:
+                roster = await client.roster(version, ROSTER_WAIT)
+            except CoordinatorError as exc:
+                log.warning("coordinator: %s; retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            delay = 1.0
+            if int(roster["version"]) != version:
+                await self._apply(roster)
+
+    async def _apply(self, roster: dict[str, Any]) -> None:
+        tunnel = self.tunnel
+        assert tunnel is not None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        relay = roster.get("relay")
+        relay_ip: str | None = None
+        if relay:
+            relay_ip = await _resolve(str(relay["host"]), int(relay["port"]))
+            self._stun_server = (relay_ip, int(relay["port"]))
+        if self.options.stun is not None:
+            self._stun_server = (
+                await _resolve(*self.options.stun),
+                self.options.stun[1],
+            )
+        own = self.state.public_key
+        seen: set[str] = set()
+        routes: set[str] = set()
+        for entry in roster["peers"]:
+            b64 = str(entry["public_key"])
+            if b64 == own:
+                continue
+            seen.add(b64)
+            peer = self.peers.get(b64)
+            key = PublicKey.from_base64(b64)
+            if peer is None:
+                peer = _Peer(key, bytes(key), str(entry["name"]))
+                self.peers[b64] = peer
+            candidates = []
+            for text in entry.get("endpoints") or []:
+                with contextlib.suppress(ValueError):
+                    candidates.append(parse_endpoint(str(text)))
+            port = entry.get("relay_port")
+            peer.relay = (relay_ip, int(port)) if relay_ip and port else None
+            peer.selector.set_paths(candidates, peer.relay, now)
+            allowed = tuple(_host_prefix(a) for a in entry["addresses"]) + tuple(
+                str(r) for r in entry.get("routes") or []
+            )
+            routes.update(str(r) for r in entry.get("routes") or [])
+            choice = peer.selector.choice(now)
+            if key not in tunnel.device.peers:
+                tunnel.add_peer(key, allowed, choice, persistent_keepalive=KEEPALIVE)
+                log.info("peer %s (%s) added", peer.name, b64[:8])
+            elif allowed != peer.allowed:
+                tunnel.update_peer(key, allowed_ips=allowed, replace_allowed_ips=True)
+            if choice != peer.applied and choice is not None:
+                tunnel.update_peer(key, endpoint=choice)
+            peer.applied = choice
+            peer.allowed = allowed
+        for b64 in list(self.peers):
+            if b64 not in seen:
+                gone = self.peers.pop(b64)
+                with contextlib.suppress(KeyError, LookupError):
+                    tunnel.remove_peer(gone.key)
+                log.info("peer %s (%s) removed", gone.name, b64[:8])
+        self._set_routes(routes)
+        self.roster = roster
+
+    # ------------------------------------------------------------------ endpoints
+    async def _endpoint_loop(self, client: CoordinatorClient) -> None:
+        while True:
+            await self._report_endpoints(client)
+            self._rediscover.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rediscover.wait(), ENDPOINT_INTERVAL)
+
+    async def _report_endpoints(self, client: CoordinatorClient) -> None:
+        tunnel = self.tunnel
+        assert tunnel is not None
+        endpoints: list[str] = []
+        if self._stun_server is not None:
+            try:
+                mapped = await tunnel.stun_request(self._stun_server, timeout=3.0)
+                self.public_endpoint = normalize_endpoint(mapped.mapped)
+                endpoints.append(format_endpoint(self.public_endpoint))
+            except (TimeoutError, OSError) as exc:
+                log.info("STUN %s: %s", self._stun_server, exc)
+        for address in _local_addresses(tunnel.name):
+            text = format_endpoint((address, tunnel.listen_port))
+            if text not in endpoints:
+                endpoints.append(text)
+        endpoints = endpoints[:MAX_ENDPOINTS]
+        if endpoints == self.reported:
+            return
+        try:
+            await client.update(endpoints, list(self.options.advertise_routes))
+        except CoordinatorError as exc:
+            log.warning("cannot report endpoints: %s", exc)
+            return
+        self.reported = endpoints
+        log.info("endpoints reported: %s", ", ".join(endpoints) or "none")
+
+    # ------------------------------------------------------------------ paths
+    async def _path_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            lost_any = False
+            for peer in list(self.peers.values()):
+                had = peer.selector.direct(now) is not None
+                for endpoint in peer.selector.probes_due(now):
+                    self._spawn(self._probe(peer, endpoint))
+                if peer.relay is not None and now >= peer.next_bind:
+                    peer.next_bind = now + BIND_RETRY
+                    self._spawn(self._bind(peer, peer.relay))
+                self._steer(peer, now)
+                if had and peer.selector.direct(now) is None:
+                    lost_any = True
+            if lost_any:
+                self._rediscover.set()  # our own mapping may be what changed
+            await asyncio.sleep(PATH_TICK)
+
+    def _steer(self, peer: _Peer, now: float) -> None:
+        choice = peer.selector.choice(now)
+        if choice is None or choice == peer.applied or self.tunnel is None:
+            return
+        if peer.key not in self.tunnel.device.peers:
+            return
+        direct = peer.selector.direct(now)
+        how = "direct" if choice == direct else "relay" if choice == peer.relay else "guess"
+        log.info("peer %s: %s %s", peer.name, how, format_endpoint(choice))
+        self.tunnel.update_peer(peer.key, endpoint=choice)
+        peer.applied = choice
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.append(task)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+
+    async def _probe(self, peer: _Peer, endpoint: Endpoint) -> None:
+        tunnel = self.tunnel
+        if tunnel is None or tunnel.closed:
+            return
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        try:
+            answer = await tunnel.stun_request(
+                endpoint,
+                make=lambda tid: wire.probe_request(tid, peer.raw),
+                timeout=PROBE_TIMEOUT,
+                rto=PROBE_TIMEOUT,
+            )
+        except (TimeoutError, OSError, RuntimeError):
+            return
+        if wire.answered_by(answer) == peer.raw:
+            if peer.selector.direct(loop.time()) is None:
+                log.info("peer %s answers at %s", peer.name, format_endpoint(endpoint))
+            peer.selector.answered(endpoint, sent, loop.time())
+
+    async def _bind(self, peer: _Peer, relay: Endpoint) -> None:
+        tunnel = self.tunnel
+        if tunnel is None or tunnel.closed:
+            return
+        loop = asyncio.get_running_loop()
+        own = bytes(self.state.wireguard.public_key)
+        control = self.state.control
+        try:
+            await tunnel.stun_request(
+                relay,
+                make=lambda tid: wire.bind_request(tid, own, control, relay[1], _time_ms()),
+                timeout=BIND_RETRY,
+            )
+        except (TimeoutError, OSError, RuntimeError):
+            if peer.bound:
+                log.info("relay port %d for %s: no answer", relay[1], peer.name)
+            peer.bound = False
+            return
+        if not peer.bound:
+            log.debug("relay port %d for %s bound", relay[1], peer.name)
+        peer.bound = True
+        peer.next_bind = loop.time() + BIND_INTERVAL
+
+    @staticmethod
+    def _answer_probe(own: bytes) -> Any:
+        def answer(message: stun.StunMessage, source: Endpoint) -> bytes | None:
+            if wire.probe_target(message) != own:
+                return None
+            return wire.probe_answer(message.transaction_id, source, own)
+
+        return answer
+
+    # ------------------------------------------------------------------ observation
+    def status(self) -> dict[str, Any]:
+        """What the node knows now, for `pywg join --status`-like output and tests."""
+        now = asyncio.get_running_loop().time()
+        return {
+            "public_endpoint": format_endpoint(self.public_endpoint)
+            if self.public_endpoint
+            else None,
+            "peers": {
+                p.name: {
+                    "path": "direct"
+                    if p.selector.direct(now) is not None and p.applied == p.selector.direct(now)
+                    else "relay"
+                    if p.applied is not None and p.applied == p.relay
+                    else "unknown",
+                    "endpoint": format_endpoint(p.applied) if p.applied else None,
+                    "relay_bound": p.bound,
+                }
+                for p in self.peers.values()
+            },
+            "routes": sorted(self.routes),
+        }
+
+
+# ---------------------------------------------------------------------- helpers
+def _time_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _default_name() -> str:
+    import socket
+
+    name = socket.gethostname().split(".")[0] or "node"
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)[:63]
+
+
+def _host_prefix(address: str) -> str:
+    ip = ipaddress.ip_address(address)
+    return f"{ip}/{ip.max_prefixlen}"
+
+
+def _overlap(a: str, b: str) -> bool:
+    x, y = ipaddress.ip_network(a, strict=False), ipaddress.ip_network(b, strict=False)
+    return x.version == y.version and x.overlaps(y)
+
+
+def _addresses(ifname: str) -> list[tuple[str, str]]:
+    """(address, network) of every global address on other interfaces than `ifname` and lo."""
+    try:
+        data = json.loads(netconf.ip("-j", "address", "show"))
+    except (netconf.NetconfError, ValueError):
+        return []
+    out = []
+    for link in data:
+        if link.get("ifname") in (ifname, "lo"):
+            continue
+        for info in link.get("addr_info", []):
+            if info.get("scope") != "global":
+                continue
+            local, plen = info.get("local"), info.get("prefixlen")
+            if local is None or plen is None:
+                continue
+            net = ipaddress.ip_network(f"{local}/{plen}", strict=False)
+            out.append((str(local), str(net)))
+    return out
+
+
+def _local_addresses(ifname: str) -> list[str]:
+    return [address for address, _ in _addresses(ifname)]
+
+
+def _local_networks(ifname: str) -> list[str]:
+    return [network for _, network in _addresses(ifname)]
+
+
+def _nft(rules: str) -> None:
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["nft", "-f", "-"], input=rules, capture_output=True, text=True, timeout=15
+        )
+    except FileNotFoundError:
+        raise MeshError("nft is not installed (apt install nftables), or use --no-snat") from None
+    if done.returncode != 0:
+        raise MeshError(f"nft: {done.stderr.strip().splitlines()[-1:]}")
+
+
+async def _resolve(host: str, port: int) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port)
+    if not infos:
+        raise OSError(f"cannot resolve {host}")
+    return str(infos[0][4][0])

@@ -1,0 +1,606 @@
+"""The mesh coordinator: nodes join with a token, report endpoints and routes, get rosters.
+
+Theory of operation. A `Coordinator` owns the state (`store.Store`, one
+SQLite file in its state directory), its Ed25519 key (``coordinator.key``,
+made at first start) and, optionally, a relay server (`pywg.mesh.relay`)
+that shares the SQLite file. It never sees a private key: a node sends its
+WireGuard public key and the public half of its control key.
+
+HTTP API (JSON; errors are ``{"error": "..."}``; `auth` explains the signing):
+
+- ``POST /v1/join``: ``{"token", "name", "public_key", "control_key", "routes"}``,
+  signed with the new control key. Answer ``{"self": SelfInfo, "coordinator_key"}``.
+- ``GET /v1/roster?since=V&wait=S``: a member's roster; a long-poll that answers
+  once the roster version is above V, or after min(S, 60) s.
+- ``POST /v1/update``: ``{"endpoints": [...], "routes": [...]}`` (either may be
+  left out; each replaces the stored list). Answer ``{"version": V}``.
+- ``GET /v1/health``: ``{"ok": true, "nodes": N}``, unauthenticated.
+
+Every answer to a request with a well-formed Authorization header, errors
+included, carries ``X-Pywg-Signature`` (`auth.sign_response`) and every answer
+``X-Pywg-Coordinator-Key``. A member request is taken only with a valid
+signature by the node's control key over the method, the raw path with its
+query as sent, the time and the body, and a time newer than the node's last
+accepted one; anything else is 401 and changes nothing.
+
+The roster version (`store`) moves on every change to any roster, also by
+`pywg coordinator approve/remove` in another process: a watcher reads it
+about once a second and wakes the long-polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import math
+import os
+import socket
+import sqlite3
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from aiohttp import web
+from nacl.signing import SigningKey
+
+from . import auth
+from .store import Conflict, Node, NotFound, Store, StoreError, TokenRefused, now_ms
+
+log = logging.getLogger("pywg.mesh.coordinator")
+
+KEY_FILE: Final = "coordinator.key"
+COORDINATOR_KEY_HEADER: Final = "X-Pywg-Coordinator-Key"
+MAX_BODY: Final = 64 * 1024
+MAX_WAIT: Final = 60.0
+POLL_INTERVAL: Final = 1.0
+SHUTDOWN_TIMEOUT: Final = 2.0
+
+
+class RelayLike(Protocol):
+    """What the coordinator uses of `pywg.mesh.relay.RelayServer`."""
+
+    @property
+    def port(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def ensure_pair(self, a: bytes, b: bytes) -> tuple[int, int]: ...
+
+    def remove_node(self, key: bytes) -> None: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+
+# called as factory(db_path, host, port, members=..., port_range=...)
+RelayFactory = Callable[..., RelayLike]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    """Run a relay beside the coordinator. `public_host` is the address nodes are told."""
+
+    public_host: str
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 3478
+    port_range: tuple[int, int] | None = None
+    factory: RelayFactory | None = None  # default: pywg.mesh.relay.RelayServer
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def load_or_create_key(state_dir: str) -> SigningKey:
+    """The coordinator's Ed25519 key from ``state_dir/coordinator.key`` (base64 of the 32-byte
+    seed), made there (mode 0600) if there is none. Two processes starting at once agree."""
+    path = os.path.join(state_dir, KEY_FILE)
+    if not os.path.exists(path):
+        _create_key_file(path)
+    with open(path, encoding="ascii", errors="replace") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        text = handle.read(200)
+    if mode & 0o077:
+        log.warning("%s is readable by others (mode %o); it should be 0600", path, mode & 0o777)
+    try:
+        seed = auth.unb64(text.strip(), 32)
+    except auth.AuthError:
+        raise StoreError(f"{path} is not a coordinator key (base64 of 32 bytes)") from None
+    return SigningKey(seed)
+
+
+def _create_key_file(path: str) -> None:
+    """Write a new key to a 0600 temporary file, then link it to `path` unless a key
+    appeared there meanwhile (link never replaces, so a racing process keeps its key)."""
+    fd, tmp = tempfile.mkstemp(prefix=".pywg-key-", dir=os.path.dirname(path))
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(auth.b64(bytes(SigningKey.generate().encode())) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def new_token(
+    store: Store, key: SigningKey, ttl: float, *, reusable: bool = False, now: int | None = None
+) -> str:
+    """A join token valid for `ttl` seconds; only its hash is stored."""
+    if not math.isfinite(ttl) or ttl <= 0 or ttl > 10 * 365 * 86400:
+        raise StoreError("a token's lifetime is a positive number of seconds, up to ten years")
+    created = now_ms() if now is None else now
+    token, token_hash = auth.new_token(bytes(key.verify_key.encode()))
+    store.add_token(token_hash, created + int(ttl * 1000), reusable=reusable, now=created)
+    return token
+
+
+def _default_relay_factory() -> RelayFactory:
+    module = importlib.import_module("pywg.mesh.relay")
+    factory: RelayFactory = module.RelayServer
+    return factory
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ApiError(400, "the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return data
+
+
+def _str_field(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str):
+        raise ApiError(400, f"{name!r} must be a string")
+    return value
+
+
+def _key_field(data: dict[str, Any], name: str) -> bytes:
+    try:
+        return auth.unb64(_str_field(data, name), 32)
+    except auth.AuthError as exc:
+        raise ApiError(400, f"{name!r}: {exc}") from None
+
+
+def _list_field(data: dict[str, Any], name: str) -> list[Any] | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, list):
+        raise ApiError(400, f"{name!r} must be a list")
+    return value
+
+
+class Coordinator:
+    """The coordinator of one mesh: state in `state_dir`, an aiohttp app, maybe a relay.
+
+    `ipv4`/`ipv6` are fixed at first start (defaults: `store.DEFAULT_IPV4` and
+    a new ULA /64); StoreError/Conflict if they differ later.
+    """
+
+    def __init__(
+        self,
+        state_dir: str,
+        *,
+        ipv4: str | None = None,
+        ipv6: str | None = None,
+        relay: RelayConfig | None = None,
+        auto_approve_routes: bool = False,
+        clock_ms: Callable[[], int] = now_ms,
+        poll_interval: float = POLL_INTERVAL,
+    ) -> None:
+        self.store = Store(state_dir)
+        try:
+            self.networks = self.store.init_networks(ipv4, ipv6)
+            self.key = load_or_create_key(state_dir)
+        except BaseException:
+            self.store.close()
+            raise
+        self.public_key = bytes(self.key.verify_key.encode())
+        self.relay_config = relay
+        self.relay: RelayLike | None = None
+        self.auto_approve_routes = auto_approve_routes
+        self.clock_ms = clock_ms
+        self.poll_interval = poll_interval
+        self.app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
+        self.app.router.add_post("/v1/join", self._join)
+        self.app.router.add_get("/v1/roster", self._roster)
+        self.app.router.add_post("/v1/update", self._update)
+        self.app.router.add_get("/v1/health", self._health)
+        self._runner: web.AppRunner | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._changed: asyncio.Event | None = None
+        self._notified = self.store.version()
+        self._closing = False
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def start(
+        self, host: str | None = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None
+    ) -> int:
+        """Start the relay (if configured) and the HTTP server; the port it listens on.
+
+        `host=None` listens on every address (IPv4 and IPv6); `sock` (bound)
+        replaces host and port. A coordinator starts once; a failed start closes it.
+        """
+        if self._changed is not None or self._closing:
+            raise RuntimeError("a Coordinator starts once")
+        self._changed = asyncio.Event()
+        try:
+            if self.relay_config is not None:
+                cfg = self.relay_config
+                factory = cfg.factory or _default_relay_factory()
+                self.relay = factory(
+                    self.store.path,
+                    cfg.listen_host,
+                    cfg.listen_port,
+                    members=self.store.control_key,
+                    port_range=cfg.port_range,
+                )
+                await self.relay.start()
+            self._drain_removals()
+            self._runner = web.AppRunner(
+                self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+            )
+            await self._runner.setup()
+            site: web.BaseSite
+            if sock is not None:
+                site = web.SockSite(self._runner, sock)
+            else:
+                site = web.TCPSite(self._runner, host, port)
+            await site.start()
+        except BaseException:
+            await self.close()
+            raise
+        self._watcher = asyncio.create_task(self._watch())
+        return self.port
+
+    @property
+    def port(self) -> int:
+        if self._runner is None or not self._runner.addresses:
+            raise RuntimeError("the coordinator is not listening")
+        address: Any = self._runner.addresses[0]
+        return int(address[1])
+
+    async def close(self) -> None:
+        """Stop serving (long-polls answer at once), the relay, and close the store."""
+        if self._closing:
+            return
+        self._closing = True
+        self._notify()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.relay is not None:
+            self.relay.close()
+        self.store.close()
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        """Wake every long-poll (each re-reads the version)."""
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    def _changed_here(self) -> None:
+        self._notified = self.store.version()
+        self._drain_removals()  # one from another process may have come with it
+        self._notify()
+
+    def _drain_removals(self) -> None:
+        """Tell the relay about removed nodes (kept in the store while no relay runs)."""
+        if self.relay is None:
+            return
+        for key in self.store.take_removals():
+            try:
+                self.relay.remove_node(key)
+            except Exception:  # the relay is another component: log, keep serving
+                log.exception("the relay failed to remove node %s", auth.b64(key))
+
+    async def _watch(self) -> None:
+        """Notice changes by other processes (`pywg coordinator approve`, ...): the version
+        moved since the last notification. (Not PRAGMA data_version: a change committed
+        before its first reading would go unnoticed.)"""
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                version = self.store.version()
+                if version != self._notified:
+                    self._notified = version
+                    self._drain_removals()
+                    self._notify()
+            except sqlite3.Error as exc:
+                log.warning("cannot read the state: %s", exc)
+
+    async def wait_version(self, since: int, timeout: float) -> int:
+        """The roster version, once it is above `since` or after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            version = self.store.version()
+            remaining = deadline - loop.time()
+            if version > since or remaining <= 0 or self._closing or self._changed is None:
+                return version
+            event = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), remaining)
+
+    # -- admin, in this process ------------------------------------------------------------
+
+    def new_token(self, ttl: float, *, reusable: bool = False) -> str:
+        return new_token(self.store, self.key, ttl, reusable=reusable, now=self.clock_ms())
+
+    def approve(self, name: str, prefixes: list[str]) -> list[str]:
+        newly = self.store.approve(name, prefixes)
+        self._changed_here()
+        return newly
+
+    def remove(self, name: str) -> Node:
+        node = self.store.remove(name)
+        self._changed_here()
+        return node
+
+    # -- rosters ---------------------------------------------------------------------------
+
+    def _network_json(self) -> dict[str, str]:
+        return {"ipv4": str(self.networks.ipv4), "ipv6": str(self.networks.ipv6)}
+
+    def _relay_json(self) -> dict[str, Any] | None:
+        if self.relay is None or self.relay_config is None:
+            return None
+        return {"host": self.relay_config.public_host, "port": self.relay.port}
+
+    @staticmethod
+    def _self_json(node: Node) -> dict[str, Any]:
+        return {
+            "name": node.name,
+            "public_key": auth.b64(node.public_key),
+            "addresses": [node.ipv4, node.ipv6],
+            "routes": node.approved_routes,
+            "pending_routes": node.pending_routes,
+        }
+
+    def self_info(self, node: Node) -> dict[str, Any]:
+        return {
+            **self._self_json(node),
+            "network": self._network_json(),
+            "relay": self._relay_json(),
+        }
+
+    def _relay_port(self, a: bytes, b: bytes) -> int | None:
+        if self.relay is None:
+            return None
+        try:
+            return self.relay.ensure_pair(a, b)[0]
+        except Exception:  # no relay port is better than no roster
+            log.exception("the relay has no port pair for %s and %s", auth.b64(a), auth.b64(b))
+            return None
+
+    def roster(self, node_id: int) -> dict[str, Any] | None:
+        """The roster of one member (None if it is not one)."""
+        version, nodes = self.store.snapshot()
+        me = next((n for n in nodes if n.id == node_id), None)
+        if me is None:
+            return None
+        peers = [
+            {
+                "name": peer.name,
+                "public_key": auth.b64(peer.public_key),
+                "control_key": auth.b64(peer.control_key),
+                "addresses": [peer.ipv4, peer.ipv6],
+                "routes": peer.approved_routes,
+                "endpoints": list(peer.endpoints),
+                "relay_port": self._relay_port(me.public_key, peer.public_key),
+            }
+            for peer in nodes
+            if peer.id != node_id
+        ]
+        return {
+            "version": version,
+            "network": self._network_json(),
+            "self": self._self_json(me),
+            "relay": self._relay_json(),
+            "peers": peers,
+        }
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _response(data: dict[str, Any], status: int = 200) -> web.Response:
+        body = json.dumps(data, separators=(",", ":")).encode("utf-8")
+        return web.Response(body=body, status=status, content_type="application/json")
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            request_auth: auth.RequestAuth | None = auth.parse_authorization(
+                request.headers.get("Authorization")
+            )
+        except auth.AuthError:
+            request_auth = None
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            response = self._response({"error": exc.message}, exc.status)
+        except web.HTTPException as exc:  # 404, 405 from the router, 413 from aiohttp
+            response = self._response({"error": exc.reason.lower()}, exc.status)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            response = self._response({"error": "internal error"}, 500)
+        if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
+            return response
+        response.headers[COORDINATOR_KEY_HEADER] = auth.b64(self.public_key)
+        if request_auth is not None:
+            response.headers[auth.SIGNATURE_HEADER] = auth.sign_response(
+                self.key, request_auth.signature, response.body
+            )
+        return response
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise ApiError(400, f"the body is larger than {MAX_BODY} bytes")
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(400, f"the body is larger than {MAX_BODY} bytes") from None
+
+    @staticmethod
+    def _request_auth(request: web.Request) -> auth.RequestAuth:
+        try:
+            return auth.parse_authorization(request.headers.get("Authorization"))
+        except auth.AuthError as exc:
+            raise ApiError(401, f"{exc} ({auth.SCHEME} expected)") from None
+
+    async def _member(self, request: web.Request) -> tuple[Node, bytes]:
+        """The member a request is from, and its body; 401 unless it is signed as it must be."""
+        request_auth = self._request_auth(request)
+        body = await self._read_body(request)
+        node = self.store.node_by_key(auth.unb64(request_auth.node, 32))
+        if node is None:
+            raise ApiError(401, "not a member of this mesh")
+        if not request_auth.verify(node.control_key, request.method, request.raw_path, body):
+            raise ApiError(401, "bad signature")
+        if not request_auth.fresh(self.clock_ms(), node.last_ms):
+            raise ApiError(401, "stale or replayed request (check the clock)")
+        if not self.store.accept_request(node.id, request_auth.time_ms):
+            raise ApiError(401, "stale or replayed request")
+        return node, body
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return self._response({"ok": True, "nodes": self.store.count()})
+
+    async def _join(self, request: web.Request) -> web.Response:
+        request_auth = self._request_auth(request)
+        body = await self._read_body(request)
+        data = _json_body(body)
+        token = _str_field(data, "token")
+        name = _str_field(data, "name")
+        public_key = _key_field(data, "public_key")
+        control_key = _key_field(data, "control_key")
+        routes = _list_field(data, "routes") or []
+        if auth.unb64(request_auth.node, 32) != public_key:
+            raise ApiError(401, "the request is not signed for this public key")
+        if not request_auth.verify(control_key, request.method, request.raw_path, body):
+            raise ApiError(401, "bad signature (not by this control key)")
+        existing = self.store.node_by_key(public_key)
+        last_ms = None
+        if existing is not None and existing.control_key == control_key:
+            last_ms = existing.last_ms
+        now = self.clock_ms()
+        if not request_auth.fresh(now, last_ms):
+            raise ApiError(401, "stale or replayed request (check the clock)")
+        try:
+            secret, fingerprint = auth.parse_token(token)
+        except auth.AuthError as exc:
+            raise ApiError(401, str(exc)) from None
+        if not auth.same_hash(fingerprint, auth.fingerprint(self.public_key)):
+            raise ApiError(401, "the join token is for another coordinator")
+        try:
+            node, created = self.store.join(
+                auth.token_hash(secret),
+                name,
+                public_key,
+                control_key,
+                routes,
+                time_ms=request_auth.time_ms,
+                now=now,
+                auto_approve=self.auto_approve_routes,
+            )
+        except TokenRefused as exc:
+            raise ApiError(401, str(exc)) from None
+        except Conflict as exc:
+            raise ApiError(409, str(exc)) from None
+        except StoreError as exc:
+            raise ApiError(400, str(exc)) from None
+        if created:
+            log.info("%s joined as %s, %s", node.name, node.ipv4, node.ipv6)
+            self._changed_here()
+        return self._response(
+            {"self": self.self_info(node), "coordinator_key": auth.b64(self.public_key)}
+        )
+
+    async def _roster(self, request: web.Request) -> web.Response:
+        node, _ = await self._member(request)
+        since, wait = _roster_query(request)
+        await self.wait_version(since, wait)
+        roster = self.roster(node.id)
+        if roster is None:
+            raise ApiError(401, "not a member of this mesh (removed)")
+        return self._response(roster)
+
+    async def _update(self, request: web.Request) -> web.Response:
+        node, body = await self._member(request)
+        data = _json_body(body)
+        endpoints = _list_field(data, "endpoints")
+        routes = _list_field(data, "routes")
+        before = self.store.version()
+        try:
+            version = self.store.update(
+                node.id, endpoints=endpoints, routes=routes, auto_approve=self.auto_approve_routes
+            )
+        except NotFound:
+            raise ApiError(401, "not a member of this mesh (removed)") from None
+        except StoreError as exc:
+            raise ApiError(400, str(exc)) from None
+        if version != before:
+            self._changed_here()
+        return self._response({"version": version})
+
+
+def _roster_query(request: web.Request) -> tuple[int, float]:
+    query = request.rel_url.query
+    try:
+        since = int(query.get("since", "-1"))
+        wait = float(query.get("wait", "0"))
+    except ValueError:
+        raise ApiError(400, "since is an integer and wait a number of seconds") from None
+    if not -1 <= since < 1 << 62 or not math.isfinite(wait) or wait < 0:
+        raise ApiError(400, "since or wait out of range")
+    return since, min(wait, MAX_WAIT)
+
+
+async def serve(
+    state_dir: str,
+    host: str | None,
+    port: int,
+    *,
+    ipv4: str | None = None,
+    ipv6: str | None = None,
+    relay: RelayConfig | None = None,
+    auto_approve_routes: bool = False,
+    stop: asyncio.Event | None = None,
+    ready: Callable[[Coordinator], None] | None = None,
+) -> None:
+    """Run a coordinator until `stop` is set (or the task is cancelled)."""
+    coordinator = Coordinator(
+        state_dir,
+        ipv4=ipv4,
+        ipv6=ipv6,
+        relay=relay,
+        auto_approve_routes=auto_approve_routes,
+    )
+    try:
+        await coordinator.start(host, port)
+        if ready is not None:
+            ready(coordinator)
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await coordinator.close()

@@ -1,0 +1,710 @@
+"""The coordinator's state: nodes, their routes, join tokens, the mesh networks, in SQLite.
+
+Theory of operation. One SQLite file (WAL, so the admin commands of
+`pywg coordinator` can read and write it while the server runs) holds:
+
+- ``nodes``: one row a member: name (unique, case-insensitively), WireGuard
+  public key (unique), control key (Ed25519 public), the tunnel addresses it
+  was given, the endpoints it last reported, the time of its last accepted
+  request (ms, `auth.RequestAuth.fresh` refuses anything not newer).
+- ``routes``: the prefixes a node routes for others; each starts pending and
+  reaches the other nodes only once approved.
+- ``tokens``: join tokens, by the SHA-256 of their secret only
+  (`auth.token_hash`); a single-use token is spent in the same transaction
+  that adds the node.
+- ``meta``: the mesh networks (fixed at first start) and the roster
+  *version*, a counter bumped by every change that alters any node's roster,
+  whichever process made it. The coordinator watches it to wake long-polls.
+- ``removals``: WireGuard keys of removed nodes, until the coordinator has
+  told its relay (the admin command may run while the server is down).
+
+The relay server keeps its own tables (``relay_*``) in the same file.
+
+Every write is one ``BEGIN IMMEDIATE`` transaction; every method validates
+its input and raises `StoreError` (bad input), `Conflict` (name, key or
+address taken, networks differ), `NotFound` or `TokenRefused`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+DB_NAME: Final = "coordinator.db"
+SCHEMA_VERSION: Final = 1
+DEFAULT_IPV4: Final = "100.72.0.0/24"  # RFC 6598 shared address space
+MAX_ENDPOINTS: Final = 8
+MAX_ROUTES: Final = 64
+MAX_NAME: Final = 63
+BUSY_TIMEOUT_MS: Final = 5000
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,63}")
+_ENDPOINT_RE = re.compile(r"(?:\[([0-9A-Fa-f:.]{2,45})\]|(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    public_key BLOB NOT NULL UNIQUE CHECK (length(public_key) = 32),
+    control_key BLOB NOT NULL CHECK (length(control_key) = 32),
+    ipv4 TEXT NOT NULL UNIQUE,
+    ipv6 TEXT NOT NULL UNIQUE,
+    endpoints TEXT NOT NULL DEFAULT '[]',
+    last_ms INTEGER,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS routes (
+    node_id INTEGER NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+    prefix TEXT NOT NULL,
+    approved INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (node_id, prefix)
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    reusable INTEGER NOT NULL,
+    uses INTEGER NOT NULL DEFAULT 0,
+    last_node INTEGER
+);
+CREATE TABLE IF NOT EXISTS removals (
+    public_key BLOB PRIMARY KEY
+);
+"""
+
+
+class StoreError(ValueError):
+    """Bad input to the store; str() says what, fit for an HTTP 400 or a CLI error line."""
+
+
+class Conflict(StoreError):
+    """A name, key or address is taken, or the networks differ from the stored ones."""
+
+
+class NotFound(StoreError):
+    """No such node (or route)."""
+
+
+class TokenRefused(StoreError):
+    """The join token is unknown, expired or already used."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Networks:
+    ipv4: ipaddress.IPv4Network
+    ipv6: ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    prefix: str
+    approved: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    id: int
+    name: str
+    public_key: bytes
+    control_key: bytes
+    ipv4: str
+    ipv6: str
+    endpoints: tuple[str, ...]
+    routes: tuple[Route, ...]
+    last_ms: int | None
+    created_ms: int
+
+    @property
+    def approved_routes(self) -> list[str]:
+        return [r.prefix for r in self.routes if r.approved]
+
+    @property
+    def pending_routes(self) -> list[str]:
+        return [r.prefix for r in self.routes if not r.approved]
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    hash: str
+    created_ms: int
+    expires_ms: int
+    reusable: bool
+    uses: int
+
+
+# -- validation --------------------------------------------------------------------------
+
+
+def check_name(name: object) -> str:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise StoreError(f"a node name is 1-{MAX_NAME} characters of A-Z a-z 0-9 - _ .")
+    return name
+
+
+def check_key(key: object, what: str) -> bytes:
+    if not isinstance(key, bytes) or len(key) != 32:
+        raise StoreError(f"{what} must be 32 bytes")
+    return key
+
+
+def parse_endpoint(text: object) -> str:
+    """An "ip:port" or "[ipv6]:port" endpoint in canonical form; StoreError otherwise."""
+    if not isinstance(text, str) or len(text) > 64:
+        raise StoreError("an endpoint is a string ip:port or [ipv6]:port")
+    match = _ENDPOINT_RE.fullmatch(text)
+    if match is None:
+        raise StoreError(f"not an endpoint ip:port or [ipv6]:port: {text[:64]!r}")
+    v6, v4, port_text = match.groups()
+    port = int(port_text)
+    try:
+        address = ipaddress.IPv6Address(v6) if v6 else ipaddress.IPv4Address(v4)
+    except ValueError:
+        raise StoreError(f"not an IP address in endpoint {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise StoreError(f"port out of range in endpoint {text!r}")
+    if address.is_unspecified or address.is_multicast:
+        raise StoreError(f"endpoint {text!r} is not a unicast address")
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
+def check_endpoints(endpoints: object) -> list[str]:
+    if not isinstance(endpoints, list | tuple):
+        raise StoreError("endpoints must be a list of strings")
+    if len(endpoints) > MAX_ENDPOINTS:
+        raise StoreError(f"at most {MAX_ENDPOINTS} endpoints")
+    result: list[str] = []
+    for item in endpoints:
+        endpoint = parse_endpoint(item)
+        if endpoint not in result:
+            result.append(endpoint)
+    return result
+
+
+def parse_prefix(text: object, networks: Networks | None = None) -> str:
+    """A routed prefix ("198.18.50.0/24") in canonical form; StoreError otherwise.
+
+    Refused: host bits set, /0, multicast, loopback, and anything overlapping
+    the mesh's own networks (a route there would take other nodes' addresses).
+    """
+    if not isinstance(text, str) or len(text) > 64:
+        raise StoreError("a route is a string prefix like 198.18.50.0/24")
+    try:
+        net: IPNetwork = ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        raise StoreError(f"not a network prefix (host bits must be zero): {text[:64]!r}") from None
+    if "/" not in text:
+        raise StoreError(f"a route needs a prefix length: {text!r}")
+    if net.prefixlen == 0:
+        raise StoreError(f"a default route is not allowed: {text!r}")
+    if net.is_multicast or net.is_loopback:
+        raise StoreError(f"not a routable unicast prefix: {text!r}")
+    if networks is not None:
+        own = networks.ipv4 if net.version == 4 else networks.ipv6
+        if net.overlaps(own):
+            raise StoreError(f"route {text!r} overlaps the mesh network {own}")
+    return str(net)
+
+
+def check_routes(routes: object, networks: Networks | None = None) -> list[str]:
+    if not isinstance(routes, list | tuple):
+        raise StoreError("routes must be a list of strings")
+    if len(routes) > MAX_ROUTES:
+        raise StoreError(f"at most {MAX_ROUTES} routes")
+    result: list[str] = []
+    for item in routes:
+        prefix = parse_prefix(item, networks)
+        if prefix not in result:
+            result.append(prefix)
+    return result
+
+
+def check_ipv4_network(text: str) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.IPv4Network(text, strict=True)
+    except ValueError as exc:
+        raise StoreError(f"not an IPv4 network: {text!r} ({exc})") from None
+    if net.prefixlen > 30 or net.prefixlen < 8:
+        raise StoreError(f"the IPv4 network must be between /8 and /30, not /{net.prefixlen}")
+    return net
+
+
+def check_ipv6_network(text: str) -> ipaddress.IPv6Network:
+    try:
+        net = ipaddress.IPv6Network(text, strict=True)
+    except ValueError as exc:
+        raise StoreError(f"not an IPv6 network: {text!r} ({exc})") from None
+    if net.prefixlen > 120 or net.prefixlen < 16:
+        raise StoreError(f"the IPv6 network must be between /16 and /120, not /{net.prefixlen}")
+    return net
+
+
+def generate_ula(ntp_time: int | None = None, node: int | None = None) -> ipaddress.IPv6Network:
+    """A unique local /64 (RFC 4193 §3.2.2): fd00::/8, a 40-bit Global ID, subnet 0.
+
+    The Global ID is the low 40 bits of SHA-1 over the time in 64-bit NTP
+    format and an EUI-64 of this machine (from a MAC address, §3.2.2 step 2).
+    """
+    if ntp_time is None:
+        unix = time.time()
+        seconds = int(unix) + 2_208_988_800  # NTP era 0 starts in 1900
+        ntp_time = (seconds << 32) | int((unix % 1) * (1 << 32))
+    mac = uuid.getnode() if node is None else node  # 48 bits
+    # EUI-48 to modified EUI-64 (RFC 4291 appendix A): FFFE in the middle, U/L bit flipped
+    eui64 = ((mac >> 24) << 40) | (0xFFFE << 24) | (mac & 0xFFFFFF)
+    eui64 ^= 0x02 << 56
+    digest = hashlib.sha1(
+        ntp_time.to_bytes(8, "big") + eui64.to_bytes(8, "big"), usedforsecurity=False
+    ).digest()
+    global_id = int.from_bytes(digest[-5:], "big")
+    prefix = (0xFD << 120) | (global_id << 80)
+    return ipaddress.IPv6Network((prefix, 64))
+
+
+# -- the file ----------------------------------------------------------------------------
+
+
+def ensure_state_dir(path: str) -> None:
+    """Create the state directory, mode 0700, if it is not there."""
+    if os.path.isdir(path):
+        return
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)  # makedirs' mode went through the umask
+
+
+def db_path(state_dir: str) -> str:
+    return os.path.join(state_dir, DB_NAME)
+
+
+class Store:
+    """The coordinator's SQLite file. Safe to share between threads (one lock).
+
+    `create=False` refuses to make a new state (the admin commands: a typo in
+    --state should not start an empty mesh).
+    """
+
+    def __init__(self, state_dir: str, *, create: bool = True) -> None:
+        self.state_dir = state_dir
+        self.path = db_path(state_dir)
+        if create:
+            ensure_state_dir(state_dir)
+            # O_EXCL: an existing database is never opened and closed behind SQLite's
+            # back (closing any descriptor drops this process's POSIX locks on it:
+            # sqlite.org/howtocorrupt.html §2.2)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                pass
+            else:
+                os.fchmod(fd, 0o600)  # a new file: not left to the umask
+                os.close(fd)
+        elif not os.path.isfile(self.path):
+            raise NotFound(
+                f"no coordinator state in {state_dir} (start `pywg coordinator serve` first)"
+            )
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")  # spent tokens, last request times
+            self._db.execute("PRAGMA foreign_keys = ON")
+            with self._write() as db:
+                found = db.execute("PRAGMA user_version").fetchone()[0]
+                if found > SCHEMA_VERSION:
+                    raise StoreError(f"{self.path} is from a newer pywg (schema {found})")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('version', 0)")
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: the write lock up front, no upgrade deadlock)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _bump(self, db: sqlite3.Connection) -> int:
+        db.execute("UPDATE meta SET value = value + 1 WHERE key = 'version'")
+        return int(db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0])
+
+    # -- meta ------------------------------------------------------------------------------
+
+    def version(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+        return int(row[0])
+
+    def networks(self) -> Networks | None:
+        with self._lock:
+            rows = dict(
+                self._db.execute("SELECT key, value FROM meta WHERE key IN ('ipv4', 'ipv6')")
+            )
+        if "ipv4" not in rows or "ipv6" not in rows:
+            return None
+        return Networks(
+            ipaddress.IPv4Network(str(rows["ipv4"])), ipaddress.IPv6Network(str(rows["ipv6"]))
+        )
+
+    def init_networks(self, ipv4: str | None = None, ipv6: str | None = None) -> Networks:
+        """The mesh networks: stored at first start (defaults: DEFAULT_IPV4, a new ULA /64),
+        then fixed; Conflict if `ipv4`/`ipv6` are given and differ from the stored ones."""
+        want4 = check_ipv4_network(ipv4) if ipv4 is not None else None
+        want6 = check_ipv6_network(ipv6) if ipv6 is not None else None
+        with self._write() as db:
+            rows = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('ipv4', 'ipv6')"))
+            for key, want in (("ipv4", want4), ("ipv6", want6)):
+                if key in rows and want is not None and str(want) != rows[key]:
+                    raise Conflict(
+                        f"the mesh {key} network is {rows[key]}, fixed at first start; "
+                        f"it cannot change to {want}"
+                    )
+            if "ipv4" not in rows:
+                net4 = want4 or check_ipv4_network(DEFAULT_IPV4)
+                db.execute("INSERT INTO meta (key, value) VALUES ('ipv4', ?)", (str(net4),))
+            if "ipv6" not in rows:
+                net6 = want6 or generate_ula()
+                db.execute("INSERT INTO meta (key, value) VALUES ('ipv6', ?)", (str(net6),))
+        networks = self.networks()
+        assert networks is not None
+        return networks
+
+    def _networks_or_fail(self) -> Networks:
+        networks = self.networks()
+        if networks is None:
+            raise StoreError("the mesh networks are not set (start `pywg coordinator serve`)")
+        return networks
+
+    # -- tokens ----------------------------------------------------------------------------
+
+    def add_token(
+        self, token_hash: str, expires_ms: int, *, reusable: bool = False, now: int | None = None
+    ) -> None:
+        if not re.fullmatch(r"[0-9a-f]{64}", token_hash):
+            raise StoreError("a token hash is 64 lowercase hexadecimal digits")
+        created = now_ms() if now is None else now
+        with self._write() as db:
+            db.execute("DELETE FROM tokens WHERE expires_ms < ?", (created,))
+            db.execute(
+                "INSERT INTO tokens (hash, created_ms, expires_ms, reusable) VALUES (?, ?, ?, ?)",
+                (token_hash, created, expires_ms, int(reusable)),
+            )
+
+    def tokens(self) -> list[Token]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT hash, created_ms, expires_ms, reusable, uses FROM tokens "
+                "ORDER BY created_ms"
+            ).fetchall()
+        return [Token(h, c, e, bool(r), u) for h, c, e, r, u in rows]
+
+    def _check_token(
+        self, db: sqlite3.Connection, token_hash: str, now: int, node_id: int | None
+    ) -> None:
+        row = db.execute(
+            "SELECT expires_ms, reusable, uses, last_node FROM tokens WHERE hash = ?",
+            (token_hash,),
+        ).fetchone()
+        if row is None:
+            raise TokenRefused("unknown join token")
+        expires, reusable, uses, last_node = row
+        if expires <= now:
+            raise TokenRefused("the join token has expired")
+        # a used single-use token still lets the node it admitted repeat its join
+        if not reusable and uses > 0 and (node_id is None or last_node != node_id):
+            raise TokenRefused("the join token has been used")
+
+    # -- nodes -----------------------------------------------------------------------------
+
+    def join(
+        self,
+        token_hash: str,
+        name: str,
+        public_key: bytes,
+        control_key: bytes,
+        routes: Sequence[str],
+        *,
+        time_ms: int,
+        now: int | None = None,
+        auto_approve: bool = False,
+    ) -> tuple[Node, bool]:
+        """Admit a node with a join token: (its record, whether it is new).
+
+        A node already there with the same public and control key gets its
+        record back (the token is checked, not spent). The request's time
+        becomes the node's last accepted request time.
+        """
+        check_name(name)
+        check_key(public_key, "public key")
+        check_key(control_key, "control key")
+        networks = self._networks_or_fail()
+        prefixes = check_routes(list(routes), networks)
+        when = now_ms() if now is None else now
+        with self._write() as db:
+            row = db.execute(
+                "SELECT id, control_key FROM nodes WHERE public_key = ?", (public_key,)
+            ).fetchone()
+            if row is not None:
+                node_id, control = row
+                self._check_token(db, token_hash, when, node_id)
+                if bytes(control) != control_key:
+                    raise Conflict("this public key has joined with another control key")
+                db.execute("UPDATE nodes SET last_ms = ? WHERE id = ?", (time_ms, node_id))
+                created = False
+            else:
+                self._check_token(db, token_hash, when, None)
+                taken = db.execute("SELECT name FROM nodes WHERE name = ?", (name,)).fetchone()
+                if taken is not None:
+                    raise Conflict(f"the name {taken[0]!r} is taken")
+                ipv4, ipv6 = self._free_addresses(db, networks)
+                node_id = db.execute(
+                    "INSERT INTO nodes (name, public_key, control_key, ipv4, ipv6, last_ms, "
+                    "created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (name, public_key, control_key, ipv4, ipv6, time_ms, when),
+                ).lastrowid
+                db.executemany(
+                    "INSERT INTO routes (node_id, prefix, approved) VALUES (?, ?, ?)",
+                    [(node_id, p, int(auto_approve)) for p in prefixes],
+                )
+                db.execute("DELETE FROM removals WHERE public_key = ?", (public_key,))
+                self._bump(db)
+                created = True
+            db.execute(
+                "UPDATE tokens SET uses = uses + ?, last_node = ? WHERE hash = ?",
+                (int(created), node_id, token_hash),
+            )
+        node = self.node_by_id(int(node_id or 0))
+        assert node is not None
+        return node, created
+
+    @staticmethod
+    def _free_addresses(db: sqlite3.Connection, networks: Networks) -> tuple[str, str]:
+        """The lowest free host address of each network (not the network address, nor
+        the IPv4 broadcast address)."""
+        result = []
+        for column, net in (("ipv4", networks.ipv4), ("ipv6", networks.ipv6)):
+            used = {
+                int(ipaddress.ip_address(r[0])) for r in db.execute(f"SELECT {column} FROM nodes")
+            }
+            first = int(net.network_address) + 1
+            last = int(net.broadcast_address) - (1 if net.version == 4 else 0)
+            candidate = first
+            while candidate in used:
+                candidate += 1
+            if candidate > last:
+                raise Conflict(f"no free address left in {net}")
+            result.append(str(ipaddress.ip_address(candidate)))
+        return result[0], result[1]
+
+    def _load(self, rows: Iterable[tuple[object, ...]]) -> list[Node]:
+        nodes = []
+        for node_id, name, pub, control, ipv4, ipv6, endpoints, last, created in rows:
+            assert isinstance(node_id, int)
+            routes = self._db.execute(
+                "SELECT prefix, approved FROM routes WHERE node_id = ? ORDER BY rowid",
+                (node_id,),
+            ).fetchall()
+            nodes.append(
+                Node(
+                    id=node_id,
+                    name=str(name),
+                    public_key=bytes(pub),  # type: ignore[call-overload]
+                    control_key=bytes(control),  # type: ignore[call-overload]
+                    ipv4=str(ipv4),
+                    ipv6=str(ipv6),
+                    endpoints=tuple(json.loads(str(endpoints))),
+                    routes=tuple(Route(str(p), bool(a)) for p, a in routes),
+                    last_ms=last if isinstance(last, int) else None,
+                    created_ms=int(created),  # type: ignore[call-overload]
+                )
+            )
+        return nodes
+
+    _COLUMNS = "id, name, public_key, control_key, ipv4, ipv6, endpoints, last_ms, created_ms"
+
+    def _select(self, where: str = "", args: tuple[object, ...] = ()) -> list[Node]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {self._COLUMNS} FROM nodes {where} ORDER BY name", args
+            ).fetchall()
+            return self._load(rows)
+
+    def nodes(self) -> list[Node]:
+        return self._select()
+
+    def snapshot(self) -> tuple[int, list[Node]]:
+        """The roster version and every node, read in one transaction (consistent)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                version = self._db.execute("SELECT value FROM meta WHERE key = 'version'")
+                number = int(version.fetchone()[0])
+                return number, self._select()
+            finally:
+                self._db.execute("COMMIT")
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM nodes").fetchone()[0])
+
+    def node_by_id(self, node_id: int) -> Node | None:
+        found = self._select("WHERE id = ?", (node_id,))
+        return found[0] if found else None
+
+    def node_by_key(self, public_key: bytes) -> Node | None:
+        found = self._select("WHERE public_key = ?", (public_key,))
+        return found[0] if found else None
+
+    def node_by_name(self, name: str) -> Node | None:
+        found = self._select("WHERE name = ?", (name,))
+        return found[0] if found else None
+
+    def control_key(self, public_key: bytes) -> bytes | None:
+        """The control key of the member with this WireGuard key (the relay asks), or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT control_key FROM nodes WHERE public_key = ?", (bytes(public_key),)
+            ).fetchone()
+        return bytes(row[0]) if row is not None else None
+
+    def accept_request(self, node_id: int, time_ms: int) -> bool:
+        """Record a request's time as the node's last, only if it is newer (False: it is not,
+        a replay or a reordered request, or the node is gone)."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE nodes SET last_ms = ? WHERE id = ? AND (last_ms IS NULL OR last_ms < ?)",
+                (time_ms, node_id, time_ms),
+            )
+            return cursor.rowcount == 1
+
+    def update(
+        self,
+        node_id: int,
+        *,
+        endpoints: Sequence[str] | None = None,
+        routes: Sequence[str] | None = None,
+        auto_approve: bool = False,
+    ) -> int:
+        """Replace a node's endpoints and/or advertised routes; the roster version after.
+
+        Routes approved before and still advertised stay approved; new ones
+        start pending (approved with `auto_approve`). The version moves only
+        if something changed.
+        """
+        new_endpoints = check_endpoints(list(endpoints)) if endpoints is not None else None
+        new_routes = (
+            check_routes(list(routes), self._networks_or_fail()) if routes is not None else None
+        )
+        with self._write() as db:
+            row = db.execute("SELECT endpoints FROM nodes WHERE id = ?", (node_id,)).fetchone()
+            if row is None:
+                raise NotFound("no such node")
+            changed = False
+            if new_endpoints is not None and json.loads(row[0]) != new_endpoints:
+                db.execute(
+                    "UPDATE nodes SET endpoints = ? WHERE id = ?",
+                    (json.dumps(new_endpoints), node_id),
+                )
+                changed = True
+            if new_routes is not None:
+                old = dict(
+                    db.execute(
+                        "SELECT prefix, approved FROM routes WHERE node_id = ? ORDER BY rowid",
+                        (node_id,),
+                    ).fetchall()
+                )
+                if list(old) != new_routes:
+                    db.execute("DELETE FROM routes WHERE node_id = ?", (node_id,))
+                    db.executemany(
+                        "INSERT INTO routes (node_id, prefix, approved) VALUES (?, ?, ?)",
+                        [
+                            (node_id, p, int(bool(old.get(p, 0)) or auto_approve))
+                            for p in new_routes
+                        ],
+                    )
+                    changed = True
+            if changed:
+                return self._bump(db)
+            return int(db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0])
+
+    def approve(self, name: str, prefixes: Sequence[str]) -> list[str]:
+        """Approve advertised routes of a node; the ones that were pending until now."""
+        if not prefixes:
+            raise StoreError("name at least one prefix to approve")
+        wanted = [parse_prefix(p) for p in prefixes]
+        with self._write() as db:
+            row = db.execute("SELECT id FROM nodes WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"no node named {name!r}")
+            advertised = dict(
+                db.execute("SELECT prefix, approved FROM routes WHERE node_id = ?", (row[0],))
+            )
+            missing = [p for p in wanted if p not in advertised]
+            if missing:
+                raise NotFound(f"{name} does not advertise {', '.join(missing)}")
+            newly = [p for p in dict.fromkeys(wanted) if not advertised[p]]
+            db.executemany(
+                "UPDATE routes SET approved = 1 WHERE node_id = ? AND prefix = ?",
+                [(row[0], p) for p in newly],
+            )
+            if newly:
+                self._bump(db)
+        return newly
+
+    def remove(self, name: str) -> Node:
+        """Remove a node (and its routes); its key waits in `removals` for the relay."""
+        node = self.node_by_name(name)
+        if node is None:
+            raise NotFound(f"no node named {name!r}")
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM nodes WHERE id = ?", (node.id,))
+            if cursor.rowcount != 1:
+                raise NotFound(f"no node named {name!r}")
+            db.execute("INSERT OR IGNORE INTO removals (public_key) VALUES (?)", (node.public_key,))
+            self._bump(db)
+        return node
+
+    def take_removals(self) -> list[bytes]:
+        """Keys of nodes removed since the last call (for the relay), and forget them."""
+        with self._lock:
+            if self._db.execute("SELECT 1 FROM removals LIMIT 1").fetchone() is None:
+                return []
+            with self._write() as db:
+                keys = [bytes(r[0]) for r in db.execute("SELECT public_key FROM removals")]
+                db.execute("DELETE FROM removals")
+        return keys

@@ -1,0 +1,234 @@
+"""A mesh in the lab: `pywg coordinator` on a public host, `pywg join` nodes behind NATs.
+
+Everything runs as the real commands would on real machines: each process
+in its own lab namespace, the coordinator and the nodes talking over the
+lab's internet through nftables NATs (`pywg.lab.nat`). What the tests
+check they read from the outside: `wg show` in a node's namespace, the
+node's interface addresses, pings, and datagrams captured at the relay.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from pywg.lab import Host, Lab
+from pywg.lab.nat import Internet, Site
+
+NET4 = "198.19.77.0/24"
+NET6 = "fd19:77::/64"
+API_PORT = 8580
+RELAY_PORT = 3478
+PYWG = [sys.executable, "-m", "pywg"]
+
+
+@dataclass
+class Node:
+    name: str
+    site: Site
+    ifname: str
+    state: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def host(self) -> Host:
+        return self.site.host
+
+    def addresses(self) -> list[str]:
+        """The tunnel addresses the coordinator gave (as on the interface)."""
+        out = self.host.ip("-j", "address", "show", "dev", self.ifname)
+        found = []
+        for link in json.loads(out):
+            for info in link.get("addr_info", []):
+                if info.get("scope") == "global":
+                    found.append(str(info["local"]))
+        return found
+
+    def addr4(self) -> str:
+        return next(a for a in self.addresses() if ipaddress.ip_address(a).version == 4)
+
+    def addr6(self) -> str:
+        return next(a for a in self.addresses() if ipaddress.ip_address(a).version == 6)
+
+    def wg(self, *args: str) -> str:
+        return self.host.run("wg", "show", self.ifname, *args, timeout=15).stdout
+
+    def public_key(self) -> str:
+        return self.wg("public-key").strip()
+
+    def endpoints(self) -> dict[str, str]:
+        """peer public key -> endpoint, as `wg show IFACE endpoints` says."""
+        pairs = (line.split("\t") for line in self.wg("endpoints").splitlines() if line)
+        return {key: endpoint for key, endpoint in pairs}
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+class MeshLab:
+    """A coordinator (with its relay) on public host `hub` of an `Internet`, and nodes."""
+
+    def __init__(self, lab: Lab, tmp: Path, *, auto_approve: bool = False) -> None:
+        self.lab = lab
+        self.tmp = tmp
+        self.net = Internet(lab)
+        self.hub = self.net.public("hub")
+        self.state = tmp / "coordinator"
+        self.auto_approve = auto_approve
+        self.coordinator: subprocess.Popen[bytes] | None = None
+        self.nodes: dict[str, Node] = {}
+        self._logs: list[IO[bytes]] = []
+        self.start_coordinator()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.hub.addr4}:{API_PORT}"
+
+    def admin(self, *args: str) -> str:
+        """A `pywg coordinator` admin command on the state directory (no network)."""
+        done = subprocess.run(
+            [*PYWG, "coordinator", *args, "--state", str(self.state)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"pywg coordinator {' '.join(args)}: {done.stderr}")
+        return done.stdout
+
+    def token(self, *extra: str) -> str:
+        out = self.admin("token", *extra)
+        words = [w for line in out.splitlines() for w in line.split()]
+        return next(w for w in words if w.count(".") == 1 and len(w) > 40)
+
+    def start_coordinator(self) -> None:
+        log = open(self.tmp / "coordinator.log", "ab")  # noqa: SIM115 (closed in close())
+        self._logs.append(log)
+        argv = [
+            *PYWG, "coordinator", "serve", "--state", str(self.state),
+            "--listen", f"{self.hub.addr4}:{API_PORT}",
+            "--relay-listen", f"{self.hub.addr4}:{RELAY_PORT}",
+            "--relay-host", self.hub.addr4,
+            "--ipv4", NET4, "--ipv6", NET6,
+        ]  # fmt: skip
+        if self.auto_approve:
+            argv.append("--auto-approve-routes")
+        self.coordinator = self.hub.host.popen(*argv, stdout=log, stderr=log)
+        if not self.wait_health(20):
+            raise AssertionError("the coordinator did not come up:\n" + self.coordinator_log())
+
+    def stop_coordinator(self) -> None:
+        if self.coordinator is not None:
+            self.coordinator.terminate()
+            self.coordinator.wait(15)
+            self.coordinator = None
+
+    def coordinator_log(self) -> str:
+        return (self.tmp / "coordinator.log").read_text(errors="replace")
+
+    def wait_health(self, seconds: float) -> bool:
+        code = (
+            "import sys, urllib.request\n"
+            "try:\n"
+            f"    urllib.request.urlopen('{self.url}/v1/health', timeout=1).read()\n"
+            "except Exception:\n"
+            "    sys.exit(1)\n"
+        )
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            done = self.hub.host.run(sys.executable, "-c", code, check=False, timeout=10)
+            if done.returncode == 0:
+                return True
+            time.sleep(0.3)
+        return False
+
+    def node(
+        self,
+        name: str,
+        site: Site,
+        *,
+        routes: str = "",
+        token: str | None = None,
+    ) -> Node:
+        """Start `pywg join` on `site` as node `name`."""
+        ifname = self.lab.ifname("m")
+        node = Node(name, site, ifname, self.tmp / f"node-{name}", self.tmp / f"{name}.log")
+        node.args = [
+            *PYWG, "join", self.url, "--name", name, "--interface", ifname,
+            "--state", str(node.state), "-v",
+        ]  # fmt: skip
+        if routes:
+            node.args += ["--advertise-routes", routes]
+        self.nodes[name] = node
+        self.start(node, token if token is not None else self.token())
+        return node
+
+    def start(self, node: Node, token: str | None = None) -> None:
+        log = open(node.log, "ab")  # noqa: SIM115 (closed in close())
+        self._logs.append(log)
+        argv = list(node.args) + (["--token", token] if token else [])
+        node.proc = node.host.popen(*argv, stdout=log, stderr=log)
+
+    def stop(self, node: Node) -> None:
+        if node.proc is not None:
+            node.proc.terminate()
+            node.proc.wait(15)
+            node.proc = None
+
+    def wait_up(self, node: Node, peers: int, seconds: float = 30) -> None:
+        """Until the node's interface has its addresses and `peers` peers."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if node.proc is not None and node.proc.poll() is not None:
+                raise AssertionError(f"{node.name} exited:\n{node.log_text()}")
+            try:
+                if len(node.addresses()) >= 2 and len(node.endpoints()) >= peers:
+                    return
+            except Exception:  # not up yet
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"{node.name} not up with {peers} peers:\n{node.log_text()}")
+
+    def wait_endpoint(self, node: Node, peer: Node, host: str, seconds: float = 40) -> str:
+        """Until `node` sends to `peer` at an endpoint on `host`; that endpoint."""
+        key = peer.public_key()
+        end = time.monotonic() + seconds
+        last = ""
+        while time.monotonic() < end:
+            last = node.endpoints().get(key, "")
+            if last.rpartition(":")[0].strip("[]") == host:
+                return last
+            time.sleep(0.5)
+        raise AssertionError(
+            f"{node.name} -> {peer.name}: endpoint {last!r}, not on {host}\n{node.log_text()}"
+        )
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.terminate()
+                try:
+                    node.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    node.proc.kill()
+        self.stop_coordinator()
+        for log in self._logs:
+            log.close()
+
+
+def dump(mesh: MeshLab) -> str:
+    """Every log, for a failing assertion."""
+    parts = [f"--- coordinator\n{mesh.coordinator_log()[-4000:]}"]
+    parts += [f"--- {n.name}\n{n.log_text()[-4000:]}" for n in mesh.nodes.values()]
+    return "\n".join(parts)
+
+
+__all__ = ["MeshLab", "Node", "dump"]

@@ -1,0 +1,192 @@
+"""The mesh end to end (issue 7): `pywg coordinator` and `pywg join` through real NATs.
+
+Every test builds an internet in namespaces (`pywg.lab.nat`: nftables
+masquerade, endpoint-independent or symmetric), runs the coordinator with
+its relay on a public host, and the nodes as `pywg join` processes. Nothing
+is configured per pair: the nodes get their peers, endpoints and routes from
+the coordinator. What is asserted is read from outside: `wg show`, pings
+through the tunnel, and WireGuard datagrams captured on the relay's link.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meshlab import MeshLab, Node, dump
+from pywg.lab import Lab, unavailable_reason
+from pywg.lab.capture import UdpCapture
+
+
+@pytest.fixture
+def mesh(tmp_path: Path) -> Iterator[MeshLab]:
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with Lab("pwmesh") as lab:
+        m = MeshLab(lab, tmp_path)
+        try:
+            yield m
+        finally:
+            m.close()
+
+
+def relayed_transport(capture: UdpCapture, since: float) -> int:
+    """WireGuard transport messages (type 4) seen on the relay's link since `since`."""
+    return sum(1 for d in capture.datagrams(since=since) if d.payload[:4] == b"\x04\0\0\0")
+
+
+def ping_all(node: Node, address: str, count: int = 20) -> bool:
+    return node.host.ping(address, count=count, timeout=count * 0.5 + 5)
+
+
+def test_direct_through_endpoint_independent_nats(mesh: MeshLab) -> None:
+    a_site = mesh.net.behind_nat("a", "endpoint-independent")
+    b_site = mesh.net.behind_nat("b", "endpoint-independent")
+    a = mesh.node("a", a_site)
+    b = mesh.node("b", b_site)
+    mesh.wait_up(a, 1)
+    mesh.wait_up(b, 1)
+    assert a_site.addr4 != a_site.public_addr4  # really behind NATs
+    # each sends to the other's NAT, not to the relay
+    mesh.wait_endpoint(a, b, b_site.public_addr4)
+    mesh.wait_endpoint(b, a, a_site.public_addr4)
+    assert a.host.wait_ping(b.addr4(), deadline=20), dump(mesh)
+    with UdpCapture(mesh.hub.host, mesh.hub.link.b_if) as capture:
+        since = time.monotonic()
+        assert ping_all(a, b.addr4()), dump(mesh)
+        assert ping_all(b, a.addr6()), dump(mesh)
+        time.sleep(0.5)
+        assert relayed_transport(capture, since) == 0, "traffic passed the relay"
+    # still direct afterwards
+    assert a.endpoints()[b.public_key()].startswith(b_site.public_addr4 + ":")
+
+
+def test_relay_between_symmetric_nats(mesh: MeshLab) -> None:
+    a_site = mesh.net.behind_nat("a", "symmetric")
+    b_site = mesh.net.behind_nat("b", "symmetric")
+    a = mesh.node("a", a_site)
+    b = mesh.node("b", b_site)
+    mesh.wait_up(a, 1)
+    mesh.wait_up(b, 1)
+    mesh.wait_endpoint(a, b, mesh.hub.addr4)
+    mesh.wait_endpoint(b, a, mesh.hub.addr4)
+    assert a.host.wait_ping(b.addr4(), deadline=30), dump(mesh)
+    with UdpCapture(mesh.hub.host, mesh.hub.link.b_if) as capture:
+        since = time.monotonic()
+        assert ping_all(a, b.addr4()), dump(mesh)
+        assert ping_all(b, a.addr6()), dump(mesh)
+        time.sleep(0.5)
+        # every ping and reply crossed the relay's link twice (in and out)
+        assert relayed_transport(capture, since) >= 4 * 20 * 2
+    # hole punching cannot work here: still on the relay after the probes had their chance
+    time.sleep(5)
+    assert a.endpoints()[b.public_key()].startswith(mesh.hub.addr4 + ":")
+    assert b.endpoints()[a.public_key()].startswith(mesh.hub.addr4 + ":")
+
+
+def test_node_reconnects_after_its_nat_reboots(mesh: MeshLab) -> None:
+    a_site = mesh.net.behind_nat("a", "endpoint-independent", ports=(20000, 20999))
+    b_site = mesh.net.behind_nat("b", "endpoint-independent")
+    a = mesh.node("a", a_site)
+    b = mesh.node("b", b_site)
+    mesh.wait_up(a, 1)
+    mesh.wait_up(b, 1)
+    before = mesh.wait_endpoint(b, a, a_site.public_addr4)
+    assert b.host.wait_ping(a.addr4(), deadline=20), dump(mesh)
+    assert a_site.nat is not None
+    a_site.nat.reboot()  # every mapping forgotten; new ones from another port window
+    rebooted = time.monotonic()
+    assert b.host.wait_ping(a.addr4(), deadline=60), dump(mesh)
+    back = time.monotonic() - rebooted
+    # and back to a direct path, at a's new mapping
+    end = time.monotonic() + 60
+    after = before
+    while time.monotonic() < end:
+        after = b.endpoints().get(a.public_key(), "")
+        if after.startswith(a_site.public_addr4 + ":") and after != before:
+            break
+        time.sleep(0.5)
+    assert after != before and after.startswith(a_site.public_addr4 + ":"), dump(mesh)
+    assert a.host.wait_ping(b.addr4(), deadline=10), dump(mesh)
+    print(f"reachable again {back:.1f} s after the reboot; direct again at {after}")
+
+
+def test_four_node_mesh_with_a_subnet_router(mesh: MeshLab) -> None:
+    pub = mesh.net.public("p")
+    a_site = mesh.net.behind_nat("a", "endpoint-independent")
+    b_site = mesh.net.behind_nat("b", "symmetric")
+    d_site = mesh.net.behind_nat("d", "endpoint-independent")
+    lan = mesh.lab.host("lan")
+    lan_link = mesh.lab.link(d_site.host, lan)
+    lan_prefix = lan_link.prefix4
+    lan_host = lan_link.b_addr4
+    nodes = [
+        mesh.node("p", pub),
+        mesh.node("a", a_site),
+        mesh.node("b", b_site),
+        mesh.node("d", d_site, routes=lan_prefix),
+    ]
+    for node in nodes:
+        mesh.wait_up(node, 3)
+    p, a, b, d = nodes
+    # every node reaches every other, IPv4 and IPv6 inside
+    for src in nodes:
+        for dst in nodes:
+            if src is dst:
+                continue
+            assert src.host.wait_ping(dst.addr4(), deadline=30), (src.name, dst.name, dump(mesh))
+            assert src.host.wait_ping(dst.addr6(), deadline=15), (src.name, dst.name, dump(mesh))
+    # the subnet route waits for approval: nobody routes the LAN yet
+    assert not a.host.ping(lan_host, count=1, timeout=2)
+    assert lan_prefix in mesh.admin("nodes")  # listed as pending
+    mesh.admin("approve", "d", lan_prefix)
+    for src in (p, a, b):
+        assert src.host.wait_ping(lan_host, deadline=30), (src.name, dump(mesh))
+    # d itself reaches its LAN directly, not through the mesh
+    assert d.host.ping(lan_host, count=1, timeout=5)
+    assert lan_prefix in a.host.ip("route", "show", "dev", a.ifname)
+    assert lan_prefix not in d.host.ip("route", "show", "dev", d.ifname)
+
+
+def test_restarts_keep_state_and_bad_joins_are_refused(mesh: MeshLab) -> None:
+    a_site = mesh.net.behind_nat("a", "symmetric")
+    b_site = mesh.net.behind_nat("b", "symmetric")
+    a = mesh.node("a", a_site)
+    b = mesh.node("b", b_site)
+    mesh.wait_up(a, 1)
+    mesh.wait_up(b, 1)
+    assert a.host.wait_ping(b.addr4(), deadline=30), dump(mesh)
+    addresses = (a.addresses(), b.addresses())
+    spare = mesh.token()  # made before the restart, used after it
+    # the coordinator and its relay restart: relayed traffic resumes by itself
+    mesh.stop_coordinator()
+    mesh.start_coordinator()
+    assert a.host.wait_ping(b.addr4(), deadline=30), dump(mesh)
+    # a node restarts: no token needed, same identity and addresses
+    mesh.stop(a)
+    mesh.start(a)
+    mesh.wait_up(a, 1)
+    assert (a.addresses(), b.addresses()) == addresses
+    assert a.host.wait_ping(b.addr4(), deadline=40), dump(mesh)
+    # a token from before the restart still admits a new node, which sees both
+    c = mesh.node("c", mesh.net.behind_nat("c", "endpoint-independent"), token=spare)
+    mesh.wait_up(c, 2)
+    assert c.host.wait_ping(a.addr4(), deadline=30), dump(mesh)
+    # that token was single-use: a second join with it is refused, and so is a made-up one
+    for bad in (spare, "x" * 32 + "." + spare.split(".")[1]):
+        done = subprocess.run(
+            mesh.hub.host.exec_argv(
+                sys.executable, "-m", "pywg", "join", mesh.url, "--token", bad,
+                "--interface", mesh.lab.ifname("x"), "--state", str(mesh.tmp / "intruder"),
+            ),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        assert "join refused" in done.stderr and "401" in done.stderr, done.stderr
+    assert "intruder" not in mesh.admin("nodes")
