@@ -10,6 +10,7 @@ through the tunnel, and WireGuard datagrams captured on the relay's link.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -190,3 +191,38 @@ def test_restarts_keep_state_and_bad_joins_are_refused(mesh: MeshLab) -> None:
         assert done.returncode == 1, done.stderr
         assert "join refused" in done.stderr and "401" in done.stderr, done.stderr
     assert "intruder" not in mesh.admin("nodes")
+    # an endpoint update for a, signed by anyone but a, changes nothing
+    before = json.loads(mesh.admin("nodes", "--json"))
+    a_entry = next(n for n in before["nodes"] if n["name"] == "a")
+    out = mesh.hub.host.python(_FORGE, mesh.url, a_entry["public_key"], timeout=60)
+    assert out.split() == ["401", "401"], out
+    after = json.loads(mesh.admin("nodes", "--json"))
+    assert next(n for n in after["nodes"] if n["name"] == "a")["endpoints"] == a_entry["endpoints"]
+
+
+# Claims to be node A (its public key) but signs with a key of its own, then sends a
+# request without a valid signature at all; prints the two HTTP statuses.
+_FORGE = r"""
+import asyncio, sys, time
+import aiohttp
+from nacl.signing import SigningKey
+from pywg.mesh import auth
+
+url, victim = sys.argv[1:3]
+body = b'{"endpoints": ["198.18.250.1:9"], "routes": []}'
+
+async def main():
+    signed, _ = auth.sign_request(
+        SigningKey.generate(), victim, "POST", "/v1/update", body, int(time.time() * 1000)
+    )
+    unsigned = 'PYWG-Ed25519 node="%s", time="1", sig="%s"' % (victim, auth.b64(bytes(64)))
+    statuses = []
+    async with aiohttp.ClientSession() as http:
+        for header in (signed, unsigned):
+            async with http.post(url + "/v1/update", data=body,
+                                 headers={"Authorization": header}) as r:
+                statuses.append(r.status)
+    print(*statuses)
+
+asyncio.run(main())
+"""

@@ -109,3 +109,15 @@ def test_answer_from_a_non_candidate_is_ignored() -> None:
     sel.set_paths([A], RELAY, 0.0)
     assert not sel.answered(B, 0.0, 0.1)
     assert sel.choice(0.2) == RELAY
+
+
+def test_a_path_about_as_fast_as_the_current_one_does_not_take_over() -> None:
+    sel = PathSelector()
+    sel.set_paths([A, B], RELAY, 0.0)
+    sel.answered(A, 0.0, 0.010)
+    assert sel.choice(0.1) == A
+    sel.answered(B, 0.1, 0.108)  # a little faster: A stays
+    assert sel.choice(0.2) == A
+    for t in range(1, 6):  # much faster, consistently: B takes over
+        sel.answered(B, float(t), t + 0.001)
+    assert sel.choice(6.0) == B

@@ -42,6 +42,7 @@ FAST_PERIOD: Final = 15.0
 PROBE_SLOW: Final = 10.0
 KEEPALIVE: Final = 4.0
 DIRECT_TIMEOUT: Final = 13.0
+SWITCH_FACTOR: Final = 2.0
 
 
 @dataclass(slots=True)
@@ -60,6 +61,7 @@ class PathSelector:
     relay: Endpoint | None = None
     fast_until: float = 0.0
     had_direct: bool = False
+    current: Endpoint | None = None
 
     def set_paths(self, candidates: list[Endpoint], relay: Endpoint | None, now: float) -> None:
         """New candidates and relay from the roster; what is known about kept ones stays."""
@@ -75,11 +77,21 @@ class PathSelector:
             c.next_probe = min(c.next_probe, now)
 
     def direct(self, now: float) -> Endpoint | None:
-        """The confirmed direct path (an answer within DIRECT_TIMEOUT), fastest first."""
+        """The confirmed direct path (an answer within DIRECT_TIMEOUT), fastest first.
+
+        The one chosen last stays while it answers unless another is more than
+        SWITCH_FACTOR times faster (two paths of about the same speed, IPv4 and
+        IPv6 say, would otherwise take turns on every probe).
+        """
         live = [c for c in self.candidates if now - c.last_answer <= DIRECT_TIMEOUT]
         if not live:
             return None
-        return min(live, key=lambda c: c.rtt).endpoint
+        best = min(live, key=lambda c: c.rtt)
+        for c in live:
+            if c.endpoint == self.current and best.rtt * SWITCH_FACTOR >= c.rtt:
+                return c.endpoint
+        self.current = best.endpoint
+        return best.endpoint
 
     def choice(self, now: float) -> Endpoint | None:
         direct = self.direct(now)
