@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from meshlab import MeshLab, Node, dump
 from pywg.lab import Lab, unavailable_reason
 from pywg.lab.capture import UdpCapture
+from pywg.lab.mesh import MeshLab, Node, dump
 
 
 @pytest.fixture

@@ -1,5 +1,14 @@
 """A mesh in the lab: `pywg coordinator` on a public host, `pywg join` nodes behind NATs.
 
+Used by the mesh tests (tests/test_mesh_nat.py) and benches/mesh.py::
+
+    with Lab("pwmesh") as lab:
+        mesh = MeshLab(lab, Path(tmpdir))             # coordinator + relay on "hub"
+        a = mesh.node("a", mesh.net.behind_nat("a", "endpoint-independent"))
+        b = mesh.node("b", mesh.net.behind_nat("b", "symmetric"))
+        mesh.wait_up(a, peers=1)
+        a.host.wait_ping(b.addr4())
+
 Everything runs as the real commands would on real machines: each process
 in its own lab namespace, the coordinator and the nodes talking over the
 lab's internet through nftables NATs (`pywg.lab.nat`). What the tests
@@ -18,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from pywg.lab import Host, Lab
-from pywg.lab.nat import Internet, Site
+from .hosts import Host, Lab
+from .nat import Internet, Site
 
 NET4 = "198.19.77.0/24"
 NET6 = "fd19:77::/64"
