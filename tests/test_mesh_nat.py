@@ -11,6 +11,7 @@ through the tunnel, and WireGuard datagrams captured on the relay's link.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -49,7 +50,16 @@ def ping_all(node: Node, address: str, count: int = 20) -> bool:
 def test_direct_through_endpoint_independent_nats(mesh: MeshLab) -> None:
     a_site = mesh.net.behind_nat("a", "endpoint-independent")
     b_site = mesh.net.behind_nat("b", "endpoint-independent")
-    a = mesh.node("a", a_site)
+    # a finds its mapping with Debian's coturn, b with the relay's own STUN port
+    stun: tuple[str, ...] = ()
+    if shutil.which("turnserver"):
+        mesh.hub.host.popen(
+            "turnserver", "--stun-only", "-n", "--no-cli", "--listening-ip", mesh.hub.addr4,
+            "--listening-port", "3479", "--log-file", "stdout", "--no-stdout-log",
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        stun = ("--stun", f"{mesh.hub.addr4}:3479")
+    a = mesh.node("a", a_site, extra=stun)
     b = mesh.node("b", b_site)
     mesh.wait_up(a, 1)
     mesh.wait_up(b, 1)
@@ -66,6 +76,15 @@ def test_direct_through_endpoint_independent_nats(mesh: MeshLab) -> None:
         assert relayed_transport(capture, since) == 0, "traffic passed the relay"
     # still direct afterwards
     assert a.endpoints()[b.public_key()].startswith(b_site.public_addr4 + ":")
+    if stun:
+        assert f"endpoints reported: {a_site.public_addr4}:" in a.log_text()
+    # with the coordinator down, a restarted node comes back from its last roster
+    mesh.stop_coordinator()
+    mesh.stop(a)
+    mesh.start(a)
+    mesh.wait_up(a, 1)
+    assert a.host.wait_ping(b.addr4(), deadline=30), dump(mesh)
+    assert "starting from the last roster" in a.log_text()
 
 
 def test_relay_between_symmetric_nats(mesh: MeshLab) -> None:

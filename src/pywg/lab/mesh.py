@@ -166,6 +166,7 @@ class MeshLab:
         *,
         routes: str = "",
         token: str | None = None,
+        extra: tuple[str, ...] = (),
     ) -> Node:
         """Start `pywg join` on `site` as node `name`."""
         ifname = self.lab.ifname("m")
@@ -176,6 +177,7 @@ class MeshLab:
         ]  # fmt: skip
         if routes:
             node.args += ["--advertise-routes", routes]
+        node.args += extra
         self.nodes[name] = node
         self.start(node, token if token is not None else self.token())
         return node

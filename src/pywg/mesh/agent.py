@@ -152,9 +152,11 @@ class MeshNode:
                 self._configure_interface(roster)
                 await self._apply(roster)
                 self._tasks = [
-                    asyncio.create_task(self._roster_loop(client)),
-                    asyncio.create_task(self._endpoint_loop(client)),
-                    asyncio.create_task(self._path_loop()),
+                    asyncio.create_task(self._guarded("roster", lambda: self._roster_loop(client))),
+                    asyncio.create_task(
+                        self._guarded("endpoint", lambda: self._endpoint_loop(client))
+                    ),
+                    asyncio.create_task(self._guarded("path", self._path_loop)),
                 ]
                 closer = asyncio.create_task(self._closed.wait())
                 ender = asyncio.create_task(tunnel.wait_closed())
@@ -210,6 +212,8 @@ class MeshNode:
         return client
 
     async def _first_roster(self, client: CoordinatorClient) -> dict[str, Any]:
+        """The roster from the coordinator; if it cannot be reached, the last one it gave
+        (the mesh comes up after a power cut even while the coordinator is down)."""
         delay = 1.0
         while True:
             try:
@@ -217,6 +221,10 @@ class MeshNode:
             except CoordinatorError as exc:
                 if exc.status in (401, 403, 404):
                     raise MeshError(f"the coordinator refused this node: {exc}") from None
+                cached = self.state.load_roster()
+                if cached is not None:
+                    log.warning("coordinator: %s; starting from the last roster it gave", exc)
+                    return cached
                 log.warning("coordinator: %s; retrying in %.0f s", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
@@ -289,8 +297,12 @@ class MeshNode:
                 delay = min(delay * 2, 10.0)
                 continue
             delay = 1.0
-            if int(roster["version"]) != version:
-                await self._apply(roster)
+            if int(roster["version"]) != version or roster != self.roster:
+                try:
+                    await self._apply(roster)
+                except (KeyError, TypeError, ValueError, OSError) as exc:  # signed, yet odd
+                    log.error("roster %s not applied: %r", roster.get("version"), exc)
+                    await asyncio.sleep(delay)
 
     async def _apply(self, roster: dict[str, Any]) -> None:
         tunnel = self.tunnel
@@ -349,6 +361,10 @@ class MeshNode:
                 log.info("peer %s (%s) removed", gone.name, b64[:8])
         self._set_routes(routes)
         self.roster = roster
+        try:
+            self.state.save_roster(roster)
+        except OSError as exc:
+            log.warning("cannot keep the roster in %s: %s", self.state.directory, exc)
 
     # ------------------------------------------------------------------ endpoints
     async def _endpoint_loop(self, client: CoordinatorClient) -> None:
@@ -403,6 +419,18 @@ class MeshNode:
             if lost_any:
                 self._rediscover.set()  # our own mapping may be what changed
             await asyncio.sleep(PATH_TICK)
+
+    async def _guarded(self, name: str, loop: Any) -> None:
+        """Run one of the node's loops; a bug in it is logged and the loop restarted."""
+        while True:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s loop failed; restarting it in 1 s", name)
+                await asyncio.sleep(1.0)
 
     def _steer(self, peer: _Peer, now: float) -> None:
         choice = peer.selector.choice(now)

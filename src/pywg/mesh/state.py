@@ -4,6 +4,7 @@
       wireguard.key        0600  the WireGuard private key (base64, as `wg genkey`)
       control.key          0600  the Ed25519 control key's seed (base64; pywg.mesh.auth)
       node.json            0600  the coordinator joined: URL, its public key, our name
+      roster.json          0600  the last roster it gave (used when it cannot be reached)
 
 Keys are created on first use and written atomically (`cli.write_secret_file`);
 a node that restarts keeps its keys, so it keeps its identity, its tunnel
@@ -18,7 +19,7 @@ import binascii
 import json
 import os
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from nacl.signing import SigningKey
 
@@ -28,6 +29,7 @@ from ..keys import PrivateKey
 WIREGUARD_KEY: Final = "wireguard.key"
 CONTROL_KEY: Final = "control.key"
 NODE_FILE: Final = "node.json"
+ROSTER_FILE: Final = "roster.json"
 
 
 class StateError(RuntimeError):
@@ -93,6 +95,20 @@ class NodeState:
         )
         write_secret_file(os.path.join(self.directory, NODE_FILE), text + "\n")
         self.joined = joined
+
+    def save_roster(self, roster: dict[str, Any]) -> None:
+        from ..cli import write_secret_file
+
+        write_secret_file(os.path.join(self.directory, ROSTER_FILE), json.dumps(roster) + "\n")
+
+    def load_roster(self) -> dict[str, Any] | None:
+        """The last roster saved, or None (none yet, or unreadable: it is only a cache)."""
+        try:
+            with open(os.path.join(self.directory, ROSTER_FILE), encoding="utf-8") as handle:
+                roster = json.load(handle)
+        except (OSError, ValueError):
+            return None
+        return roster if isinstance(roster, dict) and "peers" in roster else None
 
 
 def _read(path: str) -> str:
