@@ -522,6 +522,32 @@ def test_bind_flood_is_rate_limited(net: Net, tmp_path: Path) -> None:
 
 
 @needs_lab
+def test_bind_flood_does_not_keep_the_owner_from_refreshing(net: Net, tmp_path: Path) -> None:
+    relay4 = net.relay.addr4
+    a, b = Node(net.na, relay4), Node(net.nb, relay4)
+    clock = Clock()
+    running = Running(net.relay.host, tmp_path / "r.db", members_of(a, b), clock=clock)
+    try:
+        p_ab, _ = running.call(lambda: running.relay.ensure_pair(a.key, b.key))
+        a.bound(p_ab, T0 + 1)
+        forger = SigningKey.generate()
+        for i in range(2, 62):  # forged binds for a's port, from elsewhere, newer each
+            b.send(wire.bind_request(stun.new_transaction_id(), a.key, forger, p_ab, T0 + i), p_ab)
+        stats = running.wait_stats(binds_accepted=1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and stats["binds_limited"] < 30:
+            time.sleep(0.01)
+            stats = running.stats()
+        assert stats["binds_limited"] >= 30, stats  # the shared bucket is empty
+        a.bound(p_ab, T0 + 100)  # yet a's refresh from its bound address is taken
+        assert running.stats()["binds_accepted"] == 2
+    finally:
+        running.stop()
+        a.close()
+        b.close()
+
+
+@needs_lab
 def test_restart_restores_ports_and_bound_addresses(net: Net, tmp_path: Path) -> None:
     relay4 = net.relay.addr4
     db = tmp_path / "mesh.db"

@@ -39,8 +39,9 @@ mapping toward this port. Like a TURN allocation's five-tuple (RFC 8656,
 request; like a TURN permission it decides who may send: a datagram from
 anywhere but the bound address is dropped, so the relay is no open
 reflector. A refused bind gets no answer at all, and binds are rate-limited
-per port (a token bucket) before the Ed25519 check, so a flood of forged
-binds costs little CPU.
+per port (token buckets) before the Ed25519 check, so a flood of forged
+binds costs little CPU; binds from the port's bound address have a bucket
+of their own, so such a flood cannot keep the owner from refreshing.
 
 *What is forwarded.* Only datagrams shaped like WireGuard messages
 (whitepaper §5.4: type 1-4 and three zero bytes; 148, 92 and 64 bytes for
@@ -194,7 +195,8 @@ class _Port:
     send_to: Sockaddr | None = None  # `bound` as this socket's family wants it
     bound_time_ms: int = -1  # time of the last accepted bind (-1: none yet)
     twin: _Port | None = None
-    bucket: _TokenBucket = field(default_factory=_bucket)
+    bucket: _TokenBucket = field(default_factory=_bucket)  # binds from anywhere else
+    refresh: _TokenBucket = field(default_factory=_bucket)  # binds from the bound address
     packets: int = 0  # forwarded from sender to receiver since start
     octets: int = 0
 
@@ -523,7 +525,11 @@ class RelayServer:
         ):
             self._counters["binds_refused"] += 1
             return
-        if not port.bucket.take(time.monotonic()):
+        where = normalize_endpoint(source)
+        # the owner refreshing from where it is bound has a bucket of its own, so a flood
+        # of forged binds from elsewhere cannot starve it (only a roaming owner competes)
+        bucket = port.refresh if where == port.bound else port.bucket
+        if not bucket.take(time.monotonic()):
             self._counters["binds_limited"] += 1
             return
         try:
@@ -534,7 +540,6 @@ class RelayServer:
         if control is None or not bind.verify(port.number, control):
             self._counters["binds_refused"] += 1
             return
-        where = normalize_endpoint(source)
         moved = where != port.bound
         port.bound, port.send_to, port.bound_time_ms = where, self._sockaddr(where), bind.time_ms
         self._counters["binds_accepted"] += 1
