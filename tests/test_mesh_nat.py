@@ -202,7 +202,7 @@ def test_restarts_keep_state_and_bad_joins_are_refused(mesh: MeshLab) -> None:
     for bad in (spare, "x" * 32 + "." + spare.split(".")[1]):
         done = subprocess.run(
             mesh.hub.host.exec_argv(
-                sys.executable, "-m", "pywg", "join", mesh.url, "--token", bad,
+                sys.executable, "-m", "pywg", "join", mesh.url, f"--token={bad}",
                 "--interface", mesh.lab.ifname("x"), "--state", str(mesh.tmp / "intruder"),
             ),
             capture_output=True, text=True, timeout=60,

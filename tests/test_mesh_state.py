@@ -57,7 +57,7 @@ def test_join_record_and_roster_cache_round_trip(tmp_path: Path) -> None:
 def test_damaged_files_are_clear_errors(tmp_path: Path) -> None:
     NodeState.open(str(tmp_path / "n"))
     (tmp_path / "n" / "node.json").write_text('{"url": 1}')
-    with pytest.raises(StateError, match="node.json is damaged"):
+    with pytest.raises(StateError, match=r"node\.json is damaged"):
         NodeState.open(str(tmp_path / "n"))
     (tmp_path / "n" / "node.json").unlink()
     (tmp_path / "n" / "wireguard.key").write_text("not a key\n")

@@ -131,6 +131,7 @@ class StunMessage:
     kind: int  # BINDING_REQUEST, BINDING_SUCCESS, ...
     transaction_id: bytes
     attributes: dict[int, bytes]  # the first of each type (§14: later ones are ignored)
+    size: int = 0  # of the whole message, in bytes
 
 
 def parse_message(data: bytes) -> StunMessage:
@@ -152,7 +153,7 @@ def parse_message(data: bytes) -> StunMessage:
                 raise StunError("FINGERPRINT does not match")
         attributes.setdefault(attr, value)
         offset += 4 + length + (-length) % 4
-    return StunMessage(kind, bytes(data[8:20]), attributes)
+    return StunMessage(kind, bytes(data[8:20]), attributes, len(data))
 
 
 @dataclass(frozen=True, slots=True)

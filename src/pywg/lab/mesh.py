@@ -185,7 +185,7 @@ class MeshLab:
     def start(self, node: Node, token: str | None = None) -> None:
         log = open(node.log, "ab")  # noqa: SIM115 (closed in close())
         self._logs.append(log)
-        argv = list(node.args) + (["--token", token] if token else [])
+        argv = list(node.args) + ([f"--token={token}"] if token else [])
         node.proc = node.host.popen(*argv, stdout=log, stderr=log)
 
     def stop(self, node: Node) -> None:

@@ -501,7 +501,7 @@ class MeshNode:
         def answer(message: stun.StunMessage, source: Endpoint) -> bytes | None:
             if wire.probe_target(message) != own:
                 return None
-            return wire.probe_answer(message.transaction_id, source, own)
+            return wire.probe_answer(message, source, own)
 
         return answer
 

@@ -140,7 +140,9 @@ def fingerprint(public_key: bytes) -> str:
 
 def new_token(coordinator_key: bytes) -> tuple[str, str]:
     """A fresh join token and the hash to store for it."""
-    secret = secrets.token_urlsafe(24)  # 32 characters, 192 bits
+    secret = "-"
+    while secret.startswith("-"):  # `--token -x...` would read as an option
+        secret = secrets.token_urlsafe(24)  # 32 characters, 192 bits
     return f"{secret}.{fingerprint(coordinator_key)}", token_hash(secret)
 
 

@@ -13,6 +13,8 @@ server that does not know them ignores them):
   In a *bind* it names the node binding.
 - PYWG-TIME (0xC0A2, 8 bytes): milliseconds since the Unix epoch, big-endian;
   a relay takes a bind only if it is fresh and newer than the last one.
+- PYWG-PADDING (0xC0A4): zeros that make a probe as long as its answer, so
+  a node never sends more than it was sent.
 - PYWG-SIGNATURE (0xC0A3, 64 bytes): Ed25519 (RFC 8032) over BIND_CONTEXT,
   the relay port (2 bytes), the transaction ID, the key and the time, made
   with the node's control key (`pywg.mesh.auth`), whose public half the
@@ -37,6 +39,8 @@ from .. import stun
 ATTR_KEY: Final = 0xC0A1
 ATTR_TIME: Final = 0xC0A2
 ATTR_SIGNATURE: Final = 0xC0A3
+ATTR_PADDING: Final = 0xC0A4
+PROBE_PADDING: Final = 24  # a probe is as long as its answer over IPv6 (no amplification)
 BIND_CONTEXT: Final = b"pywg relay bind v1\0"
 KEY_SIZE: Final = 32
 SIGNATURE_SIZE: Final = 64
@@ -98,8 +102,10 @@ def parse_bind(message: stun.StunMessage) -> Bind | None:
 
 
 def probe_request(transaction_id: bytes, target_key: bytes) -> bytes:
-    """A probe for the node whose WireGuard public key is `target_key`."""
-    return stun.binding_request(transaction_id, [(ATTR_KEY, target_key)])
+    """A probe for the node whose WireGuard public key is `target_key`, padded to the
+    size of its answer (an IPv6 XOR-MAPPED-ADDRESS), so answering amplifies nothing."""
+    padding = (ATTR_PADDING, bytes(PROBE_PADDING))
+    return stun.binding_request(transaction_id, [(ATTR_KEY, target_key), padding])
 
 
 def probe_target(message: stun.StunMessage) -> bytes | None:
@@ -110,9 +116,11 @@ def probe_target(message: stun.StunMessage) -> bytes | None:
     return key if key is not None and len(key) == KEY_SIZE else None
 
 
-def probe_answer(transaction_id: bytes, source: stun.Address, own_key: bytes) -> bytes:
-    """The answer to a probe: where it came from, and who answers."""
-    return stun.binding_success(transaction_id, source, [(ATTR_KEY, own_key)])
+def probe_answer(request: stun.StunMessage, source: stun.Address, own_key: bytes) -> bytes | None:
+    """The answer to a probe: where it came from, and who answers; None if it would be
+    longer than the probe (no amplification towards a spoofed source)."""
+    answer = stun.binding_success(request.transaction_id, source, [(ATTR_KEY, own_key)])
+    return answer if len(answer) <= request.size else None
 
 
 def answered_by(response: stun.BindingResponse) -> bytes | None:

@@ -1,0 +1,86 @@
+"""pywg.mesh.wire (relay binds and probes, as STUN with pywg attributes), and join tokens."""
+
+from __future__ import annotations
+
+import pytest
+from nacl.signing import SigningKey
+
+from pywg import stun
+from pywg.keys import PrivateKey
+from pywg.mesh import wire
+from pywg.messages import message_type
+
+KEY = bytes(PrivateKey.generate().public_key)
+OTHER = bytes(PrivateKey.generate().public_key)
+T = 1_800_000_000_000
+
+
+def test_bind_round_trip_and_what_its_signature_covers() -> None:
+    control = SigningKey.generate()
+    tid = stun.new_transaction_id()
+    data = wire.bind_request(tid, KEY, control, 40001, T)
+    assert stun.is_stun(data) and message_type(data) == 0  # never taken for WireGuard
+    bind = wire.parse_bind(stun.parse_message(data))
+    assert bind is not None
+    assert (bind.transaction_id, bind.node_key, bind.time_ms) == (tid, KEY, T)
+    verify = bytes(control.verify_key)
+    assert bind.verify(40001, verify)
+    assert not bind.verify(40002, verify)  # another port
+    assert not bind.verify(40001, bytes(SigningKey.generate().verify_key))  # another key
+    for field, value in (("time_ms", T + 1), ("node_key", OTHER), ("transaction_id", bytes(12))):
+        forged = wire.Bind(**{**_fields(bind), field: value})
+        assert not forged.verify(40001, verify), field
+
+
+def _fields(bind: wire.Bind) -> dict[str, object]:
+    return {f: getattr(bind, f) for f in ("transaction_id", "node_key", "time_ms", "signature")}
+
+
+def test_plain_stun_and_probes_are_not_binds() -> None:
+    tid = stun.new_transaction_id()
+    assert wire.parse_bind(stun.parse_message(stun.binding_request(tid))) is None
+    assert wire.parse_bind(stun.parse_message(wire.probe_request(tid, KEY))) is None
+
+
+def test_bind_with_a_short_key_is_refused_when_made() -> None:
+    with pytest.raises(ValueError):
+        wire.bind_request(stun.new_transaction_id(), KEY[:31], SigningKey.generate(), 1, T)
+
+
+@pytest.mark.parametrize("source", [("198.18.0.9", 51820), ("fd18::9", 51820)])
+def test_probe_answer_names_the_answerer_and_amplifies_nothing(source: tuple[str, int]) -> None:
+    tid = stun.new_transaction_id()
+    probe = wire.probe_request(tid, KEY)
+    message = stun.parse_message(probe)
+    assert wire.probe_target(message) == KEY
+    answer = wire.probe_answer(message, source, KEY)
+    assert answer is not None and len(answer) <= len(probe)
+    response = stun.parse_binding_response(answer)
+    assert response.transaction_id == tid and response.mapped == source
+    assert wire.answered_by(response) == KEY
+
+
+def test_an_unpadded_probe_gets_no_answer() -> None:
+    tid = stun.new_transaction_id()
+    bare = stun.parse_message(stun.binding_request(tid, [(wire.ATTR_KEY, KEY)]))
+    assert wire.probe_target(bare) == KEY
+    assert wire.probe_answer(bare, ("198.18.0.9", 1), KEY) is None
+
+
+def test_binds_are_not_probes_and_plain_answers_name_nobody() -> None:
+    data = wire.bind_request(stun.new_transaction_id(), KEY, SigningKey.generate(), 1, T)
+    assert wire.probe_target(stun.parse_message(data)) is None
+    tid = stun.new_transaction_id()
+    plain = stun.parse_binding_response(stun.binding_success(tid, ("198.18.0.1", 9)))
+    assert wire.answered_by(plain) is None
+
+
+def test_join_tokens_never_read_as_an_option() -> None:
+    from pywg.mesh import auth
+
+    key = bytes(SigningKey.generate().verify_key)
+    for _ in range(500):  # a leading "-" would come up about 8 times in 500 without the rule
+        token, digest = auth.new_token(key)
+        assert not token.startswith("-")
+        secret, fingerprint = auth.parse_token(token)
+        assert auth.token_hash(secret) == digest and fingerprint == auth.fingerprint(key)
