@@ -172,6 +172,11 @@ def test_four_node_mesh_with_a_subnet_router(mesh: MeshLab) -> None:
     assert d.host.ping(lan_host, count=1, timeout=5)
     assert lan_prefix in a.host.ip("route", "show", "dev", a.ifname)
     assert lan_prefix not in d.host.ip("route", "show", "dev", d.ifname)
+    # the subnet router's masquerade goes with it
+    assert "pywg_mesh_" in d.host.run("nft", "list", "tables").stdout
+    mesh.stop(d)
+    assert "pywg_mesh_" not in d.host.run("nft", "list", "tables").stdout
+    assert d.ifname not in d.host.ip("link", "show")
 
 
 def test_restarts_keep_state_and_bad_joins_are_refused(mesh: MeshLab) -> None:

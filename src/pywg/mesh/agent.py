@@ -505,29 +505,6 @@ class MeshNode:
 
         return answer
 
-    # ------------------------------------------------------------------ observation
-    def status(self) -> dict[str, Any]:
-        """What the node knows now, for `pywg join --status`-like output and tests."""
-        now = asyncio.get_running_loop().time()
-        return {
-            "public_endpoint": format_endpoint(self.public_endpoint)
-            if self.public_endpoint
-            else None,
-            "peers": {
-                p.name: {
-                    "path": "direct"
-                    if p.selector.direct(now) is not None and p.applied == p.selector.direct(now)
-                    else "relay"
-                    if p.applied is not None and p.applied == p.relay
-                    else "unknown",
-                    "endpoint": format_endpoint(p.applied) if p.applied else None,
-                    "relay_bound": p.bound,
-                }
-                for p in self.peers.values()
-            },
-            "routes": sorted(self.routes),
-        }
-
 
 # ---------------------------------------------------------------------- helpers
 def _time_ms() -> int:
