@@ -1,6 +1,6 @@
 """The mesh end to end (issue 7): how fast `pywg join` nodes find each other, and what they carry.
 
-    sudo python3 benches/mesh.py [--runs N] [--seconds 5] [--json]
+    sudo python3 benches/mesh.py [--runs N] [--json] [--seconds 5] [--only SCENARIO]
 
 Every scenario builds its own lab (`pywg.lab.mesh.MeshLab`): an internet of
 network namespaces, `pywg coordinator serve` (coordinator and relay) on a
@@ -26,7 +26,10 @@ also on failure or Ctrl-C / SIGTERM.
    them. Seconds to the first ping, TCP throughput each way and ping round
    trip through the relay, and the relay's CPU use during the transfers:
    utime + stime of the coordinator process (the relay runs in it) from
-   /proc/PID/stat, as a share of one core over the transfers' wall time.
+   /proc/PID/stat, as a share of one core over the transfers' wall time, and
+   the UDP datagrams dropped for want of socket buffer (RcvbufErrors and
+   SndbufErrors of /proc/net/snmp and snmp6, per namespace) at the relay and
+   at the nodes during the transfers.
 3. NAT reboot: a behind an endpoint-independent NAT with a port window
    (20000-20999), b behind a plain one. Once the direct path is up, a's
    NAT reboots (`Nat.reboot`: conntrack flushed, the next port window);
@@ -34,9 +37,12 @@ also on failure or Ctrl-C / SIGTERM.
    moves to the relay (if it does), and until it is direct again, at a's
    new mapping.
 
-Medians over `--runs` (default 1). Every wait has a deadline: a time that
+Medians over `--runs` (default 1); `--only` picks scenarios (direct,
+relayed, nat-reboot). Endpoint reports the coordinator refused ("cannot
+report endpoints" in a node's log) are counted and noted under the table:
+they delay the direct path. Every wait has a deadline: a time that
 did not come within it is shown as "-" (JSON null). The default run takes
-about 2-3 minutes. Needs root, iproute2, nftables, wg (wireguard-tools),
+about 1.5-2 minutes. Needs root, iproute2, nftables, wg (wireguard-tools),
 ping; iperf3 if present. Both nodes, the relay and the traffic generators
 share this machine's CPUs: the figures are for this lab, not for a network.
 """
@@ -65,7 +71,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pywg.lab import Lab, LabError, require_root, tcp_transfer
+from pywg.lab import Host, Lab, LabError, require_root, tcp_transfer
 from pywg.lab.capture import UdpCapture
 from pywg.lab.mesh import MeshLab, Node, dump
 
@@ -95,6 +101,7 @@ class DirectRun:
     retransmits: int | None  # both directions (iperf3)
     ping_ms: float | None
     relayed_transport: int  # WireGuard type-4 datagrams on the relay's link (expected 0)
+    refused_reports: int  # "cannot report endpoints" in the nodes' logs
 
 
 @dataclass
@@ -106,7 +113,10 @@ class RelayedRun:
     ping_ms: float | None
     relay_cpu_s: float  # coordinator process utime + stime during both transfers
     relay_cpu_pct: float  # ... as a share of one core over the transfers' wall time
+    relay_udp_drops: int  # UDP buffer errors in the relay's namespace during the transfers
+    node_udp_drops: int  # ... in the two nodes' namespaces
     via_relay: bool  # both endpoints were the relay's before and after the transfers
+    refused_reports: int
 
 
 @dataclass
@@ -117,6 +127,7 @@ class RebootRun:
     endpoint_before: str
     endpoint_after: str
     path: list[str]  # b's endpoints for a after the reboot: "+SECONDS ENDPOINT"
+    refused_reports: int
 
 
 # ---------------------------------------------------------------- waiting
@@ -248,6 +259,27 @@ def ping_ms(src: Node, dst: Node) -> float | None:
     return float(match.group(1)) if match else None
 
 
+def udp_drops(*hosts: Host) -> int:
+    """UDP datagrams dropped for want of socket buffer (RcvbufErrors + SndbufErrors, IPv4
+    and IPv6) in the hosts' namespaces so far: /proc/net/snmp and snmp6 are per namespace."""
+    total = 0
+    for host in hosts:
+        out = host.run("cat", "/proc/net/snmp", "/proc/net/snmp6").stdout
+        udp = [line.split()[1:] for line in out.splitlines() if line.startswith("Udp:")]
+        if len(udp) >= 2:
+            counters = dict(zip(udp[0], udp[1], strict=False))
+            total += sum(int(counters.get(k, 0)) for k in ("RcvbufErrors", "SndbufErrors"))
+        for words in (line.split() for line in out.splitlines()):
+            if len(words) == 2 and words[0] in ("Udp6RcvbufErrors", "Udp6SndbufErrors"):
+                total += int(words[1])
+    return total
+
+
+def refused_reports(*nodes: Node) -> int:
+    """Endpoint reports the coordinator refused, as the nodes logged them."""
+    return sum(node.log_text().count("cannot report endpoints") for node in nodes)
+
+
 def start_pair(mesh: MeshLab, a_site: Any, b_site: Any) -> tuple[Node, Node, float]:
     """Start `pywg join` for a and b (tokens made first); the monotonic time they started."""
     tokens = mesh.token(), mesh.token()
@@ -306,6 +338,7 @@ def direct_pair(mesh: MeshLab, seconds: int) -> DirectRun:
         retransmits=_sum(forward.retransmits, reverse.retransmits),
         ping_ms=rtt,
         relayed_transport=relayed,
+        refused_reports=refused_reports(a, b),
     )
 
 
@@ -328,8 +361,11 @@ def relayed_pair(mesh: MeshLab, seconds: int) -> RelayedRun:
         )
     assert mesh.coordinator is not None
     pid = mesh.coordinator.pid  # `ip netns exec` execs the coordinator: this is its process
+    drops = udp_drops(mesh.hub.host), udp_drops(a.host, b.host)
     forward = tcp(a, b, seconds, cpu_pid=pid)
     reverse = tcp(b, a, seconds, cpu_pid=pid)
+    relay_drops = udp_drops(mesh.hub.host) - drops[0]
+    node_drops = udp_drops(a.host, b.host) - drops[1]
     rtt = ping_ms(a, b)
     via_relay = all(
         endpoint_host(view.endpoint()) == relay for view in (a_view, b_view)
@@ -345,7 +381,10 @@ def relayed_pair(mesh: MeshLab, seconds: int) -> RelayedRun:
         ping_ms=rtt,
         relay_cpu_s=cpu_s,
         relay_cpu_pct=100 * cpu_s / wall if wall > 0 else math.nan,
+        relay_udp_drops=relay_drops,
+        node_udp_drops=node_drops,
         via_relay=via_relay,
+        refused_reports=refused_reports(a, b),
     )
 
 
@@ -393,6 +432,7 @@ def nat_reboot(mesh: MeshLab, seconds: int) -> RebootRun:
         endpoint_before=before,
         endpoint_after=b_view.endpoint(),
         path=path,
+        refused_reports=refused_reports(a, b),
     )
 
 
@@ -426,6 +466,8 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("relayed", "ping_ms", f"ping RTT, average of {PING_COUNT} (ms)", ".3f"),
     ("relayed", "relay_cpu_s", "relay process CPU during the transfers (s)", ".2f"),
     ("relayed", "relay_cpu_pct", "... as % of one core", ".0f"),
+    ("relayed", "relay_udp_drops", "UDP buffer drops in the relay's namespace", "d"),
+    ("relayed", "node_udp_drops", "UDP buffer drops in the nodes' namespaces", "d"),
     ("nat-reboot", "reachable_s", "ping b->a gets through again after (s)", ".2f"),
     ("nat-reboot", "relay_s", "b's endpoint for a on the relay after (s)", ".2f"),
     ("nat-reboot", "direct_s", "b's endpoint for a direct, new mapping (s)", ".2f"),
@@ -519,6 +561,13 @@ def print_table(
     for i, run in enumerate(results["relayed"], 1):
         if "via_relay" in run and not run["via_relay"]:
             print(f"note: relayed run {i}: an endpoint was not the relay's after the transfers")
+    for name in wanted:
+        for i, run in enumerate(results[name], 1):
+            if run.get("refused_reports"):
+                print(
+                    f"note: {name} run {i}: the coordinator refused {run['refused_reports']}"
+                    ' endpoint report(s) ("cannot report endpoints" in the node logs)'
+                )
     for i, run in enumerate(results["nat-reboot"], 1):
         if "path" in run:
             print(
