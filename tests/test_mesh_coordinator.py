@@ -612,9 +612,15 @@ def test_forged_updates_are_refused(host: Host, tmp_path: Any) -> None:
             answer, _ = await raw_request(url, "POST", "/v1/update", genuine, authorization=header)
             assert answer.status == 200
             header2, _ = auth.sign_request(
-                a.control, a.public_b64, "POST", "/v1/update", forged, now_ms() + 4000
+                a.control,
+                a.public_b64,
+                "POST",
+                "/v1/update",
+                forged,
+                now_ms() + 5000 - auth.REORDER_MS - 1000,
             )
-            # the same request again; an older request (signed before it)
+            # the same request again; a request signed long before it (a request
+            # overtaken by at most REORDER_MS is taken: test_mesh_wire's ReplayGuard tests)
             for replay, body in ((header, genuine), (header2, forged)):
                 answer, _ = await raw_request(url, "POST", "/v1/update", body, authorization=replay)
                 assert answer.status == 401
@@ -717,6 +723,8 @@ def test_restart_keeps_the_mesh(host: Host, tmp_path: Any) -> None:
             old, _ = auth.sign_request(
                 b.control, b.public_b64, "POST", "/v1/update", body, now_ms()
             )
+            answer, _ = await raw_request(url, "POST", "/v1/update", body, authorization=old)
+            assert answer.status == 200
             await coord.close()
             key = coord.public_key
 
@@ -729,7 +737,7 @@ def test_restart_keeps_the_mesh(host: Host, tmp_path: Any) -> None:
             assert peers_by_name(roster)["b"]["addresses"] == ["198.19.5.2", "fd19:5::2"]
             roster = await b.client.roster(0, 0)
             assert peers_by_name(roster)["a"]["endpoints"] == ["203.0.113.7:51820"]
-            # the last request times survived: an old request is still a replay
+            # the last request times survived: a request taken before the restart is a replay
             answer, _ = await raw_request(url, "POST", "/v1/update", body, authorization=old)
             assert answer.status == 401
             # tokens survived: the single-use one works once

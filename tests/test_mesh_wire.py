@@ -84,3 +84,41 @@ def test_join_tokens_never_read_as_an_option() -> None:
         assert not token.startswith("-")
         secret, fingerprint = auth.parse_token(token)
         assert auth.token_hash(secret) == digest and fingerprint == auth.fingerprint(key)
+
+
+def _request(control: SigningKey, time_ms: int, body: bytes = b"{}") -> object:
+    from pywg.mesh import auth
+
+    header, _ = auth.sign_request(control, "n" * 43 + "=", "POST", "/v1/update", body, time_ms)
+    return auth.parse_authorization(header)
+
+
+def test_replay_guard_takes_reordered_requests_and_refuses_replays() -> None:
+    from pywg.mesh import auth
+
+    control = SigningKey.generate()
+    guard = auth.ReplayGuard()
+    now = T
+    first, second = _request(control, now - 200), _request(control, now - 100)
+    assert guard.accept(1, second, now, None)  # the later one overtook the earlier one
+    assert guard.accept(1, first, now, None)
+    assert not guard.accept(1, first, now, None)  # the same request again
+    assert not guard.accept(1, second, now + 1000, None)
+    # far older than the newest: refused even though never seen
+    assert not guard.accept(1, _request(control, now - auth.REORDER_MS - 101), now, None)
+    # outside the clock skew either way
+    assert not guard.accept(1, _request(control, now + auth.MAX_SKEW_MS + 1), now, None)
+    # other nodes have records of their own
+    assert guard.accept(2, first, now, None)
+
+
+def test_replay_guard_after_a_restart_takes_nothing_older_than_the_record() -> None:
+    from pywg.mesh import auth
+
+    control = SigningKey.generate()
+    guard = auth.ReplayGuard()  # a new coordinator process
+    assert not guard.accept(1, _request(control, T - 10), T, T - 5)
+    assert not guard.accept(1, _request(control, T - 5), T, T - 5)
+    assert guard.accept(1, _request(control, T - 4), T, T - 5)
+    guard.forget(1)
+    assert guard.accept(1, _request(control, T - 3), T, None)

@@ -9,6 +9,7 @@ used by wg-quick's policy routing to keep tunnel packets out of the tunnel.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import socket
@@ -107,12 +108,18 @@ def _bind(port: int) -> socket.socket:
             sock.close()
             raise
     sock.setblocking(False)
+    set_buffers(sock)
+    return sock
+
+
+def set_buffers(sock: socket.socket, size: int = BUFFER_BYTES) -> None:
+    """Receive and send buffers of `size` bytes (beyond rmem_max/wmem_max as root)."""
     for option, force in (
         (socket.SO_RCVBUF, 33),  # SO_RCVBUFFORCE: beyond rmem_max, as root
         (socket.SO_SNDBUF, 32),  # SO_SNDBUFFORCE
     ):
         try:
-            sock.setsockopt(socket.SOL_SOCKET, force, BUFFER_BYTES)
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
         except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, option, BUFFER_BYTES)
-    return sock
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, size)

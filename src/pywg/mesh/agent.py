@@ -59,6 +59,8 @@ BIND_RETRY: Final = 2.0
 PROBE_TIMEOUT: Final = 1.0
 ROSTER_WAIT: Final = 30.0
 KEEPALIVE: Final = 25
+KEEPALIVE_WAIT: Final = 3.0
+REPORT_RETRY: Final = 2.0
 MAX_ENDPOINTS: Final = 8
 
 log = logging.getLogger("pywg.mesh")
@@ -92,6 +94,8 @@ class _Peer:
     next_bind: float = 0.0
     bound: bool = False
     allowed: tuple[str, ...] = ()
+    added: float = 0.0
+    keepalive: bool = False  # persistent keepalive on (from the first usable path)
 
 
 def parse_endpoint(text: str) -> Endpoint:
@@ -345,7 +349,10 @@ class MeshNode:
             routes.update(str(r) for r in entry.get("routes") or [])
             choice = peer.selector.choice(now)
             if key not in tunnel.device.peers:
-                tunnel.add_peer(key, allowed, choice, persistent_keepalive=KEEPALIVE)
+                # without keepalive yet: its first one would start a handshake at once,
+                # lost if the relay port is not bound yet (the retry comes 5 s later)
+                tunnel.add_peer(key, allowed, choice)
+                peer.added, peer.keepalive = now, False
                 log.info("peer %s (%s) added", peer.name, b64[:8])
             elif allowed != peer.allowed:
                 tunnel.update_peer(key, allowed_ips=allowed, replace_allowed_ips=True)
@@ -369,12 +376,14 @@ class MeshNode:
     # ------------------------------------------------------------------ endpoints
     async def _endpoint_loop(self, client: CoordinatorClient) -> None:
         while True:
-            await self._report_endpoints(client)
+            reported = await self._report_endpoints(client)
             self._rediscover.clear()
+            wait = ENDPOINT_INTERVAL if reported else REPORT_RETRY
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rediscover.wait(), ENDPOINT_INTERVAL)
+                await asyncio.wait_for(self._rediscover.wait(), wait)
 
-    async def _report_endpoints(self, client: CoordinatorClient) -> None:
+    async def _report_endpoints(self, client: CoordinatorClient) -> bool:
+        """Discover and report this node's endpoints; False if the report did not go through."""
         tunnel = self.tunnel
         assert tunnel is not None
         endpoints: list[str] = []
@@ -391,14 +400,15 @@ class MeshNode:
                 endpoints.append(text)
         endpoints = endpoints[:MAX_ENDPOINTS]
         if endpoints == self.reported:
-            return
+            return True
         try:
             await client.update(endpoints, list(self.options.advertise_routes))
         except CoordinatorError as exc:
-            log.warning("cannot report endpoints: %s", exc)
-            return
+            log.warning("cannot report endpoints: %s; again in %.0f s", exc, REPORT_RETRY)
+            return False
         self.reported = endpoints
         log.info("endpoints reported: %s", ", ".join(endpoints) or "none")
+        return True
 
     # ------------------------------------------------------------------ paths
     async def _path_loop(self) -> None:
@@ -416,6 +426,8 @@ class MeshNode:
                 self._steer(peer, now)
                 if had and peer.selector.direct(now) is None:
                     lost_any = True
+                    peer.next_bind = now  # our mapping may have changed: bind again now
+                self._start_keepalive(peer, now)
             if lost_any:
                 self._rediscover.set()  # our own mapping may be what changed
             await asyncio.sleep(PATH_TICK)
@@ -443,6 +455,16 @@ class MeshNode:
         log.info("peer %s: %s %s", peer.name, how, format_endpoint(choice))
         self.tunnel.update_peer(peer.key, endpoint=choice)
         peer.applied = choice
+
+    def _start_keepalive(self, peer: _Peer, now: float) -> None:
+        """Persistent keepalive on once a path is usable (its first keepalive starts the
+        handshake there), or after KEEPALIVE_WAIT seconds whatever happens."""
+        if peer.keepalive or self.tunnel is None or peer.key not in self.tunnel.device.peers:
+            return
+        usable = peer.bound or peer.selector.direct(now) is not None
+        if usable or now - peer.added >= KEEPALIVE_WAIT:
+            self.tunnel.update_peer(peer.key, persistent_keepalive=KEEPALIVE)
+            peer.keepalive = True
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -9,8 +9,10 @@ A request (`sign_request`) carries ``Authorization: PYWG-Ed25519 node="<WG
 public key, base64>", time="<ms since epoch>", sig="<base64>"``, a signature
 over the method, the path with its query, the time and the SHA-256 of the
 body. The coordinator takes it only from a member, with a valid signature,
-a time within MAX_SKEW_MS of its own clock and newer than the node's last
-request (a replayed or reordered request is refused).
+a time within MAX_SKEW_MS of its own clock, never seen before, and not more
+than REORDER_MS older than the newest request of that node (`ReplayGuard`:
+a node's long poll and its updates may overtake each other on the way, a
+replay may not).
 
 The coordinator signs every answer (``X-Pywg-Signature``) over the request's
 own signature and the answer's body, with its own Ed25519 key, so a node
@@ -40,6 +42,8 @@ from nacl.signing import SigningKey, VerifyKey
 SCHEME: Final = "PYWG-Ed25519"
 SIGNATURE_HEADER: Final = "X-Pywg-Signature"
 MAX_SKEW_MS: Final = 300_000
+REORDER_MS: Final = 60_000
+MAX_SEEN: Final = 4096  # signatures remembered per node (within REORDER_MS)
 REQUEST_CONTEXT: Final = b"pywg coordinator request v1\0"
 RESPONSE_CONTEXT: Final = b"pywg coordinator response v1\0"
 _AUTH_RE = re.compile(
@@ -160,3 +164,43 @@ def parse_token(token: str) -> tuple[str, str]:
 
 def same_hash(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+class ReplayGuard:
+    """Refuses replayed requests, while letting a node's concurrent requests arrive in any order.
+
+    Per node: a request must be within MAX_SKEW_MS of now, newer than the node's
+    *floor*, and its signature not seen before. The floor is the newest time
+    accepted before this guard started (`persisted`, the store's record: so
+    nothing signed before a restart is taken after it), and otherwise
+    REORDER_MS before the newest request seen. Signatures are remembered for as
+    long as they are above the floor (at most MAX_SEEN per node).
+    """
+
+    def __init__(self) -> None:
+        self._floor: dict[int, int] = {}
+        self._newest: dict[int, int] = {}
+        self._seen: dict[int, dict[bytes, int]] = {}
+
+    def accept(self, node: int, request: RequestAuth, now_ms: int, persisted: int | None) -> bool:
+        if abs(request.time_ms - now_ms) > MAX_SKEW_MS:
+            return False
+        if node not in self._floor:
+            start = persisted if persisted is not None else -1
+            self._floor[node] = self._newest[node] = start
+        seen = self._seen.setdefault(node, {})
+        if request.time_ms <= self._floor[node] or request.signature in seen:
+            return False
+        if len(seen) >= MAX_SEEN:
+            return False  # a member sending thousands a minute: refused until it slows down
+        seen[request.signature] = request.time_ms
+        newest = self._newest[node] = max(self._newest[node], request.time_ms)
+        floor = self._floor[node] = max(self._floor[node], newest - REORDER_MS)
+        for signature in [s for s, t in seen.items() if t <= floor]:
+            del seen[signature]
+        return True
+
+    def forget(self, node: int) -> None:
+        """A node left: its record goes (a node that joins again starts from the store)."""
+        for table in (self._floor, self._newest, self._seen):
+            table.pop(node, None)

@@ -214,6 +214,7 @@ class Coordinator:
         self.auto_approve_routes = auto_approve_routes
         self.clock_ms = clock_ms
         self.poll_interval = poll_interval
+        self._replay = auth.ReplayGuard()
         self.app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
         self.app.router.add_post("/v1/join", self._join)
         self.app.router.add_get("/v1/roster", self._roster)
@@ -353,6 +354,7 @@ class Coordinator:
 
     def remove(self, name: str) -> Node:
         node = self.store.remove(name)
+        self._replay.forget(node.id)
         self._changed_here()
         return node
 
@@ -478,10 +480,9 @@ class Coordinator:
             raise ApiError(401, "not a member of this mesh")
         if not request_auth.verify(node.control_key, request.method, request.raw_path, body):
             raise ApiError(401, "bad signature")
-        if not request_auth.fresh(self.clock_ms(), node.last_ms):
+        if not self._replay.accept(node.id, request_auth, self.clock_ms(), node.last_ms):
             raise ApiError(401, "stale or replayed request (check the clock)")
-        if not self.store.accept_request(node.id, request_auth.time_ms):
-            raise ApiError(401, "stale or replayed request")
+        self.store.accept_request(node.id, request_auth.time_ms)  # the newest, kept on disk
         return node, body
 
     async def _health(self, request: web.Request) -> web.Response:

@@ -40,8 +40,8 @@ from ..peer import Endpoint
 PROBE_FAST: Final = 1.0
 FAST_PERIOD: Final = 15.0
 PROBE_SLOW: Final = 10.0
-KEEPALIVE: Final = 4.0
-DIRECT_TIMEOUT: Final = 13.0
+KEEPALIVE: Final = 2.5
+DIRECT_TIMEOUT: Final = 8.0
 SWITCH_FACTOR: Final = 2.0
 
 

@@ -82,6 +82,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from .. import stun
+from ..asyncio.udp import set_buffers
 from ..constants import (
     COOKIE_REPLY_SIZE,
     INITIATION_SIZE,
@@ -388,6 +389,7 @@ class RelayServer:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.setblocking(False)
+            set_buffers(sock)  # bursts of a TCP flow overflowed the default (benches/mesh.py)
             sock.bind((self._host, number))
         except BaseException:
             sock.close()

@@ -603,8 +603,9 @@ class Store:
         return bytes(row[0]) if row is not None else None
 
     def accept_request(self, node_id: int, time_ms: int) -> bool:
-        """Record a request's time as the node's last, only if it is newer (False: it is not,
-        a replay or a reordered request, or the node is gone)."""
+        """Record a request's time as the node's newest, if it is newer (False: it is not,
+        or the node is gone). Replays are `auth.ReplayGuard`'s to refuse; this record is its
+        floor after a restart."""
         with self._write() as db:
             cursor = db.execute(
                 "UPDATE nodes SET last_ms = ? WHERE id = ? AND (last_ms IS NULL OR last_ms < ?)",
