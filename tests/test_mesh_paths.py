@@ -121,3 +121,23 @@ def test_a_path_about_as_fast_as_the_current_one_does_not_take_over() -> None:
     for t in range(1, 6):  # much faster, consistently: B takes over
         sel.answered(B, float(t), t + 0.001)
     assert sel.choice(6.0) == B
+
+
+def test_reflexive_candidates_are_probed_kept_and_bounded() -> None:
+    sel = PathSelector()
+    sel.set_paths([A], RELAY, 0.0)
+    probes_over(sel, 0.0, 100.0)  # slow probing by now
+    roamed = ("198.18.7.7", 40000)
+    assert sel.add_reflexive(roamed, 100.0)
+    assert not sel.add_reflexive(roamed, 100.0)  # known already
+    assert roamed in sel.probes_due(100.0)  # at once, and fast again
+    assert not sel.answers(roamed, 100.5)
+    sel.answered(roamed, 100.0, 100.01)
+    assert sel.answers(roamed, 100.5) and sel.choice(100.5) == roamed
+    sel.set_paths([A, B], RELAY, 101.0)  # a new roster keeps it
+    assert sel.choice(101.0) == roamed
+    for port in (1, 2, 3):
+        sel.add_reflexive(("198.18.7.7", port), 102.0)
+    reflexive = [c.endpoint for c in sel.candidates if c.reflexive]
+    assert reflexive == [("198.18.7.7", 2), ("198.18.7.7", 3)]
+    assert sel.answers(roamed, 102.0) is False  # the oldest went

@@ -49,7 +49,7 @@ from ..keys import PublicKey
 from ..peer import Endpoint
 from . import wire
 from .client import CoordinatorClient, CoordinatorError
-from .paths import PathSelector
+from .paths import DIRECT_TIMEOUT, PathSelector
 from .state import Joined, NodeState
 
 ENDPOINT_INTERVAL: Final = 20.0
@@ -95,6 +95,8 @@ class _Peer:
     bound: bool = False
     allowed: tuple[str, ...] = ()
     added: float = 0.0
+    roamed_to: Endpoint | None = None  # where WireGuard last roamed without us
+    roamed_at: float = 0.0
     keepalive: bool = False  # persistent keepalive on (from the first usable path)
 
 
@@ -445,15 +447,37 @@ class MeshNode:
                 await asyncio.sleep(1.0)
 
     def _steer(self, peer: _Peer, now: float) -> None:
+        """Point WireGuard at the selector's choice, minding where WireGuard roamed itself.
+
+        WireGuard moves a peer's endpoint to wherever its authenticated packets
+        come from (whitepaper §2.1, roaming). Such an address is kept while it
+        answers probes, or for DIRECT_TIMEOUT after it appeared (it is probed
+        as a peer-reflexive candidate meanwhile, as ICE does, RFC 8445 §7.2.5.3.1);
+        an address that does not answer in that time is left for the choice. So
+        a path that died under WireGuard (the peer's NAT rebooted) is left too.
+        """
+        tunnel = self.tunnel
+        if tunnel is None or peer.key not in tunnel.device.peers:
+            return
         choice = peer.selector.choice(now)
-        if choice is None or choice == peer.applied or self.tunnel is None:
+        if choice is None:
             return
-        if peer.key not in self.tunnel.device.peers:
+        current = tunnel.device.peers[peer.key].endpoint
+        if current == choice:
+            peer.applied = choice
             return
+        if current is not None and peer.selector.answers(current, now):
+            return  # a direct path that answers: as good as the choice
+        if current is not None and current not in (peer.applied, peer.relay):
+            if current != peer.roamed_to:  # WireGuard just roamed there
+                peer.roamed_to, peer.roamed_at = current, now
+                peer.selector.add_reflexive(current, now)  # probed (if not a candidate yet)
+            if now - peer.roamed_at < DIRECT_TIMEOUT:
+                return
         direct = peer.selector.direct(now)
         how = "direct" if choice == direct else "relay" if choice == peer.relay else "guess"
         log.info("peer %s: %s %s", peer.name, how, format_endpoint(choice))
-        self.tunnel.update_peer(peer.key, endpoint=choice)
+        tunnel.update_peer(peer.key, endpoint=choice)
         peer.applied = choice
 
     def _start_keepalive(self, peer: _Peer, now: float) -> None:

@@ -22,6 +22,10 @@ peer; `PathSelector` decides which one, sans-IO (every call takes `now`):
 - Choice (`choice`): the candidate that answered last within DIRECT_TIMEOUT
   with the lowest round trip; else the relay; else the first candidate (no
   relay: WireGuard may still get through on its own).
+- Peer-reflexive candidates (`add_reflexive`): an address the peer's packets
+  came from that the roster did not name (WireGuard roamed there, say
+  through a NAT that maps each destination anew) is probed like the others
+  (RFC 8445 §7.2.5.3.1 learns such candidates the same way).
 - Falling back and back again: a direct path that stops answering for
   DIRECT_TIMEOUT is dropped (the relay takes over) and fast probing of all
   candidates starts again, so the node moves back to direct as soon as a
@@ -43,6 +47,7 @@ PROBE_SLOW: Final = 10.0
 KEEPALIVE: Final = 2.5
 DIRECT_TIMEOUT: Final = 8.0
 SWITCH_FACTOR: Final = 2.0
+MAX_REFLEXIVE: Final = 2
 
 
 @dataclass(slots=True)
@@ -51,6 +56,7 @@ class _Candidate:
     last_answer: float = -math.inf
     rtt: float = math.inf
     next_probe: float = 0.0
+    reflexive: bool = False  # learnt from where the peer's packets came, not from the roster
 
 
 @dataclass(slots=True)
@@ -66,10 +72,34 @@ class PathSelector:
     def set_paths(self, candidates: list[Endpoint], relay: Endpoint | None, now: float) -> None:
         """New candidates and relay from the roster; what is known about kept ones stays."""
         old = {c.endpoint: c for c in self.candidates}
-        self.candidates = [old.get(e) or _Candidate(e, next_probe=now) for e in candidates]
-        if set(old) != set(candidates):
+        fresh = [old.get(e) or _Candidate(e, next_probe=now) for e in candidates]
+        for c in fresh:
+            c.reflexive = False
+        kept = [c for c in self.candidates if c.reflexive and c.endpoint not in candidates]
+        self.candidates = fresh + kept
+        if {c.endpoint for c in self.candidates} != set(old):
             self.restart_probing(now)
         self.relay = relay
+
+    def add_reflexive(self, endpoint: Endpoint, now: float) -> bool:
+        """Probe `endpoint` too (the peer's packets came from there); False if known.
+
+        At most MAX_REFLEXIVE such candidates are kept, the newest."""
+        if any(c.endpoint == endpoint for c in self.candidates):
+            return False
+        reflexive = [c for c in self.candidates if c.reflexive]
+        if len(reflexive) >= MAX_REFLEXIVE:
+            self.candidates.remove(reflexive[0])
+        self.candidates.append(_Candidate(endpoint, next_probe=now, reflexive=True))
+        self.restart_probing(now)
+        return True
+
+    def answers(self, endpoint: Endpoint, now: float) -> bool:
+        """Whether `endpoint` answered a probe within DIRECT_TIMEOUT."""
+        return any(
+            c.endpoint == endpoint and now - c.last_answer <= DIRECT_TIMEOUT
+            for c in self.candidates
+        )
 
     def restart_probing(self, now: float) -> None:
         self.fast_until = now + FAST_PERIOD
