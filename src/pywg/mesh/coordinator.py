@@ -20,8 +20,8 @@ Every answer to a request with a well-formed Authorization header, errors
 included, carries ``X-Pywg-Signature`` (`auth.sign_response`) and every answer
 ``X-Pywg-Coordinator-Key``. A member request is taken only with a valid
 signature by the node's control key over the method, the raw path with its
-query as sent, the time and the body, and a time newer than the node's last
-accepted one; anything else is 401 and changes nothing.
+query as sent, the time and the body, fresh and never seen before
+(`auth.ReplayGuard`); anything else is 401 and changes nothing.
 
 The roster version (`store`) moves on every change to any roster, also by
 `pywg coordinator approve/remove` in another process: a watcher reads it
