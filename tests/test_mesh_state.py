@@ -89,3 +89,26 @@ def test_overlap() -> None:
     assert _overlap("198.18.0.0/16", "198.18.50.0/24")
     assert not _overlap("198.18.50.0/24", "198.18.51.0/24")
     assert not _overlap("198.18.50.0/24", "fd18::/64")
+
+
+def test_mesh_objects_show_no_secret(tmp_path: Path) -> None:
+    import base64
+
+    from pywg.mesh.agent import JoinOptions, MeshNode
+    from pywg.mesh.client import CoordinatorClient
+
+    state = NodeState.open(str(tmp_path / "n"))
+    token = "S" * 32 + ".fingerprintfingerpri"
+    options = JoinOptions("http://198.18.0.1:8580", token, str(tmp_path / "n"))
+    node = MeshNode(options, state)
+    client = CoordinatorClient(options.url, state.public_key, state.control)
+    secrets = [
+        state.wireguard.to_base64(),
+        base64.b64encode(bytes(state.control)).decode(),
+        bytes(state.control).hex(),
+        "S" * 32,
+    ]
+    for obj in (state, options, node, client):
+        for text in (repr(obj), str(obj)):
+            for secret in secrets:
+                assert secret not in text, type(obj).__name__

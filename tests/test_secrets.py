@@ -184,7 +184,8 @@ def _sweep(secrets: Secrets) -> list[tuple[str, str, list[str]]]:
     checked = 0
     for obj in gc.get_objects():
         cls = type(obj)
-        if not cls.__module__.startswith("pywg"):
+        module = getattr(cls, "__module__", None)  # not always a str (some C types)
+        if not isinstance(module, str) or not module.startswith("pywg"):
             continue
         checked += 1
         fns: tuple[Callable[[object], str], ...] = (repr,)

@@ -73,7 +73,7 @@ class MeshError(RuntimeError):
 @dataclass
 class JoinOptions:
     url: str
-    token: str | None
+    token: str | None = field(repr=False)  # a join token admits a node: not for logs
     state_dir: str
     interface: str = "pywg0"
     name: str | None = None
