@@ -96,6 +96,7 @@ class _Peer:
     allowed: tuple[str, ...] = ()
     added: float = 0.0
     roamed_to: Endpoint | None = None  # where WireGuard last roamed without us
+    was_direct: bool = False  # at the last path tick
     roamed_at: float = 0.0
     keepalive: bool = False  # persistent keepalive on (from the first usable path)
 
@@ -419,16 +420,17 @@ class MeshNode:
             now = loop.time()
             lost_any = False
             for peer in list(self.peers.values()):
-                had = peer.selector.direct(now) is not None
                 for endpoint in peer.selector.probes_due(now):
                     self._spawn(self._probe(peer, endpoint))
                 if peer.relay is not None and now >= peer.next_bind:
                     peer.next_bind = now + BIND_RETRY
                     self._spawn(self._bind(peer, peer.relay))
                 self._steer(peer, now)
-                if had and peer.selector.direct(now) is None:
+                direct = peer.selector.direct(now) is not None
+                if peer.was_direct and not direct:  # the direct path went silent
                     lost_any = True
                     peer.next_bind = now  # our mapping may have changed: bind again now
+                peer.was_direct = direct
                 self._start_keepalive(peer, now)
             if lost_any:
                 self._rediscover.set()  # our own mapping may be what changed
