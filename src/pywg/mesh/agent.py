@@ -481,6 +481,11 @@ class MeshNode:
         log.info("peer %s: %s %s", peer.name, how, format_endpoint(choice))
         tunnel.update_peer(peer.key, endpoint=choice)
         peer.applied = choice
+        if choice == peer.relay and current not in (None, peer.relay):
+            # a direct path (ours or one WireGuard roamed to) went silent: our own NAT
+            # mapping may be what changed, so learn it and bind the relay port again now
+            peer.next_bind = now
+            self._rediscover.set()
 
     def _start_keepalive(self, peer: _Peer, now: float) -> None:
         """Persistent keepalive on once a path is usable (its first keepalive starts the

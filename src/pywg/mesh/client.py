@@ -44,6 +44,10 @@ class CoordinatorError(Exception):
         self.message = message
 
 
+class _Broken(Exception):
+    """The connection broke before an answer came (reset, closed): worth one more try."""
+
+
 class CoordinatorClient:
     def __init__(
         self,
@@ -92,6 +96,31 @@ class CoordinatorClient:
         timeout: float = REQUEST_TIMEOUT,
         expect_fingerprint: str | None = None,
     ) -> dict[str, Any]:
+        """`_call_once`, again at once (signed anew) if the connection broke under it: a
+        kept-alive connection dies with the NAT mapping it used (a router that rebooted),
+        and every request here may be repeated (a join with its token included)."""
+        try:
+            return await self._call_once(
+                method, path_qs, payload, timeout=timeout, expect_fingerprint=expect_fingerprint
+            )
+        except _Broken:
+            pass
+        try:
+            return await self._call_once(
+                method, path_qs, payload, timeout=timeout, expect_fingerprint=expect_fingerprint
+            )
+        except _Broken as exc:
+            raise CoordinatorError(None, f"cannot reach the coordinator: {exc}") from None
+
+    async def _call_once(
+        self,
+        method: str,
+        path_qs: str,
+        payload: dict[str, Any] | None,
+        *,
+        timeout: float = REQUEST_TIMEOUT,
+        expect_fingerprint: str | None = None,
+    ) -> dict[str, Any]:
         """Send a signed request; the verified answer's JSON object.
 
         `expect_fingerprint` (join): the coordinator key is not known yet; take it from
@@ -118,6 +147,8 @@ class CoordinatorClient:
                 answer_headers = response.headers
         except TimeoutError:
             raise CoordinatorError(None, "the coordinator did not answer in time") from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            raise _Broken(str(exc) or type(exc).__name__) from None
         except aiohttp.ClientError as exc:
             raise CoordinatorError(None, f"cannot reach the coordinator: {exc}") from None
         key = self._answer_key(answer_headers.get(COORDINATOR_KEY_HEADER), expect_fingerprint)
