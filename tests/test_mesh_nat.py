@@ -250,3 +250,26 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+def test_relay_and_discovery_over_ipv6(tmp_path: Path) -> None:
+    """The relay announced at an IPv6 address: STUN, binds and relayed traffic over IPv6."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with Lab("pwmesh6") as lab:
+        mesh = MeshLab(lab, tmp_path, relay6=True)
+        try:
+            a_site = mesh.net.behind_nat("a", "symmetric")
+            b_site = mesh.net.behind_nat("b", "symmetric")
+            a, b = mesh.node("a", a_site), mesh.node("b", b_site)
+            mesh.wait_up(a, 1)
+            mesh.wait_up(b, 1)
+            mesh.wait_endpoint(a, b, mesh.hub.addr6)
+            mesh.wait_endpoint(b, a, mesh.hub.addr6)
+            assert a.host.wait_ping(b.addr4(), deadline=30), dump(mesh)
+            assert b.host.wait_ping(a.addr6(), deadline=15), dump(mesh)
+            # each learnt its public IPv6 mapping (its NAT's outside address) over STUN
+            assert f"endpoints reported: [{a_site.public_addr6}]:" in a.log_text(), dump(mesh)
+        finally:
+            mesh.close()

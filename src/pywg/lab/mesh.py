@@ -85,7 +85,12 @@ class Node:
 class MeshLab:
     """A coordinator (with its relay) on public host `hub` of an `Internet`, and nodes."""
 
-    def __init__(self, lab: Lab, tmp: Path, *, auto_approve: bool = False) -> None:
+    def __init__(
+        self, lab: Lab, tmp: Path, *, auto_approve: bool = False, relay6: bool = False
+    ) -> None:
+        """`relay6`: the relay (and STUN) listens on both families and is announced at the
+        hub's IPv6 address, so nodes reach it, and each other's mappings, over IPv6."""
+        self.relay6 = relay6
         self.lab = lab
         self.tmp = tmp
         self.net = Internet(lab)
@@ -121,11 +126,12 @@ class MeshLab:
     def start_coordinator(self) -> None:
         log = open(self.tmp / "coordinator.log", "ab")  # noqa: SIM115 (closed in close())
         self._logs.append(log)
+        relay_listen = "[::]" if self.relay6 else self.hub.addr4
         argv = [
             *PYWG, "coordinator", "serve", "--state", str(self.state),
             "--listen", f"{self.hub.addr4}:{API_PORT}",
-            "--relay-listen", f"{self.hub.addr4}:{RELAY_PORT}",
-            "--relay-host", self.hub.addr4,
+            "--relay-listen", f"{relay_listen}:{RELAY_PORT}",
+            "--relay-host", self.hub.addr6 if self.relay6 else self.hub.addr4,
             "--ipv4", NET4, "--ipv6", NET6,
         ]  # fmt: skip
         if self.auto_approve:
