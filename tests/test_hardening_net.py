@@ -24,6 +24,7 @@ wireguard-go; skipped otherwise.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import tempfile
@@ -116,7 +117,8 @@ def check_bounded(r: flood.FloodResult) -> None:
 @pytest.mark.parametrize("kind", flood.FLOOD_KINDS)
 def test_handshake_flood(flood_lab: flood.FloodLab, kind: str) -> None:
     """Flood at full speed; the legitimate wireguard-go peer handshakes and moves data through."""
-    r = flood_lab.measure(
+    measure = functools.partial(
+        flood_lab.measure,
         kind,
         seconds=FLOOD_SECONDS,
         nbytes=FLOOD_MBYTES * MB,
@@ -124,6 +126,7 @@ def test_handshake_flood(flood_lab: flood.FloodLab, kind: str) -> None:
         handshake_deadline=HANDSHAKE_DEADLINE,
         transfer_timeout=40,
     )
+    r = measure()
     print("\n" + flood.format_flood(r))
     check_bounded(r)
     judged = sum(r.judged().values())
@@ -151,14 +154,7 @@ def test_handshake_flood(flood_lab: flood.FloodLab, kind: str) -> None:
     # decides, and every other check above held on the first.
     if any(r.fraction(d) < MIN_FRACTION for d in flood_lab.directions):
         print(f"legitimate share below {MIN_FRACTION:.0%}: measuring once more")
-        r = flood_lab.measure(
-            kind,
-            seconds=FLOOD_SECONDS,
-            nbytes=FLOOD_MBYTES * MB,
-            pool_size=FLOOD_POOL,
-            handshake_deadline=HANDSHAKE_DEADLINE,
-            transfer_timeout=40,
-        )
+        r = measure()
         print(flood.format_flood(r))
         assert r.legit_ok, "a legitimate transfer did not arrive intact"
     for direction in flood_lab.directions:

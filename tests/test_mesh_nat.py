@@ -59,10 +59,7 @@ def test_direct_through_endpoint_independent_nats(mesh: MeshLab) -> None:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         stun = ("--stun", f"{mesh.hub.addr4}:3479")
-    a = mesh.node("a", a_site, extra=stun)
-    b = mesh.node("b", b_site)
-    mesh.wait_up(a, 1)
-    mesh.wait_up(b, 1)
+    a, b = mesh.pair(a_site, b_site, extra_a=stun)
     assert a_site.addr4 != a_site.public_addr4  # really behind NATs
     # each sends to the other's NAT, not to the relay
     mesh.wait_endpoint(a, b, b_site.public_addr4)
@@ -90,10 +87,7 @@ def test_direct_through_endpoint_independent_nats(mesh: MeshLab) -> None:
 def test_relay_between_symmetric_nats(mesh: MeshLab) -> None:
     a_site = mesh.net.behind_nat("a", "symmetric")
     b_site = mesh.net.behind_nat("b", "symmetric")
-    a = mesh.node("a", a_site)
-    b = mesh.node("b", b_site)
-    mesh.wait_up(a, 1)
-    mesh.wait_up(b, 1)
+    a, b = mesh.pair(a_site, b_site)
     mesh.wait_endpoint(a, b, mesh.hub.addr4)
     mesh.wait_endpoint(b, a, mesh.hub.addr4)
     assert a.host.wait_ping(b.addr4(), deadline=30), dump(mesh)
@@ -113,10 +107,7 @@ def test_relay_between_symmetric_nats(mesh: MeshLab) -> None:
 def test_node_reconnects_after_its_nat_reboots(mesh: MeshLab) -> None:
     a_site = mesh.net.behind_nat("a", "endpoint-independent", ports=(20000, 20999))
     b_site = mesh.net.behind_nat("b", "endpoint-independent")
-    a = mesh.node("a", a_site)
-    b = mesh.node("b", b_site)
-    mesh.wait_up(a, 1)
-    mesh.wait_up(b, 1)
+    a, b = mesh.pair(a_site, b_site)
     before = mesh.wait_endpoint(b, a, a_site.public_addr4)
     assert b.host.wait_ping(a.addr4(), deadline=20), dump(mesh)
     assert a_site.nat is not None
@@ -182,10 +173,7 @@ def test_four_node_mesh_with_a_subnet_router(mesh: MeshLab) -> None:
 def test_restarts_keep_state_and_bad_joins_are_refused(mesh: MeshLab) -> None:
     a_site = mesh.net.behind_nat("a", "symmetric")
     b_site = mesh.net.behind_nat("b", "symmetric")
-    a = mesh.node("a", a_site)
-    b = mesh.node("b", b_site)
-    mesh.wait_up(a, 1)
-    mesh.wait_up(b, 1)
+    a, b = mesh.pair(a_site, b_site)
     assert a.host.wait_ping(b.addr4(), deadline=30), dump(mesh)
     addresses = (a.addresses(), b.addresses())
     spare = mesh.token()  # made before the restart, used after it
@@ -262,9 +250,7 @@ def test_relay_and_discovery_over_ipv6(tmp_path: Path) -> None:
         try:
             a_site = mesh.net.behind_nat("a", "symmetric")
             b_site = mesh.net.behind_nat("b", "symmetric")
-            a, b = mesh.node("a", a_site), mesh.node("b", b_site)
-            mesh.wait_up(a, 1)
-            mesh.wait_up(b, 1)
+            a, b = mesh.pair(a_site, b_site)
             mesh.wait_endpoint(a, b, mesh.hub.addr6)
             mesh.wait_endpoint(b, a, mesh.hub.addr6)
             assert a.host.wait_ping(b.addr4(), deadline=30), dump(mesh)

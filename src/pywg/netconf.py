@@ -36,17 +36,22 @@ def ip(*args: str) -> str:
     return run(["ip", *args])
 
 
-def run(argv: Sequence[str]) -> str:
+PACKAGES: Final = {"ip": "iproute2", "nft": "nftables"}  # what to apt install
+
+
+def run(argv: Sequence[str], *, stdin: str | None = None) -> str:
     try:
         done = subprocess.run(
             list(argv),
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=TIMEOUT,
             check=False,
         )
     except FileNotFoundError:
-        raise NetconfError(f"{argv[0]} is not installed (apt install iproute2)") from None
+        package = PACKAGES.get(argv[0], argv[0])
+        raise NetconfError(f"{argv[0]} is not installed (apt install {package})") from None
     except subprocess.TimeoutExpired:
         raise NetconfError(f"timed out: {' '.join(argv)}") from None
     if done.returncode != 0:

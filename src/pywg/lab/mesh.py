@@ -188,6 +188,16 @@ class MeshLab:
         self.start(node, token if token is not None else self.token())
         return node
 
+    def pair(
+        self, a_site: Site, b_site: Site, *, extra_a: tuple[str, ...] = ()
+    ) -> tuple[Node, Node]:
+        """Nodes "a" and "b" on the two sites, each up with the other as its peer."""
+        a = self.node("a", a_site, extra=extra_a)
+        b = self.node("b", b_site)
+        self.wait_up(a, 1)
+        self.wait_up(b, 1)
+        return a, b
+
     def start(self, node: Node, token: str | None = None) -> None:
         log = open(node.log, "ab")  # noqa: SIM115 (closed in close())
         self._logs.append(log)

@@ -96,7 +96,6 @@ class _Peer:
     allowed: tuple[str, ...] = ()
     added: float = 0.0
     roamed_to: Endpoint | None = None  # where WireGuard last roamed without us
-    was_direct: bool = False  # at the last path tick
     roamed_at: float = 0.0
     keepalive: bool = False  # persistent keepalive on (from the first usable path)
 
@@ -418,22 +417,17 @@ class MeshNode:
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
-            lost_any = False
             for peer in list(self.peers.values()):
+                had = peer.selector.had_direct  # as of the last tick
                 for endpoint in peer.selector.probes_due(now):
                     self._spawn(self._probe(peer, endpoint))
+                if had and not peer.selector.had_direct:  # the direct path went silent
+                    self._path_lost(peer, now)
                 if peer.relay is not None and now >= peer.next_bind:
                     peer.next_bind = now + BIND_RETRY
                     self._spawn(self._bind(peer, peer.relay))
                 self._steer(peer, now)
-                direct = peer.selector.direct(now) is not None
-                if peer.was_direct and not direct:  # the direct path went silent
-                    lost_any = True
-                    peer.next_bind = now  # our mapping may have changed: bind again now
-                peer.was_direct = direct
                 self._start_keepalive(peer, now)
-            if lost_any:
-                self._rediscover.set()  # our own mapping may be what changed
             await asyncio.sleep(PATH_TICK)
 
     async def _guarded(self, name: str, loop: Any) -> None:
@@ -482,10 +476,13 @@ class MeshNode:
         tunnel.update_peer(peer.key, endpoint=choice)
         peer.applied = choice
         if choice == peer.relay and current not in (None, peer.relay):
-            # a direct path (ours or one WireGuard roamed to) went silent: our own NAT
-            # mapping may be what changed, so learn it and bind the relay port again now
-            peer.next_bind = now
-            self._rediscover.set()
+            self._path_lost(peer, now)  # one WireGuard roamed to, say
+
+    def _path_lost(self, peer: _Peer, now: float) -> None:
+        """A direct path went silent: our own NAT mapping may be what changed, so learn
+        it (and report it) and bind the relay port again, now rather than on schedule."""
+        peer.next_bind = now
+        self._rediscover.set()
 
     def _start_keepalive(self, peer: _Peer, now: float) -> None:
         """Persistent keepalive on once a path is usable (its first keepalive starts the
@@ -611,16 +608,10 @@ def _local_networks(ifname: str) -> list[str]:
 
 
 def _nft(rules: str) -> None:
-    import subprocess
-
     try:
-        done = subprocess.run(
-            ["nft", "-f", "-"], input=rules, capture_output=True, text=True, timeout=15
-        )
-    except FileNotFoundError:
-        raise MeshError("nft is not installed (apt install nftables), or use --no-snat") from None
-    if done.returncode != 0:
-        raise MeshError(f"nft: {done.stderr.strip().splitlines()[-1:]}")
+        netconf.run(["nft", "-f", "-"], stdin=rules)
+    except netconf.NetconfError as exc:
+        raise MeshError(f"{exc} (or run with --no-snat)") from None
 
 
 async def _resolve(host: str, port: int) -> str:

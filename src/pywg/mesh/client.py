@@ -99,18 +99,15 @@ class CoordinatorClient:
         """`_call_once`, again at once (signed anew) if the connection broke under it: a
         kept-alive connection dies with the NAT mapping it used (a router that rebooted),
         and every request here may be repeated (a join with its token included)."""
-        try:
-            return await self._call_once(
-                method, path_qs, payload, timeout=timeout, expect_fingerprint=expect_fingerprint
-            )
-        except _Broken:
-            pass
-        try:
-            return await self._call_once(
-                method, path_qs, payload, timeout=timeout, expect_fingerprint=expect_fingerprint
-            )
-        except _Broken as exc:
-            raise CoordinatorError(None, f"cannot reach the coordinator: {exc}") from None
+        for attempt in (1, 2):
+            try:
+                return await self._call_once(
+                    method, path_qs, payload, timeout=timeout, expect_fingerprint=expect_fingerprint
+                )
+            except _Broken as exc:
+                if attempt == 2:
+                    raise CoordinatorError(None, f"cannot reach the coordinator: {exc}") from None
+        raise AssertionError("unreachable")
 
     async def _call_once(
         self,

@@ -117,10 +117,7 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         run(serve())
-    except (MeshError, StateError) as exc:
-        print(f"pywg join: {exc}", file=sys.stderr)
-        return 1
-    except (TunError, OSError) as exc:
+    except (MeshError, StateError, TunError, OSError) as exc:
         print(f"pywg join: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
