@@ -49,7 +49,7 @@ figures, the handshake and throughput; it has no counters to ask).
 
 Every process shares this machine's CPUs, so the flooder's CPU use is part
 of what the legitimate peer loses. Needs root, iproute2 and wireguard-go.
-`tests/test_hardening_net.py` runs a short version in CI.
+`tests/tunnel/test_hardening_net.py` runs a short version in CI.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ UDP stream A->B at a fixed offered rate (`-u -b RATE -l 1380 -t SECONDS`,
 RATE from `--udp-rate`), and the CPU time the two WireGuard daemons used
 during it: utime + stime from /proc/PID/stat (all threads of the process),
 over every process in each namespace that is a daemon (comm `wireguard-go`,
-or a cmdline naming `pywg.daemon` / `pywgd`), in clock ticks / SC_CLK_TCK.
+or a cmdline naming `pywg.cmd.daemon` / `pywgd`), in clock ticks / SC_CLK_TCK.
 It prints the packets delivered (iperf3's received packets minus lost ones)
 per daemon-CPU-second, its ratio against wireguard-go-wireguard-go, the UDP
 loss iperf3 reports. Kernel work done outside the daemons' own time (softirq
@@ -108,7 +108,7 @@ def _netns_id(path: str | Path) -> tuple[int, int]:
 
 
 def _is_daemon(pid: int) -> bool:
-    """wireguard-go (by comm or argv[0]) or pywgd (python with pywg.daemon / pywgd in argv)."""
+    """wireguard-go (by comm or argv[0]) or pywgd (python with pywg.cmd.daemon / pywgd in argv)."""
     proc = Path(f"/proc/{pid}")
     comm = (proc / "comm").read_text().strip()
     if comm in ("wireguard-go", "pywgd"):
@@ -116,7 +116,7 @@ def _is_daemon(pid: int) -> bool:
     argv = [arg.decode(errors="replace") for arg in (proc / "cmdline").read_bytes().split(b"\0")]
     if argv and os.path.basename(argv[0]) == "wireguard-go":
         return True
-    return any("pywg.daemon" in arg or "pywgd" in arg for arg in argv)
+    return any("pywg.cmd.daemon" in arg or "pywgd" in arg for arg in argv)
 
 
 def daemon_pids(host: Host) -> list[int]:

@@ -29,7 +29,7 @@ Targets, picked by the first byte of the input:
    (plaintext, -1 forged/short, -2 replayed/outside the window), same bytes.
 
 Buffers handed to C are exactly as long as the C may use, so that
-AddressSanitizer (tests/test_sanitizers.py; fuzz/sanitize.py to run it by
+AddressSanitizer (tests/native/test_sanitizers.py; fuzz/sanitize.py to run it by
 hand) sees any access past them. Atheris instruments Python only: the
 coverage that guides this harness is the harness's own branches on the C
 results, not the C code's.

@@ -18,7 +18,7 @@ delivered to A or B, from the peer's address or a stranger's. Oracle:
 ``receive_datagram`` never raises; for modes 0-2 nothing is written to the
 TUN, no event is produced, the only datagram that may come out is a cookie
 reply, and the session state of both devices (the snapshot of
-tests/test_fuzz_device.py) is unchanged. For modes 3-4 the packet written to
+tests/core/test_fuzz_device.py) is unchanged. For modes 3-4 the packet written to
 the TUN is exactly what an independent reading of the IP header predicts:
 the packet cut to its total length if the header is well formed and (4) the
 destination routes to the peer and the source is allowed for the sender.
@@ -43,7 +43,7 @@ from harness import Reader, add_source_path, run
 add_source_path()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from pair import session_snapshot  # noqa: E402
+from helpers.device_pair import session_snapshot  # noqa: E402
 from pywg import Device, PresharedKey, PrivateKey  # noqa: E402
 
 Addr = tuple[str, int]

@@ -17,7 +17,7 @@ harness is
 Atheris instruments Python bytecode only: coverage feedback comes from the
 Python code of pywg and of the harness itself. C reached through cffi runs
 uninstrumented (no clang here to build it with -fsanitize=fuzzer); it is
-checked by the harnesses' own oracles and, in tests/test_sanitizers.py,
+checked by the harnesses' own oracles and, in tests/native/test_sanitizers.py,
 under AddressSanitizer and UBSan.
 """
 

@@ -15,7 +15,7 @@ puts the copy first, ahead of the editable install's src/.
 
 Usage (from the repository root)::
 
-    python3 fuzz/sanitize.py run -- python3 -m pytest -q tests/test_offload.py
+    python3 fuzz/sanitize.py run -- python3 -m pytest -q tests/native/test_offload.py
     python3 fuzz/sanitize.py run -- python3 fuzz/fuzz_dataplane.py -atheris_runs=100000
 
 ``run`` builds into a temporary directory, runs the command with the

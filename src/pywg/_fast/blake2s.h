@@ -6,7 +6,7 @@
  * keyed BLAKE2s) before they are queued for Python, so that a flood of
  * garbage or forged initiations dies in C. OpenSSL 1.1 has no keyed BLAKE2s
  * and 3.x's EVP_MAC costs more in setup than the hash itself for 116 bytes,
- * so it is written here from the RFC; tests/test_blake2s.py checks it
+ * so it is written here from the RFC; tests/native/test_blake2s.py checks it
  * against hashlib.blake2s and the RFC's appendix vector.
  */
 #ifndef PYWG_FAST_BLAKE2S_H

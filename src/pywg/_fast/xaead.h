@@ -8,7 +8,7 @@
  * draft) derives a subkey from the key and the nonce's first 16 bytes, then
  * OpenSSL's ChaCha20-Poly1305 seals with that subkey and the 12-byte nonce
  * 0^4 ‖ nonce[16:24] (§2.3). Checked against libsodium (pynacl) in
- * tests/test_xaead.py, and the draft's HChaCha20 test vector.
+ * tests/native/test_xaead.py, and the draft's HChaCha20 test vector.
  */
 #ifndef PYWG_FAST_XAEAD_H
 #define PYWG_FAST_XAEAD_H

@@ -35,7 +35,7 @@ from ..exceptions import RemoteProtocolError
 from ..handshake import consume_initiation, create_response
 from ..keys import PrivateKey
 from ..messages import parse_initiation
-from ..show import PeerStatus
+from ..status import PeerStatus
 from .adversary import (
     INITIATION_MAC1_AT,
     INITIATION_MAC2_AT,

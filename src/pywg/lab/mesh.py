@@ -1,6 +1,6 @@
 """A mesh in the lab: `pywg coordinator` on a public host, `pywg join` nodes behind NATs.
 
-Used by the mesh tests (tests/test_mesh_nat.py) and benches/mesh.py::
+Used by the mesh tests (tests/mesh/test_mesh_nat.py) and benches/mesh.py::
 
     with Lab("pwmesh") as lab:
         mesh = MeshLab(lab, Path(tmpdir))             # coordinator + relay on "hub"

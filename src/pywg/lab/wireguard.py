@@ -26,9 +26,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from .. import uapi_client
 from ..keys import PresharedKey, PrivateKey, PublicKey
-from ..show import InterfaceStatus, PeerStatus, parse_get
+from ..status import InterfaceStatus, PeerStatus, parse_get
+from ..system import uapi_client
 from .hosts import Host, Lab, LabError, Link
 
 __all__ = [
@@ -67,7 +67,7 @@ class Impl:
         return cls(os.path.basename(argv[0]), argv)
 
 
-PYWGD = Impl("pywgd", (sys.executable, "-m", "pywg.daemon"), "PYWG_TIME_SCALE")
+PYWGD = Impl("pywgd", (sys.executable, "-m", "pywg.cmd.daemon"), "PYWG_TIME_SCALE")
 WIREGUARD_GO = Impl("wireguard-go", ("wireguard-go",))
 
 

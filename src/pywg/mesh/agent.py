@@ -42,11 +42,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .. import netconf, stun
+from .. import stun
 from ..asyncio import Tunnel, UapiServer
 from ..device import normalize_endpoint
 from ..keys import PublicKey
 from ..peer import Endpoint
+from ..system import netconf
 from . import wire
 from .client import CoordinatorClient, CoordinatorError
 from .paths import DIRECT_TIMEOUT, PathSelector

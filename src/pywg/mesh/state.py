@@ -60,7 +60,7 @@ class NodeState:
     @classmethod
     def open(cls, directory: str) -> NodeState:
         """Load the state in `directory`, creating the directory and keys as needed."""
-        from ..cli import write_secret_file
+        from ..system.secretfile import write_secret_file
 
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -84,7 +84,7 @@ class NodeState:
         return cls(directory, wireguard, control, _load_joined(os.path.join(directory, NODE_FILE)))
 
     def save_joined(self, joined: Joined) -> None:
-        from ..cli import write_secret_file
+        from ..system.secretfile import write_secret_file
 
         text = json.dumps(
             {
@@ -97,7 +97,7 @@ class NodeState:
         self.joined = joined
 
     def save_roster(self, roster: dict[str, Any]) -> None:
-        from ..cli import write_secret_file
+        from ..system.secretfile import write_secret_file
 
         write_secret_file(os.path.join(self.directory, ROSTER_FILE), json.dumps(roster) + "\n")
 

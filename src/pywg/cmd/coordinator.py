@@ -1,0 +1,409 @@
+"""`pywg coordinator`: run a mesh coordinator (and its relay), and administer it.
+
+    pywg coordinator serve [--state DIR] [--listen HOST:PORT] [--ipv4 CIDR] [--ipv6 CIDR]
+                           [--relay-listen HOST:PORT | --no-relay] [--relay-host HOST]
+                           [--relay-ports LOW-HIGH] [--auto-approve-routes]
+    pywg coordinator token [--ttl SECONDS] [--reusable] [--url URL]
+    pywg coordinator nodes [--json]
+    pywg coordinator approve NAME PREFIX...
+    pywg coordinator remove NAME
+
+The admin commands work on the state directory's database directly, also
+while `serve` runs (it notices within a second). The mesh networks are fixed
+at the first `serve`: IPv4 100.72.0.0/24 unless --ipv4 says otherwise (RFC
+6598 shared space; pick another range if the hosts are behind a carrier-grade
+NAT using it, or run Tailscale), IPv6 a random unique local /64 (RFC 4193).
+
+Exit status: 0 done, 1 failed (state, network), 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import logging
+import re
+import signal
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:  # the heavy modules (aiohttp) are imported when a command runs
+    from pywg.mesh.coordinator import Coordinator, RelayConfig
+    from pywg.mesh.store import Node, Store
+
+DEFAULT_STATE: Final = "/var/lib/pywg/coordinator"
+DEFAULT_LISTEN: Final = ":8580"
+DEFAULT_RELAY_LISTEN: Final = "0.0.0.0:3478"
+DEFAULT_TTL: Final = 86400
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?")
+
+
+class UsageError(ValueError):
+    """A bad argument (exit status 2)."""
+
+
+def register(subparsers: Any) -> None:
+    """Add `coordinator` and its sub-commands to an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "coordinator",
+        help="run a mesh coordinator (`pywg join` nodes) and administer it",
+        description=(
+            "A self-hosted coordinator for a WireGuard mesh: nodes join with a token, "
+            "report their endpoints and routes, and get the roster of the others. "
+            "It never sees a private key."
+        ),
+    )
+    sub = parser.add_subparsers(dest="coordinator_command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--state", default=DEFAULT_STATE, metavar="DIR", help=f"state (default {DEFAULT_STATE})"
+    )
+
+    serve = sub.add_parser("serve", parents=[common], help="run the coordinator (foreground)")
+    serve.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        metavar="HOST:PORT",
+        help="HTTP API address (default :8580, every address; [::1]:8580 for IPv6)",
+    )
+    serve.add_argument(
+        "--ipv4",
+        metavar="CIDR",
+        help="tunnel IPv4 network, fixed at first start (default 100.72.0.0/24)",
+    )
+    serve.add_argument(
+        "--ipv6",
+        metavar="CIDR",
+        help="tunnel IPv6 network, fixed at first start "
+        "(default: a random unique local /64, RFC 4193)",
+    )
+    serve.add_argument(
+        "--relay-listen",
+        default=DEFAULT_RELAY_LISTEN,
+        metavar="IP:PORT",
+        help=f"relay (and STUN) address (default {DEFAULT_RELAY_LISTEN}; [::]:3478 for both)",
+    )
+    serve.add_argument("--no-relay", action="store_true", help="run no relay")
+    serve.add_argument(
+        "--relay-host",
+        metavar="HOST",
+        help="the relay's address as nodes reach it (needed unless --relay-listen or "
+        "--listen names one address)",
+    )
+    serve.add_argument(
+        "--relay-ports", metavar="LOW-HIGH", help="UDP ports for relayed pairs (default: any)"
+    )
+    serve.add_argument(
+        "--auto-approve-routes", action="store_true", help="approve advertised subnets at once"
+    )
+    serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    serve.set_defaults(func=serve_command)
+
+    token = sub.add_parser("token", parents=[common], help="make a join token")
+    token.add_argument(
+        "--ttl", type=float, default=DEFAULT_TTL, metavar="SECONDS", help="lifetime (default 1 day)"
+    )
+    token.add_argument("--reusable", action="store_true", help="any number of nodes may use it")
+    token.add_argument("--url", help="the coordinator's URL, for the hint printed with the token")
+    token.set_defaults(func=token_command)
+
+    nodes = sub.add_parser("nodes", parents=[common], help="list the nodes")
+    nodes.add_argument("--json", action="store_true", help="as JSON")
+    nodes.set_defaults(func=nodes_command)
+
+    approve = sub.add_parser("approve", parents=[common], help="approve a node's subnet routes")
+    approve.add_argument("name", help="the node")
+    approve.add_argument("prefixes", nargs="+", metavar="PREFIX", help="advertised prefixes")
+    approve.set_defaults(func=approve_command)
+
+    remove = sub.add_parser("remove", parents=[common], help="remove a node from the mesh")
+    remove.add_argument("name", help="the node")
+    remove.set_defaults(func=remove_command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`pywg coordinator ...` on its own (the same as through `pywg`)."""
+    parser = argparse.ArgumentParser(prog="pywg")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+# -- argument parsing ----------------------------------------------------------------------
+
+
+def parse_hostport(text: str, what: str) -> tuple[str | None, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT``, ``:PORT`` (host None: every address)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise UsageError(f"{what} must be HOST:PORT (e.g. 0.0.0.0:8580 or [::]:8580), not {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise UsageError(f"{what}: {host!r} is not an IPv6 address") from None
+    elif ":" in host:
+        raise UsageError(f"{what}: put an IPv6 address in brackets, [{host}]:{port_text}")
+    return host or None, int(port_text)
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d{1,5})-(\d{1,5})", text.strip())
+    if match is None:
+        raise UsageError(f"--relay-ports must be LOW-HIGH, e.g. 40000-40999, not {text!r}")
+    low, high = int(match[1]), int(match[2])
+    if not 1 <= low <= high <= 65535:
+        raise UsageError(f"--relay-ports {text}: need 1 <= LOW <= HIGH <= 65535")
+    return low, high
+
+
+def _specific(host: str | None) -> str | None:
+    """`host` if it names one address nodes could reach (not a wildcard, not loopback)."""
+    if host is None:
+        return None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host  # a name
+    return None if ip.is_unspecified or ip.is_loopback else str(ip)
+
+
+def relay_config(args: argparse.Namespace) -> RelayConfig | None:
+    """The relay to run from the serve arguments (None with --no-relay); UsageError."""
+    from pywg.mesh.coordinator import RelayConfig
+
+    if args.no_relay:
+        return None
+    host, port = parse_hostport(args.relay_listen, "--relay-listen")
+    host = host or "0.0.0.0"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise UsageError(f"--relay-listen: {host!r} is not an IP address") from None
+    public = args.relay_host
+    if public is None:
+        public = _specific(host) or _specific(parse_hostport(args.listen, "--listen")[0])
+    if public is None:
+        raise UsageError(
+            "give --relay-host, the address or name nodes reach the relay at (or --no-relay)"
+        )
+    if not _HOSTNAME_RE.fullmatch(public):
+        try:
+            public = str(ipaddress.ip_address(public.strip("[]")))
+        except ValueError:
+            raise UsageError(f"--relay-host {public!r} is not a host name or address") from None
+    port_range = parse_port_range(args.relay_ports) if args.relay_ports else None
+    return RelayConfig(public, host, port, port_range)
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def _fail(message: str, status: int = 1) -> int:
+    print(f"pywg coordinator: {message}", file=sys.stderr)
+    return status
+
+
+def _admin(args: argparse.Namespace, work: Callable[[Store], int]) -> int:
+    """Open the existing state, run `work`, turn expected errors into one line."""
+    from pywg.mesh.store import NotFound, Store, StoreError
+
+    try:
+        store = Store(args.state, create=False)
+    except StoreError as exc:
+        return _fail(str(exc))
+    except (OSError, sqlite3.Error) as exc:
+        return _fail(f"cannot open the state in {args.state}: {exc}")
+    try:
+        return work(store)
+    except NotFound as exc:
+        return _fail(str(exc))
+    except StoreError as exc:
+        return _fail(str(exc), 2)
+    except (OSError, sqlite3.Error) as exc:
+        return _fail(f"{args.state}: {exc}")
+    finally:
+        store.close()
+
+
+def token_command(args: argparse.Namespace) -> int:
+    from pywg.mesh.coordinator import load_or_create_key, new_token
+
+    def work(store: Store) -> int:
+        token = new_token(store, load_or_create_key(args.state), args.ttl, reusable=args.reusable)
+        until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() + args.ttl))
+        kind = "reusable" if args.reusable else "single-use"
+        url = args.url or "http://<this host>:8580"
+        print(token)
+        print(
+            f"pywg coordinator: {kind} token valid until {until}; on the new node run:\n"
+            f"  pywg join {url} --token {token}",
+            file=sys.stderr,
+        )
+        return 0
+
+    return _admin(args, work)
+
+
+def _ago(ms: int | None) -> str:
+    if ms is None:
+        return "never"
+    seconds = max(0, int(time.time() - ms / 1000))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def format_nodes(nodes: list[Node]) -> str:
+    """The `nodes` table: name, addresses, endpoints, routes (approved, pending), last seen."""
+    header = ("NAME", "ADDRESSES", "ENDPOINTS", "ROUTES", "PENDING", "LAST SEEN")
+    rows = [
+        (
+            node.name,
+            f"{node.ipv4} {node.ipv6}",
+            ",".join(node.endpoints) or "-",
+            ",".join(node.approved_routes) or "-",
+            ",".join(node.pending_routes) or "-",
+            _ago(node.last_ms),
+        )
+        for node in nodes
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def nodes_command(args: argparse.Namespace) -> int:
+    from pywg.mesh.auth import b64
+
+    def work(store: Store) -> int:
+        nodes = store.nodes()
+        if args.json:
+            networks = store.networks()
+            print(
+                json.dumps(
+                    {
+                        "network": {"ipv4": str(networks.ipv4), "ipv6": str(networks.ipv6)}
+                        if networks
+                        else None,
+                        "version": store.version(),
+                        "nodes": [
+                            {
+                                "name": n.name,
+                                "public_key": b64(n.public_key),
+                                "addresses": [n.ipv4, n.ipv6],
+                                "endpoints": list(n.endpoints),
+                                "routes": n.approved_routes,
+                                "pending_routes": n.pending_routes,
+                                "last_ms": n.last_ms,
+                            }
+                            for n in nodes
+                        ],
+                    },
+                    indent=2,
+                )
+            )
+        elif nodes:
+            print(format_nodes(nodes))
+        else:
+            print(
+                "pywg coordinator: no nodes yet (make a token: pywg coordinator token)",
+                file=sys.stderr,
+            )
+        return 0
+
+    return _admin(args, work)
+
+
+def approve_command(args: argparse.Namespace) -> int:
+    def work(store: Store) -> int:
+        newly = store.approve(args.name, args.prefixes)
+        if newly:
+            print(f"approved for {args.name}: {', '.join(newly)}")
+        else:
+            print(f"already approved for {args.name}")
+        return 0
+
+    return _admin(args, work)
+
+
+def remove_command(args: argparse.Namespace) -> int:
+    def work(store: Store) -> int:
+        node = store.remove(args.name)
+        print(f"removed {node.name} ({node.ipv4}, {node.ipv6})")
+        return 0
+
+    return _admin(args, work)
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("pywg")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from pywg.mesh.coordinator import serve
+    from pywg.mesh.store import StoreError
+
+    try:
+        listen_host, listen_port = parse_hostport(args.listen, "--listen")
+        relay = relay_config(args)
+    except UsageError as exc:
+        return _fail(str(exc), 2)
+    _setup_logging(args.verbose)
+
+    def ready(coordinator: Coordinator) -> None:
+        where = f"[{listen_host}]" if listen_host and ":" in listen_host else listen_host or ""
+        nets = coordinator.networks
+        relay_text = "no relay"
+        if coordinator.relay is not None and relay is not None:
+            relay_text = f"relay {relay.public_host}:{coordinator.relay.port}"
+        print(
+            f"pywg coordinator: listening on {where}:{coordinator.port}, mesh {nets.ipv4} "
+            f"{nets.ipv6}, {relay_text}, state {args.state}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(
+            args.state,
+            listen_host,
+            listen_port,
+            ipv4=args.ipv4,
+            ipv6=args.ipv6,
+            relay=relay,
+            auto_approve_routes=args.auto_approve_routes,
+            stop=stop,
+            ready=ready,
+        )
+
+    try:
+        asyncio.run(run())
+    except StoreError as exc:
+        return _fail(str(exc))
+    except (OSError, sqlite3.Error) as exc:
+        return _fail(f"cannot serve: {exc}")
+    except KeyboardInterrupt:
+        return 0
+    return 0

@@ -1,0 +1,188 @@
+"""`pywgd`: a userspace WireGuard daemon with wireguard-go's command line.
+
+    pywgd [-f|--foreground] INTERFACE
+    pywgd --version
+
+Like wireguard-go (see PROTOCOL-NOTES, the daemon contract): without -f (and
+without WG_PROCESS_FOREGROUND=1) it daemonizes, and the parent exits only once
+the UAPI socket /var/run/wireguard/INTERFACE.sock is listening, so that
+`wg-quick` can run `wg setconf` right after. The daemon creates the TUN
+interface (MTU 1420, left down: wg-quick or the user brings it up), starts
+with no private key, and exits, removing interface and socket, on SIGINT or
+SIGTERM, when the interface is deleted, or when the socket file is removed.
+
+LOG_LEVEL is verbose|debug (everything), error (the default) or silent.
+SIGUSR1 writes a line of health counters (drops by reason, table sizes, the
+native plane's counters; never a key) to the log (LOG_LEVEL verbose/debug). A
+background daemon keeps stdout/stderr only when LOG_LEVEL asks for output,
+as wireguard-go does; otherwise they go to /dev/null, so callers that capture
+the parent's output do not hang on the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+from pywg import __version__
+from pywg.asyncio import TunError, Tunnel, UapiServer, run
+from pywg.asyncio.tun import check_ifname
+
+PROG = "pywgd"
+USAGE = f"Usage: {PROG} [-f/--foreground] INTERFACE-NAME"
+
+_LEVELS = {
+    "verbose": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "error": logging.ERROR,
+    "silent": logging.CRITICAL + 10,
+}
+_LEVEL_NAMES = {logging.DEBUG: "DEBUG", logging.INFO: "DEBUG", logging.WARNING: "INFO"}
+
+
+class _Formatter(logging.Formatter):
+    """wireguard-go's style: `DEBUG: (wg0) 2026/01/02 15:04:05 message`."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = _LEVEL_NAMES.get(record.levelno, "ERROR")
+        stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
+        return f"{level}: ({self.name}) {stamp} {record.getMessage()}"
+
+
+def log_level() -> int:
+    return _LEVELS.get(os.environ.get("LOG_LEVEL", "error").strip().lower(), logging.ERROR)
+
+
+def setup_logging(name: str) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_Formatter(name))
+    root = logging.getLogger("pywg")
+    root.handlers[:] = [handler]
+    root.setLevel(log_level())
+    root.propagate = False
+
+
+async def serve(name: str, ready: int | None = None) -> int:
+    """Run the daemon for interface `name`; write to fd `ready` once listening."""
+    log = logging.getLogger("pywg.daemon")
+    tunnel = Tunnel(name)
+    try:
+        await tunnel.start()
+    except (TunError, OSError) as exc:
+        return _fail(ready, f"Failed to create TUN device: {exc.strerror or exc}")
+    server = UapiServer(tunnel)
+    try:
+        await server.start()
+    except OSError as exc:
+        tunnel.close()
+        return _fail(ready, f"Failed to listen on uapi socket: {exc.strerror or exc}")
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, tunnel.close, f"received {signal.Signals(signum).name}")
+
+    def socket_watch() -> None:
+        if server.gone():
+            tunnel.close(f"UAPI socket {server.path} was removed")
+
+    tunnel.tick_hooks.append(socket_watch)
+
+    def dump_counters() -> None:  # SIGUSR1, as many daemons do: counters into the log
+        log.warning("counters %s", json.dumps(tunnel.counters(), sort_keys=True))
+
+    loop.add_signal_handler(signal.SIGUSR1, dump_counters)
+    log.info("UAPI listener started on %s", server.path)
+    if ready is not None:
+        os.write(ready, b"ok\n")
+        os.close(ready)
+    try:
+        await tunnel.wait_closed()
+    finally:
+        server.close()
+        tunnel.close()
+    log.info("shut down: %s", tunnel.close_reason)
+    return 0
+
+
+def _fail(ready: int | None, message: str) -> int:
+    logging.getLogger("pywg.daemon").error("%s", message)
+    if ready is not None:
+        os.write(ready, message.encode() + b"\n")
+        os.close(ready)
+    else:
+        print(f"{PROG}: {message}", file=sys.stderr)
+    return 1
+
+
+def _daemonize(name: str) -> int:
+    """Fork; the parent waits for the child to be listening (or to fail) and exits."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(w)
+        chunks = []
+        while chunk := os.read(r, 4096):
+            chunks.append(chunk)
+        os.close(r)
+        message = b"".join(chunks).decode(errors="replace").strip()
+        if message == "ok":
+            return 0
+        print(f"{PROG}: {message or 'the daemon exited before it was ready'}", file=sys.stderr)
+        return 1
+    # the child
+    os.close(r)
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    if log_level() > logging.ERROR or "LOG_LEVEL" not in os.environ:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+    os.close(null)
+    os.environ["WG_PROCESS_FOREGROUND"] = "1"
+    try:
+        code = run(serve(name, ready=w))
+    except BaseException:
+        code = 1
+    os._exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args in (["--version"], ["-v"]):
+        print(f"{PROG} v{__version__}\n\nUserspace WireGuard daemon (pywg) for Linux.")
+        return 0
+    foreground = os.environ.get("WG_PROCESS_FOREGROUND") == "1"
+    if len(args) == 2 and args[0] in ("-f", "--foreground"):
+        foreground, args = True, args[1:]
+    if len(args) != 1 or args[0].startswith("-"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    name = args[0]
+    try:
+        check_ifname(name)
+    except TunError as exc:
+        print(f"{PROG}: {exc.strerror}", file=sys.stderr)
+        return 1
+    if os.geteuid() != 0:
+        print(f"{PROG}: must run as root (it creates a TUN interface)", file=sys.stderr)
+        return 1
+    setup_logging(name)
+    if not foreground:
+        return _daemonize(name)
+    try:
+        return run(serve(name))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""`pywg join URL --token T`: bring this machine into a mesh in one command (`pywg.mesh.agent`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported when the command runs: aiohttp is slow to import
+    from pywg.mesh.agent import JoinOptions
+
+DEFAULT_STATE: str = "/var/lib/pywg"
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "join",
+        help="join a mesh run by `pywg coordinator` (runs the node in the foreground)",
+        description=(
+            "Join the mesh at URL (once, with a join token from `pywg coordinator token`), "
+            "then run this node: a WireGuard interface whose peers, endpoints and routes "
+            "follow the coordinator's roster, with direct paths through NATs where they open "
+            "and the relay where they do not. Keys stay in the state directory; a restart "
+            "needs no token."
+        ),
+    )
+    p.add_argument("url", help="the coordinator, e.g. http://vps.example.org:8580")
+    p.add_argument("--token", help="a join token (needed the first time only)")
+    p.add_argument("--name", help="this node's name in the mesh (default: the host name)")
+    p.add_argument("--interface", "-i", default="pywg0", help="interface name (default pywg0)")
+    p.add_argument(
+        "--state", help=f"state directory (default {DEFAULT_STATE}/INTERFACE)", default=None
+    )
+    p.add_argument("--listen-port", type=int, default=51820, help="UDP port (default 51820)")
+    p.add_argument(
+        "--advertise-routes",
+        default="",
+        metavar="CIDR,...",
+        help="subnets this node routes for the mesh (the coordinator must approve them)",
+    )
+    p.add_argument(
+        "--no-snat",
+        action="store_true",
+        help="do not masquerade mesh traffic into the advertised subnets "
+        "(their hosts then need a route back to the mesh)",
+    )
+    p.add_argument("--stun", metavar="HOST:PORT", help="STUN server (default: the relay)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every decision")
+    p.set_defaults(func=main)
+
+
+def _options(args: argparse.Namespace) -> JoinOptions:
+    from pywg.mesh.agent import JoinOptions, MeshError
+
+    routes = [r.strip() for r in args.advertise_routes.split(",") if r.strip()]
+    for route in routes:
+        try:
+            ipaddress.ip_network(route, strict=True)
+        except ValueError:
+            raise MeshError(
+                f"--advertise-routes: {route!r} is not a network address/prefix"
+            ) from None
+    stun_server = None
+    if args.stun:
+        host, sep, port = args.stun.rpartition(":")
+        if not sep or not port.isdigit():
+            raise MeshError("--stun must be HOST:PORT")
+        stun_server = (host.strip("[]"), int(port))
+    if not 0 <= args.listen_port <= 65535:
+        raise MeshError("--listen-port must be 0-65535")
+    return JoinOptions(
+        url=args.url,
+        token=args.token,
+        state_dir=args.state or os.path.join(DEFAULT_STATE, args.interface),
+        interface=args.interface,
+        name=args.name,
+        listen_port=args.listen_port,
+        advertise_routes=routes,
+        snat=not args.no_snat,
+        stun=stun_server,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from pywg.asyncio import run
+    from pywg.asyncio.tun import TunError
+    from pywg.mesh.agent import MeshError, MeshNode
+    from pywg.mesh.state import NodeState, StateError
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("pywg")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if os.geteuid() != 0:
+        print("pywg join: must run as root (it creates a network interface)", file=sys.stderr)
+        return 1
+    try:
+        options = _options(args)
+        state = NodeState.open(options.state_dir)
+    except (MeshError, StateError) as exc:
+        print(f"pywg join: {exc}", file=sys.stderr)
+        return 1
+    node = MeshNode(options, state)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, node.close)
+        await node.run()
+
+    try:
+        run(serve())
+    except (MeshError, StateError, TunError, OSError) as exc:
+        print(f"pywg join: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0

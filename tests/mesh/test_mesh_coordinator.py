@@ -1,0 +1,1099 @@
+"""The mesh coordinator (pywg.mesh.coordinator), its store, its client and `pywg coordinator`.
+
+Server and clients run on an event loop inside a lab namespace (its own
+loopback), so nothing touches the root namespace's network. The relay is a
+fake with RelayServer's methods. Tunnel networks 198.19.5.0/24, fd19:5::/64.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
+from typing import Any
+
+import aiohttp
+import pytest
+from nacl.signing import SigningKey
+
+from pywg.cmd import coordinator as coordinator_cli
+from pywg.keys import PrivateKey
+from pywg.lab import Host, Lab, unavailable_reason
+from pywg.mesh import auth
+from pywg.mesh.client import CoordinatorClient, CoordinatorError
+from pywg.mesh.coordinator import Coordinator, RelayConfig
+from pywg.mesh.store import (
+    Conflict,
+    Networks,
+    Store,
+    StoreError,
+    check_endpoints,
+    check_routes,
+    generate_ula,
+    parse_prefix,
+)
+
+LAB_REASON = unavailable_reason()
+needs_lab = pytest.mark.skipif(LAB_REASON is not None, reason=LAB_REASON or "")
+
+PREFIX = "pwc"
+V4 = "198.19.5.0/24"
+V6 = "fd19:5::/64"
+RELAY_HOST = "198.18.9.2"
+SCENARIO_DEADLINE = 60.0
+
+
+# -- fixtures and helpers --------------------------------------------------------------------
+
+
+class FakeRelay:
+    """RelayServer's interface, in memory."""
+
+    instances: list[FakeRelay] = []  # noqa: RUF012
+
+    def __init__(
+        self,
+        db_path: str,
+        host: str,
+        port: int,
+        *,
+        members: Callable[[bytes], bytes | None],
+        port_range: tuple[int, int] | None = None,
+    ) -> None:
+        self.db_path = db_path
+        self.members = members
+        self.pairs: dict[tuple[bytes, bytes], tuple[int, int]] = {}
+        self.removed: list[bytes] = []
+        self.started = self.closed = False
+        self._next = 40000
+        FakeRelay.instances.append(self)
+
+    @property
+    def port(self) -> int:
+        return 3478
+
+    async def start(self) -> None:
+        self.started = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def ensure_pair(self, a: bytes, b: bytes) -> tuple[int, int]:
+        if (b, a) in self.pairs:
+            back, forth = self.pairs[(b, a)]
+            return forth, back
+        if (a, b) not in self.pairs:
+            self.pairs[(a, b)] = (self._next, self._next + 1)
+            self._next += 2
+        return self.pairs[(a, b)]
+
+    def remove_node(self, key: bytes) -> None:
+        self.removed.append(key)
+
+    def stats(self) -> dict[str, int]:
+        return {"pairs": len(self.pairs)}
+
+
+@pytest.fixture
+def host() -> Iterator[Host]:
+    with Lab(PREFIX) as lab:
+        yield lab.host("c")
+
+
+def run_in(host: Host, scenario: Callable[[], Awaitable[None]]) -> None:
+    """Run `scenario` on an event loop inside the host's namespace, bounded in time."""
+    host.ip("link", "set", "lo", "up")
+
+    async def bounded() -> None:
+        await asyncio.wait_for(scenario(), SCENARIO_DEADLINE)
+
+    host.call(lambda: asyncio.run(bounded()))
+
+
+def make_coordinator(state: str, **kwargs: Any) -> Coordinator:
+    kwargs.setdefault("ipv4", V4)
+    kwargs.setdefault("ipv6", V6)
+    kwargs.setdefault("relay", RelayConfig(RELAY_HOST, "127.0.0.1", 0, factory=FakeRelay))
+    return Coordinator(state, **kwargs)
+
+
+@dataclass
+class Member:
+    name: str
+    url: str
+    wg: PrivateKey = field(default_factory=PrivateKey.generate)
+    control: SigningKey = field(default_factory=SigningKey.generate)
+    client: CoordinatorClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = CoordinatorClient(self.url, self.public_b64, self.control)
+
+    @property
+    def public_b64(self) -> str:
+        return self.wg.public_key.to_base64()
+
+    @property
+    def public_raw(self) -> bytes:
+        return auth.unb64(self.public_b64, 32)
+
+    @property
+    def control_b64(self) -> str:
+        return auth.b64(bytes(self.control.verify_key.encode()))
+
+    async def join(self, token: str, routes: list[str] | None = None) -> dict[str, Any]:
+        return await self.client.join(token, self.name, routes or [])
+
+
+@dataclass
+class Raw:
+    status: int
+    data: Any
+    headers: Any
+    body: bytes
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def raw_request(
+    url: str,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    *,
+    control: SigningKey | None = None,
+    node: str | None = None,
+    time_ms: int | None = None,
+    authorization: str | None = None,
+) -> tuple[Raw, bytes | None]:
+    """One request as any client could send it; the answer and the request's signature."""
+    headers = {"Content-Type": "application/json"}
+    signature = None
+    if control is not None and node is not None:
+        authorization, signature = auth.sign_request(
+            control, node, method, path, body, time_ms or now_ms()
+        )
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url + path, data=body, headers=headers) as response,
+    ):
+        answer = await response.read()
+        try:
+            data = json.loads(answer)
+        except ValueError:
+            data = None
+        return Raw(response.status, data, response.headers, answer), signature
+
+
+def join_body(token: str, name: str, member: Member, **override: Any) -> bytes:
+    body = {
+        "token": token,
+        "name": name,
+        "public_key": member.public_b64,
+        "control_key": member.control_b64,
+        "routes": [],
+    }
+    body.update(override)
+    return json.dumps(body).encode()
+
+
+def cli(*argv: str) -> int:
+    return coordinator_cli.main(["coordinator", *argv])
+
+
+def peers_by_name(roster: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {p["name"]: p for p in roster["peers"]}
+
+
+# -- store: no network -------------------------------------------------------------------------
+
+
+def test_store_files_addresses_and_validation(tmp_path: Any) -> None:
+    state = str(tmp_path / "coord")
+    store = Store(state)
+    try:
+        assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
+        nets = store.init_networks("198.19.5.0/30", V6)
+        assert str(nets.ipv4) == "198.19.5.0/30"
+        # fixed at first start
+        assert store.init_networks() == nets
+        with pytest.raises(Conflict, match="fixed at first start"):
+            store.init_networks("198.19.6.0/24")
+        now = now_ms()
+        store.add_token("a" * 64, now + 60_000, reusable=True)
+        keys = [(bytes([i]) * 32, bytes([100 + i]) * 32) for i in range(3)]
+        a, _ = store.join("a" * 64, "a", *keys[0], [], time_ms=now)
+        b, _ = store.join("a" * 64, "b", *keys[1], [], time_ms=now)
+        # .1 and .2; .0 is the network, .3 the broadcast: the /30 is full
+        assert (a.ipv4, a.ipv6, b.ipv4, b.ipv6) == (
+            "198.19.5.1",
+            "fd19:5::1",
+            "198.19.5.2",
+            "fd19:5::2",
+        )
+        with pytest.raises(Conflict, match="no free address"):
+            store.join("a" * 64, "c", *keys[2], [], time_ms=now)
+        with pytest.raises(Conflict, match="taken"):
+            store.join("a" * 64, "A", *keys[2], [], time_ms=now)  # names ignore case
+        version = store.version()
+        store.remove("a")
+        assert store.version() == version + 1
+        assert store.take_removals() == [keys[0][0]]
+        assert store.take_removals() == []
+        c, _ = store.join("a" * 64, "c", *keys[2], [], time_ms=now)
+        assert c.ipv4 == "198.19.5.1"  # the lowest free address again
+        assert store.accept_request(c.id, now + 1)
+        assert not store.accept_request(c.id, now + 1)  # not newer: a replay
+    finally:
+        store.close()
+    with pytest.raises(StoreError, match="no coordinator state"):
+        Store(str(tmp_path / "absent"), create=False)
+
+
+def test_validation() -> None:
+    assert check_endpoints(["203.0.113.7:51820", "[FD18::0002]:51820", "203.0.113.7:51820"]) == [
+        "203.0.113.7:51820",
+        "[fd18::2]:51820",
+    ]
+    for bad in (
+        ["203.0.113.7"],
+        ["203.0.113.7:0"],
+        ["203.0.113.7:65536"],
+        ["fd18::2:51820"],
+        ["host.example:80"],
+        ["[fe80::1%eth0]:1"],
+        ["0.0.0.0:1"],
+        ["256.1.1.1:1"],
+        [7],
+        "203.0.113.7:1",
+        [f"203.0.113.{i}:1" for i in range(1, 10)],
+    ):
+        with pytest.raises(StoreError):
+            check_endpoints(bad)
+    assert parse_prefix("198.18.50.0/24") == "198.18.50.0/24"
+    assert parse_prefix("FD18:50::/64") == "fd18:50::/64"
+    for bad in (
+        "0.0.0.0/0",
+        "::/0",
+        "198.18.50.1/24",
+        "224.0.0.0/4",
+        "127.0.0.0/8",
+        "x",
+        "1.2.3.4",
+    ):
+        with pytest.raises(StoreError):
+            parse_prefix(bad)
+    mesh = Networks(IPv4Network(V4), IPv6Network(V6))
+    for inside in ("198.19.5.0/25", "198.19.0.0/16", "fd19:5::/80", "fd19::/16"):
+        with pytest.raises(StoreError, match="overlaps the mesh"):
+            parse_prefix(inside, mesh)
+    assert parse_prefix("198.19.6.0/24", mesh) == "198.19.6.0/24"
+    with pytest.raises(StoreError, match="at most"):
+        check_routes([f"198.18.{i}.0/24" for i in range(65)])
+    ula = generate_ula()
+    assert ula.prefixlen == 64 and str(ula).startswith("fd")
+    assert generate_ula(1, 2) == generate_ula(1, 2) != generate_ula(2, 2)
+
+
+# -- the API -----------------------------------------------------------------------------------
+
+
+@needs_lab
+def test_join_rosters_and_long_poll(host: Host, tmp_path: Any) -> None:
+    async def scenario() -> None:
+        coord = make_coordinator(str(tmp_path))
+        port = await coord.start("127.0.0.1", 0)
+        url = f"http://127.0.0.1:{port}"
+        nas, pi, laptop = (Member(n, url) for n in ("nas", "pi", "laptop"))
+        try:
+            token = coord.new_token(600, reusable=True)
+            answer = await nas.join(token, ["198.18.50.0/24"])
+            me = answer["self"]
+            assert answer["coordinator_key"] == auth.b64(coord.public_key)
+            assert nas.client.coordinator_key == coord.public_key
+            assert me == {
+                "name": "nas",
+                "public_key": nas.public_b64,
+                "addresses": ["198.19.5.1", "fd19:5::1"],
+                "routes": [],
+                "pending_routes": ["198.18.50.0/24"],
+                "network": {"ipv4": V4, "ipv6": V6},
+                "relay": {"host": RELAY_HOST, "port": 3478},
+            }
+            assert (await pi.join(token))["self"]["addresses"] == ["198.19.5.2", "fd19:5::2"]
+            assert (await laptop.join(token))["self"]["addresses"] == ["198.19.5.3", "fd19:5::3"]
+            v1 = await nas.client.update(
+                ["203.0.113.7:51820", "[fd18::2]:51820"], ["198.18.50.0/24"]
+            )
+            again = await nas.client.update(
+                ["203.0.113.7:51820", "[fd18::2]:51820"], ["198.18.50.0/24"]
+            )
+            assert again == v1  # nothing changed: the version stays
+            relay = FakeRelay.instances[-1]
+            for member in (nas, pi, laptop):
+                roster = await member.client.roster(0, 0)
+                assert roster["version"] == v1
+                assert roster["network"] == {"ipv4": V4, "ipv6": V6}
+                assert roster["relay"] == {"host": RELAY_HOST, "port": 3478}
+                assert roster["self"]["name"] == member.name
+                peers = peers_by_name(roster)
+                assert set(peers) == {"nas", "pi", "laptop"} - {member.name}
+                for name, peer in peers.items():
+                    other = {"nas": nas, "pi": pi, "laptop": laptop}[name]
+                    assert peer["public_key"] == other.public_b64
+                    assert peer["control_key"] == other.control_b64
+                    assert peer["routes"] == []  # pending routes reach nobody
+                    pair = relay.ensure_pair(member.public_raw, other.public_raw)
+                    assert peer["relay_port"] == pair[0]
+                if member is not nas:
+                    assert peers["nas"]["endpoints"] == ["203.0.113.7:51820", "[fd18::2]:51820"]
+                    assert peers["nas"]["addresses"] == ["198.19.5.1", "fd19:5::1"]
+            # a long-poll returns at its deadline when nothing changes ...
+            started = time.monotonic()
+            same = await pi.client.roster(v1, 0.5)
+            assert same["version"] == v1 and 0.4 < time.monotonic() - started < 2
+            # ... and at once when the roster changes
+            poll = asyncio.create_task(pi.client.roster(v1, 30))
+            await asyncio.sleep(0.3)
+            assert not poll.done()
+            started = time.monotonic()
+            v2 = await nas.client.update(["203.0.113.9:51820"], ["198.18.50.0/24"])
+            roster = await poll
+            assert time.monotonic() - started < 2
+            assert v2 == v1 + 1 and roster["version"] == v2
+            assert peers_by_name(roster)["nas"]["endpoints"] == ["203.0.113.9:51820"]
+            # a long-poll ends (with the roster) when the coordinator closes
+            poll = asyncio.create_task(laptop.client.roster(v2, 30))
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            await coord.close()
+            assert (await poll)["version"] == v2
+            assert time.monotonic() - started < 1.5
+        finally:
+            for member in (nas, pi, laptop):
+                await member.client.close()
+            await coord.close()
+        assert relay.closed
+
+    run_in(host, scenario)
+
+
+@needs_lab
+def test_tokens(host: Host, tmp_path: Any) -> None:
+    async def scenario() -> None:
+        coord = make_coordinator(str(tmp_path))
+        port = await coord.start("127.0.0.1", 0)
+        url = f"http://127.0.0.1:{port}"
+        members = [Member(f"n{i}", url) for i in range(6)]
+        try:
+            once = coord.new_token(600)
+            await members[0].join(once)
+            # the node it admitted may repeat its join (a lost answer), nobody else
+            again = await members[0].join(once)
+            assert again["self"]["addresses"] == ["198.19.5.1", "fd19:5::1"]
+            with pytest.raises(CoordinatorError) as refused:
+                await members[1].join(once)
+            assert refused.value.status == 401 and "used" in refused.value.message
+            # expired
+            secret, expired = auth.new_token(coord.public_key)
+            coord.store.add_token(expired, now_ms() - 1, now=now_ms() - 60_000)
+            with pytest.raises(CoordinatorError) as refused:
+                await members[1].join(secret)
+            assert refused.value.status == 401 and "expired" in refused.value.message
+            # unknown secret with the right fingerprint; a token for another coordinator
+            unknown, _ = auth.new_token(coord.public_key)
+            with pytest.raises(CoordinatorError) as refused:
+                await members[1].join(unknown)
+            assert refused.value.status == 401 and "unknown" in refused.value.message
+            with pytest.raises(CoordinatorError, match="not a pywg join token"):
+                await members[1].join("not-a-token")
+            # the server refuses them too, whatever a client does
+            for token in ("garbage", unknown, once):
+                body = join_body(token, "n1", members[1])
+                answer, _ = await raw_request(
+                    url,
+                    "POST",
+                    "/v1/join",
+                    body,
+                    control=members[1].control,
+                    node=members[1].public_b64,
+                )
+                assert answer.status == 401, token
+            assert coord.store.node_by_name("n1") is None
+            # reusable tokens: many nodes; a taken name or key is a conflict
+            many = coord.new_token(600, reusable=True)
+            await members[1].join(many)
+            await members[2].join(many)
+            with pytest.raises(CoordinatorError) as refused:
+                await members[3].client.join(many, "N1", [])
+            assert refused.value.status == 409
+            impostor = Member("n3", url, wg=members[2].wg)  # n2's WireGuard key, own control key
+            with pytest.raises(CoordinatorError) as refused:
+                await impostor.join(many)
+            assert refused.value.status == 409
+            await impostor.client.close()
+            assert [t.uses for t in coord.store.tokens()] == [1, 2]
+            assert len(coord.store.nodes()) == 3
+        finally:
+            for member in members:
+                await member.client.close()
+            await coord.close()
+
+    run_in(host, scenario)
+
+
+@needs_lab
+def test_client_refuses_another_coordinator(host: Host, tmp_path: Any) -> None:
+    """The key in the answer must match the token's fingerprint, and sign the answer."""
+
+    async def scenario() -> None:
+        real = make_coordinator(str(tmp_path / "real"))
+        other = make_coordinator(str(tmp_path / "other"))
+        real_url = f"http://127.0.0.1:{await real.start('127.0.0.1', 0)}"
+        other_url = f"http://127.0.0.1:{await other.start('127.0.0.1', 0)}"
+
+        # a hostile coordinator that takes any token and signs with its own key
+        hostile_key = SigningKey.generate()
+
+        async def accept_all(request: aiohttp.web.Request) -> aiohttp.web.Response:
+            parsed = auth.parse_authorization(request.headers.get("Authorization"))
+            body = json.dumps(
+                {
+                    "self": {"name": "x"},
+                    "coordinator_key": auth.b64(bytes(hostile_key.verify_key.encode())),
+                }
+            ).encode()
+            response = aiohttp.web.Response(body=body, content_type="application/json")
+            response.headers[auth.SIGNATURE_HEADER] = auth.sign_response(
+                hostile_key, parsed.signature, body
+            )
+            response.headers["X-Pywg-Coordinator-Key"] = auth.b64(
+                bytes(hostile_key.verify_key.encode())
+            )
+            return response
+
+        app = aiohttp.web.Application()
+        app.router.add_post("/v1/join", accept_all)
+        runner = aiohttp.web.AppRunner(app)
+        await runner.setup()
+        site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        hostile_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        try:
+            token = real.new_token(600, reusable=True)
+            for url in (other_url, hostile_url):
+                member = Member("n", url)
+                with pytest.raises(CoordinatorError, match="fingerprint") as refused:
+                    await member.join(token)
+                assert refused.value.status is None
+                assert member.client.coordinator_key is None
+                await member.client.close()
+            # a known coordinator key pins every answer
+            member = Member("n", real_url)
+            await member.join(token)
+            pinned = CoordinatorClient(
+                other_url, member.public_b64, member.control, coordinator_key=real.public_key
+            )
+            with pytest.raises(CoordinatorError, match="not signed by the coordinator"):
+                await pinned.roster(0, 0)
+            await pinned.close()
+            await member.client.close()
+        finally:
+            await runner.cleanup()
+            await real.close()
+            await other.close()
+
+    run_in(host, scenario)
+
+
+@needs_lab
+def test_join_signature_must_match(host: Host, tmp_path: Any) -> None:
+    async def scenario() -> None:
+        coord = make_coordinator(str(tmp_path))
+        url = f"http://127.0.0.1:{await coord.start('127.0.0.1', 0)}"
+        member, stranger = Member("n", url), Member("s", url)
+        try:
+            token = coord.new_token(600, reusable=True)
+            body = join_body(token, "n", member)
+            cases = {
+                "another control key": {"control": stranger.control, "node": member.public_b64},
+                "another node": {"control": member.control, "node": stranger.public_b64},
+                "stale": {
+                    "control": member.control,
+                    "node": member.public_b64,
+                    "time_ms": now_ms() - 600_000,
+                },
+            }
+            for what, kwargs in cases.items():
+                answer, signature = await raw_request(url, "POST", "/v1/join", body, **kwargs)
+                assert answer.status == 401, what
+                assert "error" in answer.data
+                # signed, for the request it answers
+                auth.verify_response(
+                    coord.public_key,
+                    signature or b"",
+                    answer.body,
+                    answer.headers.get(auth.SIGNATURE_HEADER),
+                )
+            answer, _ = await raw_request(url, "POST", "/v1/join", body)
+            assert answer.status == 401 and auth.SIGNATURE_HEADER not in answer.headers
+            assert coord.store.nodes() == []
+            answer, signature = await raw_request(
+                url, "POST", "/v1/join", body, control=member.control, node=member.public_b64
+            )
+            assert answer.status == 200
+            assert answer.headers["X-Pywg-Coordinator-Key"] == auth.b64(coord.public_key)
+            # the exact request again: a replay
+            answer, _ = await raw_request(
+                url,
+                "POST",
+                "/v1/join",
+                body,
+                authorization=auth.sign_request(
+                    member.control, member.public_b64, "POST", "/v1/join", body, 1
+                )[0],
+            )
+            assert answer.status == 401
+        finally:
+            await member.client.close()
+            await stranger.client.close()
+            await coord.close()
+
+    run_in(host, scenario)
+
+
+@needs_lab
+def test_forged_updates_are_refused(host: Host, tmp_path: Any) -> None:
+    async def scenario() -> None:
+        coord = make_coordinator(str(tmp_path))
+        url = f"http://127.0.0.1:{await coord.start('127.0.0.1', 0)}"
+        a, b = Member("a", url), Member("b", url)
+        try:
+            token = coord.new_token(600, reusable=True)
+            await a.join(token)
+            await b.join(token)
+            await a.client.update(["203.0.113.7:51820"], [])
+            before = await b.client.roster(0, 0)
+            forged = json.dumps({"endpoints": ["198.51.100.66:666"]}).encode()
+            # signed by b's control key, claiming to be a
+            answer, _ = await raw_request(
+                url, "POST", "/v1/update", forged, control=b.control, node=a.public_b64
+            )
+            assert answer.status == 401
+            # not signed at all; a malformed Authorization
+            answer, _ = await raw_request(url, "POST", "/v1/update", forged)
+            assert answer.status == 401
+            answer, _ = await raw_request(
+                url, "POST", "/v1/update", forged, authorization="PYWG-Ed25519 node=x"
+            )
+            assert answer.status == 401
+            # signed for another path or body
+            header, _ = auth.sign_request(
+                a.control, a.public_b64, "POST", "/v1/join", forged, now_ms()
+            )
+            answer, _ = await raw_request(url, "POST", "/v1/update", forged, authorization=header)
+            assert answer.status == 401
+            # a real request of a, replayed exactly
+            genuine = json.dumps({"endpoints": ["203.0.113.8:51820"]}).encode()
+            header, _ = auth.sign_request(
+                a.control, a.public_b64, "POST", "/v1/update", genuine, now_ms() + 5000
+            )
+            answer, _ = await raw_request(url, "POST", "/v1/update", genuine, authorization=header)
+            assert answer.status == 200
+            header2, _ = auth.sign_request(
+                a.control,
+                a.public_b64,
+                "POST",
+                "/v1/update",
+                forged,
+                now_ms() + 5000 - auth.REORDER_MS - 1000,
+            )
+            # the same request again; a request signed long before it (a request
+            # overtaken by at most REORDER_MS is taken: test_mesh_wire's ReplayGuard tests)
+            for replay, body in ((header, genuine), (header2, forged)):
+                answer, _ = await raw_request(url, "POST", "/v1/update", body, authorization=replay)
+                assert answer.status == 401
+            after = await b.client.roster(0, 0)
+            assert peers_by_name(after)["a"]["endpoints"] == ["203.0.113.8:51820"]
+            assert after["version"] == before["version"] + 1
+            # a's own client goes on (its clock is behind the replayed request's)
+            a.client._last_ms = now_ms() + 6000
+            assert await a.client.update(["203.0.113.7:51820"], []) == after["version"] + 1
+        finally:
+            await a.client.close()
+            await b.client.close()
+            await coord.close()
+
+    run_in(host, scenario)
+
+
+@needs_lab
+def test_routes_need_approval(host: Host, tmp_path: Any) -> None:
+    async def scenario() -> None:
+        state = str(tmp_path)
+        coord = make_coordinator(state, poll_interval=0.5)
+        url = f"http://127.0.0.1:{await coord.start('127.0.0.1', 0)}"
+        gw, pi = Member("gw", url), Member("pi", url)
+        try:
+            token = coord.new_token(600, reusable=True)
+            await gw.join(token, ["198.18.50.0/24", "fd18:50::/64"])
+            await pi.join(token)
+            roster = await pi.client.roster(0, 0)
+            assert peers_by_name(roster)["gw"]["routes"] == []
+            # approved from the command line (its own connection, as another process)
+            poll = asyncio.create_task(pi.client.roster(roster["version"], 30))
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            assert cli("approve", "--state", state, "gw", "198.18.50.0/24") == 0
+            roster = await poll
+            assert time.monotonic() - started < 2
+            assert peers_by_name(roster)["gw"]["routes"] == ["198.18.50.0/24"]
+            me = (await gw.client.roster(0, 0))["self"]
+            assert me["routes"] == ["198.18.50.0/24"] and me["pending_routes"] == ["fd18:50::/64"]
+            # still advertised: still approved; withdrawn and advertised again: pending again
+            await gw.client.update([], ["198.18.50.0/24", "fd18:50::/64", "198.18.51.0/24"])
+            me = (await gw.client.roster(0, 0))["self"]
+            assert me["routes"] == ["198.18.50.0/24"]
+            assert me["pending_routes"] == ["fd18:50::/64", "198.18.51.0/24"]
+            await gw.client.update([], [])
+            await gw.client.update([], ["198.18.50.0/24"])
+            me = (await gw.client.roster(0, 0))["self"]
+            assert me["routes"] == [] and me["pending_routes"] == ["198.18.50.0/24"]
+            # routes the coordinator refuses
+            for bad in (
+                ["0.0.0.0/0"],
+                ["198.19.5.0/25"],  # inside the mesh
+                ["198.18.50.1/24"],
+                ["fd19:5::/80"],
+                [f"198.18.{i}.0/24" for i in range(65)],
+                "198.18.50.0/24",
+                [1],
+            ):
+                with pytest.raises(CoordinatorError) as refused:
+                    await gw.client.update([], bad)  # type: ignore[arg-type]
+                assert refused.value.status == 400, bad
+        finally:
+            await gw.client.close()
+            await pi.client.close()
+            await coord.close()
+        # with --auto-approve-routes advertised routes are approved at once
+        auto = make_coordinator(str(tmp_path / "auto"), auto_approve_routes=True)
+        url = f"http://127.0.0.1:{await auto.start('127.0.0.1', 0)}"
+        node = Member("gw", url)
+        try:
+            answer = await node.join(auto.new_token(60), ["198.18.50.0/24"])
+            assert answer["self"]["routes"] == ["198.18.50.0/24"]
+            await node.client.update([], ["198.18.50.0/24", "198.18.52.0/24"])
+            me = (await node.client.roster(0, 0))["self"]
+            assert me["routes"] == ["198.18.50.0/24", "198.18.52.0/24"]
+        finally:
+            await node.client.close()
+            await auto.close()
+
+    run_in(host, scenario)
+
+
+@needs_lab
+def test_restart_keeps_the_mesh(host: Host, tmp_path: Any) -> None:
+    async def scenario() -> None:
+        state = str(tmp_path)
+        coord = make_coordinator(state)
+        port = await coord.start("127.0.0.1", 0)
+        url = f"http://127.0.0.1:{port}"
+        a, b, c = Member("a", url), Member("b", url), Member("c", url)
+        try:
+            token = coord.new_token(600, reusable=True)
+            spare = coord.new_token(600)
+            await a.join(token)
+            await b.join(token)
+            await a.client.update(["203.0.113.7:51820"], [])
+            version = (await a.client.roster(0, 0))["version"]
+            body = json.dumps({"endpoints": []}).encode()
+            old, _ = auth.sign_request(
+                b.control, b.public_b64, "POST", "/v1/update", body, now_ms()
+            )
+            answer, _ = await raw_request(url, "POST", "/v1/update", body, authorization=old)
+            assert answer.status == 200
+            await coord.close()
+            key = coord.public_key
+
+            coord = make_coordinator(state)
+            assert await coord.start("127.0.0.1", port) == port
+            assert coord.public_key == key
+            roster = await a.client.roster(0, 0)
+            assert roster["version"] == version
+            assert roster["self"]["addresses"] == ["198.19.5.1", "fd19:5::1"]
+            assert peers_by_name(roster)["b"]["addresses"] == ["198.19.5.2", "fd19:5::2"]
+            roster = await b.client.roster(0, 0)
+            assert peers_by_name(roster)["a"]["endpoints"] == ["203.0.113.7:51820"]
+            # the last request times survived: a request taken before the restart is a replay
+            answer, _ = await raw_request(url, "POST", "/v1/update", body, authorization=old)
+            assert answer.status == 401
+            # tokens survived: the single-use one works once
+            await c.join(spare)
+            assert (await c.client.roster(0, 0))["self"]["addresses"][0] == "198.19.5.3"
+        finally:
+            for member in (a, b, c):
+                await member.client.close()
+            await coord.close()
+        # the networks are fixed
+        with pytest.raises(Conflict, match="fixed at first start"):
+            make_coordinator(state, ipv4="198.19.6.0/24")
+
+    run_in(host, scenario)
+
+
+@needs_lab
+def test_removed_node_leaves_rosters(host: Host, tmp_path: Any) -> None:
+    async def scenario() -> None:
+        state = str(tmp_path)
+        coord = make_coordinator(state, poll_interval=0.5)
+        url = f"http://127.0.0.1:{await coord.start('127.0.0.1', 0)}"
+        a, b, c = Member("a", url), Member("b", url), Member("c", url)
+        relay = FakeRelay.instances[-1]
+        try:
+            token = coord.new_token(600, reusable=True)
+            for member in (a, b, c):
+                await member.join(token)
+            roster = await a.client.roster(0, 0)
+            poll = asyncio.create_task(a.client.roster(roster["version"], 30))
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            assert cli("remove", "--state", state, "b") == 0  # another connection
+            roster = await poll
+            assert time.monotonic() - started < 2
+            assert set(peers_by_name(roster)) == {"c"}
+            assert relay.removed == [b.public_raw]
+            with pytest.raises(CoordinatorError) as refused:
+                await b.client.roster(0, 0)
+            assert refused.value.status == 401
+            # in this process too
+            coord.remove("c")
+            assert relay.removed == [b.public_raw, c.public_raw]
+            assert (await a.client.roster(0, 0))["peers"] == []
+            assert cli("remove", "--state", state, "b") == 1
+        finally:
+            for member in (a, b, c):
+                await member.client.close()
+            await coord.close()
+
+    run_in(host, scenario)
+
+
+@needs_lab
+def test_garbage_is_400_never_500(host: Host, tmp_path: Any) -> None:
+    async def scenario() -> None:
+        coord = make_coordinator(str(tmp_path))
+        url = f"http://127.0.0.1:{await coord.start('127.0.0.1', 0)}"
+        member, newcomer = Member("m", url), Member("new", url)
+        try:
+            token = coord.new_token(600, reusable=True)
+            await member.join(token)
+            good = json.loads(join_body(token, "new", newcomer))
+            join_cases: list[bytes] = [
+                b"",
+                b"not json",
+                b"\xff\xfe",
+                b"[1, 2]",
+                b"null",
+                b"[" * 50_000 + b"]" * 50_000,
+                b"1" * 60_000,
+                b" " * (2 << 20),
+                json.dumps({**good, "name": 7}).encode(),
+                json.dumps({**good, "name": "bad name!"}).encode(),
+                json.dumps({**good, "name": "x" * 64}).encode(),
+                json.dumps({**good, "routes": "198.18.50.0/24"}).encode(),
+                json.dumps({**good, "routes": [None]}).encode(),
+                json.dumps({**good, "token": ["x"]}).encode(),
+                json.dumps({**good, "public_key": "AAAA"}).encode(),
+                json.dumps({**good, "control_key": None}).encode(),
+                json.dumps({k: v for k, v in good.items() if k != "name"}).encode(),
+            ]
+            for body in join_cases:
+                answer, _ = await raw_request(
+                    url,
+                    "POST",
+                    "/v1/join",
+                    body,
+                    control=newcomer.control,
+                    node=newcomer.public_b64,
+                )
+                assert answer.status == 400, body[:40]
+                assert isinstance(answer.data["error"], str)
+            update_cases = [
+                b"not json",
+                b"[]",
+                b"[" * 50_000 + b"]" * 50_000,
+                json.dumps({"endpoints": "1.2.3.4:5"}).encode(),
+                json.dumps({"endpoints": ["1.2.3.4"]}).encode(),
+                json.dumps({"endpoints": [f"198.51.100.{i}:1" for i in range(9)]}).encode(),
+                json.dumps({"endpoints": [{"a": 1}]}).encode(),
+                json.dumps({"routes": {"a": 1}}).encode(),
+            ]
+            for body in update_cases:
+                answer, _ = await raw_request(
+                    url, "POST", "/v1/update", body, control=member.control, node=member.public_b64
+                )
+                assert answer.status == 400, body[:40]
+            for query in (
+                "since=x",
+                "wait=nan",
+                "wait=-1",
+                "since=99999999999999999999",
+                "wait=1e999",
+            ):
+                path = f"/v1/roster?{query}"
+                answer, _ = await raw_request(
+                    url, "GET", path, control=member.control, node=member.public_b64
+                )
+                assert answer.status == 400, query
+            answer, signature = await raw_request(
+                url, "GET", "/v1/nothing", control=member.control, node=member.public_b64
+            )
+            assert answer.status == 404 and answer.data == {"error": "not found"}
+            auth.verify_response(
+                coord.public_key,
+                signature or b"",
+                answer.body,
+                answer.headers[auth.SIGNATURE_HEADER],
+            )
+            answer, _ = await raw_request(url, "DELETE", "/v1/roster")
+            assert answer.status == 405 and "error" in answer.data
+            answer, _ = await raw_request(url, "GET", "/v1/health")
+            assert answer.status == 200 and answer.data == {"ok": True, "nodes": 1}
+            # the member is unharmed
+            roster = await member.client.roster(0, 0)
+            assert roster["self"]["name"] == "m" and roster["self"]["addresses"][0] == "198.19.5.1"
+            assert len(coord.store.nodes()) == 1
+        finally:
+            await member.client.close()
+            await newcomer.client.close()
+            await coord.close()
+
+    run_in(host, scenario)
+
+
+@needs_lab
+def test_with_the_real_relay(host: Host, tmp_path: Any) -> None:
+    """pywg.mesh.relay.RelayServer beside the coordinator, in the same SQLite file."""
+
+    async def scenario() -> None:
+        state = str(tmp_path)
+        config = RelayConfig(RELAY_HOST, "127.0.0.1", 0)
+        coord = make_coordinator(state, relay=config)
+        url = f"http://127.0.0.1:{await coord.start('127.0.0.1', 0)}"
+        a, b = Member("a", url), Member("b", url)
+        try:
+            relay: Any = coord.relay
+            assert relay is not None and relay.port > 0
+            token = coord.new_token(600, reusable=True)
+            assert (await a.join(token))["self"]["relay"] == {
+                "host": RELAY_HOST,
+                "port": relay.port,
+            }
+            await b.join(token)
+            to_b = peers_by_name(await a.client.roster(0, 0))["b"]["relay_port"]
+            to_a = peers_by_name(await b.client.roster(0, 0))["a"]["relay_port"]
+            assert isinstance(to_b, int) and isinstance(to_a, int) and to_a != to_b
+            assert relay.ensure_pair(a.public_raw, b.public_raw) == (to_b, to_a)
+            await coord.close()
+            # the pair ports survive a restart (the relay's tables beside ours)
+            coord = make_coordinator(state, relay=config)
+            await coord.start("127.0.0.1", 0)
+            relay = coord.relay
+            assert relay.ensure_pair(b.public_raw, a.public_raw) == (to_a, to_b)
+            assert cli("remove", "--state", state, "b") == 0
+            deadline = time.monotonic() + 5
+            while relay.pair_port(a.public_raw, b.public_raw) is not None:
+                assert time.monotonic() < deadline, "the relay kept the removed node's pair"
+                await asyncio.sleep(0.1)
+        finally:
+            await a.client.close()
+            await b.client.close()
+            await coord.close()
+
+    run_in(host, scenario)
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+@needs_lab
+def test_cli_token_nodes_approve(
+    host: Host, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = str(tmp_path / "state")
+    assert cli("nodes", "--state", state) == 1
+    assert "no coordinator state" in capsys.readouterr().err
+    assert not os.path.exists(state)
+
+    async def scenario() -> None:
+        coord = make_coordinator(state)
+        url = f"http://127.0.0.1:{await coord.start('127.0.0.1', 0)}"
+        gw, pi = Member("gw", url), Member("pi", url)
+        try:
+            capsys.readouterr()
+            assert cli("token", "--state", state, "--ttl", "600", "--url", url) == 0
+            out, err = capsys.readouterr()
+            token = out.strip()
+            assert f"pywg join {url} --token {token}" in err and "single-use" in err
+            await gw.join(token, ["198.18.50.0/24"])
+            with pytest.raises(CoordinatorError):
+                await pi.join(token)
+            assert cli("token", "--state", state, "--reusable") == 0
+            await pi.join(capsys.readouterr().out.strip())
+            await gw.client.update(["203.0.113.7:51820"], ["198.18.50.0/24"])
+
+            assert cli("nodes", "--state", state) == 0
+            lines = capsys.readouterr().out.splitlines()
+            header = ["NAME", "ADDRESSES", "ENDPOINTS", "ROUTES", "PENDING", "LAST", "SEEN"]
+            assert lines[0].split() == header
+            gw_line = ["gw", "198.19.5.1", "fd19:5::1", "203.0.113.7:51820", "-", "198.18.50.0/24"]
+            assert lines[1].split()[:6] == gw_line
+            assert lines[2].split()[:6] == ["pi", "198.19.5.2", "fd19:5::2", "-", "-", "-"]
+            assert cli("nodes", "--state", state, "--json") == 0
+            listing = json.loads(capsys.readouterr().out)
+            assert listing["network"] == {"ipv4": V4, "ipv6": V6}
+            assert [n["name"] for n in listing["nodes"]] == ["gw", "pi"]
+            assert listing["nodes"][0]["pending_routes"] == ["198.18.50.0/24"]
+
+            assert cli("approve", "--state", state, "gw", "198.18.50.0/24") == 0
+            assert "approved for gw: 198.18.50.0/24" in capsys.readouterr().out
+            assert cli("approve", "--state", state, "gw", "198.18.50.0/24") == 0
+            assert "already" in capsys.readouterr().out
+            assert cli("approve", "--state", state, "nobody", "198.18.50.0/24") == 1
+            assert cli("approve", "--state", state, "gw", "198.18.99.0/24") == 1
+            assert "does not advertise" in capsys.readouterr().err
+            assert cli("approve", "--state", state, "gw", "not-a-prefix") == 2
+            assert cli("token", "--state", state, "--ttl", "-5") == 2
+            err = capsys.readouterr().err
+            assert "Traceback" not in err and err.count("\n") == 2
+            roster = await pi.client.roster(0, 0)
+            assert peers_by_name(roster)["gw"]["routes"] == ["198.18.50.0/24"]
+        finally:
+            await gw.client.close()
+            await pi.client.close()
+            await coord.close()
+
+    run_in(host, scenario)
+
+
+def test_cli_serve_arguments(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    state = str(tmp_path)
+    for argv, message in (
+        (["--listen", "8580"], "HOST:PORT"),
+        (["--listen", "fd18::1:8580"], "brackets"),
+        (["--listen", "0.0.0.0:99999"], "HOST:PORT"),
+        ([], "--relay-host"),
+        (["--relay-host", "x"], None),  # then a bad range
+        (["--relay-listen", "relay.example:3478", "--relay-host", "r"], "not an IP address"),
+        (["--relay-host", "bad host!"], "not a host name"),
+    ):
+        if message is None:
+            argv = [*argv, "--relay-ports", "50-40"]
+            message = "LOW <= HIGH"
+        assert cli("serve", "--state", state, *argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (argv, err)
+    assert os.listdir(state) == []  # nothing was started
+    args = coordinator_cli.argparse.Namespace(
+        no_relay=False,
+        relay_listen="198.18.9.2:3478",
+        relay_host=None,
+        listen=":8580",
+        relay_ports="40000-40999",
+    )
+    relay = coordinator_cli.relay_config(args)
+    assert relay is not None
+    assert (relay.public_host, relay.listen_host, relay.listen_port, relay.port_range) == (
+        "198.18.9.2",
+        "198.18.9.2",
+        3478,
+        (40000, 40999),
+    )
+
+
+@needs_lab
+def test_cli_serve_process(host: Host, tmp_path: Any) -> None:
+    """`pywg coordinator serve` as a process: serves, notices admin commands, stops on SIGTERM."""
+    state = str(tmp_path / "state")
+    code = "import sys; from pywg.cmd.coordinator import main; sys.exit(main(sys.argv[1:]))"
+    argv = [sys.executable, "-c", code, "coordinator", "serve", "--state", state]
+    common = ["--listen", "127.0.0.1:8580", "--ipv4", V4, "--ipv6", V6, "--no-relay"]
+    host.ip("link", "set", "lo", "up")
+    proc = host.popen(*argv, *common, stderr=subprocess.PIPE)
+    try:
+
+        async def scenario() -> None:
+            url = "http://127.0.0.1:8580"
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    answer, _ = await raw_request(url, "GET", "/v1/health")
+                    break
+                except aiohttp.ClientError:
+                    assert time.monotonic() < deadline and proc.poll() is None
+                    await asyncio.sleep(0.1)
+            assert answer.data == {"ok": True, "nodes": 0}
+            token = await asyncio.to_thread(_token_from_cli, state)
+            member = Member("n", url)
+            try:
+                answer_self = (await member.join(token))["self"]
+                assert answer_self["relay"] is None
+                assert answer_self["network"] == {"ipv4": V4, "ipv6": V6}
+                roster = await member.client.roster(0, 0)
+                assert roster["relay"] is None and roster["peers"] == []
+            finally:
+                await member.client.close()
+
+        run_in(host, scenario)
+        # a second server on the same state with other networks refuses to start
+        other = host.run(*argv, "--ipv4", "198.19.6.0/24", "--no-relay", check=False)
+        assert other.returncode == 1
+        assert "fixed at first start" in other.stderr and "Traceback" not in other.stderr
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert proc.stderr is not None
+        err = proc.stderr.read().decode()
+        assert "listening on 127.0.0.1:8580" in err and "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        if proc.stderr is not None:
+            proc.stderr.close()
+    key_file = os.path.join(state, "coordinator.key")
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    with open(key_file) as handle:
+        assert len(auth.unb64(handle.read().strip(), 32)) == 32
+
+
+def _token_from_cli(state: str) -> str:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pywg.cmd.coordinator import main; sys.exit(main(sys.argv[1:]))",
+            "coordinator",
+            "token",
+            "--state",
+            state,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return result.stdout.strip()
