@@ -59,8 +59,8 @@ def _start_up(host: Host, conf: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-def _wait_up(host: Host, name: str, proc: subprocess.Popen[bytes]) -> None:
-    """Wait for `pywg up` to print that the interface is up (after PostUp ran)."""
+def _wait_up(host: Host, name: str, proc: subprocess.Popen[bytes]) -> str:
+    """Wait for `pywg up` to print that the interface is up (after PostUp ran); what it printed."""
     assert proc.stdout is not None
     seen = b""
     end = time.monotonic() + 20
@@ -77,6 +77,7 @@ def _wait_up(host: Host, name: str, proc: subprocess.Popen[bytes]) -> None:
         pytest.fail(f"pywg up did not come up: {(seen + rest).decode(errors='replace')}")
     assert _interface_exists(host, name)
     assert os.path.exists(f"/var/run/wireguard/{name}.sock")
+    return seen.decode(errors="replace")
 
 
 def _stop(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGINT) -> tuple[int, str]:
@@ -119,7 +120,7 @@ PersistentKeepalive = 25
                 allowed_ips=["198.19.7.1/32", "fd19::7:1/128"],
             )
             proc = _start_up(a, tmp / f"{name}.conf")
-            _wait_up(a, name, proc)
+            printed = _wait_up(a, name, proc)
             assert (tmp / "postup").read_text() == f"up {name}\n"
             assert "mtu 1380" in a.ip("link", "show", "dev", name)
             addrs = a.ip("address", "show", "dev", name)
@@ -141,7 +142,8 @@ PersistentKeepalive = 25
             assert key.to_base64() not in shown
             code, out = _stop(proc)
             assert code == 0, out
-            assert f"handshake with {peer.public_key}" in out
+            # the handshake may be printed before or after "is up" was read
+            assert f"handshake with {peer.public_key}" in printed + out
             assert not _interface_exists(a, name)
             assert not os.path.exists(f"/var/run/wireguard/{name}.sock")
             assert (tmp / "postdown").read_text() == f"down {name}\n"
