@@ -51,10 +51,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from .endpoint import format_endpoint
 from .exceptions import LocalProtocolError
 from .keys import PresharedKey, PrivateKey, PublicKey
 from .redact import quote
-from .uapi import format_endpoint
 
 __all__ = [
     "Config",

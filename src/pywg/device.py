@@ -31,7 +31,6 @@ restarts, so they cannot come from a monotonic clock).
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import os
 import struct
@@ -62,6 +61,7 @@ from .constants import (
 )
 from .cookie import CookieChecker, source_bytes
 from .crypto import tai64n
+from .endpoint import AddressLike, Endpoint, normalize_endpoint
 from .events import (
     EndpointChanged,
     Event,
@@ -93,7 +93,7 @@ from .messages import (
     parse_response,
 )
 from .noise import KeyPair
-from .peer import Endpoint, Peer, PendingHandshake
+from .peer import Peer, PendingHandshake
 from .ratelimiter import RateLimiter
 from .redact import quote
 
@@ -106,32 +106,6 @@ UNDER_LOAD_AFTER_TIME: Final = 1.0
 _UNSET: Final = object()
 _transport_header = struct.Struct("<IIQ")
 _le32 = struct.Struct("<I")
-
-AddressLike = tuple[str, int] | tuple[str, int, int, int]
-
-
-def normalize_endpoint(addr: AddressLike | tuple[object, ...]) -> Endpoint:
-    """(host, port) with a canonical host; IPv4-mapped IPv6 becomes IPv4."""
-    try:
-        return _normalize_cached(addr)
-    except TypeError:  # unhashable: not a tuple of str/int
-        raise LocalProtocolError(f"bad address {quote(addr)}") from None
-
-
-@functools.lru_cache(maxsize=4096)
-def _normalize_cached(addr: tuple[object, ...]) -> Endpoint:
-    if len(addr) < 2:
-        raise LocalProtocolError(f"bad address {quote(addr)}")
-    host, port = addr[0], addr[1]
-    try:
-        ip = ipaddress.ip_address(str(host).split("%", 1)[0])
-    except ValueError:
-        raise LocalProtocolError(f"bad address {quote(addr)}") from None
-    if not isinstance(port, int) or not 0 <= port <= 0xFFFF:
-        raise LocalProtocolError(f"bad port in {quote(addr)}")
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return (str(ip), port)
 
 
 def _inner_addresses(packet: bytes) -> tuple[bytes, bytes, int] | None:

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 
 from .constants import MAX_STAGED_PACKETS, TIMESTAMP_SIZE
 from .cookie import CookieGenerator
+from .endpoint import Endpoint
 from .keypair import Keypair
 from .keys import PresharedKey, PublicKey
 from .noise import HandshakeState
 from .timers import PeerTimers
-
-Endpoint = tuple[str, int]
 
 
 @dataclass(slots=True)

@@ -34,10 +34,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from . import endpoint
 from .device import Device
+from .endpoint import Endpoint, format_endpoint
 from .exceptions import LocalProtocolError, WireGuardError
 from .keys import PresharedKey, PrivateKey, PublicKey
-from .peer import Endpoint
 
 EINVAL: Final = -_errno.EINVAL
 EPROTO: Final = -_errno.EPROTO
@@ -177,13 +178,6 @@ def _apply_peer(device: Device, plan: PeerPlan, now: float | None) -> None:
 # ---------------------------------------------------------------------- get
 
 
-def format_endpoint(endpoint: Endpoint) -> str:
-    host, port = endpoint
-    if ":" in host:
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
-
-
 def _split_time(t: float) -> tuple[int, int]:
     """Wall-clock seconds as (sec, nsec); t - floor(t) is exact, so no precision is lost."""
     if not math.isfinite(t) or t < 0:
@@ -252,20 +246,10 @@ def _true(key: str, value: str) -> bool:
 
 def parse_endpoint(value: str) -> Endpoint:
     """`a.b.c.d:port` or `[v6]:port`, numeric only (`wg` resolves names itself)."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not _DECIMAL.fullmatch(port_text) or int(port_text) > 0xFFFF:
-        raise UapiError(EINVAL, "bad endpoint (want a.b.c.d:port or [v6]:port)")
     try:
-        if host.startswith("[") and host.endswith("]"):
-            ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv6Address(host[1:-1])
-        else:
-            ip = ipaddress.IPv4Address(host)
+        return endpoint.parse_endpoint(value)
     except ValueError:
         raise UapiError(EINVAL, "bad endpoint (want a.b.c.d:port or [v6]:port)") from None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    # the Device keeps no scope ids, so one is dropped here too
-    return (str(ip).split("%", 1)[0], int(port_text))
 
 
 def parse_allowed_ip(value: str) -> str:

@@ -48,9 +48,8 @@ import pytest
 
 from helpers.ip_packets import ip4
 from helpers.virtual_network import Host, Network
-from pywg import Device, HandshakeCompleted, PrivateKey, _fast
+from pywg import Device, HandshakeCompleted, PrivateKey, _fast, endpoint
 from pywg.constants import MAX_STAGED_PACKETS
-from pywg.device import _normalize_cached
 from pywg.handshake import _initial_state
 from pywg.keypair import Keypair
 from pywg.keys import PublicKey
@@ -278,7 +277,7 @@ class Soak:
 
 def clear_caches() -> None:
     """Empty pywg's lru_caches (bounded by their maxsize; an entry per new key or endpoint)."""
-    _normalize_cached.cache_clear()
+    endpoint.clear_cache()
     _initial_state.cache_clear()
 
 

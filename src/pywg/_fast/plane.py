@@ -21,9 +21,10 @@ from typing import Any, Final
 from pywg import _fast
 from pywg.cookie import cookie_key, mac1_key
 from pywg.device import Device
+from pywg.endpoint import Endpoint
 from pywg.keypair import Keypair
 from pywg.keys import PublicKey
-from pywg.peer import Endpoint, Peer
+from pywg.peer import Peer
 
 ITEM_DATAGRAM: Final = 1
 ITEM_PACKET: Final = 2

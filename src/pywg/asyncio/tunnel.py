@@ -40,10 +40,11 @@ from typing import TYPE_CHECKING, Final
 
 from .. import backend, stun
 from ..constants import DEFAULT_MTU
-from ..device import AddressLike, Device, normalize_endpoint
+from ..device import Device
+from ..endpoint import AddressLike, Endpoint, normalize_endpoint
 from ..events import EndpointChanged, Event, HandshakeCompleted, HandshakeTimedOut
 from ..keys import PresharedKey, PrivateKey, PublicKey
-from ..peer import Endpoint, Peer
+from ..peer import Peer
 from ..uapi import EADDRINUSE, EIO, SetPlan, UapiError, UapiSession, parse_set
 from .tun import Tun, TunError
 from .tun import exists as interface_exists

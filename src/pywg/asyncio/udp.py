@@ -16,7 +16,7 @@ import socket
 import struct
 from typing import Final
 
-from ..peer import Endpoint
+from ..endpoint import Endpoint
 
 SO_MARK: Final = 36  # linux/asm-generic/socket.h
 BUFFER_BYTES: Final = 4 << 20  # socket buffers; PERF-NOTES: overflow drops cost TCP dearly

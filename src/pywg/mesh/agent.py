@@ -44,9 +44,8 @@ from typing import Any, Final
 
 from .. import stun
 from ..asyncio import Tunnel, UapiServer
-from ..device import normalize_endpoint
+from ..endpoint import Endpoint, normalize_endpoint
 from ..keys import PublicKey
-from ..peer import Endpoint
 from ..system import netconf
 from . import wire
 from .client import CoordinatorClient, CoordinatorError

@@ -39,7 +39,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Final
 
-from ..peer import Endpoint
+from ..endpoint import Endpoint
 
 PROBE_FAST: Final = 1.0
 FAST_PERIOD: Final = 15.0

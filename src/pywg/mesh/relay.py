@@ -93,7 +93,7 @@ from ..constants import (
     RESPONSE_SIZE,
     TRANSPORT_MIN_SIZE,
 )
-from ..device import normalize_endpoint
+from ..endpoint import normalize_endpoint
 from ..exceptions import LocalProtocolError
 from ..messages import message_type
 from . import auth, wire
