@@ -17,7 +17,7 @@ aead-seal NB / aead-open NB
         every round; open reuses the counters of its pre-sealed batch (the
         C AEAD has no replay window).
     pure
-        ``Keypair.seal`` / ``Keypair.open`` from ``pywg.keypair`` (the
+        ``Session.seal`` / ``Session.open`` from ``pywg.session`` (the
         `cryptography` package plus, for open, the replay window), one packet
         per call; open is fed one pre-sealed message per round, as in
         bench_core.
@@ -40,8 +40,8 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 import pywg._fast as fast
 from pywg.constants import DEFAULT_MTU, TRANSPORT_HEADER_SIZE
-from pywg.keypair import Keypair
 from pywg.messages import pad
+from pywg.session import Session
 
 SIZES = [64, 512, 1420]
 BATCH = 64  # packets per native call
@@ -245,17 +245,17 @@ def _native_open(benchmark: BenchmarkFixture, size: int) -> None:
     assert batch.plaintexts_ok()
 
 
-# ---------------------------------------------------------------- pure (Keypair, one per call)
+# ---------------------------------------------------------------- pure (Session, one per call)
 
 
-def _keypairs() -> tuple[Keypair, Keypair]:
-    sender = Keypair(SEND_KEY, RECEIVE_KEY, 1, 2, is_initiator=True, created=0.0)
-    receiver = Keypair(RECEIVE_KEY, SEND_KEY, 2, 1, is_initiator=False, created=0.0)
+def _sessions() -> tuple[Session, Session]:
+    sender = Session(SEND_KEY, RECEIVE_KEY, 1, 2, is_initiator=True, created=0.0)
+    receiver = Session(RECEIVE_KEY, SEND_KEY, 2, 1, is_initiator=False, created=0.0)
     return sender, receiver
 
 
 def _pure_seal(benchmark: BenchmarkFixture, size: int) -> None:
-    sender, receiver = _keypairs()
+    sender, receiver = _sessions()
     padded = plaintext(size)
     message = benchmark(sender.seal, padded)
     assert len(message) == TRANSPORT_HEADER_SIZE + size + TAG
@@ -276,7 +276,7 @@ def _feeder(refill: Callable[[], list[Any]]) -> Callable[[], Args]:
 
 
 def _pure_open(benchmark: BenchmarkFixture, size: int) -> None:
-    sender, receiver = _keypairs()
+    sender, receiver = _sessions()
     padded = plaintext(size)
 
     def refill() -> list[tuple[int, bytes]]:

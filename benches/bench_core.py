@@ -13,7 +13,7 @@ handshake
     Ci/Hi cached), "fresh" generates new keys for every round. Also the four
     raw functions of `pywg.handshake` alone (no mac1/mac2, no Device).
 seal / open
-    `Keypair.seal` / `Keypair.open` on a padded IPv4 packet of 64, 512 and
+    `Session.seal` / `Session.open` on a padded IPv4 packet of 64, 512 and
     1420 bytes. open is fed one pre-sealed message per round (counters
     increasing, so the replay window accepts every one); the batch is refilled
     in `setup`, outside the timed part.
@@ -47,9 +47,9 @@ from pywg.handshake import (
     create_initiation,
     create_response,
 )
-from pywg.keypair import Keypair
 from pywg.messages import pad, parse_initiation, parse_response
-from pywg.noise import KeyPair
+from pywg.noise import DhKeyPair
+from pywg.session import Session
 
 SIZES = [64, 512, 1420]
 BATCH = 4096  # pre-generated messages per refill
@@ -170,8 +170,8 @@ def test_device_handshake(benchmark: Any, keys: str) -> None:
 
 @pytest.mark.benchmark(group="handshake")
 def test_raw_handshake(benchmark: Any) -> None:
-    initiator = KeyPair.from_private(bytes(PrivateKey.generate()))
-    responder = KeyPair.from_private(bytes(PrivateKey.generate()))
+    initiator = DhKeyPair.from_private(bytes(PrivateKey.generate()))
+    responder = DhKeyPair.from_private(bytes(PrivateKey.generate()))
     stamp = tai64n(1_700_000_000.0)
 
     def handshake() -> tuple[bytes | None, bytes | None]:
@@ -186,20 +186,20 @@ def test_raw_handshake(benchmark: Any) -> None:
     _record(benchmark)
 
 
-# ---------------------------------------------------------------- Keypair seal / open
+# ---------------------------------------------------------------- Session seal / open
 
 
-def _keypairs() -> tuple[Keypair, Keypair]:
+def _sessions() -> tuple[Session, Session]:
     k1, k2 = bytes(range(32)), bytes(range(32, 64))
-    sender = Keypair(k1, k2, 1, 2, is_initiator=True, created=0.0)
-    receiver = Keypair(k2, k1, 2, 1, is_initiator=False, created=0.0)
+    sender = Session(k1, k2, 1, 2, is_initiator=True, created=0.0)
+    receiver = Session(k2, k1, 2, 1, is_initiator=False, created=0.0)
     return sender, receiver
 
 
 @pytest.mark.benchmark(group="seal")
 @pytest.mark.parametrize("size", SIZES)
 def test_seal(benchmark: Any, size: int) -> None:
-    sender, receiver = _keypairs()
+    sender, receiver = _sessions()
     padded = pad(ip4(INNER_A, INNER_B, size), DEFAULT_MTU)
     message = benchmark(sender.seal, padded)
     assert len(message) == TRANSPORT_HEADER_SIZE + len(padded) + 16
@@ -212,7 +212,7 @@ def test_seal(benchmark: Any, size: int) -> None:
 @pytest.mark.benchmark(group="open")
 @pytest.mark.parametrize("size", SIZES)
 def test_open(benchmark: Any, size: int) -> None:
-    sender, receiver = _keypairs()
+    sender, receiver = _sessions()
     padded = pad(ip4(INNER_A, INNER_B, size), DEFAULT_MTU)
 
     def refill() -> list[tuple[int, bytes]]:

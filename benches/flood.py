@@ -79,7 +79,7 @@ from pywg.lab import UAPI_DIR, Host, Lab, LabError, require_root, tcp_transfer
 from pywg.lab.relay import read_line
 from pywg.lab.wireguard import PYWGD, WIREGUARD_GO, WgNode, endpoint, start_node
 from pywg.messages import INITIATION_MAC1_OFFSET, parse_cookie_reply
-from pywg.noise import KeyPair
+from pywg.noise import DhKeyPair
 
 MB = 1_000_000
 PORT = 51820
@@ -265,7 +265,7 @@ def mac1_initiations(responder: PublicKey, count: int, *, keys: int = 64) -> lis
     mac2 zero (the flooder holds no cookie). Without the DoS defence each one
     costs the responder its DH work before it finds the sender unknown.
     """
-    statics = [KeyPair.from_private(bytes(PrivateKey.generate())) for _ in range(keys)]
+    statics = [DhKeyPair.from_private(bytes(PrivateKey.generate())) for _ in range(keys)]
     macs = CookieGenerator(bytes(responder))
     stamp = tai64n(time.time())
     out = []

@@ -25,7 +25,7 @@ Targets, picked by the first byte of the input:
    and pseudo-header sum in the TCP checksum field.
 4. ``pywg_kp_open`` on a keypair linked into a NativePlane: authentic and
    forged messages at fuzzed counters. Oracle: the pure-Python reference (a
-   Keypair with a PureReplayWindow fed the same messages): same verdict
+   Session with a PureReplayWindow fed the same messages): same verdict
    (plaintext, -1 forged/short, -2 replayed/outside the window), same bytes.
 
 Buffers handed to C are exactly as long as the C may use, so that
@@ -473,7 +473,7 @@ class _Session:
     def __init__(self) -> None:
         from pywg import Device, PrivateKey
         from pywg._fast.plane import NativePlane
-        from pywg.keypair import Keypair
+        from pywg.session import Session
 
         self.udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         self.rfd, wfd = os.pipe()  # stands in for the TUN; the loops never start
@@ -481,7 +481,7 @@ class _Session:
         self.plane = NativePlane(self.rfd, self.udp, 1420, lambda reason: None)
         self.device = Device(PrivateKey.generate())
         self.peer = self.device.add_peer(PrivateKey.generate().public_key, ["198.19.0.2/32"])
-        self._keypair = Keypair
+        self._session_class = Session
         self.opens = 0
         self.renew()
 
@@ -489,7 +489,7 @@ class _Session:
         key = os.urandom(32)
         if self.peer.current is not None:
             self.peer.current.zero()  # frees the C twin
-        self.peer.current = self._keypair(
+        self.peer.current = self._session_class(
             os.urandom(32), key, 1, 2, is_initiator=False, created=0.0
         )
         self.plane.sync(self.device)
@@ -497,7 +497,9 @@ class _Session:
         assert native is not None
         self.handle = native.handle
         self.sealer = ChaCha20Poly1305(key)
-        self.reference = self._keypair(os.urandom(32), key, 3, 4, is_initiator=False, created=0.0)
+        self.reference = self._session_class(
+            os.urandom(32), key, 3, 4, is_initiator=False, created=0.0
+        )
         self.reference.replay = PureReplayWindow(REJECT_AFTER_MESSAGES)
         self.opens = 0
 

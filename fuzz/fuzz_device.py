@@ -247,9 +247,9 @@ def TestOneInput(data: bytes) -> None:
     assert target.public_key is not None
     if mode == 3:  # authentic transport message, arbitrary plaintext
         plain = ip_packet(r, other_tunnel, target_tunnel)
-        keypair = other.peer(target.public_key).current
-        assert keypair is not None and keypair.can_send(now)
-        target.receive_datagram(keypair.seal(plain), peer_addr, now)
+        session = other.peer(target.public_key).current
+        assert session is not None and session.can_send(now)
+        target.receive_datagram(session.seal(plain), peer_addr, now)
         fields = ip_fields(plain)
         allowed = fields is not None and fields[0] in _packed(other_tunnel)
         expected = [plain[: fields[2]]] if allowed and fields is not None else []

@@ -1,8 +1,8 @@
-"""With the pure-Python replay window, linking a Keypair to the native plane loses it.
+"""With the pure-Python replay window, linking a Session to the native plane loses it.
 
 NativePlane._link (src/pywg/_fast/plane.py) copies the replay window into C
 only when it is a NativeReplayWindow (it reads its `_state`); with
-PYWG_BACKEND=pure the Keypair holds a PureReplayWindow, pywg_kp_new gets
+PYWG_BACKEND=pure the Session holds a PureReplayWindow, pywg_kp_new gets
 NULL and starts with an empty window, so every counter accepted before the
 link is accepted once more. Reached when a NativePlane is used while
 PYWG_BACKEND=pure (e.g. pywg.asyncio.Tunnel(native=True)); the daemon's
@@ -20,12 +20,12 @@ import sys
 
 from pywg._fast.plane import NativePlane
 from pywg.device import Device
-from pywg.keypair import Keypair
 from pywg.keys import PrivateKey
+from pywg.session import Session
 
 k1, k2 = os.urandom(32), os.urandom(32)
-a = Keypair(k1, k2, 1, 2, is_initiator=True, created=0.0)
-b = Keypair(k2, k1, 2, 1, is_initiator=False, created=0.0)
+a = Session(k1, k2, 1, 2, is_initiator=True, created=0.0)
+b = Session(k2, k1, 2, 1, is_initiator=False, created=0.0)
 m0 = a.seal(bytes(16))
 assert b.open(0, m0[16:]) is not None
 print(f"window before the link: {type(b.replay).__name__}")

@@ -17,7 +17,7 @@ Incoming datagrams are dispatched by type (§5.4): handshake initiations are
 checked for mac1 (and, under load, mac2 and a per-source rate limit), then
 consumed; responses complete our pending handshake; cookie replies are stored
 for the next retry; transport messages are routed by receiver index to a
-keypair, opened, checked against the replay window and against the peer's
+session, opened, checked against the replay window and against the peer's
 allowed IPs (cryptokey routing: the inner source must belong to the peer).
 Anything malformed or unauthenticated is dropped and counted in `dropped`,
 never raised, and never changes a session.
@@ -72,7 +72,6 @@ from .events import (
 from .exceptions import LocalProtocolError, RemoteProtocolError
 from .handshake import consume_initiation, consume_response, create_initiation, create_response
 from .indextable import IndexTable
-from .keypair import Keypair
 from .keys import (
     PresharedKey,
     PrivateKey,
@@ -92,10 +91,11 @@ from .messages import (
     parse_initiation,
     parse_response,
 )
-from .noise import KeyPair
+from .noise import DhKeyPair
 from .peer import Peer, PendingHandshake
 from .ratelimiter import RateLimiter
 from .redact import quote
+from .session import Session
 
 # Under load (whitepaper §5.3): more handshake messages than this within one
 # second puts the device under load for UNDER_LOAD_AFTER_TIME (wireguard-go
@@ -152,7 +152,7 @@ class Device:
         self._peers: dict[PublicKey, Peer] = {}
         self._peers_by_raw: dict[bytes, Peer] = {}
         self._allowed: AllowedIPs[Peer] = AllowedIPs()
-        self._indices: IndexTable[tuple[Peer, Keypair | None]] = IndexTable(rng)
+        self._indices: IndexTable[tuple[Peer, Session | None]] = IndexTable(rng)
         self._ratelimiter = RateLimiter()
         self._datagrams: list[tuple[bytes, Endpoint]] = []
         self._packets: list[bytes] = []
@@ -186,12 +186,12 @@ class Device:
         self._timers_changed = True
         self._private_key: PrivateKey | None = None
         self._public_key: PublicKey | None = None
-        self._static: KeyPair | None = None
+        self._static: DhKeyPair | None = None
         self._cookie_checker: CookieChecker | None = None
         if private_key is not None:
             key = as_private_key(private_key)
             self._private_key, self._public_key = key, key.public_key
-            self._static = KeyPair(bytes(key), bytes(key.public_key))
+            self._static = DhKeyPair(bytes(key), bytes(key.public_key))
             self._cookie_checker = CookieChecker(bytes(key.public_key), self._rng)
         for peer in self._peers.values():
             self._zero_peer(peer)
@@ -560,14 +560,14 @@ class Device:
         psk = bytes(peer.preshared_key) if peer.preshared_key else None
         response, send, receive = create_response(consumed, index, psk, rng=self._rng)
         assert send.k is not None and receive.k is not None
-        keypair = Keypair(
+        session = Session(
             send.k, receive.k, index, consumed.sender_index, is_initiator=False, created=now
         )
-        self._indices.replace(index, (peer, keypair))
+        self._indices.replace(index, (peer, session))
         # responder: the new session waits in `next` until the initiator confirms it
-        self._drop_keypair(peer.next)
-        self._drop_keypair(peer.previous)
-        peer.next, peer.previous = keypair, None
+        self._drop_session(peer.next)
+        self._drop_session(peer.previous)
+        peer.next, peer.previous = session, None
         peer.last_sent_handshake = now
         message = peer.cookies.add_macs(response, RESPONSE_MAC1_OFFSET, now)
         peer.timers.session_derived(now)
@@ -591,20 +591,20 @@ class Device:
         psk = bytes(peer.preshared_key) if peer.preshared_key else None
         send, receive = consume_response(pending.state, msg, psk)  # raises if forged
         assert send.k is not None and receive.k is not None
-        keypair = Keypair(
+        session = Session(
             send.k, receive.k, pending.local_index, msg.sender, is_initiator=True, created=now
         )
-        self._indices.replace(pending.local_index, (peer, keypair))
+        self._indices.replace(pending.local_index, (peer, session))
         peer.handshake = None
         # initiator: the new session is current at once (BeginSymmetricSession)
         if peer.next is not None:
-            self._drop_keypair(peer.current)
-            self._drop_keypair(peer.previous)
+            self._drop_session(peer.current)
+            self._drop_session(peer.previous)
             peer.previous, peer.next = peer.next, None
         else:
-            self._drop_keypair(peer.previous)
+            self._drop_session(peer.previous)
             peer.previous = peer.current
-        peer.current = keypair
+        peer.current = session
         self._set_endpoint(peer, source)
         peer.timers.any_authenticated_packet_traversal(now)
         peer.timers.any_authenticated_packet_received()
@@ -641,22 +641,22 @@ class Device:
         if entry is None:
             self.dropped["unknown_index"] += 1
             return
-        peer, keypair = entry
-        if keypair is None:  # the index names a handshake, not a session
+        peer, session = entry
+        if session is None:  # the index names a handshake, not a session
             self.dropped["unknown_index"] += 1
             return
-        if keypair.expired(now):
+        if session.expired(now):
             self.dropped["expired_keypair"] += 1
             return
-        plain = keypair.open(counter, data[TRANSPORT_HEADER_SIZE:])
+        plain = session.open(counter, data[TRANSPORT_HEADER_SIZE:])
         if plain is None:
             self.dropped["transport_rejected"] += 1  # bad tag or replayed counter
             return
         # authenticated (§5.4.6)
         self._set_endpoint(peer, source)
-        if keypair is peer.next:  # the initiator confirmed our session: rotate
-            self._drop_keypair(peer.previous)
-            peer.previous, peer.current, peer.next = peer.current, keypair, None
+        if session is peer.next:  # the initiator confirmed our session: rotate
+            self._drop_session(peer.previous)
+            peer.previous, peer.current, peer.next = peer.current, session, None
             self._handshake_complete(peer, now, initiator=False)
             self._send_staged(peer, now)
         self._keep_key_fresh_receiving(peer, now)
@@ -676,16 +676,16 @@ class Device:
         peer.timers.data_received(now)
 
     def _send_staged(self, peer: Peer, now: float) -> None:
-        keypair = peer.current
-        if keypair is None or not keypair.can_send(now) or peer.endpoint is None:
+        session = peer.current
+        if session is None or not session.can_send(now) or peer.endpoint is None:
             self._send_handshake_initiation(peer, now, is_retry=False)
             return
         while peer.staged:
-            if not keypair.can_send(now):
+            if not session.can_send(now):
                 self._send_handshake_initiation(peer, now, is_retry=False)
                 return
             packet = peer.staged.popleft()
-            self._emit(peer, keypair.seal(pad(packet, self.mtu)))
+            self._emit(peer, session.seal(pad(packet, self.mtu)))
             peer.timers.any_authenticated_packet_traversal(now)
             peer.timers.any_authenticated_packet_sent()
             if packet:
@@ -699,20 +699,22 @@ class Device:
 
     def _keep_key_fresh_sending(self, peer: Peer, now: float) -> None:
         """Initiator rekeys after REKEY_AFTER_TIME or REKEY_AFTER_MESSAGES (§6.2)."""
-        kp = peer.current
+        session = peer.current
         if (
-            kp is not None
-            and kp.is_initiator
-            and (kp.send_counter > REKEY_AFTER_MESSAGES or kp.age(now) >= REKEY_AFTER_TIME)
+            session is not None
+            and session.is_initiator
+            and (
+                session.send_counter > REKEY_AFTER_MESSAGES or session.age(now) >= REKEY_AFTER_TIME
+            )
         ):
             self._send_handshake_initiation(peer, now, is_retry=False)
 
     def _keep_key_fresh_receiving(self, peer: Peer, now: float) -> None:
         """Initiator receiving on a key older than 165 s rekeys once (§6.2)."""
-        kp = peer.current
-        if peer.timers.sent_last_minute_handshake or kp is None:
+        session = peer.current
+        if peer.timers.sent_last_minute_handshake or session is None:
             return
-        if kp.is_initiator and kp.age(now) >= REKEY_ON_RECEIVE_AGE:
+        if session.is_initiator and session.age(now) >= REKEY_ON_RECEIVE_AGE:
             peer.timers.sent_last_minute_handshake = True
             self._send_handshake_initiation(peer, now, is_retry=False)
 
@@ -753,15 +755,15 @@ class Device:
             peer.endpoint = source
             self._events.append(EndpointChanged(peer.public_key, source))
 
-    def _drop_keypair(self, keypair: Keypair | None) -> None:
-        if keypair is not None:
-            self._indices.remove(keypair.local_index)
-            keypair.zero()
+    def _drop_session(self, session: Session | None) -> None:
+        if session is not None:
+            self._indices.remove(session.local_index)
+            session.zero()
 
     def _zero_peer(self, peer: Peer) -> None:
         """Forget every session and handshake of the peer (§6.3, after 540 s)."""
-        for kp in peer.keypairs():
-            self._drop_keypair(kp)
+        for session in peer.sessions():
+            self._drop_session(session)
         peer.previous = peer.current = peer.next = None
         self._clear_handshake(peer)
 

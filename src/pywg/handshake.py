@@ -23,7 +23,7 @@ from .messages import (
     serialize_initiation,
     serialize_response,
 )
-from .noise import CipherState, HandshakeState, KeyPair, SymmetricState
+from .noise import CipherState, DhKeyPair, HandshakeState, SymmetricState
 
 PATTERN = "IKpsk2"
 _ZERO_PSK = bytes(KEY_SIZE)
@@ -48,12 +48,12 @@ class InitiationCreated:
 
 
 def create_initiation(
-    local_static: KeyPair,
+    local_static: DhKeyPair,
     remote_static: bytes,
     sender_index: int,
     timestamp: bytes,
     *,
-    ephemeral: KeyPair | None = None,
+    ephemeral: DhKeyPair | None = None,
     rng: Callable[[int], bytes] = os.urandom,
 ) -> InitiationCreated:
     """Message 1 (whitepaper §5.4.2) without its MACs."""
@@ -86,7 +86,7 @@ class InitiationConsumed:
     sender_index: int
 
 
-def consume_initiation(local_static: KeyPair, msg: Initiation) -> InitiationConsumed:
+def consume_initiation(local_static: DhKeyPair, msg: Initiation) -> InitiationConsumed:
     """Read message 1 as responder. Raises RemoteProtocolError if it does not decrypt."""
     state = HandshakeState(
         PATTERN,
@@ -105,7 +105,7 @@ def create_response(
     sender_index: int,
     preshared_key: bytes | None,
     *,
-    ephemeral: KeyPair | None = None,
+    ephemeral: DhKeyPair | None = None,
     rng: Callable[[int], bytes] = os.urandom,
 ) -> tuple[bytes, CipherState, CipherState]:
     """Message 2 (whitepaper §5.4.3) without MACs, and the (send, receive) transport keys."""

@@ -1,7 +1,7 @@
 """Receiver index table (whitepaper §5.4.2: the sender index is random 32 bits).
 
 Maps our random 32-bit local indices to what they stand for: a handshake in
-progress (its Peer) or an established Keypair. Incoming responses, cookie
+progress (its Peer) or an established Session. Incoming responses, cookie
 replies and transport messages are routed by the receiver index they carry.
 """
 
@@ -28,7 +28,7 @@ class IndexTable(Generic[T]):
                 return index
 
     def replace(self, index: int, entry: T) -> None:
-        """Rebind an existing index (a handshake's index becomes its keypair's)."""
+        """Rebind an existing index (a handshake's index becomes its session's)."""
         if index in self._table:
             self._table[index] = entry
 

@@ -112,16 +112,21 @@ class SymmetricState:
 
 
 @dataclass(slots=True)
-class KeyPair:
+class DhKeyPair:
+    """A Curve25519 key pair for Diffie-Hellman: a static or an ephemeral key (Noise §4.1).
+
+    Not a transport session (the whitepaper's "keypair"): that is `pywg.session.Session`.
+    """
+
     private: bytes = field(repr=False)
     public: bytes
 
     @classmethod
-    def from_private(cls, private: bytes) -> KeyPair:
+    def from_private(cls, private: bytes) -> DhKeyPair:
         return cls(private, crypto.dh_public(private))
 
     def __repr__(self) -> str:
-        return f"KeyPair(public={self.public.hex()}, private=<secret>)"
+        return f"DhKeyPair(public={self.public.hex()}, private=<secret>)"
 
 
 class HandshakeState:
@@ -133,8 +138,8 @@ class HandshakeState:
         initiator: bool,
         *,
         prologue: bytes = b"",
-        s: KeyPair | None = None,
-        e: KeyPair | None = None,
+        s: DhKeyPair | None = None,
+        e: DhKeyPair | None = None,
         rs: bytes | None = None,
         psks: Sequence[bytes] = (),
         rng: Callable[[int], bytes] = os.urandom,
@@ -202,7 +207,7 @@ class HandshakeState:
         for token in self._messages[self.message_index]:
             if token == "e":
                 if self.e is None:
-                    self.e = KeyPair.from_private(self.rng(DHLEN))
+                    self.e = DhKeyPair.from_private(self.rng(DHLEN))
                 out.append(self.e.public)
                 sym.mix_hash(self.e.public)
                 if self._psk_mode:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from .constants import MAX_STAGED_PACKETS, TIMESTAMP_SIZE
 from .cookie import CookieGenerator
 from .endpoint import Endpoint
-from .keypair import Keypair
 from .keys import PresharedKey, PublicKey
 from .noise import HandshakeState
+from .session import Session
 from .timers import PeerTimers
 
 
@@ -70,9 +70,9 @@ class Peer:
         self.last_initiation_consumption = float("-inf")
         self.last_sent_handshake = float("-inf")
         # sessions (whitepaper §6.1, "previous/current/next")
-        self.previous: Keypair | None = None
-        self.current: Keypair | None = None
-        self.next: Keypair | None = None
+        self.previous: Session | None = None
+        self.current: Session | None = None
+        self.next: Session | None = None
         self.staged: deque[bytes] = deque()
         self.staged_dropped = 0
         self.timers = PeerTimers()
@@ -87,7 +87,7 @@ class Peer:
     def persistent_keepalive(self) -> int:
         return self.timers.persistent_keepalive_interval
 
-    def keypairs(self) -> list[Keypair]:
+    def sessions(self) -> list[Session]:
         return [k for k in (self.previous, self.current, self.next) if k is not None]
 
     def stage(self, packet: bytes) -> None:

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Every transport message carries a 64-bit counter, used once per keypair. The
+Every transport message carries a 64-bit counter, used once per session. The
 receiver remembers the highest counter it accepted and which of the recent
 ones it has seen, in a ring of 128 words of 64 bits (8192 bits; Linux and
 wireguard-go use the same sizes). A counter is accepted when it is
@@ -143,7 +143,7 @@ class PureReplayWindow:
         return not self._ring[(pos >> 6) & 127] & (1 << (pos & 63))
 
     def reset(self) -> None:
-        """Forget every counter (a new keypair starts from nothing)."""
+        """Forget every counter (a new session starts from nothing)."""
         self._next = 0
         self._ring[:] = _EMPTY_RING
 

@@ -11,12 +11,12 @@ from pywg import HandshakeCompleted, PrivateKey
 from pywg.cookie import CookieGenerator
 from pywg.crypto import tai64n
 from pywg.handshake import create_initiation
-from pywg.noise import KeyPair
+from pywg.noise import DhKeyPair
 
 
 def _forged_initiations(responder_public: bytes, count: int) -> list[bytes]:
     """Initiations with a valid mac1 from an attacker who knows only the public key."""
-    attacker = KeyPair.from_private(bytes(PrivateKey.generate()))
+    attacker = DhKeyPair.from_private(bytes(PrivateKey.generate()))
     gen = CookieGenerator(responder_public)
     out = []
     template = create_initiation(attacker, responder_public, 1, tai64n(1.7e9)).message

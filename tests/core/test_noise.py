@@ -8,7 +8,7 @@ import pytest
 
 from helpers.known_answers import load
 from pywg.exceptions import DecryptionError, LocalProtocolError
-from pywg.noise import HandshakeState, KeyPair
+from pywg.noise import DhKeyPair, HandshakeState
 
 CASES = [("noise_IKpsk2.json", "IKpsk2"), ("noise_IK_25519_ChaChaPoly_BLAKE2s.json", "IK")]
 
@@ -26,8 +26,8 @@ def _parties(v: dict[str, Any], pattern: str) -> tuple[HandshakeState, Handshake
         pattern,
         True,
         prologue=h(v["init_prologue"]),
-        s=KeyPair.from_private(h(v["init_static"])),
-        e=KeyPair.from_private(h(v["init_ephemeral"])),
+        s=DhKeyPair.from_private(h(v["init_static"])),
+        e=DhKeyPair.from_private(h(v["init_ephemeral"])),
         rs=h(v["init_remote_static"]),
         psks=[h(x) for x in v.get("init_psks", [])],
     )
@@ -35,8 +35,8 @@ def _parties(v: dict[str, Any], pattern: str) -> tuple[HandshakeState, Handshake
         pattern,
         False,
         prologue=h(v["resp_prologue"]),
-        s=KeyPair.from_private(h(v["resp_static"])),
-        e=KeyPair.from_private(h(v["resp_ephemeral"])),
+        s=DhKeyPair.from_private(h(v["resp_static"])),
+        e=DhKeyPair.from_private(h(v["resp_ephemeral"])),
         psks=[h(x) for x in v.get("resp_psks", [])],
     )
     return init, resp

@@ -19,7 +19,7 @@ for PYWG_SOAK_HOURS hours of virtual time (default 6):
 Checked at every checkpoint: the hub's index table holds at most
 INDEX_PER_PEER entries per peer (three sessions and a handshake), the spokes'
 at most INDEX_PER_PEER, staged packets at most MAX_STAGED_PACKETS per peer,
-the allowed-IPs trie as small as its prefixes need, and the live Keypair,
+the allowed-IPs trie as small as its prefixes need, and the live Session,
 Peer and handshake objects (a gc census) in proportion to the peers. Memory:
 tracemalloc runs throughout; between snapshots after the second hour (a full
 turnover of spokes after the warm-up hour) and at the end (pywg's two
@@ -51,10 +51,10 @@ from helpers.virtual_network import Host, Network
 from pywg import Device, HandshakeCompleted, PrivateKey, _fast, endpoint
 from pywg.constants import MAX_STAGED_PACKETS
 from pywg.handshake import _initial_state
-from pywg.keypair import Keypair
 from pywg.keys import PublicKey
 from pywg.noise import HandshakeState
 from pywg.peer import Peer, PendingHandshake
+from pywg.session import Session
 
 HOURS = float(os.environ.get("PYWG_SOAK_HOURS", "6"))
 SPOKES = 12
@@ -90,7 +90,7 @@ class Spoke:
 def _live_census() -> Counter[str]:
     """Live objects of the kinds that would pile up if something leaked, process-wide."""
     gc.collect()
-    kinds = (Keypair, Peer, PendingHandshake, HandshakeState, Device)
+    kinds = (Session, Peer, PendingHandshake, HandshakeState, Device)
     counts: Counter[str] = Counter()
     for obj in gc.get_objects():
         if isinstance(obj, kinds):
@@ -374,7 +374,7 @@ def test_hours_of_virtual_time_rekeys_and_churn_without_growth() -> None:
     for census in run.censuses:
         assert census["Device"] == SPOKES + 1, census
         assert census["Peer"] == 2 * SPOKES, census
-        assert census["Keypair"] <= 2 * 3 * SPOKES, census
+        assert census["Session"] <= 2 * 3 * SPOKES, census
         assert census["PendingHandshake"] <= 2 * SPOKES, census
     growth = "n/a (under 3 h)"
     if len(run.snapshots) == 2:
@@ -416,9 +416,9 @@ def test_native_twins_follow_the_sessions_through_an_hour_of_churn() -> None:
 
     def mirror(soak: Soak) -> None:
         plane.sync(soak.hub.device)
-        keypairs = [kp for p in soak.hub.device.peers.values() for kp in p.keypairs()]
-        live = {id(kp.native): kp.native for kp in keypairs if kp.native is not None}
-        assert len(live) == len(keypairs), "a session the plane does not know"
+        sessions = [kp for p in soak.hub.device.peers.values() for kp in p.sessions()]
+        live = {id(kp.native): kp.native for kp in sessions if kp.native is not None}
+        assert len(live) == len(sessions), "a session the plane does not know"
         assert set(plane._keypairs) == set(live), "C twins that outlived their sessions"
         assert len(plane._peers) == SPOKES
         seen.update(live)

@@ -10,7 +10,7 @@ from helpers.device_pair import make_pair, zero_jitter_rng
 from helpers.ip_packets import ip4
 from helpers.virtual_network import Network
 from pywg import HandshakeCompleted, HandshakeTimedOut, SessionsExpired
-from pywg.keypair import Keypair
+from pywg.session import Session
 
 A_TO_B = ip4("198.19.0.1", "198.19.0.2", b"ping")
 B_TO_A = ip4("198.19.0.2", "198.19.0.1", b"pong")
@@ -108,10 +108,10 @@ def test_ten_minutes_of_traffic_rekeys_on_time_and_loses_nothing() -> None:
     """Ping-pong every second for 600 s of virtual time (whitepaper §6.1-6.3)."""
     net = Network(latency=LAT)
     a, b = make_pair(net, rng=zero_jitter_rng)
-    sessions_a: list[Keypair] = []
+    sessions_a: list[Session] = []
     sent_ab = sent_ba = 0
     old_key_checks: list[tuple[float, bool]] = []
-    first: Keypair | None = None
+    first: Session | None = None
     for second in range(600):
         net.run_until(float(second))
         net.send(a, ip4("198.19.0.1", "198.19.0.2", second.to_bytes(4, "big")))
@@ -123,7 +123,7 @@ def test_ten_minutes_of_traffic_rekeys_on_time_and_loses_nothing() -> None:
         if cur is not None and (not sessions_a or sessions_a[-1] is not cur):
             sessions_a.append(cur)
             if first is None:
-                first = Keypair(
+                first = Session(
                     cur.send_key or b"",
                     cur.receive_key or b"",
                     cur.local_index,
@@ -177,11 +177,11 @@ def test_key_material_zeroed_540s_after_last_session() -> None:
     net.run_until(derived_a + 539.9)
     assert pa.current is not None and pb.current is not None
     net.run_until(derived_a + 540.0)
-    assert pa.keypairs() == [] and pa.handshake is None
+    assert pa.sessions() == [] and pa.handshake is None
     assert a.device.index_table_size == 0
     assert any(isinstance(e, SessionsExpired) for e in a.events)
     net.run_until(derived_b + 540.0)
-    assert pb.keypairs() == [] and b.device.index_table_size == 0
+    assert pb.sessions() == [] and b.device.index_table_size == 0
     # and a new packet simply starts a new handshake
     net.send(a, A_TO_B)
     net.run_until(net.now + 1.0)

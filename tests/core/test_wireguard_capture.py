@@ -20,9 +20,9 @@ from pywg import Device, HandshakeCompleted, PrivateKey, crypto
 from pywg.constants import CONSTRUCTION, IDENTIFIER
 from pywg.cookie import CookieGenerator
 from pywg.handshake import consume_initiation, consume_response, create_initiation, create_response
-from pywg.keypair import Keypair
 from pywg.messages import parse_initiation, parse_response
-from pywg.noise import KeyPair, SymmetricState
+from pywg.noise import DhKeyPair, SymmetricState
+from pywg.session import Session
 
 DATA = load("wireguard_wireshark_capture.json")
 h = bytes.fromhex
@@ -112,14 +112,14 @@ def test_regenerate_handshake_bit_exact(
 ) -> None:
     init_frame = frames[hs["initiation_frame"]]
     resp_frame = frames[hs["response_frame"]]
-    si = KeyPair.from_private(h(hs["initiator_static_private"]))
-    sr = KeyPair.from_private(h(hs["responder_static_private"]))
+    si = DhKeyPair.from_private(h(hs["initiator_static_private"]))
+    sr = DhKeyPair.from_private(h(hs["responder_static_private"]))
     created = create_initiation(
         si,
         sr.public,
         hs["initiator_sender_index"],
         h(init_frame["timestamp_tai64n"]),
-        ephemeral=KeyPair.from_private(h(hs["initiator_ephemeral_private"])),
+        ephemeral=DhKeyPair.from_private(h(hs["initiator_ephemeral_private"])),
     )
     t = hs["trace"]
     assert created.state.handshake_hash.hex() == t["after_timestamp"]["h"]
@@ -133,7 +133,7 @@ def test_regenerate_handshake_bit_exact(
         consumed,
         hs["responder_sender_index"],
         psk,
-        ephemeral=KeyPair.from_private(h(hs["responder_ephemeral_private"])),
+        ephemeral=DhKeyPair.from_private(h(hs["responder_ephemeral_private"])),
     )
     assert consumed.state.handshake_hash.hex() == t["resp_after_empty"]["h"]
     response = CookieGenerator(si.public).add_macs(response, 60, 0.0)
@@ -206,10 +206,10 @@ def test_device_replays_whole_ping_tcp_capture() -> None:
     dev = Device(h(hss[0]["responder_static_private"]), 51820, rng=rng)
     dev.add_peer(h(hss[0]["initiator_static_public"]), ["0.0.0.0/0"])
     # the initiator's receiving keys, by its index, to check what the Device sends
-    initiator_side: dict[int, Keypair] = {}
+    initiator_side: dict[int, Session] = {}
     for hs in hss:
         tr = hs["trace"]["transport"]
-        initiator_side[hs["initiator_sender_index"]] = Keypair(
+        initiator_side[hs["initiator_sender_index"]] = Session(
             h(tr["initiator_send"]),
             h(tr["initiator_recv"]),
             hs["initiator_sender_index"],

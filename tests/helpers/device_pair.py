@@ -56,7 +56,7 @@ def session_snapshot(dev: Device, peer_key: PublicKey) -> dict[str, Any]:
     p = dev.peer(peer_key)
     return {
         "endpoint": p.endpoint,
-        "keypairs": [
+        "sessions": [
             (
                 k.local_index,
                 k.remote_index,

@@ -47,7 +47,7 @@ from pywg.interop.adversary import (
     tai64n_add,
 )
 from pywg.interop.flood import Flooder, flood_initiations
-from pywg.noise import KeyPair
+from pywg.noise import DhKeyPair
 
 TUNNEL4, TUNNEL6 = "198.19.1.1", "fd19::1:1"  # the adversary's (its allowed IPs)
 TARGET4, TARGET6 = "198.19.1.2", "fd19::1:2"
@@ -156,9 +156,9 @@ def answers(target: MemoryTarget) -> list[bytes]:
 
 
 def test_crafted_initiation_is_the_cores_byte_for_byte(key: PrivateKey) -> None:
-    static = KeyPair(bytes(key), bytes(key.public_key))
+    static = DhKeyPair(bytes(key), bytes(key.public_key))
     responder = bytes(PrivateKey.generate().public_key)
-    ephemeral = KeyPair.from_private(bytes(range(32)))
+    ephemeral = DhKeyPair.from_private(bytes(range(32)))
     stamp = pywg.crypto.tai64n(1_700_000_000.5)
     mine = craft_initiation(static, responder, 0x01020304, stamp, ephemeral=ephemeral)
     core = create_initiation(static, responder, 0x01020304, stamp, ephemeral=ephemeral)
@@ -328,7 +328,7 @@ def test_under_load_a_cookie_reply_then_mac2_gets_a_response(clock: Clock, key: 
 
 def test_cookie_reply_is_what_the_core_takes(key: PrivateKey) -> None:
     """A cookie reply made by the adversary is accepted by the core's CookieGenerator."""
-    me = KeyPair(bytes(key), bytes(key.public_key))
+    me = DhKeyPair(bytes(key), bytes(key.public_key))
     generator = CookieGenerator(me.public)  # an initiator talking to us
     sent = generator.add_macs(bytes(116) + bytes(32), INITIATION_MAC1_AT, 0.0)
     cookie = bytes(range(16))

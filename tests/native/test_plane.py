@@ -20,9 +20,9 @@ from pywg import _fast, stun
 from pywg.constants import REJECT_AFTER_MESSAGES
 from pywg.cookie import CookieChecker, CookieGenerator, source_bytes
 from pywg.device import Device
-from pywg.keypair import Keypair
 from pywg.keys import PrivateKey
 from pywg.messages import parse_cookie_reply
+from pywg.session import Session
 
 if TYPE_CHECKING:
     from pywg._fast.plane import NativePlane
@@ -40,10 +40,10 @@ def _plane() -> tuple[NativePlane, socket.socket, int]:
     return plane, udp, r
 
 
-def _pair() -> tuple[Keypair, Keypair]:
+def _pair() -> tuple[Session, Session]:
     k1, k2 = os.urandom(32), os.urandom(32)
-    a = Keypair(k1, k2, 1, 2, is_initiator=True, created=0.0)
-    b = Keypair(k2, k1, 2, 1, is_initiator=False, created=0.0)
+    a = Session(k1, k2, 1, 2, is_initiator=True, created=0.0)
+    b = Session(k2, k1, 2, 1, is_initiator=False, created=0.0)
     return a, b
 
 
@@ -57,7 +57,7 @@ def test_sockaddr_round_trip_both_families() -> None:
     assert endpoint_of(b"\x02\x00") is None
 
 
-def test_linked_keypair_seals_like_python_and_keeps_the_counter() -> None:
+def test_linked_session_seals_like_python_and_keeps_the_counter() -> None:
     from pywg._fast.plane import NativeKeypair, NativePlane
 
     plane, udp, fd = _plane()
@@ -88,7 +88,7 @@ def test_linked_keypair_seals_like_python_and_keeps_the_counter() -> None:
         os.close(fd)
 
 
-def test_linked_keypair_opens_and_rejects_replays_with_the_carried_window() -> None:
+def test_linked_session_opens_and_rejects_replays_with_the_carried_window() -> None:
     from pywg._fast.plane import NativePlane
 
     plane, udp, fd = _plane()

@@ -17,7 +17,7 @@ bytes repr.
   `wg show` of it (except the forms that ask for secrets: `private-key`,
   `preshared-keys`, `dump`, `showconf`) and `pywg show`;
 - key files from `pywg genkey/genpsk --output` are 0600 whatever the umask;
-- Keypair.zero() drops the key bytes and AEAD objects; with the native plane
+- Session.zero() drops the key bytes and AEAD objects; with the native plane
   the C twin is freed (its handle becomes None) on zero, on rekey, on expiry
   and on peer removal.
 """
@@ -53,10 +53,10 @@ from pywg.config import ConfigError, parse_config
 from pywg.device import Device
 from pywg.exceptions import LocalProtocolError, WireGuardError
 from pywg.handshake import consume_initiation, create_initiation, create_response
-from pywg.keypair import Keypair
 from pywg.keys import PresharedKey, PrivateKey
 from pywg.messages import parse_initiation
-from pywg.noise import CipherState, KeyPair, SymmetricState
+from pywg.noise import CipherState, DhKeyPair, SymmetricState
+from pywg.session import Session
 from pywg.status import parse_get
 from pywg.uapi import UapiError, UapiSession, get, parse_set
 
@@ -121,7 +121,7 @@ def device_secrets(secrets: Secrets, *devices: Device) -> Secrets:
         for peer in device.peers.values():
             tag = f"device {n} peer {str(peer.public_key)[:6]}"
             secrets.add(f"{tag} psk", peer.preshared_key)
-            for kp in peer.keypairs():
+            for kp in peer.sessions():
                 secrets.add(f"{tag} send key {kp.local_index:#x}", kp.send_key)
                 secrets.add(f"{tag} receive key {kp.local_index:#x}", kp.receive_key)
             if peer.handshake is not None:
@@ -227,7 +227,7 @@ def test_native_plane_objects_show_no_secret(
     _, a, _, secrets = world
     with native_plane() as plane:
         plane.sync(a.device)
-        twins = [kp.native for p in a.device.peers.values() for kp in p.keypairs()]
+        twins = [kp.native for p in a.device.peers.values() for kp in p.sessions()]
         assert twins and all(t is not None for t in twins)
         for obj in (plane, *twins, *plane._peers.values()):
             for fn in (repr, str):
@@ -263,11 +263,11 @@ def _core_objects(a: SimHost, b: SimHost) -> dict[str, object]:
     return {
         "Device": dev,
         "Peer": peer,
-        "Keypair": peer.current,
+        "Session": peer.current,
         "PrivateKey": dev.private_key,
         "PresharedKey": peer.preshared_key,
         "PublicKey": peer.public_key,
-        "noise.KeyPair": dev._static,
+        "noise.DhKeyPair": dev._static,
         "PendingHandshake": peer.handshake,
         "HandshakeState": peer.handshake.state,
         "CookieGenerator": peer.cookies,
@@ -290,7 +290,7 @@ def _core_objects(a: SimHost, b: SimHost) -> dict[str, object]:
 @pytest.mark.parametrize(
     "name",
     [
-        "Device", "Peer", "Keypair", "PrivateKey", "PresharedKey", "PublicKey", "noise.KeyPair",
+        "Device", "Peer", "Session", "PrivateKey", "PresharedKey", "PublicKey", "noise.DhKeyPair",
         "PendingHandshake", "HandshakeState", "CookieGenerator", "CookieChecker", "PeerTimers",
         "ReplayWindow", "SetPlan", "PeerPlan", "Config", "PeerConfig", "Tunnel", "PeerStats",
         "UapiSession", "InterfaceStatus", "events", "peers dict",
@@ -315,8 +315,8 @@ def test_core_object_repr_and_str_show_no_secret(
 def _handshake_states() -> tuple[SymmetricState, CipherState, CipherState, Secrets]:
     """A handshake run by hand: its symmetric state and the two transport CipherStates."""
     i_static, r_static = PrivateKey.generate(), PrivateKey.generate()
-    ik = KeyPair(bytes(i_static), bytes(i_static.public_key))
-    rk = KeyPair(bytes(r_static), bytes(r_static.public_key))
+    ik = DhKeyPair(bytes(i_static), bytes(i_static.public_key))
+    rk = DhKeyPair(bytes(r_static), bytes(r_static.public_key))
     created = create_initiation(ik, rk.public, 1, bytes(12))
     consumed = consume_initiation(rk, parse_initiation(created.message))
     psk = PresharedKey.generate()
@@ -601,15 +601,15 @@ def test_key_file_failure_leaves_nothing(
 # -- 4. zeroing ------------------------------------------------------------------------------------
 
 
-def test_keypair_zero_drops_every_python_reference() -> None:
+def test_session_zero_drops_every_python_reference() -> None:
     send, receive = os.urandom(32), os.urandom(32)
-    kp = Keypair(send, receive, 1, 2, is_initiator=True, created=0.0)
+    kp = Session(send, receive, 1, 2, is_initiator=True, created=0.0)
     message = kp.seal(bytes(16))
     held = [sys.getrefcount(send), sys.getrefcount(receive)]
     aeads = [kp._sealer, kp._opener]
     assert all(a is not None for a in aeads)
     kp.zero()
-    # the keypair held one reference to each key; now none
+    # the session held one reference to each key; now none
     assert [sys.getrefcount(send), sys.getrefcount(receive)] == [held[0] - 1, held[1] - 1]
     assert kp.send_key is None and kp.receive_key is None
     referents = gc.get_referents(kp)
@@ -622,40 +622,40 @@ def test_keypair_zero_drops_every_python_reference() -> None:
     kp.zero()  # idempotent
 
 
-def _every_keypair(*hosts: SimHost) -> list[Keypair]:
-    return [kp for h in hosts for p in h.device.peers.values() for kp in p.keypairs()]
+def _every_session(*hosts: SimHost) -> list[Session]:
+    return [kp for h in hosts for p in h.device.peers.values() for kp in p.sessions()]
 
 
 def test_sessions_are_zeroed_on_rekey_expiry_removal_and_new_identity() -> None:
     net = Network(latency=0.001)
     a, b = make_pair(net, psk=True, rng=zero_jitter_rng)
-    seen: dict[int, Keypair] = {}
+    seen: dict[int, Session] = {}
     for second in range(0, 400, 5):  # traffic for 400 s: rekeys at ~120, 240, 360
         net.run_until(float(second))
         net.send(a, A_TO_B)
         net.run_until(second + 1.0)
         net.send(b, B_TO_A)
-        for kp in _every_keypair(a, b):
+        for kp in _every_session(a, b):
             seen[id(kp)] = kp
-    live = {id(kp) for kp in _every_keypair(a, b)}
+    live = {id(kp) for kp in _every_session(a, b)}
     dropped = [kp for key, kp in seen.items() if key not in live]
     assert len(dropped) >= 4, "expected rekeys to retire sessions"
     assert all(kp.send_key is None and kp._sealer is None for kp in dropped)
     # expiry: 540 s after the last session (whitepaper §6.3) everything is zeroed
-    last = _every_keypair(a, b)
+    last = _every_session(a, b)
     net.run_until(net.now + 3 * 180 + 5)
-    assert _every_keypair(a, b) == []
+    assert _every_session(a, b) == []
     assert all(kp.send_key is None and kp.receive_key is None for kp in last)
     assert a.device.index_table_size == 0 and b.device.index_table_size == 0
     # removal and a new identity zero what they drop
     net.send(a, A_TO_B)
     net.run_until(net.now + 1.0)
-    on_a, on_b = _every_keypair(a), _every_keypair(b)
+    on_a, on_b = _every_session(a), _every_session(b)
     assert on_a and on_b
     a.device.remove_peer(b.device.public_key)
     b.device.set_private_key(PrivateKey.generate())
     assert all(kp.send_key is None for kp in on_a + on_b)
-    assert _every_keypair(a, b) == []
+    assert _every_session(a, b) == []
 
 
 @pytest.fixture
@@ -689,7 +689,7 @@ def test_native_twin_freed_on_zero(native_plane_fixture: Any) -> None:
     plane = native_plane_fixture
     device = Device(PrivateKey.generate())
     peer = device.add_peer(PEER, ["198.19.0.2/32"], endpoint=("198.18.0.2", 51820))
-    kp = Keypair(os.urandom(32), os.urandom(32), 7, 8, is_initiator=True, created=0.0)
+    kp = Session(os.urandom(32), os.urandom(32), 7, 8, is_initiator=True, created=0.0)
     peer.current = kp
     plane.sync(device)
     twin = kp.native
@@ -712,7 +712,7 @@ def test_native_twins_freed_on_rekey_expiry_and_removal(native_plane_fixture: An
     def step(until: float) -> None:
         net.run_until(until)
         plane.sync(a.device)
-        for kp in _every_keypair(a):
+        for kp in _every_session(a):
             if kp.native is not None:
                 twins[id(kp.native)] = kp.native
 
@@ -722,18 +722,18 @@ def test_native_twins_freed_on_rekey_expiry_and_removal(native_plane_fixture: An
         step(second + 1.0)
         net.send(b, B_TO_A)
     assert len(b.received) >= 79, "traffic through the C twins was lost"
-    live = {id(kp.native) for kp in _every_keypair(a) if kp.native is not None}
+    live = {id(kp.native) for kp in _every_session(a) if kp.native is not None}
     retired = [t for key, t in twins.items() if key not in live]
     assert len(retired) >= 2 and all(t.handle is None for t in retired)
     assert len(plane._keypairs) == len(live) <= 3
     step(net.now + 3 * 180 + 5)  # expiry
-    assert _every_keypair(a) == [] and plane._keypairs == {}
+    assert _every_session(a) == [] and plane._keypairs == {}
     assert all(t.handle is None for t in twins.values())
     # a new session, then the peer removed: its twin goes with it
     net.send(a, A_TO_B)
     step(net.now + 1.0)
     assert plane._keypairs, "the new session was not linked"
-    current = [kp.native for kp in _every_keypair(a)]
+    current = [kp.native for kp in _every_session(a)]
     a.device.remove_peer(b.device.public_key)
     plane.sync(a.device)
     assert all(t is not None and t.handle is None for t in current)
@@ -742,18 +742,18 @@ def test_native_twins_freed_on_rekey_expiry_and_removal(native_plane_fixture: An
 
 # -- 5. a live pywgd -------------------------------------------------------------------------------
 
-# pywgd itself, with Keypair.__init__ wrapped to note each session's keys in a side file
+# pywgd itself, with Session.__init__ wrapped to note each session's keys in a side file
 # (0600, in a private directory) so the test knows what to look for.
 _RECORDING_PYWGD = r"""
 import os, sys
-from pywg import keypair
+from pywg import session
 from pywg.cmd import daemon
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-original = keypair.Keypair.__init__
+original = session.Session.__init__
 def recording_init(self, send_key, receive_key, *args, **kwargs):
     os.write(fd, (send_key.hex() + " " + receive_key.hex() + "\n").encode())
     original(self, send_key, receive_key, *args, **kwargs)
-keypair.Keypair.__init__ = recording_init
+session.Session.__init__ = recording_init
 sys.exit(daemon.main(sys.argv[2:]))
 """
 

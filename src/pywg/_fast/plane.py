@@ -3,7 +3,7 @@
 `NativePlane` owns the C plane and its two loop threads. The asyncio shell
 (`pywg.asyncio.Tunnel`) calls `sync(device)` after anything Python did, which
 mirrors the core's peers, endpoints, sessions and allowed IPs into C (and
-links each new `Keypair` to its C twin), `drain()` when the event fd is
+links each new `Session` to its C twin), `drain()` when the event fd is
 readable to get what the loops handed up, and `traffic()` on a tick to feed
 the core's timers (`Device.record_traffic`).
 """
@@ -22,9 +22,9 @@ from pywg import _fast
 from pywg.cookie import cookie_key, mac1_key
 from pywg.device import Device
 from pywg.endpoint import Endpoint
-from pywg.keypair import Keypair
 from pywg.keys import PublicKey
 from pywg.peer import Peer
+from pywg.session import Session
 
 ITEM_DATAGRAM: Final = 1
 ITEM_PACKET: Final = 2
@@ -59,7 +59,7 @@ def endpoint_of(raw: bytes) -> Endpoint | None:
 
 
 class NativeKeypair:
-    """The C twin of a `Keypair`: its send counter and replay window, and Python's AEAD path."""
+    """The C twin of a `Session`: its send counter and replay window, and Python's AEAD path."""
 
     __slots__ = ("_buf", "_lib", "_plane", "handle", "rx_native")
 
@@ -137,7 +137,7 @@ class NativePlane:
         self.family = udp.family
         self._on_exit = on_exit
         self._peers: dict[Peer, _PeerMirror] = {}
-        self._keypairs: dict[int, NativeKeypair] = {}  # id(Keypair) -> twin
+        self._keypairs: dict[int, NativeKeypair] = {}  # id(Session) -> twin
         self._free_ids: list[int] = []
         self._next_id = 0
         self._routing_version = -1
@@ -267,7 +267,7 @@ class NativePlane:
 
     def _drop_peer(self, peer: Peer) -> None:
         mirror = self._peers.pop(peer)
-        for kp in peer.keypairs():  # normally zeroed (and so freed) by the core already
+        for kp in peer.sessions():  # normally zeroed (and so freed) by the core already
             twin = kp.native
             if isinstance(twin, NativeKeypair):
                 twin.free()
@@ -302,7 +302,7 @@ class NativePlane:
             )
             mirror.current = current
 
-    def _link(self, peer: Peer, mirror: _PeerMirror, kp: Keypair) -> NativeKeypair:
+    def _link(self, peer: Peer, mirror: _PeerMirror, kp: Session) -> NativeKeypair:
         assert kp.send_key is not None and kp.receive_key is not None
         state = getattr(kp.replay, "_state", None)  # a NativeReplayWindow's C struct
         replay = self.ffi.buffer(state)[:] if state is not None else self.ffi.NULL

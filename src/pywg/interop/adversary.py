@@ -65,7 +65,7 @@ from ..constants import (
 )
 from ..exceptions import DecryptionError, RemoteProtocolError
 from ..keys import PrivateKey, PublicKey
-from ..noise import KeyPair
+from ..noise import DhKeyPair
 from .packets import (
     Echo,
     checksum,
@@ -334,7 +334,7 @@ class _InitiatorState:
     chaining_key: bytes = field(repr=False)
     hash: bytes = field(repr=False)
     ephemeral_private: bytes | None = field(repr=False)  # None: a low-order point was sent
-    static: KeyPair = field(repr=False)
+    static: DhKeyPair = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,12 +405,12 @@ class CraftedInitiation:
 
 
 def craft_initiation(
-    static: KeyPair,
+    static: DhKeyPair,
     responder_public: bytes,
     sender_index: int,
     timestamp: bytes,
     *,
-    ephemeral: KeyPair | None = None,
+    ephemeral: DhKeyPair | None = None,
     low_order_point: bytes | None = None,
     cookie: bytes | None = None,
     rng: Callable[[int], bytes] = os.urandom,
@@ -432,7 +432,7 @@ def craft_initiation(
         e_public, e_private, es = low_order_point, None, _ZERO_KEY
     else:
         if ephemeral is None:
-            ephemeral = KeyPair.from_private(rng(KEY_SIZE))
+            ephemeral = DhKeyPair.from_private(rng(KEY_SIZE))
         e_public, e_private = ephemeral.public, ephemeral.private
         es = crypto.dh(ephemeral.private, responder_public)
     c = crypto.hash_(CONSTRUCTION)  # Ci := HASH(CONSTRUCTION)
@@ -573,7 +573,7 @@ class Adversary:
         rng: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.transport = transport
-        self.static = KeyPair(bytes(static), bytes(static.public_key))
+        self.static = DhKeyPair(bytes(static), bytes(static.public_key))
         self.target_public = bytes(target_public)
         self.tunnel4, self.tunnel6 = tunnel4, tunnel6
         self.target4, self.target6 = target4, target6
@@ -681,7 +681,7 @@ class Adversary:
         low_order_point: bytes | None = None,
         cookie: bytes | None = None,
         sender_index: int | None = None,
-        static: KeyPair | None = None,
+        static: DhKeyPair | None = None,
     ) -> CraftedInitiation:
         """A new initiation to the target (fresh ephemeral and index unless told otherwise)."""
         if timestamp is None:

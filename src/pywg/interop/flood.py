@@ -26,7 +26,7 @@ from .. import crypto
 from ..constants import KEY_SIZE
 from ..keys import PublicKey
 from ..lab import Host, Link
-from ..noise import KeyPair
+from ..noise import DhKeyPair
 from .adversary import craft_initiation
 
 POOL = 256  # distinct initiations, sent round-robin
@@ -130,7 +130,7 @@ def flood_initiations(
     """
     out = []
     for _ in range(count):
-        static = KeyPair.from_private(rng(KEY_SIZE))
+        static = DhKeyPair.from_private(rng(KEY_SIZE))
         index = int.from_bytes(rng(4), "little")
         stamp = crypto.tai64n(time.time())
         out.append(craft_initiation(static, responder_public, index, stamp, rng=rng).message)

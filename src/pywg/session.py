@@ -1,4 +1,9 @@
-"""Transport keypairs: one session's keys, counters and replay window (whitepaper §5.4.5–§5.4.6).
+"""Transport sessions: one session's keys, counters and replay window (whitepaper §5.4.5–§5.4.6).
+
+A `Session` is what the whitepaper and wireguard-go call a "keypair": the two
+symmetric transport keys a completed handshake derives, with the receiver
+indices, the send counter and the replay window that go with them. (Not to be
+confused with `pywg.noise.DhKeyPair`, a Curve25519 private/public key pair.)
 
 A peer holds up to three: `previous`, `current` and `next` (the responder's
 session before the initiator has confirmed it). Python's copy of bytes cannot
@@ -6,7 +11,7 @@ be wiped, so `zero()` drops every reference to the key material (best effort);
 the native plane zeroes its copies for real.
 
 When a native data plane carries the session (`pywg._fast.plane`), the
-keypair is `link`ed to its C twin: from then on the send counter and the
+session is `link`ed to its C twin: from then on the send counter and the
 replay window live in C only, and `seal`/`open` go through it, so Python and
 the plane's threads never use a counter twice.
 """
@@ -27,7 +32,7 @@ _header = struct.Struct("<IIQ")
 
 
 class NativeTwin(Protocol):
-    """The C side of a linked keypair (see pywg._fast.plane.NativeKeypair)."""
+    """The C side of a linked session (see pywg._fast.plane.NativeKeypair)."""
 
     @property
     def send_counter(self) -> int: ...
@@ -39,7 +44,9 @@ class NativeTwin(Protocol):
     def free(self) -> None: ...
 
 
-class Keypair:
+class Session:
+    """One transport session (a "keypair" in the whitepaper): see the module docstring."""
+
     __slots__ = (
         "_native",
         "_opener",
@@ -84,7 +91,7 @@ class Keypair:
     @send_counter.setter
     def send_counter(self, value: int) -> None:
         if self._native is not None:
-            raise ValueError("a linked keypair's counter lives in the native plane")
+            raise ValueError("a linked session's counter lives in the native plane")
         self._send_counter = value
 
     @property
@@ -110,11 +117,11 @@ class Keypair:
         if self._native is not None and self._sealer is not None:
             message = self._native.seal(padded)
             if message is None:
-                raise ValueError("keypair cannot send")
+                raise ValueError("session cannot send")
             return message
         counter = self._send_counter
         if self._sealer is None or counter >= REJECT_AFTER_MESSAGES:
-            raise ValueError("keypair cannot send")
+            raise ValueError("session cannot send")
         self._send_counter = counter + 1
         header = _header.pack(MESSAGE_TRANSPORT, self.remote_index, counter)
         return header + self._sealer.encrypt(nonce(counter), padded, None)
@@ -141,6 +148,6 @@ class Keypair:
 
     def __repr__(self) -> str:
         return (
-            f"<Keypair local={self.local_index:#010x} remote={self.remote_index:#010x} "
+            f"<Session local={self.local_index:#010x} remote={self.remote_index:#010x} "
             f"initiator={self.is_initiator} sent={self.send_counter}>"
         )
