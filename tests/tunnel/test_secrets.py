@@ -420,7 +420,7 @@ def test_config_errors_never_contain_secrets(
     def no_tunnel(*args: object) -> int:
         raise AssertionError("pywg up went past the configuration file")
 
-    monkeypatch.setattr(pywg.up, "run", no_tunnel)
+    monkeypatch.setattr(pywg.cmd.up, "run", no_tunnel)
     monkeypatch.setattr(pywg.cmd.up.os, "geteuid", lambda: 0)
     path = tmp_path / "pwsec.conf"
     path.write_text(text)
