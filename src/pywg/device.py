@@ -31,15 +31,15 @@ restarts, so they cannot come from a monotonic clock).
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import os
 import struct
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from typing import Final
+from typing import Final, assert_never
 
-from . import timers as T
 from .allowedips import AllowedIPs
 from .constants import (
     DEFAULT_MTU,
@@ -96,6 +96,7 @@ from .peer import Peer, PendingHandshake
 from .ratelimiter import RateLimiter
 from .redact import quote
 from .session import Session
+from .timers import Timer
 
 # Under load (whitepaper §5.3): more handshake messages than this within one
 # second puts the device under load for UNDER_LOAD_AFTER_TIME (wireguard-go
@@ -106,6 +107,14 @@ UNDER_LOAD_AFTER_TIME: Final = 1.0
 _UNSET: Final = object()
 _transport_header = struct.Struct("<IIQ")
 _le32 = struct.Struct("<I")
+
+
+class _Traffic(enum.IntEnum):
+    """What `Device.record_traffic` replays into the timers; at equal times, lower runs first."""
+
+    DATA_SENT = 0  # `sent_at`: data went out
+    AUTHENTICATED_RECEIVED = 1  # `received_at`: an authenticated transport message came in
+    DATA_RECEIVED = 2  # `data_received_at`: one that carried data came in
 
 
 def _inner_addresses(packet: bytes) -> tuple[bytes, bytes, int] | None:
@@ -280,7 +289,7 @@ class Device:
         peer.preshared_key = new_psk
         peer.timers.persistent_keepalive_interval = new_keepalive
         if new_keepalive == 0:
-            peer.timers.stop(T.PERSISTENT_KEEPALIVE)
+            peer.timers.stop(Timer.PERSISTENT_KEEPALIVE)
         if replace_allowed_ips:
             self._allowed.remove_by_value(peer)
         for network in remove:
@@ -389,10 +398,10 @@ class Device:
         """Run every peer timer whose deadline is at or before now (whitepaper §6)."""
         self._timers_changed = True
         for peer in list(self._peers.values()):
-            for name in peer.timers.due(now):
+            for timer in peer.timers.due(now):
                 if peer.public_key not in self._peers:
                     break
-                self._timer_expired(peer, name, now)
+                self._timer_expired(peer, timer, now)
 
     def record_traffic(
         self,
@@ -423,19 +432,19 @@ class Device:
         if endpoint is not None:
             self._set_endpoint(peer, normalize_endpoint(endpoint))
         timers = peer.timers
-        happened: list[tuple[float, int]] = []
+        happened: list[tuple[float, _Traffic]] = []
         if sent_at is not None:
-            happened.append((sent_at, 0))
+            happened.append((sent_at, _Traffic.DATA_SENT))
         if received_at is not None:
-            happened.append((received_at, 1))
+            happened.append((received_at, _Traffic.AUTHENTICATED_RECEIVED))
         if data_received_at is not None:
-            happened.append((data_received_at, 2))
+            happened.append((data_received_at, _Traffic.DATA_RECEIVED))
         for at, kind in sorted(happened):
             timers.any_authenticated_packet_traversal(at)
-            if kind == 0:
+            if kind is _Traffic.DATA_SENT:
                 timers.any_authenticated_packet_sent()
                 timers.data_sent(at, self._jitter())
-            elif kind == 1:
+            elif kind is _Traffic.AUTHENTICATED_RECEIVED:
                 timers.any_authenticated_packet_received()
             else:
                 timers.data_received(at)
@@ -719,28 +728,54 @@ class Device:
             self._send_handshake_initiation(peer, now, is_retry=False)
 
     # ------------------------------------------------------------------ timers
-    def _timer_expired(self, peer: Peer, name: str, now: float) -> None:
+    def _timer_expired(self, peer: Peer, timer: Timer, now: float) -> None:
+        """Run the handler of the timer that expired (whitepaper §6)."""
+        match timer:
+            case Timer.RETRANSMIT_HANDSHAKE:
+                self._expired_retransmit_handshake(peer, now)
+            case Timer.SEND_KEEPALIVE:
+                self._expired_send_keepalive(peer, now)
+            case Timer.NEW_HANDSHAKE:
+                self._expired_new_handshake(peer, now)
+            case Timer.ZERO_KEY_MATERIAL:
+                self._expired_zero_key_material(peer)
+            case Timer.PERSISTENT_KEEPALIVE:
+                self._expired_persistent_keepalive(peer, now)
+            case _:
+                assert_never(timer)
+
+    def _expired_retransmit_handshake(self, peer: Peer, now: float) -> None:
+        """Retry the initiation, or give up after MAX_TIMER_HANDSHAKES retries (§6.4)."""
         timers = peer.timers
-        if name == T.RETRANSMIT_HANDSHAKE:
-            if timers.handshake_attempts > MAX_TIMER_HANDSHAKES:  # gave up after 90 s
-                timers.stop(T.SEND_KEEPALIVE)
-                peer.staged.clear()
-                if not timers.pending(T.ZERO_KEY_MATERIAL):
-                    timers.arm(T.ZERO_KEY_MATERIAL, now + ZERO_KEY_MATERIAL_AFTER)
-                self._clear_handshake(peer)
-                self._events.append(HandshakeTimedOut(peer.public_key))
-            else:
-                timers.handshake_attempts += 1
-                self._send_handshake_initiation(peer, now, is_retry=True)
-        elif name == T.SEND_KEEPALIVE:
-            self._send_keepalive(peer, now)
-            timers.keepalive_sent(now)
-        elif name == T.NEW_HANDSHAKE:
-            self._send_handshake_initiation(peer, now, is_retry=False)
-        elif name == T.ZERO_KEY_MATERIAL:
-            self._zero_peer(peer)
-            self._events.append(SessionsExpired(peer.public_key))
-        elif name == T.PERSISTENT_KEEPALIVE and timers.persistent_keepalive_interval > 0:
+        if timers.handshake_attempts <= MAX_TIMER_HANDSHAKES:
+            timers.handshake_attempts += 1
+            self._send_handshake_initiation(peer, now, is_retry=True)
+            return
+        # REKEY_ATTEMPT_TIME (90 s) without a response: drop what waits for the session
+        timers.stop(Timer.SEND_KEEPALIVE)
+        peer.staged.clear()
+        if not timers.pending(Timer.ZERO_KEY_MATERIAL):
+            timers.arm(Timer.ZERO_KEY_MATERIAL, now + ZERO_KEY_MATERIAL_AFTER)
+        self._clear_handshake(peer)
+        self._events.append(HandshakeTimedOut(peer.public_key))
+
+    def _expired_send_keepalive(self, peer: Peer, now: float) -> None:
+        """Data came in and nothing went back: a keepalive says we got it (§6.5)."""
+        self._send_keepalive(peer, now)
+        peer.timers.keepalive_sent(now)
+
+    def _expired_new_handshake(self, peer: Peer, now: float) -> None:
+        """Our data got no answer: the session may be dead on the other side (§6.5)."""
+        self._send_handshake_initiation(peer, now, is_retry=False)
+
+    def _expired_zero_key_material(self, peer: Peer) -> None:
+        """No new session for 540 s: erase the keys (§6.3)."""
+        self._zero_peer(peer)
+        self._events.append(SessionsExpired(peer.public_key))
+
+    def _expired_persistent_keepalive(self, peer: Peer, now: float) -> None:
+        """Keep NAT and firewall state alive (wg(8) PersistentKeepalive)."""
+        if peer.timers.persistent_keepalive_interval > 0:
             self._send_keepalive(peer, now)
 
     # ------------------------------------------------------------------ helpers
