@@ -1,10 +1,10 @@
 """Key types: base64 in and out (as `wg` uses), X25519 clamping, constant-time compare.
 
-As the API contract says (DESIGN.md), str() of every key is its base64 form,
-the way `wg genkey` prints it, so `f"PrivateKey = {key}"` writes a valid
-config line. repr() of a private or preshared key never shows the secret,
-nor do pickles (refused), so containers, tracebacks and debug output built
-from reprs stay clean. pywg itself never logs str() of a secret key.
+str() of every key is its base64 form, the way `wg genkey` prints it, so
+`f"PrivateKey = {key}"` writes a valid config line. repr() of a private or
+preshared key never shows the secret, nor do pickles (refused), so
+containers, tracebacks and debug output built from reprs stay clean. pywg
+itself never logs str() of a secret key.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import binascii
 import hmac
 import os
 from collections.abc import Callable
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar, cast
 
 from .constants import KEY_SIZE
 from .crypto import dh_public
@@ -160,26 +160,26 @@ class PresharedKey(_Key):
         return cls(rng(KEY_SIZE))
 
 
-def as_public_key(value: PublicKey | str | bytes) -> PublicKey:
-    """Accept a PublicKey, its base64 text, or its 32 raw bytes."""
-    if isinstance(value, PublicKey):
+_AnyKey = TypeVar("_AnyKey", bound=_Key)
+
+
+def _as_key(cls: type[_AnyKey], value: _AnyKey | str | bytes) -> _AnyKey:
+    """Accept a key of `cls`, its base64 text, or its 32 raw bytes."""
+    if isinstance(value, cls):
         return value
     if isinstance(value, str):
-        return PublicKey.from_base64(value)
-    return PublicKey(value)
+        return cls.from_base64(value)
+    return cls(cast(bytes, value))  # __init__ refuses anything but 32 bytes (a key of another kind)
+
+
+def as_public_key(value: PublicKey | str | bytes) -> PublicKey:
+    """Accept a PublicKey, its base64 text, or its 32 raw bytes."""
+    return _as_key(PublicKey, value)
 
 
 def as_preshared_key(value: PresharedKey | str | bytes | None) -> PresharedKey | None:
-    if value is None or isinstance(value, PresharedKey):
-        return value
-    if isinstance(value, str):
-        return PresharedKey.from_base64(value)
-    return PresharedKey(value)
+    return None if value is None else _as_key(PresharedKey, value)
 
 
 def as_private_key(value: PrivateKey | str | bytes) -> PrivateKey:
-    if isinstance(value, PrivateKey):
-        return value
-    if isinstance(value, str):
-        return PrivateKey.from_base64(value)
-    return PrivateKey(value)
+    return _as_key(PrivateKey, value)

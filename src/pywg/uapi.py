@@ -38,7 +38,7 @@ from . import endpoint
 from .device import Device
 from .endpoint import Endpoint, format_endpoint
 from .exceptions import LocalProtocolError, WireGuardError
-from .keys import PresharedKey, PrivateKey, PublicKey
+from .keys import PresharedKey, PrivateKey, PublicKey, clamp
 
 EINVAL: Final = -_errno.EINVAL
 EPROTO: Final = -_errno.EPROTO
@@ -130,14 +130,6 @@ class SetPlan:
                 device.remove_peer(public_key)
         for plan in self.peers:
             _apply_peer(device, plan, now)
-
-
-def _clamp(raw: bytes) -> bytes:
-    """RFC 7748 §5 clamping, applied on set as the kernel and wireguard-go do, so get shows it."""
-    key = bytearray(raw)
-    key[0] &= 248
-    key[31] = (key[31] & 127) | 64
-    return bytes(key)
 
 
 def _key_change(key: PrivateKey | _Unset | None) -> str:
@@ -296,7 +288,8 @@ def parse_set(device: Device, lines: Iterable[str]) -> SetPlan:
 def _parse_device_line(plan: SetPlan, key: str, value: str) -> None:
     if key == "private_key":
         raw = _key_bytes(key, value)
-        plan.private_key = None if raw == _ZERO_KEY else PrivateKey(_clamp(raw))
+        # clamped on set, as the kernel and wireguard-go do, so that get shows it clamped
+        plan.private_key = None if raw == _ZERO_KEY else PrivateKey(clamp(raw))
     elif key == "listen_port":
         plan.listen_port = _uint(key, value, 16)
     elif key == "fwmark":
