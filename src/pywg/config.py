@@ -252,47 +252,32 @@ def _allowed_ip(item: str) -> str:
     return str(network)
 
 
+def _ip_or_name(text: str, name: str) -> str:
+    """An IP literal in canonical form, or a DNS name as written (`name`: what kind, for errors)."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if not _is_hostname(text):
+        raise ValueError(f"not an IP address or {name}: {quote(text)}")
+    return text
+
+
 def _dns(item: str) -> str:
     """A name server address or (as wg-quick(8) reads it) a search domain."""
-    try:
-        return str(ipaddress.ip_address(item))
-    except ValueError:
-        pass
-    if not _is_hostname(item):
-        raise ValueError(f"not an IP address or a search domain: {quote(item)}")
-    return item
-
-
-def _host(host: str) -> str:
-    """An endpoint host: an IP literal in canonical form, or a DNS name as written."""
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        pass
-    if not _is_hostname(host):
-        raise ValueError(f"not an IP address or a host name: {quote(host)}")
-    return host
+    return _ip_or_name(item, "a search domain")
 
 
 def _endpoint(value: str) -> tuple[str, int]:
-    """`host:port`, `a.b.c.d:port` or `[v6]:port` (wg(8) Endpoint)."""
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError(f"expected [IPv6]:port, got {quote(value)}")
-        port_text = rest[1:]
-        try:
-            ip = ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"not an IPv6 address: {quote(host)}") from None
-        host = str(ip)
-    else:
-        host, sep, port_text = value.rpartition(":")
-        if not sep or not host:
-            raise ValueError(f"expected host:port, got {quote(value)}")
-        if ":" in host:
-            raise ValueError("an IPv6 endpoint needs brackets: [address]:port")
-        host = _host(host)
+    """`host:port`, `a.b.c.d:port` or `[v6]:port` (wg(8) Endpoint).
+
+    Wider than the UAPI's numeric form (`pywg.endpoint.parse_endpoint`): the
+    host may be a name, resolved later (`resolve_endpoint`), and an IPv6
+    literal stays as written (canonical, a mapped IPv4 address too) until
+    `to_uapi_set` hands it to the device with `format_endpoint`. Port 0 is
+    refused: nothing can be reached there.
+    """
+    host, port_text = _endpoint_host(value)
     try:
         port = _integer(port_text, 1, 65535)
     except ValueError:
@@ -300,6 +285,24 @@ def _endpoint(value: str) -> tuple[str, int]:
             f"port must be an integer from 1 to 65535, got {quote(port_text)}"
         ) from None
     return host, port
+
+
+def _endpoint_host(value: str) -> tuple[str, str]:
+    """The host (canonical if a literal) and the port text of an Endpoint value."""
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"expected [IPv6]:port, got {quote(value)}")
+        try:
+            return str(ipaddress.IPv6Address(host)), rest[1:]
+        except ValueError:
+            raise ValueError(f"not an IPv6 address: {quote(host)}") from None
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected host:port, got {quote(value)}")
+    if ":" in host:
+        raise ValueError("an IPv6 endpoint needs brackets: [address]:port")
+    return _ip_or_name(host, "a host name"), port_text
 
 
 # ---------------------------------------------------------------------- keys
@@ -390,68 +393,82 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
     """Parse the text of a configuration file; raise ConfigError on any problem."""
     if not isinstance(text, str):
         raise ConfigError("configuration text must be a str", source)
-    interface: _Section | None = None
-    peers: list[_Section] = []
-    current: _Section | None = None
+    reader = _Reader(source)
     lines = text.splitlines()
     if lines and lines[0].startswith("\ufeff"):  # a byte order mark from some editors
         lines[0] = lines[0][1:]
     for lineno, raw in enumerate(lines, 1):
         line = raw.partition("#")[0].strip()
-        if not line:
-            continue
         if line.startswith("["):
-            match = _SECTION.fullmatch(line)
-            if match is None:
-                raise ConfigError(
-                    "malformed section header (expected [Interface] or [Peer])", source, lineno
+            reader.section_header(line, lineno)
+        elif line:
+            reader.key_value(line, lineno)
+    return reader.config()
+
+
+class _Reader:
+    """The sections of one file as its lines are read, in order."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.interface: _Section | None = None
+        self.peers: list[_Section] = []
+        self.current: _Section | None = None
+
+    def error(self, message: str, line: int | None = None) -> ConfigError:
+        return ConfigError(message, self.source, line)
+
+    def section_header(self, line: str, lineno: int) -> None:
+        """`[Interface]` or `[Peer]` (any case) starts a section."""
+        match = _SECTION.fullmatch(line)
+        if match is None:
+            raise self.error("malformed section header (expected [Interface] or [Peer])", lineno)
+        name = match.group(1).lower()
+        if name == "interface":
+            if self.interface is not None:
+                raise self.error(
+                    f"second [Interface] section (the first is on line {self.interface.line})",
+                    lineno,
                 )
-            name = match.group(1).lower()
-            if name == "interface":
-                if interface is not None:
-                    raise ConfigError(
-                        f"second [Interface] section (the first is on line {interface.line})",
-                        source,
-                        lineno,
-                    )
-                current = interface = _Section("Interface", lineno)
-            elif name == "peer":
-                current = _Section("Peer", lineno)
-                peers.append(current)
-            else:
-                shown = f"[{match.group(1)}]" if _NAME.fullmatch(match.group(1)) else "(not shown)"
-                raise ConfigError(
-                    f"unknown section {shown} (expected [Interface] or [Peer])", source, lineno
-                )
-            continue
+            self.current = self.interface = _Section("Interface", lineno)
+        elif name == "peer":
+            self.current = _Section("Peer", lineno)
+            self.peers.append(self.current)
+        else:
+            shown = f"[{match.group(1)}]" if _NAME.fullmatch(match.group(1)) else "(not shown)"
+            raise self.error(f"unknown section {shown} (expected [Interface] or [Peer])", lineno)
+
+    def key_value(self, line: str, lineno: int) -> None:
+        """`Key = Value`: a key known in the current section, given a valid value."""
         key, sep, value = line.partition("=")
         key, value = key.strip(), value.strip()
         if not sep:
-            raise ConfigError("expected 'Key = Value' or a [Section] header", source, lineno)
+            raise self.error("expected 'Key = Value' or a [Section] header", lineno)
         if not key:
-            raise ConfigError("missing key name before '='", source, lineno)
+            raise self.error("missing key name before '='", lineno)
         lowered = key.lower() if key.isascii() else ""
         spec = _INTERFACE_KEYS.get(lowered) or _PEER_KEYS.get(lowered)
         if spec is None:
-            raise ConfigError(f"unknown key {_key_name(key)}", source, lineno)
+            raise self.error(f"unknown key {_key_name(key)}", lineno)
+        current = self.current
         if current is None:
-            raise ConfigError(
-                f"{spec.name} outside of a section (expected [Interface] or [Peer] first)",
-                source,
-                lineno,
+            raise self.error(
+                f"{spec.name} outside of a section (expected [Interface] or [Peer] first)", lineno
             )
         own_keys = _INTERFACE_KEYS if current.kind == "Interface" else _PEER_KEYS
         if lowered not in own_keys:
-            raise ConfigError(f"{spec.name} does not belong in [{current.kind}]", source, lineno)
+            raise self.error(f"{spec.name} does not belong in [{current.kind}]", lineno)
         if not value and not spec.is_list:
-            raise ConfigError(f"{spec.name}: missing value", source, lineno)
+            raise self.error(f"{spec.name}: missing value", lineno)
         try:
             current.add(spec, value, lineno)
         except ValueError as exc:
-            raise ConfigError(f"{spec.name}: {exc}", source, lineno) from None
-    if interface is None:
-        raise ConfigError("missing [Interface] section", source)
-    return Config(**interface.fields(), peers=_build_peers(peers, source))
+            raise self.error(f"{spec.name}: {exc}", lineno) from None
+
+    def config(self) -> Config:
+        if self.interface is None:
+            raise self.error("missing [Interface] section")
+        return Config(**self.interface.fields(), peers=_build_peers(self.peers, self.source))
 
 
 def _build_peers(sections: list[_Section], source: str) -> tuple[PeerConfig, ...]:
