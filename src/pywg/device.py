@@ -745,7 +745,7 @@ class Device:
                 assert_never(timer)
 
     def _expired_retransmit_handshake(self, peer: Peer, now: float) -> None:
-        """Retry the initiation, or give up after MAX_TIMER_HANDSHAKES retries (§6.4)."""
+        """Retry the initiation; give up once the retries exceed MAX_TIMER_HANDSHAKES (§6.4)."""
         timers = peer.timers
         if timers.handshake_attempts <= MAX_TIMER_HANDSHAKES:
             timers.handshake_attempts += 1
