@@ -1,4 +1,4 @@
-"""The mesh end to end (issue 7): how fast `pywg join` nodes find each other, and what they carry.
+"""The mesh end to end: how fast `pywg join` nodes find each other, and what they carry.
 
     sudo python3 benches/mesh.py [--runs N] [--json] [--seconds 5] [--only SCENARIO]
 

@@ -3,7 +3,7 @@
     sudo python3 benches/soak.py [--minutes 10] [--rate 25] [--segment 60] [--bulk]
                                  [--backend native|pure] [--max-growth-mib 8] [--json FILE]
 
-Issue 5, "Soak" (the real-time half; tests/core/test_soak.py is the virtual-time
+The real-time half of the soak (tests/core/test_soak.py is the virtual-time
 half). Two lab namespaces joined by a veth (pywg.lab: underlay 198.18.1.0/24,
 tunnel 198.19.1.0/24): pywgd in one (foreground, LOG_LEVEL=debug, its log in
 a temporary file), Debian's wireguard-go in the other, peers over IPv4.

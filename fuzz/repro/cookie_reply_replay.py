@@ -1,14 +1,16 @@
-"""A replayed cookie reply is accepted again and renews the initiator's cookie.
+"""A replayed cookie reply must not be accepted again nor renew the initiator's cookie.
 
 After consuming a cookie reply the Linux kernel forgets the mac1 it was for
 (cookie.c, wg_cookie_message_consume: have_sent_mac1 = false), so the same
-reply cannot be used twice. pywg's CookieGenerator.consume_reply keeps
-_last_mac1: an on-path attacker who captured one cookie reply can re-send it
-at will, and each copy restarts the cookie's 115 s validity (cookie_time),
-so the initiator keeps sending mac2 with a cookie the responder's secret
-(rotated every 120 s) no longer backs. (wireguard-go behaves like pywg here.)
+reply cannot be used twice; pywg's CookieGenerator.consume_reply does the
+same (it clears _last_mac1). Were the mac1 kept, an on-path attacker who
+captured one cookie reply could re-send it at will, and each copy would
+restart the cookie's 115 s validity (cookie_time), so the initiator would
+keep sending mac2 with a cookie the responder's secret (rotated every 120 s)
+no longer backs. wireguard-go keeps the mac1 and accepts such a replay.
 
-Run: python3 fuzz/repro/cookie_reply_replay.py  (prints REPRODUCED or fixed)
+Run: python3 fuzz/repro/cookie_reply_replay.py  (prints "fixed" and exits 0
+while the replay is refused; REPRODUCED and exit 1 if it renews the cookie)
 """
 
 from __future__ import annotations

@@ -1,18 +1,20 @@
-"""pywg_gro_add copies an IPv6 packet of up to 65,575 bytes into a 65,545-byte bin.
+"""GRO must not copy an IPv6 packet of up to 65,575 bytes into a 65,545-byte bin.
 
-mergeable() (offload.c) accepts an IPv6 TCP segment whose payload-length
-field says 65535, i.e. a 65,575-byte packet, and pywg_gro_add memcpy's it
-whole into gro_bin.buf (PYWG_VNET_HDR_LEN + GRO_MAX_LEN = 65,545 bytes): up
-to 40 bytes past the bin. In bins 0-6 that overwrites the next bin's
-bookkeeping (invisible to ASan: same allocation); in bin 7 it runs off the
-struct pywg_gro allocation, which AddressSanitizer reports as a
-heap-buffer-overflow. The plane's RX path cannot get there today (it hands
-GRO at most RX_SLOT - 32 = 65,504 bytes), but pywg_gro_add / pywg_gro_run
-promise nothing about lengths. Only the IPv4 branch checks the length
-against 65,535 (through the total-length field).
+An IPv6 TCP segment whose payload-length field says 65535 is a 65,575-byte
+packet, and a gro_bin.buf holds PYWG_VNET_HDR_LEN + GRO_MAX_LEN = 65,545
+bytes. mergeable() (offload.c) refuses any packet longer than GRO_MAX_LEN
+(it is emitted plain); without that check pywg_gro_add would memcpy it whole
+into the bin, up to 40 bytes past it: in bins 0-6 over the next bin's
+bookkeeping (invisible to ASan: same allocation), in bin 7 off the struct
+pywg_gro allocation, which AddressSanitizer reports as a
+heap-buffer-overflow. The plane's RX path hands GRO at most RX_SLOT - 32 =
+65,504 bytes, so only a direct caller of pywg_gro_add / pywg_gro_run can
+pass such a packet, as this script does (small flows in bins 0-6, the
+oversized packet last, for bin 7).
 
 Run under ASan: python3 fuzz/sanitize.py run -- python3 fuzz/repro/gro_oversized_ipv6.py
-(ASan aborts with a heap-buffer-overflow; once fixed, exits 0: "no overflow detected").
+(exits 0: "no overflow detected"; ASan aborts with a heap-buffer-overflow if
+the length check is missing). tests/native/test_sanitizers.py runs it.
 """
 
 from __future__ import annotations
