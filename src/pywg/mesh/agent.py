@@ -273,7 +273,7 @@ class MeshNode:
     async def _roster_loop(self, client: CoordinatorClient) -> None:
         delay = 1.0
         while True:
-            version = self.roster.version if self.roster else 0
+            version = self.roster.version if self.roster is not None else 0
             try:
                 roster = await client.roster(version, ROSTER_WAIT)
             except CoordinatorError as exc:

@@ -145,7 +145,8 @@ def _create_key_file(path: str) -> None:
     atomic), then linked to `path`; a link never replaces, so when two processes
     start at once the first link wins and both read that key.
     """
-    draft = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
+    directory, name = os.path.split(path)
+    draft = os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}")
     write_secret_file(draft, auth.b64(bytes(SigningKey.generate().encode())) + "\n")
     try:
         with contextlib.suppress(FileExistsError):

@@ -593,7 +593,7 @@ class RelayServer:
             port = _Port(bytes(sender), bytes(receiver), sock.getsockname()[1], sock)
             if port.number != number:
                 logger.warning(
-                    "relay: port %s of %s (for %s) is gone; now %d, the node must bind again",
+                    "relay: port %s of %s (for %s) is gone; moved to %d, the node must bind again",
                     number,
                     short_key(port.sender),
                     short_key(port.receiver),

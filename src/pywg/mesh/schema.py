@@ -65,7 +65,7 @@ def decode(body: bytes) -> object:
     try:
         return json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise SchemaError("not JSON") from None
+        raise SchemaError("the body is not JSON") from None
 
 
 def endpoint_from_text(text: object) -> Endpoint:

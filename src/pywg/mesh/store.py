@@ -37,7 +37,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
@@ -182,16 +182,7 @@ def parse_endpoint(text: object) -> str:
 
 
 def check_endpoints(endpoints: object) -> list[str]:
-    if not isinstance(endpoints, list | tuple):
-        raise StoreError("endpoints must be a list of strings")
-    if len(endpoints) > MAX_ENDPOINTS:
-        raise StoreError(f"at most {MAX_ENDPOINTS} endpoints")
-    result: list[str] = []
-    for item in endpoints:
-        endpoint = parse_endpoint(item)
-        if endpoint not in result:
-            result.append(endpoint)
-    return result
+    return _unique(endpoints, "endpoints", MAX_ENDPOINTS, parse_endpoint)
 
 
 def parse_prefix(text: object, networks: Networks | None = None) -> str:
@@ -220,16 +211,16 @@ def parse_prefix(text: object, networks: Networks | None = None) -> str:
 
 
 def check_routes(routes: object, networks: Networks | None = None) -> list[str]:
-    if not isinstance(routes, list | tuple):
-        raise StoreError("routes must be a list of strings")
-    if len(routes) > MAX_ROUTES:
-        raise StoreError(f"at most {MAX_ROUTES} routes")
-    result: list[str] = []
-    for item in routes:
-        prefix = parse_prefix(item, networks)
-        if prefix not in result:
-            result.append(prefix)
-    return result
+    return _unique(routes, "routes", MAX_ROUTES, lambda item: parse_prefix(item, networks))
+
+
+def _unique(items: object, what: str, most: int, parse: Callable[[object], str]) -> list[str]:
+    """Each of `items` (a list of at most `most`) through `parse`, without repeats."""
+    if not isinstance(items, list | tuple):
+        raise StoreError(f"{what} must be a list of strings")
+    if len(items) > most:
+        raise StoreError(f"at most {most} {what}")
+    return list(dict.fromkeys(parse(item) for item in items))
 
 
 def check_ipv4_network(text: str) -> ipaddress.IPv4Network:
@@ -660,7 +651,7 @@ class Store:
             return int(db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0])
 
     def approve(self, name: str, prefixes: Sequence[str]) -> list[str]:
-        """Approve advertised routes of a node; the ones that were pending until now."""
+        """Approve advertised routes of a node; the ones among them that were pending."""
         if not prefixes:
             raise StoreError("name at least one prefix to approve")
         wanted = [parse_prefix(p) for p in prefixes]
