@@ -25,6 +25,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from pywg.cmd import coordinator as coordinator_cli
+from pywg.endpoint import parse_endpoint
 from pywg.keys import PrivateKey
 from pywg.lab import Host, Lab, unavailable_reason
 from pywg.mesh import auth
@@ -149,7 +150,15 @@ class Member:
         return auth.b64(bytes(self.control.verify_key.encode()))
 
     async def join(self, token: str, routes: list[str] | None = None) -> dict[str, Any]:
-        return await self.client.join(token, self.name, routes or [])
+        """Join; the answer as it came on the wire (JSON)."""
+        return (await self.client.join(token, self.name, routes or [])).to_json()
+
+    async def roster(self, since: int, wait: float) -> dict[str, Any]:
+        """The roster as it came on the wire (JSON)."""
+        return (await self.client.roster(since, wait)).to_json()
+
+    async def update(self, endpoints: list[str], routes: list[str]) -> int:
+        return await self.client.update([parse_endpoint(e) for e in endpoints], routes)
 
 
 @dataclass
@@ -334,16 +343,12 @@ def test_join_rosters_and_long_poll(host: Host, tmp_path: Any) -> None:
             }
             assert (await pi.join(token))["self"]["addresses"] == ["198.19.5.2", "fd19:5::2"]
             assert (await laptop.join(token))["self"]["addresses"] == ["198.19.5.3", "fd19:5::3"]
-            v1 = await nas.client.update(
-                ["203.0.113.7:51820", "[fd18::2]:51820"], ["198.18.50.0/24"]
-            )
-            again = await nas.client.update(
-                ["203.0.113.7:51820", "[fd18::2]:51820"], ["198.18.50.0/24"]
-            )
+            v1 = await nas.update(["203.0.113.7:51820", "[fd18::2]:51820"], ["198.18.50.0/24"])
+            again = await nas.update(["203.0.113.7:51820", "[fd18::2]:51820"], ["198.18.50.0/24"])
             assert again == v1  # nothing changed: the version stays
             relay = FakeRelay.instances[-1]
             for member in (nas, pi, laptop):
-                roster = await member.client.roster(0, 0)
+                roster = await member.roster(0, 0)
                 assert roster["version"] == v1
                 assert roster["network"] == {"ipv4": V4, "ipv6": V6}
                 assert roster["relay"] == {"host": RELAY_HOST, "port": 3478}
@@ -362,20 +367,20 @@ def test_join_rosters_and_long_poll(host: Host, tmp_path: Any) -> None:
                     assert peers["nas"]["addresses"] == ["198.19.5.1", "fd19:5::1"]
             # a long-poll returns at its deadline when nothing changes ...
             started = time.monotonic()
-            same = await pi.client.roster(v1, 0.5)
+            same = await pi.roster(v1, 0.5)
             assert same["version"] == v1 and 0.4 < time.monotonic() - started < 2
             # ... and at once when the roster changes
-            poll = asyncio.create_task(pi.client.roster(v1, 30))
+            poll = asyncio.create_task(pi.roster(v1, 30))
             await asyncio.sleep(0.3)
             assert not poll.done()
             started = time.monotonic()
-            v2 = await nas.client.update(["203.0.113.9:51820"], ["198.18.50.0/24"])
+            v2 = await nas.update(["203.0.113.9:51820"], ["198.18.50.0/24"])
             roster = await poll
             assert time.monotonic() - started < 2
             assert v2 == v1 + 1 and roster["version"] == v2
             assert peers_by_name(roster)["nas"]["endpoints"] == ["203.0.113.9:51820"]
             # a long-poll ends (with the roster) when the coordinator closes
-            poll = asyncio.create_task(laptop.client.roster(v2, 30))
+            poll = asyncio.create_task(laptop.roster(v2, 30))
             await asyncio.sleep(0.2)
             started = time.monotonic()
             await coord.close()
@@ -584,8 +589,8 @@ def test_forged_updates_are_refused(host: Host, tmp_path: Any) -> None:
             token = coord.new_token(600, reusable=True)
             await a.join(token)
             await b.join(token)
-            await a.client.update(["203.0.113.7:51820"], [])
-            before = await b.client.roster(0, 0)
+            await a.update(["203.0.113.7:51820"], [])
+            before = await b.roster(0, 0)
             forged = json.dumps({"endpoints": ["198.51.100.66:666"]}).encode()
             # signed by b's control key, claiming to be a
             answer, _ = await raw_request(
@@ -625,12 +630,12 @@ def test_forged_updates_are_refused(host: Host, tmp_path: Any) -> None:
             for replay, body in ((header, genuine), (header2, forged)):
                 answer, _ = await raw_request(url, "POST", "/v1/update", body, authorization=replay)
                 assert answer.status == 401
-            after = await b.client.roster(0, 0)
+            after = await b.roster(0, 0)
             assert peers_by_name(after)["a"]["endpoints"] == ["203.0.113.8:51820"]
             assert after["version"] == before["version"] + 1
             # a's own client goes on (its clock is behind the replayed request's)
             a.client._last_ms = now_ms() + 6000
-            assert await a.client.update(["203.0.113.7:51820"], []) == after["version"] + 1
+            assert await a.update(["203.0.113.7:51820"], []) == after["version"] + 1
         finally:
             await a.client.close()
             await b.client.close()
@@ -650,26 +655,26 @@ def test_routes_need_approval(host: Host, tmp_path: Any) -> None:
             token = coord.new_token(600, reusable=True)
             await gw.join(token, ["198.18.50.0/24", "fd18:50::/64"])
             await pi.join(token)
-            roster = await pi.client.roster(0, 0)
+            roster = await pi.roster(0, 0)
             assert peers_by_name(roster)["gw"]["routes"] == []
             # approved from the command line (its own connection, as another process)
-            poll = asyncio.create_task(pi.client.roster(roster["version"], 30))
+            poll = asyncio.create_task(pi.roster(roster["version"], 30))
             await asyncio.sleep(0.2)
             started = time.monotonic()
             assert cli("approve", "--state", state, "gw", "198.18.50.0/24") == 0
             roster = await poll
             assert time.monotonic() - started < 2
             assert peers_by_name(roster)["gw"]["routes"] == ["198.18.50.0/24"]
-            me = (await gw.client.roster(0, 0))["self"]
+            me = (await gw.roster(0, 0))["self"]
             assert me["routes"] == ["198.18.50.0/24"] and me["pending_routes"] == ["fd18:50::/64"]
             # still advertised: still approved; withdrawn and advertised again: pending again
-            await gw.client.update([], ["198.18.50.0/24", "fd18:50::/64", "198.18.51.0/24"])
-            me = (await gw.client.roster(0, 0))["self"]
+            await gw.update([], ["198.18.50.0/24", "fd18:50::/64", "198.18.51.0/24"])
+            me = (await gw.roster(0, 0))["self"]
             assert me["routes"] == ["198.18.50.0/24"]
             assert me["pending_routes"] == ["fd18:50::/64", "198.18.51.0/24"]
-            await gw.client.update([], [])
-            await gw.client.update([], ["198.18.50.0/24"])
-            me = (await gw.client.roster(0, 0))["self"]
+            await gw.update([], [])
+            await gw.update([], ["198.18.50.0/24"])
+            me = (await gw.roster(0, 0))["self"]
             assert me["routes"] == [] and me["pending_routes"] == ["198.18.50.0/24"]
             # routes the coordinator refuses
             for bad in (
@@ -695,8 +700,8 @@ def test_routes_need_approval(host: Host, tmp_path: Any) -> None:
         try:
             answer = await node.join(auto.new_token(60), ["198.18.50.0/24"])
             assert answer["self"]["routes"] == ["198.18.50.0/24"]
-            await node.client.update([], ["198.18.50.0/24", "198.18.52.0/24"])
-            me = (await node.client.roster(0, 0))["self"]
+            await node.update([], ["198.18.50.0/24", "198.18.52.0/24"])
+            me = (await node.roster(0, 0))["self"]
             assert me["routes"] == ["198.18.50.0/24", "198.18.52.0/24"]
         finally:
             await node.client.close()
@@ -718,8 +723,8 @@ def test_restart_keeps_the_mesh(host: Host, tmp_path: Any) -> None:
             spare = coord.new_token(600)
             await a.join(token)
             await b.join(token)
-            await a.client.update(["203.0.113.7:51820"], [])
-            version = (await a.client.roster(0, 0))["version"]
+            await a.update(["203.0.113.7:51820"], [])
+            version = (await a.roster(0, 0))["version"]
             body = json.dumps({"endpoints": []}).encode()
             old, _ = auth.sign_request(
                 b.control, b.public_b64, "POST", "/v1/update", body, now_ms()
@@ -732,18 +737,18 @@ def test_restart_keeps_the_mesh(host: Host, tmp_path: Any) -> None:
             coord = make_coordinator(state)
             assert await coord.start("127.0.0.1", port) == port
             assert coord.public_key == key
-            roster = await a.client.roster(0, 0)
+            roster = await a.roster(0, 0)
             assert roster["version"] == version
             assert roster["self"]["addresses"] == ["198.19.5.1", "fd19:5::1"]
             assert peers_by_name(roster)["b"]["addresses"] == ["198.19.5.2", "fd19:5::2"]
-            roster = await b.client.roster(0, 0)
+            roster = await b.roster(0, 0)
             assert peers_by_name(roster)["a"]["endpoints"] == ["203.0.113.7:51820"]
             # the last request times survived: a request taken before the restart is a replay
             answer, _ = await raw_request(url, "POST", "/v1/update", body, authorization=old)
             assert answer.status == 401
             # tokens survived: the single-use one works once
             await c.join(spare)
-            assert (await c.client.roster(0, 0))["self"]["addresses"][0] == "198.19.5.3"
+            assert (await c.roster(0, 0))["self"]["addresses"][0] == "198.19.5.3"
         finally:
             for member in (a, b, c):
                 await member.client.close()
@@ -767,8 +772,8 @@ def test_removed_node_leaves_rosters(host: Host, tmp_path: Any) -> None:
             token = coord.new_token(600, reusable=True)
             for member in (a, b, c):
                 await member.join(token)
-            roster = await a.client.roster(0, 0)
-            poll = asyncio.create_task(a.client.roster(roster["version"], 30))
+            roster = await a.roster(0, 0)
+            poll = asyncio.create_task(a.roster(roster["version"], 30))
             await asyncio.sleep(0.2)
             started = time.monotonic()
             assert cli("remove", "--state", state, "b") == 0  # another connection
@@ -777,12 +782,12 @@ def test_removed_node_leaves_rosters(host: Host, tmp_path: Any) -> None:
             assert set(peers_by_name(roster)) == {"c"}
             assert relay.removed == [b.public_raw]
             with pytest.raises(CoordinatorError) as refused:
-                await b.client.roster(0, 0)
+                await b.roster(0, 0)
             assert refused.value.status == 401
             # in this process too
             coord.remove("c")
             assert relay.removed == [b.public_raw, c.public_raw]
-            assert (await a.client.roster(0, 0))["peers"] == []
+            assert (await a.roster(0, 0))["peers"] == []
             assert cli("remove", "--state", state, "b") == 1
         finally:
             for member in (a, b, c):
@@ -874,7 +879,7 @@ def test_garbage_is_400_never_500(host: Host, tmp_path: Any) -> None:
             answer, _ = await raw_request(url, "GET", "/v1/health")
             assert answer.status == 200 and answer.data == {"ok": True, "nodes": 1}
             # the member is unharmed
-            roster = await member.client.roster(0, 0)
+            roster = await member.roster(0, 0)
             assert roster["self"]["name"] == "m" and roster["self"]["addresses"][0] == "198.19.5.1"
             assert len(coord.store.nodes()) == 1
         finally:
@@ -904,8 +909,8 @@ def test_with_the_real_relay(host: Host, tmp_path: Any) -> None:
                 "port": relay.port,
             }
             await b.join(token)
-            to_b = peers_by_name(await a.client.roster(0, 0))["b"]["relay_port"]
-            to_a = peers_by_name(await b.client.roster(0, 0))["a"]["relay_port"]
+            to_b = peers_by_name(await a.roster(0, 0))["b"]["relay_port"]
+            to_a = peers_by_name(await b.roster(0, 0))["a"]["relay_port"]
             assert isinstance(to_b, int) and isinstance(to_a, int) and to_a != to_b
             assert relay.ensure_pair(a.public_raw, b.public_raw) == (to_b, to_a)
             await coord.close()
@@ -954,7 +959,7 @@ def test_cli_token_nodes_approve(
                 await pi.join(token)
             assert cli("token", "--state", state, "--reusable") == 0
             await pi.join(capsys.readouterr().out.strip())
-            await gw.client.update(["203.0.113.7:51820"], ["198.18.50.0/24"])
+            await gw.update(["203.0.113.7:51820"], ["198.18.50.0/24"])
 
             assert cli("nodes", "--state", state) == 0
             lines = capsys.readouterr().out.splitlines()
@@ -980,7 +985,7 @@ def test_cli_token_nodes_approve(
             assert cli("token", "--state", state, "--ttl", "-5") == 2
             err = capsys.readouterr().err
             assert "Traceback" not in err and err.count("\n") == 2
-            roster = await pi.client.roster(0, 0)
+            roster = await pi.roster(0, 0)
             assert peers_by_name(roster)["gw"]["routes"] == ["198.18.50.0/24"]
         finally:
             await gw.client.close()
@@ -1053,7 +1058,7 @@ def test_cli_serve_process(host: Host, tmp_path: Any) -> None:
                 answer_self = (await member.join(token))["self"]
                 assert answer_self["relay"] is None
                 assert answer_self["network"] == {"ipv4": V4, "ipv6": V6}
-                roster = await member.client.roster(0, 0)
+                roster = await member.roster(0, 0)
                 assert roster["relay"] is None and roster["peers"] == []
             finally:
                 await member.client.close()

@@ -1,4 +1,4 @@
-"""The mesh end to end (issue 7): `pywg coordinator` and `pywg join` through real NATs.
+"""The mesh end to end: `pywg coordinator` and `pywg join` through real NATs.
 
 Every test builds an internet in namespaces (`pywg.lab.nat`: nftables
 masquerade, endpoint-independent or symmetric), runs the coordinator with

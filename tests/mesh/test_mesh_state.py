@@ -1,14 +1,17 @@
-"""pywg.mesh.state (a node's keys and records on disk) and the agent's small helpers."""
+"""pywg.mesh.state (a node's keys and records on disk), endpoint text, the agent's helpers."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from pywg.mesh.agent import _overlap, format_endpoint, parse_endpoint
+from pywg.endpoint import format_endpoint, parse_endpoint
+from pywg.mesh.agent import _overlap
+from pywg.mesh.schema import Networks, NodeInfo, Roster
 from pywg.mesh.state import Joined, NodeState, StateError
 
 
@@ -47,7 +50,15 @@ def test_join_record_and_roster_cache_round_trip(tmp_path: Path) -> None:
     again = NodeState.open(str(tmp_path / "n"))
     assert again.joined == Joined("http://198.18.0.1:8580", bytes(range(32)), "nas")
     assert again.load_roster() is None
-    roster = {"version": 3, "peers": [], "self": {"name": "nas"}}
+    roster = Roster(
+        version=3,
+        network=Networks(
+            ipaddress.IPv4Network("198.19.5.0/24"), ipaddress.IPv6Network("fd19:5::/64")
+        ),
+        me=NodeInfo("nas", bytes(range(32)), ("198.19.5.1", "fd19:5::1"), (), ()),
+        relay=None,
+        peers=(),
+    )
     again.save_roster(roster)
     assert NodeState.open(str(tmp_path / "n")).load_roster() == roster
     (tmp_path / "n" / "roster.json").write_text("{not json")

@@ -64,8 +64,13 @@ def register(subparsers: Any) -> None:
     common.add_argument(
         "--state", default=DEFAULT_STATE, metavar="DIR", help=f"state (default {DEFAULT_STATE})"
     )
-
     serve = sub.add_parser("serve", parents=[common], help="run the coordinator (foreground)")
+    _register_serve(serve)
+    _register_admin(sub, common)
+
+
+def _register_serve(serve: argparse.ArgumentParser) -> None:
+    """The options of `pywg coordinator serve`."""
     serve.add_argument(
         "--listen",
         default=DEFAULT_LISTEN,
@@ -105,6 +110,9 @@ def register(subparsers: Any) -> None:
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(func=serve_command)
 
+
+def _register_admin(sub: Any, common: argparse.ArgumentParser) -> None:
+    """`token`, `nodes`, `approve`, `remove`: the commands on the state directory."""
     token = sub.add_parser("token", parents=[common], help="make a join token")
     token.add_argument(
         "--ttl", type=float, default=DEFAULT_TTL, metavar="SECONDS", help="lifetime (default 1 day)"
@@ -285,36 +293,34 @@ def format_nodes(nodes: list[Node]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def nodes_command(args: argparse.Namespace) -> int:
+def nodes_json(store: Store, nodes: list[Node]) -> dict[str, object]:
+    """The `nodes --json` listing: the mesh networks, the roster version, every node."""
     from pywg.mesh.auth import b64
 
+    networks = store.networks()
+    return {
+        "network": networks.to_json() if networks else None,
+        "version": store.version(),
+        "nodes": [
+            {
+                "name": n.name,
+                "public_key": b64(n.public_key),
+                "addresses": [n.ipv4, n.ipv6],
+                "endpoints": list(n.endpoints),
+                "routes": n.approved_routes,
+                "pending_routes": n.pending_routes,
+                "last_ms": n.last_ms,
+            }
+            for n in nodes
+        ],
+    }
+
+
+def nodes_command(args: argparse.Namespace) -> int:
     def work(store: Store) -> int:
         nodes = store.nodes()
         if args.json:
-            networks = store.networks()
-            print(
-                json.dumps(
-                    {
-                        "network": {"ipv4": str(networks.ipv4), "ipv6": str(networks.ipv6)}
-                        if networks
-                        else None,
-                        "version": store.version(),
-                        "nodes": [
-                            {
-                                "name": n.name,
-                                "public_key": b64(n.public_key),
-                                "addresses": [n.ipv4, n.ipv6],
-                                "endpoints": list(n.endpoints),
-                                "routes": n.approved_routes,
-                                "pending_routes": n.pending_routes,
-                                "last_ms": n.last_ms,
-                            }
-                            for n in nodes
-                        ],
-                    },
-                    indent=2,
-                )
-            )
+            print(json.dumps(nodes_json(store, nodes), indent=2))
         elif nodes:
             print(format_nodes(nodes))
         else:

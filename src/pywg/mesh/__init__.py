@@ -1,15 +1,20 @@
-"""The mesh: a coordinator, a relay and the node agent behind `pywg join` (issue 7).
+"""The mesh: a coordinator, a relay and the node agent (`pywg coordinator`, `pywg join`).
 
+- `schema`: the coordinator API's messages (roster, join, update), typed,
+  shared by the coordinator and the nodes.
+- `auth`: signed HTTP requests and answers between nodes and the
+  coordinator, and join tokens.
+- `store`, `coordinator`: the coordinator's SQLite state and its HTTP API
+  (aiohttp).
 - `wire`: what travels on the WireGuard port besides WireGuard: relay binds
   and direct-path probes, both STUN Binding transactions (RFC 8489) with
   pywg's attributes.
-- `auth`: signed HTTP requests and responses between nodes and the
-  coordinator, and join tokens.
-- `store`, `coordinator`, `coordinator_cli`: the coordinator's SQLite state,
-  its HTTP API (aiohttp) and `pywg coordinator`.
 - `relay`: forwards sealed WireGuard datagrams between pair ports.
 - `client`: the node's side of the API.
 - `paths`: which way to send to a peer (direct or relay), sans-IO.
-- `state`, `agent`, `join_cli`: a node's keys on disk, the agent that keeps an
-  interface in line with the roster, and `pywg join`.
+- `state`, `agent`: a node's keys and records on disk, and the agent that
+  keeps an interface in line with the roster.
+
+The commands are `pywg.cmd.coordinator` and `pywg.cmd.join`; the namespace
+lab for the mesh is `pywg.lab.mesh`.
 """

@@ -39,17 +39,19 @@ import ipaddress
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .. import stun
 from ..asyncio import Tunnel, UapiServer
-from ..endpoint import Endpoint, normalize_endpoint
+from ..endpoint import Endpoint, format_endpoint, normalize_endpoint
 from ..keys import PublicKey
 from ..system import netconf
 from . import wire
 from .client import CoordinatorClient, CoordinatorError
 from .paths import DIRECT_TIMEOUT, PathSelector
+from .schema import MAX_ENDPOINTS, PeerEntry, RelayInfo, Roster
 from .state import Joined, NodeState
 
 ENDPOINT_INTERVAL: Final = 20.0
@@ -61,7 +63,6 @@ ROSTER_WAIT: Final = 30.0
 KEEPALIVE: Final = 25
 KEEPALIVE_WAIT: Final = 3.0
 REPORT_RETRY: Final = 2.0
-MAX_ENDPOINTS: Final = 8
 
 log = logging.getLogger("pywg.mesh")
 
@@ -100,21 +101,6 @@ class _Peer:
     keepalive: bool = False  # persistent keepalive on (from the first usable path)
 
 
-def parse_endpoint(text: str) -> Endpoint:
-    """ "203.0.113.7:51820" or "[2001:db8::1]:51820" as an Endpoint; ValueError if neither."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        raise ValueError(f"not host:port: {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return normalize_endpoint((str(ipaddress.ip_address(host)), int(port)))
-
-
-def format_endpoint(endpoint: Endpoint) -> str:
-    host, port = endpoint
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 class MeshNode:
     """One node of the mesh; see the module docstring."""
 
@@ -122,10 +108,10 @@ class MeshNode:
         self.options = options
         self.state = state
         self.tunnel: Tunnel | None = None
-        self.roster: dict[str, Any] | None = None
-        self.peers: dict[str, _Peer] = {}
+        self.roster: Roster | None = None
+        self.peers: dict[bytes, _Peer] = {}  # by public key
         self.routes: set[str] = set()
-        self.reported: list[str] | None = None
+        self.reported: list[Endpoint] | None = None
         self.public_endpoint: Endpoint | None = None
         self._client: CoordinatorClient | None = None
         self._server: UapiServer | None = None
@@ -211,13 +197,11 @@ class MeshNode:
         except BaseException:
             await client.close()
             raise
-        key = client.coordinator_key
-        assert key is not None
-        state.save_joined(Joined(opts.url, key, str(answer["self"]["name"])))
-        log.info("joined %s as %s", opts.url, answer["self"]["name"])
+        state.save_joined(Joined(opts.url, answer.coordinator_key, answer.node.name))
+        log.info("joined %s as %s", opts.url, answer.node.name)
         return client
 
-    async def _first_roster(self, client: CoordinatorClient) -> dict[str, Any]:
+    async def _first_roster(self, client: CoordinatorClient) -> Roster:
         """The roster from the coordinator; if it cannot be reached, the last one it gave
         (the mesh comes up after a power cut even while the coordinator is down)."""
         delay = 1.0
@@ -236,16 +220,11 @@ class MeshNode:
             delay = min(delay * 2, 10.0)
 
     # ------------------------------------------------------------------ interface
-    def _configure_interface(self, roster: dict[str, Any]) -> None:
+    def _configure_interface(self, roster: Roster) -> None:
         assert self.tunnel is not None
         ifname = self.tunnel.name
         conf = netconf.Netconf(ifname)
-        me, network = roster["self"], roster["network"]
-        cidrs = []
-        for address in me["addresses"]:
-            ip = ipaddress.ip_address(address)
-            net = ipaddress.ip_network(network["ipv4" if ip.version == 4 else "ipv6"])
-            cidrs.append(f"{ip}/{net.prefixlen}")
+        cidrs = [f"{a}/{roster.network.of(a).prefixlen}" for a in roster.me.addresses]
         conf.add_addresses(cidrs)
         conf.set_mtu_up(self.tunnel.device.mtu)
         log.info("%s: %s", ifname, ", ".join(cidrs))
@@ -294,7 +273,7 @@ class MeshNode:
     async def _roster_loop(self, client: CoordinatorClient) -> None:
         delay = 1.0
         while True:
-            version = int(self.roster["version"]) if self.roster else 0
+            version = self.roster.version if self.roster is not None else 0
             try:
                 roster = await client.roster(version, ROSTER_WAIT)
             except CoordinatorError as exc:
@@ -303,77 +282,74 @@ class MeshNode:
                 delay = min(delay * 2, 10.0)
                 continue
             delay = 1.0
-            if int(roster["version"]) != version or roster != self.roster:
+            if roster != self.roster:
                 try:
                     await self._apply(roster)
                 except (KeyError, TypeError, ValueError, OSError) as exc:  # signed, yet odd
-                    log.error("roster %s not applied: %r", roster.get("version"), exc)
+                    log.error("roster %s not applied: %r", roster.version, exc)
                     await asyncio.sleep(delay)
 
-    async def _apply(self, roster: dict[str, Any]) -> None:
-        tunnel = self.tunnel
-        assert tunnel is not None
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        relay = roster.get("relay")
-        relay_ip: str | None = None
-        if relay:
-            relay_ip = await _resolve(str(relay["host"]), int(relay["port"]))
-            self._stun_server = (relay_ip, int(relay["port"]))
-        if self.options.stun is not None:
-            self._stun_server = (
-                await _resolve(*self.options.stun),
-                self.options.stun[1],
-            )
-        own = self.state.public_key
-        seen: set[str] = set()
-        routes: set[str] = set()
-        for entry in roster["peers"]:
-            b64 = str(entry["public_key"])
-            if b64 == own:
-                continue
-            seen.add(b64)
-            peer = self.peers.get(b64)
-            key = PublicKey.from_base64(b64)
-            if peer is None:
-                peer = _Peer(key, bytes(key), str(entry["name"]))
-                self.peers[b64] = peer
-            candidates = []
-            for text in entry.get("endpoints") or []:
-                with contextlib.suppress(ValueError):
-                    candidates.append(parse_endpoint(str(text)))
-            port = entry.get("relay_port")
-            peer.relay = (relay_ip, int(port)) if relay_ip and port else None
-            peer.selector.set_paths(candidates, peer.relay, now)
-            allowed = tuple(_host_prefix(a) for a in entry["addresses"]) + tuple(
-                str(r) for r in entry.get("routes") or []
-            )
-            routes.update(str(r) for r in entry.get("routes") or [])
-            choice = peer.selector.choice(now)
-            if key not in tunnel.device.peers:
-                # without keepalive yet: its first one would start a handshake at once,
-                # lost if the relay port is not bound yet (the retry comes 5 s later)
-                tunnel.add_peer(key, allowed, choice)
-                peer.added, peer.keepalive = now, False
-                log.info("peer %s (%s) added", peer.name, b64[:8])
-            elif allowed != peer.allowed:
-                tunnel.update_peer(key, allowed_ips=allowed, replace_allowed_ips=True)
-            if choice != peer.applied and choice is not None:
-                tunnel.update_peer(key, endpoint=choice)
-            peer.applied = choice
-            peer.allowed = allowed
-        for b64 in list(self.peers):
-            if b64 not in seen:
-                gone = self.peers.pop(b64)
-                with contextlib.suppress(KeyError, LookupError):
-                    tunnel.remove_peer(gone.key)
-                log.info("peer %s (%s) removed", gone.name, b64[:8])
-        self._set_routes(routes)
+    async def _apply(self, roster: Roster) -> None:
+        """Make the interface match `roster`: its peers, their paths, the routes behind them."""
+        now = asyncio.get_running_loop().time()
+        relay_ip = await self._learn_servers(roster.relay)
+        own = bytes(self.state.wireguard.public_key)
+        peers = [entry for entry in roster.peers if entry.public_key != own]
+        for entry in peers:
+            self._apply_peer(entry, relay_ip, now)
+        self._drop_peers({entry.public_key for entry in peers})
+        self._set_routes({route for entry in peers for route in entry.routes})
         self.roster = roster
         try:
             self.state.save_roster(roster)
         except OSError as exc:
             log.warning("cannot keep the roster in %s: %s", self.state.directory, exc)
+
+    async def _learn_servers(self, relay: RelayInfo | None) -> str | None:
+        """The relay's address (None: no relay), and the STUN server to ask: --stun, else
+        the relay's main port."""
+        relay_ip: str | None = None
+        if relay is not None:
+            relay_ip = await _resolve(relay.host, relay.port)
+            self._stun_server = (relay_ip, relay.port)
+        if self.options.stun is not None:
+            self._stun_server = (await _resolve(*self.options.stun), self.options.stun[1])
+        return relay_ip
+
+    def _apply_peer(self, entry: PeerEntry, relay_ip: str | None, now: float) -> None:
+        """Add or update one peer: its candidate paths, relay port, allowed IPs, endpoint."""
+        tunnel = self.tunnel
+        assert tunnel is not None
+        peer = self.peers.get(entry.public_key)
+        if peer is None:
+            key = PublicKey(entry.public_key)
+            peer = self.peers[entry.public_key] = _Peer(key, entry.public_key, entry.name)
+        port = entry.relay_port
+        peer.relay = (relay_ip, port) if relay_ip and port else None
+        peer.selector.set_paths(list(entry.endpoints), peer.relay, now)
+        allowed = tuple(_host_prefix(a) for a in entry.addresses) + entry.routes
+        choice = peer.selector.choice(now)
+        if peer.key not in tunnel.device.peers:
+            # without keepalive yet: its first one would start a handshake at once,
+            # lost if the relay port is not bound yet (the retry comes 5 s later)
+            tunnel.add_peer(peer.key, allowed, choice)
+            peer.added, peer.keepalive = now, False
+            log.info("peer %s (%s) added", peer.name, str(peer.key)[:8])
+        elif allowed != peer.allowed:
+            tunnel.update_peer(peer.key, allowed_ips=allowed, replace_allowed_ips=True)
+        if choice != peer.applied and choice is not None:
+            tunnel.update_peer(peer.key, endpoint=choice)
+        peer.applied = choice
+        peer.allowed = allowed
+
+    def _drop_peers(self, keep: set[bytes]) -> None:
+        """Remove the peers the roster no longer names."""
+        assert self.tunnel is not None
+        for raw in [raw for raw in self.peers if raw not in keep]:
+            gone = self.peers.pop(raw)
+            with contextlib.suppress(LookupError):
+                self.tunnel.remove_peer(gone.key)
+            log.info("peer %s (%s) removed", gone.name, str(gone.key)[:8])
 
     # ------------------------------------------------------------------ endpoints
     async def _endpoint_loop(self, client: CoordinatorClient) -> None:
@@ -388,18 +364,18 @@ class MeshNode:
         """Discover and report this node's endpoints; False if the report did not go through."""
         tunnel = self.tunnel
         assert tunnel is not None
-        endpoints: list[str] = []
+        endpoints: list[Endpoint] = []
         if self._stun_server is not None:
             try:
                 mapped = await tunnel.stun_request(self._stun_server, timeout=3.0)
                 self.public_endpoint = normalize_endpoint(mapped.mapped)
-                endpoints.append(format_endpoint(self.public_endpoint))
+                endpoints.append(self.public_endpoint)
             except (TimeoutError, OSError) as exc:
                 log.info("STUN %s: %s", self._stun_server, exc)
         for address in _local_addresses(tunnel.name):
-            text = format_endpoint((address, tunnel.listen_port))
-            if text not in endpoints:
-                endpoints.append(text)
+            endpoint = normalize_endpoint((address, tunnel.listen_port))
+            if endpoint not in endpoints:
+                endpoints.append(endpoint)
         endpoints = endpoints[:MAX_ENDPOINTS]
         if endpoints == self.reported:
             return True
@@ -409,7 +385,7 @@ class MeshNode:
             log.warning("cannot report endpoints: %s; again in %.0f s", exc, REPORT_RETRY)
             return False
         self.reported = endpoints
-        log.info("endpoints reported: %s", ", ".join(endpoints) or "none")
+        log.info("endpoints reported: %s", ", ".join(map(format_endpoint, endpoints)) or "none")
         return True
 
     # ------------------------------------------------------------------ paths
@@ -430,7 +406,7 @@ class MeshNode:
                 self._start_keepalive(peer, now)
             await asyncio.sleep(PATH_TICK)
 
-    async def _guarded(self, name: str, loop: Any) -> None:
+    async def _guarded(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Run one of the node's loops; a bug in it is logged and the loop restarted."""
         while True:
             try:
@@ -494,7 +470,7 @@ class MeshNode:
             self.tunnel.update_peer(peer.key, persistent_keepalive=KEEPALIVE)
             peer.keepalive = True
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.append(task)
         task.add_done_callback(self._forget)
@@ -547,7 +523,7 @@ class MeshNode:
         peer.next_bind = loop.time() + BIND_INTERVAL
 
     @staticmethod
-    def _answer_probe(own: bytes) -> Any:
+    def _answer_probe(own: bytes) -> Callable[[stun.StunMessage, Endpoint], bytes | None]:
         def answer(message: stun.StunMessage, source: Endpoint) -> bytes | None:
             if wire.probe_target(message) != own:
                 return None

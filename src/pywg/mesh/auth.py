@@ -41,6 +41,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 SCHEME: Final = "PYWG-Ed25519"
 SIGNATURE_HEADER: Final = "X-Pywg-Signature"
+COORDINATOR_KEY_HEADER: Final = "X-Pywg-Coordinator-Key"  # on every answer
 MAX_SKEW_MS: Final = 300_000
 REORDER_MS: Final = 60_000
 MAX_SEEN: Final = 4096  # signatures remembered per node (within REORDER_MS)

@@ -15,23 +15,41 @@ is refused as reordered).
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from typing import Any, Final
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, TypeVar
 
 import aiohttp
 from nacl.signing import SigningKey
 from yarl import URL
 
+from ..endpoint import Endpoint
 from . import auth
+from .schema import (
+    JOIN_PATH,
+    MAX_WAIT,
+    ROSTER_PATH,
+    UPDATE_PATH,
+    ErrorAnswer,
+    JoinAnswer,
+    JoinRequest,
+    Message,
+    Roster,
+    SchemaError,
+    UpdateAnswer,
+    UpdateRequest,
+    decode,
+    encode,
+)
 
-COORDINATOR_KEY_HEADER: Final = "X-Pywg-Coordinator-Key"
 MAX_ANSWER: Final = 16 << 20
 CONNECT_TIMEOUT: Final = 10.0
 REQUEST_TIMEOUT: Final = 30.0
 LONG_POLL_SLACK: Final = 20.0  # beyond the coordinator's wait
-MAX_WAIT: Final = 60.0
+
+A = TypeVar("A")
 
 
 class CoordinatorError(Exception):
@@ -46,6 +64,29 @@ class CoordinatorError(Exception):
 
 class _Broken(Exception):
     """The connection broke before an answer came (reset, closed): worth one more try."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One API request: `path_qs` below the base URL, `message` its body (None: none).
+
+    `expect_fingerprint` (join): the coordinator key is not known yet; take it
+    from the answer if its fingerprint is this one.
+    """
+
+    method: str
+    path_qs: str
+    message: Message | None = None
+    timeout: float = REQUEST_TIMEOUT
+    expect_fingerprint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    body: bytes
+    coordinator_key: str | None  # the header naming it
+    signature: str | None  # the header signing the body
 
 
 class CoordinatorClient:
@@ -87,82 +128,83 @@ class CoordinatorClient:
         self._last_ms = max(self._last_ms + 1, int(time.time() * 1000))
         return self._last_ms
 
-    async def _call(
-        self,
-        method: str,
-        path_qs: str,
-        payload: dict[str, Any] | None,
-        *,
-        timeout: float = REQUEST_TIMEOUT,
-        expect_fingerprint: str | None = None,
-    ) -> dict[str, Any]:
-        """`_call_once`, again at once (signed anew) if the connection broke under it: a
-        kept-alive connection dies with the NAT mapping it used (a router that rebooted),
-        and every request here may be repeated (a join with its token included)."""
+    async def _call(self, request: _Request, parse: Callable[[object], A]) -> A:
+        """The verified answer to `request`, parsed. Sent again at once (signed anew) if the
+        connection broke under it: a kept-alive connection dies with the NAT mapping it used
+        (a router that rebooted), and every request here may be repeated (a join with its
+        token included)."""
         for attempt in (1, 2):
             try:
-                return await self._call_once(
-                    method, path_qs, payload, timeout=timeout, expect_fingerprint=expect_fingerprint
-                )
+                data = await self._call_once(request)
             except _Broken as exc:
                 if attempt == 2:
                     raise CoordinatorError(None, f"cannot reach the coordinator: {exc}") from None
+                continue
+            try:
+                return parse(data)
+            except SchemaError as exc:
+                raise CoordinatorError(
+                    None, f"the coordinator's answer is malformed: {exc}"
+                ) from None
         raise AssertionError("unreachable")
 
-    async def _call_once(
-        self,
-        method: str,
-        path_qs: str,
-        payload: dict[str, Any] | None,
-        *,
-        timeout: float = REQUEST_TIMEOUT,
-        expect_fingerprint: str | None = None,
-    ) -> dict[str, Any]:
-        """Send a signed request; the verified answer's JSON object.
-
-        `expect_fingerprint` (join): the coordinator key is not known yet; take it from
-        the answer if its fingerprint is this one.
-        """
-        body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
-        path = self.base.raw_path.rstrip("/") + path_qs
+    async def _call_once(self, request: _Request) -> object:
+        """Send a signed request; the JSON value of its verified answer."""
+        body = b"" if request.message is None else encode(request.message)
+        path = self.base.raw_path.rstrip("/") + request.path_qs
         header, signature = auth.sign_request(
-            self.control, self.public_key, method, path, body, self._time_ms()
+            self.control, self.public_key, request.method, path, body, self._time_ms()
         )
         headers = {"Authorization": header}
-        if payload is not None:
+        if request.message is not None:
             headers["Content-Type"] = "application/json"
+        answer = await self._send(request, path, body, headers)
+        key = self._answer_key(answer.coordinator_key, request.expect_fingerprint)
+        try:
+            auth.verify_response(key, signature, answer.body, answer.signature)
+        except auth.AuthError as exc:
+            raise CoordinatorError(None, f"{exc} (HTTP {answer.status})") from None
+        try:
+            data = decode(answer.body)
+        except SchemaError:
+            data = None
+        if answer.status != 200:
+            try:
+                message = ErrorAnswer.from_json(data).error or "no reason given"
+            except SchemaError:
+                message = "no reason given"
+            raise CoordinatorError(answer.status, message[:300])
+        return data
+
+    async def _send(
+        self, request: _Request, path: str, body: bytes, headers: dict[str, str]
+    ) -> _Answer:
+        """The HTTP exchange: the answer as it came, not checked yet."""
         url = URL(str(self.base.origin()) + path, encoded=True)
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        limits = aiohttp.ClientTimeout(total=timeout, connect=CONNECT_TIMEOUT)
+        limits = aiohttp.ClientTimeout(total=request.timeout, connect=CONNECT_TIMEOUT)
         try:
             async with self._session.request(
-                method, url, data=body, headers=headers, timeout=limits, allow_redirects=False
+                request.method,
+                url,
+                data=body,
+                headers=headers,
+                timeout=limits,
+                allow_redirects=False,
             ) as response:
-                status = response.status
-                answer = await _read_limited(response.content, MAX_ANSWER)
-                answer_headers = response.headers
+                return _Answer(
+                    response.status,
+                    await _read_limited(response.content, MAX_ANSWER),
+                    response.headers.get(auth.COORDINATOR_KEY_HEADER),
+                    response.headers.get(auth.SIGNATURE_HEADER),
+                )
         except TimeoutError:
             raise CoordinatorError(None, "the coordinator did not answer in time") from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             raise _Broken(str(exc) or type(exc).__name__) from None
         except aiohttp.ClientError as exc:
             raise CoordinatorError(None, f"cannot reach the coordinator: {exc}") from None
-        key = self._answer_key(answer_headers.get(COORDINATOR_KEY_HEADER), expect_fingerprint)
-        try:
-            auth.verify_response(key, signature, answer, answer_headers.get(auth.SIGNATURE_HEADER))
-        except auth.AuthError as exc:
-            raise CoordinatorError(None, f"{exc} (HTTP {status})") from None
-        try:
-            data = json.loads(answer)
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            data = None
-        if status != 200:
-            message = data.get("error") if isinstance(data, dict) else None
-            raise CoordinatorError(status, str(message or "no reason given")[:300])
-        if not isinstance(data, dict):
-            raise CoordinatorError(None, "the coordinator's answer is not a JSON object")
-        return data
 
     def _answer_key(self, header: str | None, expect_fingerprint: str | None) -> bytes:
         """The key the answer must be signed with."""
@@ -182,62 +224,47 @@ class CoordinatorClient:
             )
         return key
 
-    async def join(self, token: str, name: str, routes: list[str]) -> dict[str, Any]:
-        """Join the mesh; the answer ``{"self": SelfInfo, "coordinator_key": b64}`` (SelfInfo:
-        the roster's "self" object with "network" and "relay"). Sets `coordinator_key` from
-        the answer, checked against the token's fingerprint."""
+    async def join(self, token: str, name: str, routes: Sequence[str]) -> JoinAnswer:
+        """Join the mesh; sets `coordinator_key` from the answer, checked against the
+        token's fingerprint."""
         try:
             _, token_fp = auth.parse_token(token)
         except auth.AuthError as exc:
             raise CoordinatorError(None, str(exc)) from None
-        if self.fingerprint is not None and not auth.same_hash(self.fingerprint, token_fp):
+        known = [self.fingerprint] if self.fingerprint is not None else []
+        if self.coordinator_key is not None:
+            known.append(auth.fingerprint(self.coordinator_key))
+        if not all(auth.same_hash(fp, token_fp) for fp in known):
             raise CoordinatorError(None, "the join token is for another coordinator")
-        if self.coordinator_key is not None and not auth.same_hash(
-            auth.fingerprint(self.coordinator_key), token_fp
-        ):
-            raise CoordinatorError(None, "the join token is for another coordinator")
-        payload = {
-            "token": token,
-            "name": name,
-            "public_key": self.public_key,
-            "control_key": auth.b64(bytes(self.control.verify_key.encode())),
-            "routes": list(routes),
-        }
-        data = await self._call("POST", "/v1/join", payload, expect_fingerprint=token_fp)
-        info = data.get("self")
-        try:
-            key = auth.unb64(str(data.get("coordinator_key")), 32)
-        except auth.AuthError:
-            key = b""
-        if (
-            not isinstance(info, dict)
-            or auth.fingerprint(key) != token_fp
-            or (self.coordinator_key is not None and key != self.coordinator_key)
-        ):
-            raise CoordinatorError(None, "the coordinator's join answer is malformed")
+        message = JoinRequest(
+            token=token,
+            name=name,
+            public_key=auth.unb64(self.public_key, 32),
+            control_key=bytes(self.control.verify_key.encode()),
+            routes=tuple(routes),
+        )
+        request = _Request("POST", JOIN_PATH, message, expect_fingerprint=token_fp)
+        answer = await self._call(request, JoinAnswer.from_json)
+        key = answer.coordinator_key
+        if auth.fingerprint(key) != token_fp or self.coordinator_key not in (None, key):
+            raise CoordinatorError(None, "the coordinator's join answer names another key")
         self.coordinator_key = key
         self.fingerprint = token_fp
-        return data
+        return answer
 
-    async def roster(self, since: int, wait: float) -> dict[str, Any]:
+    async def roster(self, since: int, wait: float) -> Roster:
         """The roster, once its version is above `since` or after `wait` (at most 60) s."""
         wait = min(max(wait, 0.0), MAX_WAIT) if math.isfinite(wait) else 0.0
         wait_text = f"{wait:.3f}".rstrip("0").rstrip(".")
-        path = f"/v1/roster?since={max(int(since), -1)}&wait={wait_text}"
-        data = await self._call("GET", path, None, timeout=wait + LONG_POLL_SLACK)
-        if not isinstance(data.get("version"), int) or not isinstance(data.get("peers"), list):
-            raise CoordinatorError(None, "the coordinator's roster is malformed")
-        return data
+        path = f"{ROSTER_PATH}?since={max(int(since), -1)}&wait={wait_text}"
+        request = _Request("GET", path, timeout=wait + LONG_POLL_SLACK)
+        return await self._call(request, Roster.from_json)
 
-    async def update(self, endpoints: list[str], routes: list[str]) -> int:
+    async def update(self, endpoints: Sequence[Endpoint], routes: Sequence[str]) -> int:
         """Report this node's endpoints and routes; the roster version after."""
-        data = await self._call(
-            "POST", "/v1/update", {"endpoints": list(endpoints), "routes": list(routes)}
-        )
-        version = data.get("version")
-        if not isinstance(version, int):
-            raise CoordinatorError(None, "the coordinator's answer has no version")
-        return version
+        message = UpdateRequest(tuple(endpoints), tuple(routes))
+        answer = await self._call(_Request("POST", UPDATE_PATH, message), UpdateAnswer.from_json)
+        return answer.version
 
 
 async def _read_limited(stream: aiohttp.StreamReader, limit: int) -> bytes:

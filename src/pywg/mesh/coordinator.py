@@ -6,15 +6,16 @@ made at first start) and, optionally, a relay server (`pywg.mesh.relay`)
 that shares the SQLite file. It never sees a private key: a node sends its
 WireGuard public key and the public half of its control key.
 
-HTTP API (JSON; errors are ``{"error": "..."}``; `auth` explains the signing):
+HTTP API (JSON, the messages of `pywg.mesh.schema`; errors are `ErrorAnswer`;
+`auth` explains the signing):
 
-- ``POST /v1/join``: ``{"token", "name", "public_key", "control_key", "routes"}``,
-  signed with the new control key. Answer ``{"self": SelfInfo, "coordinator_key"}``.
-- ``GET /v1/roster?since=V&wait=S``: a member's roster; a long-poll that answers
-  once the roster version is above V, or after min(S, 60) s.
-- ``POST /v1/update``: ``{"endpoints": [...], "routes": [...]}`` (either may be
-  left out; each replaces the stored list). Answer ``{"version": V}``.
-- ``GET /v1/health``: ``{"ok": true, "nodes": N}``, unauthenticated.
+- ``POST /v1/join``: a `JoinRequest`, signed with the new control key.
+  Answer a `JoinAnswer`.
+- ``GET /v1/roster?since=V&wait=S``: a member's `Roster`; a long-poll that
+  answers once the roster version is above V, or after min(S, 60) s.
+- ``POST /v1/update``: an `UpdateRequest` (endpoints, routes: either may be
+  left out; each replaces the stored list). Answer an `UpdateAnswer`.
+- ``GET /v1/health``: `Health`, unauthenticated.
 
 Every answer to a request with a well-formed Authorization header, errors
 included, carries ``X-Pywg-Signature`` (`auth.sign_response`) and every answer
@@ -33,29 +34,49 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import json
 import logging
 import math
 import os
+import secrets
 import socket
 import sqlite3
-import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from aiohttp import web
 from nacl.signing import SigningKey
 
+from ..endpoint import format_endpoint, parse_endpoint
+from ..system.secretfile import write_secret_file
 from . import auth
+from .schema import (
+    HEALTH_PATH,
+    JOIN_PATH,
+    MAX_WAIT,
+    ROSTER_PATH,
+    UPDATE_PATH,
+    ErrorAnswer,
+    Health,
+    JoinAnswer,
+    JoinRequest,
+    Message,
+    NodeInfo,
+    PeerEntry,
+    RelayInfo,
+    Roster,
+    SchemaError,
+    UpdateAnswer,
+    UpdateRequest,
+    decode,
+    encode,
+)
 from .store import Conflict, Node, NotFound, Store, StoreError, TokenRefused, now_ms
 
 log = logging.getLogger("pywg.mesh.coordinator")
 
 KEY_FILE: Final = "coordinator.key"
-COORDINATOR_KEY_HEADER: Final = "X-Pywg-Coordinator-Key"
 MAX_BODY: Final = 64 * 1024
-MAX_WAIT: Final = 60.0
 POLL_INTERVAL: Final = 1.0
 SHUTDOWN_TIMEOUT: Final = 2.0
 
@@ -118,20 +139,21 @@ def load_or_create_key(state_dir: str) -> SigningKey:
 
 
 def _create_key_file(path: str) -> None:
-    """Write a new key to a 0600 temporary file, then link it to `path` unless a key
-    appeared there meanwhile (link never replaces, so a racing process keeps its key)."""
-    fd, tmp = tempfile.mkstemp(prefix=".pywg-key-", dir=os.path.dirname(path))
+    """Make a new key at `path` unless one appears there meanwhile.
+
+    The key is written whole under a name of its own (`write_secret_file`: 0600,
+    atomic), then linked to `path`; a link never replaces, so when two processes
+    start at once the first link wins and both read that key.
+    """
+    directory, name = os.path.split(path)
+    draft = os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}")
+    write_secret_file(draft, auth.b64(bytes(SigningKey.generate().encode())) + "\n")
     try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(auth.b64(bytes(SigningKey.generate().encode())) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
         with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
+            os.link(draft, path)
     finally:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(draft)
 
 
 def new_token(
@@ -152,35 +174,15 @@ def _default_relay_factory() -> RelayFactory:
     return factory
 
 
-def _json_body(body: bytes) -> dict[str, Any]:
+M = TypeVar("M")
+
+
+def _request_body(body: bytes, parse: Callable[[object], M]) -> M:
+    """The request message in `body`; ApiError 400 if it is not one."""
     try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise ApiError(400, "the body is not JSON") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "the body must be a JSON object")
-    return data
-
-
-def _str_field(data: dict[str, Any], name: str) -> str:
-    value = data.get(name)
-    if not isinstance(value, str):
-        raise ApiError(400, f"{name!r} must be a string")
-    return value
-
-
-def _key_field(data: dict[str, Any], name: str) -> bytes:
-    try:
-        return auth.unb64(_str_field(data, name), 32)
-    except auth.AuthError as exc:
-        raise ApiError(400, f"{name!r}: {exc}") from None
-
-
-def _list_field(data: dict[str, Any], name: str) -> list[Any] | None:
-    value = data.get(name)
-    if value is not None and not isinstance(value, list):
-        raise ApiError(400, f"{name!r} must be a list")
-    return value
+        return parse(decode(body))
+    except SchemaError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 class Coordinator:
@@ -216,10 +218,10 @@ class Coordinator:
         self.poll_interval = poll_interval
         self._replay = auth.ReplayGuard()
         self.app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
-        self.app.router.add_post("/v1/join", self._join)
-        self.app.router.add_get("/v1/roster", self._roster)
-        self.app.router.add_post("/v1/update", self._update)
-        self.app.router.add_get("/v1/health", self._health)
+        self.app.router.add_post(JOIN_PATH, self._join)
+        self.app.router.add_get(ROSTER_PATH, self._roster)
+        self.app.router.add_post(UPDATE_PATH, self._update)
+        self.app.router.add_get(HEALTH_PATH, self._health)
         self._runner: web.AppRunner | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._changed: asyncio.Event | None = None
@@ -360,30 +362,13 @@ class Coordinator:
 
     # -- rosters ---------------------------------------------------------------------------
 
-    def _network_json(self) -> dict[str, str]:
-        return {"ipv4": str(self.networks.ipv4), "ipv6": str(self.networks.ipv6)}
-
-    def _relay_json(self) -> dict[str, Any] | None:
+    def _relay_info(self) -> RelayInfo | None:
         if self.relay is None or self.relay_config is None:
             return None
-        return {"host": self.relay_config.public_host, "port": self.relay.port}
+        return RelayInfo(self.relay_config.public_host, self.relay.port)
 
-    @staticmethod
-    def _self_json(node: Node) -> dict[str, Any]:
-        return {
-            "name": node.name,
-            "public_key": auth.b64(node.public_key),
-            "addresses": [node.ipv4, node.ipv6],
-            "routes": node.approved_routes,
-            "pending_routes": node.pending_routes,
-        }
-
-    def self_info(self, node: Node) -> dict[str, Any]:
-        return {
-            **self._self_json(node),
-            "network": self._network_json(),
-            "relay": self._relay_json(),
-        }
+    def join_answer(self, node: Node) -> JoinAnswer:
+        return JoinAnswer(_node_info(node), self.networks, self._relay_info(), self.public_key)
 
     def _relay_port(self, a: bytes, b: bytes) -> int | None:
         if self.relay is None:
@@ -394,39 +379,32 @@ class Coordinator:
             log.exception("the relay has no port pair for %s and %s", auth.b64(a), auth.b64(b))
             return None
 
-    def roster(self, node_id: int) -> dict[str, Any] | None:
+    def roster(self, node_id: int) -> Roster | None:
         """The roster of one member (None if it is not one)."""
         version, nodes = self.store.snapshot()
         me = next((n for n in nodes if n.id == node_id), None)
         if me is None:
             return None
-        peers = [
-            {
-                "name": peer.name,
-                "public_key": auth.b64(peer.public_key),
-                "control_key": auth.b64(peer.control_key),
-                "addresses": [peer.ipv4, peer.ipv6],
-                "routes": peer.approved_routes,
-                "endpoints": list(peer.endpoints),
-                "relay_port": self._relay_port(me.public_key, peer.public_key),
-            }
+        peers = tuple(
+            PeerEntry(
+                name=peer.name,
+                public_key=peer.public_key,
+                control_key=peer.control_key,
+                addresses=(peer.ipv4, peer.ipv6),
+                routes=tuple(peer.approved_routes),
+                endpoints=tuple(parse_endpoint(e) for e in peer.endpoints),  # stored canonical
+                relay_port=self._relay_port(me.public_key, peer.public_key),
+            )
             for peer in nodes
             if peer.id != node_id
-        ]
-        return {
-            "version": version,
-            "network": self._network_json(),
-            "self": self._self_json(me),
-            "relay": self._relay_json(),
-            "peers": peers,
-        }
+        )
+        return Roster(version, self.networks, _node_info(me), self._relay_info(), peers)
 
     # -- HTTP ------------------------------------------------------------------------------
 
     @staticmethod
-    def _response(data: dict[str, Any], status: int = 200) -> web.Response:
-        body = json.dumps(data, separators=(",", ":")).encode("utf-8")
-        return web.Response(body=body, status=status, content_type="application/json")
+    def _response(message: Message, status: int = 200) -> web.Response:
+        return web.Response(body=encode(message), status=status, content_type="application/json")
 
     @web.middleware
     async def _middleware(
@@ -441,15 +419,15 @@ class Coordinator:
         try:
             response = await handler(request)
         except ApiError as exc:
-            response = self._response({"error": exc.message}, exc.status)
+            response = self._response(ErrorAnswer(exc.message), exc.status)
         except web.HTTPException as exc:  # 404, 405 from the router, 413 from aiohttp
-            response = self._response({"error": exc.reason.lower()}, exc.status)
+            response = self._response(ErrorAnswer(exc.reason.lower()), exc.status)
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
-            response = self._response({"error": "internal error"}, 500)
+            response = self._response(ErrorAnswer("internal error"), 500)
         if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
             return response
-        response.headers[COORDINATOR_KEY_HEADER] = auth.b64(self.public_key)
+        response.headers[auth.COORDINATOR_KEY_HEADER] = auth.b64(self.public_key)
         if request_auth is not None:
             response.headers[auth.SIGNATURE_HEADER] = auth.sign_response(
                 self.key, request_auth.signature, response.body
@@ -486,42 +464,45 @@ class Coordinator:
         return node, body
 
     async def _health(self, request: web.Request) -> web.Response:
-        return self._response({"ok": True, "nodes": self.store.count()})
+        return self._response(Health(ok=True, nodes=self.store.count()))
 
     async def _join(self, request: web.Request) -> web.Response:
         request_auth = self._request_auth(request)
         body = await self._read_body(request)
-        data = _json_body(body)
-        token = _str_field(data, "token")
-        name = _str_field(data, "name")
-        public_key = _key_field(data, "public_key")
-        control_key = _key_field(data, "control_key")
-        routes = _list_field(data, "routes") or []
-        if auth.unb64(request_auth.node, 32) != public_key:
+        join = _request_body(body, JoinRequest.from_json)
+        if auth.unb64(request_auth.node, 32) != join.public_key:
             raise ApiError(401, "the request is not signed for this public key")
-        if not request_auth.verify(control_key, request.method, request.raw_path, body):
+        if not request_auth.verify(join.control_key, request.method, request.raw_path, body):
             raise ApiError(401, "bad signature (not by this control key)")
-        existing = self.store.node_by_key(public_key)
+        existing = self.store.node_by_key(join.public_key)
         last_ms = None
-        if existing is not None and existing.control_key == control_key:
+        if existing is not None and existing.control_key == join.control_key:
             last_ms = existing.last_ms
         now = self.clock_ms()
         if not request_auth.fresh(now, last_ms):
             raise ApiError(401, "stale or replayed request (check the clock)")
+        node, created = self._admit(join, request_auth.time_ms, now)
+        if created:
+            log.info("%s joined as %s, %s", node.name, node.ipv4, node.ipv6)
+            self._changed_here()
+        return self._response(self.join_answer(node))
+
+    def _admit(self, join: JoinRequest, time_ms: int, now: int) -> tuple[Node, bool]:
+        """The store's join, its refusals as API errors: (the node, whether it is new)."""
         try:
-            secret, fingerprint = auth.parse_token(token)
+            secret, fingerprint = auth.parse_token(join.token)
         except auth.AuthError as exc:
             raise ApiError(401, str(exc)) from None
         if not auth.same_hash(fingerprint, auth.fingerprint(self.public_key)):
             raise ApiError(401, "the join token is for another coordinator")
         try:
-            node, created = self.store.join(
+            return self.store.join(
                 auth.token_hash(secret),
-                name,
-                public_key,
-                control_key,
-                routes,
-                time_ms=request_auth.time_ms,
+                join.name,
+                join.public_key,
+                join.control_key,
+                join.routes,
+                time_ms=time_ms,
                 now=now,
                 auto_approve=self.auto_approve_routes,
             )
@@ -531,12 +512,6 @@ class Coordinator:
             raise ApiError(409, str(exc)) from None
         except StoreError as exc:
             raise ApiError(400, str(exc)) from None
-        if created:
-            log.info("%s joined as %s, %s", node.name, node.ipv4, node.ipv6)
-            self._changed_here()
-        return self._response(
-            {"self": self.self_info(node), "coordinator_key": auth.b64(self.public_key)}
-        )
 
     async def _roster(self, request: web.Request) -> web.Response:
         node, _ = await self._member(request)
@@ -549,13 +524,15 @@ class Coordinator:
 
     async def _update(self, request: web.Request) -> web.Response:
         node, body = await self._member(request)
-        data = _json_body(body)
-        endpoints = _list_field(data, "endpoints")
-        routes = _list_field(data, "routes")
+        update = _request_body(body, UpdateRequest.from_json)
+        endpoints = update.endpoints
         before = self.store.version()
         try:
             version = self.store.update(
-                node.id, endpoints=endpoints, routes=routes, auto_approve=self.auto_approve_routes
+                node.id,
+                endpoints=None if endpoints is None else [format_endpoint(e) for e in endpoints],
+                routes=update.routes,
+                auto_approve=self.auto_approve_routes,
             )
         except NotFound:
             raise ApiError(401, "not a member of this mesh (removed)") from None
@@ -563,7 +540,18 @@ class Coordinator:
             raise ApiError(400, str(exc)) from None
         if version != before:
             self._changed_here()
-        return self._response({"version": version})
+        return self._response(UpdateAnswer(version))
+
+
+def _node_info(node: Node) -> NodeInfo:
+    """A member as the coordinator describes it to itself."""
+    return NodeInfo(
+        name=node.name,
+        public_key=node.public_key,
+        addresses=(node.ipv4, node.ipv6),
+        routes=tuple(node.approved_routes),
+        pending_routes=tuple(node.pending_routes),
+    )
 
 
 def _roster_query(request: web.Request) -> tuple[int, float]:

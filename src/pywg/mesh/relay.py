@@ -93,7 +93,7 @@ from ..constants import (
     RESPONSE_SIZE,
     TRANSPORT_MIN_SIZE,
 )
-from ..endpoint import normalize_endpoint
+from ..endpoint import AddressLike, Endpoint, format_endpoint, normalize_endpoint
 from ..exceptions import LocalProtocolError
 from ..messages import message_type
 from . import auth, wire
@@ -133,9 +133,6 @@ CREATE TABLE IF NOT EXISTS relay_pairs (
 )
 """
 
-Endpoint = tuple[str, int]
-Sockaddr = tuple[str, int] | tuple[str, int, int, int]
-
 
 def is_wireguard(data: bytes | bytearray | memoryview) -> bool:
     """Whether a datagram has the type and size of a WireGuard message (whitepaper §5.4)."""
@@ -155,11 +152,6 @@ def is_wireguard(data: bytes | bytearray | memoryview) -> bool:
 def short_key(key: bytes) -> str:
     """A public key for logs: the first 8 characters of its base64."""
     return base64.b64encode(key).decode("ascii")[:8] + "…"
-
-
-def _format(endpoint: Endpoint) -> str:
-    host, port = endpoint
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(slots=True)
@@ -193,7 +185,7 @@ class _Port:
     number: int
     sock: socket.socket
     bound: Endpoint | None = None  # the sender's address, from its last accepted bind
-    send_to: Sockaddr | None = None  # `bound` as this socket's family wants it
+    send_to: AddressLike | None = None  # `bound` as this socket's family wants it
     bound_time_ms: int = -1  # time of the last accepted bind (-1: none yet)
     twin: _Port | None = None
     bucket: _TokenBucket = field(default_factory=_bucket)  # binds from anywhere else
@@ -276,7 +268,7 @@ class RelayServer:
             raise
         logger.info(
             "relay: STUN on %s, %d pair ports restored",
-            _format((self._host, self._main_port)),
+            format_endpoint((self._host, self._main_port)),
             len(self._pairs),
         )
 
@@ -434,14 +426,14 @@ class RelayServer:
                 self._loop.remove_reader(sock.fileno())
         sock.close()
 
-    def _sockaddr(self, endpoint: Endpoint) -> Sockaddr:
+    def _sockaddr(self, endpoint: Endpoint) -> AddressLike:
         """Where to send to reach `endpoint` from one of our sockets."""
         host, port = endpoint
         if self._family == socket.AF_INET6 and ":" not in host:
             return (f"::ffff:{host}", port, 0, 0)
         return (host, port)
 
-    def _send(self, sock: socket.socket, data: bytes | memoryview, to: Sockaddr) -> bool:
+    def _send(self, sock: socket.socket, data: bytes | memoryview, to: AddressLike) -> bool:
         try:
             sock.sendto(data, to)
         except OSError:  # EAGAIN (full buffer), unreachable, ...: UDP may drop
@@ -451,7 +443,7 @@ class RelayServer:
 
     # -- readers ----------------------------------------------------------------------
 
-    def _drain(self, sock: socket.socket, handle: Callable[[int, Sockaddr], None]) -> None:
+    def _drain(self, sock: socket.socket, handle: Callable[[int, AddressLike], None]) -> None:
         for _ in range(DRAIN_MAX):
             try:
                 size, source = sock.recvfrom_into(self._buffer)
@@ -474,7 +466,7 @@ class RelayServer:
     def _on_pair_readable(self, port: _Port) -> None:
         self._drain(port.sock, lambda size, source: self._pair_datagram(port, size, source))
 
-    def _main_datagram(self, size: int, source: Sockaddr) -> None:
+    def _main_datagram(self, size: int, source: AddressLike) -> None:
         data = self._view[:size]
         if stun.is_stun(data):
             try:
@@ -489,7 +481,7 @@ class RelayServer:
                 return
         self._counters["drop_main_port"] += 1
 
-    def _pair_datagram(self, port: _Port, size: int, source: Sockaddr) -> None:
+    def _pair_datagram(self, port: _Port, size: int, source: AddressLike) -> None:
         data = self._view[:size]
         if is_wireguard(data):
             if normalize_endpoint(source) != port.bound:
@@ -510,7 +502,7 @@ class RelayServer:
             return
         self._counters["drop_not_wireguard"] += 1
 
-    def _bind_request(self, port: _Port, data: bytes, source: Sockaddr) -> None:
+    def _bind_request(self, port: _Port, data: bytes, source: AddressLike) -> None:
         try:
             bind = wire.parse_bind(stun.parse_message(data))
         except stun.StunError:
@@ -553,7 +545,7 @@ class RelayServer:
                 short_key(port.sender),
                 port.number,
                 short_key(port.receiver),
-                _format(where),
+                format_endpoint(where),
             )
 
     # -- the database -----------------------------------------------------------------
@@ -601,7 +593,7 @@ class RelayServer:
             port = _Port(bytes(sender), bytes(receiver), sock.getsockname()[1], sock)
             if port.number != number:
                 logger.warning(
-                    "relay: port %s of %s (for %s) is gone; now %d, the node must bind again",
+                    "relay: port %s of %s (for %s) is gone; moved to %d, the node must bind again",
                     number,
                     short_key(port.sender),
                     short_key(port.receiver),
@@ -614,8 +606,8 @@ class RelayServer:
                         "bound_time_ms = NULL WHERE sender = ? AND receiver = ?",
                         (port.number, sender, receiver),
                     )
-            endpoint = _endpoint(bound_host, bound_port)
-            if endpoint is not None:
+            with contextlib.suppress(LocalProtocolError):  # none stored, or not an address
+                endpoint = normalize_endpoint((bound_host, bound_port))
                 port.bound, port.send_to = endpoint, self._sockaddr(endpoint)
             if isinstance(bound_time, int):
                 port.bound_time_ms = bound_time
@@ -651,15 +643,6 @@ def _is_key(value: object) -> bool:
 def _check_key(value: object) -> None:
     if not _is_key(value):
         raise ValueError("a node is named by its 32-byte WireGuard public key")
-
-
-def _endpoint(host: object, port: object) -> Endpoint | None:
-    if not isinstance(host, str) or not isinstance(port, int):
-        return None
-    try:
-        return normalize_endpoint((host, port))
-    except LocalProtocolError:
-        return None
 
 
 def _open_db(path: str) -> sqlite3.Connection:

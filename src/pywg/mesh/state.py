@@ -6,10 +6,10 @@
       node.json            0600  the coordinator joined: URL, its public key, our name
       roster.json          0600  the last roster it gave (used when it cannot be reached)
 
-Keys are created on first use and written atomically (`cli.write_secret_file`);
-a node that restarts keeps its keys, so it keeps its identity, its tunnel
-addresses and its place in every peer's configuration, and does not need a
-join token again.
+Keys are created on first use, and every file is written atomically
+(`pywg.system.secretfile.write_secret_file`). A node that restarts keeps its
+keys, so it keeps its identity, its tunnel addresses and its place in every
+peer's configuration, and does not need a join token again.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ import binascii
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from nacl.signing import SigningKey
 
 from ..exceptions import LocalProtocolError
 from ..keys import PrivateKey
+from ..system.secretfile import write_secret_file
+from .schema import Roster
 
 WIREGUARD_KEY: Final = "wireguard.key"
 CONTROL_KEY: Final = "control.key"
@@ -60,8 +62,6 @@ class NodeState:
     @classmethod
     def open(cls, directory: str) -> NodeState:
         """Load the state in `directory`, creating the directory and keys as needed."""
-        from ..system.secretfile import write_secret_file
-
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
             os.chmod(directory, 0o700)
@@ -84,8 +84,6 @@ class NodeState:
         return cls(directory, wireguard, control, _load_joined(os.path.join(directory, NODE_FILE)))
 
     def save_joined(self, joined: Joined) -> None:
-        from ..system.secretfile import write_secret_file
-
         text = json.dumps(
             {
                 "url": joined.url,
@@ -96,19 +94,17 @@ class NodeState:
         write_secret_file(os.path.join(self.directory, NODE_FILE), text + "\n")
         self.joined = joined
 
-    def save_roster(self, roster: dict[str, Any]) -> None:
-        from ..system.secretfile import write_secret_file
+    def save_roster(self, roster: Roster) -> None:
+        text = json.dumps(roster.to_json())
+        write_secret_file(os.path.join(self.directory, ROSTER_FILE), text + "\n")
 
-        write_secret_file(os.path.join(self.directory, ROSTER_FILE), json.dumps(roster) + "\n")
-
-    def load_roster(self) -> dict[str, Any] | None:
+    def load_roster(self) -> Roster | None:
         """The last roster saved, or None (none yet, or unreadable: it is only a cache)."""
         try:
             with open(os.path.join(self.directory, ROSTER_FILE), encoding="utf-8") as handle:
-                roster = json.load(handle)
-        except (OSError, ValueError):
+                return Roster.from_json(json.load(handle))
+        except (OSError, ValueError):  # not JSON, or not a roster (SchemaError)
             return None
-        return roster if isinstance(roster, dict) and "peers" in roster else None
 
 
 def _read(path: str) -> str:

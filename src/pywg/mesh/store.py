@@ -37,21 +37,23 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
+
+from ..endpoint import format_endpoint
+from .schema import MAX_ENDPOINTS, Networks, SchemaError, endpoint_from_text
 
 DB_NAME: Final = "coordinator.db"
 SCHEMA_VERSION: Final = 1
 DEFAULT_IPV4: Final = "100.72.0.0/24"  # RFC 6598 shared address space
-MAX_ENDPOINTS: Final = 8
 MAX_ROUTES: Final = 64
 MAX_NAME: Final = 63
 BUSY_TIMEOUT_MS: Final = 5000
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,63}")
-_ENDPOINT_RE = re.compile(r"(?:\[([0-9A-Fa-f:.]{2,45})\]|(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_Net = TypeVar("_Net", ipaddress.IPv4Network, ipaddress.IPv6Network)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -110,12 +112,6 @@ def now_ms() -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class Networks:
-    ipv4: ipaddress.IPv4Network
-    ipv6: ipaddress.IPv6Network
-
-
-@dataclass(frozen=True, slots=True)
 class Route:
     prefix: str
     approved: bool
@@ -168,36 +164,25 @@ def check_key(key: object, what: str) -> bytes:
 
 
 def parse_endpoint(text: object) -> str:
-    """An "ip:port" or "[ipv6]:port" endpoint in canonical form; StoreError otherwise."""
-    if not isinstance(text, str) or len(text) > 64:
-        raise StoreError("an endpoint is a string ip:port or [ipv6]:port")
-    match = _ENDPOINT_RE.fullmatch(text)
-    if match is None:
-        raise StoreError(f"not an endpoint ip:port or [ipv6]:port: {text[:64]!r}")
-    v6, v4, port_text = match.groups()
-    port = int(port_text)
+    """An endpoint a node may report, in canonical form; StoreError otherwise.
+
+    The API's form (`schema.endpoint_from_text`), and a unicast address with
+    a port other than 0: something a peer could send to.
+    """
     try:
-        address = ipaddress.IPv6Address(v6) if v6 else ipaddress.IPv4Address(v4)
-    except ValueError:
-        raise StoreError(f"not an IP address in endpoint {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise StoreError(f"port out of range in endpoint {text!r}")
+        host, port = endpoint_from_text(text)
+    except SchemaError as exc:
+        raise StoreError(str(exc)) from None
+    address = ipaddress.ip_address(host)
+    if port == 0:
+        raise StoreError(f"port 0 in endpoint {text!r}")
     if address.is_unspecified or address.is_multicast:
         raise StoreError(f"endpoint {text!r} is not a unicast address")
-    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+    return format_endpoint((host, port))
 
 
 def check_endpoints(endpoints: object) -> list[str]:
-    if not isinstance(endpoints, list | tuple):
-        raise StoreError("endpoints must be a list of strings")
-    if len(endpoints) > MAX_ENDPOINTS:
-        raise StoreError(f"at most {MAX_ENDPOINTS} endpoints")
-    result: list[str] = []
-    for item in endpoints:
-        endpoint = parse_endpoint(item)
-        if endpoint not in result:
-            result.append(endpoint)
-    return result
+    return _unique(endpoints, "endpoints", MAX_ENDPOINTS, parse_endpoint)
 
 
 def parse_prefix(text: object, networks: Networks | None = None) -> str:
@@ -226,35 +211,37 @@ def parse_prefix(text: object, networks: Networks | None = None) -> str:
 
 
 def check_routes(routes: object, networks: Networks | None = None) -> list[str]:
-    if not isinstance(routes, list | tuple):
-        raise StoreError("routes must be a list of strings")
-    if len(routes) > MAX_ROUTES:
-        raise StoreError(f"at most {MAX_ROUTES} routes")
-    result: list[str] = []
-    for item in routes:
-        prefix = parse_prefix(item, networks)
-        if prefix not in result:
-            result.append(prefix)
-    return result
+    return _unique(routes, "routes", MAX_ROUTES, lambda item: parse_prefix(item, networks))
+
+
+def _unique(items: object, what: str, most: int, parse: Callable[[object], str]) -> list[str]:
+    """Each of `items` (a list of at most `most`) through `parse`, without repeats."""
+    if not isinstance(items, list | tuple):
+        raise StoreError(f"{what} must be a list of strings")
+    if len(items) > most:
+        raise StoreError(f"at most {most} {what}")
+    return list(dict.fromkeys(parse(item) for item in items))
 
 
 def check_ipv4_network(text: str) -> ipaddress.IPv4Network:
-    try:
-        net = ipaddress.IPv4Network(text, strict=True)
-    except ValueError as exc:
-        raise StoreError(f"not an IPv4 network: {text!r} ({exc})") from None
-    if net.prefixlen > 30 or net.prefixlen < 8:
-        raise StoreError(f"the IPv4 network must be between /8 and /30, not /{net.prefixlen}")
-    return net
+    return _check_network(ipaddress.IPv4Network, text, 8, 30)
 
 
 def check_ipv6_network(text: str) -> ipaddress.IPv6Network:
+    return _check_network(ipaddress.IPv6Network, text, 16, 120)
+
+
+def _check_network(kind: type[_Net], text: str, shortest: int, longest: int) -> _Net:
+    """A mesh network of type `kind`, its prefix length within [shortest, longest]."""
+    family = "IPv4" if kind is ipaddress.IPv4Network else "IPv6"
     try:
-        net = ipaddress.IPv6Network(text, strict=True)
+        net = kind(text, strict=True)
     except ValueError as exc:
-        raise StoreError(f"not an IPv6 network: {text!r} ({exc})") from None
-    if net.prefixlen > 120 or net.prefixlen < 16:
-        raise StoreError(f"the IPv6 network must be between /16 and /120, not /{net.prefixlen}")
+        raise StoreError(f"not an {family} network: {text!r} ({exc})") from None
+    if not shortest <= net.prefixlen <= longest:
+        raise StoreError(
+            f"the {family} network must be between /{shortest} and /{longest}, not /{net.prefixlen}"
+        )
     return net
 
 
@@ -664,7 +651,7 @@ class Store:
             return int(db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0])
 
     def approve(self, name: str, prefixes: Sequence[str]) -> list[str]:
-        """Approve advertised routes of a node; the ones that were pending until now."""
+        """Approve advertised routes of a node; the ones among them that were pending."""
         if not prefixes:
             raise StoreError("name at least one prefix to approve")
         wanted = [parse_prefix(p) for p in prefixes]

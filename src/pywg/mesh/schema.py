@@ -1,0 +1,463 @@
+"""The coordinator API's messages, typed: what a node and the coordinator send each other.
+
+One frozen dataclass per JSON object of the HTTP API (`pywg.mesh.coordinator`
+lists the requests). The coordinator builds its answers from them and parses
+requests into them; the node's client (`pywg.mesh.client`) does the
+opposite; the agent applies them. ``to_json()`` gives the object as it
+travels, keys in this order; ``from_json()`` takes a decoded JSON value,
+checks every field it reads (unknown ones are ignored) and raises
+`SchemaError` naming the first one that is wrong.
+
+    POST /v1/join     JoinRequest    -> JoinAnswer  (NodeInfo, Networks, RelayInfo)
+    GET  /v1/roster   (a query)      -> Roster      (NodeInfo, Networks, RelayInfo, PeerEntry)
+    POST /v1/update   UpdateRequest  -> UpdateAnswer
+    GET  /v1/health                  -> Health
+    any error                        -> ErrorAnswer
+
+Keys travel as standard base64, endpoints as ``a.b.c.d:port`` or
+``[v6]:port`` (`pywg.endpoint`), networks and prefixes as `ipaddress` writes
+them. What depends on the mesh's state (a name taken, a route inside the
+mesh network, an address a node may not report) is the store's to judge
+(`pywg.mesh.store`), not the schema's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Protocol, TypeVar
+
+from ..endpoint import Endpoint, format_endpoint, parse_endpoint
+from ..redact import quote
+from . import auth
+
+JOIN_PATH: Final = "/v1/join"
+ROSTER_PATH: Final = "/v1/roster"
+UPDATE_PATH: Final = "/v1/update"
+HEALTH_PATH: Final = "/v1/health"
+MAX_WAIT: Final = 60.0  # the longest roster long-poll, in seconds
+MAX_ENDPOINTS: Final = 8  # endpoints a node may report
+MAX_ENDPOINT_TEXT: Final = 64  # characters of one endpoint
+KEY_SIZE: Final = 32  # WireGuard (X25519) and control (Ed25519) public keys
+MAX_COUNT: Final = (1 << 63) - 1  # versions and counts: SQLite integers
+
+JsonObject = dict[str, object]
+T = TypeVar("T")
+
+
+class SchemaError(ValueError):
+    """A message that is not what the API says; str() names the field and what is wrong."""
+
+
+class Message(Protocol):
+    def to_json(self) -> JsonObject: ...
+
+
+def encode(message: Message) -> bytes:
+    """The body that carries `message`: compact JSON, UTF-8."""
+    return json.dumps(message.to_json(), separators=(",", ":")).encode("utf-8")
+
+
+def decode(body: bytes) -> object:
+    """The JSON value in a body; SchemaError if it is not JSON."""
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise SchemaError("the body is not JSON") from None
+
+
+def endpoint_from_text(text: object) -> Endpoint:
+    """An endpoint as the API writes it (numeric, no zone index); SchemaError otherwise."""
+    if not isinstance(text, str) or len(text) > MAX_ENDPOINT_TEXT:
+        raise SchemaError("an endpoint is a string ip:port or [ipv6]:port")
+    if "%" in text:  # a zone index names an interface of the sender: meaningless elsewhere
+        raise SchemaError(f"an endpoint has no zone index: {quote(text)}")
+    try:
+        return parse_endpoint(text)
+    except ValueError as exc:
+        raise SchemaError(str(exc)) from None
+
+
+class _Fields:
+    """The fields of one JSON object, each read with its type checked.
+
+    `where` names the message, `prefix` the path to this object inside it
+    (``peers[2].``), so an error says ``roster: peers[2].public_key ...``.
+    """
+
+    def __init__(self, value: object, where: str, prefix: str = "") -> None:
+        if not isinstance(value, dict):
+            raise SchemaError(f"{where}: {prefix.rstrip('.') or 'the message'} is not an object")
+        self._data: dict[str, object] = value
+        self._where = where
+        self._prefix = prefix
+
+    def error(self, key: str, problem: str) -> SchemaError:
+        return SchemaError(f"{self._where}: {self._prefix}{key} {problem}")
+
+    def get(self, key: str) -> object:
+        if key not in self._data:
+            raise self.error(key, "is missing")
+        return self._data[key]
+
+    def given(self, key: str) -> bool:
+        """Whether `key` is there and not null."""
+        return self._data.get(key) is not None
+
+    def text(self, key: str) -> str:
+        value = self.get(key)
+        if not isinstance(value, str):
+            raise self.error(key, "must be a string")
+        return value
+
+    def integer(self, key: str, low: int, high: int) -> int:
+        value = self.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise self.error(key, f"must be an integer from {low} to {high}")
+        return value
+
+    def boolean(self, key: str) -> bool:
+        value = self.get(key)
+        if not isinstance(value, bool):
+            raise self.error(key, "must be true or false")
+        return value
+
+    def key(self, key: str) -> bytes:
+        try:
+            return auth.unb64(self.text(key), KEY_SIZE)
+        except auth.AuthError as exc:
+            raise self.error(key, f"is not a key: {exc}") from None
+
+    def items(self, key: str) -> list[object]:
+        value = self.get(key)
+        if not isinstance(value, list):
+            raise self.error(key, "must be a list")
+        return value
+
+    def each(self, key: str, parse: Callable[[object], T]) -> tuple[T, ...]:
+        """Every item of list `key`, through `parse` (its ValueError, with the item's place)."""
+        result = []
+        for index, item in enumerate(self.items(key)):
+            try:
+                result.append(parse(item))
+            except ValueError as exc:
+                raise SchemaError(f"{self._where}: {self._prefix}{key}[{index}]: {exc}") from None
+        return tuple(result)
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        return self.each(key, _string)
+
+    def addresses(self, key: str) -> tuple[str, ...]:
+        return self.each(key, _address)
+
+    def prefixes(self, key: str) -> tuple[str, ...]:
+        return self.each(key, _prefix)
+
+    def endpoints(self, key: str) -> tuple[Endpoint, ...]:
+        return self.each(key, endpoint_from_text)
+
+    def inner(self, key: str) -> _Fields:
+        return _Fields(self.get(key), self._where, f"{self._prefix}{key}.")
+
+    def objects(self, key: str) -> list[_Fields]:
+        return [
+            _Fields(item, self._where, f"{self._prefix}{key}[{index}].")
+            for index, item in enumerate(self.items(key))
+        ]
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("not a string")
+    return value
+
+
+def _address(value: object) -> str:
+    try:
+        return str(ipaddress.ip_address(_string(value)))
+    except ValueError:
+        raise ValueError(f"not an IP address: {quote(value)}") from None
+
+
+def _prefix(value: object) -> str:
+    try:
+        return str(ipaddress.ip_network(_string(value), strict=True))
+    except ValueError:
+        raise ValueError(f"not a network prefix: {quote(value)}") from None
+
+
+# -- the parts ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Networks:
+    """The mesh's tunnel networks, fixed at the coordinator's first start."""
+
+    ipv4: ipaddress.IPv4Network
+    ipv6: ipaddress.IPv6Network
+
+    def to_json(self) -> JsonObject:
+        return {"ipv4": str(self.ipv4), "ipv6": str(self.ipv6)}
+
+    @classmethod
+    def read(cls, fields: _Fields) -> Networks:
+        try:
+            ipv4 = ipaddress.IPv4Network(fields.text("ipv4"), strict=True)
+        except ValueError:
+            raise fields.error("ipv4", "is not an IPv4 network") from None
+        try:
+            ipv6 = ipaddress.IPv6Network(fields.text("ipv6"), strict=True)
+        except ValueError:
+            raise fields.error("ipv6", "is not an IPv6 network") from None
+        return cls(ipv4, ipv6)
+
+    def of(self, address: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        """The network of the family of `address`."""
+        return self.ipv4 if ipaddress.ip_address(address).version == 4 else self.ipv6
+
+
+@dataclass(frozen=True, slots=True)
+class RelayInfo:
+    """Where the relay's main port (and STUN server) is: a host name or address, a port."""
+
+    host: str
+    port: int
+
+    def to_json(self) -> JsonObject:
+        return {"host": self.host, "port": self.port}
+
+    @classmethod
+    def read(cls, fields: _Fields) -> RelayInfo:
+        host = fields.text("host")
+        if not 0 < len(host) <= 253:
+            raise fields.error("host", "must be a host name or address")
+        return cls(host, fields.integer("port", 1, 0xFFFF))
+
+
+def _relay_or_none(fields: _Fields) -> RelayInfo | None:
+    return RelayInfo.read(fields.inner("relay")) if fields.given("relay") else None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A member as the coordinator describes it to itself (``"self"`` on the wire)."""
+
+    name: str
+    public_key: bytes  # WireGuard
+    addresses: tuple[str, ...]  # its tunnel addresses: IPv4, IPv6
+    routes: tuple[str, ...]  # advertised and approved
+    pending_routes: tuple[str, ...]  # advertised, waiting for approval
+
+    def to_json(self) -> JsonObject:
+        return {
+            "name": self.name,
+            "public_key": auth.b64(self.public_key),
+            "addresses": list(self.addresses),
+            "routes": list(self.routes),
+            "pending_routes": list(self.pending_routes),
+        }
+
+    @classmethod
+    def read(cls, fields: _Fields) -> NodeInfo:
+        return cls(
+            name=fields.text("name"),
+            public_key=fields.key("public_key"),
+            addresses=fields.addresses("addresses"),
+            routes=fields.prefixes("routes"),
+            pending_routes=fields.prefixes("pending_routes"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PeerEntry:
+    """Another member, as a roster gives it: how to reach it and what it routes."""
+
+    name: str
+    public_key: bytes  # WireGuard
+    control_key: bytes  # Ed25519 (`pywg.mesh.auth`)
+    addresses: tuple[str, ...]  # its tunnel addresses
+    routes: tuple[str, ...]  # approved subnets behind it
+    endpoints: tuple[Endpoint, ...]  # where it last said it can be reached
+    relay_port: int | None  # the relay port to send to for it (None: no relay)
+
+    def to_json(self) -> JsonObject:
+        return {
+            "name": self.name,
+            "public_key": auth.b64(self.public_key),
+            "control_key": auth.b64(self.control_key),
+            "addresses": list(self.addresses),
+            "routes": list(self.routes),
+            "endpoints": [format_endpoint(e) for e in self.endpoints],
+            "relay_port": self.relay_port,
+        }
+
+    @classmethod
+    def read(cls, fields: _Fields) -> PeerEntry:
+        return cls(
+            name=fields.text("name"),
+            public_key=fields.key("public_key"),
+            control_key=fields.key("control_key"),
+            addresses=fields.addresses("addresses"),
+            routes=fields.prefixes("routes"),
+            endpoints=fields.endpoints("endpoints"),
+            relay_port=fields.integer("relay_port", 1, 0xFFFF)
+            if fields.given("relay_port")
+            else None,
+        )
+
+
+# -- the messages ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    """One member's view of the mesh (GET /v1/roster); `version` moves on every change."""
+
+    version: int
+    network: Networks
+    me: NodeInfo  # "self" on the wire
+    relay: RelayInfo | None
+    peers: tuple[PeerEntry, ...]
+
+    def to_json(self) -> JsonObject:
+        return {
+            "version": self.version,
+            "network": self.network.to_json(),
+            "self": self.me.to_json(),
+            "relay": self.relay.to_json() if self.relay is not None else None,
+            "peers": [peer.to_json() for peer in self.peers],
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> Roster:
+        fields = _Fields(data, "roster")
+        return cls(
+            version=fields.integer("version", 0, MAX_COUNT),
+            network=Networks.read(fields.inner("network")),
+            me=NodeInfo.read(fields.inner("self")),
+            relay=_relay_or_none(fields),
+            peers=tuple(PeerEntry.read(peer) for peer in fields.objects("peers")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequest:
+    """A new node (POST /v1/join), signed with the control key it names."""
+
+    token: str = field(repr=False)  # admits a node: not for logs
+    name: str
+    public_key: bytes  # WireGuard
+    control_key: bytes  # Ed25519
+    routes: tuple[str, ...]  # subnets it offers to route
+
+    def to_json(self) -> JsonObject:
+        return {
+            "token": self.token,
+            "name": self.name,
+            "public_key": auth.b64(self.public_key),
+            "control_key": auth.b64(self.control_key),
+            "routes": list(self.routes),
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> JoinRequest:
+        fields = _Fields(data, "join request")
+        return cls(
+            token=fields.text("token"),
+            name=fields.text("name"),
+            public_key=fields.key("public_key"),
+            control_key=fields.key("control_key"),
+            routes=fields.texts("routes") if fields.given("routes") else (),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JoinAnswer:
+    """The answer to a join: the node as admitted, the mesh, and the coordinator's key."""
+
+    node: NodeInfo
+    network: Networks
+    relay: RelayInfo | None
+    coordinator_key: bytes  # Ed25519; its fingerprint is in the join token
+
+    def to_json(self) -> JsonObject:
+        info = {**self.node.to_json(), "network": self.network.to_json()}
+        info["relay"] = self.relay.to_json() if self.relay is not None else None
+        return {"self": info, "coordinator_key": auth.b64(self.coordinator_key)}
+
+    @classmethod
+    def from_json(cls, data: object) -> JoinAnswer:
+        fields = _Fields(data, "join answer")
+        info = fields.inner("self")
+        return cls(
+            node=NodeInfo.read(info),
+            network=Networks.read(info.inner("network")),
+            relay=_relay_or_none(info),
+            coordinator_key=fields.key("coordinator_key"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRequest:
+    """A member's endpoints and advertised routes (POST /v1/update); None: left as they are."""
+
+    endpoints: tuple[Endpoint, ...] | None
+    routes: tuple[str, ...] | None
+
+    def to_json(self) -> JsonObject:
+        data: JsonObject = {}
+        if self.endpoints is not None:
+            data["endpoints"] = [format_endpoint(e) for e in self.endpoints]
+        if self.routes is not None:
+            data["routes"] = list(self.routes)
+        return data
+
+    @classmethod
+    def from_json(cls, data: object) -> UpdateRequest:
+        fields = _Fields(data, "update")
+        return cls(
+            endpoints=fields.endpoints("endpoints") if fields.given("endpoints") else None,
+            routes=fields.texts("routes") if fields.given("routes") else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateAnswer:
+    version: int  # the roster version after the update
+
+    def to_json(self) -> JsonObject:
+        return {"version": self.version}
+
+    @classmethod
+    def from_json(cls, data: object) -> UpdateAnswer:
+        return cls(_Fields(data, "update answer").integer("version", 0, MAX_COUNT))
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    ok: bool
+    nodes: int  # members
+
+    def to_json(self) -> JsonObject:
+        return {"ok": self.ok, "nodes": self.nodes}
+
+    @classmethod
+    def from_json(cls, data: object) -> Health:
+        fields = _Fields(data, "health")
+        return cls(fields.boolean("ok"), fields.integer("nodes", 0, MAX_COUNT))
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    """Any refusal, with its HTTP status: what went wrong, one line."""
+
+    error: str
+
+    def to_json(self) -> JsonObject:
+        return {"error": self.error}
+
+    @classmethod
+    def from_json(cls, data: object) -> ErrorAnswer:
+        return cls(_Fields(data, "error").text("error"))

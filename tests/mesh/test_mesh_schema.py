@@ -1,0 +1,139 @@
+"""pywg.mesh.schema: the coordinator API's messages, byte for byte as they travel, and refusals."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from pywg.mesh.schema import (
+    ErrorAnswer,
+    Health,
+    JoinAnswer,
+    JoinRequest,
+    Roster,
+    SchemaError,
+    UpdateAnswer,
+    UpdateRequest,
+    decode,
+    encode,
+)
+
+KEY_A = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+KEY_B = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI="
+CONTROL_B = "MzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzM="
+NETWORK = '{"ipv4":"198.19.5.0/24","ipv6":"fd19:5::/64"}'
+SELF_A = (
+    f'{{"name":"nas","public_key":"{KEY_A}","addresses":["198.19.5.1","fd19:5::1"],'
+    '"routes":["198.18.50.0/24"],"pending_routes":["198.18.51.0/24"]}'
+)
+PEER_B = (
+    f'{{"name":"pi","public_key":"{KEY_B}","control_key":"{CONTROL_B}",'
+    '"addresses":["198.19.5.2","fd19:5::2"],"routes":[],'
+    '"endpoints":["203.0.113.7:51820","[fd18::2]:51820"],"relay_port":40002}'
+)
+ROSTER = (
+    f'{{"version":5,"network":{NETWORK},"self":{SELF_A},'
+    f'"relay":{{"host":"198.18.9.2","port":3478}},"peers":[{PEER_B}]}}'
+)
+JOIN_ANSWER = (
+    f'{{"self":{SELF_A[:-1]},"network":{NETWORK},"relay":null}},"coordinator_key":"{KEY_B}"}}'
+)
+JOIN_REQUEST = (
+    f'{{"token":"secret.fingerprint","name":"nas","public_key":"{KEY_A}",'
+    f'"control_key":"{CONTROL_B}","routes":["198.18.50.0/24"]}}'
+)
+
+
+@pytest.mark.parametrize(
+    ("kind", "text"),
+    [
+        (Roster, ROSTER),
+        (Roster, ROSTER.replace('{"host":"198.18.9.2","port":3478}', "null")),
+        (Roster, ROSTER.replace('"relay_port":40002', '"relay_port":null')),
+        (JoinAnswer, JOIN_ANSWER),
+        (JoinRequest, JOIN_REQUEST),
+        (UpdateRequest, '{"endpoints":["203.0.113.7:51820"],"routes":[]}'),
+        (UpdateRequest, '{"routes":["198.18.50.0/24"]}'),
+        (UpdateAnswer, '{"version":7}'),
+        (Health, '{"ok":true,"nodes":3}'),
+        (ErrorAnswer, '{"error":"bad signature"}'),
+    ],
+)
+def test_messages_travel_byte_for_byte(kind: Any, text: str) -> None:
+    message = kind.from_json(decode(text.encode()))
+    assert encode(message) == text.encode()
+    assert kind.from_json(json.loads(json.dumps(message.to_json()))) == message
+
+
+def test_parsed_fields_are_typed() -> None:
+    roster = Roster.from_json(decode(ROSTER.encode()))
+    assert roster.version == 5 and roster.me.name == "nas"
+    assert roster.me.public_key == bytes([1]) * 32
+    assert str(roster.network.ipv6) == "fd19:5::/64"
+    (peer,) = roster.peers
+    assert peer.endpoints == (("203.0.113.7", 51820), ("fd18::2", 51820))
+    assert peer.control_key == bytes([0x33]) * 32 and peer.relay_port == 40002
+    assert roster.relay is not None and roster.relay.port == 3478
+    assert "secret" not in repr(JoinRequest.from_json(decode(JOIN_REQUEST.encode())))
+
+
+def _roster_with(**change: object) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(ROSTER)
+    for path, value in change.items():
+        *parents, last = path.split("__")
+        target: Any = data
+        for part in parents:
+            target = target[int(part)] if part.isdigit() else target[part]
+        if value is None:
+            del target[last]
+        else:
+            target[last] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        ({"version": "5"}, "version"),
+        ({"version": True}, "version"),
+        ({"version": None}, "version is missing"),
+        ({"network__ipv4": "198.19.5.1/24"}, "network.ipv4"),
+        ({"self__public_key": "AAAA"}, "self.public_key"),
+        ({"self__addresses": ["x"]}, "self.addresses[0]"),
+        ({"self__routes": ["198.18.50.1/24"]}, "self.routes[0]"),
+        ({"relay__port": 0}, "relay.port"),
+        ({"peers": {}}, "peers must be a list"),
+        ({"peers__0__endpoints": ["203.0.113.7"]}, "peers[0].endpoints[0]"),
+        ({"peers__0__endpoints": ["[fe80::1%eth0]:1"]}, "zone index"),
+        ({"peers__0__control_key": None}, "peers[0].control_key is missing"),
+        ({"peers__0__relay_port": 70000}, "peers[0].relay_port"),
+    ],
+)
+def test_bad_rosters_name_the_field(change: dict[str, object], names: str) -> None:
+    with pytest.raises(SchemaError, match=r"^roster: ") as refused:
+        Roster.from_json(_roster_with(**change))
+    assert names in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"not json", b"\xff\xfe", b"[" * 50_000 + b"]" * 50_000, b"[1, 2]", b"null"],
+)
+def test_not_a_message(body: bytes) -> None:
+    with pytest.raises(SchemaError):
+        UpdateRequest.from_json(decode(body))
+
+
+def test_requests_are_checked_for_shape_only() -> None:
+    """Content rules (which prefixes, which addresses) are the store's."""
+    update = UpdateRequest.from_json({"endpoints": None, "routes": ["not a prefix"]})
+    assert update == UpdateRequest(None, ("not a prefix",))
+    with pytest.raises(SchemaError, match=r"update: routes\[0\]: not a string"):
+        UpdateRequest.from_json({"routes": [1]})
+    join = json.loads(JOIN_REQUEST)
+    for field, value in (("name", 7), ("token", ["x"]), ("public_key", "AAAA"), ("routes", "x")):
+        with pytest.raises(SchemaError, match=f"join request: {field}"):
+            JoinRequest.from_json({**join, field: value})
+    assert JoinRequest.from_json({k: v for k, v in join.items() if k != "routes"}).routes == ()
