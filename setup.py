@@ -2,8 +2,9 @@
 
 setuptools reads both: pyproject.toml for the project table, this file for the
 cffi extension ``pywg._fast._fast_cffi`` (built from src/pywg/_fast/ by its
-``ffibuilder``). Before compiling, check that a C compiler and the Python
-headers are there, and say exactly what to install if not.
+``make_ffibuilder``, which also generates the C header of pywg/constants.py).
+Before compiling, check that a C compiler and the Python headers are there,
+and say exactly what to install if not.
 
 ``PYWG_NO_NATIVE=1`` installs without the extension (pure-Python backend only).
 """
@@ -85,6 +86,6 @@ if os.environ.get("PYWG_NO_NATIVE", "") not in ("", "0"):
     setup()
 else:
     setup(
-        cffi_modules=["src/pywg/_fast/build_fast.py:ffibuilder"],
+        cffi_modules=["src/pywg/_fast/build_fast.py:make_ffibuilder"],
         cmdclass={"build_ext": CheckedBuildExt},
     )

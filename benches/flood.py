@@ -69,7 +69,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pywg.constants import MAC_SIZE
+from pywg.constants import INITIATION_MAC1_OFFSET, MAC_SIZE
 from pywg.cookie import CookieGenerator, cookie_key
 from pywg.crypto import tai64n, xaead_decrypt
 from pywg.exceptions import DecryptionError
@@ -78,7 +78,7 @@ from pywg.keys import PrivateKey, PublicKey
 from pywg.lab import UAPI_DIR, Host, Lab, LabError, require_root, tcp_transfer
 from pywg.lab.relay import read_line
 from pywg.lab.wireguard import PYWGD, WIREGUARD_GO, WgNode, endpoint, start_node
-from pywg.messages import INITIATION_MAC1_OFFSET, parse_cookie_reply
+from pywg.messages import parse_cookie_reply
 from pywg.noise import DhKeyPair
 
 MB = 1_000_000

@@ -1,4 +1,11 @@
-"""Protocol constants (whitepaper §5.4, §6; Linux/wireguard-go values where noted)."""
+"""Protocol constants (whitepaper §5.4, §6; Linux/wireguard-go values where noted).
+
+This is the one definition of every number the Python core and the native
+plane (``pywg._fast``) share: ``pywg/_fast/build_fast.py`` turns each int and
+float below into ``#define PYWG_<NAME>`` of the generated C header
+``_fast/wg_constants.h`` at build time. It loads this file by path, so this
+module imports only the standard library.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +37,28 @@ MAC_SIZE: Final = 16
 TIMESTAMP_SIZE: Final = 12
 COOKIE_SIZE: Final = 16
 COOKIE_NONCE_SIZE: Final = 24
+COOKIE_SECRET_SIZE: Final = 32  # Rm, random (whitepaper §5.4.7)
+
+# whitepaper §5.4.2-5.4.7: field offsets. Every message starts with a 4-byte
+# word: the type byte, then three reserved zero bytes. Little-endian integers.
+MESSAGE_TYPE_SIZE: Final = 4
+INDEX_SIZE: Final = 4
+# messages 1 and 2: type ‖ sender ‖ ...; message 2: type ‖ sender ‖ receiver ‖ ...
+SENDER_INDEX_OFFSET: Final = MESSAGE_TYPE_SIZE  # 4
+RESPONSE_RECEIVER_INDEX_OFFSET: Final = SENDER_INDEX_OFFSET + INDEX_SIZE  # 8
+# messages 3 and 4: type ‖ receiver ‖ ...
+RECEIVER_INDEX_OFFSET: Final = MESSAGE_TYPE_SIZE  # 4
+# §5.4.4: mac1 and mac2 close messages 1 and 2; mac1 covers everything before
+# it, mac2 everything before mac2.
+INITIATION_MAC1_OFFSET: Final = INITIATION_SIZE - 2 * MAC_SIZE  # 116
+INITIATION_MAC2_OFFSET: Final = INITIATION_SIZE - MAC_SIZE  # 132
+RESPONSE_MAC1_OFFSET: Final = RESPONSE_SIZE - 2 * MAC_SIZE  # 60
+RESPONSE_MAC2_OFFSET: Final = RESPONSE_SIZE - MAC_SIZE  # 76
+# §5.4.7: type ‖ receiver ‖ nonce (24) ‖ encrypted cookie (16 + 16)
+COOKIE_REPLY_NONCE_OFFSET: Final = RECEIVER_INDEX_OFFSET + INDEX_SIZE  # 8
+COOKIE_REPLY_COOKIE_OFFSET: Final = COOKIE_REPLY_NONCE_OFFSET + COOKIE_NONCE_SIZE  # 32
+# §5.4.6: type ‖ receiver ‖ counter (8) ‖ encrypted packet
+TRANSPORT_COUNTER_OFFSET: Final = RECEIVER_INDEX_OFFSET + INDEX_SIZE  # 8
 
 # whitepaper §6.1
 REKEY_AFTER_MESSAGES: Final = 1 << 60
@@ -50,6 +79,15 @@ COOKIE_SECRET_MAX_AGE: Final = 120.0
 COOKIE_SECRET_LATENCY: Final = 5.0
 COOKIE_VALID_FOR: Final = COOKIE_SECRET_MAX_AGE - COOKIE_SECRET_LATENCY  # 115 s
 
+# Under load (whitepaper §5.3): more than UNDER_LOAD_THRESHOLD handshake
+# messages within UNDER_LOAD_WINDOW puts the device under load for
+# UNDER_LOAD_AFTER_TIME (wireguard-go uses a queue depth of 1024/8; a sans-IO
+# core sees a rate instead). The default of Device(under_load_threshold=...),
+# which the native plane applies too.
+UNDER_LOAD_THRESHOLD: Final = 128
+UNDER_LOAD_WINDOW: Final = 1.0
+UNDER_LOAD_AFTER_TIME: Final = 1.0
+
 # Handshake initiations consumed per peer: at most 50/s (wireguard-go, Linux)
 INITIATIONS_PER_SECOND: Final = 50
 INITIATION_MIN_INTERVAL: Final = 1.0 / INITIATIONS_PER_SECOND
@@ -59,8 +97,21 @@ TAI64N_NSEC_ROUND: Final = 1 << 24
 # Replay window: RFC 6479 with 8192-bit ring (Linux, wireguard-go)
 REPLAY_BITS_TOTAL: Final = 8192
 REPLAY_BITS_PER_WORD: Final = 64
+REPLAY_WORDS: Final = REPLAY_BITS_TOTAL // REPLAY_BITS_PER_WORD  # 128
 REPLAY_WINDOW_SIZE: Final = REPLAY_BITS_TOTAL - REPLAY_BITS_PER_WORD  # 8128
 
 # Packets staged per peer while no session exists (wireguard-go: 128)
 MAX_STAGED_PACKETS: Final = 128
 DEFAULT_MTU: Final = 1420
+
+# Linux TUN: the largest IP packet a read returns (IPv4's 16-bit total
+# length), and with IFF_VNET_HDR (offloads) the struct virtio_net_hdr
+# (linux/virtio_net.h) before each packet, on the fd that the shell
+# (pywg.asyncio.tun) and the native plane both read and write.
+MAX_IP_PACKET_SIZE: Final = 65535
+VNET_HDR_LEN: Final = 10
+
+# The native plane's hand-off queue (pywg._fast.plane): the kind of an item
+# pywg_plane_pop returns, a datagram from the UDP socket or a TUN packet.
+PLANE_ITEM_DATAGRAM: Final = 1
+PLANE_ITEM_PACKET: Final = 2

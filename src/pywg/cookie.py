@@ -24,6 +24,7 @@ from . import crypto
 from .constants import (
     COOKIE_NONCE_SIZE,
     COOKIE_SECRET_MAX_AGE,
+    COOKIE_SECRET_SIZE,
     COOKIE_VALID_FOR,
     LABEL_COOKIE,
     LABEL_MAC1,
@@ -69,7 +70,7 @@ class CookieChecker:
         secret (`pywg._fast.plane`); never logged or shown.
         """
         if now - self._secret_born >= COOKIE_SECRET_MAX_AGE:  # rotate Rm every 120 s
-            self._secret = self._rng(32)
+            self._secret = self._rng(COOKIE_SECRET_SIZE)
             self._secret_born = now
         return self._secret
 

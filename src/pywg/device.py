@@ -43,6 +43,8 @@ from typing import Final, assert_never
 from .allowedips import AllowedIPs
 from .constants import (
     DEFAULT_MTU,
+    INITIATION_MAC1_OFFSET,
+    INITIATION_MAC2_OFFSET,
     INITIATION_MIN_INTERVAL,
     MAX_TIMER_HANDSHAKES,
     MESSAGE_COOKIE_REPLY,
@@ -54,9 +56,15 @@ from .constants import (
     REKEY_ON_RECEIVE_AGE,
     REKEY_TIMEOUT,
     REKEY_TIMEOUT_JITTER_MAX,
+    RESPONSE_MAC1_OFFSET,
+    RESPONSE_MAC2_OFFSET,
+    SENDER_INDEX_OFFSET,
     TAI64N_NSEC_ROUND,
     TRANSPORT_HEADER_SIZE,
     TRANSPORT_MIN_SIZE,
+    UNDER_LOAD_AFTER_TIME,
+    UNDER_LOAD_THRESHOLD,
+    UNDER_LOAD_WINDOW,
     ZERO_KEY_MATERIAL_AFTER,
 )
 from .cookie import CookieChecker, source_bytes
@@ -81,10 +89,6 @@ from .keys import (
     as_public_key,
 )
 from .messages import (
-    INITIATION_MAC1_OFFSET,
-    INITIATION_MAC2_OFFSET,
-    RESPONSE_MAC1_OFFSET,
-    RESPONSE_MAC2_OFFSET,
     message_type,
     pad,
     parse_cookie_reply,
@@ -97,12 +101,6 @@ from .ratelimiter import RateLimiter
 from .redact import quote
 from .session import Session
 from .timers import Timer
-
-# Under load (whitepaper §5.3): more handshake messages than this within one
-# second puts the device under load for UNDER_LOAD_AFTER_TIME (wireguard-go
-# uses a queue depth of 1024/8; a sans-IO core sees a rate instead).
-UNDER_LOAD_THRESHOLD: Final = 128
-UNDER_LOAD_AFTER_TIME: Final = 1.0
 
 _UNSET: Final = object()
 _transport_header = struct.Struct("<IIQ")
@@ -468,7 +466,7 @@ class Device:
 
     def _note_handshake_message(self, now: float) -> bool:
         """Count a handshake message; return whether the device is under load (§5.3)."""
-        if now - self._load_window_start >= 1.0:
+        if now - self._load_window_start >= UNDER_LOAD_WINDOW:
             self._load_window_start = now
             self._load_count = 0
         self._load_count += 1
@@ -493,7 +491,7 @@ class Device:
             return True
         src = source_bytes(source)
         if not checker.check_mac2(data, mac2_offset, src, now):
-            (sender,) = _le32.unpack_from(data, 4)
+            (sender,) = _le32.unpack_from(data, SENDER_INDEX_OFFSET)
             reply = checker.create_reply(data, mac1_offset, sender, src, now)
             self._datagrams.append((reply, source))
             self.dropped["cookie_reply_sent"] += 1

@@ -1,7 +1,8 @@
 """Wire formats of the four message types (whitepaper §5.4.2–§5.4.7).
 
 Every integer is little-endian; the type is one byte followed by three zero
-bytes. parse_* functions accept any bytes-like input and raise
+bytes. The field offsets (mac1, mac2, indices) are in pywg.constants.
+parse_* functions accept any bytes-like input and raise
 RemoteProtocolError on anything that is not exactly well-formed; serialize_*
 functions produce the exact wire bytes.
 """
@@ -31,12 +32,6 @@ _RESPONSE = struct.Struct("<I I I 32s 16s 16s 16s")
 _COOKIE_REPLY = struct.Struct("<I I 24s 32s")
 _TRANSPORT_HEADER = struct.Struct("<I I Q")
 _HEADER_WORD = struct.Struct("<I")
-
-# Offsets of the MACs: mac1 covers everything before it, mac2 everything before mac2.
-INITIATION_MAC1_OFFSET = 116
-INITIATION_MAC2_OFFSET = 132
-RESPONSE_MAC1_OFFSET = 60
-RESPONSE_MAC2_OFFSET = 76
 
 
 def message_type(data: bytes | bytearray | memoryview) -> int:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers.known_answers import load, unhex
-from pywg import constants, messages
+from pywg import constants
 from pywg.exceptions import RemoteProtocolError
 from pywg.messages import (
     CookieReply,
@@ -235,12 +235,12 @@ def test_mac_offsets() -> None:
 
     init = WG["messages"]["1_handshake_initiation"]
     resp = WG["messages"]["2_handshake_response"]
-    assert messages.INITIATION_MAC1_OFFSET == offset(init, "mac1") == 116
-    assert messages.INITIATION_MAC2_OFFSET == offset(init, "mac2") == 132
-    assert messages.RESPONSE_MAC1_OFFSET == offset(resp, "mac1") == 60
-    assert messages.RESPONSE_MAC2_OFFSET == offset(resp, "mac2") == 76
-    assert messages.INITIATION_MAC2_OFFSET + constants.MAC_SIZE == constants.INITIATION_SIZE
-    assert messages.RESPONSE_MAC2_OFFSET + constants.MAC_SIZE == constants.RESPONSE_SIZE
+    assert constants.INITIATION_MAC1_OFFSET == offset(init, "mac1") == 116
+    assert constants.INITIATION_MAC2_OFFSET == offset(init, "mac2") == 132
+    assert constants.RESPONSE_MAC1_OFFSET == offset(resp, "mac1") == 60
+    assert constants.RESPONSE_MAC2_OFFSET == offset(resp, "mac2") == 76
+    assert constants.INITIATION_MAC2_OFFSET + constants.MAC_SIZE == constants.INITIATION_SIZE
+    assert constants.RESPONSE_MAC2_OFFSET + constants.MAC_SIZE == constants.RESPONSE_SIZE
 
 
 def test_message_type_constants() -> None:

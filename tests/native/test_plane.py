@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pywg import _fast, stun
-from pywg.constants import REJECT_AFTER_MESSAGES
+from pywg.constants import PLANE_ITEM_DATAGRAM, REJECT_AFTER_MESSAGES
 from pywg.cookie import CookieChecker, CookieGenerator, source_bytes
 from pywg.device import Device
 from pywg.keys import PrivateKey
@@ -156,12 +156,10 @@ def _run_rx(plane: NativePlane) -> threading.Thread:
 
 def _drain_until(plane: NativePlane, count: int) -> list[bytes]:
     """Datagrams handed up, until they and the drops counted in C reach `count` (5 s at most)."""
-    from pywg._fast.plane import ITEM_DATAGRAM
-
     got: list[bytes] = []
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        got += [data for kind, data, _ in plane.drain() if kind == ITEM_DATAGRAM]
+        got += [data for kind, data, _ in plane.drain() if kind == PLANE_ITEM_DATAGRAM]
         stats = plane.stats()
         if len(got) + stats["rx_junk"] + stats["rx_bad_mac1"] >= count:
             break
@@ -309,3 +307,34 @@ def test_rx_answers_with_cookie_replies_under_load_and_hands_up_proven_sources()
         udp.close()
         sender.close()
         os.close(fd)
+
+
+def _cookie_replies_after(initiations: int, *, under_load_threshold: int) -> int:
+    """Cookie replies the plane of a `Device(under_load_threshold=...)` sends for
+    `initiations` initiations with a valid mac1 and no mac2, sent within a second."""
+    device = Device(PrivateKey.generate(), under_load_threshold=under_load_threshold)
+    assert device.public_key is not None
+    generator = CookieGenerator(bytes(device.public_key))
+    with _receiving(device) as (plane, send):
+        plane.set_cookie_secret(device.cookie_secret(time.monotonic()))
+        for _ in range(initiations):
+            send(generator.add_macs(b"\x01\0\0\0" + os.urandom(144), 116, 0.0))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            stats = plane.stats()
+            seen = stats["up_datagrams"] + stats["queue_drops"]
+            seen += stats["rx_cookie_replies"] + stats["rx_cookie_limited"]
+            if seen >= initiations:
+                break
+            list(plane.drain(1000))
+            time.sleep(0.01)
+        return plane.stats()["rx_cookie_replies"]
+
+
+def test_the_devices_under_load_threshold_decides_when_c_checks_mac2() -> None:
+    """§5.3: the plane counts handshake messages against the Device's own threshold
+    (mirrored by sync), not only the default of 128."""
+    assert _cookie_replies_after(5, under_load_threshold=5) == 0
+    assert _cookie_replies_after(6, under_load_threshold=5) == 1  # the 6th is past 5
+    assert _cookie_replies_after(129, under_load_threshold=200) == 0  # past 128, not past 200
+    assert _cookie_replies_after(1, under_load_threshold=0) == 1  # every message

@@ -9,7 +9,9 @@ here are for the wrappers in this package:
 - ``ffi``, ``lib``: the cffi objects, ``None`` when unavailable.
 
 Sources: ``*.h`` (declarations, with the block fed to cffi's cdef), ``*.c``
-(implementations), ``build_fast.py`` (the ``ffibuilder`` that setup.py uses).
+(implementations), ``build_fast.py`` (``make_ffibuilder``, which setup.py uses;
+it generates ``wg_constants.h``, the numbers shared with Python, from
+``pywg/constants.py``).
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ int pywg_aead_seal(struct pywg_aead *a, uint64_t counter, const uint8_t *in, siz
         return -1;
     if (EVP_EncryptFinal_ex(a->ctx, out + outl, &finl) != 1)
         return -1;
-    if (EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_AEAD_GET_TAG, PYWG_AEAD_TAG, out + len) != 1)
+    if (EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_AEAD_GET_TAG, PYWG_AEAD_TAG_SIZE, out + len) != 1)
         return -1;
     return 0;
 }
@@ -63,19 +63,19 @@ int pywg_aead_seal(struct pywg_aead *a, uint64_t counter, const uint8_t *in, siz
 int pywg_aead_open(struct pywg_aead *a, uint64_t counter, const uint8_t *in, size_t len,
                    uint8_t *out)
 {
-    uint8_t nonce[12], tag[PYWG_AEAD_TAG];
+    uint8_t nonce[12], tag[PYWG_AEAD_TAG_SIZE];
     int outl = 0, finl = 0;
     size_t clen;
-    if (a->encrypt || len < PYWG_AEAD_TAG || len > 0x7fffffff)
+    if (a->encrypt || len < PYWG_AEAD_TAG_SIZE || len > 0x7fffffff)
         return -1;
-    clen = len - PYWG_AEAD_TAG;
-    memcpy(tag, in + clen, PYWG_AEAD_TAG); /* in may be out: keep the tag */
+    clen = len - PYWG_AEAD_TAG_SIZE;
+    memcpy(tag, in + clen, PYWG_AEAD_TAG_SIZE); /* in may be out: keep the tag */
     make_nonce(nonce, counter);
     if (EVP_CipherInit_ex(a->ctx, NULL, NULL, NULL, nonce, 0) != 1)
         return -1;
     if (clen > 0 && EVP_DecryptUpdate(a->ctx, out, &outl, in, (int)clen) != 1)
         return -1;
-    if (EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_AEAD_SET_TAG, PYWG_AEAD_TAG, tag) != 1)
+    if (EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_AEAD_SET_TAG, PYWG_AEAD_TAG_SIZE, tag) != 1)
         return -1;
     if (EVP_DecryptFinal_ex(a->ctx, out + outl, &finl) != 1)
         return -1; /* forged: the caller must not use out */
@@ -96,7 +96,7 @@ size_t pywg_aead_open_batch(struct pywg_aead *a, uint64_t first_counter, uint8_t
 {
     size_t ok = 0;
     for (size_t i = 0; i < n; i++)
-        ok += pywg_aead_open(a, first_counter + i, buf + i * stride, len + PYWG_AEAD_TAG,
+        ok += pywg_aead_open(a, first_counter + i, buf + i * stride, len + PYWG_AEAD_TAG_SIZE,
                              buf + i * stride) == 0;
     return ok;
 }

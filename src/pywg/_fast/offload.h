@@ -24,8 +24,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "wg_constants.h" /* PYWG_VNET_HDR_LEN, from pywg/constants.py */
+
 /* cdef-begin */
-#define PYWG_VNET_HDR_LEN 10
 #define PYWG_VNET_F_NEEDS_CSUM 1
 #define PYWG_VNET_GSO_NONE 0
 #define PYWG_VNET_GSO_TCPV4 1

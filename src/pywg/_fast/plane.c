@@ -25,14 +25,14 @@
 #include <time.h>
 #include <unistd.h>
 
-/* whitepaper §6.1 */
-#define REJECT_AFTER_TIME 180.0
-#define REJECT_AFTER_MESSAGES (UINT64_MAX - 8192) /* 2^64 - 2^13 - 1 */
-#define HEADER 16
-#define MAX_PACKET 65535
+/* The protocol's numbers (PYWG_REJECT_AFTER_TIME, PYWG_TRANSPORT_HEADER_SIZE,
+ * message sizes and field offsets, ...) come from pywg/constants.py through the
+ * generated wg_constants.h (included by plane.h); the ones below are this
+ * plane's own. */
 #define TX_SEGMENTS 512 /* packets (or TSO segments) sealed per TX round */
 #define TX_ROOM 256     /* free slots before each read: a 64 KiB super-packet, MSS >= 256 */
-#define TX_STRIDE (HEADER + 16384 + 16 + PYWG_AEAD_TAG) /* larger packets go to Python */
+/* a slot: header, a packet of up to 16 KiB, its padding and the tag; larger ones go to Python */
+#define TX_STRIDE (PYWG_TRANSPORT_HEADER_SIZE + 16384 + PYWG_PADDING_MULTIPLE + PYWG_AEAD_TAG_SIZE)
 #define RX_SLOT 65536
 #define INDEX_BUCKETS 4096
 /* Fairness for the hand-off queue under a handshake flood: at most
@@ -41,13 +41,6 @@
  * the queue and starve a legitimate peer's initiation. */
 #define SOURCE_BUCKETS 4096
 #define SOURCE_QUEUE_MAX 32
-#define MESSAGE_TRANSPORT 4
-/* Under load (whitepaper §5.3), as the core decides it (device.py): more than
- * LOAD_THRESHOLD handshake messages within a second put the device under
- * load for the next second. The plane then answers those without a valid
- * mac2 with a cookie reply itself, so a flood never reaches Python. */
-#define LOAD_THRESHOLD 128
-#define COOKIE_REPLY_SIZE 64
 /* Cookie replies are limited per source address and port (hashed into
  * COOKIE_BUCKETS): COOKIE_RATE a second, bursts of COOKIE_BURST. A peer asks
  * once per REKEY_TIMEOUT and always gets its reply, a flood from many
@@ -109,13 +102,13 @@ struct pywg_plane {
     struct item *queue[PYWG_PLANE_QUEUE]; /* queue_lock */
     size_t queue_head, queue_count, queue_bytes;
     uint16_t queued_from[SOURCE_BUCKETS]; /* handshake items queued per source (hashed) */
-    uint8_t mac1_key[32]; /* rx_lock: HASH(LABEL_MAC1 ‖ our public key), §5.4.4 */
-    uint8_t cookie_key[32]; /* rx_lock: HASH(LABEL_COOKIE ‖ our public key), §5.4.7 */
+    uint8_t mac1_key[PYWG_KEY_SIZE]; /* rx_lock: HASH(LABEL_MAC1 ‖ our public key), §5.4.4 */
+    uint8_t cookie_key[PYWG_KEY_SIZE]; /* rx_lock: HASH(LABEL_COOKIE ‖ our public key), §5.4.7 */
     int mac1_set;         /* rx_lock: 0 while the device has no private key */
-    uint8_t cookie_secret[32]; /* rx_lock: Rm, the core's, rotated by it every 120 s */
+    uint8_t cookie_secret[PYWG_COOKIE_SECRET_SIZE]; /* rx_lock: Rm, the core's, rotated by it */
     int cookie_set;
     double load_window, under_load_until; /* rx_lock: the load tracking of §5.3 */
-    uint32_t load_count;
+    uint32_t load_count, load_threshold;
     float cookie_tokens[COOKIE_BUCKETS]; /* rx_lock: the cookie replies' token buckets */
     double cookie_refilled[COOKIE_BUCKETS];
     struct {
@@ -157,14 +150,21 @@ static void put_le64(uint8_t *b, uint64_t v)
         b[i] = (uint8_t)(v >> (8 * i));
 }
 
-/* Padding (whitepaper §5.4.6), as messages.padded_length: to 16, capped at the MTU. */
+/* len rounded up to a multiple of PYWG_PADDING_MULTIPLE (a power of two). */
+static size_t round_up_to_padding(size_t len)
+{
+    return (len + PYWG_PADDING_MULTIPLE - 1) & ~(size_t)(PYWG_PADDING_MULTIPLE - 1);
+}
+
+/* Padding (whitepaper §5.4.6), as messages.padded_length: to PYWG_PADDING_MULTIPLE,
+ * capped at the MTU. */
 static size_t padded_length(size_t len, uint32_t mtu)
 {
     size_t last, rounded;
     if (mtu == 0)
-        return (len + 15) & ~(size_t)15;
+        return round_up_to_padding(len);
     last = len > mtu ? len % mtu : len;
-    rounded = (last + 15) & ~(size_t)15;
+    rounded = round_up_to_padding(last);
     return len - last + (rounded < mtu ? rounded : mtu);
 }
 
@@ -195,7 +195,8 @@ static int source_bucket(int kind, const uint8_t *data, size_t len,
     const uint8_t *host;
     size_t n;
     uint32_t h = 2166136261u; /* FNV-1a over the source address, port left out */
-    if (kind != PYWG_ITEM_DATAGRAM || addr == NULL || len < 4 || data[0] < 1 || data[0] > 3)
+    if (kind != PYWG_PLANE_ITEM_DATAGRAM || addr == NULL || len < PYWG_MESSAGE_TYPE_SIZE ||
+        data[0] < PYWG_MESSAGE_INITIATION || data[0] > PYWG_MESSAGE_COOKIE_REPLY)
         return -1;
     if (addr->ss_family == AF_INET6) {
         host = (const uint8_t *)&((const struct sockaddr_in6 *)addr)->sin6_addr;
@@ -242,8 +243,8 @@ static void push_up(struct pywg_plane *p, int kind, const uint8_t *data, size_t 
     if (bucket >= 0)
         p->queued_from[bucket]++;
     pthread_mutex_unlock(&p->queue_lock);
-    atomic_fetch_add(kind == PYWG_ITEM_DATAGRAM ? &p->stats.up_datagrams : &p->stats.up_packets,
-                     1);
+    atomic_fetch_add(
+        kind == PYWG_PLANE_ITEM_DATAGRAM ? &p->stats.up_datagrams : &p->stats.up_packets, 1);
     if (wake) {
         uint64_t one = 1;
         ssize_t ignored = write(p->event_fd, &one, sizeof(one));
@@ -306,6 +307,7 @@ struct pywg_plane *pywg_plane_new(int tun_fd, int udp_fd, uint32_t mtu, int flag
     p->vnet = (flags & PYWG_PLANE_VNET_HDR) != 0;
     p->udp_offload = (flags & PYWG_PLANE_UDP_OFFLOAD) != 0;
     p->gso = p->udp_offload;
+    p->load_threshold = PYWG_UNDER_LOAD_THRESHOLD;
     p->udp_gro = p->udp_offload && enable_gro(udp_fd);
     p->wake_fd[0] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     p->wake_fd[1] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -432,6 +434,14 @@ void pywg_plane_set_cookie_secret(struct pywg_plane *p, const uint8_t *secret)
         OPENSSL_cleanse(p->cookie_secret, sizeof(p->cookie_secret));
     pthread_mutex_unlock(&p->rx_lock);
 }
+
+void pywg_plane_set_load_threshold(struct pywg_plane *p, uint32_t threshold)
+{
+    pthread_mutex_lock(&p->rx_lock);
+    p->load_threshold = threshold;
+    pthread_mutex_unlock(&p->rx_lock);
+}
+
 /* ------------------------------------------------------------------ peers */
 
 struct pywg_peer *pywg_peer_new(struct pywg_plane *p, uint32_t id)
@@ -576,7 +586,7 @@ struct pywg_kp *pywg_kp_new(struct pywg_plane *p, struct pywg_peer *peer, const 
     if (replay != NULL && replay_size == sizeof(kp->replay))
         memcpy(&kp->replay, replay, sizeof(kp->replay));
     else
-        pywg_replay_init(&kp->replay, REJECT_AFTER_MESSAGES);
+        pywg_replay_init(&kp->replay, PYWG_REJECT_AFTER_MESSAGES);
     if (kp->tx == NULL || kp->rx == NULL || kp->py_tx == NULL || kp->py_rx == NULL) {
         kp_destroy(kp);
         return NULL;
@@ -621,21 +631,21 @@ uint64_t pywg_kp_send_counter(struct pywg_kp *kp) { return kp->send_counter; }
 
 static void write_header(uint8_t *out, uint32_t receiver, uint64_t counter)
 {
-    out[0] = MESSAGE_TRANSPORT;
+    out[0] = PYWG_MESSAGE_TRANSPORT;
     out[1] = out[2] = out[3] = 0;
-    put_le32(out + 4, receiver);
-    put_le64(out + 8, counter);
+    put_le32(out + PYWG_RECEIVER_INDEX_OFFSET, receiver);
+    put_le64(out + PYWG_TRANSPORT_COUNTER_OFFSET, counter);
 }
 
 int64_t pywg_kp_seal(struct pywg_kp *kp, const uint8_t *padded, size_t len, uint8_t *out)
 {
     uint64_t counter = atomic_fetch_add(&kp->send_counter, 1);
-    if (counter >= REJECT_AFTER_MESSAGES)
+    if (counter >= PYWG_REJECT_AFTER_MESSAGES)
         return -1;
     write_header(out, kp->remote_index, counter);
-    if (pywg_aead_seal(kp->py_tx, counter, padded, len, out + HEADER) != 0)
+    if (pywg_aead_seal(kp->py_tx, counter, padded, len, out + PYWG_TRANSPORT_HEADER_SIZE) != 0)
         return -1;
-    return (int64_t)(HEADER + len + PYWG_AEAD_TAG);
+    return (int64_t)(PYWG_TRANSPORT_HEADER_SIZE + len + PYWG_AEAD_TAG_SIZE);
 }
 
 static bool replay_would_accept(struct pywg_kp *kp, uint64_t counter)
@@ -659,7 +669,7 @@ static bool replay_check(struct pywg_kp *kp, uint64_t counter)
 int64_t pywg_kp_open(struct pywg_kp *kp, uint64_t counter, const uint8_t *ciphertext, size_t len,
                      uint8_t *out)
 {
-    if (len < PYWG_AEAD_TAG)
+    if (len < PYWG_AEAD_TAG_SIZE)
         return -1;
     if (!replay_would_accept(kp, counter))
         return -2;
@@ -667,7 +677,7 @@ int64_t pywg_kp_open(struct pywg_kp *kp, uint64_t counter, const uint8_t *cipher
         return -1;
     if (!replay_check(kp, counter)) /* RFC 6479: mark only after authentication */
         return -2;
-    return (int64_t)(len - PYWG_AEAD_TAG);
+    return (int64_t)(len - PYWG_AEAD_TAG_SIZE);
 }
 
 /* ------------------------------------------------------------------ the loops */
@@ -727,7 +737,7 @@ static void send_all(struct pywg_plane *p, struct mmsghdr *msgs, unsigned count)
         if (r < 0 && errno == EINTR)
             continue;
         if (msgs[done].msg_hdr.msg_controllen > 0 && (errno == EIO || errno == EINVAL)) {
-            p->gso = 0; /* no UDP GSO on this path after all (PERF-NOTES: EIO): stop using it */
+            p->gso = 0; /* the kernel refuses UDP GSO on this path (EIO): stop using it */
             send_singly(p, &msgs[done].msg_hdr);
         }
         done++; /* otherwise this datagram cannot go (no route, firewall): skip it, as UDP would */
@@ -740,7 +750,8 @@ static unsigned take_packet(struct pywg_plane *p, const struct pywg_vnet_hdr *h,
 {
     int gso = h != NULL ? h->gso_type & ~PYWG_VNET_GSO_ECN : PYWG_VNET_GSO_NONE;
     if (gso == PYWG_VNET_GSO_TCPV4 || gso == PYWG_VNET_GSO_TCPV6) {
-        int n = pywg_tso_split(h, pkt, len, slots + HEADER, TX_STRIDE, lens, (int)room);
+        int n = pywg_tso_split(h, pkt, len, slots + PYWG_TRANSPORT_HEADER_SIZE, TX_STRIDE, lens,
+                               (int)room);
         if (n < 0) {
             atomic_fetch_add(&p->stats.tx_malformed, 1); /* unsplittable: dropped */
             return 0;
@@ -752,11 +763,11 @@ static unsigned take_packet(struct pywg_plane *p, const struct pywg_vnet_hdr *h,
         atomic_fetch_add(&p->stats.tx_malformed, 1);
         return 0;
     }
-    if (HEADER + len + 16 + PYWG_AEAD_TAG > TX_STRIDE) {
-        push_up(p, PYWG_ITEM_PACKET, pkt, len, NULL, 0); /* a jumbo packet: Python's path */
+    if (PYWG_TRANSPORT_HEADER_SIZE + len + PYWG_PADDING_MULTIPLE + PYWG_AEAD_TAG_SIZE > TX_STRIDE) {
+        push_up(p, PYWG_PLANE_ITEM_PACKET, pkt, len, NULL, 0); /* a jumbo packet: Python's path */
         return 0;
     }
-    memcpy(slots + HEADER, pkt, len);
+    memcpy(slots + PYWG_TRANSPORT_HEADER_SIZE, pkt, len);
     lens[0] = len;
     return 1;
 }
@@ -764,7 +775,7 @@ static unsigned take_packet(struct pywg_plane *p, const struct pywg_vnet_hdr *h,
 int pywg_plane_run_tx(struct pywg_plane *p)
 {
     uint8_t *slots = malloc((size_t)TX_SEGMENTS * TX_STRIDE);
-    uint8_t *rbuf = malloc(PYWG_VNET_HDR_LEN + MAX_PACKET);
+    uint8_t *rbuf = malloc(PYWG_VNET_HDR_LEN + PYWG_MAX_IP_PACKET_SIZE);
     static __thread struct mmsghdr msgs[TX_SEGMENTS];
     static __thread struct iovec iov[TX_SEGMENTS];
     static __thread struct sockaddr_storage addrs[TX_SEGMENTS];
@@ -784,7 +795,7 @@ int pywg_plane_run_tx(struct pywg_plane *p)
         int vnet = p->vnet, gso = p->gso;
         for (int reads = 0; reads < PYWG_PLANE_BATCH && n + TX_ROOM <= TX_SEGMENTS; reads++) {
             struct pywg_vnet_hdr h;
-            ssize_t r = read(p->tun_fd, rbuf, PYWG_VNET_HDR_LEN + MAX_PACKET);
+            ssize_t r = read(p->tun_fd, rbuf, PYWG_VNET_HDR_LEN + PYWG_MAX_IP_PACKET_SIZE);
             if (r < 0 && errno == EINTR)
                 continue;
             if (r < 0 && errno != EAGAIN) {
@@ -810,7 +821,7 @@ int pywg_plane_run_tx(struct pywg_plane *p)
         pthread_rwlock_rdlock(&p->routes_lock);
         pthread_mutex_lock(&p->tx_lock);
         for (unsigned i = 0; i < n; i++) {
-            uint8_t *packet = slots + (size_t)i * TX_STRIDE + HEADER;
+            uint8_t *packet = slots + (size_t)i * TX_STRIDE + PYWG_TRANSPORT_HEADER_SIZE;
             size_t len = lens[i], padded;
             int64_t id = pywg_lpm_lookup_packet(p->routes, packet, len, 1);
             struct pywg_peer *peer;
@@ -822,22 +833,23 @@ int pywg_plane_run_tx(struct pywg_plane *p)
             }
             peer = p->peers[id];
             kp = peer->current;
-            if (kp == NULL || peer->endpoint_len == 0 || now - kp->created >= REJECT_AFTER_TIME) {
-                push_up(p, PYWG_ITEM_PACKET, packet, len, NULL, 0); /* Python stages it */
+            if (kp == NULL || peer->endpoint_len == 0 ||
+                now - kp->created >= PYWG_REJECT_AFTER_TIME) {
+                push_up(p, PYWG_PLANE_ITEM_PACKET, packet, len, NULL, 0); /* Python stages it */
                 continue;
             }
             counter = atomic_fetch_add(&kp->send_counter, 1);
-            if (counter >= REJECT_AFTER_MESSAGES) {
-                push_up(p, PYWG_ITEM_PACKET, packet, len, NULL, 0);
+            if (counter >= PYWG_REJECT_AFTER_MESSAGES) {
+                push_up(p, PYWG_PLANE_ITEM_PACKET, packet, len, NULL, 0);
                 continue;
             }
             padded = padded_length(len, mtu);
             memset(packet + len, 0, padded - len);
-            write_header(packet - HEADER, kp->remote_index, counter);
+            write_header(packet - PYWG_TRANSPORT_HEADER_SIZE, kp->remote_index, counter);
             if (pywg_aead_seal(kp->tx, counter, packet, padded, packet) != 0)
                 continue;
-            iov[sealed].iov_base = packet - HEADER;
-            iov[sealed].iov_len = HEADER + padded + PYWG_AEAD_TAG;
+            iov[sealed].iov_base = packet - PYWG_TRANSPORT_HEADER_SIZE;
+            iov[sealed].iov_len = PYWG_TRANSPORT_HEADER_SIZE + padded + PYWG_AEAD_TAG_SIZE;
             owner[sealed] = peer;
             atomic_fetch_add(&peer->tx_bytes, iov[sealed].iov_len);
             peer->last_sent = now;
@@ -978,22 +990,26 @@ static bool cookie_reply_allowed(struct pywg_plane *p, const uint8_t *source, si
     return true;
 }
 
-/* §5.3: count a handshake message with a valid mac1; under load, one without
+/* §5.3: count a handshake message with a valid mac1, as the core does (Device):
+ * more than load_threshold of them within PYWG_UNDER_LOAD_WINDOW put the plane
+ * under load for PYWG_UNDER_LOAD_AFTER_TIME. Under load, one without
  * a valid mac2 is answered here with a cookie reply (§5.4.7) and goes no
  * further. One with a valid mac2 proves its source and goes up, where the
  * core checks it again with the same Rm and applies its per-source rate
  * limit (as Linux does, only to messages whose mac2 is valid). */
 static bool answered_with_cookie(struct pywg_plane *p, const uint8_t *d, size_t mac1_at,
-                                 const struct sockaddr_storage *src, socklen_t srclen, double now)
+                                 size_t mac2_at, const struct sockaddr_storage *src,
+                                 socklen_t srclen, double now)
 {
-    uint8_t source[18], cookie[16], mac2[16], reply[COOKIE_REPLY_SIZE];
-    size_t n, mac2_at = mac1_at + 16;
-    if (now - p->load_window >= 1.0) {
+    uint8_t source[18], cookie[PYWG_COOKIE_SIZE], mac2[PYWG_MAC_SIZE];
+    uint8_t reply[PYWG_COOKIE_REPLY_SIZE];
+    size_t n;
+    if (now - p->load_window >= PYWG_UNDER_LOAD_WINDOW) {
         p->load_window = now;
         p->load_count = 0;
     }
-    if (++p->load_count > LOAD_THRESHOLD)
-        p->under_load_until = now + 1.0;
+    if (++p->load_count > p->load_threshold)
+        p->under_load_until = now + PYWG_UNDER_LOAD_AFTER_TIME;
     if (now >= p->under_load_until || !p->cookie_set || (n = source_bytes(src, source)) == 0)
         return false;
     pywg_blake2s(cookie, sizeof(cookie), p->cookie_secret, sizeof(p->cookie_secret), source, n);
@@ -1006,12 +1022,13 @@ static bool answered_with_cookie(struct pywg_plane *p, const uint8_t *d, size_t 
         return true;
     }
     /* type 3, receiver = the sender index of what we answer, nonce, XAEAD(cookie) */
-    memset(reply, 0, 4);
-    reply[0] = 3;
-    memcpy(reply + 4, d + 4, 4);
-    if (RAND_bytes(reply + 8, 24) == 1 &&
-        pywg_xaead_seal(reply + 32, p->cookie_key, reply + 8, cookie, sizeof(cookie), d + mac1_at,
-                        16) == 0 &&
+    memset(reply, 0, PYWG_MESSAGE_TYPE_SIZE);
+    reply[0] = PYWG_MESSAGE_COOKIE_REPLY;
+    memcpy(reply + PYWG_RECEIVER_INDEX_OFFSET, d + PYWG_SENDER_INDEX_OFFSET, PYWG_INDEX_SIZE);
+    if (RAND_bytes(reply + PYWG_COOKIE_REPLY_NONCE_OFFSET, PYWG_COOKIE_NONCE_SIZE) == 1 &&
+        pywg_xaead_seal(reply + PYWG_COOKIE_REPLY_COOKIE_OFFSET, p->cookie_key,
+                        reply + PYWG_COOKIE_REPLY_NONCE_OFFSET, cookie, sizeof(cookie),
+                        d + mac1_at, PYWG_MAC_SIZE) == 0 &&
         sendto(p->udp_fd, reply, sizeof(reply), MSG_DONTWAIT, (const struct sockaddr *)src,
                srclen) == (ssize_t)sizeof(reply))
         atomic_fetch_add(&p->stats.rx_cookie_replies, 1);
@@ -1023,29 +1040,31 @@ static bool worth_handing_up(struct pywg_plane *p, const struct pywg_kp *kp, con
                              size_t len, const struct sockaddr_storage *src, socklen_t srclen,
                              double now)
 {
-    uint8_t mac[16];
-    size_t at;
+    uint8_t mac[PYWG_MAC_SIZE];
+    size_t at, mac2_at;
     if (is_stun(d, len))
         return true; /* endpoint discovery on this socket: Python's (pywg.stun) */
-    if (len < 4 || (d[1] | d[2] | d[3]) != 0)
+    if (len < PYWG_MESSAGE_TYPE_SIZE || (d[1] | d[2] | d[3]) != 0)
         goto junk;
     switch (d[0]) {
-    case 1:
-        if (len != 148)
+    case PYWG_MESSAGE_INITIATION:
+        if (len != PYWG_INITIATION_SIZE)
             goto junk;
-        at = 116;
+        at = PYWG_INITIATION_MAC1_OFFSET;
+        mac2_at = PYWG_INITIATION_MAC2_OFFSET;
         break;
-    case 2:
-        if (len != 92)
+    case PYWG_MESSAGE_RESPONSE:
+        if (len != PYWG_RESPONSE_SIZE)
             goto junk;
-        at = 60;
+        at = PYWG_RESPONSE_MAC1_OFFSET;
+        mac2_at = PYWG_RESPONSE_MAC2_OFFSET;
         break;
-    case 3:
-        if (len != 64)
+    case PYWG_MESSAGE_COOKIE_REPLY:
+        if (len != PYWG_COOKIE_REPLY_SIZE)
             goto junk;
         return true;
-    case MESSAGE_TRANSPORT:
-        if (len < HEADER + PYWG_AEAD_TAG)
+    case PYWG_MESSAGE_TRANSPORT:
+        if (len < PYWG_TRANSPORT_MIN_SIZE)
             goto junk;
         if (kp == NULL) {
             /* Every keypair Python holds is mirrored here before its first
@@ -1065,7 +1084,7 @@ static bool worth_handing_up(struct pywg_plane *p, const struct pywg_kp *kp, con
         atomic_fetch_add(&p->stats.rx_bad_mac1, 1);
         return false;
     }
-    return !answered_with_cookie(p, d, at, src, srclen, now);
+    return !answered_with_cookie(p, d, at, mac2_at, src, srclen, now);
 junk:
     atomic_fetch_add(&p->stats.rx_junk, 1);
     return false;
@@ -1076,18 +1095,20 @@ static void receive_one(struct pywg_plane *p, uint8_t *d, size_t len,
 {
     struct pywg_kp *kp = NULL;
     struct pywg_peer *peer;
+    uint8_t *body = d + PYWG_TRANSPORT_HEADER_SIZE; /* of a transport message */
     uint64_t counter;
     size_t plain, inner;
-    if (len >= HEADER + PYWG_AEAD_TAG && d[0] == MESSAGE_TRANSPORT && !d[1] && !d[2] && !d[3])
-        kp = index_get(p, le32(d + 4));
+    if (len >= PYWG_TRANSPORT_MIN_SIZE && d[0] == PYWG_MESSAGE_TRANSPORT && !d[1] && !d[2] &&
+        !d[3])
+        kp = index_get(p, le32(d + PYWG_RECEIVER_INDEX_OFFSET));
     if (kp == NULL || !kp->rx_native) {
         if (worth_handing_up(p, kp, d, len, src, srclen, now))
-            push_up(p, PYWG_ITEM_DATAGRAM, d, len, src, srclen); /* Python's business */
+            push_up(p, PYWG_PLANE_ITEM_DATAGRAM, d, len, src, srclen); /* Python's business */
         return;
     }
-    counter = le64(d + 8);
-    if (now - kp->created >= REJECT_AFTER_TIME || !replay_would_accept(kp, counter) ||
-        pywg_aead_open(kp->rx, counter, d + HEADER, len - HEADER, d + HEADER) != 0 ||
+    counter = le64(d + PYWG_TRANSPORT_COUNTER_OFFSET);
+    if (now - kp->created >= PYWG_REJECT_AFTER_TIME || !replay_would_accept(kp, counter) ||
+        pywg_aead_open(kp->rx, counter, body, len - PYWG_TRANSPORT_HEADER_SIZE, body) != 0 ||
         !replay_check(kp, counter)) {
         atomic_fetch_add(&p->stats.rx_rejected, 1);
         return;
@@ -1105,20 +1126,19 @@ static void receive_one(struct pywg_plane *p, uint8_t *d, size_t len,
     }
     atomic_fetch_add(&peer->rx_bytes, len);
     peer->last_received = now;
-    plain = len - HEADER - PYWG_AEAD_TAG;
+    plain = len - PYWG_TRANSPORT_MIN_SIZE;
     if (plain == 0)
         return; /* a keepalive */
-    inner = inner_length(d + HEADER, plain);
-    if (inner == 0 ||
-        pywg_lpm_lookup_packet(p->routes, d + HEADER, inner, 0) != (int64_t)peer->id) {
+    inner = inner_length(body, plain);
+    if (inner == 0 || pywg_lpm_lookup_packet(p->routes, body, inner, 0) != (int64_t)peer->id) {
         atomic_fetch_add(&p->stats.rx_bad_source, 1); /* cryptokey routing, §3 */
         return;
     }
     peer->last_data_received = now;
     if (p->gro != NULL) { /* coalesced with its neighbours, written at the batch's end */
-        pywg_gro_add(p->gro, d + HEADER, inner);
+        pywg_gro_add(p->gro, body, inner);
     } else {
-        write_tun(p, d + HEADER, inner);
+        write_tun(p, body, inner);
     }
     atomic_fetch_add(&p->stats.rx_packets, 1);
 }

@@ -45,12 +45,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "wg_constants.h"
+
 /* cdef-begin */
 #define PYWG_PLANE_BATCH 64
 #define PYWG_PLANE_QUEUE 4096
 #define PYWG_PLANE_QUEUE_BYTES 8388608
-#define PYWG_ITEM_DATAGRAM 1
-#define PYWG_ITEM_PACKET 2
 
 struct pywg_plane;
 struct pywg_peer;
@@ -95,7 +95,7 @@ int pywg_plane_run_tx(struct pywg_plane *p);
 int pywg_plane_run_rx(struct pywg_plane *p);
 void pywg_plane_stop(struct pywg_plane *p);
 int pywg_plane_event_fd(struct pywg_plane *p);
-/* Take one item for Python: its length (0: none). kind gets PYWG_ITEM_*, and
+/* Take one item for Python: its length (0: none). kind gets PYWG_PLANE_ITEM_*, and
  * for a datagram, addr/addrlen its source (a struct sockaddr_in6 or _in). */
 int pywg_plane_pop(struct pywg_plane *p, uint8_t *buf, size_t cap, int *kind, uint8_t *addr,
                    uint32_t *addrlen);
@@ -107,9 +107,13 @@ void pywg_plane_stats(struct pywg_plane *p, struct pywg_plane_stats *out);
 void pywg_plane_set_identity(struct pywg_plane *p, const uint8_t *mac1_key,
                              const uint8_t *cookie_key);
 /* The core's cookie secret Rm (32 bytes; NULL: none). With it, under load (more
- * than 128 handshake messages in a second, as the core decides) the plane
- * answers handshake messages without a valid mac2 with cookie replies itself. */
+ * than the load threshold of handshake messages within PYWG_UNDER_LOAD_WINDOW,
+ * as the core decides) the plane answers handshake messages without a valid
+ * mac2 with cookie replies itself. */
 void pywg_plane_set_cookie_secret(struct pywg_plane *p, const uint8_t *secret);
+/* The device's under-load threshold (Device.under_load_threshold); a new plane
+ * starts with PYWG_UNDER_LOAD_THRESHOLD. */
+void pywg_plane_set_load_threshold(struct pywg_plane *p, uint32_t threshold);
 
 /* Peers. id is the caller's; the allowed-IPs table stores peers by id. */
 struct pywg_peer *pywg_peer_new(struct pywg_plane *p, uint32_t id);

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pywg import _fast
+from pywg.constants import PLANE_ITEM_DATAGRAM, UNDER_LOAD_THRESHOLD
 from pywg.cookie import cookie_key, mac1_key
 from pywg.device import Device
 from pywg.endpoint import Endpoint
@@ -26,9 +27,8 @@ from pywg.keys import PublicKey
 from pywg.peer import Peer
 from pywg.session import Session
 
-ITEM_DATAGRAM: Final = 1
-ITEM_PACKET: Final = 2
 _BUF: Final = 65536
+_UINT32_MAX: Final = (1 << 32) - 1
 
 
 def sockaddr(endpoint: Endpoint, family: int) -> bytes:
@@ -143,6 +143,7 @@ class NativePlane:
         self._routing_version = -1
         self._identity: PublicKey | None = None  # the public key whose mac1/cookie keys C holds
         self._secret: bytes | None = None  # the cookie secret C holds
+        self._load_threshold = UNDER_LOAD_THRESHOLD  # C's, as pywg_plane_new sets it
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self._buf = self.ffi.new("uint8_t[]", _BUF)
@@ -207,7 +208,7 @@ class NativePlane:
 
     # ------------------------------------------------------------------ handed up
     def drain(self, limit: int = 256) -> Iterator[tuple[int, bytes, Endpoint | None]]:
-        """What the loops handed up: (ITEM_*, data, source endpoint for datagrams)."""
+        """What the loops handed up: (PLANE_ITEM_*, data, source endpoint for datagrams)."""
         for _ in range(limit):
             n = self.lib.pywg_plane_pop(
                 self.handle, self._buf, _BUF, self._kind, self._addr, self._addrlen
@@ -216,7 +217,7 @@ class NativePlane:
                 return
             data = bytes(self.ffi.buffer(self._buf, n))
             source = None
-            if self._kind[0] == ITEM_DATAGRAM:
+            if self._kind[0] == PLANE_ITEM_DATAGRAM:
                 source = endpoint_of(bytes(self.ffi.buffer(self._addr, self._addrlen[0])))
             yield self._kind[0], data, source
 
@@ -230,16 +231,14 @@ class NativePlane:
 
     # ------------------------------------------------------------------ mirroring
     def sync(self, device: Device) -> None:
-        """Mirror peers, endpoints, sessions and allowed IPs of `device` into C."""
-        public_key = device.public_key
-        if public_key != self._identity:
-            null = self.ffi.NULL
-            if public_key is None:
-                self.lib.pywg_plane_set_identity(self.handle, null, null)
-            else:
-                raw = bytes(public_key)
-                self.lib.pywg_plane_set_identity(self.handle, mac1_key(raw), cookie_key(raw))
-            self._identity = public_key
+        """Mirror identity, load threshold, peers, endpoints, sessions and allowed IPs of
+        `device` into C."""
+        self._sync_identity(device)
+        if device.under_load_threshold != self._load_threshold:
+            # C counts in a uint32; below 0 or above it, the verdicts are the same
+            threshold = min(max(device.under_load_threshold, 0), _UINT32_MAX)
+            self.lib.pywg_plane_set_load_threshold(self.handle, threshold)
+            self._load_threshold = device.under_load_threshold
         peers = device.peers
         live = set(peers.values())
         for peer in [p for p in self._peers if p not in live]:
@@ -252,6 +251,19 @@ class NativePlane:
             self._sync_sessions(peer, mirror)
         if device.routing_version != self._routing_version:
             self._sync_routes(device)
+
+    def _sync_identity(self, device: Device) -> None:
+        """Our mac1 and cookie keys (whitepaper §5.4.4, §5.4.7), for C's checks and replies."""
+        public_key = device.public_key
+        if public_key == self._identity:
+            return
+        null = self.ffi.NULL
+        if public_key is None:
+            self.lib.pywg_plane_set_identity(self.handle, null, null)
+        else:
+            raw = bytes(public_key)
+            self.lib.pywg_plane_set_identity(self.handle, mac1_key(raw), cookie_key(raw))
+        self._identity = public_key
 
     def _add_peer(self, peer: Peer) -> _PeerMirror:
         ident = self._free_ids.pop() if self._free_ids else self._next_id

@@ -12,7 +12,7 @@
 
 _Static_assert(PYWG_REPLAY_WORDS * PYWG_REPLAY_BITS_PER_WORD == PYWG_REPLAY_BITS_TOTAL,
                "ring size");
-_Static_assert(PYWG_REPLAY_WINDOW == PYWG_REPLAY_BITS_TOTAL - PYWG_REPLAY_BITS_PER_WORD,
+_Static_assert(PYWG_REPLAY_WINDOW_SIZE == PYWG_REPLAY_BITS_TOTAL - PYWG_REPLAY_BITS_PER_WORD,
                "window is the ring less one word");
 _Static_assert((PYWG_REPLAY_WORDS & (PYWG_REPLAY_WORDS - 1)) == 0, "ring is a power of two");
 
@@ -43,7 +43,7 @@ bool pywg_replay_would_accept(const struct pywg_replay *r, uint64_t counter)
     pos = counter + 1; /* cannot wrap: counter < reject_after <= UINT64_MAX */
     if (pos > r->next)
         return true; /* a new high: its word is zeroed on the way, or above the mark */
-    if (r->next - pos > PYWG_REPLAY_WINDOW)
+    if (r->next - pos > PYWG_REPLAY_WINDOW_SIZE)
         return false; /* too old */
     bit = (uint64_t)1 << (pos & BIT_MASK);
     return (r->ring[(pos >> WORD_SHIFT) & WORD_MASK] & bit) == 0;
@@ -67,7 +67,7 @@ bool pywg_replay_check(struct pywg_replay *r, uint64_t counter)
         for (uint64_t i = 1; i <= span; i++)
             r->ring[(from + i) & WORD_MASK] = 0;
         r->next = pos;
-    } else if (r->next - pos > PYWG_REPLAY_WINDOW) {
+    } else if (r->next - pos > PYWG_REPLAY_WINDOW_SIZE) {
         return false; /* too old */
     }
     word = &r->ring[(pos >> WORD_SHIFT) & WORD_MASK];

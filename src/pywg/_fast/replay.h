@@ -3,7 +3,7 @@
  * sizes used by the Linux kernel and wireguard-go: whitepaper §5.4.6).
  *
  * A ring of PYWG_REPLAY_WORDS 64-bit words (8192 bits) remembers which of the
- * most recent counters were accepted. Counters up to PYWG_REPLAY_WINDOW (8128)
+ * most recent counters were accepted. Counters up to PYWG_REPLAY_WINDOW_SIZE (8128)
  * behind the highest accepted one are judged by their bit; older ones are
  * rejected outright. The spare word lets the ring advance a whole word at a
  * time without forgetting counters that are still inside the window.
@@ -18,12 +18,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* cdef-begin */
-#define PYWG_REPLAY_BITS_TOTAL 8192
-#define PYWG_REPLAY_BITS_PER_WORD 64
-#define PYWG_REPLAY_WORDS 128
-#define PYWG_REPLAY_WINDOW 8128
+#include "wg_constants.h" /* PYWG_REPLAY_*, from pywg/constants.py */
 
+/* cdef-begin */
 struct pywg_replay {
     /* One past the highest accepted counter; 0 before the first accepted one. */
     uint64_t next;

@@ -16,7 +16,7 @@ import socket
 import struct
 from typing import Final
 
-from ..constants import DEFAULT_MTU
+from ..constants import DEFAULT_MTU, MAX_IP_PACKET_SIZE, VNET_HDR_LEN
 
 TUN_PATH: Final = "/dev/net/tun"
 TUNSETIFF: Final = 0x400454CA  # _IOW('T', 202, int)
@@ -27,7 +27,6 @@ TUNSETOFFLOAD: Final = 0x400454D0  # _IOW('T', 208, unsigned int)
 TUN_F_CSUM: Final = 0x01
 TUN_F_TSO4: Final = 0x02
 TUN_F_TSO6: Final = 0x04
-VNET_HDR_LEN: Final = 10  # struct virtio_net_hdr
 SIOCGIFFLAGS: Final = 0x8913
 SIOCSIFFLAGS: Final = 0x8914
 SIOCGIFMTU: Final = 0x8921
@@ -39,7 +38,6 @@ SIOCSIFTXQLEN: Final = 0x8943
 TX_QUEUE_LEN: Final = 8192
 IFF_UP: Final = 0x1
 IFNAMSIZ: Final = 16
-MAX_PACKET: Final = 65535
 
 
 _EMPTY_VNET_HDR: Final = bytes(VNET_HDR_LEN)  # no GSO, checksum complete
@@ -148,7 +146,7 @@ class Tun:
         if self.vnet_hdr:
             raise TunError(errno.EINVAL, "an offloading TUN is read by the native plane")
         try:
-            return os.read(self.fd, MAX_PACKET)
+            return os.read(self.fd, MAX_IP_PACKET_SIZE)
         except BlockingIOError:
             return None
 

@@ -39,7 +39,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Final
 
 from .. import backend, stun
-from ..constants import DEFAULT_MTU
+from ..constants import DEFAULT_MTU, PLANE_ITEM_DATAGRAM
 from ..device import Device
 from ..endpoint import AddressLike, Endpoint, normalize_endpoint
 from ..events import EndpointChanged, Event, HandshakeCompleted, HandshakeTimedOut
@@ -53,7 +53,6 @@ from .udp import UdpSocket
 if TYPE_CHECKING:
     from .._fast.plane import NativePlane
 
-ITEM_DATAGRAM: Final = 1  # pywg._fast.plane.ITEM_DATAGRAM (imported lazily with the plane)
 
 BATCH: Final = 64
 TICK: Final = 0.5
@@ -495,7 +494,7 @@ class Tunnel:
             return
         now = self._now()
         for kind, data, source in plane.drain():
-            if kind == ITEM_DATAGRAM:
+            if kind == PLANE_ITEM_DATAGRAM:
                 if source is not None:
                     self._datagram(data, source, now)
             else:
