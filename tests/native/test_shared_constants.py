@@ -23,8 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "pywg"
 FAST = PACKAGE / "_fast"
 GENERATED = FAST / "wg_constants.h"
-# Copies outside this check: pywg.mesh's own KEY_SIZE (its owners' to fold in).
-NOT_CHECKED = {("mesh/wire.py", "KEY_SIZE"), ("mesh/relay.py", "KEY_SIZE")}
 
 
 def _numbers() -> dict[str, int | float]:
@@ -93,5 +91,4 @@ def test_no_other_python_module_assigns_a_constant_of_constants_py() -> None:
         if where == "constants.py":
             continue
         found = assignment.findall(module.read_text(encoding="utf-8"))
-        found = [name for name in found if (where, name) not in NOT_CHECKED]
         assert not found, f"{where} defines {found} again: import them from pywg.constants"

@@ -86,6 +86,7 @@ from ..asyncio.udp import set_buffers
 from ..constants import (
     COOKIE_REPLY_SIZE,
     INITIATION_SIZE,
+    KEY_SIZE,
     MESSAGE_COOKIE_REPLY,
     MESSAGE_INITIATION,
     MESSAGE_RESPONSE,
@@ -100,7 +101,6 @@ from . import auth, wire
 
 logger = logging.getLogger(__name__)
 
-KEY_SIZE: Final = 32
 DRAIN_MAX: Final = 64  # datagrams read per wake-up of one socket
 MAX_DATAGRAM: Final = 65535
 BIND_RATE: Final = 10.0  # binds per second and port taken to the signature check

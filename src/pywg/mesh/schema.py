@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol, TypeVar
 
+from ..constants import KEY_SIZE  # X25519 and Ed25519 public keys alike
 from ..endpoint import Endpoint, format_endpoint, parse_endpoint
 from ..redact import quote
 from . import auth
@@ -40,7 +41,6 @@ HEALTH_PATH: Final = "/v1/health"
 MAX_WAIT: Final = 60.0  # the longest roster long-poll, in seconds
 MAX_ENDPOINTS: Final = 8  # endpoints a node may report
 MAX_ENDPOINT_TEXT: Final = 64  # characters of one endpoint
-KEY_SIZE: Final = 32  # WireGuard (X25519) and control (Ed25519) public keys
 MAX_COUNT: Final = (1 << 63) - 1  # versions and counts: SQLite integers
 
 JsonObject = dict[str, object]

@@ -35,6 +35,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from .. import stun
+from ..constants import KEY_SIZE  # X25519 and Ed25519 public keys alike
 
 ATTR_KEY: Final = 0xC0A1
 ATTR_TIME: Final = 0xC0A2
@@ -42,7 +43,6 @@ ATTR_SIGNATURE: Final = 0xC0A3
 ATTR_PADDING: Final = 0xC0A4
 PROBE_PADDING: Final = 24  # a probe is as long as its answer over IPv6 (no amplification)
 BIND_CONTEXT: Final = b"pywg relay bind v1\0"
-KEY_SIZE: Final = 32
 SIGNATURE_SIZE: Final = 64
 
 
