@@ -1,7 +1,20 @@
 """pywg: a pure-userspace WireGuard.
 
-The sans-IO protocol core (`Device`) is the public heart of the library; see
-DESIGN.md and the README for the contract.
+The modules at this level are the sans-IO protocol core: `Device` turns
+datagrams and IP packets into datagrams and IP packets, given the time, and
+never does I/O. Around it, each package has one job (docs/architecture.md):
+
+- `pywg._fast`: the native data plane (C via cffi): batched seal/open,
+  replay windows, the TUN<->UDP loops off the GIL;
+- `pywg.asyncio`: the I/O shell: the core on a real TUN device and UDP
+  socket (`Tunnel`), and the UAPI socket;
+- `pywg.system`: OS glue for the commands (iproute2/nft, a UAPI client,
+  secret files);
+- `pywg.cmd`: the commands (`pywg`, `pywgd`);
+- `pywg.mesh`: coordinator, relay and node agent;
+- `pywg.interop`, `pywg.lab`: the conformance suite and its namespace lab.
+
+The names exported here are the library's public API.
 """
 
 from __future__ import annotations

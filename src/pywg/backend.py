@@ -10,8 +10,8 @@ Chosen once, at import, from the environment variable ``PYWG_BACKEND``:
 ``pure``
     pure Python even if the extension is there (the reference implementation).
 
-Every component with two implementations (the replay window now; batched
-seal/open and the TUN/UDP loops later) picks its class from :data:`BACKEND`,
+Every component with two implementations (the replay window, the data
+plane's batched seal/open and TUN/UDP loops) picks its class from :data:`BACKEND`,
 so one process never mixes the two. Both implementations of a component
 share one API and give identical results; the test suite runs on both.
 """

@@ -1,7 +1,7 @@
 """The Linux TUN device, opened with plain ioctls.
 
 Why not python-pytun: it wraps the same TUNSETIFF ioctl but gives no access to
-IFF_VNET_HDR / TUNSETOFFLOAD (which the native plane needs, see PERF-NOTES),
+IFF_VNET_HDR / TUNSETOFFLOAD (which the native plane needs for TCP segmentation offload),
 and its object owns the fd in blocking mode, while the event loop and the C
 plane both want the raw non-blocking fd. The ioctls needed are few and stable
 (linux/if_tun.h, linux/sockios.h), so they live here.
@@ -34,7 +34,7 @@ SIOCSIFMTU: Final = 0x8922
 SIOCSIFTXQLEN: Final = 0x8943
 # The kernel queues packets for us in the TUN's tx queue and drops them when it
 # is full (500 by default): a burst from a fast sender then costs TCP
-# retransmits. A longer queue absorbs the bursts (PERF-NOTES).
+# retransmits. A longer queue absorbs the bursts.
 TX_QUEUE_LEN: Final = 8192
 IFF_UP: Final = 0x1
 IFNAMSIZ: Final = 16

@@ -80,7 +80,7 @@ class Tunnel:
 
     The interface is created on entry (root or CAP_NET_ADMIN is needed) and
     removed on exit. Addresses and routes are not this class's business: see
-    `pywg.netconf` (or let wg-quick do it when running as `pywgd`).
+    `pywg.system.netconf` (or let wg-quick do it when running as `pywgd`).
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """The UAPI socket: /var/run/wireguard/IFACE.sock, serving `UapiSession`s.
 
 The directory is created 0700 and the socket with umask 077, so only root can
-connect (PROTOCOL-NOTES, the daemon contract). A stale socket (connection
+connect, as wireguard-go does. A stale socket (connection
 refused) is removed; a live one means another daemon owns the interface.
 `gone()` tells the daemon when its socket file was deleted or replaced, which
 is how `wg-quick down` and admins stop a userspace daemon.

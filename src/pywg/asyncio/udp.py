@@ -19,7 +19,7 @@ from typing import Final
 from ..endpoint import Endpoint
 
 SO_MARK: Final = 36  # linux/asm-generic/socket.h
-BUFFER_BYTES: Final = 4 << 20  # socket buffers; PERF-NOTES: overflow drops cost TCP dearly
+BUFFER_BYTES: Final = 4 << 20  # socket buffers: each overflow drop costs TCP a retransmit
 MAX_DATAGRAM: Final = 65535
 
 

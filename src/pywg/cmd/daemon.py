@@ -3,7 +3,7 @@
     pywgd [-f|--foreground] INTERFACE
     pywgd --version
 
-Like wireguard-go (see PROTOCOL-NOTES, the daemon contract): without -f (and
+Like wireguard-go (the contract wg-quick(8) relies on): without -f (and
 without WG_PROCESS_FOREGROUND=1) it daemonizes, and the parent exits only once
 the UAPI socket /var/run/wireguard/INTERFACE.sock is listening, so that
 `wg-quick` can run `wg setconf` right after. The daemon creates the TUN

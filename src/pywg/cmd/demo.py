@@ -6,7 +6,7 @@ socket exactly as `wg` would. The demo shows the handshake, a ping through the
 tunnel, the status as `pywg show` prints it and a few seconds of TCP
 throughput each way, then removes everything it made. It needs root and
 iproute2; it touches nothing outside its namespaces (addresses from the
-benchmarking range 198.18.0.0/15, see DESIGN.md).
+benchmarking range 198.18.0.0/15, RFC 2544).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 `pywg demo --in-memory` shows the protocol end to end without root, TUN or
 sockets: a handshake, a few packets each way, a rekey on virtual time, and the
 pure-Python core's throughput on this machine. Plain `pywg demo` runs a real
-tunnel between two namespaces instead, see `pywg.demo`.
+tunnel between two namespaces instead, see `pywg.cmd.demo`.
 """
 
 from __future__ import annotations

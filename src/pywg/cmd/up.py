@@ -2,7 +2,7 @@
 
 It needs no wireguard-tools: the file is parsed by `pywg.config`, the device
 runs in this process (`pywg.asyncio.Tunnel`), addresses and routes are set
-with iproute2 (`pywg.netconf`), and the UAPI socket is served too, so `wg` and
+with iproute2 (`pywg.system.netconf`), and the UAPI socket is served too, so `wg` and
 `pywg show` see the interface. Ctrl-C (or SIGTERM) takes it all down again:
 PreDown, the interface (its routes and addresses go with it), the policy
 rules of a default route, PostDown.
