@@ -419,13 +419,13 @@ def test_native_twins_follow_the_sessions_through_an_hour_of_churn() -> None:
         sessions = [kp for p in soak.hub.device.peers.values() for kp in p.sessions()]
         live = {id(kp.native): kp.native for kp in sessions if kp.native is not None}
         assert len(live) == len(sessions), "a session the plane does not know"
-        assert set(plane._keypairs) == set(live), "C twins that outlived their sessions"
+        assert set(plane._sessions) == set(live), "C twins that outlived their sessions"
         assert len(plane._peers) == SPOKES
         seen.update(live)
 
     try:
         run = drive(1.0, on_step=mirror)
-        live = set(plane._keypairs)
+        live = set(plane._sessions)
         retired = [t for key, t in seen.items() if key not in live]
         assert all(t.handle is None for t in retired)
         assert len(retired) >= run.soak.hub_events["HandshakeCompleted"] - 3 * SPOKES > 150

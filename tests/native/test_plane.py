@@ -58,7 +58,7 @@ def test_sockaddr_round_trip_both_families() -> None:
 
 
 def test_linked_session_seals_like_python_and_keeps_the_counter() -> None:
-    from pywg._fast.plane import NativeKeypair, NativePlane
+    from pywg._fast.plane import NativePlane, NativeSession
 
     plane, udp, fd = _plane()
     assert isinstance(plane, NativePlane)
@@ -72,7 +72,7 @@ def test_linked_session_seals_like_python_and_keeps_the_counter() -> None:
         peer = device.add_peer(PrivateKey.generate().public_key, ["198.19.0.2/32"])
         peer.current = a
         plane.sync(device)
-        assert isinstance(a.native, NativeKeypair)
+        assert isinstance(a.native, NativeSession)
         assert a.send_counter == 1  # carried over
         message = a.seal(b"x" * 32)
         assert message[:16] == bytes([4, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0])

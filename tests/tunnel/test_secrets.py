@@ -694,9 +694,9 @@ def test_native_twin_freed_on_zero(native_plane_fixture: Any) -> None:
     plane.sync(device)
     twin = kp.native
     assert twin is not None and twin.handle is not None
-    assert len(plane._keypairs) == 1
+    assert len(plane._sessions) == 1
     kp.zero()
-    assert twin.handle is None and plane._keypairs == {}
+    assert twin.handle is None and plane._sessions == {}
     assert twin.seal(bytes(16)) is None and twin.open(0, bytes(32)) is None  # no use after free
     assert twin.send_counter == 0
 
@@ -725,19 +725,19 @@ def test_native_twins_freed_on_rekey_expiry_and_removal(native_plane_fixture: An
     live = {id(kp.native) for kp in _every_session(a) if kp.native is not None}
     retired = [t for key, t in twins.items() if key not in live]
     assert len(retired) >= 2 and all(t.handle is None for t in retired)
-    assert len(plane._keypairs) == len(live) <= 3
+    assert len(plane._sessions) == len(live) <= 3
     step(net.now + 3 * 180 + 5)  # expiry
-    assert _every_session(a) == [] and plane._keypairs == {}
+    assert _every_session(a) == [] and plane._sessions == {}
     assert all(t.handle is None for t in twins.values())
     # a new session, then the peer removed: its twin goes with it
     net.send(a, A_TO_B)
     step(net.now + 1.0)
-    assert plane._keypairs, "the new session was not linked"
+    assert plane._sessions, "the new session was not linked"
     current = [kp.native for kp in _every_session(a)]
     a.device.remove_peer(b.device.public_key)
     plane.sync(a.device)
     assert all(t is not None and t.handle is None for t in current)
-    assert plane._keypairs == {}
+    assert plane._sessions == {}
 
 
 # -- 5. a live pywgd -------------------------------------------------------------------------------

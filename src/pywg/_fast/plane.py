@@ -58,7 +58,7 @@ def endpoint_of(raw: bytes) -> Endpoint | None:
     return None
 
 
-class NativeKeypair:
+class NativeSession:
     """The C twin of a `Session`: its send counter and replay window, and Python's AEAD path."""
 
     __slots__ = ("_buf", "_lib", "_plane", "handle", "rx_native")
@@ -90,12 +90,12 @@ class NativeKeypair:
 
     def free(self) -> None:
         if self.handle is not None:
-            self._plane.forget_keypair(self)
+            self._plane.forget_session(self)
             self._lib.pywg_kp_free(self._plane.handle, self.handle)
             self.handle = None
 
     def __repr__(self) -> str:
-        return f"<NativeKeypair {'live' if self.handle is not None else 'freed'}>"
+        return f"<NativeSession {'live' if self.handle is not None else 'freed'}>"
 
 
 @dataclass
@@ -103,7 +103,7 @@ class _PeerMirror:
     id: int
     handle: Any
     endpoint: Endpoint | None = None
-    current: NativeKeypair | None = None
+    current: NativeSession | None = None
     rx_bytes: int = 0
     tx_bytes: int = 0
     last_sent: float = 0.0
@@ -137,7 +137,7 @@ class NativePlane:
         self.family = udp.family
         self._on_exit = on_exit
         self._peers: dict[Peer, _PeerMirror] = {}
-        self._keypairs: dict[int, NativeKeypair] = {}  # id(Session) -> twin
+        self._sessions: dict[int, NativeSession] = {}  # id(Session) -> twin
         self._free_ids: list[int] = []
         self._next_id = 0
         self._routing_version = -1
@@ -174,7 +174,7 @@ class NativePlane:
         self.lib.pywg_plane_stop(self.handle)
         for thread in self._threads:
             thread.join(timeout=5)
-        for twin in list(self._keypairs.values()):
+        for twin in list(self._sessions.values()):
             twin.free()
         for mirror in self._peers.values():
             self.lib.pywg_peer_free(self.handle, mirror.handle)
@@ -281,7 +281,7 @@ class NativePlane:
         mirror = self._peers.pop(peer)
         for kp in peer.sessions():  # normally zeroed (and so freed) by the core already
             twin = kp.native
-            if isinstance(twin, NativeKeypair):
+            if isinstance(twin, NativeSession):
                 twin.free()
         self.lib.pywg_peer_free(self.handle, mirror.handle)
         self._free_ids.append(mirror.id)
@@ -300,13 +300,13 @@ class NativePlane:
             twin = kp.native
             if twin is None:
                 twin = self._link(peer, mirror, kp)
-            assert isinstance(twin, NativeKeypair)
+            assert isinstance(twin, NativeSession)
             rx_native = kp is not peer.next  # an unconfirmed session: Python rotates it
             if twin.rx_native != rx_native:
                 self.lib.pywg_kp_set_rx_native(self.handle, twin.handle, int(rx_native))
                 twin.rx_native = rx_native
         current = peer.current.native if peer.current is not None else None
-        if not isinstance(current, NativeKeypair):
+        if not isinstance(current, NativeSession):
             current = None
         if current is not mirror.current:
             self.lib.pywg_peer_set_current(
@@ -314,32 +314,32 @@ class NativePlane:
             )
             mirror.current = current
 
-    def _link(self, peer: Peer, mirror: _PeerMirror, kp: Session) -> NativeKeypair:
-        assert kp.send_key is not None and kp.receive_key is not None
-        state = getattr(kp.replay, "_state", None)  # a NativeReplayWindow's C struct
+    def _link(self, peer: Peer, mirror: _PeerMirror, session: Session) -> NativeSession:
+        assert session.send_key is not None and session.receive_key is not None
+        state = getattr(session.replay, "_state", None)  # a NativeReplayWindow's C struct
         replay = self.ffi.buffer(state)[:] if state is not None else self.ffi.NULL
         size = len(replay) if state is not None else 0
         handle = self.lib.pywg_kp_new(
             self.handle,
             mirror.handle,
-            kp.send_key,
-            kp.receive_key,
-            kp.local_index,
-            kp.remote_index,
-            kp.created,
-            kp.send_counter,
+            session.send_key,
+            session.receive_key,
+            session.local_index,
+            session.remote_index,
+            session.created,
+            session.send_counter,
             replay,
             size,
         )
         if handle == self.ffi.NULL:
-            raise MemoryError("cannot install a keypair in the native plane")
-        twin = NativeKeypair(self, handle)
-        self._keypairs[id(twin)] = twin
-        kp.link(twin)
+            raise MemoryError("cannot install a session in the native plane")
+        twin = NativeSession(self, handle)
+        self._sessions[id(twin)] = twin
+        session.link(twin)
         return twin
 
-    def forget_keypair(self, twin: NativeKeypair) -> None:
-        self._keypairs.pop(id(twin), None)
+    def forget_session(self, twin: NativeSession) -> None:
+        self._sessions.pop(id(twin), None)
         for mirror in self._peers.values():
             if mirror.current is twin:
                 mirror.current = None
