@@ -11,7 +11,6 @@ import itertools
 import math
 import os
 import secrets
-import shutil
 import signal
 import socket
 import statistics
@@ -36,11 +35,10 @@ from pywg.lab import (
     add_nat,
     cleanup_stale,
     tcp_transfer,
-    unavailable_reason,
 )
 from pywg.lab import hosts as labmod
 
-pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=unavailable_reason() or "")
+pytestmark = pytest.mark.needs_lab
 
 PREFIX = "pwt"
 
@@ -245,7 +243,7 @@ def test_wait_ping_is_bounded() -> None:
         assert time.monotonic() - start < 8
 
 
-@pytest.mark.skipif(shutil.which("nft") is None, reason="nftables (`nft`) not installed")
+@pytest.mark.needs_lab("nft")
 def test_nft_ruleset_in_a_namespace() -> None:
     with Lab(PREFIX) as lab:
         a, b = lab.host("a"), lab.host("b")
@@ -330,7 +328,7 @@ def test_cleanup_stale_removes_only_dead_labs() -> None:
 
 # -- NATs, loss and the relay -------------------------------------------------------------
 
-needs_nft = pytest.mark.skipif(shutil.which("nft") is None, reason="nftables (`nft`) not installed")
+needs_nft = pytest.mark.needs_lab("nft")
 SO_RCVBUFFORCE = 33  # not in Python's socket module; root may exceed rmem_max with it
 RECEIVE_IDLE = 0.5  # seconds of quiet after which a receiver has everything
 Received = tuple[bytes, tuple[str, int], float]  # payload, source, time.monotonic()

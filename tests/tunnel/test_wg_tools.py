@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from helpers.wg_nodes import Node, argv_for, pywgd_path, skip_reason, start_node, wait_for
+from helpers.wg_nodes import Node, argv_for, pywgd_path, start_node, wait_for
 from helpers.wg_nodes import uapi_config as parse_get_reply
 from pywg import __version__
 from pywg.keys import PresharedKey, PrivateKey
@@ -41,8 +41,7 @@ PREFIX = "pwtool"
 UAPI_DIR = Path("/var/run/wireguard")
 TOOL_TIMEOUT = 30.0  # seconds for one wg-quick run
 
-SKIP_REASON = skip_reason("wg", "wg-quick", "wireguard-go", "ping", "ss")
-pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+pytestmark = pytest.mark.needs_lab("wg", "wg-quick", "wireguard-go", "ping", "ss", "pywgd")
 
 
 # -- small helpers ---------------------------------------------------------------------
@@ -853,10 +852,7 @@ Endpoint = {endpoint(link.b_addr4, go.port)}
 # -- 6. the pywgd daemon contract ------------------------------------------------------
 
 
-@pytest.fixture
-def host() -> Iterator[Host]:
-    with Lab(PREFIX) as lab:
-        yield lab.host("d")
+# `host`: tests/conftest.py, one host in a lab of its own
 
 
 def test_pywgd_version_and_usage(host: Host) -> None:
