@@ -83,7 +83,7 @@ def skip_reason(item: pytest.Item) -> str | None:
     if lab:
         reason = lab_unavailable_reason()
     elif root:
-        reason = None if os.geteuid() == 0 else "needs root"
+        reason = None if os.geteuid() == 0 else "this test needs root"
     else:
         return None
     if reason is not None:
@@ -119,7 +119,7 @@ def _time_limit(request: pytest.FixtureRequest) -> Iterator[None]:
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     """A namespace lab for this test, removed after it; its prefix is the module's PREFIX."""
     if request.node.get_closest_marker("needs_lab") is None:
-        pytest.fail("a test using the lab fixture is marked needs_lab")
+        pytest.fail("a test using the lab fixture must be marked needs_lab")
     with Lab(getattr(request.module, "PREFIX", DEFAULT_LAB_PREFIX)) as made:
         yield made
 
