@@ -9,7 +9,6 @@ constant, BLAKE2s output sizes other than 16 and 32).
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 
 import pytest
@@ -196,10 +195,7 @@ def test_dh_rfc7748_iterated(count: int) -> None:
     assert _x25519_iterate(count) == unhex(X25519["iterated"]["results"][str(count)])
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not os.environ.get("PYWG_SLOW_TESTS"), reason="1,000,000 X25519 iterations; PYWG_SLOW_TESTS=1"
-)
+@pytest.mark.slow  # 1,000,000 X25519 iterations
 def test_dh_rfc7748_iterated_million() -> None:
     assert _x25519_iterate(1_000_000) == unhex(X25519["iterated"]["results"]["1000000"])
 

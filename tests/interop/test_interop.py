@@ -13,11 +13,10 @@ Needs root, iproute2, wireguard-go and wg; skipped otherwise.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
-from helpers.time_bounds import time_limit
 from helpers.wg_nodes import (
     IMPLS,
     PORT,
@@ -25,7 +24,6 @@ from helpers.wg_nodes import (
     connect_pair,
     handshake_time,
     make_pair,
-    skip_reason,
     start_node,
 )
 from pywg import _fast
@@ -33,21 +31,17 @@ from pywg.keys import PresharedKey
 from pywg.lab import Lab, Link, PacedStream, tcp_transfer
 from pywg.lab.wireguard import endpoint
 
-SKIP_REASON = skip_reason("wireguard-go", "wg", "ping")
-pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
-
 PREFIX = "pwi"
 TEST_TIME_LIMIT = 90.0  # seconds for any one test here, teardown included
 MB = 1_000_000
 
+pytestmark = [
+    pytest.mark.needs_lab("wireguard-go", "wg", "ping", "pywgd"),
+    pytest.mark.time_limit(TEST_TIME_LIMIT),
+]
+
 
 # -- bounds ---------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _bounded() -> Iterator[None]:
-    with time_limit(TEST_TIME_LIMIT):
-        yield
 
 
 def wait_for(what: str, check: Callable[[], bool], deadline: float, step: float = 0.1) -> None:

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from helpers.wg_nodes import skip_reason
 from pywg.interop import report
 from pywg.interop.runner import Result, columns, load
 from pywg.lab.wireguard import PYWGD, WIREGUARD_GO, Impl
@@ -29,13 +28,11 @@ EXPECTED_COLUMNS = [
     "pywg adversary → wireguard-go",
     "pywg adversary → pywgd",
 ]
+needs_lab = pytest.mark.needs_lab("wireguard-go", "ping", "pywgd")  # what the suite's run uses
 
 
 @pytest.fixture(scope="module")
 def suite() -> dict[str, Any]:
-    reason = skip_reason("wireguard-go", "ping")
-    if reason:
-        pytest.skip(reason)
     proc = subprocess.Popen(
         [sys.executable, "-m", "pywg.cmd.main", "interop", "--impl", "wireguard-go",
          "--impl", "pywgd", "--json"],
@@ -94,6 +91,7 @@ def test_report_formats() -> None:
     assert doc["results"][2]["reason"] == "x answered"
 
 
+@needs_lab
 @pytest.mark.parametrize(("column", "scenario"), _units())
 def test_scenario(suite: dict[str, Any], column: str, scenario: str) -> None:
     found = [r for r in suite["results"] if r["column"] == column and r["scenario"] == scenario]
@@ -102,6 +100,7 @@ def test_scenario(suite: dict[str, Any], column: str, scenario: str) -> None:
     assert r["status"] == "pass", f"{r['status']}: {r['reason']} ({r['metrics']})"
 
 
+@needs_lab
 def test_suite_exit_status_and_columns(suite: dict[str, Any]) -> None:
     assert suite["columns"] == EXPECTED_COLUMNS
     assert suite["exit"] == (0 if suite["passed"] == suite["total"] else 1)

@@ -16,13 +16,11 @@ import time
 
 import pytest
 
-from helpers.time_bounds import time_limit
-from helpers.wg_nodes import handshake_time, make_pair, skip_reason
+from helpers.wg_nodes import handshake_time, make_pair
 from pywg.constants import REKEY_AFTER_TIME
 from pywg.lab import Lab, PacedStream
 
-SKIP_REASON = skip_reason("wireguard-go", "wg", "ping")
-pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+pytestmark = pytest.mark.needs_lab("wireguard-go", "wg", "ping", "pywgd")
 
 PREFIX = "pwi"
 MB = 1_000_000
@@ -32,8 +30,9 @@ DURATION = REKEY_AFTER_TIME + 12  # seconds of streaming: the rekey happens well
 MAX_STALL = 2.0  # seconds without data that count as a dropped connection
 
 
+@pytest.mark.time_limit(DURATION + 60)
 def test_tcp_streams_survive_rekey() -> None:
-    with time_limit(DURATION + 60), Lab(PREFIX) as lab:
+    with Lab(PREFIX) as lab:
         pair = make_pair(lab, family=4)
         pw, go = pair.pw, pair.go
         go.add_peer(pw)  # learns pywgd's endpoint from its initiation

@@ -15,7 +15,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
@@ -27,7 +27,7 @@ from nacl.signing import SigningKey
 from pywg.cmd import coordinator as coordinator_cli
 from pywg.endpoint import parse_endpoint
 from pywg.keys import PrivateKey
-from pywg.lab import Host, Lab, unavailable_reason
+from pywg.lab import Host
 from pywg.mesh import auth
 from pywg.mesh.client import CoordinatorClient, CoordinatorError
 from pywg.mesh.coordinator import Coordinator, RelayConfig
@@ -42,10 +42,9 @@ from pywg.mesh.store import (
     parse_prefix,
 )
 
-LAB_REASON = unavailable_reason()
-needs_lab = pytest.mark.skipif(LAB_REASON is not None, reason=LAB_REASON or "")
+needs_lab = pytest.mark.needs_lab  # the server and its clients run in a lab host (`host`)
 
-PREFIX = "pwc"
+PREFIX = "pwc"  # of the `host` fixture's lab
 V4 = "198.19.5.0/24"
 V6 = "fd19:5::/64"
 RELAY_HOST = "198.18.9.2"
@@ -101,12 +100,6 @@ class FakeRelay:
 
     def stats(self) -> dict[str, int]:
         return {"pairs": len(self.pairs)}
-
-
-@pytest.fixture
-def host() -> Iterator[Host]:
-    with Lab(PREFIX) as lab:
-        yield lab.host("c")
 
 
 def run_in(host: Host, scenario: Callable[[], Awaitable[None]]) -> None:

@@ -20,16 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from pywg.lab import Lab, unavailable_reason
+from pywg.lab import Lab
 from pywg.lab.capture import UdpCapture
 from pywg.lab.mesh import MeshLab, Node, dump
+
+pytestmark = pytest.mark.needs_lab("nft")  # the nodes are behind nftables NATs
 
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[MeshLab]:
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
     with Lab("pwmesh") as lab:
         m = MeshLab(lab, tmp_path)
         try:
@@ -242,9 +241,6 @@ asyncio.run(main())
 
 def test_relay_and_discovery_over_ipv6(tmp_path: Path) -> None:
     """The relay announced at an IPv6 address: STUN, binds and relayed traffic over IPv6."""
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
     with Lab("pwmesh6") as lab:
         mesh = MeshLab(lab, tmp_path, relay6=True)
         try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import socket
 import sqlite3
 import threading
@@ -27,14 +26,13 @@ import pytest
 from nacl.signing import SigningKey
 
 from pywg import stun
-from pywg.lab import Host, Internet, Lab, Site, unavailable_reason
+from pywg.lab import Host, Internet, Lab, Site
 from pywg.mesh import auth, wire
 from pywg.mesh.relay import COUNTERS, RelayServer, _open_db, _TokenBucket, is_wireguard
 
 T = TypeVar("T")
 
-_LAB_REASON = unavailable_reason() or (None if shutil.which("nft") else "nftables is not installed")
-needs_lab = pytest.mark.skipif(_LAB_REASON is not None, reason=_LAB_REASON or "")
+needs_lab = pytest.mark.needs_lab("nft")  # the nodes are behind nftables NATs
 
 T0 = 1_700_000_000_000  # the relay's (fake) clock, ms since the epoch
 SILENCE = 0.25  # seconds to wait for an answer that must not come
@@ -140,8 +138,6 @@ class Net:
 
 @pytest.fixture(scope="module")
 def net() -> Iterator[Net]:
-    if _LAB_REASON is not None:
-        pytest.skip(_LAB_REASON)
     with Lab("pwrly") as lab:
         yield Net(lab)
 

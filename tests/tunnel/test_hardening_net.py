@@ -35,18 +35,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers.time_bounds import time_limit
 from helpers.udp_apps import UdpCounter, udp_send, wait_until
-from helpers.wg_nodes import skip_reason
 from pywg import _fast
 from pywg.lab import Host, Lab, Link, Relay, RelayEnds, tcp_transfer
 from pywg.lab.wireguard import PYWGD, WIREGUARD_GO, WgNode, endpoint, start_node
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benches"))
 import flood  # benches/flood.py: the flood machinery and ForegroundPywgd
-
-SKIP_REASON = skip_reason("wireguard-go", "nft", "ping")
-pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
 
 PREFIX = "pwh"
 MB = 1_000_000
@@ -75,11 +70,10 @@ REPLAYS = 200  # transport data packets recorded and replayed
 
 TEST_TIME_LIMIT = 150.0  # seconds for any one test here, teardown included
 
-
-@pytest.fixture(autouse=True)
-def _bounded() -> Iterator[None]:
-    with time_limit(TEST_TIME_LIMIT):
-        yield
+pytestmark = [
+    pytest.mark.needs_lab("wireguard-go", "nft", "ping", "pywgd"),
+    pytest.mark.time_limit(TEST_TIME_LIMIT),
+]
 
 
 # -- 1. handshake floods ----------------------------------------------------------------

@@ -11,7 +11,6 @@ import itertools
 import math
 import os
 import secrets
-import shutil
 import signal
 import socket
 import statistics
@@ -36,11 +35,10 @@ from pywg.lab import (
     add_nat,
     cleanup_stale,
     tcp_transfer,
-    unavailable_reason,
 )
 from pywg.lab import hosts as labmod
 
-pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=unavailable_reason() or "")
+pytestmark = pytest.mark.needs_lab
 
 PREFIX = "pwt"
 
@@ -245,7 +243,7 @@ def test_wait_ping_is_bounded() -> None:
         assert time.monotonic() - start < 8
 
 
-@pytest.mark.skipif(shutil.which("nft") is None, reason="nftables (`nft`) not installed")
+@pytest.mark.needs_lab("nft")
 def test_nft_ruleset_in_a_namespace() -> None:
     with Lab(PREFIX) as lab:
         a, b = lab.host("a"), lab.host("b")
@@ -330,7 +328,7 @@ def test_cleanup_stale_removes_only_dead_labs() -> None:
 
 # -- NATs, loss and the relay -------------------------------------------------------------
 
-needs_nft = pytest.mark.skipif(shutil.which("nft") is None, reason="nftables (`nft`) not installed")
+needs_nft = pytest.mark.needs_lab("nft")
 SO_RCVBUFFORCE = 33  # not in Python's socket module; root may exceed rmem_max with it
 RECEIVE_IDLE = 0.5  # seconds of quiet after which a receiver has everything
 Received = tuple[bytes, tuple[str, int], float]  # payload, source, time.monotonic()
@@ -341,13 +339,13 @@ _open_sockets: list[socket.socket] = []
 
 @pytest.fixture(autouse=True)
 def _close_sockets() -> Iterator[None]:
-    """Sockets made by udp() are closed after each test (they would keep a namespace alive)."""
+    """Sockets made by udp_socket() are closed after each test (they keep a namespace alive)."""
     yield
     while _open_sockets:
         _open_sockets.pop().close()
 
 
-def udp(host: Host, address: str, port: int = 0) -> socket.socket:
+def udp_socket(host: Host, address: str, port: int = 0) -> socket.socket:
     """A UDP socket of this process in `host`, bound, with a large buffer and a timeout."""
     sock = host.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
     _open_sockets.append(sock)
@@ -394,8 +392,8 @@ def test_nat_endpoint_independent_keeps_one_mapping_and_filters() -> None:
         s1, s2, s3 = net.public("s1"), net.public("s2"), net.public("s3")
         assert a.nat is not None and a.public_addr4 != a.addr4
         for family in ("addr4", "addr6"):
-            inside = udp(a.host, getattr(a, family), 5555)
-            r1, r2, r3 = (udp(s.host, getattr(s, family), 7000) for s in (s1, s2, s3))
+            inside = udp_socket(a.host, getattr(a, family), 5555)
+            r1, r2, r3 = (udp_socket(s.host, getattr(s, family), 7000) for s in (s1, s2, s3))
             # RFC 4787 REQ-1: the same mapping for both destinations; and port preserved
             assert source_of(inside, r1) == source_of(inside, r2) == 5555
             public = (getattr(a, "public_" + family), 5555)
@@ -406,13 +404,13 @@ def test_nat_endpoint_independent_keeps_one_mapping_and_filters() -> None:
             assert arrives(r1, inside, public)
             assert arrives(r2, inside, public)
             assert not arrives(r3, inside, public)  # never contacted
-            other_port = udp(s1.host, getattr(s1, family), 7001)
+            other_port = udp_socket(s1.host, getattr(s1, family), 7001)
             assert not arrives(other_port, inside, public)  # the address, but not the port
             assert arrives(r1, inside, public)  # and the mapping still works
         # nor can the outside route at an inside address through the NAT router
         net.host.route(a.link.prefix4, via=a.nat.public_addr4)
-        inside = udp(a.host, a.addr4, 5556)
-        core = udp(net.host, a.nat.outside.a_addr4)
+        inside = udp_socket(a.host, a.addr4, 5556)
+        core = udp_socket(net.host, a.nat.outside.a_addr4)
         assert not arrives(core, inside, (a.addr4, 5556))
         assert arrives(inside, core, core.getsockname())  # while the inside gets out
 
@@ -423,8 +421,8 @@ def test_nat_symmetric_maps_each_destination_apart() -> None:
         net = Internet(lab, v6=False)
         a = net.behind_nat("a", "symmetric")
         s1, s2 = net.public("s1"), net.public("s2")
-        inside = udp(a.host, a.addr4, 5555)
-        r1, r2 = udp(s1.host, s1.addr4, 7000), udp(s2.host, s2.addr4, 7000)
+        inside = udp_socket(a.host, a.addr4, 5555)
+        r1, r2 = udp_socket(s1.host, s1.addr4, 7000), udp_socket(s2.host, s2.addr4, 7000)
         port1, port2 = source_of(inside, r1), source_of(inside, r2)
         # RFC 4787 §4.1 address and port-dependent mapping: one per destination
         assert port1 != port2, (port1, port2)
@@ -443,10 +441,10 @@ def test_nat_reboot_forgets_mappings() -> None:
         moving = net.behind_nat("a", "endpoint-independent", ports=(20000, 20099))
         keeping = net.behind_nat("b")  # port preserving
         s = net.public("s")
-        r = udp(s.host, s.addr4, 7000)
+        r = udp_socket(s.host, s.addr4, 7000)
         for site in (moving, keeping):
             assert site.nat is not None
-            inside = udp(site.host, site.addr4, 5555)
+            inside = udp_socket(site.host, site.addr4, 5555)
             before = source_of(inside, r)
             mapped = (site.public_addr4, before)
             assert arrives(r, inside, mapped)
@@ -470,7 +468,7 @@ def test_nat_udp_timeout_expires_mappings() -> None:
         net = Internet(lab, v6=False)
         a = net.behind_nat("a", udp_timeout=1)
         s = net.public("s")
-        inside, r = udp(a.host, a.addr4, 5555), udp(s.host, s.addr4, 7000)
+        inside, r = udp_socket(a.host, a.addr4, 5555), udp_socket(s.host, s.addr4, 7000)
         port = source_of(inside, r)
         assert a.nat is not None and a.nat.mappings()
         end = time.monotonic() + 10
@@ -510,7 +508,11 @@ def test_loss_drops_about_the_share_asked() -> None:
     with Lab(PREFIX) as lab:
         a, b = lab.host("a"), lab.host("b")
         link = lab.link(a, b, v6=False)
-        rx, other, tx = udp(b, link.b_addr4, 7000), udp(b, link.b_addr4, 7001), udp(a, link.a_addr4)
+        rx, other, tx = (
+            udp_socket(b, link.b_addr4, 7000),
+            udp_socket(b, link.b_addr4, 7001),
+            udp_socket(a, link.a_addr4),
+        )
         n = 2000
 
         def check(loss: Loss, percent: float, sent: int, got: int) -> None:
@@ -560,7 +562,7 @@ def relay_lab(lab: Lab) -> tuple[Relay, RelayEnds, socket.socket, socket.socket]
         b=(right.b_addr4, 6002),
     )
     relay = Relay(r, ends, seed=7)
-    return relay, ends, udp(a, *ends.a), udp(b, *ends.b)
+    return relay, ends, udp_socket(a, *ends.a), udp_socket(b, *ends.b)
 
 
 def latencies(got: list[Received]) -> list[float]:

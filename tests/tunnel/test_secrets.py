@@ -758,13 +758,7 @@ sys.exit(daemon.main(sys.argv[2:]))
 """
 
 
-def _lab_skip_reason() -> str | None:
-    from helpers.wg_nodes import skip_reason
-
-    return skip_reason("wg", "wireguard-go", "ping")
-
-
-@pytest.mark.skipif(_lab_skip_reason() is not None, reason=str(_lab_skip_reason()))
+@pytest.mark.needs_lab("wg", "wireguard-go", "ping")
 @pytest.mark.parametrize("backend", ["native", "pure"])
 def test_live_pywgd_logs_and_status_never_show_secrets(backend: str) -> None:
     from pywg.lab import Lab

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import binascii
 import json
-import shutil
 import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from pywg import stun
 from pywg.keys import PrivateKey
-from pywg.lab import Internet, Lab, unavailable_reason
+from pywg.lab import Internet, Lab
 from pywg.lab.wireguard import PYWGD, start_node
+
+PREFIX = "pwstun"  # of the lab fixture's namespaces
 
 # RFC 5769 §2.2/§2.3: the transaction ID of the sample responses, and the
 # XOR-MAPPED-ADDRESS values carrying 192.0.2.1:32853 and
@@ -108,17 +108,7 @@ asyncio.run(main())
 """
 
 
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    reason = unavailable_reason() or (
-        None if shutil.which("turnserver") else "coturn (turnserver) is not installed"
-    )
-    if reason:
-        pytest.skip(reason)
-    with Lab("pwstun") as lab:
-        yield lab
-
-
+@pytest.mark.needs_lab("turnserver", "nft")  # coturn, behind an nftables NAT
 def test_discovered_mapping_is_the_one_wireguard_uses(lab: Lab) -> None:
     net = Internet(lab)
     home = net.behind_nat("home", "endpoint-independent")

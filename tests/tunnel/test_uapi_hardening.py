@@ -45,7 +45,7 @@ from typing import Any
 
 import pytest
 
-from helpers.wg_nodes import pywgd_path, skip_reason, uapi_config, wait_for
+from helpers.wg_nodes import pywgd_path, uapi_config, wait_for
 from pywg.asyncio.uapi_server import MAX_CONNECTIONS
 from pywg.keys import PresharedKey, PrivateKey
 from pywg.lab import Host, Lab
@@ -57,8 +57,7 @@ MAX_LINE = 4096  # pywg.uapi.MAX_LINE
 MAX_REQUEST = 1 << 20  # pywg.uapi.MAX_REQUEST
 NOBODY = 65534
 
-SKIP_REASON = skip_reason("setpriv", "ss")
-pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+pytestmark = pytest.mark.needs_lab("setpriv", "ss", "pywgd")
 
 _REPLY = re.compile(rb"(?<![^\n])errno=(-?\d+)\n\n")  # at the start of a line
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers.wg_nodes import Node, missing_tools, start_node
+from helpers.wg_nodes import Node, start_node
 from pywg.keys import PrivateKey
-from pywg.lab import Host, Lab, Link, unavailable_reason
+from pywg.lab import Host, Lab, Link
 
-_reason = unavailable_reason() or missing_tools("wireguard-go", "wg")
-pytestmark = pytest.mark.skipif(_reason is not None, reason=_reason or "")
+pytestmark = pytest.mark.needs_root  # `pywg up` refuses to start without root
+needs_peer = pytest.mark.needs_lab("wireguard-go", "wg")  # a wireguard-go peer in a lab
 
 PYWG = [sys.executable, "-m", "pywg"]
 
@@ -86,6 +86,7 @@ def _stop(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGINT) ->
     return proc.returncode, out
 
 
+@needs_peer
 def test_up_with_wireguard_go_peer_hostname_routes_hooks_and_clean_exit(tmp: Path) -> None:
     with Lab("pwu") as lab:
         a, _, link, peer = _lab_with_peer(lab)
@@ -151,6 +152,7 @@ PersistentKeepalive = 25
             shutil.rmtree(etc, ignore_errors=True)
 
 
+@needs_peer
 def test_up_default_route_uses_fwmark_policy_routing_and_cleans_rules(tmp: Path) -> None:
     with Lab("pwu") as lab:
         a, _, link, peer = _lab_with_peer(lab)
@@ -219,9 +221,8 @@ def test_up_missing_file_and_bad_interface_name(tmp: Path) -> None:
     assert done.returncode == 1 and "--name" in done.stderr
 
 
+@pytest.mark.needs_root("setpriv")
 def test_up_without_root_says_so(tmp: Path) -> None:
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is not installed")
     conf = tmp / "wgnr.conf"
     _write_config(conf, f"[Interface]\nPrivateKey = {PrivateKey.generate().to_base64()}\n")
     conf.chmod(0o644)
@@ -279,6 +280,7 @@ run(main())
 """
 
 
+@needs_peer
 def test_library_tunnel_events_stats_and_runtime_peer_changes() -> None:
     with Lab("pwu") as lab:
         a, _, link, peer = _lab_with_peer(lab)
@@ -307,6 +309,7 @@ def test_library_tunnel_events_stats_and_runtime_peer_changes() -> None:
         assert not _interface_exists(a, name)
 
 
+@pytest.mark.needs_lab
 def test_demo_runs_a_real_tunnel() -> None:
     done = subprocess.run(
         [*PYWG, "demo", "--megabytes", "5"], capture_output=True, text=True, timeout=120
@@ -317,10 +320,9 @@ def test_demo_runs_a_real_tunnel() -> None:
     assert "private key: (hidden)" in done.stdout
 
 
+@pytest.mark.needs_lab("unshare")
 def test_missing_tun_device_is_one_clear_line(tmp: Path) -> None:
     """With /dev/net/tun hidden (a private mount namespace), both commands say what is wrong."""
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare (util-linux) is not installed")
     conf = tmp / "wgnotun.conf"
     _write_config(conf, f"[Interface]\nPrivateKey = {PrivateKey.generate().to_base64()}\n")
     hide = 'mount -t tmpfs none /dev/net && exec "$@"'

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from helpers.wg_nodes import Node, argv_for, pywgd_path, skip_reason, start_node, wait_for
+from helpers.wg_nodes import Node, argv_for, pywgd_path, start_node, wait_for
 from helpers.wg_nodes import uapi_config as parse_get_reply
 from pywg import __version__
 from pywg.keys import PresharedKey, PrivateKey
@@ -41,8 +41,7 @@ PREFIX = "pwtool"
 UAPI_DIR = Path("/var/run/wireguard")
 TOOL_TIMEOUT = 30.0  # seconds for one wg-quick run
 
-SKIP_REASON = skip_reason("wg", "wg-quick", "wireguard-go", "ping", "ss")
-pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+pytestmark = pytest.mark.needs_lab("wg", "wg-quick", "wireguard-go", "ping", "ss", "pywgd")
 
 
 # -- small helpers ---------------------------------------------------------------------
@@ -110,7 +109,7 @@ def start_bare(lab: Lab, host: Host, impl: str, env: dict[str, str] | None = Non
 _REPLY_END = re.compile(rb"(?:^|\n)errno=(-?\d+)\n\n")
 
 
-def uapi(ifname: str, *requests: str, timeout: float = 3.0) -> list[str | None]:
+def uapi_exchange(ifname: str, *requests: str, timeout: float = 3.0) -> list[str | None]:
     """Send `requests` one after another on ONE connection; each reply, or None when closed.
 
     A reply is complete at its `errno=N` line and the blank line after it. Once
@@ -157,7 +156,7 @@ def uapi_config(reply: str | None) -> dict[str, Any]:
 
 
 def get_config(ifname: str) -> dict[str, Any]:
-    return uapi_config(uapi(ifname, "get=1\n\n")[0])
+    return uapi_config(uapi_exchange(ifname, "get=1\n\n")[0])
 
 
 # -- wg output parsers -------------------------------------------------------------------
@@ -695,7 +694,7 @@ class _UapiPair:
 
     def reset(self) -> None:
         for ifname in (self.pw, self.go):
-            assert errno_of(uapi(ifname, BASE)[0]) == 0
+            assert errno_of(uapi_exchange(ifname, BASE)[0]) == 0
 
 
 @pytest.fixture(scope="module")
@@ -714,8 +713,8 @@ def test_uapi_errno_parity(
 ) -> None:
     uapi_pair.reset()
     before = get_config(uapi_pair.pw)
-    mine = uapi(uapi_pair.pw, request_text, "get=1\n\n")
-    theirs = uapi(uapi_pair.go, request_text, "get=1\n\n")
+    mine = uapi_exchange(uapi_pair.pw, request_text, "get=1\n\n")
+    theirs = uapi_exchange(uapi_pair.go, request_text, "get=1\n\n")
     assert errno_of(theirs[0]) == expected, f"wireguard-go answered {theirs[0]!r}"
     assert errno_of(mine[0]) == errno_of(theirs[0]), f"pywgd {mine[0]!r} vs go {theirs[0]!r}"
     if theirs[1] is not None and case not in NO_SURVIVAL_CHECK:
@@ -746,8 +745,8 @@ def test_uapi_listen_port_in_use(uapi_pair: _UapiPair) -> None:
         for proc in holders:
             assert proc.stdout is not None and proc.stdout.readline().strip() == b"bound"
         request = _set("listen_port=40050")
-        mine = uapi(uapi_pair.pw, request, "get=1\n\n")
-        theirs = uapi(uapi_pair.go, request, "get=1\n\n")
+        mine = uapi_exchange(uapi_pair.pw, request, "get=1\n\n")
+        theirs = uapi_exchange(uapi_pair.go, request, "get=1\n\n")
         assert errno_of(theirs[0]) == EADDRINUSE
         assert errno_of(mine[0]) == EADDRINUSE
         assert errno_of(mine[1]) == 0
@@ -763,7 +762,7 @@ def test_uapi_listen_port_in_use(uapi_pair: _UapiPair) -> None:
 def test_uapi_listen_port_zero_reports_the_port_bound(uapi_pair: _UapiPair) -> None:
     uapi_pair.reset()
     for ifname in (uapi_pair.pw, uapi_pair.go):
-        (reply,) = uapi(ifname, _set("listen_port=0"))
+        (reply,) = uapi_exchange(ifname, _set("listen_port=0"))
         assert errno_of(reply) == 0
         port = get_config(ifname)["device"].get("listen_port")
         assert port is not None and int(str(port)) > 0, f"{ifname}: {port!r}"
@@ -773,7 +772,7 @@ def test_uapi_several_requests_on_one_connection(uapi_pair: _UapiPair) -> None:
     uapi_pair.reset()
     requests = ("get=1\n\n", _set("fwmark=5"), "get=1\n\n", _set("fwmark=0"), "get=1\n\n")
     for ifname in (uapi_pair.pw, uapi_pair.go):
-        replies = uapi(ifname, *requests)
+        replies = uapi_exchange(ifname, *requests)
         assert [errno_of(r) for r in replies] == [0] * 5
         assert "fwmark=5\n" in str(replies[2]) and "fwmark=" not in str(replies[4])
     assert get_config(uapi_pair.pw) == get_config(uapi_pair.go)
@@ -853,10 +852,7 @@ Endpoint = {endpoint(link.b_addr4, go.port)}
 # -- 6. the pywgd daemon contract ------------------------------------------------------
 
 
-@pytest.fixture
-def host() -> Iterator[Host]:
-    with Lab(PREFIX) as lab:
-        yield lab.host("d")
+# `host`: tests/conftest.py, one host in a lab of its own
 
 
 def test_pywgd_version_and_usage(host: Host) -> None:
@@ -877,7 +873,7 @@ def _foreground(host: Host, ifname: str, *argv: str, **env: str) -> subprocess.P
     assert proc.poll() is None, "pywgd did not stay in the foreground"
     time.sleep(0.3)
     assert proc.poll() is None, "pywgd did not stay in the foreground"
-    assert errno_of(uapi(ifname, "get=1\n\n")[0]) == 0
+    assert errno_of(uapi_exchange(ifname, "get=1\n\n")[0]) == 0
     return proc
 
 
@@ -912,7 +908,7 @@ def test_pywgd_daemonizes_listening_and_exits_when_link_deleted(host: Host) -> N
     assert launched.returncode == 0, launched.stderr
     assert elapsed < 10, f"the launcher took {elapsed:.1f} s"
     # no waiting: the socket must be listening by the time the launcher returned
-    assert errno_of(uapi(ifname, "get=1\n\n")[0]) == 0
+    assert errno_of(uapi_exchange(ifname, "get=1\n\n")[0]) == 0
     daemons = pywgd_pids(host, ifname)
     assert len(daemons) == 1, daemons
     assert link_exists(host, ifname)
@@ -931,7 +927,7 @@ def test_pywgd_exits_when_socket_deleted(host: Host) -> None:
 
 def test_pywgd_second_instance_fails_and_leaves_first_alone(host: Host) -> None:
     ifname = start_bare(host.lab, host, "pywgd")
-    assert errno_of(uapi(ifname, _set("listen_port=40003"))[0]) == 0
+    assert errno_of(uapi_exchange(ifname, _set("listen_port=40003"))[0]) == 0
     before = get_config(ifname)
     inode = sock_path(ifname).stat().st_ino
     other = host.lab.host("other")  # same name from another namespace: the socket is shared
