@@ -666,7 +666,7 @@ def test_timer_constants() -> None:
     assert t["INITIATIONS_PER_SECOND"] == constants.INITIATIONS_PER_SECOND
     assert t["MAX_TIMER_HANDSHAKES"] == constants.MAX_TIMER_HANDSHAKES
     assert t["COUNTER_WINDOW_SIZE"] == constants.REPLAY_WINDOW_SIZE
-    # derived values (PROTOCOL-NOTES)
+    # derived values (whitepaper §6)
     assert constants.REJECT_AFTER_MESSAGES == 2**64 - 2**13 - 1
     assert constants.ZERO_KEY_MATERIAL_AFTER == 540
     assert constants.REKEY_ON_RECEIVE_AGE == 165

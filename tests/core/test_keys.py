@@ -358,7 +358,7 @@ def test_secret_not_in_text_forms(cls: type[keys._Key], name: str) -> None:
 
 @pytest.mark.parametrize("cls", SECRET_CLASSES)
 def test_str_is_base64_as_the_contract_says(cls: type[keys._Key]) -> None:
-    """DESIGN.md: str() is base64 (config files, `wg genkey`); only repr hides secrets."""
+    """The public API: str() is base64 (config files, `wg genkey`); only repr hides secrets."""
     key = cls(base64.b64decode(B64["Spriv_i"]))
     assert str(key) == f"{key}" == B64["Spriv_i"]
     assert cls.from_base64(str(key)) == key

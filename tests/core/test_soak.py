@@ -1,6 +1,6 @@
 """Soak on virtual time: hours of protocol time through the sans-IO core, nothing grows.
 
-Issue 5, "Soak" (the CI half; benches/soak.py is the real-time half). A hub
+The CI half of the soak (benches/soak.py is the real-time half). A hub
 device and SPOKES spoke devices on the in-memory network of tests/helpers/virtual_network.py,
 for PYWG_SOAK_HOURS hours of virtual time (default 6):
 

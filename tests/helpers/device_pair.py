@@ -1,4 +1,4 @@
-"""Two (or n) Devices wired on a virtual-time Network, lab addresses (DESIGN.md)."""
+"""Two (or n) Devices wired on a virtual-time Network, with the lab's addresses."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Locate and load the known-answer files in the repository's vectors/ folder.
 
-Tests use it as `from vectors import load` and then `load("rfc7748_x25519.json")`.
+Tests use it as `from helpers.known_answers import load` and then `load("rfc7748_x25519.json")`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hardening in the namespace lab (issue 5): floods, loss, reordering, duplicates, replays.
+"""Hardening in the namespace lab: floods, loss, reordering, duplicates, replays.
 
 Three parts, each with its own lab (prefix "pwh"); nothing touches the root
 namespace, every wait has a deadline and every test a time limit (SIGALRM):

@@ -1,6 +1,6 @@
 """Secrets stay secret: never in logs, exceptions, reprs or status output; zeroed when done.
 
-Issue 5, "Secrets". A secret is a private key, a preshared key, a session
+A secret is a private key, a preshared key, a session
 (transport) key, a handshake's ephemeral private key or chaining key. Each is
 looked for in every form it could be printed in: hex (either case), base64
 (standard and URL-safe), a 16-character prefix or suffix of those, and the
@@ -9,7 +9,7 @@ bytes repr.
 - in memory: repr() and str() of every object of a pywg module alive after a
   handshake with a preshared key and traffic (a gc sweep), and of each core
   type by name. str() of a PrivateKey/PresharedKey is its base64 form by
-  contract (DESIGN.md, `wg genkey`), so those two are the only exception;
+  contract (the public API, as `wg genkey` prints keys), so those two are the only exception;
 - exceptions from bad input (config files, the UAPI, the key and Device
   APIs): str, repr and the whole formatted traceback with its causes;
 - a live pywgd at LOG_LEVEL=debug through a handshake with wireguard-go and

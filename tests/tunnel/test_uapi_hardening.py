@@ -1,6 +1,6 @@
 """The UAPI socket under abuse: a real pywgd in a lab namespace, spoken to raw.
 
-Issue 5, "The UAPI socket": malformed, oversized, truncated, idle and
+Malformed, oversized, truncated, idle and
 concurrent requests get `errno=` answers and never take the daemon down or
 leave a half-applied configuration; only root can connect.
 

@@ -150,7 +150,7 @@ def errno_of(reply: str | None) -> int | None:
 
 
 def uapi_config(reply: str | None) -> dict[str, Any]:
-    """A `get=1` answer as comparable data (wgnode.uapi_config); None fails the test."""
+    """A `get=1` answer as comparable data (helpers.wg_nodes.uapi_config); None fails the test."""
     assert reply is not None and errno_of(reply) == 0, reply
     return parse_get_reply(reply)
 
