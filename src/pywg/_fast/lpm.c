@@ -901,15 +901,10 @@ static struct family *family_of(struct pywg_lpm *t, int family)
     return NULL;
 }
 
+/* The same lookup for read-only callers: family_of does not write through t. */
 static const struct family *family_of_const(const struct pywg_lpm *t, int family)
 {
-    if (t == NULL)
-        return NULL;
-    if (family == 4)
-        return &t->v4;
-    if (family == 6)
-        return &t->v6;
-    return NULL;
+    return family_of((struct pywg_lpm *)t, family);
 }
 
 struct pywg_lpm *pywg_lpm_new(void)
