@@ -37,7 +37,6 @@ import importlib
 import logging
 import math
 import os
-import secrets
 import socket
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -141,19 +140,10 @@ def load_or_create_key(state_dir: str) -> SigningKey:
 def _create_key_file(path: str) -> None:
     """Make a new key at `path` unless one appears there meanwhile.
 
-    The key is written whole under a name of its own (`write_secret_file`: 0600,
-    atomic), then linked to `path`; a link never replaces, so when two processes
-    start at once the first link wins and both read that key.
+    `write_secret_file` without `replace` never overwrites: when two
+    processes start at once the first one's key wins and both read it.
     """
-    directory, name = os.path.split(path)
-    draft = os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}")
-    write_secret_file(draft, auth.b64(bytes(SigningKey.generate().encode())) + "\n")
-    try:
-        with contextlib.suppress(FileExistsError):
-            os.link(draft, path)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(draft)
+    write_secret_file(path, auth.b64(bytes(SigningKey.generate().encode())) + "\n", replace=False)
 
 
 def new_token(
