@@ -3,23 +3,29 @@
 Shared by the interop, rekey, `pywg up` and wg/wg-quick tests. A node is one
 daemon in one lab host, with tunnel addresses 198.19.NET.INDEX/24 and
 fd19::NET:INDEX/112; a :class:`Pair` is a pywgd node and a wireguard-go node
-on the two ends of one veth link.
+on the two ends of one veth link. Starting the daemons and peering two nodes
+are :mod:`pywg.lab.wireguard`'s; what this adds is configuring them with
+`wg(8)` (``wg set``, ``wg show dump``) instead of the UAPI, and the installed
+``pywgd`` script rather than ``python -m``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sysconfig
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+from pywg.endpoint import format_endpoint
 from pywg.keys import PresharedKey, PrivateKey, PublicKey
 from pywg.lab import Host, Lab, Link, wireguard
-from pywg.lab.wireguard import Impl, endpoint
+from pywg.lab.wireguard import Impl
+from pywg.system.secretfile import write_secret_file
 
 IMPLS = ("pywgd", "wireguard-go")
 PORT = 51820  # every node's listen port unless a test moves it
@@ -45,6 +51,7 @@ def missing_tools(*tools: str) -> str | None:
 
 
 def argv_for(impl: str) -> list[str]:
+    """The command that starts `impl` ("pywgd" or "wireguard-go") on an interface."""
     if impl == "pywgd":
         return [pywgd_path()]
     if impl == "wireguard-go":
@@ -61,7 +68,6 @@ class Node:
     port: int
     addr4: str  # tunnel addresses, no prefix length
     addr6: str
-    peers: dict[str, PublicKey] = field(default_factory=dict)
 
     @property
     def public_key(self) -> PublicKey:
@@ -117,22 +123,13 @@ class Node:
         raise KeyError(f"{other.impl} not a peer of {self.impl}")
 
 
-class _secret_file:
-    """A 0600 temporary file holding one line, removed on exit (keys never on argv)."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.path = ""
-
-    def __enter__(self) -> str:
-        fd, self.path = tempfile.mkstemp(prefix="pywg-key-")
-        os.fchmod(fd, 0o600)
-        os.write(fd, self.text.encode() + b"\n")
-        os.close(fd)
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        os.unlink(self.path)
+@contextlib.contextmanager
+def _secret_file(text: str) -> Iterator[str]:
+    """A 0600 file holding one line, in a private temporary directory (keys never on argv)."""
+    with tempfile.TemporaryDirectory(prefix="pywg-key-") as directory:
+        path = os.path.join(directory, "key")
+        write_secret_file(path, text + "\n")
+        yield path
 
 
 def start_node(
@@ -147,33 +144,9 @@ def start_node(
     env: dict[str, str] | None = None,
 ) -> Node:
     """Start a daemon (it daemonizes itself, as wg-quick runs it), key it, address it, up."""
-    spec = Impl("pywgd", (pywgd_path(),)) if impl == "pywgd" else Impl.parse(impl)
+    spec = Impl(impl, tuple(argv_for(impl)))
     node = wireguard.start_node(lab, host, spec, net=net, index=index, port=port, mtu=mtu, env=env)
     return Node(host, impl, node.ifname, node.key, port, node.addr4, node.addr6)
-
-
-def connect(
-    a: Node,
-    b: Node,
-    *,
-    a_endpoint: str | None,
-    b_endpoint: str | None,
-    preshared_key: PresharedKey | None = None,
-    persistent_keepalive: int | None = None,
-) -> None:
-    """Make a and b peers; `a_endpoint` is where b reaches a (None: b learns it)."""
-    a.add_peer(
-        b,
-        endpoint=b_endpoint,
-        preshared_key=preshared_key,
-        persistent_keepalive=persistent_keepalive,
-    )
-    b.add_peer(
-        a,
-        endpoint=a_endpoint,
-        preshared_key=preshared_key,
-        persistent_keepalive=persistent_keepalive,
-    )
 
 
 # -- two nodes on one link ------------------------------------------------------------
@@ -195,14 +168,11 @@ class Pair:
         return self.go if node is self.pw else self.pw
 
     def underlay(self, node: Node) -> str:
-        side_a = node is self.pw
-        if self.family == 4:
-            return self.link.a_addr4 if side_a else self.link.b_addr4
-        return self.link.a_addr6 if side_a else self.link.b_addr6
+        return self.link.address(node.host, self.family)
 
     def endpoint(self, node: Node) -> str:
         """Where the other node reaches `node`, as `wg` writes it."""
-        return endpoint(self.underlay(node), node.port)
+        return format_endpoint((self.underlay(node), node.port))
 
 
 def make_pair(lab: Lab, family: int = 4, backend: str | None = None) -> Pair:
@@ -221,14 +191,8 @@ def make_pair(lab: Lab, family: int = 4, backend: str | None = None) -> Pair:
 
 
 def connect_pair(pair: Pair, **kwargs: Any) -> None:
-    """Peer the two nodes, each knowing the other's endpoint."""
-    connect(
-        pair.pw,
-        pair.go,
-        a_endpoint=pair.endpoint(pair.pw),
-        b_endpoint=pair.endpoint(pair.go),
-        **kwargs,
-    )
+    """Peer the two nodes, each knowing the other's endpoint (`pywg.lab.wireguard.connect`)."""
+    wireguard.connect(pair.pw, pair.go, pair.link, family=pair.family, **kwargs)
 
 
 def handshake_time(node: Node, other: Node) -> int:

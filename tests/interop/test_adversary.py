@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 import pywg.crypto
 from pywg import Device, PrivateKey
 from pywg.constants import (
+    INITIATION_MAC1_OFFSET,
+    INITIATION_MAC2_OFFSET,
     LABEL_COOKIE,
     REJECT_AFTER_MESSAGES,
     REPLAY_WINDOW_SIZE,
@@ -28,8 +30,6 @@ from pywg.cookie import CookieGenerator
 from pywg.exceptions import RemoteProtocolError
 from pywg.handshake import create_initiation
 from pywg.interop.adversary import (
-    INITIATION_MAC1_AT,
-    INITIATION_MAC2_AT,
     LOW_ORDER_POINTS,
     Adversary,
     Session,
@@ -40,13 +40,12 @@ from pywg.interop.adversary import (
     echo_request,
     forged_response,
     mac2,
-    message_type_of,
     open_cookie_reply,
-    padded_size,
     parse_echo,
     tai64n_add,
 )
 from pywg.interop.flood import Flooder, flood_initiations
+from pywg.messages import message_type
 from pywg.noise import DhKeyPair
 
 TUNNEL4, TUNNEL6 = "198.19.1.1", "fd19::1:1"  # the adversary's (its allowed IPs)
@@ -162,13 +161,13 @@ def test_crafted_initiation_is_the_cores_byte_for_byte(key: PrivateKey) -> None:
     stamp = pywg.crypto.tai64n(1_700_000_000.5)
     mine = craft_initiation(static, responder, 0x01020304, stamp, ephemeral=ephemeral)
     core = create_initiation(static, responder, 0x01020304, stamp, ephemeral=ephemeral)
-    expected = CookieGenerator(responder).add_macs(core.message, INITIATION_MAC1_AT, 0.0)
+    expected = CookieGenerator(responder).add_macs(core.message, INITIATION_MAC1_OFFSET, 0.0)
     assert mine.message == expected
-    assert len(mine.message) == 148 and message_type_of(mine.message) == 1
-    assert mine.message[INITIATION_MAC2_AT:] == bytes(16)  # no cookie: mac2 zeros
+    assert len(mine.message) == 148 and message_type(mine.message) == 1
+    assert mine.message[INITIATION_MAC2_OFFSET:] == bytes(16)  # no cookie: mac2 zeros
     cookie = bytes(range(16))
     with_cookie = craft_initiation(static, responder, 7, stamp, ephemeral=ephemeral, cookie=cookie)
-    assert with_cookie.message[INITIATION_MAC2_AT:] == mac2(with_cookie.message, cookie, 132)
+    assert with_cookie.message[INITIATION_MAC2_OFFSET:] == mac2(with_cookie.message, cookie, 132)
     assert with_cookie.with_cookie(cookie) == with_cookie.message
 
 
@@ -229,7 +228,7 @@ def test_initiation_not_newer_is_refused(adv: Adversary, target: MemoryTarget, d
     control = adv.initiation(tai64n_add(first.timestamp, 1))
     adv.send(control.message)
     (response,) = answers(target)
-    assert message_type_of(response) == 2
+    assert message_type(response) == 2
 
 
 def test_tai64n_add_carries_into_seconds() -> None:
@@ -245,13 +244,13 @@ def test_flipped_mac1_bit_is_refused_without_cookie(
 ) -> None:
     probe = adv.initiation()
     flipped = bytearray(probe.message)
-    flipped[INITIATION_MAC1_AT + bit // 8] ^= 1 << (bit % 8)
+    flipped[INITIATION_MAC1_OFFSET + bit // 8] ^= 1 << (bit % 8)
     adv.send(bytes(flipped))
     assert answers(target) == []
     assert target.device.dropped["bad_mac1"] == 1
     adv.send(probe.message)  # the control: the same message with its mac1
     (response,) = answers(target)
-    assert message_type_of(response) == 2
+    assert message_type(response) == 2
 
 
 # ---------------------------------------------------------------------- low-order ephemerals
@@ -296,7 +295,7 @@ def test_zero_ephemeral_crafting_fools_a_responder_without_the_check(
     crafted = adv.initiation(low_order_point=point)
     adv.send(crafted.message)
     (response,) = answers(target)
-    assert message_type_of(response) == 2
+    assert message_type(response) == 2
     session = adv.complete(crafted, response)  # ee = 0 as well
     reply = adv.echo(session)
     assert reply is not None and reply.session is session
@@ -311,7 +310,7 @@ def test_under_load_a_cookie_reply_then_mac2_gets_a_response(clock: Clock, key: 
     crafted = adv.initiation()
     adv.send(crafted.message)
     (reply,) = answers(target)
-    assert message_type_of(reply) == 3 and len(reply) == 64
+    assert message_type(reply) == 3 and len(reply) == 64
     assert struct.unpack_from("<I", reply, 4)[0] == crafted.sender_index
     public = bytes(target.key.public_key)
     with pytest.raises(RemoteProtocolError):  # the AD is the mac1 of the message answered
@@ -321,7 +320,7 @@ def test_under_load_a_cookie_reply_then_mac2_gets_a_response(clock: Clock, key: 
     retry = adv.initiation(cookie=cookie)
     adv.send(retry.message)
     (response,) = answers(target)
-    assert message_type_of(response) == 2
+    assert message_type(response) == 2
     session = adv.complete(retry, response)
     assert adv.echo(session) is not None
 
@@ -330,14 +329,14 @@ def test_cookie_reply_is_what_the_core_takes(key: PrivateKey) -> None:
     """A cookie reply made by the adversary is accepted by the core's CookieGenerator."""
     me = DhKeyPair(bytes(key), bytes(key.public_key))
     generator = CookieGenerator(me.public)  # an initiator talking to us
-    sent = generator.add_macs(bytes(116) + bytes(32), INITIATION_MAC1_AT, 0.0)
+    sent = generator.add_macs(bytes(116) + bytes(32), INITIATION_MAC1_OFFSET, 0.0)
     cookie = bytes(range(16))
     reply = cookie_reply(9, cookie, sent[116:132], me.public)
     assert open_cookie_reply(reply, me.public, sent[116:132]) == cookie
     from pywg.messages import parse_cookie_reply
 
     assert generator.consume_reply(parse_cookie_reply(reply), 1.0)
-    again = generator.add_macs(bytes(116) + bytes(32), INITIATION_MAC1_AT, 2.0)
+    again = generator.add_macs(bytes(116) + bytes(32), INITIATION_MAC1_OFFSET, 2.0)
     assert again[132:] == mac2(again, cookie, 132)
     assert pywg.crypto.hash_(LABEL_COOKIE, me.public) != pywg.crypto.hash_(LABEL_COOKIE, bytes(32))
 
@@ -442,11 +441,13 @@ def test_seal_takes_any_counter_and_pads(key: PrivateKey) -> None:
         (1409, 1420),
         (1419, 1420),
         (1420, 1420),
-        (1421, 1421),
+        (1421, 1436),  # over the MTU: the last MTU-sized unit is padded (pywg.messages.pad)
     ],
 )
-def test_padded_size(length: int, padded: int) -> None:
-    assert padded_size(length, 1420) == padded
+def test_sealed_plaintexts_are_padded(length: int, padded: int) -> None:
+    session = Session(bytes(32), bytes(32), 7, 7, initiator=True)  # opens what it seals
+    opened = session.open(session.seal(bytes(length), mtu=1420))
+    assert opened is not None and len(opened[1]) == padded
 
 
 def test_unknown_receiver_indices_are_dropped(adv: Adversary, target: MemoryTarget) -> None:

@@ -27,9 +27,9 @@ from helpers.wg_nodes import (
     start_node,
 )
 from pywg import _fast
+from pywg.endpoint import format_endpoint
 from pywg.keys import PresharedKey
 from pywg.lab import Lab, Link, PacedStream, tcp_transfer
-from pywg.lab.wireguard import endpoint
 
 PREFIX = "pwi"
 TEST_TIME_LIMIT = 90.0  # seconds for any one test here, teardown included
@@ -248,11 +248,10 @@ def test_roaming_mid_transfer(mover_impl: str, family: int, backend: str) -> Non
         connect_pair(pair)
         mover = pair.node(mover_impl)
         stay = pair.other(mover)
-        side = 1 if mover is pair.pw else 2
         old_addr = pair.underlay(mover)
         new_addr = "198.18.1.3" if family == 4 else "fd18::1:3"
         new_port = PORT + 81
-        mover_if = pair.link.a_if if side == 1 else pair.link.b_if
+        mover_if = pair.link.ifname(mover.host)
         prefix = 24 if family == 4 else 112
         if family == 4:  # keep .3 (a secondary) and the subnet route when the first goes
             mover.host.sysctl(f"net.ipv4.conf.{mover_if}.promote_secondaries=1")
@@ -263,7 +262,7 @@ def test_roaming_mid_transfer(mover_impl: str, family: int, backend: str) -> Non
                 "nodad", "preferred_lft", "0",
             )  # fmt: skip
         assert mover.host.wait_ping(stay.addr4, deadline=10)
-        assert stay.peer_dump(mover)["endpoint"] == endpoint(old_addr, PORT)
+        assert stay.peer_dump(mover)["endpoint"] == format_endpoint((old_addr, PORT))
 
         stream = PacedStream(mover.host, stay.host, stay.addr4, port=5301, rate=8 * MB, seconds=6)
         time.sleep(1.0)
@@ -271,7 +270,7 @@ def test_roaming_mid_transfer(mover_impl: str, family: int, backend: str) -> Non
         mover.port = new_port
         wait_for(
             f"{stay.impl} to follow the port change",
-            lambda: stay.peer_dump(mover)["endpoint"] == endpoint(old_addr, new_port),
+            lambda: stay.peer_dump(mover)["endpoint"] == format_endpoint((old_addr, new_port)),
             deadline=3,
         )
         if family == 6:  # IPv6 prefers the new address from here on; delete the old one
@@ -289,7 +288,7 @@ def test_roaming_mid_transfer(mover_impl: str, family: int, backend: str) -> Non
                      pair.endpoint(stay))  # fmt: skip
         wait_for(
             f"{stay.impl} to follow the address change",
-            lambda: stay.peer_dump(mover)["endpoint"] == endpoint(new_addr, new_port),
+            lambda: stay.peer_dump(mover)["endpoint"] == format_endpoint((new_addr, new_port)),
             deadline=15,  # the stream's TCP backs off while the old address is gone
         )
         assert stream.sending(), "the stream ended before the moves: make it longer"
@@ -300,7 +299,7 @@ def test_roaming_mid_transfer(mover_impl: str, family: int, backend: str) -> Non
         )
         assert result.ok, result
         assert result.max_gap < 15, f"the stream stalled for {result.max_gap:.1f} s"
-        assert stay.peer_dump(mover)["endpoint"] == endpoint(new_addr, new_port)
+        assert stay.peer_dump(mover)["endpoint"] == format_endpoint((new_addr, new_port))
         # and the tunnel still works both ways from the new place
         assert stay.host.ping(mover.addr6, count=2)
         assert mover.host.ping(stay.addr4, count=2)
@@ -328,9 +327,9 @@ def test_full_mesh_mixed() -> None:
         where: dict[tuple[str, str], str] = {}  # (a, b) tunnel addresses: a's endpoint for b
         for a, b in pairs:
             # mix underlay families: pairs with an odd index sum talk over IPv6
-            v6 = (nodes.index(a) + nodes.index(b)) % 2 == 1
-            there = links[nodes.index(b)]
-            where[a.addr4, b.addr4] = endpoint(there.a_addr6 if v6 else there.a_addr4, b.port)
+            family = 6 if (nodes.index(a) + nodes.index(b)) % 2 == 1 else 4
+            there = links[nodes.index(b)].address(b.host, family)
+            where[a.addr4, b.addr4] = format_endpoint((there, b.port))
             a.add_peer(b, endpoint=where[a.addr4, b.addr4])
         for a, b in pairs:
             assert a.host.wait_ping(b.addr4, deadline=10), f"{a.impl} {a.addr4} -> {b.addr4}"
@@ -371,7 +370,7 @@ def test_subnet_router(router_impl: str) -> None:
         router = start_node(lab, router_host, router_impl, net=1, index=2, port=PORT)
         remote.add_peer(
             router,
-            endpoint=endpoint(wan.b_addr4, PORT),
+            endpoint=format_endpoint((wan.b_addr4, PORT)),
             allowed_ips=[f"{router.addr4}/32", f"{router.addr6}/128", lan4, lan6],
         )
         router.add_peer(remote)  # learns the remote's endpoint
@@ -394,4 +393,4 @@ def test_subnet_router(router_impl: str) -> None:
             )
             assert result.received_bytes == nbytes
             assert result.ok, result
-        assert router.peer_dump(remote)["endpoint"] == endpoint(wan.a_addr4, PORT)
+        assert router.peer_dump(remote)["endpoint"] == format_endpoint((wan.a_addr4, PORT))

@@ -22,12 +22,6 @@ NOTES_FILES = re.compile(r"\bDESIGN\.md\b|\b(?:PERF|MESH|PROTOCOL)-NOTES\b")
 RELATIVE_PATH = re.compile(r"(?:\.\./)+[\w./-]*")
 HISTORY = re.compile(r"\bissue \d+|\bthis stop\b", re.IGNORECASE)
 
-# TEMPORARY: offences being fixed on other branches, as (file, what was found); this set
-# goes when they are merged.
-KNOWN_OFFENDERS: set[tuple[str, str]] = {
-    ("src/pywg/lab/__init__.py", "DESIGN.md"),
-}
-
 
 @pytest.fixture(scope="module")
 def tracked(repo_root: Path) -> dict[str, str]:
@@ -66,11 +60,7 @@ def _offences(root: Path, texts: dict[str, str]) -> Iterator[tuple[str, int, str
 
 def test_nothing_points_outside_the_repository(repo_root: Path, tracked: dict[str, str]) -> None:
     assert len(tracked) > 100 and "pyproject.toml" in tracked
-    found = [
-        f"{name}:{line}: {what}"
-        for name, line, what in _offences(repo_root, tracked)
-        if (name, what) not in KNOWN_OFFENDERS
-    ]
+    found = [f"{name}:{line}: {what}" for name, line, what in _offences(repo_root, tracked)]
     assert not found, "references out of the repository or history in src/:\n" + "\n".join(found)
 
 

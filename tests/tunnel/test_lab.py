@@ -37,6 +37,7 @@ from pywg.lab import (
     tcp_transfer,
 )
 from pywg.lab import hosts as labmod
+from pywg.lab.capture import receive_until
 
 pytestmark = pytest.mark.needs_lab
 
@@ -98,12 +99,50 @@ def test_link_options_and_subnets() -> None:
             _ = first.a_addr6
         with pytest.raises(LabError):
             _ = second.a_addr4
+        # each end by host: its side, interface and addresses
+        assert (second.side(a), second.side(c)) == (1, 2)
+        assert (second.ifname(a), second.ifname(c)) == (second.a_if, second.b_if)
+        assert (third.address(b), third.address(c, 6)) == (third.a_addr4, third.b_addr6)
+        with pytest.raises(LabError, match="not an end"):
+            second.address(b)
+        with pytest.raises(LabError):
+            second.address(c, 4)  # no IPv4 on this link
         with pytest.raises(LabError):
             lab.link(a, b, subnet=7)  # already used
         with pytest.raises(LabError):
             lab.host("a")  # already used
         assert a.ping(first.b_addr4, count=1)
         assert c.ping(second.a_addr6, count=1)
+
+
+def test_receive_until_drains_every_socket_and_stops() -> None:
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        got: list[bytes] = []
+        stop = threading.Event()
+        reader = threading.Thread(target=receive_until, args=(stop, socks[:2], got.append))
+        reader.start()
+        for i in range(5):  # several per socket: each wakeup drains what is there
+            for target in socks[:2]:
+                socks[2].sendto(b"%d" % i, target.getsockname())
+        end = time.monotonic() + 5
+        while len(got) < 10 and time.monotonic() < end:
+            time.sleep(0.01)
+        stop.set()
+        reader.join(2)
+        assert not reader.is_alive() and sorted(got) == sorted([b"%d" % i for i in range(5)] * 2)
+        reader = threading.Thread(
+            target=receive_until, args=(threading.Event(), socks[:1], got.append)
+        )
+        reader.start()
+        socks[0].close()  # closed under it: the reader ends by itself
+        reader.join(2)
+        assert not reader.is_alive()
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def test_ifname_unique_and_short() -> None:

@@ -38,7 +38,7 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final, Protocol, TypedDict, Unpack
 
 from .. import crypto
 from ..constants import (
@@ -48,23 +48,37 @@ from ..constants import (
     COOKIE_SIZE,
     DEFAULT_MTU,
     IDENTIFIER,
+    INITIATION_MAC1_OFFSET,
+    INITIATION_MAC2_OFFSET,
     KEY_SIZE,
-    LABEL_COOKIE,
-    LABEL_MAC1,
     MAC_SIZE,
     MESSAGE_COOKIE_REPLY,
-    MESSAGE_INITIATION,
     MESSAGE_RESPONSE,
-    MESSAGE_TRANSPORT,
-    PADDING_MULTIPLE,
+    RESPONSE_MAC1_OFFSET,
     RESPONSE_SIZE,
     TAI64N_NSEC_ROUND,
     TIMESTAMP_SIZE,
     TRANSPORT_HEADER_SIZE,
-    TRANSPORT_MIN_SIZE,
 )
+from ..cookie import cookie_key, mac1_key
 from ..exceptions import DecryptionError, RemoteProtocolError
 from ..keys import PrivateKey, PublicKey
+from ..lab.hosts import Closing
+from ..messages import (
+    CookieReply,
+    Initiation,
+    Response,
+    TransportHeader,
+    message_type,
+    pad,
+    parse_cookie_reply,
+    parse_response,
+    parse_transport_header,
+    serialize_cookie_reply,
+    serialize_initiation,
+    serialize_response,
+    serialize_transport_header,
+)
 from ..noise import DhKeyPair
 from .packets import (
     Echo,
@@ -79,6 +93,7 @@ __all__ = [
     "Adversary",
     "CraftedInitiation",
     "Echo",
+    "EchoOptions",
     "EchoReply",
     "Received",
     "SentEcho",
@@ -93,22 +108,14 @@ __all__ = [
     "forged_response",
     "mac1",
     "mac2",
-    "message_type_of",
     "open_cookie_reply",
-    "padded_size",
     "parse_echo",
     "tai64n_add",
     "with_macs",
 ]
 
-INITIATION_MAC1_AT: Final = 116  # whitepaper §5.4.2: mac1 over msg[0:116]
-INITIATION_MAC2_AT: Final = 132  # mac2 over msg[0:132]
-RESPONSE_MAC1_AT: Final = 60  # §5.4.3
-RESPONSE_MAC2_AT: Final = 76
-
 _ZERO_KEY: Final = bytes(KEY_SIZE)
 _le32 = struct.Struct("<I")
-_transport_header = struct.Struct("<IIQ")
 _U64_LIMIT: Final = 1 << 64
 
 # Curve25519 points of small order (1, 2, 4, 8) and non-canonical encodings of
@@ -134,7 +141,7 @@ LOW_ORDER_POINTS: Final[tuple[bytes, ...]] = (
 
 def mac1(message: bytes, responder_public: bytes, offset: int) -> bytes:
     """mac1 = MAC(HASH(LABEL_MAC1 ‖ Spub_r), msg[0:offset]) (whitepaper §5.4.4)."""
-    return crypto.mac(crypto.hash_(LABEL_MAC1, responder_public), message[:offset])
+    return crypto.mac(mac1_key(responder_public), message[:offset])
 
 
 def mac2(message: bytes, cookie: bytes, offset: int) -> bytes:
@@ -163,11 +170,10 @@ def open_cookie_reply(reply: bytes, replier_public: bytes, sent_mac1: bytes) -> 
     Raises RemoteProtocolError if it is not a 64-byte type-3 message or does
     not decrypt.
     """
-    if len(reply) != 64 or message_type_of(reply) != MESSAGE_COOKIE_REPLY:
-        raise RemoteProtocolError("not a 64-byte cookie reply")
-    key = crypto.hash_(LABEL_COOKIE, replier_public)
+    parsed = parse_cookie_reply(reply)
+    key = cookie_key(replier_public)
     try:
-        return crypto.xaead_decrypt(key, reply[8:32], reply[32:64], sent_mac1)
+        return crypto.xaead_decrypt(key, parsed.nonce, parsed.encrypted_cookie, sent_mac1)
     except DecryptionError as exc:
         raise RemoteProtocolError("cookie reply does not decrypt") from exc
 
@@ -181,9 +187,8 @@ def cookie_reply(
 ) -> bytes:
     """A well-formed cookie reply (§5.4.7), as the holder of `replier_public` would send it."""
     nonce = rng(COOKIE_NONCE_SIZE)
-    key = crypto.hash_(LABEL_COOKIE, replier_public)
-    sealed = crypto.xaead_encrypt(key, nonce, cookie, answered_mac1)
-    return _le32.pack(MESSAGE_COOKIE_REPLY) + _le32.pack(receiver_index) + nonce + sealed
+    sealed = crypto.xaead_encrypt(cookie_key(replier_public), nonce, cookie, answered_mac1)
+    return serialize_cookie_reply(CookieReply(receiver_index, nonce, sealed))
 
 
 def forged_response(
@@ -197,14 +202,8 @@ def forged_response(
     It passes the DoS check (§5.4.4), so a target must look at its receiver
     index before refusing it.
     """
-    body = (
-        _le32.pack(MESSAGE_RESPONSE)
-        + _le32.pack(sender_index)
-        + _le32.pack(receiver_index)
-        + crypto.dh_public(rng(32))
-        + rng(AEAD_TAG_SIZE)
-    )
-    message = with_macs(body + bytes(2 * MAC_SIZE), responder_public, RESPONSE_MAC1_AT)
+    body = Response(sender_index, receiver_index, crypto.dh_public(rng(32)), rng(AEAD_TAG_SIZE))
+    message = with_macs(serialize_response(body), responder_public, RESPONSE_MAC1_OFFSET)
     assert len(message) == RESPONSE_SIZE
     return message
 
@@ -212,14 +211,6 @@ def forged_response(
 def _index_at(data: bytes, offset: int) -> int:
     index: int = _le32.unpack_from(data, offset)[0]
     return index
-
-
-def message_type_of(data: bytes) -> int:
-    """The message type (1–4) of a datagram, 0 if the 4-byte header is not one."""
-    if len(data) < 4:
-        return 0
-    (word,) = _le32.unpack_from(data, 0)
-    return word if MESSAGE_INITIATION <= word <= MESSAGE_TRANSPORT else 0
 
 
 def tai64n_add(stamp: bytes, nanoseconds: int) -> bytes:
@@ -233,46 +224,26 @@ def tai64n_add(stamp: bytes, nanoseconds: int) -> bytes:
 # ---------------------------------------------------------------------- sessions
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class Session:
     """One transport session as the adversary holds it (whitepaper §5.4.5–§5.4.6).
 
     `seal` takes any counter the caller chooses; `open` decrypts without a
-    replay window, so a duplicate from the target is visible.
+    replay window, so a duplicate from the target is visible. (The core's
+    transport sessions refuse both, as an honest peer must.)
     """
 
-    __slots__ = (
-        "_receive_key",
-        "_send_key",
-        "created",
-        "initiator",
-        "label",
-        "local_index",
-        "next_counter",
-        "remote_index",
-    )
-
-    def __init__(
-        self,
-        send_key: bytes,
-        receive_key: bytes,
-        local_index: int,
-        remote_index: int,
-        *,
-        initiator: bool,
-        created: float = 0.0,
-        label: str = "",
-    ) -> None:
-        self._send_key = send_key
-        self._receive_key = receive_key
-        self.local_index = local_index  # the index the target sends to (ours)
-        self.remote_index = remote_index  # the index we send to (the target's)
-        self.initiator = initiator
-        self.created = created
-        self.label = label
-        self.next_counter = 0
+    send_key: bytes
+    receive_key: bytes
+    local_index: int  # the index the target sends to (ours)
+    remote_index: int  # the index we send to (the target's)
+    initiator: bool = field(kw_only=True)
+    created: float = field(default=0.0, kw_only=True)
+    label: str = field(default="", kw_only=True)
+    next_counter: int = field(default=0, init=False)
 
     def seal(self, packet: bytes, counter: int | None = None, *, mtu: int = DEFAULT_MTU) -> bytes:
-        """A transport message (§5.4.6) carrying `packet` zero-padded to a multiple of 16.
+        """A transport message (§5.4.6) carrying `packet` padded as the core pads it.
 
         Without `counter` the next unused one is taken; with it, exactly that
         counter (any 64-bit value), and later automatic counters go above it.
@@ -282,9 +253,8 @@ class Session:
         if not 0 <= counter < _U64_LIMIT:
             raise ValueError("a transport counter is an unsigned 64-bit integer")
         self.next_counter = max(self.next_counter, counter + 1)
-        padded = packet + bytes(padded_size(len(packet), mtu) - len(packet))
-        header = _transport_header.pack(MESSAGE_TRANSPORT, self.remote_index, counter)
-        return header + crypto.aead_encrypt(self._send_key, counter, padded, b"")
+        header = serialize_transport_header(self.remote_index, counter)
+        return header + crypto.aead_encrypt(self.send_key, counter, pad(packet, mtu), b"")
 
     def keepalive(self, counter: int | None = None) -> bytes:
         """An empty transport message (§6.5); the first one confirms a responder's session."""
@@ -292,18 +262,16 @@ class Session:
 
     def open(self, datagram: bytes) -> tuple[int, bytes] | None:
         """(counter, padded plaintext) of a transport message to this session, else None."""
-        if len(datagram) < TRANSPORT_MIN_SIZE or message_type_of(datagram) != MESSAGE_TRANSPORT:
-            return None
-        _, receiver, counter = _transport_header.unpack_from(datagram, 0)
-        if receiver != self.local_index:
+        header = _transport_header(datagram)
+        if header is None or header.receiver != self.local_index:
             return None
         try:
             plain = crypto.aead_decrypt(
-                self._receive_key, counter, datagram[TRANSPORT_HEADER_SIZE:], b""
+                self.receive_key, header.counter, datagram[TRANSPORT_HEADER_SIZE:], b""
             )
         except DecryptionError:
             return None
-        return counter, plain
+        return header.counter, plain
 
     def __repr__(self) -> str:
         return (
@@ -312,16 +280,12 @@ class Session:
         )
 
 
-def padded_size(length: int, mtu: int) -> int:
-    """Length of a plaintext of `length` bytes once padded (§5.4.6).
-
-    Zero-padded to a multiple of 16, but not beyond the MTU; a packet already
-    longer than the MTU is not padded at all.
-    """
-    rounded = -(-length // PADDING_MULTIPLE) * PADDING_MULTIPLE
-    if length > mtu:
-        return length
-    return min(rounded, mtu)
+def _transport_header(datagram: bytes) -> TransportHeader | None:
+    """The header of a transport message (§5.4.6), None for anything else."""
+    try:
+        return parse_transport_header(datagram)
+    except RemoteProtocolError:
+        return None
 
 
 # ---------------------------------------------------------------------- handshake
@@ -350,11 +314,12 @@ class CraftedInitiation:
 
     @property
     def mac1(self) -> bytes:
-        return self.message[INITIATION_MAC1_AT:INITIATION_MAC2_AT]
+        return self.message[INITIATION_MAC1_OFFSET:INITIATION_MAC2_OFFSET]
 
     def with_cookie(self, cookie: bytes) -> bytes:
         """This message with mac2 = MAC(cookie, msg[0:132]) (§5.4.4)."""
-        return self.message[:INITIATION_MAC2_AT] + mac2(self.message, cookie, INITIATION_MAC2_AT)
+        mac = mac2(self.message, cookie, INITIATION_MAC2_OFFSET)
+        return self.message[:INITIATION_MAC2_OFFSET] + mac
 
     def consume_response(
         self, response: bytes, *, preshared_key: bytes | None = None, now: float = 0.0
@@ -365,17 +330,12 @@ class CraftedInitiation:
         or does not authenticate. A low-order initiation's response is read
         with ee = 0, as a responder that skipped the zero check would derive.
         """
-        if len(response) != RESPONSE_SIZE or message_type_of(response) != MESSAGE_RESPONSE:
-            raise RemoteProtocolError("not a 92-byte response")
-        sender, receiver = struct.unpack_from("<II", response, 4)
-        if receiver != self.sender_index:
+        msg = parse_response(response)
+        if msg.receiver != self.sender_index:
             raise RemoteProtocolError("response to another initiation")
-        if response[RESPONSE_MAC1_AT:RESPONSE_MAC2_AT] != mac1(
-            response, self._state.static.public, RESPONSE_MAC1_AT
-        ):
+        if msg.mac1 != mac1(response, self._state.static.public, RESPONSE_MAC1_OFFSET):
             raise RemoteProtocolError("response mac1 is wrong")
-        ephemeral = response[12:44]
-        encrypted_nothing = response[44:60]
+        ephemeral = msg.ephemeral
         st = self._state
         c, h = st.chaining_key, st.hash
         c = crypto.kdf1(c, ephemeral)  # Cr := KDF1(Cr, Epub_r)
@@ -389,14 +349,14 @@ class CraftedInitiation:
         c, tau, kappa = crypto.kdf3(c, preshared_key or _ZERO_KEY)  # (Cr, τ, κ) := KDF3(Cr, Q)
         h = crypto.hash_(h, tau)
         try:
-            empty = crypto.aead_decrypt(kappa, 0, encrypted_nothing, h)  # AEAD(κ, 0, ε, Hr)
+            empty = crypto.aead_decrypt(kappa, 0, msg.encrypted_nothing, h)  # AEAD(κ, 0, ε, Hr)
         except DecryptionError as exc:
             raise RemoteProtocolError("response does not authenticate") from exc
         if empty:
             raise RemoteProtocolError("response payload is not empty")
         send_key, receive_key = crypto.kdf2(c, b"")  # §5.4.5: (T_send, T_recv) := KDF2(Ci, ε)
         return Session(
-            send_key, receive_key, self.sender_index, sender, initiator=True, created=now
+            send_key, receive_key, self.sender_index, msg.sender, initiator=True, created=now
         )
 
     def __repr__(self) -> str:
@@ -446,16 +406,10 @@ def craft_initiation(
     c, kappa = crypto.kdf2(c, crypto.dh(static.private, responder_public))  # ss
     encrypted_timestamp = crypto.aead_encrypt(kappa, 0, timestamp, h)
     h = crypto.hash_(h, encrypted_timestamp)
-    body = (
-        _le32.pack(MESSAGE_INITIATION)
-        + _le32.pack(sender_index)
-        + e_public
-        + encrypted_static
-        + encrypted_timestamp
+    body = serialize_initiation(
+        Initiation(sender_index, e_public, encrypted_static, encrypted_timestamp)
     )
-    message = with_macs(body + bytes(2 * MAC_SIZE), responder_public, INITIATION_MAC1_AT)
-    if cookie is not None:
-        message = message[:INITIATION_MAC2_AT] + mac2(message, cookie, INITIATION_MAC2_AT)
+    message = with_macs(body, responder_public, INITIATION_MAC1_OFFSET, cookie=cookie)
     state = _InitiatorState(c, h, e_private, static)
     return CraftedInitiation(
         message, sender_index, timestamp, responder_public, low_order_point is not None, state
@@ -527,7 +481,8 @@ class Received:
 
     @property
     def type(self) -> int:
-        return message_type_of(self.data)
+        """The message type (1–4), 0 for anything else (:func:`pywg.messages.message_type`)."""
+        return message_type(self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,7 +500,24 @@ class SentEcho:
 ECHO_TIMEOUT: Final = 3.0
 
 
-class Adversary:
+class EchoOptions(TypedDict, total=False):
+    """How :meth:`Adversary.make_echo` builds an echo request; every field is optional.
+
+    `counter`: the transport counter (default: the session's next);
+    `version`: 4 or 6 (default 4); `source`: the inner source address
+    (default: the adversary's tunnel address of `version`); `destination`
+    (default: the target's, of the source's family); `total_length`: the IP
+    packet's length (default: as long as the payload makes it).
+    """
+
+    counter: int | None
+    version: int
+    source: str | None
+    destination: str | None
+    total_length: int | None
+
+
+class Adversary(Closing):
     """The adversarial peer (see the module docstring).
 
     `static` is the adversary's private key (the target has its public key
@@ -647,12 +619,6 @@ class Adversary:
     def close(self) -> None:
         self.transport.close()
 
-    def __enter__(self) -> Adversary:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"<Adversary {PublicKey(self.static.public)} sessions={len(self.sessions)}>"
 
@@ -743,61 +709,38 @@ class Adversary:
 
     def open_any(self, data: bytes) -> tuple[Session, int, bytes] | None:
         """(session, counter, plaintext) if a transport message opens under one of ours."""
-        if len(data) < TRANSPORT_MIN_SIZE or message_type_of(data) != MESSAGE_TRANSPORT:
-            return None
-        session = self.sessions.get(_index_at(data, 4))
+        header = _transport_header(data)
+        session = None if header is None else self.sessions.get(header.receiver)
         if session is None:
             return None
         opened = session.open(data)
         return None if opened is None else (session, *opened)
 
-    def make_echo(
-        self,
-        session: Session,
-        *,
-        counter: int | None = None,
-        source: str | None = None,
-        destination: str | None = None,
-        version: int = 4,
-        total_length: int | None = None,
-    ) -> SentEcho:
-        """Seal an echo request through `session` without sending it.
-
-        The source defaults to the adversary's tunnel address of `version`,
-        the destination to the target's of the source's family.
-        """
-        if source is None:
-            source = self.tunnel6 if version == 6 else self.tunnel4
-        if destination is None:
-            destination = self.target6 if ":" in source else self.target4
+    def make_echo(self, session: Session, **options: Unpack[EchoOptions]) -> SentEcho:
+        """Seal an echo request (see :class:`EchoOptions`) through `session` without sending it."""
+        version = options.get("version", 4)
+        source = options.get("source") or (self.tunnel6 if version == 6 else self.tunnel4)
+        destination = options.get("destination") or (
+            self.target6 if ":" in source else self.target4
+        )
+        counter = options.get("counter")
         self._seq = (self._seq + 1) & 0xFFFF
         payload = b"pywg-adversary-%d" % self._seq
         packet = echo_request(
-            source, destination, self.ident, self._seq, payload, total_length=total_length
+            source,
+            destination,
+            self.ident,
+            self._seq,
+            payload,
+            total_length=options.get("total_length"),
         )
         used = session.next_counter if counter is None else counter
         datagram = session.seal(packet, counter, mtu=self.mtu)
         return SentEcho(datagram, packet, used, self.ident, self._seq, session)
 
-    def send_echo(
-        self,
-        session: Session,
-        *,
-        counter: int | None = None,
-        source: str | None = None,
-        destination: str | None = None,
-        version: int = 4,
-        total_length: int | None = None,
-    ) -> SentEcho:
+    def send_echo(self, session: Session, **options: Unpack[EchoOptions]) -> SentEcho:
         """Seal an echo request through `session` and send it (nothing is awaited)."""
-        sent = self.make_echo(
-            session,
-            counter=counter,
-            source=source,
-            destination=destination,
-            version=version,
-            total_length=total_length,
-        )
+        sent = self.make_echo(session, **options)
         self.send(sent.datagram)
         return sent
 
@@ -823,23 +766,11 @@ class Adversary:
         self,
         session: Session,
         *,
-        counter: int | None = None,
-        source: str | None = None,
-        destination: str | None = None,
-        version: int = 4,
-        total_length: int | None = None,
         timeout: float = ECHO_TIMEOUT,
+        **options: Unpack[EchoOptions],
     ) -> EchoReply | None:
         """One echo round trip through `session`: the reply, or None within `timeout`."""
-        sent = self.send_echo(
-            session,
-            counter=counter,
-            source=source,
-            destination=destination,
-            version=version,
-            total_length=total_length,
-        )
-        return self.await_echo(sent, timeout)
+        return self.await_echo(self.send_echo(session, **options), timeout)
 
     def echo_replies_to(self, sent: SentEcho, received: Sequence[Received]) -> int:
         """How many of `received` are echo replies to `sent` (for "no second reply" checks)."""

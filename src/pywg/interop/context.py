@@ -22,9 +22,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from ..endpoint import format_endpoint
 from ..keys import PresharedKey, PrivateKey
 from ..lab import Host, Lab, Link
-from ..lab.wireguard import Impl, WgNode, endpoint, start_node
+from ..lab.wireguard import Impl, WgNode, start_node, wait_handshake
 
 Metric = float | int | str
 
@@ -47,16 +48,17 @@ class PairContext:
         """Record a figure for the report (throughput, a timing, a count)."""
         self.metrics[key] = value
 
+    def other(self, node: WgNode) -> WgNode:
+        """The other side of the pair."""
+        return self.b if node is self.a else self.a
+
     def underlay(self, node: WgNode, family: int = 4) -> str:
         """`node`'s underlay address on the link."""
-        mine = node.host is self.link.a
-        if family == 6:
-            return self.link.a_addr6 if mine else self.link.b_addr6
-        return self.link.a_addr4 if mine else self.link.b_addr4
+        return self.link.address(node.host, family)
 
     def endpoint(self, node: WgNode, family: int = 4) -> str:
         """Where the other side reaches `node`, as a UAPI/wg endpoint string."""
-        return endpoint(self.underlay(node, family), node.port)
+        return format_endpoint((self.underlay(node, family), node.port))
 
     def connect(
         self,
@@ -89,14 +91,10 @@ class PairContext:
 
     def handshake(self, initiator: WgNode, deadline: float = 10.0) -> float | None:
         """Ping across from `initiator` until it reports a handshake; seconds taken, or None."""
-        other = self.b if initiator is self.a else self.a
         start = time.monotonic()
-        end = start + deadline
-        while time.monotonic() < end:
-            initiator.host.ping(other.addr4, count=1, timeout=1)
-            if initiator.peer_status(other).last_handshake:
-                return time.monotonic() - start
-        return None
+        if not wait_handshake(initiator, self.other(initiator), deadline=deadline):
+            return None
+        return time.monotonic() - start
 
 
 @dataclass

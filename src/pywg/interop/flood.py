@@ -6,26 +6,28 @@ valid mac2 with cookie replies. The messages are real initiations
 (:func:`flood_initiations`) for random static keys the target does not
 know, so it can never complete one, each with a valid mac1 for the target's
 public key. :class:`Flooder` sends any datagrams round-robin from one or
-more sockets on a thread; :class:`HandshakeFlood` builds it in a lab host
-and counts the cookie replies that come back.
+more sockets on a thread; :class:`HandshakeFlood` is one in a lab host that
+also counts the cookie replies coming back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import select
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
+from typing import Self
 
 from .. import crypto
-from ..constants import KEY_SIZE
+from ..constants import COOKIE_REPLY_SIZE, KEY_SIZE, MESSAGE_COOKIE_REPLY
 from ..keys import PublicKey
 from ..lab import Host, Link
+from ..lab.capture import receive_until
+from ..lab.hosts import Closing
+from ..messages import message_type
 from ..noise import DhKeyPair
 from .adversary import craft_initiation
 
@@ -44,14 +46,14 @@ class FloodStats:
         return self.sent / self.seconds if self.seconds > 0 else 0.0
 
 
-class Flooder:
+class Flooder(Closing):
     """Sends `datagrams` round-robin to `destination` from a thread, as fast as it can.
 
     With several sockets (bound to different source addresses) consecutive
     datagrams go out from consecutive sockets, as a flood from many hosts
     would arrive. Bounded: it stops by itself after `max_seconds`. Use as a
-    context manager (stops, joins and closes the sockets on exit);
-    `stats()` at any time.
+    context manager (starts on entry; stops, joins and closes the sockets on
+    exit); `stats()` at any time.
     """
 
     def __init__(
@@ -95,7 +97,7 @@ class Flooder:
             self._sent += len(plan)
         self._stopped = time.monotonic()
 
-    def start(self) -> Flooder:
+    def start(self) -> Self:
         self._started = time.monotonic()
         self._thread.start()
         return self
@@ -110,14 +112,15 @@ class Flooder:
         end = self._stopped if self._stopped is not None else time.monotonic()
         return FloodStats(self._sent, self._errors, max(0.0, end - self._started))
 
-    def __enter__(self) -> Flooder:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
+        """Stop, then close the sockets."""
         self.stop()
         for sock in self.socks:
             with contextlib.suppress(OSError):
                 sock.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
 
 
 def flood_initiations(
@@ -147,12 +150,36 @@ def add_flood_addresses(host: Host, link: Link, count: int, first: int) -> list[
     return addresses
 
 
-class HandshakeFlood:
-    """Flood `target` (address, port) from `host` until :meth:`stop` (or the context exits).
+def flood_sockets(
+    host: Host, sources: Sequence[str], *, receive_buffer: int, family: int = socket.AF_INET
+) -> list[socket.socket]:
+    """UDP sockets in `host`, one bound to each of `sources` ("": the kernel's choice).
+
+    `receive_buffer` sizes SO_RCVBUF (small: the answers are not wanted). If
+    one cannot be made, those already made are closed again.
+    """
+    socks: list[socket.socket] = []
+    try:
+        for source in sources:
+            sock = host.socket(family, socket.SOCK_DGRAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            if source:
+                sock.bind((source, 0))
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+class HandshakeFlood(Flooder):
+    """Flood `target` (address, port) from `host` until :meth:`close` (or the context exits).
 
     `sources`: addresses of `host` to send from, round-robin (default: one,
     the kernel's choice). Implementations limit handshakes per source
     address, so a flood that must put the target under load comes from many.
+    A second thread counts what comes back: cookie replies, anything else.
     """
 
     def __init__(
@@ -165,68 +192,40 @@ class HandshakeFlood:
         max_seconds: float = 120.0,
     ) -> None:
         family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
-        self._socks = []
-        for source in sources or [""]:
-            sock = host.socket(family, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            if source:
-                sock.bind((source, 0))
-            self._socks.append(sock)
+        socks = flood_sockets(host, sources or [""], receive_buffer=1 << 20, family=family)
         pool = flood_initiations(bytes(target_key), POOL)
-        self._flooder = Flooder(self._socks, target, pool, max_seconds=max_seconds)
-        self._stop = threading.Event()
-        self._receiver = threading.Thread(target=self._receive, name="flood-recv", daemon=True)
+        super().__init__(socks, target, pool, max_seconds=max_seconds)
+        self._receiver = threading.Thread(
+            target=receive_until,
+            args=(self._stop, self.socks, self._count),  # until stop()
+            kwargs={"size": 2048},
+            name="flood-recv",
+            daemon=True,
+        )
         self.cookie_replies = 0
         self.other_replies = 0
 
     @property
     def sent(self) -> int:
-        return self._flooder.stats().sent
+        return self.stats().sent
 
     @property
     def rate(self) -> float:
-        return self._flooder.stats().rate
+        return self.stats().rate
 
-    def start(self) -> HandshakeFlood:
-        self._flooder.start()
+    def start(self) -> Self:
+        super().start()
         self._receiver.start()
         return self
 
-    def _receive(self) -> None:
-        while not self._stop.is_set():
-            try:
-                ready, _, _ = select.select(self._socks, [], [], 0.2)
-            except (OSError, ValueError):  # closed under us
-                return
-            for sock in ready:
-                while True:
-                    try:
-                        data = sock.recv(2048, socket.MSG_DONTWAIT)
-                    except BlockingIOError:
-                        break
-                    except OSError:
-                        return
-                    if len(data) == 64 and data[0] == 3:
-                        self.cookie_replies += 1
-                    else:
-                        self.other_replies += 1
+    def _count(self, data: bytes) -> None:
+        if len(data) == COOKIE_REPLY_SIZE and message_type(data) == MESSAGE_COOKIE_REPLY:
+            self.cookie_replies += 1
+        else:
+            self.other_replies += 1
 
-    def stop(self) -> None:
-        self._flooder.stop()
-        self._stop.set()
+    def stop(self) -> FloodStats:
+        stats = super().stop()
         if self._receiver.is_alive():
             self._receiver.join(5)
-        for sock in self._socks:
-            with contextlib.suppress(OSError):
-                sock.close()
-
-    def __enter__(self) -> HandshakeFlood:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return stats

@@ -19,28 +19,32 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import struct
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from ..constants import (
     COOKIE_SIZE,
+    INITIATION_MAC1_OFFSET,
+    INITIATION_MAC2_OFFSET,
     MESSAGE_COOKIE_REPLY,
     MESSAGE_INITIATION,
     MESSAGE_RESPONSE,
     REJECT_AFTER_MESSAGES,
     REPLAY_WINDOW_SIZE,
+    RESPONSE_MAC1_OFFSET,
     TRANSPORT_HEADER_SIZE,
 )
 from ..exceptions import RemoteProtocolError
 from ..handshake import consume_initiation, create_response
 from ..keys import PrivateKey
-from ..messages import parse_initiation
+from ..messages import (
+    padded_length,
+    parse_cookie_reply,
+    parse_initiation,
+)
 from ..status import PeerStatus
 from .adversary import (
-    INITIATION_MAC1_AT,
-    INITIATION_MAC2_AT,
     LOW_ORDER_POINTS,
-    RESPONSE_MAC1_AT,
     Adversary,
     CraftedInitiation,
     EchoReply,
@@ -53,18 +57,17 @@ from .adversary import (
     mac1,
     mac2,
     open_cookie_reply,
-    padded_size,
     tai64n_add,
     with_macs,
 )
 from .context import HostileContext
-from .flood import Flooder, add_flood_addresses, flood_initiations
+from .flood import Flooder, add_flood_addresses, flood_initiations, flood_sockets
+from .packets import IPV4_ECHO_OVERHEAD, IPV6_ECHO_OVERHEAD
 from .scenario import Skipped, check, scenario
 
 QUIET = 1.2  # seconds without an answer that count as "no answer"
 LAB_MTU = 1420  # pywg.lab.wireguard.start_node brings every target's TUN up with this MTU
 SPACING = 0.1  # between accepted initiations: implementations take at most 50/s per peer (20 ms)
-_le32 = struct.Struct("<I")
 
 
 # ---------------------------------------------------------------------- helpers
@@ -288,7 +291,7 @@ def wrong_mac1(ctx: HostileContext) -> None:
         flipped = []
         for bit in (0, 61, 127):
             message = bytearray(probe.message)
-            message[INITIATION_MAC1_AT + bit // 8] ^= 1 << (bit % 8)
+            message[INITIATION_MAC1_OFFSET + bit // 8] ^= 1 << (bit % 8)
             flipped.append((f"an initiation with mac1 bit {bit} flipped", bytes(message)))
         _refused_initiations(ctx, adv, flipped)
         _unchanged(ctx, before, "initiations with a bad mac1")
@@ -297,31 +300,16 @@ def wrong_mac1(ctx: HostileContext) -> None:
         _alive(ctx, adv, adv.complete(probe, got.data, label="S2"), "after the control")
 
 
-def _flood_sockets(ctx: HostileContext, count: int) -> list[socket.socket]:
-    """`count` UDP sockets in the attacker host, each on an extra underlay address of its own."""
-    socks: list[socket.socket] = []
-    try:
-        for address in add_flood_addresses(ctx.attacker, ctx.link, count, first=100):
-            sock = ctx.attacker.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # cookie replies: dropped
-            sock.bind((address, 0))
-    except BaseException:
-        for sock in socks:
-            sock.close()
-        raise
-    return socks
-
-
 FLOOD_SOURCES = 32
 FLOOD_POOL = 256
+FLOOD_RCVBUF = 4096  # the flood's cookie replies are not wanted: dropped
 
 
 def _take_cookie(ctx: HostileContext, got: Received, sent: dict[int, CraftedInitiation]) -> bytes:
     """The cookie in a cookie reply to one of `sent` (§5.4.7), or fail saying what is wrong."""
     name = _name(ctx)
     check(len(got.data) == 64, f"{name} sent a cookie reply of {len(got.data)} bytes, not 64")
-    index = _le32.unpack_from(got.data, 4)[0]
+    index = parse_cookie_reply(got.data).receiver
     answered = sent.get(index)
     check(
         answered is not None,
@@ -338,69 +326,88 @@ def _take_cookie(ctx: HostileContext, got: Received, sent: dict[int, CraftedInit
     return cookie
 
 
+def _cookie_while_flooded(
+    ctx: HostileContext,
+    adv: Adversary,
+    flood: Flooder,
+    sent: dict[int, CraftedInitiation],
+    sources: str,
+) -> bytes:
+    """Send initiations without mac2 until one gets a cookie reply (30 s at most): its cookie.
+
+    A response instead is allowed (the target is not yet under load): the
+    next initiation goes out. Every initiation sent is added to `sent`.
+    """
+    start = adv.clock()
+    cookie: bytes | None = None
+    responses = 0
+    while cookie is None and adv.clock() - start < 30.0:
+        crafted = adv.initiation()
+        sent[crafted.sender_index] = crafted
+        adv.send(crafted.message)
+        got = adv.wait_for(lambda r: r.type in (MESSAGE_RESPONSE, MESSAGE_COOKIE_REPLY), 0.5)
+        if got is None:
+            continue
+        if got.type == MESSAGE_RESPONSE:
+            responses += 1  # not (yet) under load: allowed, try again
+            continue
+        cookie = _take_cookie(ctx, got, sent)
+    rate = flood.stats().rate
+    ctx.note("flood_pps", round(rate))
+    ctx.note("responses_before_cookie", responses)
+    check(
+        cookie is not None,
+        f"{_name(ctx)} sent no cookie reply to {len(sent)} initiations without mac2 in 30 s "
+        f"while flooded with {rate:,.0f} valid-mac1 initiations/s from "
+        f"{sources} ({responses} were answered with responses): "
+        "it never went under load",
+    )
+    assert cookie is not None
+    ctx.note("cookie_after_s", round(adv.clock() - start, 2))
+    return cookie
+
+
+def _handshake_with_cookie(
+    ctx: HostileContext, adv: Adversary, cookie: bytes, sent: dict[int, CraftedInitiation]
+) -> Session | None:
+    """Initiations with mac2 = MAC(cookie, msg[0:132]), one a second for 30 s: the session."""
+    got_cookie = adv.clock()
+    for _ in range(30):  # one try a second: a mac2 retry is rate limited, not refused
+        crafted = adv.initiation(cookie=cookie)
+        sent[crafted.sender_index] = crafted
+        adv.send(crafted.message)
+        got = adv.await_answer(crafted, 1.0)
+        if got is not None and got.type == MESSAGE_RESPONSE:
+            return adv.complete(crafted, got.data, label="S1")
+        if got is not None:  # another cookie reply (a new secret): take it
+            cookie = _take_cookie(ctx, got, sent)
+        if adv.clock() - got_cookie > 30.0:
+            break
+    return None
+
+
 def _cookie_exchange_under_flood(
-    ctx: HostileContext, make_socks: Callable[[], list[socket.socket]], sources: str
+    ctx: HostileContext, flood_from: Callable[[], Sequence[str]], sources: str
 ) -> None:
-    """The body of the two under-load scenarios: flood from `make_socks()`'s sockets
-    (described as `sources`), get a cookie reply, handshake with its mac2."""
-    name = _name(ctx)
-    target_public = bytes(ctx.target.public_key)
+    """The body of the two under-load scenarios: flood from the addresses `flood_from()`
+    gives (described as `sources`), get a cookie reply, handshake with its mac2."""
     with _adversary(ctx) as adv:
         # baseline: not under load, an initiation without mac2 is answered
         _, baseline = adv.handshake(label="S0")
         _alive(ctx, adv, baseline, "before the flood")
-        pool = flood_initiations(target_public, FLOOD_POOL)
-        flood = Flooder(make_socks(), ctx.target_endpoint, pool, max_seconds=60.0)
-        with flood:
+        pool = flood_initiations(bytes(ctx.target.public_key), FLOOD_POOL)
+        socks = flood_sockets(ctx.attacker, flood_from(), receive_buffer=FLOOD_RCVBUF)
+        with Flooder(socks, ctx.target_endpoint, pool, max_seconds=60.0) as flood:
             adv.sleep(0.5)  # let the flood build up
             start = adv.clock()
             sent: dict[int, CraftedInitiation] = {}
-            cookie: bytes | None = None
-            responses = 0
-            while cookie is None and adv.clock() - start < 30.0:
-                crafted = adv.initiation()
-                sent[crafted.sender_index] = crafted
-                adv.send(crafted.message)
-                got = adv.wait_for(
-                    lambda r: r.type in (MESSAGE_RESPONSE, MESSAGE_COOKIE_REPLY), 0.5
-                )
-                if got is None:
-                    continue
-                if got.type == MESSAGE_RESPONSE:
-                    responses += 1  # not (yet) under load: allowed, try again
-                    continue
-                cookie = _take_cookie(ctx, got, sent)
-            rate = flood.stats().rate
-            ctx.note("flood_pps", round(rate))
-            ctx.note("responses_before_cookie", responses)
-            check(
-                cookie is not None,
-                f"{name} sent no cookie reply to {len(sent)} initiations without mac2 in 30 s "
-                f"while flooded with {rate:,.0f} valid-mac1 initiations/s from "
-                f"{sources} ({responses} were answered with responses): "
-                "it never went under load",
-            )
-            assert cookie is not None
-            got_cookie = adv.clock()
-            ctx.note("cookie_after_s", round(got_cookie - start, 2))
-            session: Session | None = None
-            for _ in range(30):  # one try a second: a mac2 retry is rate limited, not refused
-                crafted = adv.initiation(cookie=cookie)  # mac2 = MAC(cookie, msg[0:132])
-                sent[crafted.sender_index] = crafted
-                adv.send(crafted.message)
-                got = adv.await_answer(crafted, 1.0)
-                if got is not None and got.type == MESSAGE_RESPONSE:
-                    session = adv.complete(crafted, got.data, label="S1")
-                    break
-                if got is not None:  # another cookie reply (a new secret): take it
-                    cookie = _take_cookie(ctx, got, sent)
-                if adv.clock() - got_cookie > 30.0:
-                    break
+            cookie = _cookie_while_flooded(ctx, adv, flood, sent, sources)
+            session = _handshake_with_cookie(ctx, adv, cookie, sent)
             stats = flood.stop()
         ctx.note("flood_pps", round(stats.rate))
         check(
             session is not None,
-            f"{name} did not answer initiations carrying a valid mac2 within 30 s "
+            f"{_name(ctx)} did not answer initiations carrying a valid mac2 within 30 s "
             f"under a flood of {stats.rate:,.0f}/s",
         )
         assert session is not None
@@ -408,12 +415,12 @@ def _cookie_exchange_under_flood(
         _alive(ctx, adv, session, "after the handshake made with the cookie")
 
 
-@scenario(
-    "missing-mac2-under-load",
-    "under load, a cookie reply instead of a response",
-    kind="hostile",
-    timeout=90,
-)
+def _under_flood(name: str, title: str) -> Callable[[Callable[[Any], None]], Callable[[Any], None]]:
+    """Register an under-load scenario: hostile, 90 s (the flood stops itself after 60)."""
+    return scenario(name, title, kind="hostile", timeout=90)
+
+
+@_under_flood("missing-mac2-under-load", "under load, a cookie reply instead of a response")
 def missing_mac2_under_load(ctx: HostileContext) -> None:
     """Whitepaper §5.3, §5.4.4, §5.4.7: under load a responder answers an
     initiation without a valid mac2 with a 64-byte cookie reply, not a
@@ -430,16 +437,13 @@ def missing_mac2_under_load(ctx: HostileContext) -> None:
     session carries an echo round trip once the flood stops. Notes the
     flood rate and the times to the cookie and to the handshake."""
     _cookie_exchange_under_flood(
-        ctx, lambda: _flood_sockets(ctx, FLOOD_SOURCES), f"{FLOOD_SOURCES} addresses"
+        ctx,
+        lambda: add_flood_addresses(ctx.attacker, ctx.link, FLOOD_SOURCES, first=100),
+        f"{FLOOD_SOURCES} addresses",
     )
 
 
-@scenario(
-    "spoofed-source-flood",
-    "a flood from the peer's own address does not lock it out",
-    kind="hostile",
-    timeout=90,
-)
+@_under_flood("spoofed-source-flood", "a flood from the peer's own address does not lock it out")
 def spoofed_source_flood(ctx: HostileContext) -> None:
     """Whitepaper §5.3: under load, per-source limits may only apply once mac2
     proves the source (Linux rate-limits only messages with a valid cookie).
@@ -448,14 +452,7 @@ def spoofed_source_flood(ctx: HostileContext) -> None:
     send it. Expected: the adversary still gets a cookie reply within 30 s,
     and its initiation with mac2 is answered with a response; a responder
     that limited handshakes per address before checking mac2 would starve it."""
-
-    def own_address() -> list[socket.socket]:
-        sock = ctx.attacker.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # cookie replies: dropped
-        sock.bind((ctx.link.a_addr4, 0))
-        return [sock]
-
-    _cookie_exchange_under_flood(ctx, own_address, "the adversary's own address")
+    _cookie_exchange_under_flood(ctx, lambda: [ctx.link.a_addr4], "the adversary's own address")
 
 
 # ---------------------------------------------------------------------- transport
@@ -473,18 +470,17 @@ def replayed_transport(ctx: HostileContext) -> None:
         _, session = adv.handshake(label="S1")
         first = adv.send_echo(session)
         check(adv.await_echo(first) is not None, f"{_name(ctx)} did not answer the first echo")
-        before = _me(ctx)
-        adv.drain()
-        adv.send(first.datagram)
-        _no_echo(ctx, adv, [("a replayed transport message", first)])
-        _unchanged(ctx, before, "a replayed transport message")
-        _alive(ctx, adv, session, "after the replay")
-        before = _me(ctx)
-        adv.drain()
-        adv.send(first.datagram)
-        _no_echo(ctx, adv, [("a transport message replayed a second time", first)])
-        _unchanged(ctx, before, "a second replay")
-        _alive(ctx, adv, session, "after the second replay")
+        replays = [
+            ("a replayed transport message", "a replayed transport message", "the replay"),
+            ("a transport message replayed a second time", "a second replay", "the second replay"),
+        ]
+        for label, what, after in replays:
+            before = _me(ctx)
+            adv.drain()
+            adv.send(first.datagram)
+            _no_echo(ctx, adv, [(label, first)])
+            _unchanged(ctx, before, what)
+            _alive(ctx, adv, session, f"after {after}")
 
 
 @scenario("window-edge", "replay window: inside accepted, beyond refused", kind="hostile")
@@ -570,6 +566,149 @@ def reject_after_messages(ctx: HostileContext) -> None:
         check(reply is not None, f"{name} refused counter R - 2 after R - 1 (inside the window)")
 
 
+def _next_initiation(
+    ctx: HostileContext, adv: Adversary, seen: set[int], timeout: float
+) -> tuple[Received, int]:
+    """The target's next initiation with a sender index not in `seen` (then added to it)."""
+    name = _name(ctx)
+
+    def is_new(r: Received) -> bool:
+        return (
+            r.type == MESSAGE_INITIATION
+            and len(r.data) == 148
+            and parse_initiation(r.data).sender not in seen
+        )
+
+    got = adv.wait_for(is_new, timeout)
+    check(got is not None, f"{name} sent no (new) initiation within {timeout:g} s")
+    assert got is not None
+    check(
+        got.data[INITIATION_MAC1_OFFSET:INITIATION_MAC2_OFFSET]
+        == mac1(got.data, adv.static.public, INITIATION_MAC1_OFFSET),
+        f"{name}'s initiation has a wrong mac1",
+    )
+    index = parse_initiation(got.data).sender
+    seen.add(index)
+    return got, index
+
+
+def _ignores_malformed_answers(ctx: HostileContext, adv: Adversary, initiation: Received) -> None:
+    """Answer the target's `initiation` with a cookie reply and a response, each one byte
+    short and one byte long: nothing may come back but initiations, no handshake complete."""
+    name = _name(ctx)
+    target_public = bytes(ctx.target.public_key)
+    consumed = consume_initiation(adv.static, parse_initiation(initiation.data))
+    check(consumed.remote_static == target_public, f"{name}'s initiation names another key")
+    response, _, _ = create_response(consumed, adv.new_index(), None)
+    response = with_macs(response, target_public, RESPONSE_MAC1_OFFSET)
+    reply = cookie_reply(
+        consumed.sender_index,
+        adv.rng(COOKIE_SIZE),
+        initiation.data[INITIATION_MAC1_OFFSET:INITIATION_MAC2_OFFSET],
+        adv.static.public,
+        adv.rng,
+    )
+    adv.drain()
+    for message in (reply[:-1], reply + b"\0", response[:-1], response + b"\0"):
+        adv.send(message)
+    got = adv.collect(QUIET)
+    answers = [r for r in got if r.type != MESSAGE_INITIATION]
+    check(
+        not answers,
+        f"{name} answered cookie replies and responses one byte short or long with "
+        f"{_describe(answers)}",
+    )
+    adv.inbox.extend(r for r in got if r.type == MESSAGE_INITIATION)
+    check(
+        _me(ctx).last_handshake is None,
+        f"{name} completed a handshake from a response one byte short or long",
+    )
+
+
+def _retry_takes_cookie(
+    ctx: HostileContext, adv: Adversary, seen: set[int]
+) -> tuple[Received, int]:
+    """The target's retry carries no mac2 (it took no cookie from the malformed replies);
+    after a well-formed cookie reply its next one carries mac2 (control). That next one."""
+    name = _name(ctx)
+    retry, index = _next_initiation(ctx, adv, seen, 9.0)  # REKEY_TIMEOUT + jitter after the first
+    check(
+        retry.data[INITIATION_MAC2_OFFSET:] == bytes(16),
+        f"{name}'s retry carries a mac2: it took the cookie from a cookie reply "
+        "one byte short or long",
+    )
+    good_cookie = adv.rng(COOKIE_SIZE)
+    answered_mac1 = retry.data[INITIATION_MAC1_OFFSET:INITIATION_MAC2_OFFSET]
+    adv.send(cookie_reply(index, good_cookie, answered_mac1, adv.static.public, adv.rng))
+    with_cookie, index = _next_initiation(ctx, adv, seen, 9.0)
+    check(
+        with_cookie.data[INITIATION_MAC2_OFFSET:]
+        == mac2(with_cookie.data, good_cookie, INITIATION_MAC2_OFFSET),
+        f"{name}'s retry after a well-formed cookie reply does not carry "
+        "mac2 = MAC(cookie, msg[0:132]) (control)",
+    )
+    return with_cookie, index
+
+
+def _respond(ctx: HostileContext, adv: Adversary, initiation: Received, index: int) -> Session:
+    """Complete the target's handshake with a well-formed response (control): the session."""
+    name = _name(ctx)
+    consumed = consume_initiation(adv.static, parse_initiation(initiation.data))
+    ours = adv.new_index()
+    response, send, receive = create_response(consumed, ours, None)
+    assert send.k is not None and receive.k is not None
+    session = Session(send.k, receive.k, ours, index, initiator=False, label="R")
+    adv.sessions[ours] = session
+    adv.send(with_macs(response, bytes(ctx.target.public_key), RESPONSE_MAC1_OFFSET))
+    keepalive = adv.wait_for(lambda r: adv.open_any(r.data) is not None, 5.0)
+    check(
+        keepalive is not None,
+        f"{name} sent nothing through the session of a well-formed response (control)",
+    )
+    ctx.target.set(f"public_key={ctx.key.public_key.to_hex()}\npersistent_keepalive_interval=0\n")
+    _alive(ctx, adv, session, "after the target's own handshake")
+    check(_me(ctx).last_handshake is not None, f"{name} reports no handshake (control)")
+    return session
+
+
+def _ignores_malformed_messages(ctx: HostileContext, adv: Adversary, session: Session) -> None:
+    """A fresh initiation and a sealed echo request one byte short and long, and transport
+    messages shorter than header and tag: no answer; then the exact ones are (controls)."""
+    name = _name(ctx)
+    before = _me(ctx)
+    probe = adv.initiation()
+    probe_echo = adv.make_echo(session)
+    malformed = [
+        probe.message[:-1],
+        probe.message + b"\0",
+        probe_echo.datagram[:-1],
+        probe_echo.datagram + b"\0",
+        probe_echo.datagram[:TRANSPORT_HEADER_SIZE],  # no tag at all
+        probe_echo.datagram[: TRANSPORT_HEADER_SIZE + 15],  # one byte short of a tag
+    ]
+    adv.drain()
+    for message in malformed:
+        adv.send(message)
+    got = adv.collect(QUIET)
+    answers = _handshake_answers(got)
+    check(
+        not answers and adv.echo_replies_to(probe_echo, got) == 0,
+        f"{name} answered initiations or transport messages one byte short or long, or "
+        f"shorter than header and tag, with {_describe(got)}",
+    )
+    _unchanged(ctx, before, "messages one byte short or long")
+    adv.send(probe_echo.datagram)
+    check(
+        adv.await_echo(probe_echo) is not None,
+        f"{name} refused the well-formed echo request with counter {probe_echo.counter} "
+        "after its malformed copies (they must not mark the replay window)",
+    )
+    adv.sleep(SPACING)
+    adv.send(probe.message)
+    got_response = _expect_response(ctx, adv, probe, "the well-formed initiation")
+    _alive(ctx, adv, adv.complete(probe, got_response.data, label="S"), "at the end")
+
+
 @scenario("truncated-oversized", "messages one byte short or long are ignored", kind="hostile")
 def truncated_oversized(ctx: HostileContext) -> None:
     """Whitepaper §5.4.2–§5.4.7: every message type has a fixed size
@@ -588,124 +727,19 @@ def truncated_oversized(ctx: HostileContext) -> None:
     received unchanged. Controls: the exact echo datagram is then answered
     (the forged copies did not burn its counter) and the exact initiation
     gets a response."""
-    name = _name(ctx)
-    target_public = bytes(ctx.target.public_key)
     with _adversary(ctx) as adv:
-        port = _local_port(adv)
+        # (1) the target initiates: our endpoint and a persistent keepalive (§6.5)
         ctx.target.set(
             f"public_key={ctx.key.public_key.to_hex()}\n"
-            f"endpoint={ctx.link.a_addr4}:{port}\npersistent_keepalive_interval=25\n"
+            f"endpoint={ctx.link.a_addr4}:{_local_port(adv)}\npersistent_keepalive_interval=25\n"
         )
-
-        def next_initiation(after: set[int], timeout: float) -> tuple[Received, int]:
-            def is_new(r: Received) -> bool:
-                return (
-                    r.type == MESSAGE_INITIATION
-                    and len(r.data) == 148
-                    and _le32.unpack_from(r.data, 4)[0] not in after
-                )
-
-            got = adv.wait_for(is_new, timeout)
-            check(got is not None, f"{name} sent no (new) initiation within {timeout:g} s")
-            assert got is not None
-            check(
-                got.data[INITIATION_MAC1_AT:INITIATION_MAC2_AT]
-                == mac1(got.data, adv.static.public, INITIATION_MAC1_AT),
-                f"{name}'s initiation has a wrong mac1",
-            )
-            return got, _le32.unpack_from(got.data, 4)[0]
-
         seen: set[int] = set()
-        i1, index1 = next_initiation(seen, 10.0)
-        seen.add(index1)
-        consumed = consume_initiation(adv.static, parse_initiation(i1.data))
-        check(consumed.remote_static == target_public, f"{name}'s initiation names another key")
-        response, _, _ = create_response(consumed, adv.new_index(), None)
-        response = with_macs(response, target_public, RESPONSE_MAC1_AT)
-        bad_cookie = adv.rng(COOKIE_SIZE)
-        reply = cookie_reply(index1, bad_cookie, i1.data[116:132], adv.static.public, adv.rng)
-        adv.drain()
-        for message in (reply[:-1], reply + b"\0", response[:-1], response + b"\0"):
-            adv.send(message)
-        got = adv.collect(QUIET)
-        answers = [r for r in got if r.type != MESSAGE_INITIATION]
-        check(
-            not answers,
-            f"{name} answered cookie replies and responses one byte short or long with "
-            f"{_describe(answers)}",
-        )
-        adv.inbox.extend(r for r in got if r.type == MESSAGE_INITIATION)
-        check(
-            _me(ctx).last_handshake is None,
-            f"{name} completed a handshake from a response one byte short or long",
-        )
-        i2, index2 = next_initiation(seen, 9.0)  # REKEY_TIMEOUT + jitter after the first
-        seen.add(index2)
-        check(
-            i2.data[INITIATION_MAC2_AT:] == bytes(16),
-            f"{name}'s retry carries a mac2: it took the cookie from a cookie reply "
-            "one byte short or long",
-        )
-        good_cookie = adv.rng(COOKIE_SIZE)
-        adv.send(cookie_reply(index2, good_cookie, i2.data[116:132], adv.static.public, adv.rng))
-        i3, index3 = next_initiation(seen, 9.0)
-        seen.add(index3)
-        check(
-            i3.data[INITIATION_MAC2_AT:] == mac2(i3.data, good_cookie, INITIATION_MAC2_AT),
-            f"{name}'s retry after a well-formed cookie reply does not carry "
-            "mac2 = MAC(cookie, msg[0:132]) (control)",
-        )
-        consumed = consume_initiation(adv.static, parse_initiation(i3.data))
-        ours = adv.new_index()
-        response, send, receive = create_response(consumed, ours, None)
-        assert send.k is not None and receive.k is not None
-        session = Session(send.k, receive.k, ours, index3, initiator=False, label="R")
-        adv.sessions[ours] = session
-        adv.send(with_macs(response, target_public, RESPONSE_MAC1_AT))
-        keepalive = adv.wait_for(lambda r: adv.open_any(r.data) is not None, 5.0)
-        check(
-            keepalive is not None,
-            f"{name} sent nothing through the session of a well-formed response (control)",
-        )
-        ctx.target.set(
-            f"public_key={ctx.key.public_key.to_hex()}\npersistent_keepalive_interval=0\n"
-        )
-        _alive(ctx, adv, session, "after the target's own handshake")
-        check(_me(ctx).last_handshake is not None, f"{name} reports no handshake (control)")
-
+        first, _ = _next_initiation(ctx, adv, seen, 10.0)
+        _ignores_malformed_answers(ctx, adv, first)
+        initiation, index = _retry_takes_cookie(ctx, adv, seen)
+        session = _respond(ctx, adv, initiation, index)
         # (2) initiation and transport messages one byte short or long
-        before = _me(ctx)
-        probe = adv.initiation()
-        probe_echo = adv.make_echo(session)
-        malformed = [
-            probe.message[:-1],
-            probe.message + b"\0",
-            probe_echo.datagram[:-1],
-            probe_echo.datagram + b"\0",
-            probe_echo.datagram[:TRANSPORT_HEADER_SIZE],  # no tag at all
-            probe_echo.datagram[: TRANSPORT_HEADER_SIZE + 15],  # one byte short of a tag
-        ]
-        adv.drain()
-        for message in malformed:
-            adv.send(message)
-        got = adv.collect(QUIET)
-        answers = _handshake_answers(got)
-        check(
-            not answers and adv.echo_replies_to(probe_echo, got) == 0,
-            f"{name} answered initiations or transport messages one byte short or long, or "
-            f"shorter than header and tag, with {_describe(got)}",
-        )
-        _unchanged(ctx, before, "messages one byte short or long")
-        adv.send(probe_echo.datagram)
-        check(
-            adv.await_echo(probe_echo) is not None,
-            f"{name} refused the well-formed echo request with counter {probe_echo.counter} "
-            "after its malformed copies (they must not mark the replay window)",
-        )
-        adv.sleep(SPACING)
-        adv.send(probe.message)
-        got_response = _expect_response(ctx, adv, probe, "the well-formed initiation")
-        _alive(ctx, adv, adv.complete(probe, got_response.data, label="S"), "at the end")
+        _ignores_malformed_messages(ctx, adv, session)
 
 
 @scenario("unknown-receiver-index", "messages to unknown indices are ignored", kind="hostile")
@@ -731,7 +765,7 @@ def unknown_receiver_index(ctx: HostileContext) -> None:
             unknown = int.from_bytes(adv.rng(4), "little")
 
         def readdressed(datagram: bytes) -> bytes:
-            return datagram[:4] + _le32.pack(unknown) + datagram[8:]
+            return datagram[:4] + unknown.to_bytes(4, "little") + datagram[8:]
 
         probe_echo = adv.make_echo(session)
         keepalive = session.keepalive()
@@ -850,14 +884,14 @@ def padding(ctx: HostileContext) -> None:
                 check(reply is not None, f"{name} did not answer an IPv{version} echo of {size}")
                 assert reply is not None
                 plain = reply.plaintext
-                overhead = 48 if version == 6 else 28
+                overhead = IPV6_ECHO_OVERHEAD if version == 6 else IPV4_ECHO_OVERHEAD
                 check(
                     reply.echo.total_length == size
                     and reply.echo.payload == sent.packet[overhead:],
                     f"{name}'s IPv{version} echo reply to {size} bytes is "
                     f"{reply.echo.total_length} bytes or carries another payload",
                 )
-                want = padded_size(size, LAB_MTU)
+                want = padded_length(size, LAB_MTU)
                 check(
                     len(plain) == want,
                     f"{name} padded an IPv{version} packet of {size} bytes to {len(plain)}, "
@@ -872,6 +906,23 @@ def padding(ctx: HostileContext) -> None:
 
 
 SPOOF_TABLE = "pwadv_spoof"
+
+
+def _count_tun_sources(ctx: HostileContext) -> None:
+    """nft counters of the packets the target writes to its TUN (prerouting, in its
+    namespace): own4/own6 from the adversary's tunnel addresses, spoofed4/spoofed6 others."""
+    tun = ctx.target.ifname
+    own4, own6 = ctx.tunnel4, ctx.tunnel6
+    ctx.target.host.nft(
+        f"table inet {SPOOF_TABLE} {{\n"
+        "  counter spoofed4 {}\n  counter spoofed6 {}\n  counter own4 {}\n  counter own6 {}\n"
+        "  chain pre {\n    type filter hook prerouting priority -300; policy accept;\n"
+        f'    iifname "{tun}" ip saddr {own4} counter name own4\n'
+        f'    iifname "{tun}" ip saddr != {own4} counter name spoofed4\n'
+        f'    iifname "{tun}" ip6 saddr {own6} counter name own6\n'
+        f'    iifname "{tun}" ip6 saddr != {own6} counter name spoofed6\n'
+        "  }\n}\n"
+    )
 
 
 def _nft_counters(ctx: HostileContext) -> dict[str, int]:
@@ -899,18 +950,7 @@ def spoofed_inner_source(ctx: HostileContext) -> None:
     name = _name(ctx)
     if shutil.which("nft") is None:
         raise Skipped("needs nft to see what reaches the target's kernel")
-    tun = ctx.target.ifname
-    own4, own6 = ctx.tunnel4, ctx.tunnel6
-    ctx.target.host.nft(
-        f"table inet {SPOOF_TABLE} {{\n"
-        "  counter spoofed4 {}\n  counter spoofed6 {}\n  counter own4 {}\n  counter own6 {}\n"
-        "  chain pre {\n    type filter hook prerouting priority -300; policy accept;\n"
-        f'    iifname "{tun}" ip saddr {own4} counter name own4\n'
-        f'    iifname "{tun}" ip saddr != {own4} counter name spoofed4\n'
-        f'    iifname "{tun}" ip6 saddr {own6} counter name own6\n'
-        f'    iifname "{tun}" ip6 saddr != {own6} counter name spoofed6\n'
-        "  }\n}\n"
-    )
+    _count_tun_sources(ctx)
     other = PrivateKey.generate().public_key
     ctx.target.set(
         f"public_key={other.to_hex()}\nallowed_ip=198.19.1.77/32\nallowed_ip=fd19::1:77/128\n"

@@ -28,17 +28,13 @@ TRANSPORT_OVERHEAD = 32  # type, receiver, counter (16) + Poly1305 tag (16), §5
 MB = 1 << 20
 
 
-def _other(ctx: PairContext, node: WgNode) -> WgNode:
-    return ctx.b if node is ctx.a else ctx.a
-
-
 def _name(node: WgNode) -> str:
     return f"{node.impl.name} ({node.host.name})"
 
 
 def _both_ways_ping(ctx: PairContext, family: int = 4, count: int = 3) -> None:
     for src in (ctx.a, ctx.b):
-        dst = _other(ctx, src)
+        dst = ctx.other(src)
         address = dst.addr4 if family == 4 else dst.addr6
         check(
             src.host.ping(address, count=count, timeout=10),
@@ -50,7 +46,7 @@ def _both_ways_ping(ctx: PairContext, family: int = 4, count: int = 3) -> None:
 
 
 def _initiate(ctx: PairContext, initiator: WgNode) -> None:
-    responder = _other(ctx, initiator)
+    responder = ctx.other(initiator)
     ctx.connect(a_knows_b=initiator is ctx.a, b_knows_a=initiator is ctx.b)
     took = ctx.handshake(initiator, deadline=15)
     check(took is not None, f"{_name(initiator)} initiated; no handshake within 15 s")
@@ -92,35 +88,28 @@ def _families(ctx: PairContext, inner: int, outer: int) -> None:
     check(took is not None, f"no handshake over the IPv{outer} underlay within 15 s")
     _both_ways_ping(ctx, family=inner)
     for node in (ctx.a, ctx.b):
-        seen = node.peer_status(_other(ctx, node)).endpoint or ""
+        seen = node.peer_status(ctx.other(node)).endpoint or ""
         check(
             seen.startswith("[") == (outer == 6),
             f"{_name(node)} reports endpoint {seen} for an IPv{outer} underlay",
         )
 
 
-@scenario("ipv4-in-ipv4", "IPv4 inside, IPv4 outside", kind="pair", timeout=45)
-def ipv4_in_ipv4(ctx: PairContext) -> None:
-    """Pings both ways between the IPv4 tunnel addresses, endpoints on IPv4."""
-    _families(ctx, 4, 4)
+def _register_families(inner: int, outer: int) -> None:
+    """The scenario ``ipv{inner}-in-ipv{outer}``."""
+
+    def run(ctx: PairContext) -> None:
+        _families(ctx, inner, outer)
+
+    run.__doc__ = (
+        f"Pings both ways between the IPv{inner} tunnel addresses, endpoints on IPv{outer}."
+    )
+    name, title = f"ipv{inner}-in-ipv{outer}", f"IPv{inner} inside, IPv{outer} outside"
+    scenario(name, title, kind="pair", timeout=45)(run)
 
 
-@scenario("ipv6-in-ipv4", "IPv6 inside, IPv4 outside", kind="pair", timeout=45)
-def ipv6_in_ipv4(ctx: PairContext) -> None:
-    """Pings both ways between the IPv6 tunnel addresses, endpoints on IPv4."""
-    _families(ctx, 6, 4)
-
-
-@scenario("ipv4-in-ipv6", "IPv4 inside, IPv6 outside", kind="pair", timeout=45)
-def ipv4_in_ipv6(ctx: PairContext) -> None:
-    """Pings both ways between the IPv4 tunnel addresses, endpoints on IPv6."""
-    _families(ctx, 4, 6)
-
-
-@scenario("ipv6-in-ipv6", "IPv6 inside, IPv6 outside", kind="pair", timeout=45)
-def ipv6_in_ipv6(ctx: PairContext) -> None:
-    """Pings both ways between the IPv6 tunnel addresses, endpoints on IPv6."""
-    _families(ctx, 6, 6)
+for _inner, _outer in ((4, 4), (6, 4), (4, 6), (6, 6)):
+    _register_families(_inner, _outer)
 
 
 # -- preshared key -----------------------------------------------------------------------------
@@ -191,7 +180,7 @@ def passive_keepalive(ctx: PairContext) -> None:
     time.sleep(1.0)
     with UdpCapture(ctx.b_host, ctx.link.b_if) as capture:
         for sender in (ctx.a, ctx.b):
-            receiver = _other(ctx, sender)
+            receiver = ctx.other(sender)
             arrived = _one_way(sender, receiver)
             end = arrived + KEEPALIVE_TIMEOUT + 4
             sent: list[float] = []
@@ -269,7 +258,7 @@ def rekey(ctx: PairContext) -> None:
     moving by 11.5 s)."""
     ctx.connect()
     check(ctx.handshake(ctx.a, deadline=15) is not None, "no handshake")
-    first = {n.host.name: n.peer_status(_other(ctx, n)).last_handshake for n in (ctx.a, ctx.b)}
+    first = {n.host.name: n.peer_status(ctx.other(n)).last_handshake for n in (ctx.a, ctx.b)}
     scale = ctx.time_scale
     ctx.note("time_scale", scale)
     seconds = (REKEY_AFTER_TIME + 15) / scale
@@ -283,7 +272,7 @@ def rekey(ctx: PairContext) -> None:
         ctx.note(f"max_stall_s_{label}", round(result.max_gap, 2))
         check(result.max_gap < 2.0, f"stream {label} stalled {result.max_gap:.1f} s")
     for node in (ctx.a, ctx.b):
-        now = node.peer_status(_other(ctx, node)).last_handshake
+        now = node.peer_status(ctx.other(node)).last_handshake
         before = first[node.host.name]
         check(
             now is not None
@@ -306,7 +295,7 @@ def _follows(stayer: WgNode, mover: WgNode, expected: str, deadline: float) -> b
 
 
 def _move(ctx: PairContext, mover: WgNode, new_host_byte: int) -> None:
-    stayer = _other(ctx, mover)
+    stayer = ctx.other(mover)
     mover_if = ctx.link.a_if if mover is ctx.a else ctx.link.b_if
     old_addr = ctx.underlay(mover)
     new_addr = old_addr.rsplit(".", 1)[0] + f".{new_host_byte}"
@@ -357,7 +346,7 @@ def roaming(ctx: PairContext) -> None:
 
 
 def _under_load(ctx: PairContext, victim: WgNode) -> None:
-    initiator = _other(ctx, victim)
+    initiator = ctx.other(victim)
     flooder = ctx.lab.host(f"m{victim.host.name}")
     link = ctx.lab.link(flooder, victim.host)
     # 32 source addresses: per-address handshake limits must not absorb the flood
@@ -444,7 +433,7 @@ def allowed_ips_filter(ctx: PairContext) -> None:
     ctx.connect()
     check(ctx.handshake(ctx.a, deadline=15) is not None, "no handshake")
     for src in (ctx.a, ctx.b):
-        dst = _other(ctx, src)
+        dst = ctx.other(src)
         for family, allowed, spoofed, target in (
             (socket.AF_INET, src.addr4, "198.19.1.99", dst.addr4),
             (socket.AF_INET6, src.addr6, "fd19::1:99", dst.addr6),

@@ -86,14 +86,14 @@ The pieces:
 - :mod:`pywg.lab.wireguard`: WireGuard daemons in lab hosts (not imported
   here, as it needs the UAPI client and the key types).
 
-Rules the lab keeps (see DESIGN.md, "The test lab"): underlay addresses come
-from 198.18.0.0/16 and fd18::/16 and tunnel addresses (chosen by the caller)
-from 198.19.0.0/16 and fd19::/16; names are unique per lab, so labs in
-concurrent processes never collide; nothing is ever changed in the root
-namespace (no addresses, routes, sysctls or nft rules there: every command runs
-with ``ip -n NS`` or ``ip netns exec NS``); every command has a timeout and
-every loop a deadline. Inside each namespace IPv6 is on and duplicate address
-detection off, so IPv6 addresses are usable at once.
+Rules the lab keeps: underlay addresses come from 198.18.0.0/16 and fd18::/16
+and tunnel addresses (chosen by the caller) from 198.19.0.0/16 and fd19::/16;
+names are unique per lab, so labs in concurrent processes never collide;
+nothing is ever changed in the root namespace (no addresses, routes, sysctls or
+nft rules there: every command runs with ``ip -n NS`` or ``ip netns exec NS``);
+every command has a timeout and every loop a deadline. Inside each namespace
+IPv6 is on and duplicate address detection off, so IPv6 addresses are usable at
+once.
 
 :func:`cleanup_stale` removes the namespaces of labs whose process died
 without closing them (a ``kill -9``).

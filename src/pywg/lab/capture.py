@@ -17,11 +17,11 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Final
 
-from .hosts import Host
+from .hosts import Closing, Host
 
 ETH_P_ALL: Final = 0x0003
 ETH_HEADER: Final = 14
@@ -61,7 +61,36 @@ def parse_udp(frame: bytes) -> tuple[tuple[str, int], tuple[str, int], bytes] | 
     return (src, sport), (dst, dport), payload
 
 
-class UdpCapture:
+def receive_until(
+    stop: threading.Event,
+    socks: Sequence[socket.socket],
+    handle: Callable[[bytes], None],
+    *,
+    size: int = 65536,
+) -> None:
+    """Hand everything that arrives on `socks` to `handle` until `stop` is set.
+
+    For a reader thread: it looks at `stop` at least every 0.1 s, drains each
+    ready socket without blocking, and returns early once a socket is closed
+    under it.
+    """
+    while not stop.is_set():
+        try:
+            ready, _, _ = select.select(socks, [], [], 0.1)
+        except (OSError, ValueError):  # closed under us
+            return
+        for sock in ready:
+            while True:
+                try:
+                    data = sock.recv(size, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    return
+                handle(data)
+
+
+class UdpCapture(Closing):
     """UDP datagrams crossing `ifname` in `host`, recorded in the background.
 
     Use as a context manager (or call :meth:`close`)::
@@ -80,29 +109,23 @@ class UdpCapture:
         self._seen: list[Datagram] = []
         self.count = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, name=f"capture-{ifname}", daemon=True)
+        self._thread = threading.Thread(
+            target=receive_until,
+            args=(self._stop, [self._sock], self._record),
+            name=f"capture-{ifname}",
+            daemon=True,
+        )
         self._thread.start()
 
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self._sock], [], [], 0.1)
-            if not ready:
-                continue
-            while True:
-                try:
-                    frame = self._sock.recv(65536)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    return
-                now = time.monotonic()
-                parsed = parse_udp(frame)
-                if parsed is None:
-                    continue
-                with self._lock:
-                    self.count += 1
-                    if len(self._seen) < self._limit:
-                        self._seen.append(Datagram(now, *parsed))
+    def _record(self, frame: bytes) -> None:
+        now = time.monotonic()
+        parsed = parse_udp(frame)
+        if parsed is None:
+            return
+        with self._lock:
+            self.count += 1
+            if len(self._seen) < self._limit:
+                self._seen.append(Datagram(now, *parsed))
 
     def datagrams(
         self, *, source: tuple[str, int] | None = None, since: float = 0.0
@@ -116,14 +139,3 @@ class UdpCapture:
         self._stop.set()
         self._thread.join(2)
         self._sock.close()
-
-    def __enter__(self) -> UdpCapture:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -28,8 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from .netns import run_in, socket_in
 
@@ -51,6 +50,22 @@ _loss_tables = itertools.count(1)  # nft table names of Host.loss, unique in thi
 
 class LabError(RuntimeError):
     """A lab command failed; the message names the command and quotes its stderr."""
+
+
+class Closing:
+    """A context manager that closes what it holds on the way out: ``with X(...) as x:``.
+
+    Subclasses define :meth:`close`; ``__enter__`` returns the object itself.
+    """
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def unavailable_reason() -> str | None:
@@ -424,6 +439,16 @@ def _python_ping(host: Host, address: str, count: int, timeout: float) -> bool:
     return host.run(*argv, check=False, timeout=timeout + 30).returncode == 0
 
 
+class _EndAddress:
+    """A read-only :class:`Link` attribute: the bare address of one end in one family."""
+
+    def __init__(self, version: int, side: int) -> None:
+        self.version, self.side = version, side
+
+    def __get__(self, link: Link, owner: type[Link] | None = None) -> str:
+        return link._addr(self.version, self.side)
+
+
 class Link:
     """A veth pair between two hosts, up, with addresses on both ends.
 
@@ -461,6 +486,22 @@ class Link:
     def prefix6(self) -> str:
         return f"fd18::{self.subnet}:0/112"
 
+    def side(self, host: Host) -> Literal[1, 2]:
+        """1 for the host on the a end, 2 for the b end; LabError for any other host."""
+        if host is self.a:
+            return 1
+        if host is self.b:
+            return 2
+        raise LabError(f"{host!r} is not an end of {self!r}")
+
+    def ifname(self, host: Host) -> str:
+        """The veth interface of `host`'s end."""
+        return self.a_if if self.side(host) == 1 else self.b_if
+
+    def address(self, host: Host, version: int = 4) -> str:
+        """The bare IPv4 (or, with `version` 6, IPv6) address of `host`'s end."""
+        return self._addr(version, self.side(host))
+
     def _addr(self, version: int, side: int) -> str:
         if version == 4:
             if not self.v4:
@@ -470,21 +511,10 @@ class Link:
             raise LabError(f"{self!r} has no IPv6 addresses")
         return f"fd18::{self.subnet}:{side}"
 
-    @property
-    def a_addr4(self) -> str:
-        return self._addr(4, 1)
-
-    @property
-    def b_addr4(self) -> str:
-        return self._addr(4, 2)
-
-    @property
-    def a_addr6(self) -> str:
-        return self._addr(6, 1)
-
-    @property
-    def b_addr6(self) -> str:
-        return self._addr(6, 2)
+    a_addr4 = _EndAddress(4, 1)
+    b_addr4 = _EndAddress(4, 2)
+    a_addr6 = _EndAddress(6, 1)
+    b_addr6 = _EndAddress(6, 2)
 
 
 _open_labs: set[Lab] = set()  # closed at exit if their owner forgot
@@ -497,7 +527,7 @@ def close_all_labs() -> None:
         lab.close()
 
 
-class Lab:
+class Lab(Closing):
     """A set of namespaces, links and processes that :meth:`close` removes again.
 
     Use as a context manager. `prefix` (letters and digits) starts every
@@ -524,17 +554,6 @@ class Lab:
 
     def __repr__(self) -> str:
         return f"Lab({self.tag!r}, hosts={list(self.hosts)})"
-
-    def __enter__(self) -> Lab:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _check_open(self) -> None:
         if self._closed:

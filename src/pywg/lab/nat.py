@@ -121,36 +121,17 @@ class Nat:
         router: Host,
         inside: Link,
         outside: Link,
-        kind: NatKind = "endpoint-independent",
-        *,
-        ports: tuple[int, int] | None = None,
-        udp_timeout: float | None = None,
+        kind: NatKind,
+        ports: tuple[int, int] | None,
     ) -> None:
-        if kind not in NAT_KINDS:
-            raise LabError(f"NAT kind must be one of {NAT_KINDS}, not {kind!r}")
-        if ports is not None:
-            low, high = ports
-            # at most half the range, so that the next window (reboot) never overlaps it
-            if not 1024 <= low <= high <= 65535 or high - low + 1 > (65536 - 1024) // 2:
-                raise LabError(f"NAT port window {ports} is not within 1024-65535, half at most")
         self.router = router
         self.inside, self.outside = inside, outside
-        self.inside_if = _end(router, inside)
-        self.outside_if = _end(router, outside)
-        if self.inside_if == self.outside_if:
-            raise LabError("a NAT needs two different links")
+        self.inside_if = inside.ifname(router)
+        self.outside_if = outside.ifname(router)
         self.kind = kind
         self.ports = ports
         self.table = f"pywg_nat{next(_tables)}"
         self.reboots = 0
-        router.forwarding()
-        if udp_timeout is not None:
-            seconds = max(1, round(udp_timeout))
-            router.sysctl(
-                f"net.netfilter.nf_conntrack_udp_timeout={seconds}",
-                f"net.netfilter.nf_conntrack_udp_timeout_stream={seconds}",
-            )
-        router.nft(self._ruleset())
 
     def __repr__(self) -> str:
         return f"Nat({self.router.name}, {self.kind!r}, {self.inside_if} -> {self.outside_if})"
@@ -158,11 +139,11 @@ class Nat:
     @property
     def public_addr4(self) -> str:
         """The router's IPv4 address on the outside link: the one the outside sees."""
-        return self.outside.a_addr4 if self.outside.a is self.router else self.outside.b_addr4
+        return self.outside.address(self.router, 4)
 
     @property
     def public_addr6(self) -> str:
-        return self.outside.a_addr6 if self.outside.a is self.router else self.outside.b_addr6
+        return self.outside.address(self.router, 6)
 
     def _ruleset(self) -> str:
         random = " fully-random" if self.kind == "symmetric" else ""
@@ -218,14 +199,6 @@ table inet {self.table} {{
         self.router.nft(f"delete table inet {self.table}\n")
 
 
-def _end(router: Host, link: Link) -> str:
-    if link.a is router:
-        return link.a_if
-    if link.b is router:
-        return link.b_if
-    raise LabError(f"{router!r} is not an end of {link!r}")
-
-
 def add_nat(
     router: Host,
     inside: Link,
@@ -243,7 +216,25 @@ def add_nat(
     the mapped ports to a window; `udp_timeout` (whole seconds) sets how long
     an idle UDP mapping lives. See the module docstring for the kinds.
     """
-    return Nat(router, inside, outside, kind, ports=ports, udp_timeout=udp_timeout)
+    if kind not in NAT_KINDS:
+        raise LabError(f"NAT kind must be one of {NAT_KINDS}, not {kind!r}")
+    if ports is not None:
+        low, high = ports
+        # at most half the range, so that the next window (reboot) never overlaps it
+        if not 1024 <= low <= high <= 65535 or high - low + 1 > (65536 - 1024) // 2:
+            raise LabError(f"NAT port window {ports} is not within 1024-65535, half at most")
+    nat = Nat(router, inside, outside, kind, ports)
+    if nat.inside_if == nat.outside_if:
+        raise LabError("a NAT needs two different links")
+    router.forwarding()
+    if udp_timeout is not None:
+        seconds = max(1, round(udp_timeout))
+        router.sysctl(
+            f"net.netfilter.nf_conntrack_udp_timeout={seconds}",
+            f"net.netfilter.nf_conntrack_udp_timeout_stream={seconds}",
+        )
+    router.nft(nat._ruleset())
+    return nat
 
 
 # -- ctnetlink: flush and dump a host's conntrack table -------------------------------------

@@ -60,7 +60,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import IO, Any, Final, Literal, TypedDict, cast
 
-from .hosts import Host, LabError
+from .hosts import Closing, Host, LabError
 
 Side = Literal["a", "b"]
 COMMAND_TIMEOUT: Final = 10.0  # seconds the relay has to answer a command
@@ -115,7 +115,7 @@ class RelayStats(TypedDict):
     recorded_now: dict[str, int]  # recorded and kept for a replay, per side
 
 
-class Relay:
+class Relay(Closing):
     """The relay process in `host` between `ends.a` and `ends.b`; see the module docstring.
 
     `seed` makes the faults repeatable, `depth` is how many later datagrams
@@ -144,12 +144,6 @@ class Relay:
 
     def __repr__(self) -> str:
         return f"Relay({self.host.name}, {self.ends})"
-
-    def __enter__(self) -> Relay:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _read(self) -> dict[str, Any]:
         stdout = self.proc.stdout

@@ -25,7 +25,9 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Protocol, Self, TypeVar
 
+from ..endpoint import format_endpoint
 from ..keys import PresharedKey, PrivateKey, PublicKey
 from ..status import InterfaceStatus, PeerStatus, parse_get
 from ..system import uapi_client
@@ -36,6 +38,7 @@ __all__ = [
     "START_TIMEOUT",
     "WIREGUARD_GO",
     "Impl",
+    "PeerNode",
     "WgNode",
     "connect",
     "endpoint",
@@ -127,7 +130,8 @@ class WgNode:
 
 
 def endpoint(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    """`address`:`port` as wg(8) and the UAPI write it (:func:`pywg.endpoint.format_endpoint`)."""
+    return format_endpoint((address, port))
 
 
 def start_node(
@@ -167,9 +171,31 @@ def start_node(
     return node
 
 
+class PeerNode(Protocol):
+    """A daemon in a lab host that can be given a peer: :class:`WgNode`, or a test's own."""
+
+    @property
+    def host(self) -> Host: ...
+
+    @property
+    def port(self) -> int: ...
+
+    def add_peer(
+        self,
+        other: Self,
+        *,
+        endpoint: str | None = None,
+        preshared_key: PresharedKey | None = None,
+        persistent_keepalive: int = 0,
+    ) -> None: ...
+
+
+N = TypeVar("N", bound=PeerNode)
+
+
 def connect(
-    a: WgNode,
-    b: WgNode,
+    a: N,
+    b: N,
     link: Link | None,
     *,
     family: int = 4,
@@ -179,23 +205,15 @@ def connect(
     """Make a and b peers of each other; with `link`, both know the other's endpoint on it."""
     a_ep = b_ep = None
     if link is not None:
-        a_addr = link.a_addr4 if family == 4 else link.a_addr6
-        b_addr = link.b_addr4 if family == 4 else link.b_addr6
-        if link.a is not a.host:
-            a_addr, b_addr = b_addr, a_addr
-        a_ep, b_ep = endpoint(a_addr, a.port), endpoint(b_addr, b.port)
-    a.add_peer(
-        b,
-        endpoint=b_ep,
-        preshared_key=preshared_key,
-        persistent_keepalive=persistent_keepalive,
-    )
-    b.add_peer(
-        a,
-        endpoint=a_ep,
-        preshared_key=preshared_key,
-        persistent_keepalive=persistent_keepalive,
-    )
+        a_ep = endpoint(link.address(a.host, family), a.port)
+        b_ep = endpoint(link.address(b.host, family), b.port)
+    for node, other, other_ep in ((a, b, b_ep), (b, a, a_ep)):
+        node.add_peer(
+            other,
+            endpoint=other_ep,
+            preshared_key=preshared_key,
+            persistent_keepalive=persistent_keepalive,
+        )
 
 
 def wait_handshake(a: WgNode, b: WgNode, *, deadline: float = 10) -> bool:
