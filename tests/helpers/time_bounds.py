@@ -1,11 +1,12 @@
-"""Time bounds for tests that drive real networks: a test that hangs fails instead."""
+"""Time bounds for tests that drive real networks: a test that hangs fails instead, a wait ends."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 
 @contextlib.contextmanager
@@ -25,3 +26,15 @@ def time_limit(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def wait_for(predicate: Callable[[], bool], deadline: float = 10.0, step: float = 0.02) -> bool:
+    """Poll `predicate` until it is true or `deadline` seconds pass (bounded in count too)."""
+    end = time.monotonic() + deadline
+    for _ in range(int(deadline / step) + 2):
+        if predicate():
+            return True
+        if time.monotonic() >= end:
+            break
+        time.sleep(step)
+    return predicate()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from typing import Any
 
 from pywg.lab import Host, LabError
@@ -79,15 +78,3 @@ def udp_send(host: Host, address: str, port: int, count: int, rate: float = 1000
         str(rate),
         timeout=count / rate + 30,
     )
-
-
-def wait_until(check: Any, deadline: float, step: float = 0.1) -> bool:
-    """Poll `check()` until true or `deadline` seconds pass (bounded in count too)."""
-    end = time.monotonic() + deadline
-    for _ in range(int(deadline / step) + 2):
-        if check():
-            return True
-        if time.monotonic() >= end:
-            break
-        time.sleep(step)
-    return False

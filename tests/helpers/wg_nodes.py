@@ -16,8 +16,7 @@ import os
 import shutil
 import sysconfig
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -230,15 +229,3 @@ def uapi_config(text: str) -> dict[str, Any]:
         elif key not in VOLATILE:
             current[key] = value
     return {"device": device, "peers": peers}
-
-
-def wait_for(predicate: Callable[[], bool], deadline: float = 10.0, step: float = 0.02) -> bool:
-    """Poll `predicate` until it is true or `deadline` seconds pass (bounded in count too)."""
-    end = time.monotonic() + deadline
-    for _ in range(int(deadline / step) + 2):
-        if predicate():
-            return True
-        if time.monotonic() >= end:
-            break
-        time.sleep(step)
-    return predicate()

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
+from helpers.time_bounds import wait_for
 from helpers.wg_nodes import (
     IMPLS,
     PORT,
@@ -44,16 +45,10 @@ pytestmark = [
 # -- bounds ---------------------------------------------------------------------------
 
 
-def wait_for(what: str, check: Callable[[], bool], deadline: float, step: float = 0.1) -> None:
+def wait_until(what: str, check: Callable[[], bool], deadline: float, step: float = 0.1) -> None:
     """Poll `check` until true; fail the test after `deadline` seconds."""
-    end = time.monotonic() + deadline
-    for _ in range(int(deadline / step) + 2):
-        if check():
-            return
-        if time.monotonic() >= end:
-            break
-        time.sleep(step)
-    pytest.fail(f"timed out after {deadline:g} s waiting for {what}")
+    if not wait_for(check, deadline, step):
+        pytest.fail(f"timed out after {deadline:g} s waiting for {what}")
 
 
 # -- checks -------------------------------------------------------------------------
@@ -196,7 +191,7 @@ def test_persistent_keepalive(keeper_impl: str) -> None:
         quiet.add_peer(keeper)  # no endpoint, no keepalive: it has to learn from keepalives
         keeper.add_peer(quiet, endpoint=pair.endpoint(quiet), persistent_keepalive=1)
         # going from 0 to 1 s sends a keepalive at once, which needs a handshake first
-        wait_for(
+        wait_until(
             "the handshake that the first keepalive starts",
             lambda: handshake_time(quiet, keeper) != 0,
             deadline=8,
@@ -218,7 +213,7 @@ def test_persistent_keepalive(keeper_impl: str) -> None:
         # the keeper moves to another port: its keepalives alone tell the quiet side
         keeper.wg("set", keeper.ifname, "listen-port", str(PORT + 7))
         keeper.port = PORT + 7
-        wait_for(
+        wait_until(
             f"{quiet.impl} to learn the keeper's new port from keepalives",
             lambda: quiet.peer_dump(keeper)["endpoint"] == pair.endpoint(keeper),
             deadline=3,
@@ -268,7 +263,7 @@ def test_roaming_mid_transfer(mover_impl: str, family: int, backend: str) -> Non
         time.sleep(1.0)
         mover.wg("set", mover.ifname, "listen-port", str(new_port))
         mover.port = new_port
-        wait_for(
+        wait_until(
             f"{stay.impl} to follow the port change",
             lambda: stay.peer_dump(mover)["endpoint"] == format_endpoint((old_addr, new_port)),
             deadline=3,
@@ -286,7 +281,7 @@ def test_roaming_mid_transfer(mover_impl: str, family: int, backend: str) -> Non
             # client's network manager would
             mover.wg("set", mover.ifname, "peer", str(stay.public_key), "endpoint",
                      pair.endpoint(stay))  # fmt: skip
-        wait_for(
+        wait_until(
             f"{stay.impl} to follow the address change",
             lambda: stay.peer_dump(mover)["endpoint"] == format_endpoint((new_addr, new_port)),
             deadline=15,  # the stream's TCP backs off while the old address is gone

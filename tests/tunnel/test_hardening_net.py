@@ -35,7 +35,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.udp_apps import UdpCounter, udp_send, wait_until
+from helpers.time_bounds import wait_for
+from helpers.udp_apps import UdpCounter, udp_send
 from pywg import _fast
 from pywg.lab import Host, Lab, Link, Relay, RelayEnds, tcp_transfer
 from pywg.lab.wireguard import PYWGD, WIREGUARD_GO, WgNode, endpoint, start_node
@@ -333,7 +334,7 @@ def test_replayed_transport_packets_rejected(b_impl: str, backend: str) -> None:
             app = UdpCounter(a.host, a.addr4, app_port)
             relay.record("a", REPLAYS)
             udp_send(b.host, a.addr4, app_port, REPLAYS, rate=1000)
-            assert wait_until(lambda: relay.stats()["recorded_now"]["a"] == REPLAYS, 5), (
+            assert wait_for(lambda: relay.stats()["recorded_now"]["a"] == REPLAYS, 5, step=0.1), (
                 relay.stats()
             )
             time.sleep(0.5)  # every original delivered
@@ -343,7 +344,7 @@ def test_replayed_transport_packets_rejected(b_impl: str, backend: str) -> None:
             replayed += relay.replay("a", source="other")  # and from a stranger's address
             assert replayed == 2 * REPLAYS
             # the counters catch up within the plane's 0.1 s reporting tick
-            assert wait_until(
+            assert wait_for(
                 lambda: (
                     flood.rejected_total(fl.a.counters()) - flood.rejected_total(before) >= replayed
                 ),

@@ -45,7 +45,8 @@ from typing import Any
 
 import pytest
 
-from helpers.wg_nodes import pywgd_path, uapi_config, wait_for
+from helpers.time_bounds import wait_for
+from helpers.wg_nodes import pywgd_path, uapi_config
 from pywg.asyncio.uapi_server import MAX_CONNECTIONS
 from pywg.keys import PresharedKey, PrivateKey
 from pywg.lab import Host, Lab

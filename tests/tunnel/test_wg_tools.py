@@ -30,7 +30,8 @@ from typing import Any
 
 import pytest
 
-from helpers.wg_nodes import Node, argv_for, pywgd_path, start_node, wait_for
+from helpers.time_bounds import wait_for
+from helpers.wg_nodes import Node, argv_for, pywgd_path, start_node
 from helpers.wg_nodes import uapi_config as parse_get_reply
 from pywg import __version__
 from pywg.keys import PresharedKey, PrivateKey
