@@ -8,7 +8,7 @@ else at ``pkg`` itself (a name defined in its __init__). Nothing is left out:
 the re-exports in package __init__ files make no cycle today, so they are
 checked as well.
 
-The layers (README, "Package layout"): the sans-IO core is the modules at
+The layers (docs/architecture.md): the sans-IO core is the modules at
 the top of src/pywg; above it are the I/O shell (pywg.asyncio), the OS glue
 (pywg.system), the mesh, the lab, the interop suite and the commands
 (pywg.cmd). The core imports none of those, and only the commands import
@@ -237,3 +237,17 @@ def test_checker_finds_a_planted_cycle(tmp_path: Path) -> None:
 def test_checker_finds_a_module_importing_itself(tmp_path: Path) -> None:
     src = _make_package(tmp_path, {"pkg/__init__.py": "", "pkg/a.py": "from pkg import a\n"})
     assert find_cycles(import_graph(src, "pkg")) == [["pkg.a", "pkg.a"]]
+
+
+def test_no_one_letter_module_aliases(repo_root: Path) -> None:
+    """`import x as T` hides what T is; src/ names modules in full."""
+    found = []
+    for name, path in package_modules(repo_root / "src", PACKAGE).items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                found += [
+                    f"{name}:{node.lineno}: {alias.name} as {alias.asname}"
+                    for alias in node.names
+                    if alias.asname is not None and len(alias.asname) == 1
+                ]
+    assert not found, "one-letter import aliases:\n" + "\n".join(found)
