@@ -18,6 +18,7 @@ The markers are declared in pyproject.toml (pytest runs with
 
 Fixtures: ``lab``, a namespace lab for one test (named after the module's
 PREFIX), and ``host``, one host in it. Tests using them carry ``needs_lab``.
+The mesh tests' own fixtures are in tests/mesh/conftest.py.
 """
 
 from __future__ import annotations

@@ -5,5 +5,6 @@
 - `virtual_network`, `device_pair`: sans-IO Devices on an in-memory network on virtual time;
 - `time_bounds`: a time limit for tests that drive real networks;
 - `udp_apps`: UDP receivers and senders for the namespace fault tests;
-- `wg_nodes`: pywgd / wireguard-go nodes in lab namespaces, configured with `wg`.
+- `wg_nodes`: pywgd / wireguard-go nodes in lab namespaces, configured with `wg`;
+- `mesh_harness`: the mesh tests' coordinator, relay and node pieces (tests/mesh/conftest.py).
 """

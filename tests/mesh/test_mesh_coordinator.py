@@ -1,12 +1,15 @@
 """The mesh coordinator (pywg.mesh.coordinator), its store, its client and `pywg coordinator`.
 
 Server and clients run on an event loop inside a lab namespace (its own
-loopback), so nothing touches the root namespace's network. The relay is a
-fake with RelayServer's methods. Tunnel networks 198.19.5.0/24, fd19:5::/64.
+loopback), so nothing touches the root namespace's network: the `coordinator`
+fixture (tests/mesh/conftest.py) starts them inside each scenario. The relay
+is a fake with RelayServer's methods unless a test says otherwise. Tunnel
+networks 198.19.5.0/24, fd19:5::/64 (helpers.mesh_harness.V4, V6).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -16,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
@@ -24,16 +27,15 @@ import aiohttp
 import pytest
 from nacl.signing import SigningKey
 
+from helpers.mesh_harness import RELAY_HOST, V4, V6, Coordinators, Member, make_coordinator
 from pywg.cmd import coordinator as coordinator_cli
-from pywg.endpoint import parse_endpoint
-from pywg.keys import PrivateKey
 from pywg.lab import Host
 from pywg.mesh import auth
 from pywg.mesh.client import CoordinatorClient, CoordinatorError
 from pywg.mesh.coordinator import Coordinator, RelayConfig
+from pywg.mesh.schema import Networks
 from pywg.mesh.store import (
     Conflict,
-    Networks,
     Store,
     StoreError,
     check_endpoints,
@@ -45,61 +47,10 @@ from pywg.mesh.store import (
 needs_lab = pytest.mark.needs_lab  # the server and its clients run in a lab host (`host`)
 
 PREFIX = "pwc"  # of the `host` fixture's lab
-V4 = "198.19.5.0/24"
-V6 = "fd19:5::/64"
-RELAY_HOST = "198.18.9.2"
 SCENARIO_DEADLINE = 60.0
 
 
-# -- fixtures and helpers --------------------------------------------------------------------
-
-
-class FakeRelay:
-    """RelayServer's interface, in memory."""
-
-    instances: list[FakeRelay] = []  # noqa: RUF012
-
-    def __init__(
-        self,
-        db_path: str,
-        host: str,
-        port: int,
-        *,
-        members: Callable[[bytes], bytes | None],
-        port_range: tuple[int, int] | None = None,
-    ) -> None:
-        self.db_path = db_path
-        self.members = members
-        self.pairs: dict[tuple[bytes, bytes], tuple[int, int]] = {}
-        self.removed: list[bytes] = []
-        self.started = self.closed = False
-        self._next = 40000
-        FakeRelay.instances.append(self)
-
-    @property
-    def port(self) -> int:
-        return 3478
-
-    async def start(self) -> None:
-        self.started = True
-
-    def close(self) -> None:
-        self.closed = True
-
-    def ensure_pair(self, a: bytes, b: bytes) -> tuple[int, int]:
-        if (b, a) in self.pairs:
-            back, forth = self.pairs[(b, a)]
-            return forth, back
-        if (a, b) not in self.pairs:
-            self.pairs[(a, b)] = (self._next, self._next + 1)
-            self._next += 2
-        return self.pairs[(a, b)]
-
-    def remove_node(self, key: bytes) -> None:
-        self.removed.append(key)
-
-    def stats(self) -> dict[str, int]:
-        return {"pairs": len(self.pairs)}
+# -- helpers -----------------------------------------------------------------------------------
 
 
 def run_in(host: Host, scenario: Callable[[], Awaitable[None]]) -> None:
@@ -110,48 +61,6 @@ def run_in(host: Host, scenario: Callable[[], Awaitable[None]]) -> None:
         await asyncio.wait_for(scenario(), SCENARIO_DEADLINE)
 
     host.call(lambda: asyncio.run(bounded()))
-
-
-def make_coordinator(state: str, **kwargs: Any) -> Coordinator:
-    kwargs.setdefault("ipv4", V4)
-    kwargs.setdefault("ipv6", V6)
-    kwargs.setdefault("relay", RelayConfig(RELAY_HOST, "127.0.0.1", 0, factory=FakeRelay))
-    return Coordinator(state, **kwargs)
-
-
-@dataclass
-class Member:
-    name: str
-    url: str
-    wg: PrivateKey = field(default_factory=PrivateKey.generate)
-    control: SigningKey = field(default_factory=SigningKey.generate)
-    client: CoordinatorClient = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.client = CoordinatorClient(self.url, self.public_b64, self.control)
-
-    @property
-    def public_b64(self) -> str:
-        return self.wg.public_key.to_base64()
-
-    @property
-    def public_raw(self) -> bytes:
-        return auth.unb64(self.public_b64, 32)
-
-    @property
-    def control_b64(self) -> str:
-        return auth.b64(bytes(self.control.verify_key.encode()))
-
-    async def join(self, token: str, routes: list[str] | None = None) -> dict[str, Any]:
-        """Join; the answer as it came on the wire (JSON)."""
-        return (await self.client.join(token, self.name, routes or [])).to_json()
-
-    async def roster(self, since: int, wait: float) -> dict[str, Any]:
-        """The roster as it came on the wire (JSON)."""
-        return (await self.client.roster(since, wait)).to_json()
-
-    async def update(self, endpoints: list[str], routes: list[str]) -> int:
-        return await self.client.update([parse_endpoint(e) for e in endpoints], routes)
 
 
 @dataclass
@@ -313,13 +222,11 @@ def test_validation() -> None:
 
 
 @needs_lab
-def test_join_rosters_and_long_poll(host: Host, tmp_path: Any) -> None:
+def test_join_rosters_and_long_poll(host: Host, coordinator: Coordinators) -> None:
     async def scenario() -> None:
-        coord = make_coordinator(str(tmp_path))
-        port = await coord.start("127.0.0.1", 0)
-        url = f"http://127.0.0.1:{port}"
-        nas, pi, laptop = (Member(n, url) for n in ("nas", "pi", "laptop"))
-        try:
+        async with coordinator(("nas", "pi", "laptop")) as running:
+            coord = running.coordinator
+            nas, pi, laptop = running.members
             token = coord.new_token(600, reusable=True)
             answer = await nas.join(token, ["198.18.50.0/24"])
             me = answer["self"]
@@ -339,7 +246,7 @@ def test_join_rosters_and_long_poll(host: Host, tmp_path: Any) -> None:
             v1 = await nas.update(["203.0.113.7:51820", "[fd18::2]:51820"], ["198.18.50.0/24"])
             again = await nas.update(["203.0.113.7:51820", "[fd18::2]:51820"], ["198.18.50.0/24"])
             assert again == v1  # nothing changed: the version stays
-            relay = FakeRelay.instances[-1]
+            relay = running.fake_relay
             for member in (nas, pi, laptop):
                 roster = await member.roster(0, 0)
                 assert roster["version"] == v1
@@ -379,23 +286,16 @@ def test_join_rosters_and_long_poll(host: Host, tmp_path: Any) -> None:
             await coord.close()
             assert (await poll)["version"] == v2
             assert time.monotonic() - started < 1.5
-        finally:
-            for member in (nas, pi, laptop):
-                await member.client.close()
-            await coord.close()
         assert relay.closed
 
     run_in(host, scenario)
 
 
 @needs_lab
-def test_tokens(host: Host, tmp_path: Any) -> None:
+def test_tokens(host: Host, coordinator: Coordinators) -> None:
     async def scenario() -> None:
-        coord = make_coordinator(str(tmp_path))
-        port = await coord.start("127.0.0.1", 0)
-        url = f"http://127.0.0.1:{port}"
-        members = [Member(f"n{i}", url) for i in range(6)]
-        try:
+        async with coordinator([f"n{i}" for i in range(6)]) as running:
+            coord, url, members = running.coordinator, running.url, running.members
             once = coord.new_token(600)
             await members[0].join(once)
             # the node it admitted may repeat its join (a lost answer), nobody else
@@ -444,24 +344,24 @@ def test_tokens(host: Host, tmp_path: Any) -> None:
             await impostor.client.close()
             assert [t.uses for t in coord.store.tokens()] == [1, 2]
             assert len(coord.store.nodes()) == 3
-        finally:
-            for member in members:
-                await member.client.close()
-            await coord.close()
 
     run_in(host, scenario)
 
 
 @needs_lab
-def test_client_refuses_another_coordinator(host: Host, tmp_path: Any) -> None:
+def test_client_refuses_another_coordinator(
+    host: Host, tmp_path: Any, coordinator: Coordinators
+) -> None:
     """The key in the answer must match the token's fingerprint, and sign the answer."""
 
     async def scenario() -> None:
-        real = make_coordinator(str(tmp_path / "real"))
-        other = make_coordinator(str(tmp_path / "other"))
-        real_url = f"http://127.0.0.1:{await real.start('127.0.0.1', 0)}"
-        other_url = f"http://127.0.0.1:{await other.start('127.0.0.1', 0)}"
+        async with (
+            coordinator(state=tmp_path / "real") as real,
+            coordinator(state=tmp_path / "other") as other,
+        ):
+            await against_others(real.coordinator, real.url, other.url)
 
+    async def against_others(real: Coordinator, real_url: str, other_url: str) -> None:
         # a hostile coordinator that takes any token and signs with its own key
         hostile_key = SigningKey.generate()
 
@@ -510,22 +410,19 @@ def test_client_refuses_another_coordinator(host: Host, tmp_path: Any) -> None:
             await member.client.close()
         finally:
             await runner.cleanup()
-            await real.close()
-            await other.close()
 
     run_in(host, scenario)
 
 
 @needs_lab
-def test_join_signature_must_match(host: Host, tmp_path: Any) -> None:
+def test_join_signature_must_match(host: Host, coordinator: Coordinators) -> None:
     async def scenario() -> None:
-        coord = make_coordinator(str(tmp_path))
-        url = f"http://127.0.0.1:{await coord.start('127.0.0.1', 0)}"
-        member, stranger = Member("n", url), Member("s", url)
-        try:
+        async with coordinator(("n", "s")) as running:
+            coord, url = running.coordinator, running.url
+            member, stranger = running.members
             token = coord.new_token(600, reusable=True)
             body = join_body(token, "n", member)
-            cases = {
+            cases: dict[str, dict[str, Any]] = {
                 "another control key": {"control": stranger.control, "node": member.public_b64},
                 "another node": {"control": member.control, "node": stranger.public_b64},
                 "stale": {
@@ -564,24 +461,17 @@ def test_join_signature_must_match(host: Host, tmp_path: Any) -> None:
                 )[0],
             )
             assert answer.status == 401
-        finally:
-            await member.client.close()
-            await stranger.client.close()
-            await coord.close()
 
     run_in(host, scenario)
 
 
 @needs_lab
-def test_forged_updates_are_refused(host: Host, tmp_path: Any) -> None:
+def test_forged_updates_are_refused(host: Host, coordinator: Coordinators) -> None:
     async def scenario() -> None:
-        coord = make_coordinator(str(tmp_path))
-        url = f"http://127.0.0.1:{await coord.start('127.0.0.1', 0)}"
-        a, b = Member("a", url), Member("b", url)
-        try:
-            token = coord.new_token(600, reusable=True)
-            await a.join(token)
-            await b.join(token)
+        async with coordinator(("a", "b")) as running:
+            url = running.url
+            a, b = running.members
+            await running.join(a, b)
             await a.update(["203.0.113.7:51820"], [])
             before = await b.roster(0, 0)
             forged = json.dumps({"endpoints": ["198.51.100.66:666"]}).encode()
@@ -629,22 +519,17 @@ def test_forged_updates_are_refused(host: Host, tmp_path: Any) -> None:
             # a's own client goes on (its clock is behind the replayed request's)
             a.client._last_ms = now_ms() + 6000
             assert await a.update(["203.0.113.7:51820"], []) == after["version"] + 1
-        finally:
-            await a.client.close()
-            await b.client.close()
-            await coord.close()
 
     run_in(host, scenario)
 
 
 @needs_lab
-def test_routes_need_approval(host: Host, tmp_path: Any) -> None:
+def test_routes_need_approval(host: Host, tmp_path: Any, coordinator: Coordinators) -> None:
     async def scenario() -> None:
         state = str(tmp_path)
-        coord = make_coordinator(state, poll_interval=0.5)
-        url = f"http://127.0.0.1:{await coord.start('127.0.0.1', 0)}"
-        gw, pi = Member("gw", url), Member("pi", url)
-        try:
+        async with coordinator(("gw", "pi"), poll_interval=0.5) as running:
+            coord = running.coordinator
+            gw, pi = running.members
             token = coord.new_token(600, reusable=True)
             await gw.join(token, ["198.18.50.0/24", "fd18:50::/64"])
             await pi.join(token)
@@ -682,36 +567,27 @@ def test_routes_need_approval(host: Host, tmp_path: Any) -> None:
                 with pytest.raises(CoordinatorError) as refused:
                     await gw.client.update([], bad)  # type: ignore[arg-type]
                 assert refused.value.status == 400, bad
-        finally:
-            await gw.client.close()
-            await pi.client.close()
-            await coord.close()
         # with --auto-approve-routes advertised routes are approved at once
-        auto = make_coordinator(str(tmp_path / "auto"), auto_approve_routes=True)
-        url = f"http://127.0.0.1:{await auto.start('127.0.0.1', 0)}"
-        node = Member("gw", url)
-        try:
-            answer = await node.join(auto.new_token(60), ["198.18.50.0/24"])
+        auto = coordinator(("gw",), state=tmp_path / "auto", auto_approve_routes=True)
+        async with auto as running:
+            (node,) = running.members
+            answer = await node.join(running.coordinator.new_token(60), ["198.18.50.0/24"])
             assert answer["self"]["routes"] == ["198.18.50.0/24"]
             await node.update([], ["198.18.50.0/24", "198.18.52.0/24"])
             me = (await node.roster(0, 0))["self"]
             assert me["routes"] == ["198.18.50.0/24", "198.18.52.0/24"]
-        finally:
-            await node.client.close()
-            await auto.close()
 
     run_in(host, scenario)
 
 
 @needs_lab
-def test_restart_keeps_the_mesh(host: Host, tmp_path: Any) -> None:
+def test_restart_keeps_the_mesh(host: Host, tmp_path: Any, coordinator: Coordinators) -> None:
     async def scenario() -> None:
         state = str(tmp_path)
-        coord = make_coordinator(state)
-        port = await coord.start("127.0.0.1", 0)
-        url = f"http://127.0.0.1:{port}"
-        a, b, c = Member("a", url), Member("b", url), Member("c", url)
-        try:
+        async with coordinator(("a", "b", "c")) as running:
+            coord, url = running.coordinator, running.url
+            port = coord.port
+            a, b, c = running.members
             token = coord.new_token(600, reusable=True)
             spare = coord.new_token(600)
             await a.join(token)
@@ -724,11 +600,10 @@ def test_restart_keeps_the_mesh(host: Host, tmp_path: Any) -> None:
             )
             answer, _ = await raw_request(url, "POST", "/v1/update", body, authorization=old)
             assert answer.status == 200
-            await coord.close()
             key = coord.public_key
 
-            coord = make_coordinator(state)
-            assert await coord.start("127.0.0.1", port) == port
+            assert await running.restart(port) == port  # a new Coordinator on the same state
+            coord = running.coordinator
             assert coord.public_key == key
             roster = await a.roster(0, 0)
             assert roster["version"] == version
@@ -742,10 +617,6 @@ def test_restart_keeps_the_mesh(host: Host, tmp_path: Any) -> None:
             # tokens survived: the single-use one works once
             await c.join(spare)
             assert (await c.roster(0, 0))["self"]["addresses"][0] == "198.19.5.3"
-        finally:
-            for member in (a, b, c):
-                await member.client.close()
-            await coord.close()
         # the networks are fixed
         with pytest.raises(Conflict, match="fixed at first start"):
             make_coordinator(state, ipv4="198.19.6.0/24")
@@ -754,17 +625,14 @@ def test_restart_keeps_the_mesh(host: Host, tmp_path: Any) -> None:
 
 
 @needs_lab
-def test_removed_node_leaves_rosters(host: Host, tmp_path: Any) -> None:
+def test_removed_node_leaves_rosters(host: Host, tmp_path: Any, coordinator: Coordinators) -> None:
     async def scenario() -> None:
         state = str(tmp_path)
-        coord = make_coordinator(state, poll_interval=0.5)
-        url = f"http://127.0.0.1:{await coord.start('127.0.0.1', 0)}"
-        a, b, c = Member("a", url), Member("b", url), Member("c", url)
-        relay = FakeRelay.instances[-1]
-        try:
-            token = coord.new_token(600, reusable=True)
-            for member in (a, b, c):
-                await member.join(token)
+        async with coordinator(("a", "b", "c"), poll_interval=0.5) as running:
+            coord = running.coordinator
+            a, b, c = running.members
+            relay = running.fake_relay
+            await running.join(a, b, c)
             roster = await a.roster(0, 0)
             poll = asyncio.create_task(a.roster(roster["version"], 30))
             await asyncio.sleep(0.2)
@@ -782,23 +650,17 @@ def test_removed_node_leaves_rosters(host: Host, tmp_path: Any) -> None:
             assert relay.removed == [b.public_raw, c.public_raw]
             assert (await a.roster(0, 0))["peers"] == []
             assert cli("remove", "--state", state, "b") == 1
-        finally:
-            for member in (a, b, c):
-                await member.client.close()
-            await coord.close()
 
     run_in(host, scenario)
 
 
 @needs_lab
-def test_garbage_is_400_never_500(host: Host, tmp_path: Any) -> None:
+def test_garbage_is_400_never_500(host: Host, coordinator: Coordinators) -> None:
     async def scenario() -> None:
-        coord = make_coordinator(str(tmp_path))
-        url = f"http://127.0.0.1:{await coord.start('127.0.0.1', 0)}"
-        member, newcomer = Member("m", url), Member("new", url)
-        try:
-            token = coord.new_token(600, reusable=True)
-            await member.join(token)
+        async with coordinator(("m", "new")) as running:
+            coord, url = running.coordinator, running.url
+            member, newcomer = running.members
+            token = await running.join(member)
             good = json.loads(join_body(token, "new", newcomer))
             join_cases: list[bytes] = [
                 b"",
@@ -875,25 +737,20 @@ def test_garbage_is_400_never_500(host: Host, tmp_path: Any) -> None:
             roster = await member.roster(0, 0)
             assert roster["self"]["name"] == "m" and roster["self"]["addresses"][0] == "198.19.5.1"
             assert len(coord.store.nodes()) == 1
-        finally:
-            await member.client.close()
-            await newcomer.client.close()
-            await coord.close()
 
     run_in(host, scenario)
 
 
 @needs_lab
-def test_with_the_real_relay(host: Host, tmp_path: Any) -> None:
+def test_with_the_real_relay(host: Host, tmp_path: Any, coordinator: Coordinators) -> None:
     """pywg.mesh.relay.RelayServer beside the coordinator, in the same SQLite file."""
 
     async def scenario() -> None:
         state = str(tmp_path)
         config = RelayConfig(RELAY_HOST, "127.0.0.1", 0)
-        coord = make_coordinator(state, relay=config)
-        url = f"http://127.0.0.1:{await coord.start('127.0.0.1', 0)}"
-        a, b = Member("a", url), Member("b", url)
-        try:
+        async with coordinator(("a", "b"), relay=config) as running:
+            coord = running.coordinator
+            a, b = running.members
             relay: Any = coord.relay
             assert relay is not None and relay.port > 0
             token = coord.new_token(600, reusable=True)
@@ -906,21 +763,15 @@ def test_with_the_real_relay(host: Host, tmp_path: Any) -> None:
             to_a = peers_by_name(await b.roster(0, 0))["a"]["relay_port"]
             assert isinstance(to_b, int) and isinstance(to_a, int) and to_a != to_b
             assert relay.ensure_pair(a.public_raw, b.public_raw) == (to_b, to_a)
-            await coord.close()
             # the pair ports survive a restart (the relay's tables beside ours)
-            coord = make_coordinator(state, relay=config)
-            await coord.start("127.0.0.1", 0)
-            relay = coord.relay
+            await running.restart()
+            relay = running.coordinator.relay
             assert relay.ensure_pair(b.public_raw, a.public_raw) == (to_a, to_b)
             assert cli("remove", "--state", state, "b") == 0
             deadline = time.monotonic() + 5
             while relay.pair_port(a.public_raw, b.public_raw) is not None:
                 assert time.monotonic() < deadline, "the relay kept the removed node's pair"
                 await asyncio.sleep(0.1)
-        finally:
-            await a.client.close()
-            await b.client.close()
-            await coord.close()
 
     run_in(host, scenario)
 
@@ -930,7 +781,7 @@ def test_with_the_real_relay(host: Host, tmp_path: Any) -> None:
 
 @needs_lab
 def test_cli_token_nodes_approve(
-    host: Host, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+    host: Host, tmp_path: Any, coordinator: Coordinators, capsys: pytest.CaptureFixture[str]
 ) -> None:
     state = str(tmp_path / "state")
     assert cli("nodes", "--state", state) == 1
@@ -938,10 +789,9 @@ def test_cli_token_nodes_approve(
     assert not os.path.exists(state)
 
     async def scenario() -> None:
-        coord = make_coordinator(state)
-        url = f"http://127.0.0.1:{await coord.start('127.0.0.1', 0)}"
-        gw, pi = Member("gw", url), Member("pi", url)
-        try:
+        async with coordinator(("gw", "pi"), state=state) as running:
+            url = running.url
+            gw, pi = running.members
             capsys.readouterr()
             assert cli("token", "--state", state, "--ttl", "600", "--url", url) == 0
             out, err = capsys.readouterr()
@@ -980,10 +830,6 @@ def test_cli_token_nodes_approve(
             assert "Traceback" not in err and err.count("\n") == 2
             roster = await pi.roster(0, 0)
             assert peers_by_name(roster)["gw"]["routes"] == ["198.18.50.0/24"]
-        finally:
-            await gw.client.close()
-            await pi.client.close()
-            await coord.close()
 
     run_in(host, scenario)
 
@@ -1006,7 +852,7 @@ def test_cli_serve_arguments(tmp_path: Any, capsys: pytest.CaptureFixture[str]) 
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (argv, err)
     assert os.listdir(state) == []  # nothing was started
-    args = coordinator_cli.argparse.Namespace(
+    args = argparse.Namespace(
         no_relay=False,
         relay_listen="198.18.9.2:3478",
         relay_host=None,
@@ -1046,15 +892,12 @@ def test_cli_serve_process(host: Host, tmp_path: Any) -> None:
                     await asyncio.sleep(0.1)
             assert answer.data == {"ok": True, "nodes": 0}
             token = await asyncio.to_thread(_token_from_cli, state)
-            member = Member("n", url)
-            try:
+            async with Member("n", url) as member:
                 answer_self = (await member.join(token))["self"]
                 assert answer_self["relay"] is None
                 assert answer_self["network"] == {"ipv4": V4, "ipv6": V6}
                 roster = await member.roster(0, 0)
                 assert roster["relay"] is None and roster["peers"] == []
-            finally:
-                await member.client.close()
 
         run_in(host, scenario)
         # a second server on the same state with other networks refuses to start

@@ -2,7 +2,8 @@
 
 Every test builds an internet in namespaces (`pywg.lab.nat`: nftables
 masquerade, endpoint-independent or symmetric), runs the coordinator with
-its relay on a public host, and the nodes as `pywg join` processes. Nothing
+its relay on a public host, and the nodes as `pywg join` processes (the
+`mesh` and `mesh_lab` fixtures, tests/mesh/conftest.py: pywg.lab.mesh). Nothing
 is configured per pair: the nodes get their peers, endpoints and routes from
 the coordinator. What is asserted is read from outside: `wg show`, pings
 through the tunnel, and WireGuard datagrams captured on the relay's link.
@@ -15,26 +16,16 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from pywg.lab import Lab
 from pywg.lab.capture import UdpCapture
 from pywg.lab.mesh import MeshLab, Node, dump
 
 pytestmark = pytest.mark.needs_lab("nft")  # the nodes are behind nftables NATs
 
-
-@pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[MeshLab]:
-    with Lab("pwmesh") as lab:
-        m = MeshLab(lab, tmp_path)
-        try:
-            yield m
-        finally:
-            m.close()
+PREFIX = "pwmesh"  # of the `lab` fixture's lab, where `mesh` and `mesh_lab` build
 
 
 def relayed_transport(capture: UdpCapture, since: float) -> int:
@@ -239,19 +230,15 @@ asyncio.run(main())
 """
 
 
-def test_relay_and_discovery_over_ipv6(tmp_path: Path) -> None:
+def test_relay_and_discovery_over_ipv6(mesh_lab: Callable[..., MeshLab]) -> None:
     """The relay announced at an IPv6 address: STUN, binds and relayed traffic over IPv6."""
-    with Lab("pwmesh6") as lab:
-        mesh = MeshLab(lab, tmp_path, relay6=True)
-        try:
-            a_site = mesh.net.behind_nat("a", "symmetric")
-            b_site = mesh.net.behind_nat("b", "symmetric")
-            a, b = mesh.pair(a_site, b_site)
-            mesh.wait_endpoint(a, b, mesh.hub.addr6)
-            mesh.wait_endpoint(b, a, mesh.hub.addr6)
-            assert a.host.wait_ping(b.addr4(), deadline=30), dump(mesh)
-            assert b.host.wait_ping(a.addr6(), deadline=15), dump(mesh)
-            # each learnt its public IPv6 mapping (its NAT's outside address) over STUN
-            assert f"endpoints reported: [{a_site.public_addr6}]:" in a.log_text(), dump(mesh)
-        finally:
-            mesh.close()
+    mesh = mesh_lab(relay6=True)
+    a_site = mesh.net.behind_nat("a", "symmetric")
+    b_site = mesh.net.behind_nat("b", "symmetric")
+    a, b = mesh.pair(a_site, b_site)
+    mesh.wait_endpoint(a, b, mesh.hub.addr6)
+    mesh.wait_endpoint(b, a, mesh.hub.addr6)
+    assert a.host.wait_ping(b.addr4(), deadline=30), dump(mesh)
+    assert b.host.wait_ping(a.addr6(), deadline=15), dump(mesh)
+    # each learnt its public IPv6 mapping (its NAT's outside address) over STUN
+    assert f"endpoints reported: [{a_site.public_addr6}]:" in a.log_text(), dump(mesh)
