@@ -9,14 +9,19 @@ plane both want the raw non-blocking fd. The ioctls needed are few and stable
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import socket
 import struct
-from typing import Final
+from collections.abc import Callable
+from typing import Final, TypeVar
 
 from ..constants import DEFAULT_MTU, MAX_IP_PACKET_SIZE, VNET_HDR_LEN
+from . import netns
+
+_T = TypeVar("_T")
 
 TUN_PATH: Final = "/dev/net/tun"
 TUNSETIFF: Final = 0x400454CA  # _IOW('T', 202, int)
@@ -24,6 +29,8 @@ IFF_TUN: Final = 0x0001
 IFF_NO_PI: Final = 0x1000
 IFF_VNET_HDR: Final = 0x4000
 TUNSETOFFLOAD: Final = 0x400454D0  # _IOW('T', 208, unsigned int)
+TUNGETIFF: Final = 0x800454D2  # _IOR('T', 210, unsigned int)
+TUNGETDEVNETNS: Final = 0x54E3  # _IO('T', 227), Linux 5.2+: an fd of the interface's namespace
 TUN_F_CSUM: Final = 0x01
 TUN_F_TSO4: Final = 0x02
 TUN_F_TSO6: Final = 0x04
@@ -60,44 +67,74 @@ def _ifreq(name: str, fmt: str = "", *values: int) -> bytes:
     return struct.pack("16s", name.encode()) + body.ljust(24, b"\0")
 
 
-def _ioctl_sock(name: str, request: int, arg: bytes) -> bytes:
+def _ioctl_sock(request: int, arg: bytes, sock: socket.socket | None) -> bytes:
+    """An interface ioctl on `sock` (it names the namespace), or on a fresh socket in ours."""
+    if sock is not None:
+        answer: bytes = fcntl.ioctl(sock.fileno(), request, arg)
+        return answer
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         result: bytes = fcntl.ioctl(s.fileno(), request, arg)
         return result
 
 
-def get_mtu(name: str) -> int:
-    (mtu,) = struct.unpack_from("i", _ioctl_sock(name, SIOCGIFMTU, _ifreq(name)), 16)
+def set_mtu(name: str, mtu: int, sock: socket.socket | None = None) -> None:
+    _ioctl_sock(SIOCSIFMTU, _ifreq(name, "i", mtu), sock)
+
+
+def set_txqueuelen(name: str, length: int, sock: socket.socket | None = None) -> None:
+    _ioctl_sock(SIOCSIFTXQLEN, _ifreq(name, "i", length), sock)
+
+
+def set_up(name: str, sock: socket.socket | None = None) -> None:
+    (flags,) = struct.unpack_from("H", _ioctl_sock(SIOCGIFFLAGS, _ifreq(name), sock), 16)
+    _ioctl_sock(SIOCSIFFLAGS, _ifreq(name, "H", flags | IFF_UP), sock)
+
+
+def get_mtu(name: str, sock: socket.socket | None = None) -> int:
+    (mtu,) = struct.unpack_from("i", _ioctl_sock(SIOCGIFMTU, _ifreq(name), sock), 16)
     return int(mtu)
 
 
-def set_mtu(name: str, mtu: int) -> None:
-    _ioctl_sock(name, SIOCSIFMTU, _ifreq(name, "i", mtu))
+def fd_interface(fd: int) -> tuple[str, int]:
+    """The current name and the flags of the interface a TUN fd is attached to (TUNGETIFF).
+
+    The fd knows its interface in whatever namespace it now is, under whatever
+    name. Once the interface is deleted (`ip link del`, anywhere) the kernel
+    detaches the fd and this, like read and write on it, fails with EBADFD.
+    """
+    ifr = fcntl.ioctl(fd, TUNGETIFF, bytes(40))
+    (flags,) = struct.unpack_from("H", ifr, IFNAMSIZ)
+    return ifr[:IFNAMSIZ].rstrip(b"\0").decode(errors="surrogateescape"), int(flags)
 
 
-def set_txqueuelen(name: str, length: int) -> None:
-    _ioctl_sock(name, SIOCSIFTXQLEN, _ifreq(name, "i", length))
-
-
-def set_up(name: str) -> None:
-    (flags,) = struct.unpack_from("H", _ioctl_sock(name, SIOCGIFFLAGS, _ifreq(name)), 16)
-    _ioctl_sock(name, SIOCSIFFLAGS, _ifreq(name, "H", flags | IFF_UP))
-
-
-def exists(name: str) -> bool:
-    """Whether an interface of that name exists in this network namespace."""
+def _open_tun() -> int:
     try:
-        socket.if_nametoindex(name)
-    except OSError:
-        return False
-    return True
+        return os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise TunError(
+            errno.ENOENT, f"{TUN_PATH} is missing: load the tun module (modprobe tun)"
+        ) from None
+    except PermissionError:
+        raise TunError(errno.EPERM, f"cannot open {TUN_PATH}: run as root") from None
+
+
+def _create_error(name: str, exc: OSError) -> TunError:
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.errno == errno.EPERM:
+        reason += " (CAP_NET_ADMIN is needed: run as root)"
+    elif exc.errno in (errno.EBUSY, errno.EINVAL):
+        reason += " (is the name in use by another interface?)"
+    return TunError(exc.errno, f"cannot create TUN {name!r}: {reason}")
 
 
 class Tun:
     """A TUN interface (IFF_TUN | IFF_NO_PI): each read or write is one IP packet.
 
     The interface lives as long as the fd: `close()` (or process exit) removes it.
-    The fd is non-blocking; `read()` returns None when nothing is waiting.
+    The fd is non-blocking; `read()` returns None when nothing is waiting. The
+    fd, not the name, identifies the interface: it may be renamed or moved to
+    another network namespace (`ip link set NAME netns NS`) and this object
+    still follows it (`alive()`, `current_mtu()`, `up()`).
     """
 
     def __init__(self, name: str, *, mtu: int = DEFAULT_MTU, offload: bool = False) -> None:
@@ -108,38 +145,72 @@ class Tun:
         `tso` is False (the kernel then sends plain packets behind it).
         """
         check_ifname(name)
-        self.vnet_hdr = offload
-        self.tso = False
-        try:
-            fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise TunError(
-                errno.ENOENT, f"{TUN_PATH} is missing: load the tun module (modprobe tun)"
-            ) from None
-        except PermissionError:
-            raise TunError(errno.EPERM, f"cannot open {TUN_PATH}: run as root") from None
+        fd = _open_tun()
         try:
             flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0)
             ifr = fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, "H", flags))
-            self.name: str = ifr[:IFNAMSIZ].rstrip(b"\0").decode()
+            self._attach(fd, ifr[:IFNAMSIZ].rstrip(b"\0").decode(), offload)
             set_mtu(self.name, mtu)
             set_txqueuelen(self.name, TX_QUEUE_LEN)
         except OSError as exc:
             os.close(fd)
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            if exc.errno == errno.EPERM:
-                reason += " (CAP_NET_ADMIN is needed: run as root)"
-            elif exc.errno in (errno.EBUSY, errno.EINVAL):
-                reason += " (is the name in use by another interface?)"
-            raise TunError(exc.errno, f"cannot create TUN {name!r}: {reason}") from None
-        self.fd: int = fd
+            raise _create_error(name, exc) from None
         self.mtu = mtu
         if offload:
-            try:
-                fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
-                self.tso = True
-            except OSError:
-                self.tso = False  # an old kernel: plain packets, still behind the header
+            self._set_offload()
+
+    @classmethod
+    def from_fd(
+        cls, fd: int, *, mtu: int = DEFAULT_MTU, vnet_reader: bool = False, offload: bool = False
+    ) -> Tun:
+        """Adopt an open, attached TUN fd (wireguard-go's WG_TUN_FD); the object owns it.
+
+        The fd is made non-blocking and its interface, named by TUNGETIFF,
+        gets MTU `mtu` as a created one does; where that is not permitted
+        (a supervisor that dropped CAP_NET_ADMIN) it keeps the MTU it has.
+        The interface must be IFF_TUN | IFF_NO_PI; with IFF_VNET_HDR it is
+        taken only by a `vnet_reader` (the native plane), which then gets TSO
+        if it asks for `offload` and the kernel grants it.
+        """
+        try:
+            os.set_blocking(fd, False)
+            name, flags = fd_interface(fd)
+        except OSError as exc:
+            raise TunError(exc.errno, f"fd {fd} is not an attached TUN: {exc.strerror}") from None
+        if flags & (IFF_TUN | IFF_NO_PI) != IFF_TUN | IFF_NO_PI or flags & 0x0002:  # IFF_TAP
+            raise TunError(errno.EINVAL, f"TUN {name!r} (fd {fd}) is not IFF_TUN | IFF_NO_PI")
+        vnet = bool(flags & IFF_VNET_HDR)
+        if vnet and not vnet_reader:
+            raise TunError(errno.EINVAL, f"TUN {name!r} (fd {fd}) has IFF_VNET_HDR: native only")
+        tun = cls.__new__(cls)
+        tun._attach(fd, name, vnet)
+        tun.mtu = mtu
+        try:
+            tun._ioctl(set_mtu, mtu)
+            tun._ioctl(set_txqueuelen, TX_QUEUE_LEN)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tun.current_mtu()
+        if vnet and offload:
+            tun._set_offload()
+        return tun
+
+    def _attach(self, fd: int, name: str, vnet_hdr: bool) -> None:
+        self.fd: int = fd
+        self.name: str = name
+        self.vnet_hdr = vnet_hdr
+        self.tso = False
+        self.mtu = DEFAULT_MTU
+        # a socket in the namespace the interface was moved to, and that namespace's id
+        self._ns_sock: socket.socket | None = None
+        self._ns_id = 0
+
+    def _set_offload(self) -> None:
+        try:
+            fcntl.ioctl(self.fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+            self.tso = True
+        except OSError:
+            self.tso = False  # an old kernel: plain packets, still behind the header
 
     def read(self) -> bytes | None:
         """One packet (only without offload: with it, the native plane reads)."""
@@ -161,15 +232,65 @@ class Tun:
             return False
         return True
 
+    def alive(self) -> bool:
+        """Whether the interface still exists, in whatever namespace: the fd tells.
+
+        Deleting it anywhere detaches the fd (EBADFD); a name lookup would
+        miss an interface moved to another namespace, or find a stranger.
+        """
+        if self.fd < 0:
+            return False
+        try:
+            fd_interface(self.fd)
+        except OSError as exc:
+            return exc.errno not in (errno.EBADFD, errno.EBADF)
+        return True
+
     def current_mtu(self) -> int:
-        """The MTU as set now (wg-quick and users change it with `ip link`)."""
-        self.mtu = get_mtu(self.name)
+        """The MTU as set now (wg-quick and users change it with `ip link`), wherever it is.
+
+        In another namespace the kernel answers only a socket of that
+        namespace: one is made there when the interface arrives (`netns`;
+        CAP_SYS_ADMIN). Without TUNGETDEVNETNS (Linux < 5.2) the name is
+        looked up in the daemon's own namespace. OSError when unreadable.
+        """
+        self.mtu = self._ioctl(get_mtu)
         return self.mtu
 
     def up(self) -> None:
-        set_up(self.name)
+        self._ioctl(set_up)
+
+    def _ioctl(self, call: Callable[..., _T], *args: int) -> _T:
+        """`call(name, *args, sock)` on the interface under its current name, in its namespace."""
+        self.name, _ = fd_interface(self.fd)
+        return call(self.name, *args, self._namespace_socket())
+
+    def _namespace_socket(self) -> socket.socket | None:
+        """A socket in the interface's namespace, or None when that is the daemon's own."""
+        try:
+            ns_fd = fcntl.ioctl(self.fd, TUNGETDEVNETNS)
+        except OSError as exc:
+            if exc.errno == errno.EBADFD:
+                raise
+            return None  # Linux < 5.2, or not permitted: look in our own namespace
+        try:
+            ns_id = netns.namespace_id(ns_fd)
+            if ns_id == netns.own_namespace_id():
+                return None
+            if self._ns_sock is None or self._ns_id != ns_id:
+                self._drop_namespace_socket()
+                self._ns_sock, self._ns_id = netns.socket_in(ns_fd), ns_id
+            return self._ns_sock
+        finally:
+            os.close(ns_fd)
+
+    def _drop_namespace_socket(self) -> None:
+        if self._ns_sock is not None:
+            self._ns_sock.close()
+            self._ns_sock, self._ns_id = None, 0
 
     def close(self) -> None:
+        self._drop_namespace_socket()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

@@ -10,7 +10,10 @@ events to the event queue and the log. After every batch the single timer
 handle is moved to `Device.get_timer()`. A housekeeping tick (every
 TICK seconds) follows MTU changes made with `ip link` (padding uses the MTU)
 and notices when the TUN interface was deleted, which ends the tunnel as it
-does for wireguard-go (`wg-quick down` deletes the link).
+does for wireguard-go (`wg-quick down` deletes the link). Both ask the TUN
+fd, not the name: the interface may be moved to another network namespace
+(wireguard.com/netns) while the tunnel and its UDP socket stay in this one,
+and it goes on forwarding there until it is deleted.
 
 With the native backend (`pywg.backend`, the default when the C extension is
 built) the per-packet work moves to `pywg._fast.plane`: two C threads own
@@ -47,7 +50,6 @@ from ..keys import PresharedKey, PrivateKey, PublicKey
 from ..peer import Peer
 from ..uapi import EADDRINUSE, EIO, SetPlan, UapiError, UapiSession, parse_set
 from .tun import Tun, TunError
-from .tun import exists as interface_exists
 from .udp import UdpSocket
 
 if TYPE_CHECKING:
@@ -95,6 +97,7 @@ class Tunnel:
         native: bool | None = None,
         offload: bool | None = None,
         time_scale: float | None = None,
+        tun_fd: int | None = None,
     ) -> None:
         """`native`: use the C data plane (default: when `pywg.backend` selects native).
         `offload`: let it use TUN TSO/GRO and UDP GSO/GRO (default: yes, unless the
@@ -103,7 +106,8 @@ class Tunnel:
         time runs this many times faster than real time, so that a test can see a
         120 s rekey in 12 s (both peers must agree; for tests only, never for a
         real tunnel). A scaled tunnel runs on the pure-Python plane, whose
-        clock is the only one."""
+        clock is the only one. `tun_fd`: an open TUN fd to adopt (wireguard-go's
+        WG_TUN_FD) instead of creating interface `name`; the tunnel owns it."""
         self.name = name
         if time_scale is None:
             time_scale = float(os.environ.get("PYWG_TIME_SCALE", "1") or 1)
@@ -123,6 +127,7 @@ class Tunnel:
         self._fwmark = fwmark
         self._mtu = mtu
         self._tun: Tun | None = None
+        self._tun_fd = tun_fd
         self._udp: UdpSocket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -148,7 +153,7 @@ class Tunnel:
         if self.time_scale != 1:
             log.warning("%s: protocol time runs %g times fast (for tests only)", self.name,
                         self.time_scale)  # fmt: skip
-        self._tun = Tun(self.name, mtu=self._mtu, offload=self.native and self.offload)
+        self._tun = self._open_tun()
         try:
             self._udp = UdpSocket(self._listen_port, fwmark=self._fwmark)
         except OSError as exc:
@@ -186,6 +191,15 @@ class Tunnel:
         self._tick_task = self._loop.create_task(self._housekeeping())
         log.info("interface %s up, listening on UDP port %d", self.name, self._udp.port)
         self._after_change()
+
+    def _open_tun(self) -> Tun:
+        if self._tun_fd is None:
+            return Tun(self.name, mtu=self._mtu, offload=self.native and self.offload)
+        tun = Tun.from_fd(
+            self._tun_fd, mtu=self._mtu, vnet_reader=self.native, offload=self.offload
+        )
+        self.name = tun.name
+        return tun
 
     async def __aenter__(self) -> Tunnel:
         await self.start()
@@ -576,11 +590,11 @@ class Tunnel:
             await asyncio.sleep(TICK)
             if self.closed:
                 return
-            if not interface_exists(self.name):
+            assert self._tun is not None
+            if not self._tun.alive():
                 self.close(f"interface {self.name} was deleted")
                 return
-            assert self._tun is not None
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # not readable from here: keep the last MTU
                 self.device.mtu = self._tun.current_mtu()
                 if self._plane is not None:
                     self._plane.set_mtu(self.device.mtu)
