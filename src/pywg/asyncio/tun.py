@@ -44,7 +44,13 @@ SIOCSIFTXQLEN: Final = 0x8943
 # retransmits. A longer queue absorbs the bursts.
 TX_QUEUE_LEN: Final = 8192
 IFF_UP: Final = 0x1
+IFF_TAP: Final = 0x0002
 IFNAMSIZ: Final = 16
+SYSFS_NET: Final = "/sys/class/net"
+# struct tun_pi (linux/if_tun.h): flags and EtherType before each packet of a TUN
+# opened without IFF_NO_PI
+PI_LEN: Final = 4
+_PI_BY_VERSION: Final = {4: struct.pack("!HH", 0, 0x0800), 6: struct.pack("!HH", 0, 0x86DD)}
 
 
 _EMPTY_VNET_HDR: Final = bytes(VNET_HDR_LEN)  # no GSO, checksum complete
@@ -105,6 +111,20 @@ def fd_interface(fd: int) -> tuple[str, int]:
     ifr = fcntl.ioctl(fd, TUNGETIFF, bytes(40))
     (flags,) = struct.unpack_from("H", ifr, IFNAMSIZ)
     return ifr[:IFNAMSIZ].rstrip(b"\0").decode(errors="surrogateescape"), int(flags)
+
+
+def has_pi_header(name: str) -> bool:
+    """Whether TUN `name` (in this namespace) puts a struct tun_pi before each packet.
+
+    Its tun_flags in sysfs say (IFF_NO_PI clear); TUNGETIFF cannot, as it sets
+    IFF_NOFILTER, the same bit, for every fd without a socket filter.
+    Unreadable: False, as upstream wireguard-go assumes of a handed-over TUN.
+    """
+    try:
+        with open(os.path.join(SYSFS_NET, name, "tun_flags"), encoding="ascii") as flags:
+            return not int(flags.read().strip(), 16) & IFF_NO_PI
+    except (OSError, ValueError):
+        return False
 
 
 def _open_tun() -> int:
@@ -168,22 +188,26 @@ class Tun:
         The fd is made non-blocking and its interface, named by TUNGETIFF,
         gets MTU `mtu` as a created one does; where that is not permitted
         (a supervisor that dropped CAP_NET_ADMIN) it keeps the MTU it has.
-        The interface must be IFF_TUN | IFF_NO_PI; with IFF_VNET_HDR it is
-        taken only by a `vnet_reader` (the native plane), which then gets TSO
-        if it asks for `offload` and the kernel grants it.
+        The interface must be IFF_TUN. Without IFF_NO_PI (Debian's
+        wireguard-go 0.0.20220316 reads a handed-over TUN so) `pi` is True and
+        read/write strip/add the struct tun_pi. With IFF_VNET_HDR it is taken
+        only by a `vnet_reader` (the native plane), which then gets TSO if it
+        asks for `offload` and the kernel grants it.
         """
         try:
             os.set_blocking(fd, False)
             name, flags = fd_interface(fd)
         except OSError as exc:
             raise TunError(exc.errno, f"fd {fd} is not an attached TUN: {exc.strerror}") from None
-        if flags & (IFF_TUN | IFF_NO_PI) != IFF_TUN | IFF_NO_PI or flags & 0x0002:  # IFF_TAP
-            raise TunError(errno.EINVAL, f"TUN {name!r} (fd {fd}) is not IFF_TUN | IFF_NO_PI")
-        vnet = bool(flags & IFF_VNET_HDR)
-        if vnet and not vnet_reader:
-            raise TunError(errno.EINVAL, f"TUN {name!r} (fd {fd}) has IFF_VNET_HDR: native only")
+        if not flags & IFF_TUN or flags & IFF_TAP:
+            raise TunError(errno.EINVAL, f"interface {name!r} (fd {fd}) is not an IFF_TUN")
+        vnet, pi = bool(flags & IFF_VNET_HDR), has_pi_header(name)
+        if vnet and (pi or not vnet_reader):
+            reason = "without IFF_NO_PI" if pi else "needs the native plane"
+            raise TunError(errno.EINVAL, f"TUN {name!r} (fd {fd}) has IFF_VNET_HDR {reason}")
         tun = cls.__new__(cls)
         tun._attach(fd, name, vnet)
+        tun.pi = pi
         tun.mtu = mtu
         try:
             tun._ioctl(set_mtu, mtu)
@@ -199,6 +223,7 @@ class Tun:
         self.fd: int = fd
         self.name: str = name
         self.vnet_hdr = vnet_hdr
+        self.pi = False  # a struct tun_pi before each packet (no IFF_NO_PI)
         self.tso = False
         self.mtu = DEFAULT_MTU
         # a socket in the namespace the interface was moved to, and that namespace's id
@@ -217,6 +242,8 @@ class Tun:
         if self.vnet_hdr:
             raise TunError(errno.EINVAL, "an offloading TUN is read by the native plane")
         try:
+            if self.pi:
+                return os.read(self.fd, PI_LEN + MAX_IP_PACKET_SIZE)[PI_LEN:]
             return os.read(self.fd, MAX_IP_PACKET_SIZE)
         except BlockingIOError:
             return None
@@ -226,6 +253,11 @@ class Tun:
         try:
             if self.vnet_hdr:
                 os.write(self.fd, _EMPTY_VNET_HDR + packet)
+            elif self.pi:
+                header = _PI_BY_VERSION.get(packet[0] >> 4) if packet else None
+                if header is None:
+                    return False
+                os.write(self.fd, header + packet)
             else:
                 os.write(self.fd, packet)
         except OSError:  # EAGAIN; EINVAL for a packet the kernel will not take

@@ -199,6 +199,9 @@ class Tunnel:
             self._tun_fd, mtu=self._mtu, vnet_reader=self.native, offload=self.offload
         )
         self.name = tun.name
+        if tun.pi and self.native:
+            log.info("%s: TUN without IFF_NO_PI: served by the pure-Python plane", self.name)
+            self.native = False  # the C plane reads bare packets (or virtio headers) only
         return tun
 
     async def __aenter__(self) -> Tunnel:

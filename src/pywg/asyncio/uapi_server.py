@@ -5,6 +5,10 @@ connect, as wireguard-go does. A stale socket (connection
 refused) is removed; a live one means another daemon owns the interface.
 `gone()` tells the daemon when its socket file was deleted or replaced, which
 is how `wg-quick down` and admins stop a userspace daemon.
+
+A supervisor may instead hand over a socket it bound and made listen itself
+(wireguard-go's WG_UAPI_FD): `UapiServer(tunnel, sock=...)` serves that one,
+and watches the file it is bound to, wherever that is.
 """
 
 from __future__ import annotations
@@ -40,10 +44,14 @@ def socket_path(name: str, directory: str = SOCKET_DIR) -> str:
 class UapiServer:
     """Serve the UAPI of `tunnel` on its socket; `await start()`, then `close()`."""
 
-    def __init__(self, tunnel: Tunnel, *, directory: str = SOCKET_DIR) -> None:
+    def __init__(
+        self, tunnel: Tunnel, *, directory: str = SOCKET_DIR, sock: socket.socket | None = None
+    ) -> None:
+        """`sock`: a listening AF_UNIX stream socket to serve instead of binding one."""
         self.tunnel = tunnel
         self.directory = directory
         self.path = socket_path(tunnel.name, directory)
+        self._handed_over = sock
         self._server: asyncio.AbstractServer | None = None
         self._inode: tuple[int, int] | None = None
         # open connections -> monotonic time of their last activity
@@ -51,6 +59,25 @@ class UapiServer:
 
     async def start(self) -> None:
         _ensure_fd_room(MAX_CONNECTIONS + 256)
+        sock = self._bind() if self._handed_over is None else self._adopt(self._handed_over)
+        sock.setblocking(False)
+        self._server = await asyncio.start_unix_server(self._serve, sock=sock)
+
+    def _adopt(self, sock: socket.socket) -> socket.socket:
+        """Check a handed-over socket; its bound path is the file `gone()` watches."""
+        if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+            raise OSError(errno.ENOTSOCK, "not an AF_UNIX stream socket")
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            raise OSError(errno.EINVAL, "the socket is not listening")
+        bound = sock.getsockname()
+        if not isinstance(bound, str) or not bound or bound.startswith("\0"):
+            raise OSError(errno.EINVAL, "the socket is not bound to a file")
+        self.path = os.path.abspath(bound)
+        st = os.stat(self.path)
+        self._inode = (st.st_dev, st.st_ino)
+        return sock
+
+    def _bind(self) -> socket.socket:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         os.chmod(self.directory, 0o700)
         _remove_stale(self.path)
@@ -66,8 +93,7 @@ class UapiServer:
         st = os.stat(self.path)
         self._inode = (st.st_dev, st.st_ino)
         sock.listen(128)
-        sock.setblocking(False)
-        self._server = await asyncio.start_unix_server(self._serve, sock=sock)
+        return sock
 
     def gone(self) -> bool:
         """Whether our socket file was deleted or replaced."""

@@ -11,6 +11,12 @@ interface (MTU 1420, left down: wg-quick or the user brings it up), starts
 with no private key, and exits, removing interface and socket, on SIGINT or
 SIGTERM, when the interface is deleted, or when the socket file is removed.
 
+A supervisor that opens the TUN and the UAPI socket itself (before dropping
+privileges) hands them over as wireguard-go's main.go takes them: WG_TUN_FD,
+the decimal number of an open TUN fd (its interface's own name then replaces
+INTERFACE), and WG_UAPI_FD, that of an AF_UNIX stream socket already bound and
+listening (normally at the path above). See docs/daemon.md.
+
 LOG_LEVEL is verbose|debug (everything), error (the default) or silent.
 SIGUSR1 writes a line of health counters (drops by reason, table sizes, the
 native plane's counters; never a key) to the log (LOG_LEVEL verbose/debug). A
@@ -26,15 +32,18 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
 
 from pywg import __version__
 from pywg.asyncio import TunError, Tunnel, UapiServer, run
-from pywg.asyncio.tun import check_ifname
+from pywg.asyncio.tun import check_ifname, fd_interface
 
 PROG = "pywgd"
+ENV_TUN_FD = "WG_TUN_FD"
+ENV_UAPI_FD = "WG_UAPI_FD"
 USAGE = f"Usage: {PROG} [-f/--foreground] INTERFACE-NAME"
 
 _LEVELS = {
@@ -72,20 +81,47 @@ def setup_logging(name: str) -> None:
     root.propagate = False
 
 
+def handed_fd(variable: str) -> int | None:
+    """The fd number in environment `variable` (decimal, as wireguard-go parses it), or None."""
+    text = os.environ.get(variable, "")
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit()) or int(text) >= 2**32:
+        raise ValueError(f"{variable}={text!r} is not a file descriptor number")
+    return int(text)
+
+
+async def _start_tunnel(name: str) -> Tunnel:
+    """The tunnel on a new TUN `name`, or on the one WG_TUN_FD hands over."""
+    tun_fd = handed_fd(ENV_TUN_FD)
+    if tun_fd is not None:
+        name, _ = fd_interface(tun_fd)  # the TUN's own name replaces the argument
+        setup_logging(name)
+    tunnel = Tunnel(name, tun_fd=tun_fd)
+    await tunnel.start()
+    return tunnel
+
+
+async def _start_uapi(tunnel: Tunnel) -> UapiServer:
+    """The UAPI server on /var/run/wireguard/NAME.sock, or on the socket WG_UAPI_FD hands over."""
+    fd = handed_fd(ENV_UAPI_FD)
+    server = UapiServer(tunnel, sock=None if fd is None else socket.socket(fileno=fd))
+    await server.start()
+    return server
+
+
 async def serve(name: str, ready: int | None = None) -> int:
     """Run the daemon for interface `name`; write to fd `ready` once listening."""
     log = logging.getLogger("pywg.daemon")
-    tunnel = Tunnel(name)
     try:
-        await tunnel.start()
-    except (TunError, OSError) as exc:
-        return _fail(ready, f"Failed to create TUN device: {exc.strerror or exc}")
-    server = UapiServer(tunnel)
+        tunnel = await _start_tunnel(name)
+    except (TunError, OSError, ValueError) as exc:
+        return _fail(ready, f"Failed to create TUN device: {_reason(exc)}")
     try:
-        await server.start()
-    except OSError as exc:
+        server = await _start_uapi(tunnel)
+    except (OSError, ValueError) as exc:
         tunnel.close()
-        return _fail(ready, f"Failed to listen on uapi socket: {exc.strerror or exc}")
+        return _fail(ready, f"Failed to listen on uapi socket: {_reason(exc)}")
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, tunnel.close, f"received {signal.Signals(signum).name}")
@@ -111,6 +147,10 @@ async def serve(name: str, ready: int | None = None) -> int:
         tunnel.close()
     log.info("shut down: %s", tunnel.close_reason)
     return 0
+
+
+def _reason(exc: Exception) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
 
 
 def _fail(ready: int | None, message: str) -> int:
@@ -172,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TunError as exc:
         print(f"{PROG}: {exc.strerror}", file=sys.stderr)
         return 1
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and ENV_TUN_FD not in os.environ:
         print(f"{PROG}: must run as root (it creates a TUN interface)", file=sys.stderr)
         return 1
     setup_logging(name)
