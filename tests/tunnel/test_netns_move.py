@@ -102,6 +102,23 @@ def test_daemon_exits_when_the_moved_interface_is_deleted(lab: Lab, impl: str) -
     assert not socket_file.exists()
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.time_limit(90)
+def test_daemon_exits_when_the_new_namespace_is_deleted(lab: Lab, impl: str) -> None:
+    """The container stops: its namespace goes, and the interface with it (the kernel
+    deletes a TUN of a dying namespace). Holding the namespace, say by a socket made
+    there to read the MTU, would keep the interface and the daemon alive."""
+    _, node, other, inner = moved_pair(lab, impl)
+    inner.ip("link", "set", node.ifname, "mtu", "1380")
+    assert inner.ping(other.addr4)
+    time.sleep(1.5)  # the MTU was read from inside the namespace meanwhile
+    subprocess.run(["ip", "netns", "del", inner.netns], check=True, timeout=10)
+    try:
+        assert wait_for(lambda: not daemon_pids(node.host, node.ifname), EXIT_BOUND)
+    finally:
+        subprocess.run(["ip", "netns", "add", inner.netns], check=True, timeout=10)  # for close
+
+
 def padded_sizes(pair: Pair, src: Host, capture: UdpCapture, size: int) -> set[int]:
     """Sizes of pywgd's datagrams on the wire for one ping of an IPv4 packet of `size` bytes."""
     since = time.monotonic()

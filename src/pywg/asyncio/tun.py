@@ -15,7 +15,7 @@ import fcntl
 import os
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final, TypeVar
 
 from ..constants import DEFAULT_MTU, MAX_IP_PACKET_SIZE, VNET_HDR_LEN
@@ -226,9 +226,6 @@ class Tun:
         self.pi = False  # a struct tun_pi before each packet (no IFF_NO_PI)
         self.tso = False
         self.mtu = DEFAULT_MTU
-        # a socket in the namespace the interface was moved to, and that namespace's id
-        self._ns_sock: socket.socket | None = None
-        self._ns_id = 0
 
     def _set_offload(self) -> None:
         try:
@@ -282,7 +279,7 @@ class Tun:
         """The MTU as set now (wg-quick and users change it with `ip link`), wherever it is.
 
         In another namespace the kernel answers only a socket of that
-        namespace: one is made there when the interface arrives (`netns`;
+        namespace: one is made there for the question (`netns`;
         CAP_SYS_ADMIN). Without TUNGETDEVNETNS (Linux < 5.2) the name is
         looked up in the daemon's own namespace. OSError when unreadable.
         """
@@ -295,10 +292,24 @@ class Tun:
     def _ioctl(self, call: Callable[..., _T], *args: int) -> _T:
         """`call(name, *args, sock)` on the interface under its current name, in its namespace."""
         self.name, _ = fd_interface(self.fd)
-        return call(self.name, *args, self._namespace_socket())
+        with self._namespace_socket() as sock:
+            return call(self.name, *args, sock)
 
-    def _namespace_socket(self) -> socket.socket | None:
-        """A socket in the interface's namespace, or None when that is the daemon's own."""
+    @contextlib.contextmanager
+    def _namespace_socket(self) -> Iterator[socket.socket | None]:
+        """A socket in the interface's namespace, or None when that is the daemon's own.
+
+        Made for each use and closed after it: a socket holds its namespace,
+        and the interface must die with it when the container's namespace goes.
+        """
+        sock = self._socket_in_namespace()
+        try:
+            yield sock
+        finally:
+            if sock is not None:
+                sock.close()
+
+    def _socket_in_namespace(self) -> socket.socket | None:
         try:
             ns_fd = fcntl.ioctl(self.fd, TUNGETDEVNETNS)
         except OSError as exc:
@@ -306,23 +317,13 @@ class Tun:
                 raise
             return None  # Linux < 5.2, or not permitted: look in our own namespace
         try:
-            ns_id = netns.namespace_id(ns_fd)
-            if ns_id == netns.own_namespace_id():
+            if netns.namespace_id(ns_fd) == netns.own_namespace_id():
                 return None
-            if self._ns_sock is None or self._ns_id != ns_id:
-                self._drop_namespace_socket()
-                self._ns_sock, self._ns_id = netns.socket_in(ns_fd), ns_id
-            return self._ns_sock
+            return netns.socket_in(ns_fd)
         finally:
             os.close(ns_fd)
 
-    def _drop_namespace_socket(self) -> None:
-        if self._ns_sock is not None:
-            self._ns_sock.close()
-            self._ns_sock, self._ns_id = None, 0
-
     def close(self) -> None:
-        self._drop_namespace_socket()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
