@@ -320,6 +320,8 @@ class Tun:
             if netns.namespace_id(ns_fd) == netns.own_namespace_id():
                 return None
             return netns.socket_in(ns_fd)
+        except FileNotFoundError:  # no /proc: our own namespace is the best guess
+            return None
         finally:
             os.close(ns_fd)
 
