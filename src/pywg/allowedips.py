@@ -99,7 +99,12 @@ class Prefix(NamedTuple):
         return self.bits.to_bytes(self.width // 8, "big")
 
     def __str__(self) -> str:
-        return str(self.network())
+        """As ``str(self.network())``, the canonical text (RFC 5952 for IPv6), faster."""
+        if self.width == _V4_BITS:
+            return f"{socket.inet_ntop(socket.AF_INET, self.packed())}/{self.cidr}"
+        if self.bits >> 48 == 0:  # in ::/80 inet_ntop may write a dotted quad; ipaddress never
+            return str(self.network())
+        return f"{socket.inet_ntop(socket.AF_INET6, self.packed())}/{self.cidr}"
 
 
 def _fast_prefix(text: str) -> Prefix | None:
@@ -352,6 +357,13 @@ class AllowedIPs(Generic[T]):
         if nodes is None:
             return []
         return [node.network() for node in nodes]
+
+    def prefixes_of(self, value: T) -> list[Prefix]:
+        """`networks_of`, as `Prefix`es: the fast form for rendering a get reply."""
+        nodes = self._owned.get(id(value))
+        if nodes is None:
+            return []
+        return [Prefix(node.cidr + node.shift, node.bits, node.cidr) for node in nodes]
 
     def items(self) -> Iterator[tuple[Network, T]]:
         """Every ``(network, value)``: IPv4 first, then IPv6, each sorted by address then length.

@@ -308,7 +308,7 @@ class Device:
         del self._peers_by_raw[bytes(peer.public_key)]
 
     def allowed_ips(self, public_key: PublicKey | str | bytes) -> list[str]:
-        return [str(n) for n in self._allowed.networks_of(self.peer(public_key))]
+        return [str(prefix) for prefix in self._allowed.prefixes_of(self.peer(public_key))]
 
     @property
     def routing_version(self) -> int:
