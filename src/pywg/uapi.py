@@ -24,10 +24,10 @@ or `set=1\\n...\\n\\n`. The answer is (for get, the configuration, then)
 Limits: a line is at most MAX_LINE bytes and a request at most MAX_REQUEST
 bytes (16 MiB: 130,000 allowed IPs take about 5 MiB). Set lines are parsed as
 they arrive and only the plan is kept, never the text: an allowed IP costs
-about 150 bytes, a peer about 1 KiB, so one request holds at most about
-120 MB (16 MiB of the shortest `allowed_ip=0.0.0.0/0` lines). The bound is
-generous because only root can reach the socket; it exists so that a runaway
-writer fails with -EPROTO instead of exhausting memory.
+about 160 bytes, a peer about 400, so one request holds at most about 130 MB
+(16 MiB of the shortest `allowed_ip=1.0.0.0/8` lines, all different). The
+bound is generous because only root can reach the socket; it exists so that
+a runaway writer fails with -EPROTO instead of exhausting memory.
 
 `private_key=` with all zeros removes the identity, as in wireguard-go.
 Secrets never appear in exception messages.

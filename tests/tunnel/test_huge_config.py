@@ -29,9 +29,9 @@ from pywg.system.secretfile import write_secret_file
 
 PREFIX = "pwbig"
 WG_TIMEOUT = 30.0  # seconds for one `wg` run on a huge configuration
-# Peak RSS of pywgd with 130,000 allowed IPs is about 200 MB (docs/daemon.md);
+# Peak RSS of pywgd with 130,000 allowed IPs is about 110 MiB (docs/daemon.md);
 # the bound is generous, it is there to catch a copy per line or a leak.
-PYWGD_PEAK_RSS_LIMIT = 600 << 20
+PYWGD_PEAK_RSS_LIMIT = 400 << 20
 
 pytestmark = [pytest.mark.needs_lab("wg", "wireguard-go", "pywgd"), pytest.mark.time_limit(60)]
 
