@@ -32,7 +32,6 @@ restarts, so they cannot come from a monotonic clock).
 from __future__ import annotations
 
 import enum
-import ipaddress
 import os
 import struct
 import time
@@ -40,7 +39,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Final, assert_never
 
-from .allowedips import AllowedIPs
+from .allowedips import AllowedIPs, Prefix, parse_prefix
 from .constants import (
     DEFAULT_MTU,
     INITIATION_MAC1_OFFSET,
@@ -217,7 +216,7 @@ class Device:
     def add_peer(
         self,
         public_key: PublicKey | str | bytes,
-        allowed_ips: Iterable[str] = (),
+        allowed_ips: Iterable[str | Prefix] = (),
         endpoint: AddressLike | None = None,
         preshared_key: PresharedKey | str | bytes | None = None,
         persistent_keepalive: int | None = None,
@@ -229,7 +228,7 @@ class Device:
             raise LocalProtocolError("peer exists already")
         if pub == self.public_key:
             raise LocalProtocolError("a device cannot be its own peer")
-        networks = list(allowed_ips)
+        networks = [_prefix(network) for network in allowed_ips]  # all valid before any change
         ep = normalize_endpoint(endpoint) if endpoint is not None else None
         keepalive = _keepalive(persistent_keepalive)
         peer = Peer(
@@ -238,8 +237,6 @@ class Device:
             endpoint=ep,
             persistent_keepalive=keepalive,
         )
-        for network in networks:  # validate all before changing anything
-            _check_network(network)
         self._peers[pub] = peer
         self._peers_by_raw[bytes(pub)] = peer
         for network in networks:
@@ -253,9 +250,9 @@ class Device:
         endpoint: object = _UNSET,
         preshared_key: object = _UNSET,
         persistent_keepalive: object = _UNSET,
-        allowed_ips: Iterable[str] | None = None,
+        allowed_ips: Iterable[str | Prefix] | None = None,
         replace_allowed_ips: bool = False,
-        remove_allowed_ips: Iterable[str] = (),
+        remove_allowed_ips: Iterable[str | Prefix] = (),
         now: float | None = None,
     ) -> Peer:
         """Change a peer's configuration; arguments not given stay as they are.
@@ -267,10 +264,8 @@ class Device:
         """
         self._timers_changed = True
         peer = self.peer(public_key)
-        add = list(allowed_ips or ())
-        remove = list(remove_allowed_ips)
-        for network in add + remove:
-            _check_network(network)
+        add = [_prefix(network) for network in allowed_ips or ()]
+        remove = [_prefix(network) for network in remove_allowed_ips]
         new_ep = peer.endpoint
         if endpoint is not _UNSET:
             new_ep = None if endpoint is None else normalize_endpoint(endpoint)  # type: ignore[arg-type]
@@ -313,12 +308,16 @@ class Device:
         del self._peers_by_raw[bytes(peer.public_key)]
 
     def allowed_ips(self, public_key: PublicKey | str | bytes) -> list[str]:
-        return [str(n) for n in self._allowed.networks_of(self.peer(public_key))]
+        return [str(prefix) for prefix in self._allowed.prefixes_of(self.peer(public_key))]
 
     @property
     def routing_version(self) -> int:
         """Changes whenever any peer's allowed IPs change (for mirrors of the table)."""
         return self._allowed.version
+
+    def route_prefixes(self) -> list[tuple[Prefix, Peer]]:
+        """`routes` as `Prefix`es: the fast form for mirroring the table."""
+        return list(self._allowed.prefixes())
 
     def routes(self) -> list[tuple[str, Peer]]:
         """Every allowed-IPs prefix with its peer."""
@@ -815,8 +814,11 @@ def _keepalive(value: int | None) -> int:
     return value
 
 
-def _check_network(network: str) -> None:
+def _prefix(network: str | Prefix) -> Prefix:
+    """An allowed-IPs entry as a `Prefix`; text must be exactly `addr[/len]`."""
     try:
-        ipaddress.ip_network(str(network), strict=False)
-    except ValueError:
-        raise LocalProtocolError(f"bad allowed IP {quote(network)}") from None
+        if isinstance(network, str) and network != network.strip():
+            raise LocalProtocolError("surrounding whitespace")
+        return parse_prefix(network)
+    except LocalProtocolError:
+        raise LocalProtocolError(f"bad allowed IP {quote(str(network))}") from None

@@ -7,18 +7,27 @@ or `set=1\\n...\\n\\n`. The answer is (for get, the configuration, then)
 `errno=N\\n\\n`, where N is 0 or a negative errno as wireguard-go answers.
 
 - `get(device)` renders the get answer, complete with `errno=0`.
-- `parse_set(device, lines)` validates a set body into a `SetPlan` without
-  changing anything; `SetPlan.apply(device, now)` carries it out and cannot
-  fail on validated input. `apply_set` does both. A request is atomic: if any
-  line is invalid, `UapiError` is raised and the device is unchanged. The
-  split lets the I/O layer look at the plan (a new listen port, fwmark) and
-  bind a socket first, refusing the whole request with -EADDRINUSE.
+- `SetParser` validates a set body line by line (streaming) into a `SetPlan`
+  without changing anything; `SetPlan.apply(device, now)` carries it out and
+  cannot fail on validated input. `parse_set` and `apply_set` wrap them. A
+  request is atomic: if any line is invalid, `UapiError` is raised and the
+  device is unchanged. The split lets the I/O layer look at the plan (a new
+  listen port, fwmark) and bind a socket first, refusing the whole request
+  with -EADDRINUSE.
 - `UapiSession` handles one connection: bytes in, reply bytes out. It frames
   requests, enforces size limits and never raises. Framing errors (a line
   without '=', non-UTF-8, an unknown operation, too-long lines or requests)
   answer an errno and set `closed`; the I/O layer then closes the connection.
   A set request that is well framed but invalid answers -EINVAL and the
   connection stays usable, as the request was consumed whole.
+
+Limits: a line is at most MAX_LINE bytes and a request at most MAX_REQUEST
+bytes (16 MiB: 130,000 allowed IPs take about 5 MiB). Set lines are parsed as
+they arrive and only the plan is kept, never the text: an allowed IP costs
+about 160 bytes, a peer about 400, so one request holds at most about 130 MB
+(16 MiB of the shortest `allowed_ip=1.0.0.0/8` lines, all different). The
+bound is generous because only root can reach the socket; it exists so that
+a runaway writer fails with -EPROTO instead of exhausting memory.
 
 `private_key=` with all zeros removes the identity, as in wireguard-go.
 Secrets never appear in exception messages.
@@ -27,7 +36,6 @@ Secrets never appear in exception messages.
 from __future__ import annotations
 
 import errno as _errno
-import ipaddress
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -35,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from . import endpoint
+from .allowedips import Prefix, parse_prefix
 from .device import Device
 from .endpoint import Endpoint, format_endpoint
 from .exceptions import LocalProtocolError, WireGuardError
@@ -46,7 +55,7 @@ EIO: Final = -_errno.EIO
 EADDRINUSE: Final = -_errno.EADDRINUSE
 
 MAX_LINE: Final = 4096
-MAX_REQUEST: Final = 1 << 20
+MAX_REQUEST: Final = 16 << 20
 
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 _DECIMAL = re.compile(r"0*[0-9]{1,10}")  # leading zeros are fine, as for Go's ParseUint
@@ -88,8 +97,9 @@ class PeerPlan:
     endpoint: Endpoint | _Unset = UNSET
     persistent_keepalive: int | _Unset = UNSET
     replace_allowed_ips: bool = False
-    add_allowed_ips: list[str] = field(default_factory=list)
-    remove_allowed_ips: list[str] = field(default_factory=list)
+    # ordered sets: a dict finds repeats in O(1), so 100,000 entries parse in linear time
+    add_allowed_ips: dict[Prefix, None] = field(default_factory=dict)
+    remove_allowed_ips: dict[Prefix, None] = field(default_factory=dict)
     ignored: bool = False  # our own public key
 
     def __repr__(self) -> str:
@@ -244,45 +254,89 @@ def parse_endpoint(value: str) -> Endpoint:
         raise UapiError(EINVAL, "bad endpoint (want a.b.c.d:port or [v6]:port)") from None
 
 
-def parse_allowed_ip(value: str) -> str:
-    """A CIDR (`addr/prefix`) in canonical form, host bits cleared."""
+def parse_allowed_ip(value: str) -> Prefix:
+    """A CIDR (`addr/prefix`), host bits cleared."""
     addr, sep, prefix = value.partition("/")
     if not sep or not _DECIMAL.fullmatch(prefix) or "%" in addr:
         raise UapiError(EINVAL, "bad allowed_ip (want address/prefix)")
     try:
-        network = ipaddress.ip_network(f"{addr}/{int(prefix)}", strict=False)
-    except ValueError:
+        return parse_prefix(f"{addr}/{int(prefix)}")
+    except LocalProtocolError:
         raise UapiError(EINVAL, "bad allowed_ip (want address/prefix)") from None
-    return str(network)
 
 
-def parse_set(device: Device, lines: Iterable[str]) -> SetPlan:
-    """Validate a set body (the lines after `set=1`) into a plan; changes nothing."""
-    plan = SetPlan()
-    current: PeerPlan | None = None
-    for line in lines:
+class SetParser:
+    """Validate a set body one line at a time (streaming); `finish` gives the plan.
+
+    The first invalid line is remembered and every later line only consumed,
+    so a huge request with one bad line at its end is refused whole without
+    keeping more than the plan so far.
+    """
+
+    def __init__(self) -> None:
+        self.plan = SetPlan()
+        self.error: UapiError | None = None
+        self._current: PeerPlan | None = None
+
+    def __repr__(self) -> str:
+        return f"<SetParser {self.plan!r} error={self.error!r}>"
+
+    def line(self, line: str) -> None:
+        """Parse one `key=value` line (without its newline)."""
+        if self.error is not None:
+            return
+        try:
+            self._parse(line)
+        except UapiError as exc:
+            self._fail(exc)
+        except Exception:  # a bug here must not take the connection down
+            self._fail(UapiError(EIO, "internal error while parsing"))
+
+    def finish(self, device: Device) -> SetPlan:
+        """The validated plan; raises the first line's error if any line was invalid."""
+        if self.error is not None:
+            raise self.error
+        plan = self.plan
+        if isinstance(plan.private_key, _Unset):
+            own = device.public_key
+        else:
+            own = plan.private_key.public_key if plan.private_key is not None else None
+        for peer in plan.peers:
+            if peer.public_key == own:
+                peer.ignored = True
+        return plan
+
+    def _fail(self, error: UapiError) -> None:
+        self.error = error
+        self.plan = SetPlan()  # what was parsed will not be applied: free it now
+        self._current = None
+
+    def _parse(self, line: str) -> None:
         key, sep, value = line.partition("=")
         if not sep:
             raise UapiError(EPROTO, "line without '='")
+        current = self._current
         if current is None and key in _DEVICE_KEYS:
-            _parse_device_line(plan, key, value)
+            _parse_device_line(self.plan, key, value)
         elif key == "public_key":
-            current = PeerPlan(PublicKey(_key_bytes(key, value)))
-            plan.peers.append(current)
+            self._current = PeerPlan(PublicKey(_key_bytes(key, value)))
+            self.plan.peers.append(self._current)
         elif current is None:
             raise UapiError(EINVAL, f"unknown device key {_name(key)}")
         elif key in _DEVICE_KEYS:
             raise UapiError(EINVAL, f"device key {key!r} inside a peer section")
         else:
             _parse_peer_line(current, key, value)
-    if isinstance(plan.private_key, _Unset):
-        own = device.public_key
-    else:
-        own = plan.private_key.public_key if plan.private_key is not None else None
-    for peer in plan.peers:
-        if peer.public_key == own:
-            peer.ignored = True
-    return plan
+
+
+def parse_set(device: Device, lines: Iterable[str]) -> SetPlan:
+    """Validate a set body (the lines after `set=1`) into a plan; changes nothing."""
+    parser = SetParser()
+    for line in lines:
+        parser.line(line)
+        if parser.error is not None:
+            raise parser.error
+    return parser.finish(device)
 
 
 def _parse_device_line(plan: SetPlan, key: str, value: str) -> None:
@@ -317,16 +371,12 @@ def _parse_peer_line(peer: PeerPlan, key: str, value: str) -> None:
     elif key == "allowed_ip":
         if value.startswith("-"):
             network = parse_allowed_ip(value[1:])
-            if network in peer.add_allowed_ips:
-                peer.add_allowed_ips.remove(network)
-            if network not in peer.remove_allowed_ips:
-                peer.remove_allowed_ips.append(network)
+            peer.add_allowed_ips.pop(network, None)
+            peer.remove_allowed_ips[network] = None
         else:
             network = parse_allowed_ip(value)
-            if network in peer.remove_allowed_ips:
-                peer.remove_allowed_ips.remove(network)
-            if network not in peer.add_allowed_ips:
-                peer.add_allowed_ips.append(network)
+            peer.remove_allowed_ips.pop(network, None)
+            peer.add_allowed_ips[network] = None
     elif key == "protocol_version":
         if value != "1":
             raise UapiError(EINVAL, "only protocol_version=1 is supported")
@@ -347,6 +397,15 @@ set_ = apply_set
 
 def _reply(errno: int) -> bytes:
     return f"errno={errno}\n\n".encode("ascii")
+
+
+class _Get:
+    """A get request being read: it must consist of `get=1` alone."""
+
+    __slots__ = ("extra_lines",)
+
+    def __init__(self) -> None:
+        self.extra_lines = False
 
 
 class UapiSession:
@@ -372,7 +431,8 @@ class UapiSession:
         self.closed = False
         self._inbox = bytearray()  # bytes pushed; those before _pos are parsed already
         self._pos = 0
-        self._lines: list[str] = []
+        # the request being read: None between requests, _GET, or a set's parser
+        self._request_state: SetParser | _Get | None = None
         self._size = 0
 
     def __repr__(self) -> str:
@@ -424,7 +484,7 @@ class UapiSession:
 
     def _fail(self, errno: int) -> bytes:
         self.closed = True
-        self._lines = []
+        self._request_state = None
         self._inbox = bytearray()
         self._pos = 0
         self._size = 0
@@ -437,28 +497,37 @@ class UapiSession:
         if self._size > MAX_REQUEST:
             return self._fail(EPROTO)
         if not raw:
-            lines, self._lines, self._size = self._lines, [], 0
-            return self._request(lines)
+            state, self._request_state, self._size = self._request_state, None, 0
+            if state is None:
+                return self._fail(EPROTO)  # an empty line where an operation belongs
+            return self._request(state)
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
             return self._fail(EPROTO)
         if "=" not in line:
             return self._fail(EPROTO)
-        if not self._lines and line not in ("get=1", "set=1"):
-            return self._fail(EPROTO)  # unknown operation
-        self._lines.append(line)
+        state = self._request_state
+        if state is None:
+            if line == "get=1":
+                self._request_state = _Get()
+            elif line == "set=1":
+                self._request_state = SetParser()
+            else:
+                return self._fail(EPROTO)  # unknown operation
+        elif isinstance(state, _Get):
+            state.extra_lines = True
+        else:
+            state.line(line)
         return b""
 
-    def _request(self, lines: list[str]) -> bytes:
-        if not lines:
-            return self._fail(EPROTO)  # an empty line where an operation belongs
+    def _request(self, state: SetParser | _Get) -> bytes:
         try:
-            if lines[0] == "get=1":
-                if len(lines) > 1:
+            if isinstance(state, _Get):
+                if state.extra_lines:
                     return _reply(EINVAL)
                 return get(self.device).encode("ascii")
-            plan = parse_set(self.device, lines[1:])
+            plan = state.finish(self.device)
             if self.before_apply is not None:
                 self.before_apply(plan)
             plan.apply(self.device, self.clock() if self.clock is not None else None)

@@ -11,6 +11,7 @@ from pywg.uapi import (
     EINVAL,
     EPROTO,
     MAX_LINE,
+    MAX_REQUEST,
     SetPlan,
     UapiError,
     UapiSession,
@@ -473,7 +474,7 @@ def test_session_oversized_request() -> None:
     s.feed(b"set=1\n")
     reply = b""
     chunk = b"".join(f"public_key={pub_hex()}\n".encode() for _ in range(200))
-    for _ in range(200):  # ~2.1 MB without an empty line
+    for _ in range(MAX_REQUEST // len(chunk) + 2):  # over MAX_REQUEST without an empty line
         reply += s.feed(chunk)
         if s.closed:
             break

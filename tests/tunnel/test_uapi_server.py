@@ -6,11 +6,12 @@ import asyncio
 import os
 import socket
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
-from pywg.asyncio import Tunnel, UapiServer
+from pywg.asyncio import Tunnel, UapiServer, uapi_server
 from pywg.keys import PrivateKey
 
 
@@ -99,6 +100,43 @@ def test_stale_socket_is_replaced_live_one_refused_and_removal_noticed(tmp_path:
             assert await _ask(server.path, b"get=1\n\n") == b"errno=0\n\n"
             os.unlink(server.path)
             assert server.gone()
+        finally:
+            server.close()
+
+    asyncio.run(main())
+
+
+def _huge_set(peer: str, count: int) -> bytes:
+    """One peer with `count` IPv6 host routes (about 50 bytes each in the get reply)."""
+    lines = [f"public_key={peer}"]
+    lines += [f"allowed_ip=fd19::{n >> 16:x}:{n & 0xFFFF:x}/128" for n in range(count)]
+    return ("set=1\n" + "\n".join(lines) + "\n\n").encode()
+
+
+def test_slow_reader_gets_a_reply_of_many_write_timeouts_in_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write timeout is for a client that stops reading, not for a big reply read slowly."""
+    monkeypatch.setattr(uapi_server, "WRITE_TIMEOUT", 0.3)
+    count = 20_000
+
+    async def main() -> None:
+        server = _serve(tmp_path)
+        await server.start()
+        try:
+            peer = PrivateKey.generate().public_key.to_hex()
+            assert await _ask(server.path, _huge_set(peer, count)) == b"errno=0\n\n"
+            reader, writer = await asyncio.open_unix_connection(server.path, limit=1 << 16)
+            writer.write(b"get=1\n\n")
+            started, reply = time.monotonic(), b""
+            while not reply.endswith(b"errno=0\n\n"):
+                chunk = await asyncio.wait_for(reader.read(16384), 5)
+                assert chunk, f"cut after {len(reply)} bytes"
+                reply += chunk
+                await asyncio.sleep(0.02)  # a slow reader: under 1 MB/s
+            writer.close()
+            assert time.monotonic() - started > 2 * uapi_server.WRITE_TIMEOUT
+            assert reply.count(b"\nallowed_ip=") == count
         finally:
             server.close()
 

@@ -346,14 +346,13 @@ class NativePlane:
 
     def _sync_routes(self, device: Device) -> None:
         self.lib.pywg_plane_routes_clear(self.handle)
-        for network, peer in device.routes():
+        route_add, handle = self.lib.pywg_plane_route_add, self.handle
+        for prefix, peer in device.route_prefixes():
             mirror = self._peers.get(peer)
             if mirror is None:
                 continue
-            net = ipaddress.ip_network(network)
-            self.lib.pywg_plane_route_add(
-                self.handle, net.version, net.network_address.packed, net.prefixlen, mirror.id
-            )
+            version = 4 if prefix.width == 32 else 6
+            route_add(handle, version, prefix.packed(), prefix.cidr, mirror.id)
         self._routing_version = device.routing_version
 
     # ------------------------------------------------------------------ timers

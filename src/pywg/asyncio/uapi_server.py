@@ -31,8 +31,11 @@ SOCKET_DIR: Final = "/var/run/wireguard"
 # longest, so clients that connect and sit there never lock `wg` out.
 MAX_CONNECTIONS: Final = 512
 IDLE_TIMEOUT: Final = 120.0  # seconds without a byte from the client: closed
-WRITE_TIMEOUT: Final = 30.0  # seconds a reply may wait for the client to read it
+# Seconds a reply may wait for the client to read the next WRITE_SIZE bytes of
+# it: a slow client that keeps reading gets a get reply of many MB in full.
+WRITE_TIMEOUT: Final = 30.0
 READ_SIZE: Final = 65536
+WRITE_SIZE: Final = 65536
 
 log = logging.getLogger("pywg.uapi")
 
@@ -144,9 +147,7 @@ class UapiServer:
                 # on its own full socket instead of growing our memory.
                 while (reply := session.next_reply()) is not None:
                     self.tunnel.changed()
-                    writer.write(reply)
-                    await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
-                    self._open[writer] = time.monotonic()
+                    await self._write(writer, reply)
                     await asyncio.sleep(0)  # let other clients and the tunnel run
         except TimeoutError:
             log.debug("UAPI client did not read its reply for %.0f s, closed", WRITE_TIMEOUT)
@@ -157,6 +158,17 @@ class UapiServer:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
+
+    async def _write(self, writer: asyncio.StreamWriter, reply: bytes) -> None:
+        """Write `reply` WRITE_SIZE bytes at a time, each waiting for the client to read
+        (back-pressure); TimeoutError if it stops reading for WRITE_TIMEOUT."""
+        view = memoryview(reply)
+        for start in range(0, len(view), WRITE_SIZE):
+            writer.write(view[start : start + WRITE_SIZE])
+            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+            if writer not in self._open:
+                return  # evicted meanwhile (see _admit): it is closed already
+            self._open[writer] = time.monotonic()
 
 
 def _ensure_fd_room(wanted: int) -> None:
