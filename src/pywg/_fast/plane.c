@@ -1166,7 +1166,9 @@ int pywg_plane_run_rx(struct pywg_plane *p)
     static __thread struct mmsghdr msgs[PYWG_PLANE_BATCH];
     static __thread struct iovec iov[PYWG_PLANE_BATCH];
     static __thread struct sockaddr_storage addrs[PYWG_PLANE_BATCH];
-    static __thread uint8_t cmsgs[PYWG_PLANE_BATCH][CMSG_SPACE(sizeof(int))];
+    /* room for UDP_GRO and the IPV6_PKTINFO the socket asks for (pywg.asyncio.udp) */
+    static __thread uint8_t cmsgs[PYWG_PLANE_BATCH]
+                                 [CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct in6_pktinfo))];
     if (bufs == NULL)
         return -1;
     while (wait_ready(p, 1, p->udp_fd, POLLIN, -1)) {
