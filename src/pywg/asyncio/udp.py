@@ -82,6 +82,18 @@ class UdpSocket:
                 self._source.clear()
             self._source[endpoint] = reply
 
+    def note_pktinfo(self, source: AddressLike, data: bytes) -> None:
+        """Remember the PKTINFO data (in6_pktinfo on an AF_INET6 socket, else in_pktinfo)
+        that sends from the address `source` wrote to, as the native plane reports it."""
+        if self.family == socket.AF_INET6:
+            self.note_local(source, (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, data))
+        else:
+            self.note_local(source, (socket.IPPROTO_IP, IP_PKTINFO, data))
+
+    def source_for(self, endpoint: Endpoint) -> tuple[int, int, bytes] | None:
+        """The PKTINFO control message replies to `endpoint` carry; None: the kernel's choice."""
+        return self._source.get(endpoint)
+
     def local_address(self, endpoint: Endpoint) -> str | None:
         """Our address that replies to `endpoint` leave from; None for the kernel's choice."""
         reply = self._source.get(endpoint)
