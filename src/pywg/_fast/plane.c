@@ -1088,9 +1088,29 @@ static bool cookie_reply_allowed(struct pywg_plane *p, const uint8_t *source, si
  * further. One with a valid mac2 proves its source and goes up, where the
  * core checks it again with the same Rm and applies its per-source rate
  * limit (as Linux does, only to messages whose mac2 is valid). */
+/* One datagram back to `to`, from the address it came to (`local`), or from the
+ * kernel's choice if that address is gone; whether it went. */
+static bool send_back(struct pywg_plane *p, const uint8_t *data, size_t len,
+                      const struct sockaddr_storage *to, socklen_t tolen,
+                      const struct source *local)
+{
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    uint8_t control[TX_CONTROL];
+    struct msghdr m = {.msg_name = (void *)to, .msg_namelen = tolen, .msg_iov = &iov,
+                       .msg_iovlen = 1};
+    set_control(&m, control, 0, local);
+    if (sendmsg(p->udp_fd, &m, MSG_DONTWAIT) == (ssize_t)len)
+        return true;
+    if (!has_source(&m) || (errno != EINVAL && errno != EADDRNOTAVAIL && errno != ENETUNREACH))
+        return false;
+    m.msg_control = NULL;
+    m.msg_controllen = 0;
+    return sendmsg(p->udp_fd, &m, MSG_DONTWAIT) == (ssize_t)len;
+}
+
 static bool answered_with_cookie(struct pywg_plane *p, const uint8_t *d, size_t mac1_at,
                                  size_t mac2_at, const struct sockaddr_storage *src,
-                                 socklen_t srclen, double now)
+                                 socklen_t srclen, const struct source *local, double now)
 {
     uint8_t source[18], cookie[PYWG_COOKIE_SIZE], mac2[PYWG_MAC_SIZE];
     uint8_t reply[PYWG_COOKIE_REPLY_SIZE];
@@ -1120,8 +1140,7 @@ static bool answered_with_cookie(struct pywg_plane *p, const uint8_t *d, size_t 
         pywg_xaead_seal(reply + PYWG_COOKIE_REPLY_COOKIE_OFFSET, p->cookie_key,
                         reply + PYWG_COOKIE_REPLY_NONCE_OFFSET, cookie, sizeof(cookie),
                         d + mac1_at, PYWG_MAC_SIZE) == 0 &&
-        sendto(p->udp_fd, reply, sizeof(reply), MSG_DONTWAIT, (const struct sockaddr *)src,
-               srclen) == (ssize_t)sizeof(reply))
+        send_back(p, reply, sizeof(reply), src, srclen, local))
         atomic_fetch_add(&p->stats.rx_cookie_replies, 1);
     OPENSSL_cleanse(cookie, sizeof(cookie));
     return true;
@@ -1129,7 +1148,7 @@ static bool answered_with_cookie(struct pywg_plane *p, const uint8_t *d, size_t 
 
 static bool worth_handing_up(struct pywg_plane *p, const struct pywg_kp *kp, const uint8_t *d,
                              size_t len, const struct sockaddr_storage *src, socklen_t srclen,
-                             double now)
+                             const struct source *local, double now)
 {
     uint8_t mac[PYWG_MAC_SIZE];
     size_t at, mac2_at;
@@ -1175,7 +1194,7 @@ static bool worth_handing_up(struct pywg_plane *p, const struct pywg_kp *kp, con
         atomic_fetch_add(&p->stats.rx_bad_mac1, 1);
         return false;
     }
-    return !answered_with_cookie(p, d, at, mac2_at, src, srclen, now);
+    return !answered_with_cookie(p, d, at, mac2_at, src, srclen, local, now);
 junk:
     atomic_fetch_add(&p->stats.rx_junk, 1);
     return false;
@@ -1199,7 +1218,7 @@ static void receive_one(struct pywg_plane *p, uint8_t *d, size_t len,
         !d[3])
         kp = index_get(p, le32(d + PYWG_RECEIVER_INDEX_OFFSET));
     if (kp == NULL || !kp->rx_native) {
-        if (worth_handing_up(p, kp, d, len, src, srclen, now))
+        if (worth_handing_up(p, kp, d, len, src, srclen, local, now))
             push_up(p, PYWG_PLANE_ITEM_DATAGRAM, d, len, src, srclen, local); /* Python's business */
         return;
     }
