@@ -22,17 +22,14 @@ from pywg import _fast
 from pywg.constants import PLANE_ITEM_DATAGRAM, UNDER_LOAD_THRESHOLD
 from pywg.cookie import cookie_key, mac1_key
 from pywg.device import Device
-from pywg.endpoint import Endpoint
+from pywg.endpoint import Endpoint, SourceMessage
 from pywg.keys import PublicKey
 from pywg.peer import Peer
 from pywg.session import Session
 
 _BUF: Final = 65536
 _PKTINFO_MAX: Final = 20  # struct in6_pktinfo
-
-# a PKTINFO control message (level, type, data): the source a peer's datagrams leave from
-Source = tuple[int, int, bytes]
-SourceLookup = Callable[[Endpoint], Source | None]
+SourceLookup = Callable[[Endpoint], SourceMessage | None]
 _UINT32_MAX: Final = (1 << 32) - 1
 
 
@@ -108,7 +105,7 @@ class _PeerMirror:
     id: int
     handle: Any
     endpoint: Endpoint | None = None
-    source: Source | None = None
+    source: SourceMessage | None = None
     current: NativeSession | None = None
     rx_bytes: int = 0
     tx_bytes: int = 0

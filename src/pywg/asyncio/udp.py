@@ -27,7 +27,7 @@ import socket
 import struct
 from typing import Final
 
-from ..endpoint import AddressLike, Endpoint, normalize_endpoint
+from ..endpoint import AddressLike, Endpoint, SourceMessage, normalize_endpoint
 
 SO_MARK: Final = 36  # linux/asm-generic/socket.h
 BUFFER_BYTES: Final = 4 << 20  # socket buffers: each overflow drop costs TCP a retransmit
@@ -50,7 +50,7 @@ class UdpSocket:
             self.set_fwmark(fwmark)
         self._sockaddr: dict[Endpoint, tuple[str, int] | tuple[str, int, int, int]] = {}
         # remote endpoint -> the PKTINFO control message naming our address it wrote to
-        self._source: dict[Endpoint, tuple[int, int, bytes]] = {}
+        self._source: dict[Endpoint, SourceMessage] = {}
         _enable_pktinfo(self.sock)
 
     def fileno(self) -> int:
@@ -71,7 +71,7 @@ class UdpSocket:
             self.note_local(source, _reply_cmsg(level, kind, raw))
         return data, source
 
-    def note_local(self, source: AddressLike, reply: tuple[int, int, bytes] | None) -> None:
+    def note_local(self, source: AddressLike, reply: SourceMessage | None) -> None:
         """Remember the PKTINFO message that makes replies to `source` leave from the address
         it wrote to (None: not a PKTINFO message, nothing to remember)."""
         if reply is None:
@@ -90,7 +90,7 @@ class UdpSocket:
         else:
             self.note_local(source, (socket.IPPROTO_IP, IP_PKTINFO, data))
 
-    def source_for(self, endpoint: Endpoint) -> tuple[int, int, bytes] | None:
+    def source_for(self, endpoint: Endpoint) -> SourceMessage | None:
         """The PKTINFO control message replies to `endpoint` carry; None: the kernel's choice."""
         return self._source.get(endpoint)
 
@@ -174,19 +174,17 @@ def _bind(port: int) -> socket.socket:
     return sock
 
 
-def _enable_pktinfo(sock: socket.socket) -> bool:
-    """Ask for each datagram's destination address; False where the kernel refuses."""
-    try:
+def _enable_pktinfo(sock: socket.socket) -> None:
+    """Ask for each datagram's destination address (where the kernel refuses: the
+    kernel's choice of source for every reply)."""
+    with contextlib.suppress(OSError):
         if sock.family == socket.AF_INET6:  # covers IPv4 on the dual-stack socket, v4-mapped
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
         else:
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-    except OSError:
-        return False
-    return True
 
 
-def _reply_cmsg(level: int, kind: int, raw: bytes) -> tuple[int, int, bytes] | None:
+def _reply_cmsg(level: int, kind: int, raw: bytes) -> SourceMessage | None:
     """The control message that sends from the destination a received PKTINFO names.
 
     The interface index stays 0 so the route decides the way out (RFC 3542 §6.1;
@@ -199,7 +197,7 @@ def _reply_cmsg(level: int, kind: int, raw: bytes) -> tuple[int, int, bytes] | N
     return None
 
 
-def _cmsg_address(reply: tuple[int, int, bytes]) -> str:
+def _cmsg_address(reply: SourceMessage) -> str:
     level, _kind, raw = reply
     if level == socket.IPPROTO_IPV6:
         ip = ipaddress.IPv6Address(raw[:16])
