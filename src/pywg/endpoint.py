@@ -18,11 +18,21 @@ from typing import Final
 from .exceptions import LocalProtocolError
 from .redact import quote
 
-__all__ = ["AddressLike", "Endpoint", "format_endpoint", "normalize_endpoint", "parse_endpoint"]
+__all__ = [
+    "AddressLike",
+    "Endpoint",
+    "SourceMessage",
+    "format_endpoint",
+    "normalize_endpoint",
+    "parse_endpoint",
+]
 
 Endpoint = tuple[str, int]
 # what a socket gives or takes: (host, port), or (host, port, flowinfo, scope_id) for IPv6
 AddressLike = tuple[str, int] | tuple[str, int, int, int]
+# our side of an endpoint: the PKTINFO control message (level, type, data) that sends
+# from the address the peer wrote to (ip(7) IP_PKTINFO, RFC 3542 §6.1 IPV6_PKTINFO)
+SourceMessage = tuple[int, int, bytes]
 
 _PORT: Final = re.compile(r"0*[0-9]{1,5}")  # leading zeros are fine, as for Go's ParseUint
 

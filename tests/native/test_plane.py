@@ -159,7 +159,7 @@ def _drain_until(plane: NativePlane, count: int) -> list[bytes]:
     got: list[bytes] = []
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        got += [data for kind, data, _ in plane.drain() if kind == PLANE_ITEM_DATAGRAM]
+        got += [data for kind, data, _, _ in plane.drain() if kind == PLANE_ITEM_DATAGRAM]
         stats = plane.stats()
         if len(got) + stats["rx_junk"] + stats["rx_bad_mac1"] >= count:
             break
@@ -257,7 +257,7 @@ def test_rx_drops_transport_for_unknown_indices_and_hands_up_unconfirmed_ones() 
         deadline = time.monotonic() + 5
         got: list[bytes] = []
         while not got and time.monotonic() < deadline:
-            got = [data for _, data, _ in plane.drain()]
+            got = [data for _, data, _, _ in plane.drain()]
             time.sleep(0.01)
         assert got == [unconfirmed]
         assert plane.stats()["rx_unknown_index"] == 1
@@ -295,7 +295,7 @@ def test_rx_answers_with_cookie_replies_under_load_and_hands_up_proven_sources()
         sender.sendto(proven, target)
         time.sleep(0.2)
         assert plane.stats()["rx_cookie_replies"] == 1  # not answered again: handed up
-        handed = [(data, src) for _, data, src in plane.drain(1000)]
+        handed = [(data, src) for _, data, src, _ in plane.drain(1000)]
         assert [data for data, _ in handed] == [proven]
         checker = CookieChecker(responder)
         checker._secret, checker._secret_born = device.cookie_secret(time.monotonic()), 0.0

@@ -66,11 +66,21 @@ struct pywg_kp {
     _Atomic int rx_native;
 };
 
+/* Our address a peer wrote to, as the PKTINFO control message that sends from it
+ * (in6_pktinfo on the dual-stack socket, in_pktinfo on an IPv4-only one); len 0:
+ * the kernel's choice. */
+struct source {
+    int level, type;
+    socklen_t len;
+    uint8_t data[sizeof(struct in6_pktinfo)];
+};
+
 struct pywg_peer {
     uint32_t id;
     struct pywg_kp *current; /* tx_lock */
     struct sockaddr_storage endpoint; /* tx_lock */
     socklen_t endpoint_len;
+    struct source src; /* tx_lock: replies leave from the address the peer wrote to */
     _Atomic uint64_t rx_bytes, tx_bytes, endpoint_version;
     _Atomic double last_sent, last_received, last_data_received;
 };
@@ -80,6 +90,7 @@ struct item {
     int bucket; /* the per-source count it is charged to, or -1 */
     uint32_t len, addrlen;
     struct sockaddr_storage addr;
+    struct source local; /* the destination a datagram came to */
     uint8_t data[];
 };
 
@@ -213,7 +224,8 @@ static int source_bucket(int kind, const uint8_t *data, size_t len,
 }
 
 static void push_up(struct pywg_plane *p, int kind, const uint8_t *data, size_t len,
-                    const struct sockaddr_storage *addr, socklen_t addrlen)
+                    const struct sockaddr_storage *addr, socklen_t addrlen,
+                    const struct source *local)
 {
     int bucket = source_bucket(kind, data, len, addr);
     struct item *it = malloc(sizeof(*it) + len);
@@ -228,6 +240,9 @@ static void push_up(struct pywg_plane *p, int kind, const uint8_t *data, size_t 
     it->addrlen = addr != NULL ? (uint32_t)addrlen : 0;
     if (addr != NULL)
         memcpy(&it->addr, addr, addrlen);
+    it->local.len = 0;
+    if (local != NULL)
+        it->local = *local;
     memcpy(it->data, data, len);
     pthread_mutex_lock(&p->queue_lock);
     if (p->queue_count == PYWG_PLANE_QUEUE || p->queue_bytes + len > PYWG_PLANE_QUEUE_BYTES ||
@@ -253,7 +268,7 @@ static void push_up(struct pywg_plane *p, int kind, const uint8_t *data, size_t 
 }
 
 int pywg_plane_pop(struct pywg_plane *p, uint8_t *buf, size_t cap, int *kind, uint8_t *addr,
-                   uint32_t *addrlen)
+                   uint32_t *addrlen, uint8_t *local, uint32_t *local_len)
 {
     struct item *it = NULL;
     int len;
@@ -283,6 +298,8 @@ int pywg_plane_pop(struct pywg_plane *p, uint8_t *buf, size_t cap, int *kind, ui
     *addrlen = it->addrlen;
     if (it->addrlen)
         memcpy(addr, &it->addr, it->addrlen);
+    *local_len = it->local.len;
+    memcpy(local, it->local.data, it->local.len);
     free(it);
     return len;
 }
@@ -508,6 +525,19 @@ void pywg_peer_set_endpoint(struct pywg_plane *p, struct pywg_peer *peer, const 
     pthread_mutex_unlock(&p->tx_lock);
 }
 
+void pywg_peer_set_source(struct pywg_plane *p, struct pywg_peer *peer, int level, int type,
+                          const uint8_t *data, uint32_t len)
+{
+    if (len > sizeof(peer->src.data))
+        return;
+    pthread_mutex_lock(&p->tx_lock);
+    peer->src.level = level;
+    peer->src.type = type;
+    memcpy(peer->src.data, data, len);
+    peer->src.len = len;
+    pthread_mutex_unlock(&p->tx_lock);
+}
+
 uint32_t pywg_peer_endpoint(struct pywg_plane *p, struct pywg_peer *peer, uint8_t *addr)
 {
     uint32_t len;
@@ -702,12 +732,75 @@ static bool wait_ready(struct pywg_plane *p, int who, int fd, short events, int 
     return !p->stopping;
 }
 
+#define GSO_SPACE CMSG_SPACE(sizeof(uint16_t))
+#define TX_CONTROL (GSO_SPACE + CMSG_SPACE(sizeof(struct in6_pktinfo)))
+
+/* A send's control messages: UDP_SEGMENT for a GSO group of `seg`-byte datagrams
+ * (seg 0: one datagram), then the PKTINFO naming the source, if the peer has one. */
+static void set_control(struct msghdr *m, uint8_t *buf, uint16_t seg, const struct source *src)
+{
+    struct cmsghdr *c;
+    size_t used = 0;
+    if (seg == 0 && src->len == 0)
+        return;
+    memset(buf, 0, TX_CONTROL);
+    m->msg_control = buf;
+    m->msg_controllen = TX_CONTROL;
+    c = CMSG_FIRSTHDR(m);
+    if (seg != 0) {
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(seg));
+        memcpy(CMSG_DATA(c), &seg, sizeof(seg));
+        used += GSO_SPACE;
+        c = (struct cmsghdr *)(buf + used);
+    }
+    if (src->len != 0) {
+        c->cmsg_level = src->level;
+        c->cmsg_type = src->type;
+        c->cmsg_len = CMSG_LEN(src->len);
+        memcpy(CMSG_DATA(c), src->data, src->len);
+        used += CMSG_SPACE(src->len);
+    }
+    m->msg_controllen = used;
+}
+
+/* Whether a send carries a PKTINFO source after its UDP_SEGMENT, if any. */
+static bool has_source(const struct msghdr *m)
+{
+    return m->msg_controllen > (m->msg_iovlen > 1 ? GSO_SPACE : 0);
+}
+
+/* The address a send named is gone from the host (IPv6: EINVAL; IPv4: ENETUNREACH from
+ * the route lookup for a non-local source): forget it for this peer, unless it has
+ * learned another meanwhile, and send with the kernel's choice from now on. */
+static void drop_source(struct pywg_plane *p, uint32_t id, struct msghdr *m)
+{
+    const struct cmsghdr *c =
+        (const struct cmsghdr *)((uint8_t *)m->msg_control + (m->msg_iovlen > 1 ? GSO_SPACE : 0));
+    pthread_mutex_lock(&p->tx_lock);
+    if (id < p->npeers && p->peers[id] != NULL) {
+        struct source *src = &p->peers[id]->src;
+        if (src->len != 0 && memcmp(CMSG_DATA(c), src->data, src->len) == 0)
+            src->len = 0;
+    }
+    pthread_mutex_unlock(&p->tx_lock);
+    m->msg_controllen -= CMSG_SPACE(c->cmsg_len - CMSG_LEN(0));
+    if (m->msg_controllen == 0)
+        m->msg_control = NULL;
+}
+
 /* Send one GSO group's datagrams one by one (the kernel refused UDP_SEGMENT). */
 static void send_singly(struct pywg_plane *p, struct msghdr *m)
 {
     for (size_t i = 0; i < m->msg_iovlen; i++) {
+        /* the PKTINFO source, if any, follows the refused UDP_SEGMENT */
         struct msghdr one = {.msg_name = m->msg_name, .msg_namelen = m->msg_namelen,
                              .msg_iov = &m->msg_iov[i], .msg_iovlen = 1};
+        if (has_source(m)) {
+            one.msg_control = (uint8_t *)m->msg_control + GSO_SPACE;
+            one.msg_controllen = m->msg_controllen - GSO_SPACE;
+        }
         for (int tries = 0; tries < 1000; tries++) {
             if (sendmsg(p->udp_fd, &one, 0) >= 0 || (errno != EAGAIN && errno != ENOBUFS))
                 break;
@@ -716,7 +809,8 @@ static void send_singly(struct pywg_plane *p, struct msghdr *m)
     }
 }
 
-static void send_all(struct pywg_plane *p, struct mmsghdr *msgs, unsigned count)
+static void send_all(struct pywg_plane *p, struct mmsghdr *msgs, const uint32_t *ids,
+                     unsigned count)
 {
     unsigned done = 0;
     int spins = 0;
@@ -736,7 +830,12 @@ static void send_all(struct pywg_plane *p, struct mmsghdr *msgs, unsigned count)
         }
         if (r < 0 && errno == EINTR)
             continue;
-        if (msgs[done].msg_hdr.msg_controllen > 0 && (errno == EIO || errno == EINVAL)) {
+        if (has_source(&msgs[done].msg_hdr) &&
+            (errno == EINVAL || errno == EADDRNOTAVAIL || errno == ENETUNREACH)) {
+            drop_source(p, ids[done], &msgs[done].msg_hdr);
+            continue; /* the same datagrams again, from the kernel's choice */
+        }
+        if (msgs[done].msg_hdr.msg_iovlen > 1 && (errno == EIO || errno == EINVAL)) {
             p->gso = 0; /* the kernel refuses UDP GSO on this path (EIO): stop using it */
             send_singly(p, &msgs[done].msg_hdr);
         }
@@ -764,7 +863,7 @@ static unsigned take_packet(struct pywg_plane *p, const struct pywg_vnet_hdr *h,
         return 0;
     }
     if (PYWG_TRANSPORT_HEADER_SIZE + len + PYWG_PADDING_MULTIPLE + PYWG_AEAD_TAG_SIZE > TX_STRIDE) {
-        push_up(p, PYWG_PLANE_ITEM_PACKET, pkt, len, NULL, 0); /* a jumbo packet: Python's path */
+        push_up(p, PYWG_PLANE_ITEM_PACKET, pkt, len, NULL, 0, NULL); /* a jumbo packet: Python's path */
         return 0;
     }
     memcpy(slots + PYWG_TRANSPORT_HEADER_SIZE, pkt, len);
@@ -779,9 +878,10 @@ int pywg_plane_run_tx(struct pywg_plane *p)
     static __thread struct mmsghdr msgs[TX_SEGMENTS];
     static __thread struct iovec iov[TX_SEGMENTS];
     static __thread struct sockaddr_storage addrs[TX_SEGMENTS];
-    static __thread uint8_t cmsgs[TX_SEGMENTS][CMSG_SPACE(sizeof(uint16_t))];
+    static __thread uint8_t cmsgs[TX_SEGMENTS][TX_CONTROL];
     size_t lens[TX_SEGMENTS];
     struct pywg_peer *owner[TX_SEGMENTS];
+    uint32_t ids[TX_SEGMENTS];
     int status = 0;
     if (slots == NULL || rbuf == NULL) {
         free(slots);
@@ -835,12 +935,12 @@ int pywg_plane_run_tx(struct pywg_plane *p)
             kp = peer->current;
             if (kp == NULL || peer->endpoint_len == 0 ||
                 now - kp->created >= PYWG_REJECT_AFTER_TIME) {
-                push_up(p, PYWG_PLANE_ITEM_PACKET, packet, len, NULL, 0); /* Python stages it */
+                push_up(p, PYWG_PLANE_ITEM_PACKET, packet, len, NULL, 0, NULL); /* Python stages it */
                 continue;
             }
             counter = atomic_fetch_add(&kp->send_counter, 1);
             if (counter >= PYWG_REJECT_AFTER_MESSAGES) {
-                push_up(p, PYWG_PLANE_ITEM_PACKET, packet, len, NULL, 0);
+                push_up(p, PYWG_PLANE_ITEM_PACKET, packet, len, NULL, 0, NULL);
                 continue;
             }
             padded = padded_length(len, mtu);
@@ -874,24 +974,15 @@ int pywg_plane_run_tx(struct pywg_plane *p)
             m->msg_namelen = peer->endpoint_len;
             m->msg_iov = &iov[i];
             m->msg_iovlen = k;
-            if (k > 1) {
-                struct cmsghdr *c;
-                uint16_t size = (uint16_t)seg;
-                m->msg_control = cmsgs[out];
-                m->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-                c = CMSG_FIRSTHDR(m);
-                c->cmsg_level = SOL_UDP;
-                c->cmsg_type = UDP_SEGMENT;
-                c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-                memcpy(CMSG_DATA(c), &size, sizeof(size));
-            }
+            set_control(m, cmsgs[out], k > 1 ? (uint16_t)seg : 0, &peer->src);
+            ids[out] = peer->id;
             out++;
             i += k;
         }
         pthread_mutex_unlock(&p->tx_lock);
         pthread_rwlock_unlock(&p->routes_lock);
         atomic_fetch_add(&p->stats.tx_packets, sealed);
-        send_all(p, msgs, out);
+        send_all(p, msgs, ids, out);
     }
 done:
     free(slots);
@@ -997,9 +1088,29 @@ static bool cookie_reply_allowed(struct pywg_plane *p, const uint8_t *source, si
  * further. One with a valid mac2 proves its source and goes up, where the
  * core checks it again with the same Rm and applies its per-source rate
  * limit (as Linux does, only to messages whose mac2 is valid). */
+/* One datagram back to `to`, from the address it came to (`local`), or from the
+ * kernel's choice if that address is gone; whether it went. */
+static bool send_back(struct pywg_plane *p, const uint8_t *data, size_t len,
+                      const struct sockaddr_storage *to, socklen_t tolen,
+                      const struct source *local)
+{
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    uint8_t control[TX_CONTROL];
+    struct msghdr m = {.msg_name = (void *)to, .msg_namelen = tolen, .msg_iov = &iov,
+                       .msg_iovlen = 1};
+    set_control(&m, control, 0, local);
+    if (sendmsg(p->udp_fd, &m, MSG_DONTWAIT) == (ssize_t)len)
+        return true;
+    if (!has_source(&m) || (errno != EINVAL && errno != EADDRNOTAVAIL && errno != ENETUNREACH))
+        return false;
+    m.msg_control = NULL;
+    m.msg_controllen = 0;
+    return sendmsg(p->udp_fd, &m, MSG_DONTWAIT) == (ssize_t)len;
+}
+
 static bool answered_with_cookie(struct pywg_plane *p, const uint8_t *d, size_t mac1_at,
                                  size_t mac2_at, const struct sockaddr_storage *src,
-                                 socklen_t srclen, double now)
+                                 socklen_t srclen, const struct source *local, double now)
 {
     uint8_t source[18], cookie[PYWG_COOKIE_SIZE], mac2[PYWG_MAC_SIZE];
     uint8_t reply[PYWG_COOKIE_REPLY_SIZE];
@@ -1029,8 +1140,7 @@ static bool answered_with_cookie(struct pywg_plane *p, const uint8_t *d, size_t 
         pywg_xaead_seal(reply + PYWG_COOKIE_REPLY_COOKIE_OFFSET, p->cookie_key,
                         reply + PYWG_COOKIE_REPLY_NONCE_OFFSET, cookie, sizeof(cookie),
                         d + mac1_at, PYWG_MAC_SIZE) == 0 &&
-        sendto(p->udp_fd, reply, sizeof(reply), MSG_DONTWAIT, (const struct sockaddr *)src,
-               srclen) == (ssize_t)sizeof(reply))
+        send_back(p, reply, sizeof(reply), src, srclen, local))
         atomic_fetch_add(&p->stats.rx_cookie_replies, 1);
     OPENSSL_cleanse(cookie, sizeof(cookie));
     return true;
@@ -1038,7 +1148,7 @@ static bool answered_with_cookie(struct pywg_plane *p, const uint8_t *d, size_t 
 
 static bool worth_handing_up(struct pywg_plane *p, const struct pywg_kp *kp, const uint8_t *d,
                              size_t len, const struct sockaddr_storage *src, socklen_t srclen,
-                             double now)
+                             const struct source *local, double now)
 {
     uint8_t mac[PYWG_MAC_SIZE];
     size_t at, mac2_at;
@@ -1084,14 +1194,20 @@ static bool worth_handing_up(struct pywg_plane *p, const struct pywg_kp *kp, con
         atomic_fetch_add(&p->stats.rx_bad_mac1, 1);
         return false;
     }
-    return !answered_with_cookie(p, d, at, mac2_at, src, srclen, now);
+    return !answered_with_cookie(p, d, at, mac2_at, src, srclen, local, now);
 junk:
     atomic_fetch_add(&p->stats.rx_junk, 1);
     return false;
 }
 
+static bool same_source(const struct source *a, const struct source *b)
+{
+    return a->len == b->len && memcmp(a->data, b->data, a->len) == 0;
+}
+
 static void receive_one(struct pywg_plane *p, uint8_t *d, size_t len,
-                        const struct sockaddr_storage *src, socklen_t srclen, double now)
+                        const struct sockaddr_storage *src, socklen_t srclen,
+                        const struct source *local, double now)
 {
     struct pywg_kp *kp = NULL;
     struct pywg_peer *peer;
@@ -1102,8 +1218,8 @@ static void receive_one(struct pywg_plane *p, uint8_t *d, size_t len,
         !d[3])
         kp = index_get(p, le32(d + PYWG_RECEIVER_INDEX_OFFSET));
     if (kp == NULL || !kp->rx_native) {
-        if (worth_handing_up(p, kp, d, len, src, srclen, now))
-            push_up(p, PYWG_PLANE_ITEM_DATAGRAM, d, len, src, srclen); /* Python's business */
+        if (worth_handing_up(p, kp, d, len, src, srclen, local, now))
+            push_up(p, PYWG_PLANE_ITEM_DATAGRAM, d, len, src, srclen, local); /* Python's business */
         return;
     }
     counter = le64(d + PYWG_TRANSPORT_COUNTER_OFFSET);
@@ -1121,8 +1237,13 @@ static void receive_one(struct pywg_plane *p, uint8_t *d, size_t len,
         memset(&peer->endpoint, 0, sizeof(peer->endpoint));
         memcpy(&peer->endpoint, src, srclen);
         peer->endpoint_len = srclen;
+        peer->src = *local;
         pthread_mutex_unlock(&p->tx_lock);
         atomic_fetch_add(&peer->endpoint_version, 1);
+    } else if (local->len != 0 && !same_source(local, &peer->src)) {
+        pthread_mutex_lock(&p->tx_lock);
+        peer->src = *local; /* replies leave from the address it wrote to */
+        pthread_mutex_unlock(&p->tx_lock);
     }
     atomic_fetch_add(&peer->rx_bytes, len);
     peer->last_received = now;
@@ -1143,17 +1264,47 @@ static void receive_one(struct pywg_plane *p, uint8_t *d, size_t len,
     atomic_fetch_add(&p->stats.rx_packets, 1);
 }
 
-/* The segment size of a coalesced (UDP_GRO) receive, or 0. */
-static size_t gro_size(struct msghdr *m)
+/* The source that sends from a received PKTINFO's destination: the interface
+ * index stays 0 so the route picks the way out (RFC 3542 §6.1; ip(7): in_pktinfo's
+ * ipi_spec_dst is the source sent from, ipi_addr the header's destination). */
+static void reply_source(const struct cmsghdr *c, struct source *out)
 {
+    if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
+        c->cmsg_len >= CMSG_LEN(sizeof(struct in6_pktinfo))) {
+        struct in6_pktinfo info;
+        memcpy(&info, CMSG_DATA(c), sizeof(info));
+        info.ipi6_ifindex = 0;
+        memcpy(out->data, &info, sizeof(info));
+        out->len = sizeof(info);
+    } else if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO &&
+               c->cmsg_len >= CMSG_LEN(sizeof(struct in_pktinfo))) {
+        struct in_pktinfo info, reply = {0};
+        memcpy(&info, CMSG_DATA(c), sizeof(info));
+        reply.ipi_spec_dst = info.ipi_addr;
+        memcpy(out->data, &reply, sizeof(reply));
+        out->len = sizeof(reply);
+    } else {
+        return;
+    }
+    out->level = c->cmsg_level;
+    out->type = c->cmsg_type;
+}
+
+/* The segment size of a coalesced (UDP_GRO) receive, or 0; and the reply source. */
+static size_t parse_control(struct msghdr *m, struct source *local)
+{
+    size_t size = 0;
+    local->len = 0;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR(m, c)) {
         if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
-            int size;
-            memcpy(&size, CMSG_DATA(c), sizeof(size));
-            return size > 0 ? (size_t)size : 0;
+            int seg;
+            memcpy(&seg, CMSG_DATA(c), sizeof(seg));
+            size = seg > 0 ? (size_t)seg : 0;
+        } else {
+            reply_source(c, local);
         }
     }
-    return 0;
+    return size;
 }
 
 static void emit_to_tun(void *ctx, uint8_t *frame, size_t len) { write_tun(ctx, frame, len); }
@@ -1166,7 +1317,9 @@ int pywg_plane_run_rx(struct pywg_plane *p)
     static __thread struct mmsghdr msgs[PYWG_PLANE_BATCH];
     static __thread struct iovec iov[PYWG_PLANE_BATCH];
     static __thread struct sockaddr_storage addrs[PYWG_PLANE_BATCH];
-    static __thread uint8_t cmsgs[PYWG_PLANE_BATCH][CMSG_SPACE(sizeof(int))];
+    /* room for UDP_GRO and the IPV6_PKTINFO the socket asks for (pywg.asyncio.udp) */
+    static __thread uint8_t cmsgs[PYWG_PLANE_BATCH]
+                                 [CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct in6_pktinfo))];
     if (bufs == NULL)
         return -1;
     while (wait_ready(p, 1, p->udp_fd, POLLIN, -1)) {
@@ -1191,16 +1344,18 @@ int pywg_plane_run_rx(struct pywg_plane *p)
         pthread_rwlock_rdlock(&p->routes_lock);
         for (int i = 0; i < n; i++) {
             uint8_t *d = iov[i].iov_base;
-            size_t len = msgs[i].msg_len, seg = gro_size(&msgs[i].msg_hdr);
+            struct source local;
+            size_t len = msgs[i].msg_len, seg = parse_control(&msgs[i].msg_hdr, &local);
             socklen_t alen = msgs[i].msg_hdr.msg_namelen;
             if (seg == 0 || seg >= len) {
-                receive_one(p, d, len, &addrs[i], alen, now);
+                receive_one(p, d, len, &addrs[i], alen, &local, now);
                 continue;
             }
             /* coalesced datagrams from one source, seg bytes each (the last may be
              * short), in order; each is opened and written out within its own bytes */
             for (size_t off = 0; off < len; off += seg)
-                receive_one(p, d + off, len - off < seg ? len - off : seg, &addrs[i], alen, now);
+                receive_one(p, d + off, len - off < seg ? len - off : seg, &addrs[i], alen, &local,
+                            now);
         }
         if (p->gro != NULL)
             pywg_gro_flush(p->gro);

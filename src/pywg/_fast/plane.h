@@ -96,9 +96,11 @@ int pywg_plane_run_rx(struct pywg_plane *p);
 void pywg_plane_stop(struct pywg_plane *p);
 int pywg_plane_event_fd(struct pywg_plane *p);
 /* Take one item for Python: its length (0: none). kind gets PYWG_PLANE_ITEM_*, and
- * for a datagram, addr/addrlen its source (a struct sockaddr_in6 or _in). */
+ * for a datagram, addr/addrlen its source (a struct sockaddr_in6 or _in) and
+ * local/local_len the PKTINFO data (struct in6_pktinfo on an AF_INET6 socket, else
+ * in_pktinfo; up to 20 bytes; length 0: none) that sends from the address it came to. */
 int pywg_plane_pop(struct pywg_plane *p, uint8_t *buf, size_t cap, int *kind, uint8_t *addr,
-                   uint32_t *addrlen);
+                   uint32_t *addrlen, uint8_t *local, uint32_t *local_len);
 void pywg_plane_stats(struct pywg_plane *p, struct pywg_plane_stats *out);
 /* Our identity's mac1 and cookie keys (HASH(LABEL_MAC1 ‖ Spub), HASH(LABEL_COOKIE
  * ‖ Spub), 32 bytes each, whitepaper §5.4.4/§5.4.7), or NULLs while the device
@@ -120,6 +122,12 @@ struct pywg_peer *pywg_peer_new(struct pywg_plane *p, uint32_t id);
 void pywg_peer_free(struct pywg_plane *p, struct pywg_peer *peer);
 void pywg_peer_set_endpoint(struct pywg_plane *p, struct pywg_peer *peer, const uint8_t *addr,
                             uint32_t addrlen);
+/* The source the peer's datagrams leave from: a PKTINFO control message's level, type
+ * and data, as pywg_plane_pop gives them (len 0: the kernel's choice). The plane
+ * also learns it from each authenticated datagram, and forgets it when the kernel
+ * refuses it (the address is gone from the host). */
+void pywg_peer_set_source(struct pywg_plane *p, struct pywg_peer *peer, int level, int type,
+                          const uint8_t *data, uint32_t len);
 /* Copies the current endpoint; returns its length (0: none). */
 uint32_t pywg_peer_endpoint(struct pywg_plane *p, struct pywg_peer *peer, uint8_t *addr);
 void pywg_peer_stats(struct pywg_plane *p, struct pywg_peer *peer, struct pywg_peer_stats *out);

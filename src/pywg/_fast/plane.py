@@ -22,12 +22,14 @@ from pywg import _fast
 from pywg.constants import PLANE_ITEM_DATAGRAM, UNDER_LOAD_THRESHOLD
 from pywg.cookie import cookie_key, mac1_key
 from pywg.device import Device
-from pywg.endpoint import Endpoint
+from pywg.endpoint import Endpoint, SourceMessage
 from pywg.keys import PublicKey
 from pywg.peer import Peer
 from pywg.session import Session
 
 _BUF: Final = 65536
+_PKTINFO_MAX: Final = 20  # struct in6_pktinfo
+SourceLookup = Callable[[Endpoint], SourceMessage | None]
 _UINT32_MAX: Final = (1 << 32) - 1
 
 
@@ -103,6 +105,7 @@ class _PeerMirror:
     id: int
     handle: Any
     endpoint: Endpoint | None = None
+    source: SourceMessage | None = None
     current: NativeSession | None = None
     rx_bytes: int = 0
     tx_bytes: int = 0
@@ -150,6 +153,9 @@ class NativePlane:
         self._addr = self.ffi.new("uint8_t[]", 128)
         self._kind = self.ffi.new("int *")
         self._addrlen = self.ffi.new("uint32_t *")
+        self._local = self.ffi.new("uint8_t[]", _PKTINFO_MAX)
+        self._local_len = self.ffi.new("uint32_t *")
+        self._sources: SourceLookup = lambda endpoint: None
         self._stats = self.ffi.new("struct pywg_peer_stats *")
 
     # ------------------------------------------------------------------ lifecycle
@@ -207,19 +213,33 @@ class NativePlane:
         return {name: int(getattr(out, name)) for name in names.split()}
 
     # ------------------------------------------------------------------ handed up
-    def drain(self, limit: int = 256) -> Iterator[tuple[int, bytes, Endpoint | None]]:
-        """What the loops handed up: (PLANE_ITEM_*, data, source endpoint for datagrams)."""
+    def drain(self, limit: int = 256) -> Iterator[tuple[int, bytes, Endpoint | None, bytes]]:
+        """What the loops handed up: (PLANE_ITEM_*, data, source endpoint for datagrams,
+        the PKTINFO data that sends from the address a datagram came to, or b"")."""
         for _ in range(limit):
             n = self.lib.pywg_plane_pop(
-                self.handle, self._buf, _BUF, self._kind, self._addr, self._addrlen
+                self.handle,
+                self._buf,
+                _BUF,
+                self._kind,
+                self._addr,
+                self._addrlen,
+                self._local,
+                self._local_len,
             )
             if n <= 0:
                 return
             data = bytes(self.ffi.buffer(self._buf, n))
-            source = None
+            source, local = None, b""
             if self._kind[0] == PLANE_ITEM_DATAGRAM:
                 source = endpoint_of(bytes(self.ffi.buffer(self._addr, self._addrlen[0])))
-            yield self._kind[0], data, source
+                local = bytes(self.ffi.buffer(self._local, self._local_len[0]))
+            yield self._kind[0], data, source, local
+
+    def set_source_lookup(self, lookup: SourceLookup) -> None:
+        """Where `sync` finds the source a peer's endpoint is answered from (the socket's
+        PKTINFO table), mirrored into C with each endpoint."""
+        self._sources = lookup
 
     def set_cookie_secret(self, secret: bytes | None) -> None:
         """The core's Rm for C's cookie replies under load (None: none, e.g. no key)."""
@@ -287,11 +307,16 @@ class NativePlane:
         self._free_ids.append(mirror.id)
 
     def _sync_endpoint(self, peer: Peer, mirror: _PeerMirror) -> None:
-        if peer.endpoint == mirror.endpoint:
-            return
-        raw = sockaddr(peer.endpoint, self.family) if peer.endpoint is not None else b""
-        self.lib.pywg_peer_set_endpoint(self.handle, mirror.handle, raw, len(raw))
-        mirror.endpoint = peer.endpoint
+        endpoint = peer.endpoint
+        if endpoint != mirror.endpoint:
+            raw = sockaddr(endpoint, self.family) if endpoint is not None else b""
+            self.lib.pywg_peer_set_endpoint(self.handle, mirror.handle, raw, len(raw))
+            mirror.endpoint = endpoint
+        source = self._sources(endpoint) if endpoint is not None else None
+        if source != mirror.source:
+            level, kind, data = source if source is not None else (0, 0, b"")
+            self.lib.pywg_peer_set_source(self.handle, mirror.handle, level, kind, data, len(data))
+            mirror.source = source
 
     def _sync_sessions(self, peer: Peer, mirror: _PeerMirror) -> None:
         for kp in (peer.previous, peer.current, peer.next):

@@ -181,6 +181,7 @@ class Tunnel:
                 vnet_hdr=self._tun.vnet_hdr,
                 udp_offload=self.offload,
             )
+            self._plane.set_source_lookup(self._udp.source_for)
             self._plane.sync(self.device)
             self._plane.start()
             self._loop.add_reader(self._plane.event_fd, self._on_plane_event)
@@ -324,6 +325,7 @@ class Tunnel:
         assert self._loop is not None and self._udp is not None
         if self._plane is not None:
             self._plane.set_udp(new.sock)  # before the old one closes
+            self._plane.set_source_lookup(new.source_for)
         else:
             self._loop.remove_reader(self._udp.fileno())
             self._loop.add_reader(new.fileno(), self._on_udp_readable)
@@ -510,9 +512,11 @@ class Tunnel:
         if plane is None:
             return
         now = self._now()
-        for kind, data, source in plane.drain():
+        for kind, data, source, local in plane.drain():
             if kind == PLANE_ITEM_DATAGRAM:
                 if source is not None:
+                    if local and self._udp is not None:
+                        self._udp.note_pktinfo(source, local)
                     self._datagram(data, source, now)
             else:
                 device.send_packet(data, now)

@@ -5,6 +5,17 @@ addresses, which the core maps back). Where IPv6 is disabled the socket falls
 back to AF_INET. Port 0 binds a random port, which `port` then reports (as
 wireguard-go does, so `wg show` prints the real port). The fwmark is SO_MARK,
 used by wg-quick's policy routing to keep tunnel packets out of the tunnel.
+
+Replies leave from the address the peer wrote to: each received datagram's
+destination (IPV6_PKTINFO, or IP_PKTINFO on an IPv4-only socket) is kept per
+remote endpoint and sent back as the source in a PKTINFO control message, as
+the kernel's WireGuard and wireguard-go do, so a peer's endpoint for us does
+not flip between our addresses on a multi-address host. When that address is
+gone the kernel refuses it (IPv6: EINVAL; IPv4: ENETUNREACH, from its route
+lookup for a source that is not local): the sticky source is dropped and the
+datagram goes again with the kernel's own choice. Where the route itself is
+gone the second try fails too, and the next datagram received teaches the
+source again.
 """
 
 from __future__ import annotations
@@ -16,11 +27,15 @@ import socket
 import struct
 from typing import Final
 
-from ..endpoint import Endpoint
+from ..endpoint import AddressLike, Endpoint, SourceMessage, normalize_endpoint
 
 SO_MARK: Final = 36  # linux/asm-generic/socket.h
 BUFFER_BYTES: Final = 4 << 20  # socket buffers: each overflow drop costs TCP a retransmit
 MAX_DATAGRAM: Final = 65535
+IP_PKTINFO: Final = 8  # linux/in.h; Python's socket module lacks it
+_PKTINFO_SPACE: Final = socket.CMSG_SPACE(20)  # struct in6_pktinfo (in_pktinfo is 12)
+_SOURCE_GONE: Final = frozenset({errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH})
+_MAX_TABLE: Final = 4096
 
 
 class UdpSocket:
@@ -34,6 +49,9 @@ class UdpSocket:
         if fwmark:
             self.set_fwmark(fwmark)
         self._sockaddr: dict[Endpoint, tuple[str, int] | tuple[str, int, int, int]] = {}
+        # remote endpoint -> the PKTINFO control message naming our address it wrote to
+        self._source: dict[Endpoint, SourceMessage] = {}
+        _enable_pktinfo(self.sock)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -45,10 +63,41 @@ class UdpSocket:
 
     def recv(self) -> tuple[bytes, Endpoint] | None:
         try:
-            data, addr = self.sock.recvfrom(MAX_DATAGRAM)
+            data, ancdata, _flags, addr = self.sock.recvmsg(MAX_DATAGRAM, _PKTINFO_SPACE)
         except OSError:  # EAGAIN; or an ICMP error queued by an earlier send, now consumed
             return None
-        return data, (addr[0], addr[1])
+        source = (addr[0], addr[1])
+        for level, kind, raw in ancdata:
+            self.note_local(source, _reply_cmsg(level, kind, raw))
+        return data, source
+
+    def note_local(self, source: AddressLike, reply: SourceMessage | None) -> None:
+        """Remember the PKTINFO message that makes replies to `source` leave from the address
+        it wrote to (None: not a PKTINFO message, nothing to remember)."""
+        if reply is None:
+            return
+        endpoint = normalize_endpoint(source)
+        if self._source.get(endpoint) != reply:
+            if len(self._source) > _MAX_TABLE:
+                self._source.clear()
+            self._source[endpoint] = reply
+
+    def note_pktinfo(self, source: AddressLike, data: bytes) -> None:
+        """Remember the PKTINFO data (in6_pktinfo on an AF_INET6 socket, else in_pktinfo)
+        that sends from the address `source` wrote to, as the native plane reports it."""
+        if self.family == socket.AF_INET6:
+            self.note_local(source, (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, data))
+        else:
+            self.note_local(source, (socket.IPPROTO_IP, IP_PKTINFO, data))
+
+    def source_for(self, endpoint: Endpoint) -> SourceMessage | None:
+        """The PKTINFO control message replies to `endpoint` carry; None: the kernel's choice."""
+        return self._source.get(endpoint)
+
+    def local_address(self, endpoint: Endpoint) -> str | None:
+        """Our address that replies to `endpoint` leave from; None for the kernel's choice."""
+        reply = self._source.get(endpoint)
+        return None if reply is None else _cmsg_address(reply)
 
     def sendto(self, data: bytes, endpoint: Endpoint) -> bool:
         """Send one datagram; False if it could not go out (full buffer, no route)."""
@@ -58,10 +107,23 @@ class UdpSocket:
             if addr is None:
                 return False
         try:
-            self.sock.sendto(data, addr)
+            self._send(data, endpoint, addr)
         except OSError:  # EAGAIN, ENETUNREACH, EPERM from a firewall, ...
             return False
         return True
+
+    def _send(self, data: bytes, endpoint: Endpoint, addr: AddressLike) -> None:
+        reply = self._source.get(endpoint)
+        if reply is not None:
+            try:
+                self.sock.sendmsg([data], [reply], 0, addr)
+                return
+            except OSError as exc:
+                if exc.errno not in _SOURCE_GONE:
+                    raise
+                # our address is gone: the kernel's choice from now on, at once
+                del self._source[endpoint]
+        self.sock.sendto(data, addr)
 
     def _resolve(self, endpoint: Endpoint) -> tuple[str, int] | tuple[str, int, int, int] | None:
         host, port = endpoint
@@ -110,6 +172,37 @@ def _bind(port: int) -> socket.socket:
     sock.setblocking(False)
     set_buffers(sock)
     return sock
+
+
+def _enable_pktinfo(sock: socket.socket) -> None:
+    """Ask for each datagram's destination address (where the kernel refuses: the
+    kernel's choice of source for every reply)."""
+    with contextlib.suppress(OSError):
+        if sock.family == socket.AF_INET6:  # covers IPv4 on the dual-stack socket, v4-mapped
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+
+
+def _reply_cmsg(level: int, kind: int, raw: bytes) -> SourceMessage | None:
+    """The control message that sends from the destination a received PKTINFO names.
+
+    The interface index stays 0 so the route decides the way out (RFC 3542 §6.1;
+    ip(7) IP_PKTINFO: ipi_spec_dst is the source, ipi_addr the header's destination).
+    """
+    if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(raw) >= 20:
+        return level, kind, raw[:16] + bytes(4)
+    if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(raw) >= 12:
+        return level, kind, bytes(4) + raw[8:12] + bytes(4)
+    return None
+
+
+def _cmsg_address(reply: SourceMessage) -> str:
+    level, _kind, raw = reply
+    if level == socket.IPPROTO_IPV6:
+        ip = ipaddress.IPv6Address(raw[:16])
+        return str(ip.ipv4_mapped or ip)
+    return str(ipaddress.IPv4Address(raw[4:8]))
 
 
 def set_buffers(sock: socket.socket, size: int = BUFFER_BYTES) -> None:
