@@ -180,6 +180,17 @@ def test_gro_keeps_order_and_leaves_what_it_cannot_merge() -> None:
     assert frames[0][0] != bytes(VNET)  # the first two of each flow were merged
 
 
+@pytest.mark.parametrize("v6", [False, True])
+def test_gro_writes_jumbo_segments_as_they_are(v6: bool) -> None:
+    """Segments over half a frame (a jumbo MTU's) are not coalesced: one plain frame each,
+    even where the next one would still fit in the frame."""
+    first = bytes((i * 13) & 0xFF for i in range(33000))
+    segments = [tcp_packet(v6, 5, first), tcp_packet(v6, 5 + len(first), bytes(20000))]
+    frames = gro(segments)
+    assert [header for header, _ in frames] == [bytes(VNET)] * 2
+    assert [packet for _, packet in frames] == segments
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     size=st.integers(1, 30000),

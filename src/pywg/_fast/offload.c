@@ -168,14 +168,18 @@ void pywg_gro_free(struct pywg_gro *g) { free(g); }
 static uint16_t be16(const uint8_t *b) { return (uint16_t)(b[0] << 8 | b[1]); }
 
 /* A TCP segment that may be merged: plain IPv4 (no options, not a fragment) or
- * IPv6 without extension headers, only ACK (PSH allowed), some payload.
+ * IPv6 without extension headers, only ACK (PSH allowed), some payload, at
+ * most half a frame long. Longer ones (a jumbo MTU's) are written as they
+ * are: merging them saves next to nothing, and measured at MTU 34000 their
+ * merged frames left the receiving TCP with segments out of order (spurious
+ * retransmits, all D-SACKed) where plain writes leave none.
  * Returns its IP header length, or 0. */
 static size_t mergeable(const uint8_t *pkt, size_t len, size_t *tcphl)
 {
     size_t iphl;
     const uint8_t *tcp;
-    if (len > GRO_MAX_LEN)
-        return 0; /* cannot be a bin's first packet (an IPv6 jumbo-sized one could be) */
+    if (len > GRO_MAX_LEN / 2)
+        return 0;
     if (len >= 20 && pkt[0] == 0x45) {
         if (pkt[9] != PROTO_TCP || (be16(pkt + 6) & 0x3fff) != 0 || be16(pkt + 2) != len)
             return 0;
