@@ -9,23 +9,48 @@
 #define TCP_CWR 0x80
 #define PROTO_TCP 6
 
-static uint64_t sum16(const uint8_t *data, size_t len, uint64_t sum)
-{
-    while (len >= 2) {
-        sum += (uint32_t)data[0] << 8 | data[1];
-        data += 2;
-        len -= 2;
-    }
-    if (len)
-        sum += (uint32_t)data[0] << 8;
-    return sum;
-}
-
 static uint16_t fold(uint64_t sum)
 {
     while (sum >> 16)
         sum = (sum & 0xffff) + (sum >> 16);
     return (uint16_t)sum;
+}
+
+/* sum plus the ones'-complement sum of data as big-endian 16-bit words (an odd
+ * last byte padded with zero), RFC 1071. The words are added 32 bits at a time
+ * in the machine's byte order and the folded result is swapped to big-endian
+ * once: the sum does not depend on byte order up to that swap (RFC 1071 §2(B)),
+ * and a jumbo packet's checksum is 4 bytes a step, not 2. */
+static uint64_t sum16(const uint8_t *data, size_t len, uint64_t sum)
+{
+    uint64_t acc = 0;
+    uint16_t native;
+    while (len >= 8) {
+        uint32_t a, b;
+        memcpy(&a, data, 4);
+        memcpy(&b, data + 4, 4);
+        acc += (uint64_t)a + b;
+        data += 8;
+        len -= 8;
+    }
+    while (len >= 2) {
+        uint16_t w;
+        memcpy(&w, data, 2);
+        acc += w;
+        data += 2;
+        len -= 2;
+    }
+    if (len) {
+        uint8_t last[2] = {data[0], 0};
+        uint16_t w;
+        memcpy(&w, last, 2);
+        acc += w;
+    }
+    native = fold(acc);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    native = (uint16_t)(native << 8 | native >> 8);
+#endif
+    return sum + native;
 }
 
 static void put_be16(uint8_t *b, uint16_t v)
