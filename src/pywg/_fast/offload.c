@@ -125,14 +125,18 @@ int pywg_tso_split(const struct pywg_vnet_hdr *h, const uint8_t *pkt, size_t len
         return -1;
     seq = be32(pkt + iphl + 4);
     flags = pkt[iphl + 13];
-    for (int i = 0; i < count; i++) {
+    /* last segment first, with memmove: out may be pkt itself (split in place),
+     * each segment then lands at or after its own bytes and past the earlier
+     * segments' (stride >= hl + mss), and the header is rewritten last */
+    for (int i = count - 1; i >= 0; i--) {
         size_t off = (size_t)i * mss;
         size_t n = payload - off < mss ? payload - off : mss;
         size_t total = hl + n;
         uint8_t *seg = out + (size_t)i * stride, *tcp = seg + iphl;
         uint8_t f = flags;
-        memcpy(seg, pkt, hl);
-        memcpy(seg + hl, pkt + hl + off, n);
+        memmove(seg + hl, pkt + hl + off, n);
+        if (seg != pkt)
+            memcpy(seg, pkt, hl);
         if (v4) {
             put_be16(seg + 2, (uint16_t)total);
             put_be16(seg + 4, (uint16_t)(id + i));

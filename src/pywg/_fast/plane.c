@@ -758,8 +758,8 @@ static size_t tx_stride(uint32_t mtu)
     return stride < TX_STRIDE_MAX ? stride : TX_STRIDE_MAX;
 }
 
-/* One packet from the TUN (vnet header already taken off) into segment slots
- * `stride` bytes apart. */
+/* One packet read from the TUN into slots (vnet header already taken off), at
+ * the first slot's packet place, into segment slots `stride` bytes apart. */
 static unsigned take_packet(struct pywg_plane *p, const struct pywg_vnet_hdr *h, uint8_t *pkt,
                             size_t len, uint8_t *slots, size_t stride, size_t *lens,
                             unsigned room)
@@ -784,15 +784,13 @@ static unsigned take_packet(struct pywg_plane *p, const struct pywg_vnet_hdr *h,
         push_up(p, PYWG_PLANE_ITEM_PACKET, pkt, len, NULL, 0);
         return 0;
     }
-    memcpy(slots + PYWG_TRANSPORT_HEADER_SIZE, pkt, len);
-    lens[0] = len;
+    lens[0] = len; /* read in place */
     return 1;
 }
 
 int pywg_plane_run_tx(struct pywg_plane *p)
 {
     uint8_t *slots = malloc((size_t)TX_SEGMENTS * TX_STRIDE_MAX); /* touched as used */
-    uint8_t *rbuf = malloc(PYWG_VNET_HDR_LEN + PYWG_MAX_IP_PACKET_SIZE);
     static __thread struct mmsghdr msgs[TX_SEGMENTS];
     static __thread struct iovec iov[TX_SEGMENTS];
     static __thread struct sockaddr_storage addrs[TX_SEGMENTS];
@@ -800,11 +798,8 @@ int pywg_plane_run_tx(struct pywg_plane *p)
     size_t lens[TX_SEGMENTS];
     struct pywg_peer *owner[TX_SEGMENTS];
     int status = 0;
-    if (slots == NULL || rbuf == NULL) {
-        free(slots);
-        free(rbuf);
+    if (slots == NULL)
         return -1;
-    }
     while (wait_ready(p, 0, p->tun_fd, POLLIN, -1)) {
         unsigned n = 0, out = 0, sealed = 0;
         double now;
@@ -813,7 +808,12 @@ int pywg_plane_run_tx(struct pywg_plane *p)
         int vnet = p->vnet, gso = p->gso;
         for (int reads = 0; reads < PYWG_PLANE_BATCH && n + TX_ROOM <= TX_SEGMENTS; reads++) {
             struct pywg_vnet_hdr h;
-            ssize_t r = read(p->tun_fd, rbuf, PYWG_VNET_HDR_LEN + PYWG_MAX_IP_PACKET_SIZE);
+            /* straight into the next slot's packet place (the vnet header into its
+             * transport header's), so a packet is not copied again; a super-packet
+             * spills over the free slots after it (TX_ROOM of them) and is split there */
+            uint8_t *slot = slots + (size_t)n * stride, *pkt = slot + PYWG_TRANSPORT_HEADER_SIZE;
+            uint8_t *into = vnet ? pkt - PYWG_VNET_HDR_LEN : pkt;
+            ssize_t r = read(p->tun_fd, into, PYWG_VNET_HDR_LEN + PYWG_MAX_IP_PACKET_SIZE);
             if (r < 0 && errno == EINTR)
                 continue;
             if (r < 0 && errno != EAGAIN) {
@@ -823,14 +823,13 @@ int pywg_plane_run_tx(struct pywg_plane *p)
             if (r <= 0)
                 break;
             if (!vnet) {
-                n += take_packet(p, NULL, rbuf, (size_t)r, slots + (size_t)n * stride, stride,
-                                 lens + n, TX_SEGMENTS - n);
+                n += take_packet(p, NULL, pkt, (size_t)r, slot, stride, lens + n, TX_SEGMENTS - n);
                 continue;
             }
             if (r < PYWG_VNET_HDR_LEN)
                 continue;
-            memcpy(&h, rbuf, sizeof(h));
-            n += take_packet(p, &h, rbuf + PYWG_VNET_HDR_LEN, (size_t)r - PYWG_VNET_HDR_LEN,
+            memcpy(&h, into, sizeof(h));
+            n += take_packet(p, &h, pkt, (size_t)r - PYWG_VNET_HDR_LEN,
                              slots + (size_t)n * stride, stride, lens + n, TX_SEGMENTS - n);
         }
         if (n == 0)
@@ -913,7 +912,6 @@ int pywg_plane_run_tx(struct pywg_plane *p)
     }
 done:
     free(slots);
-    free(rbuf);
     return status;
 }
 
