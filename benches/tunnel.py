@@ -1,6 +1,7 @@
 """Tunnel throughput, latency and CPU cost: pywgd and wireguard-go, side by side, in one run.
 
     sudo python3 benches/tunnel.py [--seconds 5] [--runs 3] [--udp-rate 200M] [--no-cpu] [--json]
+    sudo python3 benches/tunnel.py --mtu 34000 [--seconds 5] [--runs 3] [--json]
 
 For each pair (pywgd-pywgd, pywgd-wireguard-go, wireguard-go-wireguard-go) it
 builds two lab namespaces joined by a veth (pywg.lab), starts the daemons,
@@ -19,6 +20,13 @@ It prints the packets delivered (iperf3's received packets minus lost ones)
 per daemon-CPU-second, its ratio against wireguard-go-wireguard-go, the UDP
 loss iperf3 reports. Kernel work done outside the daemons' own time (softirq
 on the receive path, say) is not counted; the daemons' syscalls are (stime).
+
+Jumbo MTU (`--mtu N`, N above the default 1420): the tunnel interfaces get MTU
+N and the veth underneath N + 80 (the IPv6 + UDP + WireGuard overhead), the
+same pairs run the TCP streams each way (retransmits counted), and instead of
+the CPU cost one UDP stream A->B of N - 28 byte datagrams (one per tunnel
+packet, IPv4 + UDP headers off) sent as fast as iperf3 can (`-b 0`): its
+delivered Gbit/s and loss.
 """
 
 from __future__ import annotations
@@ -41,6 +49,12 @@ from pywg.lab.wireguard import PYWGD, WIREGUARD_GO, Impl, connect, start_node, w
 
 PAIRS = ((PYWGD, PYWGD), (PYWGD, WIREGUARD_GO), (WIREGUARD_GO, WIREGUARD_GO))
 UDP_LEN = 1380  # iperf3 -l: datagram payload bytes
+DEFAULT_MTU = 1420  # start_node's tunnel MTU
+# bytes a tunnel packet grows by on the underlay: outer IPv6 (40) + UDP (8) +
+# WireGuard transport header (16) + tag (16), whitepaper §5.4.6
+UNDERLAY_OVERHEAD = 80
+IPV4_UDP_HEADERS = 28
+MAX_MTU = 65535 - UNDERLAY_OVERHEAD  # the underlay datagram is an IP packet too
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NETNS_DIR = Path("/run/netns")
 
@@ -68,6 +82,16 @@ class CpuResult:
     cpu_b_s: float  # daemon CPU in B (the receiving side)
     daemon_cpu_s: float
     packets_per_cpu_s: float  # packets_delivered / daemon_cpu_s
+
+
+@dataclass
+class UdpResult:
+    """One UDP stream A->B at full speed, datagrams of one tunnel packet each."""
+
+    pair: str
+    datagram_bytes: int
+    gbit: float  # delivered (iperf3's receiver figure)
+    loss_percent: float
 
 
 def iperf(
@@ -192,6 +216,28 @@ def udp_cpu(pair: str, a: Host, b: Host, address: str, seconds: float, rate: str
     )
 
 
+def udp_stream(pair: str, a: Host, b: Host, address: str, seconds: float, mtu: int) -> UdpResult:
+    """iperf3 UDP A->B through the tunnel, unlimited rate, `mtu` - 28 byte datagrams."""
+    length = mtu - IPV4_UDP_HEADERS
+    srv = b.popen(
+        "iperf3", "-s", "-1", "-B", address, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        time.sleep(0.3)
+        argv = ["iperf3", "-c", address, "-u", "-b", "0", "-l", str(length), "-t", str(seconds)]
+        out = a.run(*argv, "-J", timeout=seconds + 30).stdout
+    finally:
+        srv.kill()
+        srv.wait()
+    end = json.loads(out)["end"]
+    received = end.get("sum_received", end["sum"])
+    # delivered datagrams (received minus lost), not iperf3's bits_per_second,
+    # which for UDP can be the sender's rate
+    delivered = int(received["packets"]) - int(received.get("lost_packets", 0))
+    gbit = max(delivered, 0) * length * 8 / float(received["seconds"]) / 1e9
+    return UdpResult(pair, length, gbit, float(received.get("lost_percent", 0.0)))
+
+
 def median_cpu(runs: list[CpuResult]) -> CpuResult:
     """Field by field medians of several runs of one pair."""
     values: dict[str, Any] = {}
@@ -207,14 +253,15 @@ def median_cpu(runs: list[CpuResult]) -> CpuResult:
 
 
 def measure(
-    a_impl: Impl, b_impl: Impl, seconds: float, udp_rate: str | None
-) -> tuple[Result, CpuResult | None]:
-    """Throughput and ping (and, with `udp_rate`, the CPU cost) of one pair in one lab."""
+    a_impl: Impl, b_impl: Impl, seconds: float, udp_rate: str | None, mtu: int = DEFAULT_MTU
+) -> tuple[Result, CpuResult | UdpResult | None]:
+    """Throughput and ping of one pair in one lab; with `udp_rate` the CPU cost,
+    or at a jumbo `mtu` the full-speed UDP stream."""
     with Lab("pwb") as lab:
         a, b = lab.host("a"), lab.host("b")
-        link = lab.link(a, b)
-        left = start_node(lab, a, a_impl, net=1, index=1)
-        right = start_node(lab, b, b_impl, net=1, index=2)
+        link = lab.link(a, b, mtu=max(1500, mtu + UNDERLAY_OVERHEAD))
+        left = start_node(lab, a, a_impl, net=1, index=1, mtu=mtu)
+        right = start_node(lab, b, b_impl, net=1, index=2, mtu=mtu)
         connect(left, right, link)
         pair = f"{a_impl.name}-{b_impl.name}"
         if not wait_handshake(left, right):
@@ -228,10 +275,11 @@ def measure(
             fwd["retransmits"] + rev["retransmits"],
             ping_ms(a, right.addr4),
         )
-        cpu = None
+        if mtu != DEFAULT_MTU:
+            return result, udp_stream(pair, a, b, right.addr4, seconds, mtu)
         if udp_rate is not None:
-            cpu = udp_cpu(pair, a, b, right.addr4, seconds, udp_rate)
-        return result, cpu
+            return result, udp_cpu(pair, a, b, right.addr4, seconds, udp_rate)
+        return result, None
 
 
 def print_cpu(results: list[CpuResult]) -> None:
@@ -254,6 +302,35 @@ def print_cpu(results: list[CpuResult]) -> None:
         )
 
 
+def print_udp(results: list[UdpResult]) -> None:
+    base = results[-1]
+    print()
+    print(f"UDP: iperf3 -u -b 0 A->B, {results[0].datagram_bytes}-byte datagrams")
+    print(f"{'pair':28} {'Gbit/s':>8} {'loss %':>7} {'ratio vs wg-go':>15}")
+    for r in results:
+        ratio = r.gbit / base.gbit if base.gbit > 0 else math.nan
+        print(f"{r.pair:28} {r.gbit:8.3f} {r.loss_percent:7.2f} {ratio:14.2f}x")
+
+
+def median_udp(runs: list[UdpResult]) -> UdpResult:
+    return UdpResult(
+        runs[0].pair,
+        runs[0].datagram_bytes,
+        statistics.median(r.gbit for r in runs),
+        statistics.median(r.loss_percent for r in runs),
+    )
+
+
+def median_result(runs: list[Result]) -> Result:
+    return Result(
+        runs[0].pair,
+        statistics.median(r.forward_gbit for r in runs),
+        statistics.median(r.reverse_gbit for r in runs),
+        int(statistics.median(r.retransmits for r in runs)),
+        statistics.median(r.ping_ms for r in runs),
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -265,28 +342,36 @@ def main() -> int:
     parser.add_argument(
         "--no-cpu", dest="cpu", action="store_false", help="skip the CPU-cost measurement"
     )
+    parser.add_argument(
+        "--mtu",
+        type=int,
+        default=DEFAULT_MTU,
+        help=f"tunnel MTU (up to {MAX_MTU}); another than {DEFAULT_MTU} measures jumbo MTU",
+    )
     args = parser.parse_args()
+    if not 1280 <= args.mtu <= MAX_MTU:
+        parser.error(f"--mtu must be 1280..{MAX_MTU}")
     require_root()
     results: list[Result] = []
     cpu_results: list[CpuResult] = []
+    udp_results: list[UdpResult] = []
     udp_rate = args.udp_rate if args.cpu else None
     for a_impl, b_impl in PAIRS:
-        measured = [measure(a_impl, b_impl, args.seconds, udp_rate) for _ in range(args.runs)]
-        runs = [r for r, _ in measured]
-        results.append(
-            Result(
-                runs[0].pair,
-                statistics.median(r.forward_gbit for r in runs),
-                statistics.median(r.reverse_gbit for r in runs),
-                int(statistics.median(r.retransmits for r in runs)),
-                statistics.median(r.ping_ms for r in runs),
-            )
-        )
-        cpu_runs = [c for _, c in measured if c is not None]
+        measured = [
+            measure(a_impl, b_impl, args.seconds, udp_rate, args.mtu) for _ in range(args.runs)
+        ]
+        results.append(median_result([r for r, _ in measured]))
+        cpu_runs = [c for _, c in measured if isinstance(c, CpuResult)]
         if cpu_runs:
             cpu_results.append(median_cpu(cpu_runs))
+        udp_runs = [u for _, u in measured if isinstance(u, UdpResult)]
+        if udp_runs:
+            udp_results.append(median_udp(udp_runs))
     if args.json:
         report: list[dict[str, Any]] = [asdict(r) for r in results]
+        for entry, udp in zip(report, udp_results, strict=False):
+            entry["mtu"] = args.mtu
+            entry["udp"] = asdict(udp)
         if cpu_results:
             base_pps = cpu_results[-1].packets_per_cpu_s
             for entry, cpu in zip(report, cpu_results, strict=True):
@@ -298,6 +383,7 @@ def main() -> int:
         print(json.dumps(report, indent=2))
         return 0
     base = results[-1]
+    print(f"tunnel MTU {args.mtu}; iperf3 TCP, one stream each way, {args.seconds:g} s")
     print(
         f"{'pair':28} {'A->B Gbit/s':>12} {'B->A Gbit/s':>12} {'retrans':>8} {'ping ms':>8}"
         f" {'ratio vs wg-go':>15}"
@@ -310,6 +396,8 @@ def main() -> int:
         )
     if cpu_results:
         print_cpu(cpu_results)
+    if udp_results:
+        print_udp(udp_results)
     return 0
 
 

@@ -99,6 +99,42 @@ def test_tso_split_makes_valid_segments(v6: bool) -> None:
     assert joined == payload
 
 
+def split_into(
+    buf: object, packet: object, length: int, mss: int, stride: int, v6: bool
+) -> list[bytes]:
+    """pywg_tso_split of `packet` (bytes, or buf itself to split in place) to buf."""
+    ffi, lib = _fast.ffi, _fast.lib
+    h = ffi.new("struct pywg_vnet_hdr *")
+    h.gso_type = lib.PYWG_VNET_GSO_TCPV6 if v6 else lib.PYWG_VNET_GSO_TCPV4
+    h.gso_size = mss
+    lens = ffi.new("size_t[]", 256)
+    n = lib.pywg_tso_split(h, packet, length, buf, stride, lens, 256)
+    assert n > 0
+    return [bytes(ffi.buffer(buf + i * stride, lens[i])) for i in range(n)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    size=st.integers(1, 60000),
+    mss=st.integers(500, 9000),
+    spare=st.integers(0, 600),
+    v6=st.booleans(),
+)
+def test_tso_split_in_place_matches_split_apart(size: int, mss: int, spare: int, v6: bool) -> None:
+    """The plane splits where it read the super-packet (out == pkt): same segments."""
+    ffi = _fast.ffi
+    packet = tcp_packet(v6, 99, bytes((i * 11) & 0xFF for i in range(size)))
+    hl = 60 if v6 else 40
+    stride = hl + mss + spare  # the narrowest a slot may be, and wider
+    size_out = max(len(packet), -(-size // mss) * stride)
+    apart = split_into(ffi.new("uint8_t[]", size_out), packet, len(packet), mss, stride, v6)
+    buf = ffi.new("uint8_t[]", size_out)
+    ffi.memmove(buf, packet, len(packet))
+    in_place = split_into(buf, buf, len(packet), mss, stride, v6)
+    assert in_place == apart
+    assert b"".join(verify(segment)[2] for segment in in_place) == packet[hl:]
+
+
 def test_tso_split_refuses_non_tcp_and_truncated() -> None:
     ffi, lib = _fast.ffi, _fast.lib
     h = ffi.new("struct pywg_vnet_hdr *")
@@ -178,6 +214,17 @@ def test_gro_keeps_order_and_leaves_what_it_cannot_merge() -> None:
     assert b == [0, 1000, 2000]
     assert syn in packets
     assert frames[0][0] != bytes(VNET)  # the first two of each flow were merged
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_gro_writes_jumbo_segments_as_they_are(v6: bool) -> None:
+    """Segments over half a frame (a jumbo MTU's) are not coalesced: one plain frame each,
+    even where the next one would still fit in the frame."""
+    first = bytes((i * 13) & 0xFF for i in range(33000))
+    segments = [tcp_packet(v6, 5, first), tcp_packet(v6, 5 + len(first), bytes(20000))]
+    frames = gro(segments)
+    assert [header for header, _ in frames] == [bytes(VNET)] * 2
+    assert [packet for _, packet in frames] == segments
 
 
 @settings(max_examples=60, deadline=None)

@@ -9,23 +9,48 @@
 #define TCP_CWR 0x80
 #define PROTO_TCP 6
 
-static uint64_t sum16(const uint8_t *data, size_t len, uint64_t sum)
-{
-    while (len >= 2) {
-        sum += (uint32_t)data[0] << 8 | data[1];
-        data += 2;
-        len -= 2;
-    }
-    if (len)
-        sum += (uint32_t)data[0] << 8;
-    return sum;
-}
-
 static uint16_t fold(uint64_t sum)
 {
     while (sum >> 16)
         sum = (sum & 0xffff) + (sum >> 16);
     return (uint16_t)sum;
+}
+
+/* sum plus the ones'-complement sum of data as big-endian 16-bit words (an odd
+ * last byte padded with zero), RFC 1071. The words are added 32 bits at a time
+ * in the machine's byte order and the folded result is swapped to big-endian
+ * once: the sum does not depend on byte order up to that swap (RFC 1071 §2(B)),
+ * and a jumbo packet's checksum is 4 bytes a step, not 2. */
+static uint64_t sum16(const uint8_t *data, size_t len, uint64_t sum)
+{
+    uint64_t acc = 0;
+    uint16_t native;
+    while (len >= 8) {
+        uint32_t a, b;
+        memcpy(&a, data, 4);
+        memcpy(&b, data + 4, 4);
+        acc += (uint64_t)a + b;
+        data += 8;
+        len -= 8;
+    }
+    while (len >= 2) {
+        uint16_t w;
+        memcpy(&w, data, 2);
+        acc += w;
+        data += 2;
+        len -= 2;
+    }
+    if (len) {
+        uint8_t last[2] = {data[0], 0};
+        uint16_t w;
+        memcpy(&w, last, 2);
+        acc += w;
+    }
+    native = fold(acc);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    native = (uint16_t)(native << 8 | native >> 8);
+#endif
+    return sum + native;
 }
 
 static void put_be16(uint8_t *b, uint16_t v)
@@ -100,14 +125,18 @@ int pywg_tso_split(const struct pywg_vnet_hdr *h, const uint8_t *pkt, size_t len
         return -1;
     seq = be32(pkt + iphl + 4);
     flags = pkt[iphl + 13];
-    for (int i = 0; i < count; i++) {
+    /* last segment first, with memmove: out may be pkt itself (split in place),
+     * each segment then lands at or after its own bytes and past the earlier
+     * segments' (stride >= hl + mss), and the header is rewritten last */
+    for (int i = count - 1; i >= 0; i--) {
         size_t off = (size_t)i * mss;
         size_t n = payload - off < mss ? payload - off : mss;
         size_t total = hl + n;
         uint8_t *seg = out + (size_t)i * stride, *tcp = seg + iphl;
         uint8_t f = flags;
-        memcpy(seg, pkt, hl);
-        memcpy(seg + hl, pkt + hl + off, n);
+        memmove(seg + hl, pkt + hl + off, n);
+        if (seg != pkt)
+            memcpy(seg, pkt, hl);
         if (v4) {
             put_be16(seg + 2, (uint16_t)total);
             put_be16(seg + 4, (uint16_t)(id + i));
@@ -168,14 +197,18 @@ void pywg_gro_free(struct pywg_gro *g) { free(g); }
 static uint16_t be16(const uint8_t *b) { return (uint16_t)(b[0] << 8 | b[1]); }
 
 /* A TCP segment that may be merged: plain IPv4 (no options, not a fragment) or
- * IPv6 without extension headers, only ACK (PSH allowed), some payload.
+ * IPv6 without extension headers, only ACK (PSH allowed), some payload, at
+ * most half a frame long. Longer ones (a jumbo MTU's) are written as they
+ * are: merging them saves next to nothing, and measured at MTU 34000 their
+ * merged frames left the receiving TCP with segments out of order (spurious
+ * retransmits, all D-SACKed) where plain writes leave none.
  * Returns its IP header length, or 0. */
 static size_t mergeable(const uint8_t *pkt, size_t len, size_t *tcphl)
 {
     size_t iphl;
     const uint8_t *tcp;
-    if (len > GRO_MAX_LEN)
-        return 0; /* cannot be a bin's first packet (an IPv6 jumbo-sized one could be) */
+    if (len > GRO_MAX_LEN / 2)
+        return 0;
     if (len >= 20 && pkt[0] == 0x45) {
         if (pkt[9] != PROTO_TCP || (be16(pkt + 6) & 0x3fff) != 0 || be16(pkt + 2) != len)
             return 0;

@@ -47,8 +47,8 @@ uint16_t pywg_ip_checksum(const uint8_t *data, size_t len);
 /* Finish a NEEDS_CSUM packet in place; 0, or -1 if the offsets do not fit. */
 int pywg_csum_finish(const struct pywg_vnet_hdr *h, uint8_t *pkt, size_t len);
 /* Split a TCP super-packet into segments written at out + i * stride (their
- * lengths into lens); returns the count, or -1 (not TCP, malformed, or more
- * than max segments). */
+ * lengths into lens); out may be pkt (in place). Returns the count, or -1
+ * (not TCP, malformed, more than max segments, or a segment over stride). */
 int pywg_tso_split(const struct pywg_vnet_hdr *h, const uint8_t *pkt, size_t len, uint8_t *out,
                    size_t stride, size_t *lens, int max);
 

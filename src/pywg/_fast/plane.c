@@ -31,8 +31,12 @@
  * plane's own. */
 #define TX_SEGMENTS 512 /* packets (or TSO segments) sealed per TX round */
 #define TX_ROOM 256     /* free slots before each read: a 64 KiB super-packet, MSS >= 256 */
-/* a slot: header, a packet of up to 16 KiB, its padding and the tag; larger ones go to Python */
-#define TX_STRIDE (PYWG_TRANSPORT_HEADER_SIZE + 16384 + PYWG_PADDING_MULTIPLE + PYWG_AEAD_TAG_SIZE)
+/* A slot: header, one packet, its padding and the tag (whitepaper §5.4.6). Slots
+ * are at least TX_SLOT_PACKET bytes of packet apart, more at a larger MTU (tx_stride),
+ * so that a jumbo packet or TSO segment is sealed in place like any other. */
+#define TX_SLOT_EXTRA (PYWG_TRANSPORT_HEADER_SIZE + PYWG_PADDING_MULTIPLE + PYWG_AEAD_TAG_SIZE)
+#define TX_SLOT_PACKET 16384
+#define TX_STRIDE_MAX ((TX_SLOT_EXTRA + PYWG_MAX_IP_PACKET_SIZE + 63) / 64 * 64)
 #define RX_SLOT 65536
 #define INDEX_BUCKETS 4096
 /* Fairness for the hand-off queue under a handshake flood: at most
@@ -843,13 +847,25 @@ static void send_all(struct pywg_plane *p, struct mmsghdr *msgs, const uint32_t 
     }
 }
 
-/* One packet from the TUN (vnet header already taken off) into segment slots. */
+/* The distance between TX slots for packets (and TSO segments) of up to mtu
+ * bytes: TX_SLOT_PACKET, or the MTU where it is larger, plus the slot's extra
+ * bytes, in whole cache lines. */
+static size_t tx_stride(uint32_t mtu)
+{
+    size_t packet = mtu > TX_SLOT_PACKET ? mtu : TX_SLOT_PACKET;
+    size_t stride = (TX_SLOT_EXTRA + packet + 63) / 64 * 64;
+    return stride < TX_STRIDE_MAX ? stride : TX_STRIDE_MAX;
+}
+
+/* One packet read from the TUN into slots (vnet header already taken off), at
+ * the first slot's packet place, into segment slots `stride` bytes apart. */
 static unsigned take_packet(struct pywg_plane *p, const struct pywg_vnet_hdr *h, uint8_t *pkt,
-                            size_t len, uint8_t *slots, size_t *lens, unsigned room)
+                            size_t len, uint8_t *slots, size_t stride, size_t *lens,
+                            unsigned room)
 {
     int gso = h != NULL ? h->gso_type & ~PYWG_VNET_GSO_ECN : PYWG_VNET_GSO_NONE;
     if (gso == PYWG_VNET_GSO_TCPV4 || gso == PYWG_VNET_GSO_TCPV6) {
-        int n = pywg_tso_split(h, pkt, len, slots + PYWG_TRANSPORT_HEADER_SIZE, TX_STRIDE, lens,
+        int n = pywg_tso_split(h, pkt, len, slots + PYWG_TRANSPORT_HEADER_SIZE, stride, lens,
                                (int)room);
         if (n < 0) {
             atomic_fetch_add(&p->stats.tx_malformed, 1); /* unsplittable: dropped */
@@ -862,19 +878,18 @@ static unsigned take_packet(struct pywg_plane *p, const struct pywg_vnet_hdr *h,
         atomic_fetch_add(&p->stats.tx_malformed, 1);
         return 0;
     }
-    if (PYWG_TRANSPORT_HEADER_SIZE + len + PYWG_PADDING_MULTIPLE + PYWG_AEAD_TAG_SIZE > TX_STRIDE) {
-        push_up(p, PYWG_PLANE_ITEM_PACKET, pkt, len, NULL, 0, NULL); /* a jumbo packet: Python's path */
+    if (TX_SLOT_EXTRA + len > stride) {
+        /* larger than the MTU the round was sized for (it changed meanwhile): Python's path */
+        push_up(p, PYWG_PLANE_ITEM_PACKET, pkt, len, NULL, 0, NULL);
         return 0;
     }
-    memcpy(slots + PYWG_TRANSPORT_HEADER_SIZE, pkt, len);
-    lens[0] = len;
+    lens[0] = len; /* read in place */
     return 1;
 }
 
 int pywg_plane_run_tx(struct pywg_plane *p)
 {
-    uint8_t *slots = malloc((size_t)TX_SEGMENTS * TX_STRIDE);
-    uint8_t *rbuf = malloc(PYWG_VNET_HDR_LEN + PYWG_MAX_IP_PACKET_SIZE);
+    uint8_t *slots = malloc((size_t)TX_SEGMENTS * TX_STRIDE_MAX); /* touched as used */
     static __thread struct mmsghdr msgs[TX_SEGMENTS];
     static __thread struct iovec iov[TX_SEGMENTS];
     static __thread struct sockaddr_storage addrs[TX_SEGMENTS];
@@ -883,19 +898,22 @@ int pywg_plane_run_tx(struct pywg_plane *p)
     struct pywg_peer *owner[TX_SEGMENTS];
     uint32_t ids[TX_SEGMENTS];
     int status = 0;
-    if (slots == NULL || rbuf == NULL) {
-        free(slots);
-        free(rbuf);
+    if (slots == NULL)
         return -1;
-    }
     while (wait_ready(p, 0, p->tun_fd, POLLIN, -1)) {
         unsigned n = 0, out = 0, sealed = 0;
         double now;
         uint32_t mtu = p->mtu;
+        size_t stride = tx_stride(mtu);
         int vnet = p->vnet, gso = p->gso;
         for (int reads = 0; reads < PYWG_PLANE_BATCH && n + TX_ROOM <= TX_SEGMENTS; reads++) {
             struct pywg_vnet_hdr h;
-            ssize_t r = read(p->tun_fd, rbuf, PYWG_VNET_HDR_LEN + PYWG_MAX_IP_PACKET_SIZE);
+            /* straight into the next slot's packet place (the vnet header into its
+             * transport header's), so a packet is not copied again; a super-packet
+             * spills over the free slots after it (TX_ROOM of them) and is split there */
+            uint8_t *slot = slots + (size_t)n * stride, *pkt = slot + PYWG_TRANSPORT_HEADER_SIZE;
+            uint8_t *into = vnet ? pkt - PYWG_VNET_HDR_LEN : pkt;
+            ssize_t r = read(p->tun_fd, into, PYWG_VNET_HDR_LEN + PYWG_MAX_IP_PACKET_SIZE);
             if (r < 0 && errno == EINTR)
                 continue;
             if (r < 0 && errno != EAGAIN) {
@@ -905,15 +923,14 @@ int pywg_plane_run_tx(struct pywg_plane *p)
             if (r <= 0)
                 break;
             if (!vnet) {
-                n += take_packet(p, NULL, rbuf, (size_t)r, slots + (size_t)n * TX_STRIDE,
-                                 lens + n, TX_SEGMENTS - n);
+                n += take_packet(p, NULL, pkt, (size_t)r, slot, stride, lens + n, TX_SEGMENTS - n);
                 continue;
             }
             if (r < PYWG_VNET_HDR_LEN)
                 continue;
-            memcpy(&h, rbuf, sizeof(h));
-            n += take_packet(p, &h, rbuf + PYWG_VNET_HDR_LEN, (size_t)r - PYWG_VNET_HDR_LEN,
-                             slots + (size_t)n * TX_STRIDE, lens + n, TX_SEGMENTS - n);
+            memcpy(&h, into, sizeof(h));
+            n += take_packet(p, &h, pkt, (size_t)r - PYWG_VNET_HDR_LEN,
+                             slots + (size_t)n * stride, stride, lens + n, TX_SEGMENTS - n);
         }
         if (n == 0)
             continue;
@@ -921,7 +938,7 @@ int pywg_plane_run_tx(struct pywg_plane *p)
         pthread_rwlock_rdlock(&p->routes_lock);
         pthread_mutex_lock(&p->tx_lock);
         for (unsigned i = 0; i < n; i++) {
-            uint8_t *packet = slots + (size_t)i * TX_STRIDE + PYWG_TRANSPORT_HEADER_SIZE;
+            uint8_t *packet = slots + (size_t)i * stride + PYWG_TRANSPORT_HEADER_SIZE;
             size_t len = lens[i], padded;
             int64_t id = pywg_lpm_lookup_packet(p->routes, packet, len, 1);
             struct pywg_peer *peer;
@@ -986,7 +1003,6 @@ int pywg_plane_run_tx(struct pywg_plane *p)
     }
 done:
     free(slots);
-    free(rbuf);
     return status;
 }
 
