@@ -19,6 +19,7 @@ from .exceptions import LocalProtocolError
 from .redact import quote
 
 __all__ = [
+    "IN6_PKTINFO_SIZE",
     "AddressLike",
     "Endpoint",
     "SourceMessage",
@@ -33,6 +34,7 @@ AddressLike = tuple[str, int] | tuple[str, int, int, int]
 # our side of an endpoint: the PKTINFO control message (level, type, data) that sends
 # from the address the peer wrote to (ip(7) IP_PKTINFO, RFC 3542 §6.1 IPV6_PKTINFO)
 SourceMessage = tuple[int, int, bytes]
+IN6_PKTINFO_SIZE: Final = 20  # struct in6_pktinfo, the larger PKTINFO form (in_pktinfo: 12)
 
 _PORT: Final = re.compile(r"0*[0-9]{1,5}")  # leading zeros are fine, as for Go's ParseUint
 

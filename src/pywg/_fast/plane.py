@@ -22,13 +22,12 @@ from pywg import _fast
 from pywg.constants import PLANE_ITEM_DATAGRAM, UNDER_LOAD_THRESHOLD
 from pywg.cookie import cookie_key, mac1_key
 from pywg.device import Device
-from pywg.endpoint import Endpoint, SourceMessage
+from pywg.endpoint import IN6_PKTINFO_SIZE, Endpoint, SourceMessage
 from pywg.keys import PublicKey
 from pywg.peer import Peer
 from pywg.session import Session
 
 _BUF: Final = 65536
-_PKTINFO_MAX: Final = 20  # struct in6_pktinfo
 SourceLookup = Callable[[Endpoint], SourceMessage | None]
 _UINT32_MAX: Final = (1 << 32) - 1
 
@@ -153,7 +152,7 @@ class NativePlane:
         self._addr = self.ffi.new("uint8_t[]", 128)
         self._kind = self.ffi.new("int *")
         self._addrlen = self.ffi.new("uint32_t *")
-        self._local = self.ffi.new("uint8_t[]", _PKTINFO_MAX)
+        self._local = self.ffi.new("uint8_t[]", IN6_PKTINFO_SIZE)
         self._local_len = self.ffi.new("uint32_t *")
         self._sources: SourceLookup = lambda endpoint: None
         self._stats = self.ffi.new("struct pywg_peer_stats *")

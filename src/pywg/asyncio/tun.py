@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Final, TypeVar
 
 from ..constants import DEFAULT_MTU, MAX_IP_PACKET_SIZE, VNET_HDR_LEN
-from . import netns
+from ..system import netns
 
 _T = TypeVar("_T")
 
@@ -319,7 +319,9 @@ class Tun:
         try:
             if netns.namespace_id(ns_fd) == netns.own_namespace_id():
                 return None
-            return netns.socket_in(ns_fd)
+            return netns.run_in_fd(
+                ns_fd, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM), self.name
+            )
         except FileNotFoundError:  # no /proc: our own namespace is the best guess
             return None
         finally:

@@ -27,13 +27,19 @@ import socket
 import struct
 from typing import Final
 
-from ..endpoint import AddressLike, Endpoint, SourceMessage, normalize_endpoint
+from ..endpoint import (
+    IN6_PKTINFO_SIZE,
+    AddressLike,
+    Endpoint,
+    SourceMessage,
+    normalize_endpoint,
+)
 
 SO_MARK: Final = 36  # linux/asm-generic/socket.h
 BUFFER_BYTES: Final = 4 << 20  # socket buffers: each overflow drop costs TCP a retransmit
 MAX_DATAGRAM: Final = 65535
 IP_PKTINFO: Final = 8  # linux/in.h; Python's socket module lacks it
-_PKTINFO_SPACE: Final = socket.CMSG_SPACE(20)  # struct in6_pktinfo (in_pktinfo is 12)
+_PKTINFO_SPACE: Final = socket.CMSG_SPACE(IN6_PKTINFO_SIZE)
 _SOURCE_GONE: Final = frozenset({errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH})
 _MAX_TABLE: Final = 4096
 
@@ -190,7 +196,11 @@ def _reply_cmsg(level: int, kind: int, raw: bytes) -> SourceMessage | None:
     The interface index stays 0 so the route decides the way out (RFC 3542 §6.1;
     ip(7) IP_PKTINFO: ipi_spec_dst is the source, ipi_addr the header's destination).
     """
-    if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(raw) >= 20:
+    if (
+        level == socket.IPPROTO_IPV6
+        and kind == socket.IPV6_PKTINFO
+        and len(raw) >= IN6_PKTINFO_SIZE
+    ):
         return level, kind, raw[:16] + bytes(4)
     if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(raw) >= 12:
         return level, kind, bytes(4) + raw[8:12] + bytes(4)

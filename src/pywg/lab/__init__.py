@@ -81,7 +81,7 @@ The pieces:
   peers that delays (with jitter), loses, reorders, duplicates, records and
   replays their datagrams, per direction (:class:`Faults`, :class:`RelayStats`).
 - :mod:`pywg.lab.capture`: ``UdpCapture``, the UDP datagrams crossing an
-  interface, with times (not imported here); :mod:`pywg.lab.netns`:
+  interface, with times (not imported here); :mod:`pywg.system.netns`:
   ``socket_in``, behind :meth:`Host.socket`.
 - :mod:`pywg.lab.wireguard`: WireGuard daemons in lab hosts (not imported
   here, as it needs the UAPI client and the key types).

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
-from .netns import run_in, socket_in
+from ..system.netns import run_in, socket_in
 
 T = TypeVar("T")
 
