@@ -160,10 +160,8 @@ class _Node:
         self.zero: _Node | None = None
         self.one: _Node | None = None
 
-    def network(self) -> Network:
-        if self.cidr + self.shift == _V4_BITS:
-            return IPv4Network((self.bits, self.cidr))
-        return IPv6Network((self.bits, self.cidr))
+    def prefix(self) -> Prefix:
+        return Prefix(self.cidr + self.shift, self.bits, self.cidr)
 
 
 def _walk(node: _Node | None, addr: int) -> object:
@@ -353,35 +351,23 @@ class AllowedIPs(Generic[T]):
         Ordered by when each prefix was last assigned to ``value`` (oldest
         first), which is insertion order unless a prefix moved away and back.
         """
-        nodes = self._owned.get(id(value))
-        if nodes is None:
-            return []
-        return [node.network() for node in nodes]
+        return [prefix.network() for prefix in self.prefixes_of(value)]
 
     def prefixes_of(self, value: T) -> list[Prefix]:
         """`networks_of`, as `Prefix`es: the fast form for rendering a get reply."""
-        nodes = self._owned.get(id(value))
-        if nodes is None:
-            return []
-        return [Prefix(node.cidr + node.shift, node.bits, node.cidr) for node in nodes]
+        return [node.prefix() for node in self._owned.get(id(value), ())]
 
     def items(self) -> Iterator[tuple[Network, T]]:
         """Every ``(network, value)``: IPv4 first, then IPv6, each sorted by address then length.
 
         Iterates over a snapshot, so the table may be modified meanwhile.
         """
-        snapshot: list[tuple[Network, T]] = [
-            (node.network(), node.value)  # type: ignore[misc]
-            for root in (self._root4, self._root6)
-            for node in _preorder(root)
-            if node.value is not None
-        ]
-        return iter(snapshot)
+        return iter([(prefix.network(), value) for prefix, value in self.prefixes()])
 
     def prefixes(self) -> Iterator[tuple[Prefix, T]]:
         """`items`, as ``(Prefix, value)``: the fast form for mirroring the table."""
         snapshot: list[tuple[Prefix, T]] = [
-            (Prefix(node.cidr + node.shift, node.bits, node.cidr), node.value)  # type: ignore[misc]
+            (node.prefix(), node.value)  # type: ignore[misc]
             for root in (self._root4, self._root6)
             for node in _preorder(root)
             if node.value is not None
