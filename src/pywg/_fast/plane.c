@@ -775,6 +775,14 @@ static bool has_source(const struct msghdr *m)
     return m->msg_controllen > (m->msg_iovlen > 1 ? GSO_SPACE : 0);
 }
 
+/* Whether a failed send that carried a PKTINFO source failed because of it: the
+ * address is no longer ours (IPv6: EINVAL; IPv4: ENETUNREACH from the route lookup
+ * for a non-local source; EADDRNOTAVAIL). */
+static bool source_refused(const struct msghdr *m, int err)
+{
+    return has_source(m) && (err == EINVAL || err == EADDRNOTAVAIL || err == ENETUNREACH);
+}
+
 /* The address a send named is gone from the host (IPv6: EINVAL; IPv4: ENETUNREACH from
  * the route lookup for a non-local source): forget it for this peer, unless it has
  * learned another meanwhile, and send with the kernel's choice from now on. */
@@ -834,8 +842,7 @@ static void send_all(struct pywg_plane *p, struct mmsghdr *msgs, const uint32_t 
         }
         if (r < 0 && errno == EINTR)
             continue;
-        if (has_source(&msgs[done].msg_hdr) &&
-            (errno == EINVAL || errno == EADDRNOTAVAIL || errno == ENETUNREACH)) {
+        if (source_refused(&msgs[done].msg_hdr, errno)) {
             drop_source(p, ids[done], &msgs[done].msg_hdr);
             continue; /* the same datagrams again, from the kernel's choice */
         }
@@ -1117,7 +1124,7 @@ static bool send_back(struct pywg_plane *p, const uint8_t *data, size_t len,
     set_control(&m, control, 0, local);
     if (sendmsg(p->udp_fd, &m, MSG_DONTWAIT) == (ssize_t)len)
         return true;
-    if (!has_source(&m) || (errno != EINVAL && errno != EADDRNOTAVAIL && errno != ENETUNREACH))
+    if (!source_refused(&m, errno))
         return false;
     m.msg_control = NULL;
     m.msg_controllen = 0;
