@@ -169,6 +169,7 @@ class Device:
         self._under_load_until = float("-inf")
         self.dropped: Counter[str] = Counter()
         self._timers_changed = True
+        self._authenticated = False  # the datagram being received set a peer's endpoint
         self._next_deadline: float | None = None
         self.set_private_key(private_key)
 
@@ -371,9 +372,13 @@ class Device:
         peer.stage(packet[: addrs[2]])
         self._send_staged(peer, now)
 
-    def receive_datagram(self, data: bytes, addr: AddressLike, now: float) -> None:
-        """Anything from the UDP socket. Bad input is dropped and counted, never raised."""
+    def receive_datagram(self, data: bytes, addr: AddressLike, now: float) -> bool:
+        """Anything from the UDP socket. Bad input is dropped and counted, never raised.
+
+        True when the datagram authenticated as a peer's and so set its endpoint (§2.1):
+        the one case in which the shell may learn from it where replies leave from."""
         self._timers_changed = True
+        self._authenticated = False
         source = normalize_endpoint(addr)
         data = bytes(data)
         mtype = message_type(data)
@@ -390,6 +395,7 @@ class Device:
                 self.dropped["unknown_type"] += 1
         except RemoteProtocolError:
             self.dropped["invalid_" + _TYPE_NAMES.get(mtype, "message")] += 1
+        return self._authenticated
 
     def handle_timer(self, now: float) -> None:
         """Run every peer timer whose deadline is at or before now (whitepaper §6)."""
@@ -783,6 +789,7 @@ class Device:
 
     def _set_endpoint(self, peer: Peer, source: Endpoint) -> None:
         """Roaming (§2.1): the endpoint follows the latest authenticated packet."""
+        self._authenticated = True
         if peer.endpoint != source:
             peer.endpoint = source
             self._events.append(EndpointChanged(peer.public_key, source))

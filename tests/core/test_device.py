@@ -155,6 +155,37 @@ def test_replayed_transport_and_initiation_rejected() -> None:
     assert bp.current is current and b.device.datagrams_to_send() == []
 
 
+def test_receive_datagram_says_whether_it_authenticated() -> None:
+    """True exactly for a datagram that authenticated as a peer's (the shell learns where
+    replies leave from only then); garbage, forgeries and replays give False."""
+    net = Network()
+    a, b = make_pair(net)
+    captured: list[bytes] = []
+    net.tap = lambda t, data, src, dst: captured.append(data) if src == a.addr else None
+    net.send(a, ip4("198.19.0.1", "198.19.0.2", b"once"))
+    net.run_until(1.0)
+    initiation = next(d for d in captured if d[0] == 1)
+    transport = next(d for d in captured if d[0] == 4)
+    fresh = Device(PrivateKey.generate(), 51820)  # knows a: the initiation is new to it
+    fresh_peer = fresh.add_peer(a.device.public_key, ["198.19.0.1/32"])
+    b_key = b.device.private_key
+    assert b_key is not None
+    fresh.set_private_key(b_key)
+    assert fresh.receive_datagram(initiation, a.addr, 1.0) is True
+    assert fresh_peer.endpoint == a.addr
+    assert fresh.receive_datagram(initiation, a.addr, 1.1) is False  # replayed
+    dev = b.device
+    assert dev.receive_datagram(transport, a.addr, 1.2) is False  # replayed counter
+    forged = bytearray(transport)
+    forged[-1] ^= 1
+    assert dev.receive_datagram(bytes(forged), ("198.18.9.9", 1), 1.3) is False
+    assert dev.receive_datagram(b"\x01" + bytes(147), a.addr, 1.4) is False
+    assert dev.receive_datagram(b"junk", a.addr, 1.5) is False
+    net.send(a, ip4("198.19.0.1", "198.19.0.2", b"twice"))
+    (fresh_transport,) = [d for d in captured[len(captured) - 1 :] if d[0] == 4]
+    assert dev.receive_datagram(fresh_transport, a.addr, 1.6) is True
+
+
 def test_unknown_peer_and_own_key() -> None:
     net = Network()
     a, b = make_pair(net)

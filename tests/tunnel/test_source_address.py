@@ -14,14 +14,20 @@ path (PYWG_BACKEND=pure); and the same with pywgd as the peer (pywgd↔pywgd).
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
+import socket
+import struct
+import time
 
 import pytest
 
+from helpers.ip_packets import ip4, ip6
 from helpers.time_bounds import wait_for
 from helpers.wg_nodes import PORT, Node, Pair, make_pair, start_node
 from pywg.endpoint import format_endpoint
-from pywg.lab import Lab
+from pywg.lab import Host, Lab
 
 pytestmark = [
     pytest.mark.needs_lab("wg", "wireguard-go", "ping", "pywgd"),
@@ -107,3 +113,60 @@ def test_replies_come_from_the_address_the_peer_used(
     )
     traffic(pair.go, pair.pw)
     assert endpoint_of_pywgd(pair) == primary
+
+
+def udp_checksum(src: bytes, dst: bytes, segment: bytes) -> int:
+    """RFC 768 / RFC 8200 §8.1: the one's-complement sum over a pseudo-header and the segment."""
+    pseudo = src + dst + (bytes([0, 17]) + len(segment).to_bytes(2, "big"))
+    if len(src) == 16:
+        pseudo = src + dst + len(segment).to_bytes(4, "big") + bytes([0, 0, 0, 17])
+    data = pseudo + segment + bytes(len(segment) % 2)
+    total = sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return (~total & 0xFFFF) or 0xFFFF
+
+
+def send_forged(
+    host: Host, source: tuple[str, int], target: tuple[str, int], payload: bytes
+) -> None:
+    """Send a UDP datagram from `host` that claims to come from `source` (a raw socket)."""
+    src, dst = ipaddress.ip_address(source[0]), ipaddress.ip_address(target[0])
+    header = struct.pack("!HHHH", source[1], target[1], 8 + len(payload), 0)
+    checksum = udp_checksum(src.packed, dst.packed, header + payload)
+    segment = header[:6] + checksum.to_bytes(2, "big") + payload
+    packet = (
+        ip6(str(src), str(dst), segment) if src.version == 6 else ip4(str(src), str(dst), segment)
+    )
+    family = socket.AF_INET6 if src.version == 6 else socket.AF_INET
+    with host.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:  # header included
+        raw.sendto(packet, (str(dst), 0))
+
+
+@pytest.mark.parametrize("backend", ["native", "pure"])
+@pytest.mark.parametrize("family", [4, 6], ids=["ipv4", "ipv6"])
+def test_a_forged_datagram_does_not_move_the_source(lab: Lab, family: int, backend: str) -> None:
+    """Only an authenticated datagram moves where replies leave from: one forged to our
+    other address, in the peer's name, is dropped and changes nothing (whitepaper §2.1)."""
+    pair = make_pair(lab, family, backend)
+    pw_if = pair.link.ifname(pair.pw.host)
+    second, prefix = SECOND[family]
+    pair.pw.host.ip("addr", "add", f"{second}/{prefix}", "dev", pw_if, *(["nodad"] * (family == 6)))
+    chosen = kernel_choice(pair)
+    (unchosen,) = {second, pair.underlay(pair.pw)} - {chosen}
+    used = format_endpoint((unchosen, pair.pw.port))
+    pair.go.add_peer(pair.pw, endpoint=used)
+    pair.pw.add_peer(pair.go)
+    traffic(pair.go, pair.pw)
+    assert endpoint_of_pywgd(pair) == used
+
+    peer_source = (pair.underlay(pair.go), pair.go.port)
+    forgeries = [
+        bytes([1, 0, 0, 0]) + os.urandom(144),  # an initiation no key opens
+        bytes([4, 0, 0, 0]) + os.urandom(60),  # transport data under an unknown index
+    ]
+    for forged in forgeries * 3:
+        send_forged(pair.go.host, peer_source, (chosen, pair.pw.port), forged)
+    time.sleep(0.3)
+    traffic(pair.pw, pair.go)  # pywgd's replies still leave from the address the peer used
+    assert endpoint_of_pywgd(pair) == used

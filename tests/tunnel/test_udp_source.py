@@ -34,6 +34,7 @@ def exchange(udp: UdpSocket, family: int, local: str) -> tuple[str, str | None]:
         udp.sock.settimeout(TIMEOUT)
         got = udp.recv()
         assert got is not None and got[0] == b"ping"
+        udp.note_local(got[1], got[2])  # as the tunnel does for an authenticated datagram
         endpoint = (got[1][0].removeprefix("::ffff:"), got[1][1])
         assert udp.sendto(b"pong", endpoint)
         data, source = client.recvfrom(64)
@@ -59,7 +60,7 @@ def test_a_source_not_ours_falls_back_at_once(udp: UdpSocket) -> None:
         client.settimeout(TIMEOUT)
         peer = client.getsockname()
         gone = socket.inet_pton(socket.AF_INET6, "::ffff:192.0.2.1") + bytes(4)  # RFC 5737
-        udp.note_pktinfo(peer, gone)
+        udp.note_local(peer, udp.pktinfo_message(gone))
         assert udp.local_address(peer) == "192.0.2.1"
         assert udp.sendto(b"pong", peer)
         data, source = client.recvfrom(64)

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Final
 from .. import backend, stun
 from ..constants import DEFAULT_MTU, PLANE_ITEM_DATAGRAM
 from ..device import Device
-from ..endpoint import AddressLike, Endpoint, normalize_endpoint
+from ..endpoint import AddressLike, Endpoint, SourceMessage, normalize_endpoint
 from ..events import EndpointChanged, Event, HandshakeCompleted, HandshakeTimedOut
 from ..keys import PresharedKey, PrivateKey, PublicKey
 from ..peer import Peer
@@ -411,15 +411,20 @@ class Tunnel:
             got = udp.recv()
             if got is None:
                 break
-            self._datagram(got[0], got[1], now)
+            self._datagram(*got, now)
         self._after_change()
 
-    def _datagram(self, data: bytes, source: Endpoint, now: float) -> None:
-        """One datagram from the socket: STUN (endpoint discovery) or WireGuard."""
+    def _datagram(
+        self, data: bytes, source: Endpoint, local: SourceMessage | None, now: float
+    ) -> None:
+        """One datagram from the socket: STUN (endpoint discovery) or WireGuard. `local`
+        names our address it came to; replies to `source` leave from there once a datagram
+        from it authenticates, as the endpoint itself moves only then (whitepaper §2.1)."""
         if stun.is_stun(data):
             self._on_stun(data, source)
-        else:
-            self.device.receive_datagram(data, source, now)
+        elif self.device.receive_datagram(data, source, now) and local is not None:
+            assert self._udp is not None
+            self._udp.note_local(source, local)
 
     def _on_stun(self, data: bytes, source: Endpoint) -> None:
         try:
@@ -514,10 +519,8 @@ class Tunnel:
         now = self._now()
         for kind, data, source, local in plane.drain():
             if kind == PLANE_ITEM_DATAGRAM:
-                if source is not None:
-                    if local and self._udp is not None:
-                        self._udp.note_pktinfo(source, local)
-                    self._datagram(data, source, now)
+                if source is not None and self._udp is not None:
+                    self._datagram(data, source, self._udp.pktinfo_message(local), now)
             else:
                 device.send_packet(data, now)
         self._after_change()

@@ -67,15 +67,18 @@ class UdpSocket:
         self.sock.setsockopt(socket.SOL_SOCKET, SO_MARK, struct.pack("=I", mark))
         self.fwmark = mark
 
-    def recv(self) -> tuple[bytes, Endpoint] | None:
+    def recv(self) -> tuple[bytes, Endpoint, SourceMessage | None] | None:
+        """One datagram: (data, its source, the PKTINFO message that would answer it from the
+        address it came to, or None). The caller decides whether to `note_local` that: only
+        an authenticated datagram may move where replies leave from (whitepaper §2.1)."""
         try:
             data, ancdata, _flags, addr = self.sock.recvmsg(MAX_DATAGRAM, _PKTINFO_SPACE)
         except OSError:  # EAGAIN; or an ICMP error queued by an earlier send, now consumed
             return None
-        source = (addr[0], addr[1])
+        reply = None
         for level, kind, raw in ancdata:
-            self.note_local(source, _reply_cmsg(level, kind, raw))
-        return data, source
+            reply = _reply_cmsg(level, kind, raw) or reply
+        return data, (addr[0], addr[1]), reply
 
     def note_local(self, source: AddressLike, reply: SourceMessage | None) -> None:
         """Remember the PKTINFO message that makes replies to `source` leave from the address
@@ -88,13 +91,14 @@ class UdpSocket:
                 self._source.clear()
             self._source[endpoint] = reply
 
-    def note_pktinfo(self, source: AddressLike, data: bytes) -> None:
-        """Remember the PKTINFO data (in6_pktinfo on an AF_INET6 socket, else in_pktinfo)
-        that sends from the address `source` wrote to, as the native plane reports it."""
+    def pktinfo_message(self, data: bytes) -> SourceMessage | None:
+        """The PKTINFO control message for PKTINFO data as the native plane reports it
+        (in6_pktinfo on an AF_INET6 socket, else in_pktinfo); None for no data."""
+        if not data:
+            return None
         if self.family == socket.AF_INET6:
-            self.note_local(source, (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, data))
-        else:
-            self.note_local(source, (socket.IPPROTO_IP, IP_PKTINFO, data))
+            return socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, data
+        return socket.IPPROTO_IP, IP_PKTINFO, data
 
     def source_for(self, endpoint: Endpoint) -> SourceMessage | None:
         """The PKTINFO control message replies to `endpoint` carry; None: the kernel's choice."""
