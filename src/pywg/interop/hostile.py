@@ -61,7 +61,7 @@ from .adversary import (
     with_macs,
 )
 from .context import HostileContext
-from .flood import Flooder, add_flood_addresses, flood_initiations, flood_sockets
+from .flood import RAMP_START, Flooder, add_flood_addresses, flood_initiations, flood_sockets
 from .packets import IPV4_ECHO_OVERHEAD, IPV6_ECHO_OVERHEAD
 from .scenario import Skipped, check, scenario
 
@@ -346,12 +346,12 @@ def _cookie_while_flooded(
         sent[crafted.sender_index] = crafted
         adv.send(crafted.message)
         got = adv.wait_for(lambda r: r.type in (MESSAGE_RESPONSE, MESSAGE_COOKIE_REPLY), 0.5)
-        if got is None:
-            continue
-        if got.type == MESSAGE_RESPONSE:
+        if got is not None and got.type == MESSAGE_COOKIE_REPLY:
+            cookie = _take_cookie(ctx, got, sent)
+            break
+        if got is not None:
             responses += 1  # not (yet) under load: allowed, try again
-            continue
-        cookie = _take_cookie(ctx, got, sent)
+        flood.faster()  # a flood just past the load threshold (RAMP_START)
     rate = flood.stats().rate
     ctx.note("flood_pps", round(rate))
     ctx.note("responses_before_cookie", responses)
@@ -397,7 +397,7 @@ def _cookie_exchange_under_flood(
         _alive(ctx, adv, baseline, "before the flood")
         pool = flood_initiations(bytes(ctx.target.public_key), FLOOD_POOL)
         socks = flood_sockets(ctx.attacker, flood_from(), receive_buffer=FLOOD_RCVBUF)
-        with Flooder(socks, ctx.target_endpoint, pool, max_seconds=60.0) as flood:
+        with Flooder(socks, ctx.target_endpoint, pool, max_seconds=60.0, rate=RAMP_START) as flood:
             adv.sleep(0.5)  # let the flood build up
             start = adv.clock()
             sent: dict[int, CraftedInitiation] = {}

@@ -20,7 +20,7 @@ from ..lab.capture import UdpCapture
 from ..lab.wireguard import WgNode
 from ..messages import padded_length
 from .context import PairContext
-from .flood import HandshakeFlood, add_flood_addresses
+from .flood import RAMP_START, HandshakeFlood, add_flood_addresses
 from .scenario import check, scenario
 
 MTU = 1420  # the lab's tunnel MTU (start_node's default)
@@ -353,8 +353,8 @@ def _under_load(ctx: PairContext, victim: WgNode) -> None:
     sources = add_flood_addresses(flooder, link, 32, first=10)
     ctx.connect(a_knows_b=initiator is ctx.a, b_knows_a=initiator is ctx.b)
     target = (link.b_addr4, victim.port)
-    with HandshakeFlood(flooder, target, victim.public_key, sources) as flood:
-        time.sleep(1.0)
+    with HandshakeFlood(flooder, target, victim.public_key, sources, rate=RAMP_START) as flood:
+        flood.ramp_until_under_load(deadline=15.0)
         took = ctx.handshake(initiator, deadline=30)
         time.sleep(0.5)
     tag = victim.host.name
