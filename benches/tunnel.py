@@ -2,6 +2,7 @@
 
     sudo python3 benches/tunnel.py [--seconds 5] [--runs 3] [--udp-rate 200M] [--no-cpu] [--json]
     sudo python3 benches/tunnel.py --mtu 34000 [--seconds 5] [--runs 3] [--json]
+    sudo python3 benches/tunnel.py ... [--upstream /path/to/wireguard-go] [--underlay 6]
 
 For each pair (pywgd-pywgd, pywgd-wireguard-go, wireguard-go-wireguard-go) it
 builds two lab namespaces joined by a veth (pywg.lab), starts the daemons,
@@ -9,6 +10,12 @@ connects them over IPv4, and measures with iperf3 one TCP stream each way
 (A->B and B->A, -R) and the ping round trip through the tunnel. Medians of
 `--runs`; ratios against wireguard-go-wireguard-go from the same run. Needs
 root, iperf3, ping and wireguard-go (Debian packages).
+
+`--upstream PATH` adds a second wireguard-go build (the newest upstream, built
+from source; docs/benchmarks.md says how) as two more pairs,
+upstream-upstream and pywgd-upstream, with ratios against both baselines.
+`--underlay 6` connects the endpoints over the veth's IPv6 addresses instead
+of IPv4 (the traffic inside the tunnel stays IPv4).
 
 CPU cost (on by default, `--no-cpu` skips it): in the same lab, one iperf3
 UDP stream A->B at a fixed offered rate (`-u -b RATE -l 1380 -t SECONDS`,
@@ -48,6 +55,8 @@ from pywg.lab import Host, Lab, LabError, require_root
 from pywg.lab.wireguard import PYWGD, WIREGUARD_GO, Impl, connect, start_node, wait_handshake
 
 PAIRS = ((PYWGD, PYWGD), (PYWGD, WIREGUARD_GO), (WIREGUARD_GO, WIREGUARD_GO))
+BASE = f"{WIREGUARD_GO.name}-{WIREGUARD_GO.name}"  # every ratio's denominator
+UPSTREAM = "upstream"  # the display name of an --upstream build
 UDP_LEN = 1380  # iperf3 -l: datagram payload bytes
 DEFAULT_MTU = 1420  # start_node's tunnel MTU
 # bytes a tunnel packet grows by on the underlay: outer IPv6 (40) + UDP (8) +
@@ -253,16 +262,22 @@ def median_cpu(runs: list[CpuResult]) -> CpuResult:
 
 
 def measure(
-    a_impl: Impl, b_impl: Impl, seconds: float, udp_rate: str | None, mtu: int = DEFAULT_MTU
+    a_impl: Impl,
+    b_impl: Impl,
+    seconds: float,
+    udp_rate: str | None,
+    mtu: int = DEFAULT_MTU,
+    family: int = 4,
 ) -> tuple[Result, CpuResult | UdpResult | None]:
-    """Throughput and ping of one pair in one lab; with `udp_rate` the CPU cost,
-    or at a jumbo `mtu` the full-speed UDP stream."""
+    """Throughput and ping of one pair in one lab, its endpoints on the veth's IPv4 or
+    IPv6 addresses (`family`); with `udp_rate` the CPU cost, or at a jumbo `mtu` the
+    full-speed UDP stream."""
     with Lab("pwb") as lab:
         a, b = lab.host("a"), lab.host("b")
         link = lab.link(a, b, mtu=max(1500, mtu + UNDERLAY_OVERHEAD))
         left = start_node(lab, a, a_impl, net=1, index=1, mtu=mtu)
         right = start_node(lab, b, b_impl, net=1, index=2, mtu=mtu)
-        connect(left, right, link)
+        connect(left, right, link, family=family)
         pair = f"{a_impl.name}-{b_impl.name}"
         if not wait_handshake(left, right):
             raise LabError(f"{a_impl.name} and {b_impl.name}: no handshake")
@@ -282,8 +297,18 @@ def measure(
         return result, None
 
 
+def base_of(results: list[Any]) -> Any:
+    """The wireguard-go-wireguard-go result: every ratio's denominator."""
+    return next(r for r in results if r.pair == BASE)
+
+
+def upstream_of(results: list[Any]) -> Any | None:
+    """The upstream-upstream result, if an --upstream build ran."""
+    return next((r for r in results if r.pair == f"{UPSTREAM}-{UPSTREAM}"), None)
+
+
 def print_cpu(results: list[CpuResult]) -> None:
-    base = results[-1]
+    base = base_of(results)
     first = results[0]
     print()
     print(
@@ -302,14 +327,39 @@ def print_cpu(results: list[CpuResult]) -> None:
         )
 
 
+def _ratio(value: float, base: float | None) -> str:
+    return f"{value / base:14.2f}x" if base else f"{'-':>15}"
+
+
 def print_udp(results: list[UdpResult]) -> None:
-    base = results[-1]
+    base, upstream = base_of(results), upstream_of(results)
     print()
     print(f"UDP: iperf3 -u -b 0 A->B, {results[0].datagram_bytes}-byte datagrams")
-    print(f"{'pair':28} {'Gbit/s':>8} {'loss %':>7} {'ratio vs wg-go':>15}")
+    print(f"{'pair':28} {'Gbit/s':>8} {'loss %':>7} {'ratio vs wg-go':>15} {'vs upstream':>15}")
     for r in results:
-        ratio = r.gbit / base.gbit if base.gbit > 0 else math.nan
-        print(f"{r.pair:28} {r.gbit:8.3f} {r.loss_percent:7.2f} {ratio:14.2f}x")
+        print(
+            f"{r.pair:28} {r.gbit:8.3f} {r.loss_percent:7.2f} {_ratio(r.gbit, base.gbit)}"
+            f" {_ratio(r.gbit, upstream.gbit if upstream else None)}"
+        )
+
+
+def print_tcp(results: list[Result], mtu: int, seconds: float, family: int) -> None:
+    base, upstream = base_of(results), upstream_of(results)
+
+    def both(r: Result) -> float:
+        return r.forward_gbit + r.reverse_gbit
+
+    print(f"tunnel MTU {mtu}; underlay IPv{family}; iperf3 TCP, one stream each way, {seconds:g} s")
+    print(
+        f"{'pair':28} {'A->B Gbit/s':>12} {'B->A Gbit/s':>12} {'retrans':>8} {'ping ms':>8}"
+        f" {'ratio vs wg-go':>15} {'vs upstream':>15}"
+    )
+    for r in results:
+        print(
+            f"{r.pair:28} {r.forward_gbit:12.3f} {r.reverse_gbit:12.3f} {r.retransmits:8d}"
+            f" {r.ping_ms:8.3f} {_ratio(both(r), both(base))}"
+            f" {_ratio(both(r), both(upstream) if upstream else None)}"
+        )
 
 
 def median_udp(runs: list[UdpResult]) -> UdpResult:
@@ -331,7 +381,7 @@ def median_result(runs: list[Result]) -> Result:
     )
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=1)
@@ -348,17 +398,61 @@ def main() -> int:
         default=DEFAULT_MTU,
         help=f"tunnel MTU (up to {MAX_MTU}); another than {DEFAULT_MTU} measures jumbo MTU",
     )
+    parser.add_argument(
+        "--upstream", metavar="PATH", help="another wireguard-go binary (the newest upstream)"
+    )
+    parser.add_argument(
+        "--underlay", type=int, choices=(4, 6), default=4, help="the endpoints' address family"
+    )
     args = parser.parse_args()
     if not 1280 <= args.mtu <= MAX_MTU:
         parser.error(f"--mtu must be 1280..{MAX_MTU}")
+    if args.upstream and not os.access(args.upstream, os.X_OK):
+        parser.error(f"--upstream {args.upstream}: not an executable")
+    return args
+
+
+def pairs_to_run(upstream: str | None) -> list[tuple[Impl, Impl]]:
+    """The pairs, wireguard-go-wireguard-go last; with an upstream build, its two pairs."""
+    if upstream is None:
+        return list(PAIRS)
+    newest = Impl(UPSTREAM, (os.path.abspath(upstream),))
+    return [*PAIRS[:2], (PYWGD, newest), (newest, newest), PAIRS[2]]
+
+
+def json_report(
+    args: argparse.Namespace,
+    results: list[Result],
+    cpu_results: list[CpuResult],
+    udp_results: list[UdpResult],
+) -> list[dict[str, Any]]:
+    report: list[dict[str, Any]] = [asdict(r) for r in results]
+    for entry in report:
+        entry["mtu"], entry["underlay"] = args.mtu, args.underlay
+    for entry, udp in zip(report, udp_results, strict=False):
+        entry["udp"] = asdict(udp)
+    if cpu_results:
+        base_pps = base_of(cpu_results).packets_per_cpu_s
+        for entry, cpu in zip(report, cpu_results, strict=True):
+            entry["cpu"] = {
+                **asdict(cpu),
+                "datagram_bytes": UDP_LEN,
+                "ratio_vs_wireguard_go": cpu.packets_per_cpu_s / base_pps,
+            }
+    return report
+
+
+def main() -> int:
+    args = parse_args()
     require_root()
     results: list[Result] = []
     cpu_results: list[CpuResult] = []
     udp_results: list[UdpResult] = []
     udp_rate = args.udp_rate if args.cpu else None
-    for a_impl, b_impl in PAIRS:
+    for a_impl, b_impl in pairs_to_run(args.upstream):
         measured = [
-            measure(a_impl, b_impl, args.seconds, udp_rate, args.mtu) for _ in range(args.runs)
+            measure(a_impl, b_impl, args.seconds, udp_rate, args.mtu, args.underlay)
+            for _ in range(args.runs)
         ]
         results.append(median_result([r for r, _ in measured]))
         cpu_runs = [c for _, c in measured if isinstance(c, CpuResult)]
@@ -368,32 +462,9 @@ def main() -> int:
         if udp_runs:
             udp_results.append(median_udp(udp_runs))
     if args.json:
-        report: list[dict[str, Any]] = [asdict(r) for r in results]
-        for entry, udp in zip(report, udp_results, strict=False):
-            entry["mtu"] = args.mtu
-            entry["udp"] = asdict(udp)
-        if cpu_results:
-            base_pps = cpu_results[-1].packets_per_cpu_s
-            for entry, cpu in zip(report, cpu_results, strict=True):
-                entry["cpu"] = {
-                    **asdict(cpu),
-                    "datagram_bytes": UDP_LEN,
-                    "ratio_vs_wireguard_go": cpu.packets_per_cpu_s / base_pps,
-                }
-        print(json.dumps(report, indent=2))
+        print(json.dumps(json_report(args, results, cpu_results, udp_results), indent=2))
         return 0
-    base = results[-1]
-    print(f"tunnel MTU {args.mtu}; iperf3 TCP, one stream each way, {args.seconds:g} s")
-    print(
-        f"{'pair':28} {'A->B Gbit/s':>12} {'B->A Gbit/s':>12} {'retrans':>8} {'ping ms':>8}"
-        f" {'ratio vs wg-go':>15}"
-    )
-    for r in results:
-        ratio = (r.forward_gbit + r.reverse_gbit) / (base.forward_gbit + base.reverse_gbit)
-        print(
-            f"{r.pair:28} {r.forward_gbit:12.3f} {r.reverse_gbit:12.3f} {r.retransmits:8d}"
-            f" {r.ping_ms:8.3f} {ratio:14.2f}x"
-        )
+    print_tcp(results, args.mtu, args.seconds, args.underlay)
     if cpu_results:
         print_cpu(cpu_results)
     if udp_results:
