@@ -164,7 +164,8 @@ class RunningCoordinator:
     async def start(self, port: int = 0) -> int:
         """Start the coordinator on 127.0.0.1:`port` (0: any); the port it listens on."""
         port = await self.coordinator.start("127.0.0.1", port)
-        self.url = f"http://127.0.0.1:{port}"
+        scheme = "https" if self.coordinator.certificate is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{port}"
         return port
 
     async def restart(self, port: int = 0) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 
@@ -183,13 +182,7 @@ def test_restarts_keep_state_and_bad_joins_are_refused(mesh: MeshLab) -> None:
     assert c.host.wait_ping(a.addr4(), deadline=30), dump(mesh)
     # that token was single-use: a second join with it is refused, and so is a made-up one
     for bad in (spare, "x" * 32 + "." + spare.split(".")[1]):
-        done = subprocess.run(
-            mesh.hub.host.exec_argv(
-                sys.executable, "-m", "pywg", "join", mesh.url, f"--token={bad}",
-                "--interface", mesh.lab.ifname("x"), "--state", str(mesh.tmp / "intruder"),
-            ),
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        done = mesh.join_from_hub(bad)
         assert done.returncode == 1, done.stderr
         assert "join refused" in done.stderr and "401" in done.stderr, done.stderr
     assert "intruder" not in mesh.admin("nodes")

@@ -82,8 +82,9 @@ def test_join_tokens_never_read_as_an_option() -> None:
     for _ in range(500):  # a leading "-" would come up about 8 times in 500 without the rule
         token, digest = auth.new_token(key)
         assert not token.startswith("-")
-        secret, fingerprint = auth.parse_token(token)
-        assert auth.token_hash(secret) == digest and fingerprint == auth.fingerprint(key)
+        parsed = auth.parse_token(token)
+        assert auth.token_hash(parsed.secret) == digest
+        assert parsed.fingerprint == auth.fingerprint(key) and parsed.tls_pin is None
 
 
 def _request(control: SigningKey, time_ms: int, body: bytes = b"{}") -> object:

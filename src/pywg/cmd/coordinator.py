@@ -24,6 +24,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import os
 import re
 import signal
 import sqlite3
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:  # the heavy modules (aiohttp) are imported when a command runs
     from pywg.mesh.coordinator import Coordinator, RelayConfig
     from pywg.mesh.store import Node, Store
+    from pywg.mesh.tls import Certificate
 
 DEFAULT_STATE: Final = "/var/lib/pywg/coordinator"
 DEFAULT_LISTEN: Final = ":8580"
@@ -107,6 +109,13 @@ def _register_serve(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--auto-approve-routes", action="store_true", help="approve advertised subnets at once"
     )
+    serve.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a certificate made here (kept in the state; tokens pin it)",
+    )
+    serve.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate")
+    serve.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert")
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(func=serve_command)
 
@@ -215,6 +224,31 @@ def relay_config(args: argparse.Namespace) -> RelayConfig | None:
 # -- commands ------------------------------------------------------------------------------
 
 
+def tls_certificate(args: argparse.Namespace, listen_host: str | None) -> Certificate | None:
+    """The certificate `serve` uses: --tls (made here once, pinned by tokens), --tls-cert
+    and --tls-key (checked by nodes against their CAs), or none (plain HTTP)."""
+    from pywg.mesh import tls
+    from pywg.mesh.store import ensure_state_dir
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    if args.tls and args.tls_cert:
+        raise UsageError("--tls makes its own certificate: give it or --tls-cert, not both")
+    own = tls.self_made(args.state) if os.path.isdir(args.state) else None
+    if args.tls_cert:
+        if own is not None:
+            raise UsageError(
+                f"{own.cert_path} exists and tokens would pin it: remove it and "
+                f"{own.key_path} to serve --tls-cert"
+            )
+        return tls.load(args.tls_cert, args.tls_key)
+    if not args.tls:
+        return None
+    ensure_state_dir(args.state)
+    names = [n for n in (listen_host, args.relay_host) if n]
+    return tls.load_or_make(args.state, names)
+
+
 def _fail(message: str, status: int = 1) -> int:
     print(f"pywg coordinator: {message}", file=sys.stderr)
     return status
@@ -249,7 +283,8 @@ def token_command(args: argparse.Namespace) -> int:
         token = new_token(store, load_or_create_key(args.state), args.ttl, reusable=args.reusable)
         until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() + args.ttl))
         kind = "reusable" if args.reusable else "single-use"
-        url = args.url or "http://<this host>:8580"
+        scheme = "https" if "." in token.partition(".")[2] else "http"  # pinned: --tls
+        url = args.url or f"{scheme}://<this host>:8580"
         print(token)
         print(
             f"pywg coordinator: {kind} token valid until {until}; on the new node run:\n"
@@ -366,12 +401,16 @@ def _setup_logging(verbose: bool) -> None:
 def serve_command(args: argparse.Namespace) -> int:
     from pywg.mesh.coordinator import serve
     from pywg.mesh.store import StoreError
+    from pywg.mesh.tls import TlsError
 
     try:
         listen_host, listen_port = parse_hostport(args.listen, "--listen")
         relay = relay_config(args)
+        certificate = tls_certificate(args, listen_host)
     except UsageError as exc:
         return _fail(str(exc), 2)
+    except TlsError as exc:
+        return _fail(str(exc))
     _setup_logging(args.verbose)
 
     def ready(coordinator: Coordinator) -> None:
@@ -381,7 +420,8 @@ def serve_command(args: argparse.Namespace) -> int:
         if coordinator.relay is not None and relay is not None:
             relay_text = f"relay {relay.public_host}:{coordinator.relay.port}"
         print(
-            f"pywg coordinator: listening on {where}:{coordinator.port}, mesh {nets.ipv4} "
+            f"pywg coordinator: listening on {where}:{coordinator.port} "
+            f"({'HTTPS' if certificate else 'HTTP'}), mesh {nets.ipv4} "
             f"{nets.ipv6}, {relay_text}, state {args.state}",
             file=sys.stderr,
             flush=True,
@@ -402,6 +442,7 @@ def serve_command(args: argparse.Namespace) -> int:
             auto_approve_routes=args.auto_approve_routes,
             stop=stop,
             ready=ready,
+            certificate=certificate,
         )
 
     try:

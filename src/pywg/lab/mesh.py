@@ -86,11 +86,19 @@ class MeshLab:
     """A coordinator (with its relay) on public host `hub` of an `Internet`, and nodes."""
 
     def __init__(
-        self, lab: Lab, tmp: Path, *, auto_approve: bool = False, relay6: bool = False
+        self,
+        lab: Lab,
+        tmp: Path,
+        *,
+        auto_approve: bool = False,
+        relay6: bool = False,
+        tls: bool = False,
     ) -> None:
         """`relay6`: the relay (and STUN) listens on both families and is announced at the
-        hub's IPv6 address, so nodes reach it, and each other's mappings, over IPv6."""
+        hub's IPv6 address, so nodes reach it, and each other's mappings, over IPv6.
+        `tls`: the coordinator serves HTTPS with a certificate it makes (`serve --tls`)."""
         self.relay6 = relay6
+        self.tls = tls
         self.lab = lab
         self.tmp = tmp
         self.net = Internet(lab)
@@ -104,7 +112,7 @@ class MeshLab:
 
     @property
     def url(self) -> str:
-        return f"http://{self.hub.addr4}:{API_PORT}"
+        return f"{'https' if self.tls else 'http'}://{self.hub.addr4}:{API_PORT}"
 
     def admin(self, *args: str) -> str:
         """A `pywg coordinator` admin command on the state directory (no network)."""
@@ -121,7 +129,7 @@ class MeshLab:
     def token(self, *extra: str) -> str:
         out = self.admin("token", *extra)
         words = [w for line in out.splitlines() for w in line.split()]
-        return next(w for w in words if w.count(".") == 1 and len(w) > 40)
+        return next(w for w in words if w.count(".") in (1, 2) and len(w) > 40 and "/" not in w)
 
     def start_coordinator(self) -> None:
         log = open(self.tmp / "coordinator.log", "ab")  # noqa: SIM115 (closed in close())
@@ -136,6 +144,8 @@ class MeshLab:
         ]  # fmt: skip
         if self.auto_approve:
             argv.append("--auto-approve-routes")
+        if self.tls:
+            argv.append("--tls")
         self.coordinator = self.hub.host.popen(*argv, stdout=log, stderr=log)
         if not self.wait_health(20):
             raise AssertionError("the coordinator did not come up:\n" + self.coordinator_log())
@@ -150,10 +160,11 @@ class MeshLab:
         return (self.tmp / "coordinator.log").read_text(errors="replace")
 
     def wait_health(self, seconds: float) -> bool:
-        code = (
-            "import sys, urllib.request\n"
+        code = (  # the health check only: any certificate (the nodes pin it)
+            "import ssl, sys, urllib.request\n"
             "try:\n"
-            f"    urllib.request.urlopen('{self.url}/v1/health', timeout=1).read()\n"
+            f"    urllib.request.urlopen('{self.url}/v1/health', timeout=1,\n"
+            "        context=ssl._create_unverified_context()).read()\n"
             "except Exception:\n"
             "    sys.exit(1)\n"
         )
@@ -187,6 +198,19 @@ class MeshLab:
         self.nodes[name] = node
         self.start(node, token if token is not None else self.token())
         return node
+
+    def join_from_hub(
+        self, token: str, state: str = "intruder"
+    ) -> subprocess.CompletedProcess[str]:
+        """`pywg join` once, in the foreground, from the hub with `token` (a node that is
+        expected to be refused): its exit status and output."""
+        return subprocess.run(
+            self.hub.host.exec_argv(
+                *PYWG, "join", self.url, f"--token={token}",
+                "--interface", self.lab.ifname("x"), "--state", str(self.tmp / state),
+            ),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
 
     def pair(
         self, a_site: Site, b_site: Site, *, extra_a: tuple[str, ...] = ()

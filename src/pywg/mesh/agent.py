@@ -183,7 +183,11 @@ class MeshNode:
         joined = state.joined
         if joined is not None and joined.url.rstrip("/") == opts.url.rstrip("/"):
             return CoordinatorClient(
-                opts.url, state.public_key, state.control, coordinator_key=joined.coordinator_key
+                opts.url,
+                state.public_key,
+                state.control,
+                coordinator_key=joined.coordinator_key,
+                tls_pin=joined.tls_pin,
             )
         if not opts.token:
             raise MeshError(f"not a member of {opts.url} yet: give a join token (--token)")
@@ -197,7 +201,9 @@ class MeshNode:
         except BaseException:
             await client.close()
             raise
-        state.save_joined(Joined(opts.url, answer.coordinator_key, answer.node.name))
+        state.save_joined(
+            Joined(opts.url, answer.coordinator_key, answer.node.name, client.tls_pin)
+        )
         log.info("joined %s as %s", opts.url, answer.node.name)
         return client
 

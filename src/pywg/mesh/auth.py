@@ -20,9 +20,11 @@ knows an answer is fresh, for its request, and from the coordinator it
 joined, even over plain HTTP. It learns that key from the first answer and
 checks it against the fingerprint in the join token.
 
-A join token is ``<secret>.<fingerprint>``: 32 random characters the
-coordinator stores only as a SHA-256 hash, and the first 16 bytes of the
-SHA-256 of the coordinator's public key (base64url).
+A join token is ``<secret>.<fingerprint>[.<pin>]``: 32 random characters
+the coordinator stores only as a SHA-256 hash, the first 16 bytes of the
+SHA-256 of the coordinator's public key (base64url), and, for a coordinator
+serving HTTPS with a certificate it made itself, that certificate's pin
+(`pywg.mesh.tls`), so that the node accepts that certificate and no other.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from typing import Final
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
+
+from . import tls
 
 SCHEME: Final = "PYWG-Ed25519"
 SIGNATURE_HEADER: Final = "X-Pywg-Signature"
@@ -143,24 +147,45 @@ def fingerprint(public_key: bytes) -> str:
     return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
-def new_token(coordinator_key: bytes) -> tuple[str, str]:
-    """A fresh join token and the hash to store for it."""
+def new_token(coordinator_key: bytes, tls_pin: bytes | None = None) -> tuple[str, str]:
+    """A fresh join token (with the pin of the coordinator's own certificate, if it
+    serves one) and the hash to store for it."""
     secret = "-"
     while secret.startswith("-"):  # `--token -x...` would read as an option
         secret = secrets.token_urlsafe(24)  # 32 characters, 192 bits
-    return f"{secret}.{fingerprint(coordinator_key)}", token_hash(secret)
+    token = f"{secret}.{fingerprint(coordinator_key)}"
+    if tls_pin is not None:
+        token += "." + tls.format_pin(tls_pin)
+    return token, token_hash(secret)
 
 
 def token_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def parse_token(token: str) -> tuple[str, str]:
-    """(secret, coordinator fingerprint) of a join token; AuthError if it is not one."""
-    secret, dot, fp = token.strip().partition(".")
-    if not dot or not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", secret) or len(fp) != 22:
-        raise AuthError("not a pywg join token (expected SECRET.FINGERPRINT)")
-    return secret, fp
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A join token's parts."""
+
+    secret: str
+    fingerprint: str  # of the coordinator's key
+    tls_pin: bytes | None  # of its own certificate (None: plain HTTP, or a CA's certificate)
+
+
+def parse_token(token: str) -> Token:
+    """The parts of a join token; AuthError if it is not one."""
+    parts = token.strip().split(".")
+    if (
+        len(parts) not in (2, 3)
+        or not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", parts[0])
+        or not re.fullmatch(r"[A-Za-z0-9_-]{22}", parts[1])
+    ):
+        raise AuthError("not a pywg join token (expected SECRET.FINGERPRINT[.PIN])")
+    try:
+        pin = tls.parse_pin(parts[2]) if len(parts) == 3 else None
+    except tls.TlsError as exc:
+        raise AuthError(f"not a pywg join token: {exc}") from None
+    return Token(parts[0], parts[1], pin)
 
 
 def same_hash(a: str, b: str) -> bool:

@@ -98,7 +98,10 @@ class CoordinatorClient:
         *,
         coordinator_key: bytes | None = None,
         fingerprint: str | None = None,
+        tls_pin: bytes | None = None,
     ) -> None:
+        """`tls_pin`: over HTTPS accept exactly the certificate with this pin
+        (`pywg.mesh.tls`); None: a certificate the system's CAs vouch for."""
         base = URL(url)
         if base.scheme not in ("http", "https") or not base.host:
             raise ValueError(f"the coordinator URL must be http:// or https://, not {url!r}")
@@ -110,6 +113,7 @@ class CoordinatorClient:
         self.control = control
         self.coordinator_key = coordinator_key
         self.fingerprint = fingerprint
+        self.tls_pin = tls_pin
         self._last_ms = 0
         self._session: aiohttp.ClientSession | None = None
 
@@ -184,6 +188,9 @@ class CoordinatorClient:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         limits = aiohttp.ClientTimeout(total=request.timeout, connect=CONNECT_TIMEOUT)
+        check: aiohttp.Fingerprint | bool = True  # https: the system's CAs
+        if self.tls_pin is not None:
+            check = aiohttp.Fingerprint(self.tls_pin)
         try:
             async with self._session.request(
                 request.method,
@@ -192,6 +199,7 @@ class CoordinatorClient:
                 headers=headers,
                 timeout=limits,
                 allow_redirects=False,
+                ssl=check,
             ) as response:
                 return _Answer(
                     response.status,
@@ -203,6 +211,12 @@ class CoordinatorClient:
             raise CoordinatorError(None, "the coordinator did not answer in time") from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             raise _Broken(str(exc) or type(exc).__name__) from None
+        except aiohttp.ServerFingerprintMismatch:
+            raise CoordinatorError(
+                None,
+                "the coordinator's TLS certificate is not the one the join token pins "
+                "(wrong coordinator, or someone in between)",
+            ) from None
         except aiohttp.ClientError as exc:
             raise CoordinatorError(None, f"cannot reach the coordinator: {exc}") from None
 
@@ -228,9 +242,16 @@ class CoordinatorClient:
         """Join the mesh; sets `coordinator_key` from the answer, checked against the
         token's fingerprint."""
         try:
-            _, token_fp = auth.parse_token(token)
+            parsed = auth.parse_token(token)
         except auth.AuthError as exc:
             raise CoordinatorError(None, str(exc)) from None
+        token_fp = parsed.fingerprint
+        if parsed.tls_pin is not None:
+            if self.base.scheme != "https":
+                raise CoordinatorError(
+                    None, "the join token is for a coordinator that serves HTTPS: use https://"
+                )
+            self.tls_pin = parsed.tls_pin
         known = [self.fingerprint] if self.fingerprint is not None else []
         if self.coordinator_key is not None:
             known.append(auth.fingerprint(self.coordinator_key))

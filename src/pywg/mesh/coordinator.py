@@ -48,7 +48,7 @@ from nacl.signing import SigningKey
 
 from ..endpoint import format_endpoint, parse_endpoint
 from ..system.secretfile import write_secret_file
-from . import auth
+from . import auth, tls
 from .schema import (
     HEALTH_PATH,
     JOIN_PATH,
@@ -153,7 +153,8 @@ def new_token(
     if not math.isfinite(ttl) or ttl <= 0 or ttl > 10 * 365 * 86400:
         raise StoreError("a token's lifetime is a positive number of seconds, up to ten years")
     created = now_ms() if now is None else now
-    token, token_hash = auth.new_token(bytes(key.verify_key.encode()))
+    own = tls.self_made(store.state_dir)  # served over HTTPS with it: tokens pin it
+    token, token_hash = auth.new_token(bytes(key.verify_key.encode()), own.pin if own else None)
     store.add_token(token_hash, created + int(ttl * 1000), reusable=reusable, now=created)
     return token
 
@@ -192,7 +193,9 @@ class Coordinator:
         auto_approve_routes: bool = False,
         clock_ms: Callable[[], int] = now_ms,
         poll_interval: float = POLL_INTERVAL,
+        certificate: tls.Certificate | None = None,
     ) -> None:
+        self.certificate = certificate  # serve HTTPS with it; None: plain HTTP
         self.store = Store(state_dir)
         try:
             self.networks = self.store.init_networks(ipv4, ipv6)
@@ -249,10 +252,11 @@ class Coordinator:
             )
             await self._runner.setup()
             site: web.BaseSite
+            context = self.certificate.server_context() if self.certificate else None
             if sock is not None:
-                site = web.SockSite(self._runner, sock)
+                site = web.SockSite(self._runner, sock, ssl_context=context)
             else:
-                site = web.TCPSite(self._runner, host, port)
+                site = web.TCPSite(self._runner, host, port, ssl_context=context)
             await site.start()
         except BaseException:
             await self.close()
@@ -480,10 +484,11 @@ class Coordinator:
     def _admit(self, join: JoinRequest, time_ms: int, now: int) -> tuple[Node, bool]:
         """The store's join, its refusals as API errors: (the node, whether it is new)."""
         try:
-            secret, fingerprint = auth.parse_token(join.token)
+            token = auth.parse_token(join.token)
         except auth.AuthError as exc:
             raise ApiError(401, str(exc)) from None
-        if not auth.same_hash(fingerprint, auth.fingerprint(self.public_key)):
+        secret = token.secret
+        if not auth.same_hash(token.fingerprint, auth.fingerprint(self.public_key)):
             raise ApiError(401, "the join token is for another coordinator")
         try:
             return self.store.join(
@@ -567,14 +572,17 @@ async def serve(
     auto_approve_routes: bool = False,
     stop: asyncio.Event | None = None,
     ready: Callable[[Coordinator], None] | None = None,
+    certificate: tls.Certificate | None = None,
 ) -> None:
-    """Run a coordinator until `stop` is set (or the task is cancelled)."""
+    """Run a coordinator until `stop` is set (or the task is cancelled); over HTTPS
+    with `certificate`."""
     coordinator = Coordinator(
         state_dir,
         ipv4=ipv4,
         ipv6=ipv6,
         relay=relay,
         auto_approve_routes=auto_approve_routes,
+        certificate=certificate,
     )
     try:
         await coordinator.start(host, port)

@@ -3,7 +3,8 @@
     DIR/                   0700
       wireguard.key        0600  the WireGuard private key (base64, as `wg genkey`)
       control.key          0600  the Ed25519 control key's seed (base64; pywg.mesh.auth)
-      node.json            0600  the coordinator joined: URL, its public key, our name
+      node.json            0600  the coordinator joined: URL, its public key, our name, and
+                                 the pin of its own TLS certificate (if the token had one)
       roster.json          0600  the last roster it gave (used when it cannot be reached)
 
 Keys are created on first use, and every file is written atomically
@@ -26,6 +27,7 @@ from nacl.signing import SigningKey
 from ..exceptions import LocalProtocolError
 from ..keys import PrivateKey
 from ..system.secretfile import write_secret_file
+from . import tls
 from .schema import Roster
 
 WIREGUARD_KEY: Final = "wireguard.key"
@@ -43,6 +45,7 @@ class Joined:
     url: str
     coordinator_key: bytes
     name: str
+    tls_pin: bytes | None = None  # pywg.mesh.tls: its certificate, pinned by the join token
 
 
 @dataclass(slots=True)
@@ -89,6 +92,7 @@ class NodeState:
                 "url": joined.url,
                 "coordinator_key": base64.b64encode(joined.coordinator_key).decode(),
                 "name": joined.name,
+                "tls_pin": tls.format_pin(joined.tls_pin) if joined.tls_pin else None,
             }
         )
         write_secret_file(os.path.join(self.directory, NODE_FILE), text + "\n")
@@ -121,6 +125,7 @@ def _load_joined(path: str) -> Joined | None:
         key = base64.b64decode(data["coordinator_key"], validate=True)
         if len(key) != 32 or not isinstance(data["url"], str) or not isinstance(data["name"], str):
             raise ValueError
-        return Joined(data["url"], key, data["name"])
+        pin = data.get("tls_pin")
+        return Joined(data["url"], key, data["name"], tls.parse_pin(pin) if pin else None)
     except (OSError, ValueError, KeyError, TypeError, binascii.Error):
         raise StateError(f"{path} is damaged; remove it to join again") from None
