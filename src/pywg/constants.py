@@ -115,3 +115,17 @@ VNET_HDR_LEN: Final = 10
 # pywg_plane_pop returns, a datagram from the UDP socket or a TUN packet.
 PLANE_ITEM_DATAGRAM: Final = 1
 PLANE_ITEM_PACKET: Final = 2
+
+# Mesh relays (pywg.relayed): a WireGuard message on its way through a relay
+# carries the other node's mesh id, 24 bits big-endian, in the three reserved
+# bytes after its type (zero between WireGuard peers, whitepaper §5.4; the
+# receiver zeroes them again before mac1 is checked). A peer reached through
+# relay number R (1..MAX_RELAY_INDEX) is held at the endpoint [100::ID]:R,
+# ID in the address's low 32 bits, in the discard-only prefix 100::/64
+# (RFC 6666: its first 16 bits are RELAYED_PREFIX_HIGH, the next 48 zero),
+# so a relayed peer looks like any other to the core, the UAPI and `wg`.
+RELAY_TAG_OFFSET: Final = 1
+RELAY_TAG_SIZE: Final = 3
+MAX_RELAY_NODE_ID: Final = (1 << 24) - 1
+RELAYED_PREFIX_HIGH: Final = 0x0100
+MAX_RELAY_INDEX: Final = 15  # relays a device holds at once: the native plane's table

@@ -124,13 +124,17 @@ struct pywg_plane {
     int cookie_set;
     double load_window, under_load_until; /* rx_lock: the load tracking of §5.3 */
     uint32_t load_count, load_threshold;
+    /* rx_lock + tx_lock: mesh relays by number (pywg.relayed); len 0: not set */
+    struct sockaddr_storage relays[PYWG_MAX_RELAY_INDEX + 1];
+    socklen_t relay_len[PYWG_MAX_RELAY_INDEX + 1];
+    int nrelays;
     float cookie_tokens[COOKIE_BUCKETS]; /* rx_lock: the cookie replies' token buckets */
     double cookie_refilled[COOKIE_BUCKETS];
     struct {
         _Atomic uint64_t tx_packets, rx_packets, up_datagrams, up_packets, queue_drops;
         _Atomic uint64_t rx_rejected, rx_bad_source, tx_no_route, send_retries, tx_malformed;
         _Atomic uint64_t rx_junk, rx_bad_mac1, rx_unknown_index, rx_cookie_replies;
-        _Atomic uint64_t rx_cookie_limited;
+        _Atomic uint64_t rx_cookie_limited, tx_no_relay;
     } stats;
 };
 
@@ -428,6 +432,7 @@ void pywg_plane_stats(struct pywg_plane *p, struct pywg_plane_stats *out)
     out->rx_unknown_index = p->stats.rx_unknown_index;
     out->rx_cookie_replies = p->stats.rx_cookie_replies;
     out->rx_cookie_limited = p->stats.rx_cookie_limited;
+    out->tx_no_relay = p->stats.tx_no_relay;
 }
 
 void pywg_plane_set_identity(struct pywg_plane *p, const uint8_t *mac1_key,
@@ -736,6 +741,92 @@ static bool wait_ready(struct pywg_plane *p, int who, int fd, short events, int 
     return !p->stopping;
 }
 
+void pywg_plane_set_relay(struct pywg_plane *p, uint32_t number, const uint8_t *addr,
+                          uint32_t addrlen)
+{
+    if (number < 1 || number > PYWG_MAX_RELAY_INDEX || addrlen > sizeof(p->relays[0]))
+        return;
+    pthread_mutex_lock(&p->rx_lock);
+    pthread_mutex_lock(&p->tx_lock);
+    p->nrelays += (addrlen != 0) - (p->relay_len[number] != 0);
+    memset(&p->relays[number], 0, sizeof(p->relays[number]));
+    memcpy(&p->relays[number], addr, addrlen);
+    p->relay_len[number] = addrlen;
+    pthread_mutex_unlock(&p->tx_lock);
+    pthread_mutex_unlock(&p->rx_lock);
+}
+
+/* A relayed endpoint, [100::ID]:R in the discard-only prefix (pywg.relayed): its relay
+ * number R and node id; 0 for any other address. */
+static uint32_t relayed_node(const struct sockaddr_storage *a, socklen_t len, uint32_t *relay)
+{
+    const struct sockaddr_in6 *in6 = (const void *)a;
+    const uint8_t *b = in6->sin6_addr.s6_addr;
+    uint32_t node;
+    if (len < sizeof(*in6) || a->ss_family != AF_INET6 ||
+        b[0] != (PYWG_RELAYED_PREFIX_HIGH >> 8) || b[1] != (PYWG_RELAYED_PREFIX_HIGH & 0xff))
+        return 0;
+    for (int i = 2; i < 13; i++) /* the rest of the /64, and the id's 32-bit field's top */
+        if (b[i] != 0)
+            return 0;
+    node = (uint32_t)b[13] << 16 | (uint32_t)b[14] << 8 | b[15];
+    *relay = ntohs(in6->sin6_port);
+    return *relay >= 1 && *relay <= PYWG_MAX_RELAY_INDEX ? node : 0;
+}
+
+/* Where a datagram to `to` goes: `to` itself, or for a relayed endpoint its relay, with
+ * the node id to tag the datagram with (0: none). False: a relay that is not set. */
+static bool carrier(const struct pywg_plane *p, const struct sockaddr_storage *to,
+                    socklen_t tolen, const struct sockaddr_storage **via, socklen_t *vialen,
+                    uint32_t *node)
+{
+    uint32_t relay;
+    *via = to;
+    *vialen = tolen;
+    *node = p->nrelays != 0 ? relayed_node(to, tolen, &relay) : 0;
+    if (*node == 0)
+        return true;
+    *via = &p->relays[relay];
+    *vialen = p->relay_len[relay];
+    return *vialen != 0;
+}
+
+/* A WireGuard message's reserved bytes set to the node id, for the relay. */
+static void put_tag(uint8_t *message, uint32_t node)
+{
+    message[PYWG_RELAY_TAG_OFFSET] = (uint8_t)(node >> 16);
+    message[PYWG_RELAY_TAG_OFFSET + 1] = (uint8_t)(node >> 8);
+    message[PYWG_RELAY_TAG_OFFSET + 2] = (uint8_t)node;
+}
+
+/* A datagram from a relay, tagged with the node it comes from: its reserved bytes
+ * zeroed, and `out` set to that node's relayed endpoint. False: not one. */
+static bool from_relay(const struct pywg_plane *p, uint8_t *d, size_t len,
+                       const struct sockaddr_storage *src, socklen_t srclen,
+                       struct sockaddr_in6 *out)
+{
+    uint32_t node;
+    if (len < PYWG_MESSAGE_TYPE_SIZE || d[0] < PYWG_MESSAGE_INITIATION ||
+        d[0] > PYWG_MESSAGE_TRANSPORT || (d[1] | d[2] | d[3]) == 0)
+        return false;
+    for (uint32_t r = 1; r <= PYWG_MAX_RELAY_INDEX; r++) {
+        if (p->relay_len[r] == 0 || !same_address(src, srclen, &p->relays[r], p->relay_len[r]))
+            continue;
+        node = (uint32_t)d[1] << 16 | (uint32_t)d[2] << 8 | d[3];
+        memset(d + PYWG_RELAY_TAG_OFFSET, 0, PYWG_RELAY_TAG_SIZE);
+        memset(out, 0, sizeof(*out));
+        out->sin6_family = AF_INET6;
+        out->sin6_port = htons((uint16_t)r);
+        out->sin6_addr.s6_addr[0] = PYWG_RELAYED_PREFIX_HIGH >> 8;
+        out->sin6_addr.s6_addr[1] = PYWG_RELAYED_PREFIX_HIGH & 0xff;
+        out->sin6_addr.s6_addr[13] = (uint8_t)(node >> 16);
+        out->sin6_addr.s6_addr[14] = (uint8_t)(node >> 8);
+        out->sin6_addr.s6_addr[15] = (uint8_t)node;
+        return true;
+    }
+    return false;
+}
+
 #define GSO_SPACE CMSG_SPACE(sizeof(uint16_t))
 #define TX_CONTROL (GSO_SPACE + CMSG_SPACE(sizeof(struct in6_pktinfo)))
 
@@ -984,6 +1075,9 @@ int pywg_plane_run_tx(struct pywg_plane *p)
         for (unsigned i = 0; i < sealed;) {
             struct pywg_peer *peer = owner[i];
             size_t seg = iov[i].iov_len, total = seg;
+            const struct sockaddr_storage *via;
+            socklen_t vialen;
+            uint32_t node;
             unsigned k = 1;
             struct msghdr *m = &msgs[out].msg_hdr;
             while (gso && i + k < sealed && k < 64 && owner[i + k] == peer &&
@@ -992,10 +1086,17 @@ int pywg_plane_run_tx(struct pywg_plane *p)
                 total += iov[i + k].iov_len;
                 k++;
             }
+            if (!carrier(p, &peer->endpoint, peer->endpoint_len, &via, &vialen, &node)) {
+                atomic_fetch_add(&p->stats.tx_no_relay, k);
+                i += k;
+                continue;
+            }
+            for (unsigned j = 0; node != 0 && j < k; j++)
+                put_tag(iov[i + j].iov_base, node);
             memset(&msgs[out], 0, sizeof(msgs[out]));
-            memcpy(&addrs[out], &peer->endpoint, peer->endpoint_len);
+            memcpy(&addrs[out], via, vialen);
             m->msg_name = &addrs[out];
-            m->msg_namelen = peer->endpoint_len;
+            m->msg_namelen = vialen;
             m->msg_iov = &iov[i];
             m->msg_iovlen = k;
             set_control(m, cmsgs[out], k > 1 ? (uint16_t)seg : 0, &peer->src);
@@ -1113,14 +1214,22 @@ static bool cookie_reply_allowed(struct pywg_plane *p, const uint8_t *source, si
  * limit (as Linux does, only to messages whose mac2 is valid). */
 /* One datagram back to `to`, from the address it came to (`local`), or from the
  * kernel's choice if that address is gone; whether it went. */
-static bool send_back(struct pywg_plane *p, const uint8_t *data, size_t len,
+static bool send_back(struct pywg_plane *p, uint8_t *data, size_t len,
                       const struct sockaddr_storage *to, socklen_t tolen,
                       const struct source *local)
 {
-    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    struct iovec iov = {.iov_base = data, .iov_len = len};
     uint8_t control[TX_CONTROL];
-    struct msghdr m = {.msg_name = (void *)to, .msg_namelen = tolen, .msg_iov = &iov,
-                       .msg_iovlen = 1};
+    const struct sockaddr_storage *via;
+    socklen_t vialen;
+    uint32_t node;
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (!carrier(p, to, tolen, &via, &vialen, &node))
+        return false;
+    if (node != 0)
+        put_tag(data, node);
+    m.msg_name = (void *)via;
+    m.msg_namelen = vialen;
     set_control(&m, control, 0, local);
     if (sendmsg(p->udp_fd, &m, MSG_DONTWAIT) == (ssize_t)len)
         return true;
@@ -1237,6 +1346,12 @@ static void receive_one(struct pywg_plane *p, uint8_t *d, size_t len,
     uint8_t *body = d + PYWG_TRANSPORT_HEADER_SIZE; /* of a transport message */
     uint64_t counter;
     size_t plain, inner;
+    struct sockaddr_storage relayed; /* the relayed endpoint a tagged datagram came from */
+    if (p->nrelays != 0 && !is_stun(d, len) &&
+        from_relay(p, d, len, src, srclen, (struct sockaddr_in6 *)&relayed)) {
+        src = &relayed;
+        srclen = sizeof(struct sockaddr_in6);
+    }
     if (len >= PYWG_TRANSPORT_MIN_SIZE && d[0] == PYWG_MESSAGE_TRANSPORT && !d[1] && !d[2] &&
         !d[3])
         kp = index_get(p, le32(d + PYWG_RECEIVER_INDEX_OFFSET));

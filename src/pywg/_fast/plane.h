@@ -79,6 +79,7 @@ struct pywg_plane_stats {
     uint64_t rx_unknown_index;           /* transport messages for no keypair: dropped */
     uint64_t rx_cookie_replies;          /* cookie replies sent from C under load */
     uint64_t rx_cookie_limited;          /* ... not sent: that source had its share */
+    uint64_t tx_no_relay;                /* for a relayed endpoint whose relay is not set */
 };
 
 #define PYWG_PLANE_VNET_HDR 1 /* the TUN was opened with IFF_VNET_HDR (+ TSO), offload.h */
@@ -116,6 +117,13 @@ void pywg_plane_set_cookie_secret(struct pywg_plane *p, const uint8_t *secret);
 /* The device's under-load threshold (Device.under_load_threshold); a new plane
  * starts with PYWG_UNDER_LOAD_THRESHOLD. */
 void pywg_plane_set_load_threshold(struct pywg_plane *p, uint32_t threshold);
+
+/* Mesh relay `number` (1..PYWG_MAX_RELAY_INDEX) is at addr (a sockaddr of the socket's
+ * family; addrlen 0: no longer). A peer whose endpoint is the relayed endpoint
+ * [100::ID]:number (pywg.relayed) is sent to it, tagged ID, and a datagram from it
+ * tagged ID comes from that endpoint, untagged. */
+void pywg_plane_set_relay(struct pywg_plane *p, uint32_t number, const uint8_t *addr,
+                          uint32_t addrlen);
 
 /* Peers. id is the caller's; the allowed-IPs table stores peers by id. */
 struct pywg_peer *pywg_peer_new(struct pywg_plane *p, uint32_t id);

@@ -207,7 +207,8 @@ class NativePlane:
         names = (
             "tx_packets rx_packets up_datagrams up_packets queue_drops "
             "rx_rejected rx_bad_source tx_no_route send_retries tx_malformed "
-            "rx_junk rx_bad_mac1 rx_unknown_index rx_cookie_replies rx_cookie_limited"
+            "rx_junk rx_bad_mac1 rx_unknown_index rx_cookie_replies rx_cookie_limited "
+            "tx_no_relay"
         )
         return {name: int(getattr(out, name)) for name in names.split()}
 
@@ -234,6 +235,11 @@ class NativePlane:
                 source = endpoint_of(bytes(self.ffi.buffer(self._addr, self._addrlen[0])))
                 local = bytes(self.ffi.buffer(self._local, self._local_len[0]))
             yield self._kind[0], data, source, local
+
+    def set_relay(self, number: int, where: Endpoint | None) -> None:
+        """Mesh relay `number` is at `where` (None: no longer); see `pywg.relayed`."""
+        raw = sockaddr(where, self.family) if where is not None else b""
+        self.lib.pywg_plane_set_relay(self.handle, number, raw, len(raw))
 
     def set_source_lookup(self, lookup: SourceLookup) -> None:
         """Where `sync` finds the source a peer's endpoint is answered from (the socket's

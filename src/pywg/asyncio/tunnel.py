@@ -48,6 +48,7 @@ from ..endpoint import AddressLike, Endpoint, SourceMessage, normalize_endpoint
 from ..events import EndpointChanged, Event, HandshakeCompleted, HandshakeTimedOut
 from ..keys import PresharedKey, PrivateKey, PublicKey
 from ..peer import Peer
+from ..relayed import Relays
 from ..uapi import EADDRINUSE, EIO, SetPlan, UapiError, UapiSession, parse_set
 from .tun import Tun, TunError
 from .udp import UdpSocket
@@ -129,6 +130,7 @@ class Tunnel:
         self._tun: Tun | None = None
         self._tun_fd = tun_fd
         self._udp: UdpSocket | None = None
+        self._relays = Relays()  # mesh relays for relayed endpoints (`set_relay`)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
@@ -162,6 +164,7 @@ class Tunnel:
             raise OSError(
                 exc.errno, f"cannot bind UDP port {self._listen_port}: {exc.strerror}"
             ) from None
+        self._udp.relays = self._relays
         self.device.listen_port = self._udp.port
         self.device.fwmark = self._fwmark
         self.device.mtu = self._tun.mtu
@@ -182,6 +185,8 @@ class Tunnel:
                 udp_offload=self.offload,
             )
             self._plane.set_source_lookup(self._udp.source_for)
+            for number, where in self._relays.items():
+                self._plane.set_relay(number, where)
             self._plane.sync(self.device)
             self._plane.start()
             self._loop.add_reader(self._plane.event_fd, self._on_plane_event)
@@ -192,6 +197,15 @@ class Tunnel:
         self._tick_task = self._loop.create_task(self._housekeeping())
         log.info("interface %s up, listening on UDP port %d", self.name, self._udp.port)
         self._after_change()
+
+    def set_relay(self, number: int, where: AddressLike | None) -> None:
+        """Mesh relay `number` (1..15) is at `where` (None: no longer): peers at relayed
+        endpoints ``[100::ID]:number`` (`pywg.relayed`) are reached through it, and what
+        it delivers tagged comes from those endpoints. Both data planes."""
+        endpoint = normalize_endpoint(where) if where is not None else None
+        self._relays.set(number, endpoint)
+        if self._plane is not None:
+            self._plane.set_relay(number, endpoint)
 
     def _open_tun(self) -> Tun:
         if self._tun_fd is None:
@@ -323,6 +337,7 @@ class Tunnel:
 
     def _swap_socket(self, new: UdpSocket) -> None:
         assert self._loop is not None and self._udp is not None
+        new.relays = self._relays
         if self._plane is not None:
             self._plane.set_udp(new.sock)  # before the old one closes
             self._plane.set_source_lookup(new.source_for)

@@ -34,6 +34,7 @@ from ..endpoint import (
     SourceMessage,
     normalize_endpoint,
 )
+from ..relayed import Relays
 
 SO_MARK: Final = 36  # linux/asm-generic/socket.h
 BUFFER_BYTES: Final = 4 << 20  # socket buffers: each overflow drop costs TCP a retransmit
@@ -57,6 +58,7 @@ class UdpSocket:
         self._sockaddr: dict[Endpoint, tuple[str, int] | tuple[str, int, int, int]] = {}
         # remote endpoint -> the PKTINFO control message naming our address it wrote to
         self._source: dict[Endpoint, SourceMessage] = {}
+        self.relays = Relays()  # mesh relays: relayed endpoints go through them (pywg.relayed)
         _enable_pktinfo(self.sock)
 
     def fileno(self) -> int:
@@ -78,6 +80,9 @@ class UdpSocket:
         reply = None
         for level, kind, raw in ancdata:
             reply = _reply_cmsg(level, kind, raw) or reply
+        if self.relays:
+            data, source = self.relays.inbound(data, normalize_endpoint(addr))
+            return data, source, reply
         return data, (addr[0], addr[1]), reply
 
     def note_local(self, source: AddressLike, reply: SourceMessage | None) -> None:
@@ -86,6 +91,8 @@ class UdpSocket:
         if reply is None:
             return
         endpoint = normalize_endpoint(source)
+        if self.relays:  # a relayed peer's datagrams came from its relay: answer the relay
+            endpoint = self.relays.carrier(endpoint)
         if self._source.get(endpoint) != reply:
             if len(self._source) > _MAX_TABLE:
                 self._source.clear()
@@ -102,7 +109,7 @@ class UdpSocket:
 
     def source_for(self, endpoint: Endpoint) -> SourceMessage | None:
         """The PKTINFO control message replies to `endpoint` carry; None: the kernel's choice."""
-        return self._source.get(endpoint)
+        return self._source.get(self.relays.carrier(endpoint) if self.relays else endpoint)
 
     def local_address(self, endpoint: Endpoint) -> str | None:
         """Our address that replies to `endpoint` leave from; None for the kernel's choice."""
@@ -110,7 +117,13 @@ class UdpSocket:
         return None if reply is None else _cmsg_address(reply)
 
     def sendto(self, data: bytes, endpoint: Endpoint) -> bool:
-        """Send one datagram; False if it could not go out (full buffer, no route)."""
+        """Send one datagram; False if it could not go out (full buffer, no route, a
+        relayed endpoint whose relay is not set)."""
+        if self.relays:
+            out = self.relays.outbound(data, endpoint)
+            if out is None:
+                return False
+            data, endpoint = out
         addr = self._sockaddr.get(endpoint)
         if addr is None:
             addr = self._resolve(endpoint)

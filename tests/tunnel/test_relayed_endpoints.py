@@ -1,0 +1,128 @@
+"""Peers behind a mesh relay: relayed endpoints [100::ID]:R on both data planes.
+
+Two Tunnels behind symmetric NATs (pywg.lab), which cannot reach each other
+directly, hold each other at relayed endpoints (`pywg.relayed`) and reach
+each other through a stand-in relay: a few lines on a public host that
+learn each node's mapping from a hello sent from its WireGuard socket and
+forward WireGuard messages by the id in their reserved bytes, rewriting it
+to the sender's (the tag format of docs/relay.md). Each side must handshake,
+carry pings of every size up to the MTU both ways (tagging adds no bytes),
+and see the other at its relayed endpoint; on the relay's link every
+WireGuard message (captured) carries a tag, the destination's on the way in
+and the source's on the way out.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pywg import relayed
+from pywg.keys import PrivateKey
+from pywg.lab import Internet, Lab
+from pywg.lab.capture import UdpCapture
+
+PREFIX = "pwrly"
+pytestmark = [pytest.mark.needs_lab("nft"), pytest.mark.time_limit(90)]
+RELAY_PORT = 3478
+IDS = {"a": 0x0A0001, "b": 0x0B0002}
+TUNNEL = {"a": "198.19.7.1", "b": "198.19.7.2"}
+
+_RELAY = r"""
+import socket, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[1], int(sys.argv[2])))
+where, who = {}, {}
+print("ready", flush=True)
+while True:
+    data, source = sock.recvfrom(65535)
+    if data[:5] == b"HELLO":  # a node names its id from its WireGuard socket
+        node = int.from_bytes(data[5:8], "big")
+        where[node], who[source] = source, node
+    elif data[:1] in (b"\x01", b"\x02", b"\x03", b"\x04") and source in who:
+        to = where.get(int.from_bytes(data[1:4], "big"))
+        if to is not None:
+            sock.sendto(data[:1] + who[source].to_bytes(3, "big") + data[4:], to)
+"""
+
+_NODE = r"""
+import asyncio, json, subprocess, sys
+from pywg import relayed
+from pywg.asyncio.tunnel import Tunnel
+from pywg.events import HandshakeCompleted
+from pywg.keys import PrivateKey
+
+ifname, key, my_id, peer_key, peer_id, relay_host, relay_port, addr, peer_addr = sys.argv[1:10]
+
+async def main():
+    async with Tunnel(ifname, private_key=PrivateKey.from_base64(key), listen_port=51820) as t:
+        subprocess.run(["ip", "addr", "add", addr + "/24", "dev", ifname], check=True)
+        subprocess.run(["ip", "link", "set", ifname, "up"], check=True)
+        relay = (relay_host, int(relay_port))
+        t.set_relay(1, relay)
+        hello = b"HELLO" + int(my_id).to_bytes(3, "big")
+        t.add_peer(peer_key, [peer_addr + "/32"], relayed.endpoint(1, int(peer_id)),
+                   persistent_keepalive=1)
+        while True:
+            t.send_datagram(hello, relay)
+            try:
+                event = await asyncio.wait_for(t.next_event(), 1.0)
+            except TimeoutError:
+                continue
+            if isinstance(event, HandshakeCompleted):
+                break
+        peer = next(iter(t.device.peers.values()))
+        print(json.dumps({"endpoint": list(peer.endpoint), "native": t.native}), flush=True)
+        for _ in range(40):
+            t.send_datagram(hello, relay)
+            await asyncio.sleep(0.5)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("backend", ["native", "pure"])
+def test_peers_reach_each_other_through_a_relay(lab: Lab, backend: str) -> None:
+    net = Internet(lab)
+    hub = net.public("hub")
+    sites = {name: net.behind_nat(name, "symmetric") for name in IDS}
+    relay = hub.host.popen(
+        sys.executable, "-c", _RELAY, hub.addr4, str(RELAY_PORT), stdout=subprocess.PIPE
+    )
+    assert relay.stdout is not None and relay.stdout.readline().strip() == b"ready"
+    keys = {name: PrivateKey.generate() for name in IDS}
+    env = {"PYWG_BACKEND": backend}
+    nodes = {}
+    for name, other in (("a", "b"), ("b", "a")):
+        nodes[name] = sites[name].host.popen(
+            sys.executable, "-c", _NODE, lab.ifname("r"), str(keys[name]), str(IDS[name]),
+            str(keys[other].public_key), str(IDS[other]), hub.addr4, str(RELAY_PORT),
+            TUNNEL[name], TUNNEL[other], stdout=subprocess.PIPE, env=env,
+        )  # fmt: skip
+    for name, other in (("a", "b"), ("b", "a")):
+        out = nodes[name].stdout
+        assert out is not None
+        got = json.loads(out.readline())
+        assert got["native"] is (backend == "native"), got
+        # each holds the other at its relayed endpoint: relay 1, the other's id
+        assert relayed.parse(tuple(got["endpoint"])) == (1, IDS[other]), got
+    a, b = sites["a"].host, sites["b"].host
+    assert a.wait_ping(TUNNEL["b"], deadline=10)
+    with UdpCapture(hub.host, hub.link.b_if) as capture:
+        since = time.monotonic()
+        for size in (0, 100, 1000, 1420 - 28):  # up to the tunnel MTU: the tag adds no bytes
+            done = a.run("ping", "-c", "2", "-W", "3", "-M", "do", "-s", str(size), TUNNEL["b"],
+                         check=False)  # fmt: skip
+            assert done.returncode == 0, done.stdout
+        assert b.ping(TUNNEL["a"], count=5, timeout=5)
+        time.sleep(0.3)
+        seen = [d for d in capture.datagrams(since=since) if d.payload[:1] == b"\x04"]
+    tags = {relayed.untag(d.payload)[0] if relayed.untag(d.payload) else 0 for d in seen}
+    assert len(seen) >= 2 * (4 * 2 + 5) and tags == set(IDS.values()), (len(seen), tags)
+    for proc in (*nodes.values(), relay):
+        proc.terminate()
+        proc.wait(10)
