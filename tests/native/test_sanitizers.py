@@ -9,7 +9,8 @@ instrumented), ``detect_leaks=0`` (CPython keeps objects to the end on
 purpose), ``PYTHONMALLOC=malloc`` (every object its own malloc block, so
 ASan sees past cffi buffers) and PYTHONPATH putting the copy first:
 
-- the data-plane tests (test_plane, test_offload, test_lpm, test_replay;
+- the data-plane tests (test_plane, test_offload, test_lpm, test_replay,
+  test_native_relay;
   the replay tests' pure-Python-only variants are left out: they never
   call C);
 - the C-facing fuzz harnesses (fuzz_dataplane: LPM packet lookup, TSO
@@ -48,6 +49,7 @@ DATA_PLANE_TESTS = [
     "core/test_replay.py",
     "native/test_blake2s.py",
     "native/test_xaead.py",
+    "native/test_native_relay.py",
 ]
 # test_replay's [pure] variants and test_pure_matches_model exercise PureReplayWindow only.
 NOT_PURE_ONLY = "not pure or native"

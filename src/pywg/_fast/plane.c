@@ -3,6 +3,7 @@
 #include "plane.h"
 
 #include "blake2s.h"
+#include "datagram.h"
 #include "xaead.h"
 #include "aead.h"
 #include "lpm.h"
@@ -185,24 +186,6 @@ static size_t padded_length(size_t len, uint32_t mtu)
     last = len > mtu ? len % mtu : len;
     rounded = round_up_to_padding(last);
     return len - last + (rounded < mtu ? rounded : mtu);
-}
-
-/* Same host: family, port and address (flow info and scope are not compared). */
-static bool same_address(const struct sockaddr_storage *a, socklen_t alen,
-                         const struct sockaddr_storage *b, socklen_t blen)
-{
-    if (alen == 0 || blen == 0 || a->ss_family != b->ss_family)
-        return false;
-    if (a->ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    if (a->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-        return x->sin6_port == y->sin6_port &&
-               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
-    }
-    return false;
 }
 
 /* ------------------------------------------------------------------ queue to Python */
@@ -810,7 +793,7 @@ static bool from_relay(const struct pywg_plane *p, uint8_t *d, size_t len,
         d[0] > PYWG_MESSAGE_TRANSPORT || (d[1] | d[2] | d[3]) == 0)
         return false;
     for (uint32_t r = 1; r <= PYWG_MAX_RELAY_INDEX; r++) {
-        if (p->relay_len[r] == 0 || !same_address(src, srclen, &p->relays[r], p->relay_len[r]))
+        if (p->relay_len[r] == 0 || !pywg_same_address(src, srclen, &p->relays[r], p->relay_len[r]))
             continue;
         node = (uint32_t)d[1] << 16 | (uint32_t)d[2] << 8 | d[3];
         memset(d + PYWG_RELAY_TAG_OFFSET, 0, PYWG_RELAY_TAG_SIZE);
@@ -1148,16 +1131,6 @@ static void write_tun(struct pywg_plane *p, const uint8_t *pkt, size_t len)
  * a length that is a multiple of 4 and fills the datagram. No WireGuard
  * message looks like one (its bytes 1-3 are zero, a STUN type's are not or
  * its byte 0 is). */
-static bool is_stun(const uint8_t *d, size_t len)
-{
-    size_t length;
-    if (len < 20 || (d[0] & 0xC0) != 0 || d[4] != 0x21 || d[5] != 0x12 || d[6] != 0xA4 ||
-        d[7] != 0x42)
-        return false;
-    length = (size_t)d[2] << 8 | d[3];
-    return length % 4 == 0 && len == 20 + length;
-}
-
 /* The cookie's input (§5.4.7, as cookie.source_bytes): the source address ‖ port
  * (big-endian), an IPv4-mapped IPv6 address as IPv4. Its length, 0 if unknown. */
 static size_t source_bytes(const struct sockaddr_storage *src, uint8_t out[18])
@@ -1284,7 +1257,7 @@ static bool worth_handing_up(struct pywg_plane *p, const struct pywg_kp *kp, con
 {
     uint8_t mac[PYWG_MAC_SIZE];
     size_t at, mac2_at;
-    if (is_stun(d, len))
+    if (pywg_is_stun(d, len))
         return true; /* endpoint discovery on this socket: Python's (pywg.stun) */
     if (len < PYWG_MESSAGE_TYPE_SIZE || (d[1] | d[2] | d[3]) != 0)
         goto junk;
@@ -1347,7 +1320,7 @@ static void receive_one(struct pywg_plane *p, uint8_t *d, size_t len,
     uint64_t counter;
     size_t plain, inner;
     struct sockaddr_storage relayed; /* the relayed endpoint a tagged datagram came from */
-    if (p->nrelays != 0 && !is_stun(d, len) &&
+    if (p->nrelays != 0 && !pywg_is_stun(d, len) &&
         from_relay(p, d, len, src, srclen, (struct sockaddr_in6 *)&relayed)) {
         src = &relayed;
         srclen = sizeof(struct sockaddr_in6);
@@ -1369,7 +1342,7 @@ static void receive_one(struct pywg_plane *p, uint8_t *d, size_t len,
     }
     /* authenticated (whitepaper §5.4.6) */
     peer = kp->peer;
-    if (!same_address(src, srclen, &peer->endpoint, peer->endpoint_len)) {
+    if (!pywg_same_address(src, srclen, &peer->endpoint, peer->endpoint_len)) {
         /* roaming (§2.1): the endpoint follows the latest authenticated packet */
         pthread_mutex_lock(&p->tx_lock);
         memset(&peer->endpoint, 0, sizeof(peer->endpoint));

@@ -1,0 +1,356 @@
+/* The mesh relay's forwarding loop. See relay.h. */
+#define _GNU_SOURCE /* recvmmsg, sendmmsg */
+#include "relay.h"
+
+#include "datagram.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#ifndef UDP_GRO
+#define UDP_GRO 104 /* linux/udp.h */
+#endif
+
+#define BUCKETS 65536u     /* of each hash table; chains grow past that */
+#define RX_SLOT 65536      /* one (possibly coalesced) datagram */
+#define OUT_MAX 1024       /* forwarded datagrams per sendmmsg round */
+
+struct node {
+    uint32_t id;
+    socklen_t len;
+    struct sockaddr_storage addr;
+    struct node *next_by_id, *next_by_addr;
+};
+
+struct pywg_relay {
+    int udp_fd, hand_fd, wake_fd, gro;
+    _Atomic int stopping;
+    pthread_mutex_t lock;
+    struct node *by_id[BUCKETS], *by_addr[BUCKETS]; /* lock */
+    uint64_t nodes;                                  /* lock */
+    struct {
+        _Atomic uint64_t forwarded, handed_up, up_drops, unassociated, bad_size, send_errors;
+    } stats;
+};
+
+/* A batch of datagrams to forward: each points into the receive buffers. */
+struct outgoing {
+    struct mmsghdr msgs[OUT_MAX];
+    struct iovec iov[OUT_MAX];
+    struct sockaddr_storage addrs[OUT_MAX];
+    unsigned count;
+};
+
+static uint32_t id_bucket(uint32_t id) { return (id * 2654435761u) % BUCKETS; }
+
+/* FNV-1a over an address's family-specific bytes and port (what pywg_same_address
+ * compares), so equal addresses share a bucket. */
+static uint32_t addr_bucket(const struct sockaddr_storage *a)
+{
+    const uint8_t *bytes;
+    size_t n;
+    uint16_t port;
+    uint32_t h = 2166136261u;
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)a;
+        bytes = in6->sin6_addr.s6_addr;
+        n = 16;
+        port = in6->sin6_port;
+    } else {
+        const struct sockaddr_in *in = (const void *)a;
+        bytes = (const uint8_t *)&in->sin_addr;
+        n = 4;
+        port = in->sin_port;
+    }
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ bytes[i]) * 16777619u;
+    h = (h ^ (port & 0xff)) * 16777619u;
+    h = (h ^ (port >> 8)) * 16777619u;
+    return h % BUCKETS;
+}
+
+static struct node *find_id(struct pywg_relay *r, uint32_t id)
+{
+    struct node *n = r->by_id[id_bucket(id)];
+    while (n != NULL && n->id != id)
+        n = n->next_by_id;
+    return n;
+}
+
+static struct node *find_addr(struct pywg_relay *r, const struct sockaddr_storage *a,
+                              socklen_t len)
+{
+    struct node *n = r->by_addr[addr_bucket(a)];
+    while (n != NULL && !pywg_same_address(&n->addr, n->len, a, len))
+        n = n->next_by_addr;
+    return n;
+}
+
+/* Take `gone` out of both chains (lock held). */
+static void unlink_node(struct pywg_relay *r, struct node *gone)
+{
+    struct node **link = &r->by_id[id_bucket(gone->id)];
+    while (*link != gone)
+        link = &(*link)->next_by_id;
+    *link = gone->next_by_id;
+    link = &r->by_addr[addr_bucket(&gone->addr)];
+    while (*link != gone)
+        link = &(*link)->next_by_addr;
+    *link = gone->next_by_addr;
+    r->nodes--;
+}
+
+struct pywg_relay *pywg_relay_new(int udp_fd, int hand_fd, int gro)
+{
+    struct pywg_relay *r = calloc(1, sizeof(*r));
+    int one = 1;
+    if (r == NULL)
+        return NULL;
+    r->udp_fd = udp_fd;
+    r->hand_fd = hand_fd;
+    r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (r->wake_fd < 0) {
+        free(r);
+        return NULL;
+    }
+    r->gro = gro && setsockopt(udp_fd, IPPROTO_UDP, UDP_GRO, &one, sizeof(one)) == 0;
+    pthread_mutex_init(&r->lock, NULL);
+    return r;
+}
+
+void pywg_relay_free(struct pywg_relay *r)
+{
+    if (r == NULL)
+        return;
+    for (uint32_t b = 0; b < BUCKETS; b++) {
+        struct node *n = r->by_id[b];
+        while (n != NULL) {
+            struct node *next = n->next_by_id;
+            free(n);
+            n = next;
+        }
+    }
+    close(r->wake_fd);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+}
+
+void pywg_relay_stop(struct pywg_relay *r)
+{
+    uint64_t one = 1;
+    ssize_t ignored;
+    r->stopping = 1;
+    ignored = write(r->wake_fd, &one, sizeof(one));
+    (void)ignored;
+}
+
+int pywg_relay_set_node(struct pywg_relay *r, uint32_t id, const uint8_t *addr,
+                        uint32_t addrlen)
+{
+    struct node *old, *n = NULL;
+    if (id < 1 || id > PYWG_MAX_RELAY_NODE_ID || addrlen > sizeof(struct sockaddr_storage))
+        return -1;
+    if (addrlen != 0) {
+        n = calloc(1, sizeof(*n));
+        if (n == NULL)
+            return -1;
+        n->id = id;
+        n->len = addrlen;
+        memcpy(&n->addr, addr, addrlen);
+    }
+    pthread_mutex_lock(&r->lock);
+    old = find_id(r, id);
+    if (old != NULL)
+        unlink_node(r, old);
+    if (n != NULL) {
+        struct node *holder = find_addr(r, &n->addr, n->len);
+        if (holder != NULL) { /* an address is one node's: the newest association wins */
+            unlink_node(r, holder);
+            free(holder);
+        }
+        n->next_by_id = r->by_id[id_bucket(id)];
+        r->by_id[id_bucket(id)] = n;
+        n->next_by_addr = r->by_addr[addr_bucket(&n->addr)];
+        r->by_addr[addr_bucket(&n->addr)] = n;
+        r->nodes++;
+    }
+    pthread_mutex_unlock(&r->lock);
+    free(old);
+    return 0;
+}
+
+void pywg_relay_stats(struct pywg_relay *r, struct pywg_relay_stats *out)
+{
+    out->forwarded = r->stats.forwarded;
+    out->handed_up = r->stats.handed_up;
+    out->up_drops = r->stats.up_drops;
+    out->unassociated = r->stats.unassociated;
+    out->bad_size = r->stats.bad_size;
+    out->send_errors = r->stats.send_errors;
+    pthread_mutex_lock(&r->lock);
+    out->nodes = r->nodes;
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* One datagram to Python: where it came from, then its bytes. */
+static void hand_up(struct pywg_relay *r, const uint8_t *d, size_t len,
+                    const struct sockaddr_storage *src, socklen_t srclen)
+{
+    struct pywg_relay_up up = {0};
+    struct iovec iov[2] = {{.iov_base = &up, .iov_len = sizeof(up)},
+                           {.iov_base = (void *)d, .iov_len = len}};
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+    up.addrlen = srclen <= sizeof(up.addr) ? srclen : 0;
+    memcpy(up.addr, src, up.addrlen);
+    if (sendmsg(r->hand_fd, &m, MSG_DONTWAIT) < 0)
+        atomic_fetch_add(&r->stats.up_drops, 1);
+    else
+        atomic_fetch_add(&r->stats.handed_up, 1);
+}
+
+/* Forward one datagram, hand it up, or drop it (lock held). */
+static void relay_one(struct pywg_relay *r, uint8_t *d, size_t len,
+                      const struct sockaddr_storage *src, socklen_t srclen, struct outgoing *out)
+{
+    struct node *from, *to;
+    uint32_t dest;
+    if (pywg_is_stun(d, len) || len < PYWG_MESSAGE_TYPE_SIZE || d[0] < PYWG_MESSAGE_INITIATION ||
+        d[0] > PYWG_MESSAGE_TRANSPORT) {
+        hand_up(r, d, len, src, srclen); /* not WireGuard: STUN, associations */
+        return;
+    }
+    dest = (uint32_t)d[1] << 16 | (uint32_t)d[2] << 8 | d[3];
+    if (!pywg_message_shaped(d, len) || dest == 0) {
+        atomic_fetch_add(&r->stats.bad_size, 1);
+        return;
+    }
+    from = find_addr(r, src, srclen);
+    if (from == NULL) {
+        atomic_fetch_add(&r->stats.unassociated, 1);
+        return;
+    }
+    to = find_id(r, dest);
+    if (to == NULL || out->count == OUT_MAX) {
+        hand_up(r, d, len, src, srclen); /* on TCP, another relay, or nowhere: Python's */
+        return;
+    }
+    d[PYWG_RELAY_TAG_OFFSET] = (uint8_t)(from->id >> 16);
+    d[PYWG_RELAY_TAG_OFFSET + 1] = (uint8_t)(from->id >> 8);
+    d[PYWG_RELAY_TAG_OFFSET + 2] = (uint8_t)from->id;
+    memcpy(&out->addrs[out->count], &to->addr, to->len);
+    out->iov[out->count] = (struct iovec){.iov_base = d, .iov_len = len};
+    memset(&out->msgs[out->count], 0, sizeof(out->msgs[0]));
+    out->msgs[out->count].msg_hdr.msg_name = &out->addrs[out->count];
+    out->msgs[out->count].msg_hdr.msg_namelen = to->len;
+    out->msgs[out->count].msg_hdr.msg_iov = &out->iov[out->count];
+    out->msgs[out->count].msg_hdr.msg_iovlen = 1;
+    out->count++;
+}
+
+/* The segment size of a coalesced receive (UDP_GRO), or 0. */
+static size_t gro_size(struct msghdr *m)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR(m, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO &&
+            c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+            int seg;
+            memcpy(&seg, CMSG_DATA(c), sizeof(seg));
+            return seg > 0 ? (size_t)seg : 0;
+        }
+    }
+    return 0;
+}
+
+static void send_out(struct pywg_relay *r, struct outgoing *out)
+{
+    unsigned done = 0;
+    while (done < out->count) {
+        int sent = sendmmsg(r->udp_fd, out->msgs + done, out->count - done, 0);
+        if (sent > 0) {
+            done += (unsigned)sent;
+            atomic_fetch_add(&r->stats.forwarded, (uint64_t)sent);
+            continue;
+        }
+        if (sent < 0 && errno == EINTR)
+            continue;
+        if (sent < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
+            struct pollfd pfd = {.fd = r->udp_fd, .events = POLLOUT};
+            if (poll(&pfd, 1, 100) > 0)
+                continue;
+        }
+        atomic_fetch_add(&r->stats.send_errors, 1); /* this one cannot go: skip it */
+        done++;
+    }
+    out->count = 0;
+}
+
+/* Wait until the socket is readable; false once stopping. */
+static bool wait_readable(struct pywg_relay *r)
+{
+    struct pollfd pfd[2] = {{.fd = r->udp_fd, .events = POLLIN},
+                            {.fd = r->wake_fd, .events = POLLIN}};
+    while (!r->stopping) {
+        if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+            return false;
+        if (pfd[0].revents & (POLLIN | POLLERR))
+            return !r->stopping;
+    }
+    return false;
+}
+
+int pywg_relay_run(struct pywg_relay *r)
+{
+    static __thread struct mmsghdr msgs[PYWG_RELAY_BATCH];
+    static __thread struct iovec iov[PYWG_RELAY_BATCH];
+    static __thread struct sockaddr_storage addrs[PYWG_RELAY_BATCH];
+    static __thread uint8_t cmsgs[PYWG_RELAY_BATCH][CMSG_SPACE(sizeof(int))];
+    uint8_t *bufs = malloc((size_t)PYWG_RELAY_BATCH * RX_SLOT);
+    struct outgoing *out = calloc(1, sizeof(*out));
+    if (bufs == NULL || out == NULL) {
+        free(bufs);
+        free(out);
+        return -1;
+    }
+    while (wait_readable(r)) {
+        int n;
+        for (unsigned i = 0; i < PYWG_RELAY_BATCH; i++) {
+            iov[i] = (struct iovec){.iov_base = bufs + (size_t)i * RX_SLOT, .iov_len = RX_SLOT};
+            memset(&msgs[i], 0, sizeof(msgs[i]));
+            msgs[i].msg_hdr.msg_name = &addrs[i];
+            msgs[i].msg_hdr.msg_namelen = sizeof(addrs[i]);
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_control = cmsgs[i];
+            msgs[i].msg_hdr.msg_controllen = sizeof(cmsgs[i]);
+        }
+        n = recvmmsg(r->udp_fd, msgs, PYWG_RELAY_BATCH, MSG_DONTWAIT, NULL);
+        if (n <= 0)
+            continue; /* EAGAIN, or an ICMP error consumed */
+        pthread_mutex_lock(&r->lock);
+        for (int i = 0; i < n; i++) {
+            uint8_t *d = iov[i].iov_base;
+            size_t len = msgs[i].msg_len, seg = gro_size(&msgs[i].msg_hdr);
+            socklen_t alen = msgs[i].msg_hdr.msg_namelen;
+            if (seg == 0 || seg >= len)
+                seg = len;
+            for (size_t off = 0; off < len; off += seg)
+                relay_one(r, d + off, len - off < seg ? len - off : seg, &addrs[i], alen, out);
+        }
+        pthread_mutex_unlock(&r->lock);
+        send_out(r, out);
+    }
+    free(bufs);
+    free(out);
+    return 0;
+}

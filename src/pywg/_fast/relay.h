@@ -1,0 +1,79 @@
+/*
+ * The mesh relay's forwarding loop: tagged WireGuard messages between nodes
+ * associated over UDP, in batches, without Python (docs/relay.md).
+ *
+ * Theory of operation
+ * -------------------
+ * A relay forwards sealed WireGuard messages between mesh nodes by their
+ * 24-bit ids, carried in the three reserved bytes after a message's type
+ * (pywg.relayed): the destination's on the way in, the source's on the way
+ * out. One loop, on a thread started from Python (cffi releases the GIL for
+ * the whole call), owns the relay's UDP socket for reading:
+ *
+ *   recvmmsg up to PYWG_RELAY_BATCH datagrams (split where UDP GRO coalesced
+ *   them) → a WireGuard message of a valid size (whitepaper §5.4: 148, 92 and
+ *   64 bytes for types 1-3, at least 32 for type 4) from an address associated
+ *   with node S, tagged with node D associated over UDP → retag it S → one
+ *   sendmmsg for the batch.
+ *
+ * The work per datagram is bounded and done before anything else: a type
+ * and size check and two hash lookups. A WireGuard message from an address
+ * no node is associated with is dropped here and counted. Everything else
+ * (STUN and association requests, messages for a node not associated over
+ * UDP: on TCP, or on another relay, or nowhere) goes up to Python through
+ * a datagram socketpair (`hand_fd`), each as a struct pywg_relay_up header
+ * and the datagram; the kernel bounds that socket's buffer, and what does
+ * not fit is dropped and counted, so a flood costs Python at most a buffer.
+ *
+ * Python owns the associations (pywg_relay_set_node, after it has checked a
+ * node's signed association request) and sends what it forwards itself
+ * (from TCP clients, other relays) on the same UDP socket.
+ *
+ * Locking: one mutex guards the tables; the loop holds it for a batch's
+ * lookups, pywg_relay_set_node for a change.
+ */
+#ifndef PYWG_FAST_RELAY_H
+#define PYWG_FAST_RELAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wg_constants.h"
+
+/* cdef-begin */
+#define PYWG_RELAY_BATCH 64
+#define PYWG_RELAY_UP_ADDR 28 /* sizeof(struct sockaddr_in6): the largest address kept */
+
+struct pywg_relay;
+
+struct pywg_relay_stats {
+    uint64_t forwarded;    /* WireGuard messages sent on to a node associated over UDP */
+    uint64_t handed_up;    /* datagrams handed to Python */
+    uint64_t up_drops;     /* ... that did not fit in the hand-off socket's buffer */
+    uint64_t unassociated; /* WireGuard messages from no associated address: dropped */
+    uint64_t bad_size;     /* WireGuard types of no valid size, or without a tag: dropped */
+    uint64_t send_errors;  /* forwarded messages the kernel refused */
+    uint64_t nodes;        /* associations held */
+};
+
+/* What precedes each datagram handed up on `hand_fd`: where it came from. */
+struct pywg_relay_up {
+    uint32_t addrlen;
+    uint8_t addr[PYWG_RELAY_UP_ADDR];
+};
+
+/* A relay on a bound UDP socket and the writing end of a SOCK_DGRAM socketpair;
+ * `gro`: ask for coalesced receives. NULL if out of memory. */
+struct pywg_relay *pywg_relay_new(int udp_fd, int hand_fd, int gro);
+void pywg_relay_free(struct pywg_relay *r);
+/* The loop; returns 0 once pywg_relay_stop has been called. */
+int pywg_relay_run(struct pywg_relay *r);
+void pywg_relay_stop(struct pywg_relay *r);
+/* Node `id` (1..PYWG_MAX_RELAY_NODE_ID) is associated with addr (a sockaddr of the
+ * socket's family; addrlen 0: no longer). 0, or -1 (bad id or address, no memory). */
+int pywg_relay_set_node(struct pywg_relay *r, uint32_t id, const uint8_t *addr,
+                        uint32_t addrlen);
+void pywg_relay_stats(struct pywg_relay *r, struct pywg_relay_stats *out);
+/* cdef-end */
+
+#endif

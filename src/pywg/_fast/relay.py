@@ -1,0 +1,107 @@
+"""Python side of the relay's native forwarding loop (``relay.c``): its thread and tables.
+
+`NativeRelay` runs the C loop on a relay's UDP socket: it forwards tagged
+WireGuard messages between nodes associated over UDP by itself, and hands
+everything else (STUN, associations, messages for nodes it does not hold) to
+Python through a datagram socketpair, read with `received()` when
+`hand_fd` is readable. Python says which node is where (`set_node`) and
+sends what it forwards itself on the same socket.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Final
+
+from pywg.endpoint import Endpoint
+
+from . import require
+from .plane import endpoint_of, sockaddr
+
+HAND_BUFFER: Final = 4 << 20  # bytes the hand-off socket holds for Python; beyond, dropped
+_UP_HEADER: Final = 32  # sizeof(struct pywg_relay_up)
+_MAX_DATAGRAM: Final = 65535
+
+
+class NativeRelay:
+    """The C forwarding loop on `udp` (bound); `start()`, then `stop()`."""
+
+    def __init__(
+        self, udp: socket.socket, on_exit: Callable[[str], None], *, gro: bool = True
+    ) -> None:
+        self.ffi, self.lib = require()
+        self.family = udp.family
+        self._mine, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        for end, option in ((self._theirs, socket.SO_SNDBUF), (self._mine, socket.SO_RCVBUF)):
+            end.setsockopt(socket.SOL_SOCKET, option, HAND_BUFFER)
+        self._mine.setblocking(False)
+        self.handle: Any = self.lib.pywg_relay_new(udp.fileno(), self._theirs.fileno(), int(gro))
+        if self.handle == self.ffi.NULL:
+            self._close_pair()
+            raise MemoryError("cannot create the native relay")
+        self._on_exit = on_exit
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._stats = self.ffi.new("struct pywg_relay_stats *")
+
+    @property
+    def hand_fd(self) -> int:
+        """Readable when datagrams wait for Python (`received`)."""
+        return self._mine.fileno()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="pywg-relay", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        status = self.lib.pywg_relay_run(self.handle)  # cffi releases the GIL for the loop
+        if not self._stopping:
+            self._on_exit(f"native relay loop ended (status {status})")
+
+    def stop(self) -> None:
+        """Stop the loop, wait for it, free the C relay. Idempotent."""
+        if self.handle is None:
+            return
+        self._stopping = True
+        self.lib.pywg_relay_stop(self.handle)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.lib.pywg_relay_free(self.handle)
+        self.handle = None
+        self._close_pair()
+
+    def _close_pair(self) -> None:
+        self._mine.close()
+        self._theirs.close()
+
+    def set_node(self, node: int, where: Endpoint | None) -> None:
+        """Node `node` is associated with `where` over UDP (None: no longer). An address
+        belongs to one node: associating it again takes it from the other."""
+        raw = sockaddr(where, self.family) if where is not None else b""
+        if where is not None and not raw:
+            raise ValueError(f"{where} cannot be reached from this socket")
+        if self.lib.pywg_relay_set_node(self.handle, node, raw, len(raw)) != 0:
+            raise ValueError(f"cannot associate node {node}")
+
+    def received(self, limit: int = 256) -> Iterator[tuple[bytes, Endpoint]]:
+        """The datagrams handed up so far (at most `limit`): (data, where it came from)."""
+        for _ in range(limit):
+            try:
+                record = self._mine.recv(_UP_HEADER + _MAX_DATAGRAM)
+            except BlockingIOError:
+                return
+            addrlen = int.from_bytes(record[:4], sys.byteorder)  # a uint32_t
+            source = endpoint_of(record[4 : 4 + addrlen])
+            if source is not None:
+                yield record[_UP_HEADER:], source
+
+    def stats(self) -> dict[str, int]:
+        self.lib.pywg_relay_stats(self.handle, self._stats)
+        names = "forwarded handed_up up_drops unassociated bad_size send_errors nodes"
+        return {name: int(getattr(self._stats, name)) for name in names.split()}
+
+    def __repr__(self) -> str:
+        return f"<NativeRelay {'running' if self.handle is not None else 'stopped'}>"
