@@ -6,7 +6,7 @@ import pytest
 
 from helpers.device_pair import make_pair
 from helpers.ip_packets import ip, ip4, ip6
-from helpers.virtual_network import Network
+from helpers.virtual_network import Host, Network
 from pywg import (
     Device,
     EndpointChanged,
@@ -134,14 +134,20 @@ def test_roaming_follows_latest_authenticated_packet() -> None:
     assert b.device.peer(a.device.public_key).endpoint == new_addr
 
 
-def test_replayed_transport_and_initiation_rejected() -> None:
-    net = Network()
+def first_exchange(net: Network) -> tuple[Host, Host, list[bytes]]:
+    """A pair that has handshaken over one packet from a to b: (a, b, what a sent)."""
     a, b = make_pair(net)
     captured: list[bytes] = []
     net.tap = lambda t, data, src, dst: captured.append(data) if src == a.addr else None
     net.send(a, ip4("198.19.0.1", "198.19.0.2", b"once"))
     net.run_until(1.0)
     assert len(b.received) == 1
+    return a, b, captured
+
+
+def test_replayed_transport_and_initiation_rejected() -> None:
+    net = Network()
+    a, b, captured = first_exchange(net)
     initiation = next(d for d in captured if d[0] == 1)
     transports = [d for d in captured if d[0] == 4]
     for d in transports:
@@ -159,11 +165,7 @@ def test_receive_datagram_says_whether_it_authenticated() -> None:
     """True exactly for a datagram that authenticated as a peer's (the shell learns where
     replies leave from only then); garbage, forgeries and replays give False."""
     net = Network()
-    a, b = make_pair(net)
-    captured: list[bytes] = []
-    net.tap = lambda t, data, src, dst: captured.append(data) if src == a.addr else None
-    net.send(a, ip4("198.19.0.1", "198.19.0.2", b"once"))
-    net.run_until(1.0)
+    a, b, captured = first_exchange(net)
     initiation = next(d for d in captured if d[0] == 1)
     transport = next(d for d in captured if d[0] == 4)
     fresh = Device(PrivateKey.generate(), 51820)  # knows a: the initiation is new to it

@@ -61,6 +61,21 @@ def kernel_choice(pair: Pair) -> str:
     return found.group(1)
 
 
+def second_address(pair: Pair) -> tuple[str, str]:
+    """Give pywgd's host its second address on the link, and the peers each other, the
+    peer reaching pywgd at the address the kernel would not choose as the source:
+    (the kernel's choice, the address the peer uses)."""
+    family = pair.family
+    second, prefix = SECOND[family]
+    pw_if = pair.link.ifname(pair.pw.host)
+    pair.pw.host.ip("addr", "add", f"{second}/{prefix}", "dev", pw_if, *(["nodad"] * (family == 6)))
+    chosen = kernel_choice(pair)
+    (unchosen,) = {second, pair.underlay(pair.pw)} - {chosen}
+    pair.go.add_peer(pair.pw, endpoint=format_endpoint((unchosen, pair.pw.port)))
+    pair.pw.add_peer(pair.go)  # pywgd learns the peer's endpoint from its handshake
+    return chosen, unchosen
+
+
 def renew_peer(node: Node, other: Node, endpoint: str | None) -> None:
     """Remove and re-add `other` on `node`: a fresh peer, with no session, must handshake."""
     node.wg("set", node.ifname, "peer", str(other.public_key), "remove")
@@ -84,14 +99,10 @@ def test_replies_come_from_the_address_the_peer_used(
         else pywgd_pair(lab, family, backend)
     )
     pw_if = pair.link.ifname(pair.pw.host)
-    second, prefix = SECOND[family]
-    pair.pw.host.ip("addr", "add", f"{second}/{prefix}", "dev", pw_if, *(["nodad"] * (family == 6)))
-    chosen = kernel_choice(pair)
-    (unchosen,) = {second, pair.underlay(pair.pw)} - {chosen}
+    chosen, unchosen = second_address(pair)
+    prefix = SECOND[family][1]
     primary = format_endpoint((chosen, pair.pw.port))
     used = format_endpoint((unchosen, pair.pw.port))
-    pair.go.add_peer(pair.pw, endpoint=used)
-    pair.pw.add_peer(pair.go)  # pywgd learns the peer's endpoint from its handshake
 
     traffic(pair.go, pair.pw)  # the peer starts: pywgd answers the handshake
     assert endpoint_of_pywgd(pair) == used
@@ -149,14 +160,8 @@ def test_a_forged_datagram_does_not_move_the_source(lab: Lab, family: int, backe
     """Only an authenticated datagram moves where replies leave from: one forged to our
     other address, in the peer's name, is dropped and changes nothing (whitepaper §2.1)."""
     pair = make_pair(lab, family, backend)
-    pw_if = pair.link.ifname(pair.pw.host)
-    second, prefix = SECOND[family]
-    pair.pw.host.ip("addr", "add", f"{second}/{prefix}", "dev", pw_if, *(["nodad"] * (family == 6)))
-    chosen = kernel_choice(pair)
-    (unchosen,) = {second, pair.underlay(pair.pw)} - {chosen}
+    chosen, unchosen = second_address(pair)
     used = format_endpoint((unchosen, pair.pw.port))
-    pair.go.add_peer(pair.pw, endpoint=used)
-    pair.pw.add_peer(pair.go)
     traffic(pair.go, pair.pw)
     assert endpoint_of_pywgd(pair) == used
 

@@ -1,7 +1,9 @@
 /*
  * What the native loops (plane.c, relay.c) ask of a UDP datagram before anything
  * else: who sent it (address equality) and what it is (STUN, or a WireGuard
- * message of a valid size). Header-only: small, and on every datagram's path.
+ * message of a valid size); and the receive batch both read them in.
+ * Header-only: small, and on every datagram's path. Include it after defining
+ * _GNU_SOURCE (struct mmsghdr).
  */
 #ifndef PYWG_FAST_DATAGRAM_H
 #define PYWG_FAST_DATAGRAM_H
@@ -64,6 +66,26 @@ static inline bool pywg_message_shaped(const uint8_t *d, size_t len)
         return len >= PYWG_TRANSPORT_MIN_SIZE;
     default:
         return false;
+    }
+}
+
+/* Point a recvmmsg batch's n headers at their buffers (`slot` bytes each from
+ * `bufs`), address and control room (`cmsg_room` bytes each from `cmsgs`), for the
+ * next call: recvmmsg overwrites the lengths it returns. */
+static inline void pywg_rx_batch(struct mmsghdr *msgs, struct iovec *iov,
+                                 struct sockaddr_storage *addrs, uint8_t *cmsgs,
+                                 size_t cmsg_room, uint8_t *bufs, size_t slot, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        iov[i].iov_base = bufs + (size_t)i * slot;
+        iov[i].iov_len = slot;
+        memset(&msgs[i], 0, sizeof(msgs[i]));
+        msgs[i].msg_hdr.msg_name = &addrs[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof(addrs[i]);
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_control = cmsgs + (size_t)i * cmsg_room;
+        msgs[i].msg_hdr.msg_controllen = cmsg_room;
     }
 }
 

@@ -1436,17 +1436,8 @@ int pywg_plane_run_rx(struct pywg_plane *p)
     while (wait_ready(p, 1, p->udp_fd, POLLIN, -1)) {
         int n;
         double now;
-        for (unsigned i = 0; i < PYWG_PLANE_BATCH; i++) {
-            iov[i].iov_base = bufs + (size_t)i * RX_SLOT;
-            iov[i].iov_len = RX_SLOT;
-            memset(&msgs[i], 0, sizeof(msgs[i]));
-            msgs[i].msg_hdr.msg_name = &addrs[i];
-            msgs[i].msg_hdr.msg_namelen = sizeof(addrs[i]);
-            msgs[i].msg_hdr.msg_iov = &iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-            msgs[i].msg_hdr.msg_control = cmsgs[i];
-            msgs[i].msg_hdr.msg_controllen = sizeof(cmsgs[i]);
-        }
+        pywg_rx_batch(msgs, iov, addrs, cmsgs[0], sizeof(cmsgs[0]), bufs, RX_SLOT,
+                      PYWG_PLANE_BATCH);
         n = recvmmsg(p->udp_fd, msgs, PYWG_PLANE_BATCH, MSG_DONTWAIT, NULL);
         if (n <= 0)
             continue; /* EAGAIN, an ICMP error consumed, or the socket was replaced */

@@ -324,16 +324,8 @@ int pywg_relay_run(struct pywg_relay *r)
     }
     while (wait_readable(r)) {
         int n;
-        for (unsigned i = 0; i < PYWG_RELAY_BATCH; i++) {
-            iov[i] = (struct iovec){.iov_base = bufs + (size_t)i * RX_SLOT, .iov_len = RX_SLOT};
-            memset(&msgs[i], 0, sizeof(msgs[i]));
-            msgs[i].msg_hdr.msg_name = &addrs[i];
-            msgs[i].msg_hdr.msg_namelen = sizeof(addrs[i]);
-            msgs[i].msg_hdr.msg_iov = &iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-            msgs[i].msg_hdr.msg_control = cmsgs[i];
-            msgs[i].msg_hdr.msg_controllen = sizeof(cmsgs[i]);
-        }
+        pywg_rx_batch(msgs, iov, addrs, cmsgs[0], sizeof(cmsgs[0]), bufs, RX_SLOT,
+                      PYWG_RELAY_BATCH);
         n = recvmmsg(r->udp_fd, msgs, PYWG_RELAY_BATCH, MSG_DONTWAIT, NULL);
         if (n <= 0)
             continue; /* EAGAIN, or an ICMP error consumed */
