@@ -21,6 +21,7 @@ import ipaddress
 from typing import Final
 
 from .constants import (
+    INITIATION_SIZE,
     MAX_RELAY_INDEX,
     MAX_RELAY_NODE_ID,
     MESSAGE_INITIATION,
@@ -78,6 +79,14 @@ def untag(message: bytes) -> tuple[int, bytes] | None:
     return node, message[:RELAY_TAG_OFFSET] + bytes(RELAY_TAG_SIZE) + message[_TAG_END:]
 
 
+def relay_stun(data: bytes) -> bool:
+    """Whether a datagram from a relay is its STUN (an answer to an association or a
+    Binding request) rather than a tagged WireGuard message. A success response's type
+    0x0101 starts like a tagged initiation; the relay never sends a STUN message of an
+    initiation's size, so one of exactly that size starting 0x01 is WireGuard."""
+    return is_stun(data) and not (len(data) == INITIATION_SIZE and data[0] == MESSAGE_INITIATION)
+
+
 class Relays:
     """The relays a socket sends relayed endpoints through: number -> the relay's endpoint.
 
@@ -132,7 +141,7 @@ class Relays:
         """The datagram and its source as WireGuard must see them (untagged, from the
         relayed endpoint when it came tagged from a relay)."""
         number = self._by_endpoint.get(source)
-        if number is None or is_stun(data):  # a STUN answer's first byte may be 0x01
+        if number is None or relay_stun(data):
             return data, source
         untagged = untag(data)
         if untagged is None:

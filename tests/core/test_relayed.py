@@ -6,7 +6,7 @@ import pytest
 
 from pywg import relayed
 from pywg.constants import MAX_RELAY_INDEX, MAX_RELAY_NODE_ID
-from pywg.stun import binding_request, binding_success, new_transaction_id
+from pywg.stun import MAGIC_COOKIE, binding_request, binding_success, is_stun, new_transaction_id
 
 INITIATION = bytes([1, 0, 0, 0]) + bytes(range(144))
 TRANSPORT = bytes([4, 0, 0, 0]) + bytes(range(60))
@@ -61,6 +61,10 @@ def test_relays_translate_both_ways_and_only_for_their_relay() -> None:
     for stun_message in (binding_request(txid), binding_success(txid, ("198.18.0.1", 4000))):
         # the relay's own STUN (a success response starts 0x01 0x01, like a tagged type 1)
         assert relays.inbound(stun_message, relay) == (stun_message, relay)
+    # a tagged initiation that happens to pass as STUN (node 0x??0080, sender index equal
+    # to the magic cookie) is still WireGuard: the relay sends no STUN of 148 bytes
+    lookalike = bytes([1, 0, 0, 0x80]) + MAGIC_COOKIE.to_bytes(4, "big") + bytes(140)
+    assert is_stun(lookalike) and relays.inbound(lookalike, relay)[1] == relayed.endpoint(2, 0x80)
     with pytest.raises(ValueError):
         relays.set(3, relay)  # one relay, one number
     relays.set(2, None)

@@ -109,10 +109,11 @@ def test_drops_what_no_member_sent_and_what_is_no_message(rig: Rig) -> None:
         relayed.tag(bytes([1, 0, 0, 0]) + bytes(100), 2),  # an initiation of the wrong size
         relayed.tag(bytes([4, 0, 0, 0]) + bytes(20), 2),  # shorter than a keepalive
         transport(),  # no destination
+        b"\x07" + bytes(40),  # no type at all
     ):
         rig.send(a, junk)
     assert silent(b)
-    assert wait_for(lambda: rig.relay.stats()["bad_size"] == 3, 2.0)
+    assert wait_for(lambda: rig.relay.stats()["bad_size"] == 4, 2.0)
     stats = rig.relay.stats()
     assert stats["unassociated"] == 1 and stats["forwarded"] == 0 and stats["handed_up"] == 0
 

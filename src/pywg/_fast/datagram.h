@@ -48,6 +48,15 @@ static inline bool pywg_is_stun(const uint8_t *d, size_t len)
     return length % 4 == 0 && len == 20 + length;
 }
 
+/* Whether a datagram from a mesh relay is its STUN rather than a tagged WireGuard
+ * message (pywg.relayed.relay_stun): a success response's type 0x0101 starts like a
+ * tagged initiation, and the relay never sends STUN of an initiation's size. */
+static inline bool pywg_relay_stun(const uint8_t *d, size_t len)
+{
+    return pywg_is_stun(d, len) &&
+           !(len == PYWG_INITIATION_SIZE && d[0] == PYWG_MESSAGE_INITIATION);
+}
+
 /* Whether a datagram has a WireGuard message's type and a size valid for it
  * (whitepaper §5.4: 148, 92 and 64 bytes for types 1-3, at least 32 for type 4);
  * the reserved bytes are not looked at. */

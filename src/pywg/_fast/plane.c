@@ -1320,7 +1320,7 @@ static void receive_one(struct pywg_plane *p, uint8_t *d, size_t len,
     uint64_t counter;
     size_t plain, inner;
     struct sockaddr_storage relayed; /* the relayed endpoint a tagged datagram came from */
-    if (p->nrelays != 0 && !pywg_is_stun(d, len) &&
+    if (p->nrelays != 0 && !pywg_relay_stun(d, len) &&
         from_relay(p, d, len, src, srclen, (struct sockaddr_in6 *)&relayed)) {
         src = &relayed;
         srclen = sizeof(struct sockaddr_in6);

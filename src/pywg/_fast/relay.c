@@ -225,13 +225,14 @@ static void relay_one(struct pywg_relay *r, uint8_t *d, size_t len,
 {
     struct node *from, *to;
     uint32_t dest;
-    if (pywg_is_stun(d, len) || len < PYWG_MESSAGE_TYPE_SIZE || d[0] < PYWG_MESSAGE_INITIATION ||
-        d[0] > PYWG_MESSAGE_TRANSPORT) {
-        hand_up(r, d, len, src, srclen); /* not WireGuard: STUN, associations */
+    if (len > 0 && d[0] == 0) {
+        /* a STUN request (RFC 8489 §5: its first byte is 0 for a request), associations
+         * among them; nothing that starts 1-4 is one here: a relay gets only requests */
+        hand_up(r, d, len, src, srclen);
         return;
     }
-    dest = (uint32_t)d[1] << 16 | (uint32_t)d[2] << 8 | d[3];
-    if (!pywg_message_shaped(d, len) || dest == 0) {
+    if (!pywg_message_shaped(d, len) ||
+        (dest = (uint32_t)d[1] << 16 | (uint32_t)d[2] << 8 | d[3]) == 0) {
         atomic_fetch_add(&r->stats.bad_size, 1);
         return;
     }

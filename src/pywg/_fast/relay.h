@@ -18,9 +18,10 @@
  *
  * The work per datagram is bounded and done before anything else: a type
  * and size check and two hash lookups. A WireGuard message from an address
- * no node is associated with is dropped here and counted. Everything else
- * (STUN and association requests, messages for a node not associated over
- * UDP: on TCP, or on another relay, or nowhere) goes up to Python through
+ * no node is associated with is dropped here and counted, and so is anything
+ * that is neither that nor a STUN request (first byte 0). The rest (STUN and
+ * association requests, messages for a node not associated over UDP: on
+ * TCP, or on another relay, or nowhere) goes up to Python through
  * a datagram socketpair (`hand_fd`), each as a struct pywg_relay_up header
  * and the datagram; the kernel bounds that socket's buffer, and what does
  * not fit is dropped and counted, so a flood costs Python at most a buffer.
@@ -51,7 +52,7 @@ struct pywg_relay_stats {
     uint64_t handed_up;    /* datagrams handed to Python */
     uint64_t up_drops;     /* ... that did not fit in the hand-off socket's buffer */
     uint64_t unassociated; /* WireGuard messages from no associated address: dropped */
-    uint64_t bad_size;     /* WireGuard types of no valid size, or without a tag: dropped */
+    uint64_t bad_size;     /* neither a STUN request nor a tagged WireGuard message: dropped */
     uint64_t send_errors;  /* forwarded messages the kernel refused */
     uint64_t nodes;        /* associations held */
 };
