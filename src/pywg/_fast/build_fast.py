@@ -43,7 +43,16 @@ CONSTANTS = HERE.parent / "constants.py"
 CONSTANTS_HEADER = HERE / "wg_constants.h"
 C_PREFIX = "PYWG_"
 # One .h/.c pair per concern; each .h holds a cdef-marked block.
-COMPONENTS: tuple[str, ...] = ("replay", "lpm", "aead", "blake2s", "xaead", "offload", "plane")
+COMPONENTS: tuple[str, ...] = (
+    "replay",
+    "lpm",
+    "uapiparse",
+    "aead",
+    "blake2s",
+    "xaead",
+    "offload",
+    "plane",
+)
 LIBRARIES: list[str] = ["crypto"]  # OpenSSL libcrypto, for aead.c
 # Python's own CFLAGS already give -O3 -Wall; gnu11 for the Linux APIs to come.
 EXTRA_COMPILE_ARGS = ["-std=gnu11", "-Wno-unused-parameter"]
