@@ -74,6 +74,9 @@
 #define POOL_MAX 0x7ffffff0u /* nodes per family, never reached in practice */
 #define HASH_MIN 16u          /* entries; a power of two */
 #define OWNERS_MIN 16u        /* owner entries; a power of two */
+/* A bulk insert of more prefixes than this into a family settles its lookup
+ * tables once at the end (family_settle) instead of after each prefix. */
+#define BULK_DEFER 64u
 
 /* A reference to a node in an owner's list: its pool index, with REF_V6 set
  * for the IPv6 family. Index 0 is never a node, so 0 is "no node". */
@@ -112,6 +115,7 @@ struct slot {
 struct jump {
     uint32_t owner;     /* the node, NIL while the table is on the free list */
     uint32_t next_free;
+    uint32_t stale;     /* 1: to be recomputed when a bulk insert ends */
     struct slot slot[JUMP_SLOTS];
 };
 
@@ -156,6 +160,10 @@ struct family {
     uint32_t nlengths;   /* distinct prefix lengths in use */
     uint8_t lengths[129]; /* those lengths, longest first */
     uint32_t per_length[129]; /* stored prefixes of each length */
+    /* during a bulk insert (pywg_lpm_insert_many): the root slots and jump
+     * tables are marked stale instead of recomputed after every prefix */
+    uint32_t deferred;
+    uint32_t roots_stale;
     /* lookup strategy, from the lengths in use (strategy_update) */
     uint32_t hash_limit; /* pywg_lpm_set_hash_lengths */
     uint32_t probes;     /* probe the hash for this many of the longest lengths, */
@@ -604,6 +612,35 @@ static void tables_touch(struct family *f, uint32_t parent, const uint64_t w[2])
     }
 }
 
+/* tables_touch for a bulk insert: only mark what it would recompute. */
+static void tables_mark(struct family *f, uint32_t parent, const uint64_t w[2])
+{
+    unsigned depth;
+
+    if (parent == NIL || f->pool[parent].cidr < ROOT_BITS)
+        f->roots_stale = 1;
+    if (parent == NIL || f->jumps_used == 0)
+        return;
+    depth = f->pool[parent].cidr;
+    for (uint32_t i = f->root; i != NIL; i = node_next(&f->pool[i], w)) {
+        const struct node *n = &f->pool[i];
+
+        if (n->jump != 0 && depth < n->cidr + JUMP_BITS)
+            f->jumps[n->jump].stale = 1;
+        if (i == parent)
+            break;
+    }
+}
+
+/* After any change: recompute the slots it touched, or mark them in a bulk insert. */
+static void tables_changed(struct family *f, uint32_t parent, const uint64_t w[2])
+{
+    if (f->deferred)
+        tables_mark(f, parent, w);
+    else
+        tables_touch(f, parent, w);
+}
+
 /* Give node x a jump table (best effort: nothing happens on ENOMEM). */
 static void jump_add(struct family *f, uint32_t x)
 {
@@ -633,6 +670,7 @@ static void jump_add(struct family *f, uint32_t x)
     }
     f->jumps[id].owner = x;
     f->jumps[id].next_free = 0;
+    f->jumps[id].stale = 0;
     f->jumps_used++;
     f->pool[x].jump = (uint16_t)id;
     jump_refresh(f, id);
@@ -969,7 +1007,7 @@ static int family_insert(struct pywg_lpm *t, struct family *f, uint64_t w[2], un
             }
             n->value = value;
             owner_append(t, value, ref_of(t, f, cur));
-            tables_touch(f, parent, w);
+            tables_changed(f, parent, w);
             strategy_update(f);
             return 0;
         }
@@ -1005,8 +1043,9 @@ static int family_insert(struct pywg_lpm *t, struct family *f, uint64_t w[2], un
     lengths_add(f, cidr);
     hash_put(f->table, f->table_mask, w, cidr, value);
     owner_append(t, value, ref_of(t, f, fresh));
-    tables_touch(f, parent, w);
-    jumps_grow(f, w, cidr);
+    tables_changed(f, parent, w);
+    if (!f->deferred) /* a bulk insert grows them once the tables are settled */
+        jumps_grow(f, w, cidr);
     strategy_update(f);
     return 0;
 }
@@ -1211,6 +1250,31 @@ static void record_store(uint8_t *rec, const struct family *f, const struct node
         rec[2 + i] = (uint8_t)(w[i >> 3] >> (56 - 8 * (i & 7)));
 }
 
+/* End a bulk insert of family f: recompute what it marked stale, then let
+ * each inserted prefix grow jump tables as a single insert would have. */
+static void family_settle(struct pywg_lpm *t, struct family *f, const uint8_t *records, size_t n)
+{
+    f->deferred = 0;
+    if (f->roots_stale) {
+        for (uint32_t number = 0; number < ROOT_SLOTS; number++)
+            root_slot_compute(f, number, &f->slots[number]);
+        f->roots_stale = 0;
+    }
+    for (uint32_t id = 1; id < f->jumps_top; id++) {
+        if (f->jumps[id].owner != NIL && f->jumps[id].stale) {
+            jump_refresh(f, id);
+            f->jumps[id].stale = 0;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t w[2];
+        unsigned cidr = 0;
+
+        if (record_key(t, records + i * RECORD_SIZE, w, &cidr) == f)
+            jumps_grow(f, w, cidr);
+    }
+}
+
 int pywg_lpm_insert_many(struct pywg_lpm *t, const uint8_t *records, size_t n, uint32_t value)
 {
     size_t per[2] = {0, 0};
@@ -1232,14 +1296,21 @@ int pywg_lpm_insert_many(struct pywg_lpm *t, const uint8_t *records, size_t n, u
         pool_reserve(&t->v6, (uint32_t)(2 * per[1])) != 0 ||
         hash_reserve(&t->v4, (uint32_t)per[0]) != 0 || hash_reserve(&t->v6, (uint32_t)per[1]) != 0)
         return -1;
+    /* Many prefixes: the lookup tables are settled once at the end, not
+     * after each (a slot can be recomputed hundreds of times otherwise). */
+    t->v4.deferred = per[0] > BULK_DEFER;
+    t->v6.deferred = per[1] > BULK_DEFER;
     for (size_t i = 0; i < n; i++) {
         uint64_t w[2];
         unsigned cidr = 0;
         struct family *f = record_key(t, records + i * RECORD_SIZE, w, &cidr);
 
-        if (family_insert(t, f, w, cidr, value) != 0)
-            return -1; /* never: the room was made above */
+        (void)family_insert(t, f, w, cidr, value); /* cannot fail: the room was made above */
     }
+    if (t->v4.deferred)
+        family_settle(t, &t->v4, records, n);
+    if (t->v6.deferred)
+        family_settle(t, &t->v6, records, n);
     return 0;
 }
 
