@@ -434,6 +434,10 @@ class AllowedIPs(Generic[T]):
         """`networks_of`, as `Prefix`es: the fast form for rendering a get reply."""
         return [node.prefix() for node in self._owned.get(id(value), ())]
 
+    def records_of(self, value: T) -> PrefixList:
+        """`prefixes_of`, packed."""
+        return PrefixList(self.prefixes_of(value))
+
     def items(self) -> Iterator[tuple[Network, T]]:
         """Every ``(network, value)``: IPv4 first, then IPv6, each sorted by address then length.
 

@@ -313,6 +313,10 @@ class Device:
     def allowed_ips(self, public_key: PublicKey | str | bytes) -> list[str]:
         return [str(prefix) for prefix in self._allowed.prefixes_of(self.peer(public_key))]
 
+    def allowed_ip_records(self, public_key: PublicKey | str | bytes) -> PrefixList:
+        """`allowed_ips`, packed (for the UAPI's get answer): in the order they were assigned."""
+        return self._allowed.records_of(self.peer(public_key))
+
     @property
     def routing_version(self) -> int:
         """Changes whenever any peer's allowed IPs change (for mirrors of the table)."""

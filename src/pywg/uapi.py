@@ -51,7 +51,7 @@ from typing import Final
 from . import endpoint
 from .allowedips import Prefix, PrefixList, parse_prefix
 from .backend import BACKEND
-from .constants import UAPI_MAX_REQUEST
+from .constants import PREFIX_RECORD_SIZE, UAPI_MAX_REQUEST
 from .device import Device
 from .endpoint import Endpoint, format_endpoint
 from .exceptions import LocalProtocolError, WireGuardError
@@ -66,9 +66,12 @@ MAX_LINE: Final = 4096
 MAX_REQUEST: Final = UAPI_MAX_REQUEST
 
 _BulkParser = Callable[[bytearray, int, int], tuple[bytes, int]]
+_BulkWriter = Callable[[bytearray, int], tuple[str, int]]
 _bulk_allowed_ips: _BulkParser | None = None
+_bulk_allowed_ip_text: _BulkWriter | None = None
 if BACKEND == "native":
     from ._fast.uapiparse import allowed_ip_lines as _bulk_allowed_ips
+    from ._fast.uapiparse import allowed_ip_text as _bulk_allowed_ip_text
 
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 _DECIMAL = re.compile(r"0*[0-9]{1,10}")  # leading zeros are fine, as for Go's ParseUint
@@ -245,9 +248,25 @@ def get(device: Device) -> str:
         out.append(f"tx_bytes={peer.tx_bytes}")
         out.append(f"rx_bytes={peer.rx_bytes}")
         out.append(f"persistent_keepalive_interval={peer.persistent_keepalive}")
-        out.extend(f"allowed_ip={network}" for network in device.allowed_ips(public_key))
+        if lines := _allowed_ip_lines(device.allowed_ip_records(public_key)):
+            out.append(lines)
     out.append("errno=0")
     return "\n".join(out) + "\n\n"
+
+
+def _allowed_ip_lines(prefixes: PrefixList) -> str:
+    """A peer's `allowed_ip=` lines as one text (no newline after the last): in bulk
+    where the native backend can, one prefix at a time where it leaves one."""
+    records, offset, parts = prefixes.records, 0, []
+    while offset < len(records):
+        if _bulk_allowed_ip_text is not None:
+            text, offset = _bulk_allowed_ip_text(records, offset)
+            parts.append(text)
+            if offset == len(records):
+                break
+        parts.append(f"allowed_ip={Prefix.from_record(records, offset)}\n")
+        offset += PREFIX_RECORD_SIZE
+    return "".join(parts)[:-1]
 
 
 # ---------------------------------------------------------------------- set

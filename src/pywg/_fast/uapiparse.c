@@ -1,4 +1,4 @@
-/* Runs of `allowed_ip=` lines of a UAPI set request, in bulk: see uapiparse.h. */
+/* Runs of `allowed_ip=` lines of the UAPI, parsed and written in bulk: see uapiparse.h. */
 #include "uapiparse.h"
 
 #include <arpa/inet.h>
@@ -142,4 +142,44 @@ size_t pywg_uapi_allowed_ips(const uint8_t *text, size_t len, uint8_t *out, size
     }
     *consumed = pos;
     return taken;
+}
+
+size_t pywg_uapi_format_allowed_ips(const uint8_t *records, size_t n, uint8_t *out, size_t cap,
+                                    size_t *written)
+{
+    static const uint8_t zeros[10] = {0};
+    size_t pos = 0, k = 0;
+
+    for (; k < n; k++) {
+        const uint8_t *rec = records + k * PYWG_PREFIX_RECORD_SIZE;
+        char text[INET6_ADDRSTRLEN];
+        size_t alen;
+        unsigned cidr = rec[1];
+
+        if (rec[0] == 4) {
+            if (inet_ntop(AF_INET, rec + 2, text, sizeof(text)) == NULL)
+                break;
+        } else if (rec[0] == 6 && memcmp(rec + 2, zeros, sizeof(zeros)) != 0) {
+            if (inet_ntop(AF_INET6, rec + 2, text, sizeof(text)) == NULL)
+                break;
+        } else {
+            break; /* ::/80, or not a record: Python's */
+        }
+        alen = strlen(text);
+        if (cidr > 128 || cap - pos < KEY_LEN + alen + 5)
+            break;
+        memcpy(out + pos, KEY, KEY_LEN);
+        pos += KEY_LEN;
+        memcpy(out + pos, text, alen);
+        pos += alen;
+        out[pos++] = '/';
+        if (cidr >= 100)
+            out[pos++] = (uint8_t)('0' + cidr / 100);
+        if (cidr >= 10)
+            out[pos++] = (uint8_t)('0' + cidr / 10 % 10);
+        out[pos++] = (uint8_t)('0' + cidr % 10);
+        out[pos++] = '\n';
+    }
+    *written = pos;
+    return k;
 }

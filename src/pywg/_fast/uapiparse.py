@@ -1,8 +1,9 @@
-"""Wrapper of ``uapiparse.c``: runs of ``allowed_ip=`` lines of a UAPI set request, in bulk.
+"""Wrapper of ``uapiparse.c``: runs of ``allowed_ip=`` lines of the UAPI, in bulk.
 
-`pywg.uapi` hands each run it meets to `allowed_ip_lines` when the native
-backend is selected; the lines C leaves (anything but a plain ``ADDR/LEN``
-it is certain of) it parses itself, one at a time, with the same result.
+When the native backend is selected, `pywg.uapi` hands each run of a set
+request to `allowed_ip_lines`; the lines C leaves (anything but a plain
+``ADDR/LEN`` it is certain of) it parses itself, one at a time, with the same
+result. A get answer's lines come from `allowed_ip_text` the same way.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from pywg import _fast
 from pywg.constants import PREFIX_RECORD_SIZE
 
-__all__ = ["allowed_ip_lines"]
+__all__ = ["allowed_ip_lines", "allowed_ip_text"]
 
 _ffi: Any = _fast.ffi
 _lib: Any = _fast.lib
@@ -31,3 +32,20 @@ def allowed_ip_lines(data: bytearray | bytes, start: int, end: int) -> tuple[byt
     with _ffi.from_buffer("uint8_t[]", data) as text:
         taken = _lib.pywg_uapi_allowed_ips(text + start, end - start, out, cap, consumed)
     return bytes(_ffi.buffer(out, taken * PREFIX_RECORD_SIZE)), start + int(consumed[0])
+
+
+def allowed_ip_text(records: bytes | bytearray, offset: int = 0) -> tuple[str, int]:
+    """``allowed_ip=ADDR/LEN\\n`` lines for the prefix records from ``records[offset]`` on,
+    up to the first one C leaves to Python (IPv6 in ::/80), and the offset after the
+    last one written."""
+    count = (len(records) - offset) // PREFIX_RECORD_SIZE
+    if count <= 0:
+        return "", offset
+    out = _ffi.new("uint8_t[]", count * _lib.PYWG_UAPI_ALLOWED_IP_MAX_LINE)
+    written = _ffi.new("size_t *")
+    with _ffi.from_buffer("uint8_t[]", records) as data:
+        done = _lib.pywg_uapi_format_allowed_ips(
+            data + offset, count, out, count * _lib.PYWG_UAPI_ALLOWED_IP_MAX_LINE, written
+        )
+    text = _ffi.buffer(out, written[0])[:].decode("ascii")
+    return text, offset + done * PREFIX_RECORD_SIZE
