@@ -511,9 +511,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", source) from None
     if len(data) > UAPI_MAX_REQUEST:
-        raise ConfigError(
-            f"larger than {UAPI_MAX_REQUEST} bytes, not a configuration file", source
-        )
+        raise ConfigError(f"larger than {UAPI_MAX_REQUEST} bytes, not a configuration file", source)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
