@@ -587,6 +587,16 @@ int pywg_plane_routes_load(struct pywg_plane *p, const struct pywg_lpm *src, con
     return 0;
 }
 
+int64_t pywg_plane_route_lookup(struct pywg_plane *p, int family, const uint8_t *addr)
+{
+    int64_t id;
+
+    pthread_rwlock_rdlock(&p->routes_lock);
+    id = pywg_lpm_lookup(p->routes, family, addr);
+    pthread_rwlock_unlock(&p->routes_lock);
+    return id;
+}
+
 /* ------------------------------------------------------------------ keypairs */
 
 static struct pywg_kp *index_get(struct pywg_plane *p, uint32_t index)

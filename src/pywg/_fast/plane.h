@@ -141,6 +141,9 @@ void pywg_peer_set_current(struct pywg_plane *p, struct pywg_peer *peer, struct 
  * new one, never a mix. 0 ok, -1 ENOMEM (the old table stays). */
 int pywg_plane_routes_load(struct pywg_plane *p, const struct pywg_lpm *src, const uint32_t *map,
                            size_t nmap);
+/* The peer id the loops route family (4 or 6) address addr to, -1 for none (under the
+ * routes lock, as the loops read it; for tests of the mirror). */
+int64_t pywg_plane_route_lookup(struct pywg_plane *p, int family, const uint8_t *addr);
 
 /* Keypairs. The replay window starts as a copy of *replay (may be NULL: empty). */
 struct pywg_kp *pywg_kp_new(struct pywg_plane *p, struct pywg_peer *peer, const uint8_t *send_key,

@@ -392,6 +392,15 @@ class NativePlane:
             raise MemoryError("cannot mirror the allowed IPs into the native plane")
         self._routing_version = device.routing_version
 
+    def route(self, address: bytes) -> Peer | None:
+        """The peer the loops send a packet for ``address`` (4 or 16 bytes) to, from the
+        plane's own copy of the allowed IPs (to check the mirror)."""
+        found = self.lib.pywg_plane_route_lookup(
+            self.handle, 4 if len(address) == 4 else 6, address
+        )
+        by_id = {mirror.id: peer for peer, mirror in self._peers.items()}
+        return by_id.get(found) if found >= 0 else None
+
     # ------------------------------------------------------------------ timers
     def traffic(self, device: Device, now: float) -> None:
         """Tell the core what the loops did per peer since the last call, and hand C

@@ -31,9 +31,9 @@
 #include "wg_constants.h" /* PYWG_PREFIX_RECORD_SIZE */
 
 /* cdef-begin */
-/* The shortest line taken, `allowed_ip=0.0.0.0/0\n`: text of n bytes gives at
+/* The shortest line taken, `allowed_ip=::/0\n`: text of n bytes gives at
  * most n / PYWG_UAPI_ALLOWED_IP_MIN_LINE records. */
-#define PYWG_UAPI_ALLOWED_IP_MIN_LINE 21
+#define PYWG_UAPI_ALLOWED_IP_MIN_LINE 16
 
 /* Parse the lines at text[0, len) while they are `allowed_ip=` lines as above,
  * at most cap of them, into out (cap records). Returns how many were taken and
