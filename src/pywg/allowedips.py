@@ -45,6 +45,12 @@ cannot be stored, because ``lookup`` uses it for "no route".
 
 This module is sans-IO and not thread-safe; mutate the table only from the
 thread that also looks things up (or hold a lock).
+
+This trie is the reference. With the native backend, `pywg.device.Device`
+keeps the same table in C (`pywg._fast.routes.NativeAllowedIPs`, the same API
+and answers; the tests run both). Prefixes travel in bulk as a `PrefixList`:
+18-byte records (`constants.PREFIX_RECORD_SIZE`) that the C table, the
+UAPI's bulk parser and its get answer read and write directly.
 """
 
 from __future__ import annotations

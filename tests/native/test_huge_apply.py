@@ -6,7 +6,7 @@ device mirrors into a `NativePlane`, while a task on the same loop samples how
 late its 1 ms sleeps wake up: that lateness is how long a handshake message
 or a timer would wait. The set must apply and the longest stall stay far
 below what a handshake tolerates (the whole request takes about 30 ms here;
-parsing it line by line in Python stalled the loop for 0.8 s).
+the pure-Python table and line-by-line parser stall the loop for about 0.6 s).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ pytestmark = [
 if _fast.AVAILABLE:
     from pywg._fast.plane import NativePlane
 
-# Generous for a shared 2-CPU machine: measured 25 ms, against 0.78 s line by line.
+# Generous for a shared 2-CPU machine: measured 25 ms; line by line in Python, 0.6 s.
 LONGEST_STALL = 0.3
 
 

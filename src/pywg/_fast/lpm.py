@@ -1,7 +1,10 @@
 """Native longest-prefix-match table: a thin wrapper over ``lpm.c``.
 
 The C table is what the native data plane consults per packet (cryptokey
-routing, whitepaper §3); this wrapper is for tests, benchmarks and tools.
+routing, whitepaper §3), and what the core's table is kept in with the
+native backend (`pywg._fast.routes`, which maps its ids to peers); this
+wrapper serves that, tests, benchmarks and tools. The bulk forms take and
+give packed prefix records (`pywg.allowedips.PrefixList`).
 Semantics match :class:`pywg.allowedips.AllowedIPs` except that values are
 32-bit unsigned ints (peer ids) rather than objects, and ``remove`` deletes a
 prefix whatever its value. See ``lpm.h`` for the structure and its costs.
