@@ -1205,7 +1205,9 @@ int pywg_lpm_remove_value(struct pywg_lpm *t, uint32_t value)
         const struct node *n = &f->pool[ref & ~REF_V6];
         uint64_t w[2] = {n->w[0], n->w[1]};
 
-        removed += family_remove(t, f, w, n->cidr, NULL);
+        if (family_remove(t, f, w, n->cidr, NULL) != 1)
+            break; /* never: a listed node is a stored prefix (this keeps a bug finite) */
+        removed++;
     }
     return removed;
 }
