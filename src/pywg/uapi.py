@@ -25,9 +25,9 @@ Limits: a line is at most MAX_LINE bytes and a request at most MAX_REQUEST
 bytes (16 MiB: 130,000 allowed IPs take about 5 MiB). Set lines are parsed as
 they arrive and only the plan is kept, never the text. The allowed IPs a peer
 section adds are kept packed (`PrefixList`, 18 bytes each), so 16 MiB of the
-shortest `allowed_ip=1.0.0.0/8` lines plan at most 15 MB; a removal
-(`allowed_ip=-...`) costs about 180 bytes, so 16 MiB of those, all different,
-about 140 MB. The bound is generous because only root can reach the socket;
+shortest `allowed_ip=::/0` lines plan at most about 20 MB; a removal
+(`allowed_ip=-...`) costs about 160 bytes, so 16 MiB of those, all different,
+about 120 MB. The bound is generous because only root can reach the socket;
 it exists so that a runaway writer fails with -EPROTO instead of exhausting
 memory.
 
