@@ -31,7 +31,7 @@ from pywg.system.secretfile import write_secret_file
 
 PREFIX = "pwbig"
 WG_TIMEOUT = 30.0  # seconds for one `wg` run on a huge configuration
-# Peak RSS of pywgd with 130,000 allowed IPs is about 78 MiB (docs/daemon.md);
+# Peak RSS of pywgd with 130,000 allowed IPs is 75-78 MiB (docs/daemon.md);
 # the bound is generous, it is there to catch a copy per line or a leak.
 PYWGD_PEAK_RSS_LIMIT = 400 << 20
 

@@ -34,18 +34,20 @@ def allowed_ip_lines(data: bytearray | bytes, start: int, end: int) -> tuple[byt
     return bytes(_ffi.buffer(out, taken * PREFIX_RECORD_SIZE)), start + int(consumed[0])
 
 
+_TEXT_CHUNK = 4096  # records per C call: a 220 KiB buffer, whatever the table's size
+
+
 def allowed_ip_text(records: bytes | bytearray, offset: int = 0) -> tuple[str, int]:
     """``allowed_ip=ADDR/LEN\\n`` lines for the prefix records from ``records[offset]`` on,
     up to the first one C leaves to Python (IPv6 in ::/80), and the offset after the
     last one written."""
-    count = (len(records) - offset) // PREFIX_RECORD_SIZE
-    if count <= 0:
-        return "", offset
-    out = _ffi.new("uint8_t[]", count * _lib.PYWG_UAPI_ALLOWED_IP_MAX_LINE)
-    written = _ffi.new("size_t *")
+    size = _lib.PYWG_UAPI_ALLOWED_IP_MAX_LINE * _TEXT_CHUNK
+    out, written, parts = _ffi.new("uint8_t[]", size), _ffi.new("size_t *"), []
     with _ffi.from_buffer("uint8_t[]", records) as data:
-        done = _lib.pywg_uapi_format_allowed_ips(
-            data + offset, count, out, count * _lib.PYWG_UAPI_ALLOWED_IP_MAX_LINE, written
-        )
-    text = _ffi.buffer(out, written[0])[:].decode("ascii")
-    return text, offset + done * PREFIX_RECORD_SIZE
+        while (count := min(_TEXT_CHUNK, (len(records) - offset) // PREFIX_RECORD_SIZE)) > 0:
+            done = _lib.pywg_uapi_format_allowed_ips(data + offset, count, out, size, written)
+            parts.append(_ffi.buffer(out, written[0])[:].decode("ascii"))
+            offset += done * PREFIX_RECORD_SIZE
+            if done < count:
+                break
+    return "".join(parts), offset
