@@ -45,6 +45,12 @@ cannot be stored, because ``lookup`` uses it for "no route".
 
 This module is sans-IO and not thread-safe; mutate the table only from the
 thread that also looks things up (or hold a lock).
+
+This trie is the reference. With the native backend, `pywg.device.Device`
+keeps the same table in C (`pywg._fast.routes.NativeAllowedIPs`, the same API
+and answers; the tests run both). Prefixes travel in bulk as a `PrefixList`:
+18-byte records (`constants.PREFIX_RECORD_SIZE`) that the C table, the
+UAPI's bulk parser and its get answer read and write directly.
 """
 
 from __future__ import annotations
@@ -52,14 +58,15 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Generic, NamedTuple, TypeVar
 
+from .constants import PREFIX_RECORD_SIZE
 from .exceptions import LocalProtocolError
 from .redact import quote
 
-__all__ = ["AllowedIPs", "Network", "Prefix", "parse_network", "parse_prefix"]
+__all__ = ["AllowedIPs", "Network", "Prefix", "PrefixList", "parse_network", "parse_prefix"]
 
 T = TypeVar("T")
 
@@ -98,6 +105,19 @@ class Prefix(NamedTuple):
         """The network address in network byte order (4 or 16 bytes)."""
         return self.bits.to_bytes(self.width // 8, "big")
 
+    def record(self) -> bytes:
+        """The packed form (`PrefixList`): family, length, 16 address bytes."""
+        if self.width == _V4_BITS:
+            return bytes((4, self.cidr)) + self.bits.to_bytes(4, "big") + _V4_PAD
+        return bytes((6, self.cidr)) + self.bits.to_bytes(16, "big")
+
+    @classmethod
+    def from_record(cls, data: bytes | bytearray | memoryview, offset: int = 0) -> Prefix:
+        """The prefix of the record at ``data[offset:]`` (see `record`)."""
+        if data[offset] == 4:
+            return cls(_V4_BITS, int.from_bytes(data[offset + 2 : offset + 6]), data[offset + 1])
+        return cls(_V6_BITS, int.from_bytes(data[offset + 2 : offset + 18]), data[offset + 1])
+
     def __str__(self) -> str:
         """As ``str(self.network())``, the canonical text (RFC 5952 for IPv6), faster."""
         if self.width == _V4_BITS:
@@ -105,6 +125,60 @@ class Prefix(NamedTuple):
         if self.bits >> 48 == 0:  # in ::/80 inet_ntop may write a dotted quad; ipaddress never
             return str(self.network())
         return f"{socket.inet_ntop(socket.AF_INET6, self.packed())}/{self.cidr}"
+
+
+_V4_PAD = bytes(PREFIX_RECORD_SIZE - 6)
+
+
+class PrefixList:
+    """Prefixes in the packed form the bulk paths pass around, in order.
+
+    Each is a record of ``PREFIX_RECORD_SIZE`` bytes (`Prefix.record`): 18
+    bytes where a `Prefix` object costs about 160 with its ints, so a set
+    request's allowed IPs are kept as one buffer from the parser to the
+    native table (``pywg_lpm_insert_many`` reads the same records).
+    Repeats are kept; inserting one again changes nothing.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, prefixes: Iterable[Prefix] = ()) -> None:
+        self._data = bytearray()
+        for prefix in prefixes:
+            self.append(prefix)
+
+    def append(self, prefix: Prefix) -> None:
+        self._data += prefix.record()
+
+    def extend_records(self, records: bytes | bytearray) -> None:
+        """Add records already packed (whole records, each a valid prefix)."""
+        if len(records) % PREFIX_RECORD_SIZE:
+            raise ValueError(f"records are {PREFIX_RECORD_SIZE} bytes each")
+        self._data += records
+
+    def clear(self) -> None:
+        self._data = bytearray()
+
+    @property
+    def records(self) -> bytearray:
+        """The packed records (the list's own buffer: do not change it)."""
+        return self._data
+
+    def __len__(self) -> int:
+        return len(self._data) // PREFIX_RECORD_SIZE
+
+    def __iter__(self) -> Iterator[Prefix]:
+        data = self._data
+        for offset in range(0, len(data), PREFIX_RECORD_SIZE):
+            yield Prefix.from_record(data, offset)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PrefixList) and self._data == other._data
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"<PrefixList {len(self)} prefixes>"
 
 
 def _fast_prefix(text: str) -> Prefix | None:
@@ -289,6 +363,15 @@ class AllowedIPs(Generic[T]):
             self._delete(node)
         return len(nodes)
 
+    def insert_many(self, prefixes: PrefixList, value: T) -> None:
+        """`insert` of each prefix in order, all to ``value``."""
+        for prefix in prefixes:
+            self.insert(prefix, value)
+
+    def remove_many(self, prefixes: PrefixList, value: T | None) -> int:
+        """`remove` of each prefix in order; how many were removed."""
+        return sum(self.remove(prefix, value) for prefix in prefixes)
+
     def clear(self) -> None:
         """Remove every prefix of both families."""
         self._root4 = None
@@ -357,6 +440,10 @@ class AllowedIPs(Generic[T]):
         """`networks_of`, as `Prefix`es: the fast form for rendering a get reply."""
         return [node.prefix() for node in self._owned.get(id(value), ())]
 
+    def records_of(self, value: T) -> PrefixList:
+        """`prefixes_of`, packed."""
+        return PrefixList(self.prefixes_of(value))
+
     def items(self) -> Iterator[tuple[Network, T]]:
         """Every ``(network, value)``: IPv4 first, then IPv6, each sorted by address then length.
 
@@ -377,6 +464,10 @@ class AllowedIPs(Generic[T]):
     def node_count(self) -> int:
         """Number of trie nodes, stored prefixes plus intermediate forks (at most ``2*len - 1``)."""
         return sum(1 for root in (self._root4, self._root6) for _ in _preorder(root))
+
+    def owner_count(self) -> int:
+        """Number of distinct values that own at least one prefix."""
+        return len(self._owned)
 
     def __len__(self) -> int:
         """Number of stored prefixes (both families)."""

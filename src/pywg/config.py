@@ -51,6 +51,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from .constants import UAPI_MAX_REQUEST
 from .endpoint import format_endpoint
 from .exceptions import LocalProtocolError
 from .keys import PresharedKey, PrivateKey, PublicKey
@@ -74,7 +75,6 @@ Resolver = Callable[..., Sequence[tuple[Any, ...]]]
 
 MIN_MTU: Final = 576  # RFC 791: every IPv4 host must accept 576-byte datagrams
 MAX_MTU: Final = 65535
-MAX_FILE_SIZE: Final = 1 << 20  # a configuration is a few KiB; refuse to slurp /dev/zero
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 _DECIMAL = re.compile(r"[0-9]{1,10}")
@@ -357,6 +357,7 @@ class _Section:
         self.line = line
         self.values: dict[str, Any] = {}
         self.seen: dict[str, int] = {}
+        self.members: dict[str, set[Any]] = {}  # of each list, to drop repeats in O(1)
 
     def add(self, spec: _KeySpec, value: str, lineno: int) -> None:
         if spec.is_list or spec.repeats:
@@ -369,7 +370,9 @@ class _Section:
                     if not item:
                         raise ValueError("empty item in a comma-separated list")
                     parsed = spec.parse(item)
-                    if parsed not in items:
+                    members = self.members.setdefault(spec.attr, set())
+                    if parsed not in members:
+                        members.add(parsed)
                         items.append(parsed)
             return
         if spec.attr in self.seen:
@@ -502,11 +505,13 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     try:
         with open(path, "rb") as f:
             mode = os.fstat(f.fileno()).st_mode
-            data = f.read(MAX_FILE_SIZE + 1)
+            # A file is at most as large as the UAPI request it may become (a
+            # configuration of 300,000 allowed IPs fits); more is not one: /dev/zero.
+            data = f.read(UAPI_MAX_REQUEST + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", source) from None
-    if len(data) > MAX_FILE_SIZE:
-        raise ConfigError(f"larger than {MAX_FILE_SIZE} bytes, not a configuration file", source)
+    if len(data) > UAPI_MAX_REQUEST:
+        raise ConfigError(f"larger than {UAPI_MAX_REQUEST} bytes, not a configuration file", source)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -116,6 +116,15 @@ VNET_HDR_LEN: Final = 10
 PLANE_ITEM_DATAGRAM: Final = 1
 PLANE_ITEM_PACKET: Final = 2
 
+# A prefix in packed form, as the allowed-IPs tables take and give them in
+# bulk (pywg.allowedips.PrefixList, lpm.c): the family (4 or 6), the prefix
+# length, then 16 address bytes in network order (IPv4 in the first 4).
+PREFIX_RECORD_SIZE: Final = 18
+
+# The largest UAPI request (pywg.uapi), and so the largest configuration file
+# `pywg up` reads (pywg.config): 16 MiB holds 300,000 to 600,000 allowed IPs.
+UAPI_MAX_REQUEST: Final = 16 << 20
+
 # Mesh relays (pywg.relayed): a WireGuard message on its way through a relay
 # carries the other node's mesh id, 24 bits big-endian, in the three reserved
 # bytes after its type (zero between WireGuard peers, whitepaper §5.4; the

@@ -37,9 +37,10 @@ import struct
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from typing import Final, assert_never
+from typing import TYPE_CHECKING, Final, assert_never
 
-from .allowedips import AllowedIPs, Prefix, parse_prefix
+from .allowedips import AllowedIPs, Prefix, PrefixList, parse_prefix
+from .backend import BACKEND
 from .constants import (
     DEFAULT_MTU,
     INITIATION_MAC1_OFFSET,
@@ -101,6 +102,11 @@ from .redact import quote
 from .session import Session
 from .timers import Timer
 
+if TYPE_CHECKING or BACKEND != "native":
+    RoutingTable = AllowedIPs
+else:  # the same API and answers, kept in C (pywg._fast.routes)
+    from ._fast.routes import NativeAllowedIPs as RoutingTable
+
 _UNSET: Final = object()
 _transport_header = struct.Struct("<IIQ")
 _le32 = struct.Struct("<I")
@@ -157,7 +163,7 @@ class Device:
         self.under_load_threshold = under_load_threshold
         self._peers: dict[PublicKey, Peer] = {}
         self._peers_by_raw: dict[bytes, Peer] = {}
-        self._allowed: AllowedIPs[Peer] = AllowedIPs()
+        self._allowed: AllowedIPs[Peer] = RoutingTable()
         self._indices: IndexTable[tuple[Peer, Session | None]] = IndexTable(rng)
         self._ratelimiter = RateLimiter()
         self._datagrams: list[tuple[bytes, Endpoint]] = []
@@ -217,7 +223,7 @@ class Device:
     def add_peer(
         self,
         public_key: PublicKey | str | bytes,
-        allowed_ips: Iterable[str | Prefix] = (),
+        allowed_ips: Iterable[str | Prefix] | PrefixList = (),
         endpoint: AddressLike | None = None,
         preshared_key: PresharedKey | str | bytes | None = None,
         persistent_keepalive: int | None = None,
@@ -229,7 +235,7 @@ class Device:
             raise LocalProtocolError("peer exists already")
         if pub == self.public_key:
             raise LocalProtocolError("a device cannot be its own peer")
-        networks = [_prefix(network) for network in allowed_ips]  # all valid before any change
+        networks = _prefixes(allowed_ips)  # all valid before any change
         ep = normalize_endpoint(endpoint) if endpoint is not None else None
         keepalive = _keepalive(persistent_keepalive)
         peer = Peer(
@@ -240,8 +246,7 @@ class Device:
         )
         self._peers[pub] = peer
         self._peers_by_raw[bytes(pub)] = peer
-        for network in networks:
-            self._allowed.insert(network, peer)
+        self._allowed.insert_many(networks, peer)
         return peer
 
     def update_peer(
@@ -251,9 +256,9 @@ class Device:
         endpoint: object = _UNSET,
         preshared_key: object = _UNSET,
         persistent_keepalive: object = _UNSET,
-        allowed_ips: Iterable[str | Prefix] | None = None,
+        allowed_ips: Iterable[str | Prefix] | PrefixList | None = None,
         replace_allowed_ips: bool = False,
-        remove_allowed_ips: Iterable[str | Prefix] = (),
+        remove_allowed_ips: Iterable[str | Prefix] | PrefixList = (),
         now: float | None = None,
     ) -> Peer:
         """Change a peer's configuration; arguments not given stay as they are.
@@ -265,8 +270,8 @@ class Device:
         """
         self._timers_changed = True
         peer = self.peer(public_key)
-        add = [_prefix(network) for network in allowed_ips or ()]
-        remove = [_prefix(network) for network in remove_allowed_ips]
+        add = _prefixes(allowed_ips or ())
+        remove = _prefixes(remove_allowed_ips)
         new_ep = peer.endpoint
         if endpoint is not _UNSET:
             new_ep = None if endpoint is None else normalize_endpoint(endpoint)  # type: ignore[arg-type]
@@ -286,10 +291,8 @@ class Device:
             peer.timers.stop(Timer.PERSISTENT_KEEPALIVE)
         if replace_allowed_ips:
             self._allowed.remove_by_value(peer)
-        for network in remove:
-            self._allowed.remove(network, peer)
-        for network in add:
-            self._allowed.insert(network, peer)
+        self._allowed.remove_many(remove, peer)
+        self._allowed.insert_many(add, peer)
         if now is not None and new_ep is not None:
             if endpoint_changed and peer.staged:
                 peer.last_sent_handshake = float("-inf")  # don't wait out REKEY_TIMEOUT
@@ -311,10 +314,19 @@ class Device:
     def allowed_ips(self, public_key: PublicKey | str | bytes) -> list[str]:
         return [str(prefix) for prefix in self._allowed.prefixes_of(self.peer(public_key))]
 
+    def allowed_ip_records(self, public_key: PublicKey | str | bytes) -> PrefixList:
+        """`allowed_ips`, packed (for the UAPI's get answer): in the order they were assigned."""
+        return self._allowed.records_of(self.peer(public_key))
+
     @property
     def routing_version(self) -> int:
         """Changes whenever any peer's allowed IPs change (for mirrors of the table)."""
         return self._allowed.version
+
+    @property
+    def routing_table(self) -> AllowedIPs[Peer]:
+        """The table itself, read-only (for a mirror that copies it whole)."""
+        return self._allowed
 
     def route_prefixes(self) -> list[tuple[Prefix, Peer]]:
         """`routes` as `Prefix`es: the fast form for mirroring the table."""
@@ -819,6 +831,13 @@ def _keepalive(value: int | None) -> int:
     if not isinstance(value, int) or not 0 <= value <= 0xFFFF:
         raise LocalProtocolError("persistent keepalive must be 0-65535 seconds")
     return value
+
+
+def _prefixes(networks: Iterable[str | Prefix] | PrefixList) -> PrefixList:
+    """Allowed-IPs entries, packed; a `PrefixList` is taken as it is (already valid)."""
+    if isinstance(networks, PrefixList):
+        return networks
+    return PrefixList([_prefix(network) for network in networks])
 
 
 def _prefix(network: str | Prefix) -> Prefix:

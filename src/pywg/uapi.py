@@ -23,11 +23,17 @@ or `set=1\\n...\\n\\n`. The answer is (for get, the configuration, then)
 
 Limits: a line is at most MAX_LINE bytes and a request at most MAX_REQUEST
 bytes (16 MiB: 130,000 allowed IPs take about 5 MiB). Set lines are parsed as
-they arrive and only the plan is kept, never the text: an allowed IP costs
-about 160 bytes, a peer about 400, so one request holds at most about 130 MB
-(16 MiB of the shortest `allowed_ip=1.0.0.0/8` lines, all different). The
-bound is generous because only root can reach the socket; it exists so that
-a runaway writer fails with -EPROTO instead of exhausting memory.
+they arrive and only the plan is kept, never the text. The allowed IPs a peer
+section adds are kept packed (`PrefixList`, 18 bytes each), so 16 MiB of the
+shortest `allowed_ip=::/0` lines plan at most about 20 MB; a removal
+(`allowed_ip=-...`) costs about 160 bytes, so 16 MiB of those, all different,
+about 120 MB. The bound is generous because only root can reach the socket;
+it exists so that a runaway writer fails with -EPROTO instead of exhausting
+memory.
+
+With the native backend, runs of `allowed_ip=` lines are parsed in C in bulk
+(`pywg._fast.uapiparse`), straight into the packed form; C takes only lines
+whose meaning is certain and leaves the others to the line-by-line parser.
 
 `private_key=` with all zeros removes the identity, as in wireguard-go.
 Secrets never appear in exception messages.
@@ -43,7 +49,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from . import endpoint
-from .allowedips import Prefix, parse_prefix
+from .allowedips import Prefix, PrefixList, parse_prefix
+from .backend import BACKEND
+from .constants import PREFIX_RECORD_SIZE, UAPI_MAX_REQUEST
 from .device import Device
 from .endpoint import Endpoint, format_endpoint
 from .exceptions import LocalProtocolError, WireGuardError
@@ -55,7 +63,15 @@ EIO: Final = -_errno.EIO
 EADDRINUSE: Final = -_errno.EADDRINUSE
 
 MAX_LINE: Final = 4096
-MAX_REQUEST: Final = 16 << 20
+MAX_REQUEST: Final = UAPI_MAX_REQUEST
+
+_BulkParser = Callable[[bytearray, int, int], tuple[bytes, int]]
+_BulkWriter = Callable[[bytearray, int], tuple[str, int]]
+_bulk_allowed_ips: _BulkParser | None = None
+_bulk_allowed_ip_text: _BulkWriter | None = None
+if BACKEND == "native":
+    from ._fast.uapiparse import allowed_ip_lines as _bulk_allowed_ips
+    from ._fast.uapiparse import allowed_ip_text as _bulk_allowed_ip_text
 
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 _DECIMAL = re.compile(r"0*[0-9]{1,10}")  # leading zeros are fine, as for Go's ParseUint
@@ -97,9 +113,11 @@ class PeerPlan:
     endpoint: Endpoint | _Unset = UNSET
     persistent_keepalive: int | _Unset = UNSET
     replace_allowed_ips: bool = False
-    # ordered sets: a dict finds repeats in O(1), so 100,000 entries parse in linear time
-    add_allowed_ips: dict[Prefix, None] = field(default_factory=dict)
-    remove_allowed_ips: dict[Prefix, None] = field(default_factory=dict)
+    # every prefix an `allowed_ip=` line adds, in order (repeats are harmless)
+    add_allowed_ips: PrefixList = field(default_factory=PrefixList)
+    # prefix -> len(add_allowed_ips) when an `allowed_ip=-` line removed it: the
+    # adds before that position are void, a later add puts it back
+    remove_allowed_ips: dict[Prefix, int] = field(default_factory=dict)
     ignored: bool = False  # our own public key
 
     def __repr__(self) -> str:
@@ -167,14 +185,29 @@ def _apply_peer(device: Device, plan: PeerPlan, now: float | None) -> None:
         kwargs["endpoint"] = plan.endpoint
     if not isinstance(plan.persistent_keepalive, _Unset):
         kwargs["persistent_keepalive"] = plan.persistent_keepalive
+    add, remove = _allowed_ip_changes(plan)
     device.update_peer(
         plan.public_key,
-        allowed_ips=plan.add_allowed_ips,
+        allowed_ips=add,
         replace_allowed_ips=plan.replace_allowed_ips,
-        remove_allowed_ips=plan.remove_allowed_ips,
+        remove_allowed_ips=remove,
         now=now,
         **kwargs,
     )
+
+
+def _allowed_ip_changes(plan: PeerPlan) -> tuple[PrefixList, list[Prefix]]:
+    """What the peer's `allowed_ip=` lines come to, the later line winning: the prefixes
+    to add, in the order of the first add after the last removal, and those to remove."""
+    removed = plan.remove_allowed_ips
+    if not removed:
+        return plan.add_allowed_ips, []
+    add, restored = PrefixList(), set()
+    for position, prefix in enumerate(plan.add_allowed_ips):
+        if position >= removed.get(prefix, 0):
+            add.append(prefix)
+            restored.add(prefix)
+    return add, [prefix for prefix in removed if prefix not in restored]
 
 
 # ---------------------------------------------------------------------- get
@@ -215,9 +248,25 @@ def get(device: Device) -> str:
         out.append(f"tx_bytes={peer.tx_bytes}")
         out.append(f"rx_bytes={peer.rx_bytes}")
         out.append(f"persistent_keepalive_interval={peer.persistent_keepalive}")
-        out.extend(f"allowed_ip={network}" for network in device.allowed_ips(public_key))
+        if lines := _allowed_ip_lines(device.allowed_ip_records(public_key)):
+            out.append(lines)
     out.append("errno=0")
     return "\n".join(out) + "\n\n"
+
+
+def _allowed_ip_lines(prefixes: PrefixList) -> str:
+    """A peer's `allowed_ip=` lines as one text (no newline after the last): in bulk
+    where the native backend can, one prefix at a time where it leaves one."""
+    records, offset, parts = prefixes.records, 0, []
+    while offset < len(records):
+        if _bulk_allowed_ip_text is not None:
+            text, offset = _bulk_allowed_ip_text(records, offset)
+            parts.append(text)
+            if offset == len(records):
+                break
+        parts.append(f"allowed_ip={Prefix.from_record(records, offset)}\n")
+        offset += PREFIX_RECORD_SIZE
+    return "".join(parts)[:-1]
 
 
 # ---------------------------------------------------------------------- set
@@ -306,6 +355,16 @@ class SetParser:
                 peer.ignored = True
         return plan
 
+    def allowed_ip_lines(self, data: bytearray, start: int, end: int) -> int:
+        """Take the run of `allowed_ip=` lines at data[start:end] in bulk, as `line` would
+        one by one; the offset where the run ends (start if there is no bulk path)."""
+        current = self._current
+        if _bulk_allowed_ips is None or self.error is not None or current is None:
+            return start
+        records, stop = _bulk_allowed_ips(data, start, end)
+        current.add_allowed_ips.extend_records(records)
+        return stop
+
     def _fail(self, error: UapiError) -> None:
         self.error = error
         self.plan = SetPlan()  # what was parsed will not be applied: free it now
@@ -371,12 +430,9 @@ def _parse_peer_line(peer: PeerPlan, key: str, value: str) -> None:
     elif key == "allowed_ip":
         if value.startswith("-"):
             network = parse_allowed_ip(value[1:])
-            peer.add_allowed_ips.pop(network, None)
-            peer.remove_allowed_ips[network] = None
+            peer.remove_allowed_ips[network] = len(peer.add_allowed_ips)
         else:
-            network = parse_allowed_ip(value)
-            peer.remove_allowed_ips.pop(network, None)
-            peer.add_allowed_ips[network] = None
+            peer.add_allowed_ips.append(parse_allowed_ip(value))
     elif key == "protocol_version":
         if value != "1":
             raise UapiError(EINVAL, "only protocol_version=1 is supported")
@@ -468,6 +524,9 @@ class UapiSession:
         Never raises. Bytes past that request stay buffered for the next call.
         """
         while not self.closed:
+            state = self._request_state
+            if isinstance(state, SetParser) and self._inbox.startswith(b"allowed_ip=", self._pos):
+                self._allowed_ip_lines(state)
             end = self._inbox.find(b"\n", self._pos)
             if end < 0:
                 break
@@ -481,6 +540,14 @@ class UapiSession:
         ):
             return self._fail(EPROTO)
         return None
+
+    def _allowed_ip_lines(self, parser: SetParser) -> None:
+        """The bulk path: the lines it takes count toward the request size as `_line` counts
+        them, and it takes none past MAX_REQUEST (the line there fails on its own)."""
+        end = min(len(self._inbox), self._pos + MAX_REQUEST - self._size)
+        stop = parser.allowed_ip_lines(self._inbox, self._pos, end)
+        self._size += stop - self._pos
+        self._pos = stop
 
     def _fail(self, errno: int) -> bytes:
         self.closed = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
@@ -14,10 +15,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pywg import _fast
 from pywg.allowedips import AllowedIPs, parse_network
 from pywg.exceptions import LocalProtocolError
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "allowedips_selftest.json"
+PURE = AllowedIPs
+
+
+@pytest.fixture(autouse=True, scope="module", params=["pure", "native"])
+def implementation(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs on the pure trie and on the C table (pywg._fast.routes):
+    the module's name `AllowedIPs` is each in turn."""
+    global AllowedIPs
+    if request.param == "native":
+        if not _fast.AVAILABLE:
+            pytest.skip("the native extension is not built")
+        from pywg._fast.routes import NativeAllowedIPs
+
+        AllowedIPs = NativeAllowedIPs  # type: ignore[misc, assignment]
+    yield request.param
+    AllowedIPs = PURE  # type: ignore[misc]
 
 
 class Peer:

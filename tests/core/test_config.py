@@ -24,6 +24,7 @@ from pywg.config import (
     resolve_endpoint,
     to_uapi_set,
 )
+from pywg.constants import UAPI_MAX_REQUEST
 from pywg.uapi import apply_set, get
 
 # Fixed keys (the pairs are real: each public key belongs to its private key).
@@ -530,10 +531,33 @@ def test_load_config_errors(tmp_path: Path) -> None:
     assert str(info.value) == f"{bad}:2: MTU: expected an integer from 576 to 65535, got '9'"
 
     big = tmp_path / "big.conf"
-    big.write_text("[Interface]\n" + "#" * (1 << 20) + "\n")
+    big.write_text("[Interface]\n" + "#" * UAPI_MAX_REQUEST + "\n")
     big.chmod(0o600)
-    with pytest.raises(ConfigError, match="larger than"):
+    with pytest.raises(ConfigError, match=f"larger than {UAPI_MAX_REQUEST} bytes"):
         load_config(big)
+
+
+def test_load_config_takes_a_file_as_large_as_a_uapi_request(tmp_path: Path) -> None:
+    """A configuration of 100,000 allowed IPs (1.5 MiB) loads; one byte past the UAPI's
+    request limit does not (the file becomes one request)."""
+    nets = [f"10.{n >> 8 & 255}.{n & 255}.0/24" for n in range(50_000)]
+    nets += [f"fd19::{n:x}/128" for n in range(50_000)]
+    head = f"[Interface]\nPrivateKey = {PrivateKey.generate().to_base64()}\n\n[Peer]\n"
+    text = head + f"PublicKey = {PrivateKey.generate().public_key}\n"
+    text += "".join(
+        f"AllowedIPs = {', '.join(nets[i : i + 100])}\n" for i in range(0, len(nets), 100)
+    )
+    assert len(text) > 1 << 20
+    path = tmp_path / "huge.conf"
+    path.write_text(text)
+    path.chmod(0o600)
+    config = load_config(path)
+    assert list(config.peers[0].allowed_ips) == [str(ipaddress.ip_network(n)) for n in nets]
+    path.write_text(text + "#" * (UAPI_MAX_REQUEST - len(text)))
+    assert len(load_config(path).peers[0].allowed_ips) == len(nets)  # exactly at the limit
+    path.write_text(text + "#" * (UAPI_MAX_REQUEST - len(text) + 1))
+    with pytest.raises(ConfigError, match="larger than"):
+        load_config(path)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads anything")

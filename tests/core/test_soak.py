@@ -264,7 +264,7 @@ class Soak:
         staged = [len(p.staged) for p in peers.values()]
         self.max_staged = max(self.max_staged, *staged)
         assert max(staged) <= MAX_STAGED_PACKETS
-        assert len(hub._allowed) == len(peers) == len(hub._allowed._owned)
+        assert len(hub._allowed) == len(peers) == hub._allowed.owner_count()
         assert hub._allowed.node_count() <= 2 * len(peers)
         assert len(self.net._queue) < 10 * MAX_STAGED_PACKETS
 

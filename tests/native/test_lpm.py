@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from helpers.ip_packets import ip4, ip6
 from helpers.known_answers import load
 from pywg import _fast
-from pywg._fast.lpm import VALUE_MAX, NativeLpm
-from pywg.allowedips import AllowedIPs
+from pywg._fast.lpm import UNMAPPED, VALUE_MAX, NativeLpm
+from pywg.allowedips import AllowedIPs, Prefix, PrefixList, parse_prefix
 
 if not _fast.AVAILABLE:
     pytest.skip(f"native extension not importable: {_fast.IMPORT_ERROR}", allow_module_level=True)
@@ -803,3 +803,121 @@ def _net(width: int, address: int, cidr: int) -> Network:
 
 def _addr(width: int, address: int) -> IPv4Address | IPv6Address:
     return IPv4Address(address) if width == 32 else IPv6Address(address)
+
+
+# ---------------------------------------------------------------------------
+# Bulk forms on packed records (pywg_lpm_insert_many and friends)
+# ---------------------------------------------------------------------------
+
+
+def _random_prefixes(rnd: random.Random, count: int, lengths: list[int]) -> PrefixList:
+    """Prefixes of both families in a small space, so that they nest and repeat."""
+    found = PrefixList()
+    for _ in range(count):
+        cidr = rnd.choice(lengths)
+        if rnd.random() < 0.5:
+            width, bits = 32, 0x0A000000 | rnd.getrandbits(18) << 6
+        else:
+            width, bits = 128, 0xFD19 << 112 | rnd.getrandbits(20) << 60 | rnd.getrandbits(8)
+        cidr = min(cidr, width)
+        found.append(Prefix(width, bits >> (width - cidr) << (width - cidr), cidr))
+    return found
+
+
+def _addresses(prefixes: PrefixList, rnd: random.Random) -> list[bytes]:
+    out = []
+    for prefix in prefixes:
+        host = rnd.getrandbits(prefix.width - prefix.cidr) if prefix.cidr < prefix.width else 0
+        out.append((prefix.bits | host).to_bytes(prefix.width // 8, "big"))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bulk_insert_answers_as_inserts_one_by_one(
+    make_table: Callable[[], NativeLpm], seed: int
+) -> None:
+    """insert_records settles its lookup tables once at the end (past 64 prefixes of a
+    family): the table is valid and every answer is the one of single inserts."""
+    rnd = random.Random(seed)
+    lengths = [8, 12, 16, 20, 24, 26, 28, 30, 32, 48, 64, 96, 120, 128]
+    bulk, single = make_table(), make_table()
+    for round_ in range(4):
+        batch = _random_prefixes(rnd, rnd.choice([10, 300, 3000]), lengths)
+        bulk.insert_records(batch.records, round_)
+        for prefix in batch:
+            single.insert(str(prefix.network()), round_)
+        bulk._validate()
+        assert len(bulk) == len(single)
+        for address in _addresses(batch, rnd) + _addresses(
+            _random_prefixes(rnd, 500, lengths), rnd
+        ):
+            assert bulk.lookup(address) == single.lookup(address), address.hex()
+        assert bulk.dump() == single.dump()
+
+
+def test_bulk_insert_is_all_or_nothing() -> None:
+    table = NativeLpm()
+    table.insert_records(PrefixList([parse_prefix("10.0.0.0/8")]).records, 1)
+    good = PrefixList([parse_prefix("10.1.0.0/16"), parse_prefix("fd19::/16")]).records
+    for bad in (b"\x05\x08" + bytes(16), b"\x04\x21" + bytes(16), b"\x06\x81" + bytes(16)):
+        with pytest.raises(MemoryError):
+            table.insert_records(good + bad, 2)
+        assert len(table) == 1 and table.lookup("10.1.0.1") == 1
+    with pytest.raises(ValueError):
+        table.insert_records(good[:-1], 2)  # not whole records
+    table._validate()
+
+
+def test_records_of_keep_assignment_order_and_dump_keeps_address_order() -> None:
+    table = NativeLpm()
+    texts = ["10.9.0.0/16", "fd19::/64", "10.0.0.0/8", "10.9.1.0/24", "::/0"]
+    table.insert_records(PrefixList(parse_prefix(t) for t in texts).records, 7)
+    table.insert("10.0.0.0/8", 8)  # moves to 8: the end of 8's list
+    table.insert("10.0.0.0/8", 7)  # and back: the end of 7's list
+    table.insert("10.9.0.0/16", 7)  # already 7's: keeps its place
+    order = [str(p) for p in _records(table.records_of(7))]
+    assert order == ["10.9.0.0/16", "fd19::/64", "10.9.1.0/24", "::/0", "10.0.0.0/8"]
+    records, values = table.dump()
+    assert [str(p) for p in _records(records)] == [
+        "10.0.0.0/8",
+        "10.9.0.0/16",
+        "10.9.1.0/24",
+        "::/0",
+        "fd19::/64",
+    ]
+    assert values == [7] * 5
+    assert table.value_count(7) == 5 and table.value_count(8) == 0 and table.owners == 1
+    removed = PrefixList([parse_prefix("fd19::/64"), parse_prefix("10.9.1.0/24")]).records
+    assert table.remove_records(removed, 8) == 0  # not 8's
+    assert table.remove_records(removed, 7) == 2
+    assert table.remove_value(7) == 3 and len(table) == 0 and table.nodes == 0
+    table._validate()
+
+
+def test_copy_maps_values_and_stands_alone() -> None:
+    table = NativeLpm()
+    rnd = random.Random(5)
+    batches = [_random_prefixes(rnd, 400, [16, 24, 32, 64, 128]) for _ in range(3)]
+    for value, batch in enumerate(batches):
+        table.insert_records(batch.records, value)
+    copy = table.copy([10, 11])  # value 2 is past the map: UNMAPPED
+    copy._validate()
+    for batch in batches:
+        for address in _addresses(batch, rnd):
+            found = table.lookup(address)
+            assert copy.lookup(address) == (None if found is None else [10, 11, UNMAPPED][found])
+    assert copy.owners == table.owners and copy.value_count(10) == table.value_count(0)
+    assert copy.records_of(11) == table.records_of(1)
+    merged = table.copy([])  # every value unmapped: one owner, the lists joined
+    merged._validate()
+    assert merged.owners == 1 and merged.value_count(UNMAPPED) == len(table)
+    table.clear()  # the copies keep their own memory
+    assert len(copy) == len(merged) > 0
+    copy._validate()
+    assert table.copy().dump() == (b"", [])
+
+
+def _records(records: bytes) -> PrefixList:
+    found = PrefixList()
+    found.extend_records(records)
+    return found

@@ -221,6 +221,31 @@ def test_up_missing_file_and_bad_interface_name(tmp: Path) -> None:
     assert done.returncode == 1 and "--name" in done.stderr
 
 
+@pytest.mark.needs_lab("wg")
+@pytest.mark.time_limit(60)
+def test_up_takes_a_config_of_more_than_one_mib(tmp: Path) -> None:
+    """80,000 allowed IPs (1.3 MiB of configuration) come up and read back whole."""
+    nets = [f"10.{n >> 8 & 255}.{n & 255}.0/24" for n in range(40_000)]
+    nets += [f"fd19::{n + 1:x}/128" for n in range(40_000)]
+    peer = PrivateKey.generate().public_key
+    text = f"[Interface]\nPrivateKey = {PrivateKey.generate().to_base64()}\nTable = off\n"
+    text += f"\n[Peer]\nPublicKey = {peer}\n"
+    text += "".join(
+        f"AllowedIPs = {', '.join(nets[i : i + 100])}\n" for i in range(0, len(nets), 100)
+    )
+    assert len(text) > 1 << 20
+    with Lab("pwu") as lab:
+        a = lab.host("a")
+        name = lab.ifname("big")
+        _write_config(tmp / f"{name}.conf", text)
+        proc = _start_up(a, tmp / f"{name}.conf")
+        _wait_up(a, name, proc)
+        shown = a.run("wg", "show", name, "allowed-ips").stdout
+        assert shown.split("\t", 1)[1].split() == nets
+        code, out = _stop(proc)
+        assert code == 0, out
+
+
 @pytest.mark.needs_root("setpriv")
 def test_up_without_root_says_so(tmp: Path) -> None:
     conf = tmp / "wgnr.conf"

@@ -46,6 +46,7 @@ C_PREFIX = "PYWG_"
 COMPONENTS: tuple[str, ...] = (
     "replay",
     "lpm",
+    "uapiparse",
     "aead",
     "blake2s",
     "xaead",

@@ -31,11 +31,19 @@
  * through child[0]. A node in use is never moved, so an index stays valid
  * until that node is freed, but the pool and the hash may be reallocated by
  * an insert (the caller's lock keeps readers out meanwhile).
+ *
+ * Owners: every value that holds prefixes has an entry in a hash keyed by
+ * the value, heading a doubly linked list of its stored prefixes in the
+ * order they were assigned to it (Linux keeps such a list per peer too). The
+ * links live beside the pool, one pair per pool entry, so lookups never
+ * touch them; a list runs through both families (see REF_V6).
  */
 #include "lpm.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+#include "wg_constants.h" /* PYWG_PREFIX_RECORD_SIZE, from pywg/constants.py */
 
 #define NIL 0u
 #define F_USED 1u  /* the pool entry holds a trie node (else it is on the free list) */
@@ -65,6 +73,22 @@
 #define POOL_MIN 16u
 #define POOL_MAX 0x7ffffff0u /* nodes per family, never reached in practice */
 #define HASH_MIN 16u          /* entries; a power of two */
+#define OWNERS_MIN 16u        /* owner entries; a power of two */
+/* A bulk insert of more prefixes than this into a family settles its lookup
+ * tables once at the end (family_settle) instead of after each prefix. */
+#define BULK_DEFER 64u
+
+/* A reference to a node in an owner's list: its pool index, with REF_V6 set
+ * for the IPv6 family. Index 0 is never a node, so 0 is "no node". */
+#define REF_V6 0x80000000u
+#define REF_NONE 0u
+
+/* A prefix record (pywg_lpm_insert_many and the dumps): byte 0 the family
+ * (4 or 6), byte 1 the prefix length, then 16 address bytes in network
+ * order (IPv4 in the first 4, the rest zero). pywg/allowedips.py reads and
+ * writes the same layout. */
+#define RECORD_SIZE PYWG_PREFIX_RECORD_SIZE
+_Static_assert(RECORD_SIZE == 18, "family, length, 16 address bytes");
 
 struct node {
     uint64_t w[2];     /* the prefix, host bits zero */
@@ -91,7 +115,20 @@ struct slot {
 struct jump {
     uint32_t owner;     /* the node, NIL while the table is on the free list */
     uint32_t next_free;
+    uint32_t stale;     /* 1: to be recomputed when a bulk insert ends */
     struct slot slot[JUMP_SLOTS];
+};
+
+/* A node's place in its owner's list (REF_NONE at the ends). */
+struct link {
+    uint32_t prev, next;
+};
+
+/* One value that holds prefixes; count 0 marks an empty hash slot. */
+struct owner {
+    uint32_t value;
+    uint32_t count;      /* stored prefixes with this value, both families */
+    uint32_t head, tail; /* the first and last assigned, as REF_V6 references */
 };
 
 /* One stored prefix in the hash (open addressing, linear probing). */
@@ -105,7 +142,9 @@ struct entry {
 struct family {
     /* trie */
     struct node *pool;
+    struct link *links; /* beside the pool, same indices: the owner lists */
     uint32_t cap;       /* pool entries allocated (0 before the first insert) */
+    uint32_t nodes;     /* pool entries in use (stored prefixes and forks) */
     uint32_t top;       /* entries [1, top) have been handed out at some point */
     uint32_t free_head; /* free list through child[0] */
     uint32_t root;
@@ -121,6 +160,10 @@ struct family {
     uint32_t nlengths;   /* distinct prefix lengths in use */
     uint8_t lengths[129]; /* those lengths, longest first */
     uint32_t per_length[129]; /* stored prefixes of each length */
+    /* during a bulk insert (pywg_lpm_insert_many): the root slots and jump
+     * tables are marked stale instead of recomputed after every prefix */
+    uint32_t deferred;
+    uint32_t roots_stale;
     /* lookup strategy, from the lengths in use (strategy_update) */
     uint32_t hash_limit; /* pywg_lpm_set_hash_lengths */
     uint32_t probes;     /* probe the hash for this many of the longest lengths, */
@@ -129,6 +172,9 @@ struct family {
 
 struct pywg_lpm {
     struct family v4, v6;
+    struct owner *owners; /* hash of the values in use, NULL while empty */
+    uint32_t owners_mask; /* entries - 1 */
+    uint32_t nowners;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -300,18 +346,19 @@ static int hash_resize(struct family *f, uint32_t size)
     return 0;
 }
 
-/* Make room for one more prefix (load factor stays at most 1/2). */
-static int hash_reserve(struct family *f)
+/* Make room for `extra` more prefixes (load factor stays at most 1/2). */
+static int hash_reserve(struct family *f, uint32_t extra)
 {
-    uint32_t size = f->table == NULL ? 0 : f->table_mask + 1;
+    uint64_t size = f->table == NULL ? 0 : (uint64_t)f->table_mask + 1, want;
 
-    if ((uint64_t)(f->prefixes + 1) * 2 <= size)
+    if (((uint64_t)f->prefixes + extra) * 2 <= size)
         return 0;
-    if (size == 0)
-        return hash_resize(f, HASH_MIN);
-    if (size > UINT32_MAX / 2)
+    want = size ? size * 2 : HASH_MIN;
+    while (want < ((uint64_t)f->prefixes + extra) * 2)
+        want *= 2;
+    if (want > UINT32_MAX / 2 + 1)
         return -1;
-    return hash_resize(f, size * 2);
+    return hash_resize(f, (uint32_t)want);
 }
 
 /* Remove an entry (backward-shift deletion: no tombstones, so probe runs
@@ -565,6 +612,35 @@ static void tables_touch(struct family *f, uint32_t parent, const uint64_t w[2])
     }
 }
 
+/* tables_touch for a bulk insert: only mark what it would recompute. */
+static void tables_mark(struct family *f, uint32_t parent, const uint64_t w[2])
+{
+    unsigned depth;
+
+    if (parent == NIL || f->pool[parent].cidr < ROOT_BITS)
+        f->roots_stale = 1;
+    if (parent == NIL || f->jumps_used == 0)
+        return;
+    depth = f->pool[parent].cidr;
+    for (uint32_t i = f->root; i != NIL; i = node_next(&f->pool[i], w)) {
+        const struct node *n = &f->pool[i];
+
+        if (n->jump != 0 && depth < n->cidr + JUMP_BITS)
+            f->jumps[n->jump].stale = 1;
+        if (i == parent)
+            break;
+    }
+}
+
+/* After any change: recompute the slots it touched, or mark them in a bulk insert. */
+static void tables_changed(struct family *f, uint32_t parent, const uint64_t w[2])
+{
+    if (f->deferred)
+        tables_mark(f, parent, w);
+    else
+        tables_touch(f, parent, w);
+}
+
 /* Give node x a jump table (best effort: nothing happens on ENOMEM). */
 static void jump_add(struct family *f, uint32_t x)
 {
@@ -594,6 +670,7 @@ static void jump_add(struct family *f, uint32_t x)
     }
     f->jumps[id].owner = x;
     f->jumps[id].next_free = 0;
+    f->jumps[id].stale = 0;
     f->jumps_used++;
     f->pool[x].jump = (uint16_t)id;
     jump_refresh(f, id);
@@ -637,29 +714,39 @@ static void jumps_grow(struct family *f, const uint64_t w[2], unsigned cidr)
 /* Node pool                                                                 */
 
 /* Make sure `need` nodes can be allocated without growing the pool, so that
- * node pointers taken afterwards stay valid for the rest of the operation. */
+ * node pointers taken afterwards stay valid for the rest of the operation.
+ * Grows at least twofold, and at once to whatever a bulk insert needs. */
 static int pool_reserve(struct family *f, uint32_t need)
 {
     uint32_t spare = f->cap > f->top ? f->cap - f->top : 0;
     uint32_t i = f->free_head;
+    size_t want = (size_t)(f->top ? f->top : 1) + need, cap;
     struct node *grown;
-    size_t cap;
+    struct link *links;
 
     for (; spare < need && i != NIL; spare++)
         i = f->pool[i].child[0];
     if (spare >= need)
         return 0;
     cap = f->cap ? (size_t)f->cap * 2 : POOL_MIN;
+    while (cap < want)
+        cap *= 2;
     if (cap > POOL_MAX)
         cap = POOL_MAX;
-    if (cap < (size_t)f->top + need)
+    if (cap < want)
         return -1;
     grown = realloc(f->pool, cap * sizeof(*grown));
     if (grown == NULL)
         return -1;
-    if (f->cap == 0)
-        memset(&grown[0], 0, sizeof(*grown)); /* entry 0: never a node */
-    f->pool = grown;
+    f->pool = grown; /* bigger than f->cap says until the links follow */
+    links = realloc(f->links, cap * sizeof(*links));
+    if (links == NULL)
+        return -1;
+    f->links = links;
+    if (f->cap == 0) { /* entry 0: never a node */
+        memset(&grown[0], 0, sizeof(*grown));
+        memset(&links[0], 0, sizeof(*links));
+    }
     f->cap = (uint32_t)cap;
     if (f->top == 0)
         f->top = 1;
@@ -685,6 +772,8 @@ static uint32_t node_alloc(struct family *f, const uint64_t w[2], unsigned cidr)
     n->cidr = (uint8_t)cidr;
     n->flags = F_USED;
     n->jump = 0;
+    f->links[i].prev = f->links[i].next = REF_NONE;
+    f->nodes++;
     return i;
 }
 
@@ -699,6 +788,7 @@ static void node_free(struct family *f, uint32_t i)
     n->child[1] = NIL;
     n->child[0] = f->free_head;
     f->free_head = i;
+    f->nodes--;
 }
 
 static void family_init(struct family *f, uint32_t width, uint32_t hash_limit)
@@ -712,9 +802,160 @@ static void family_init(struct family *f, uint32_t width, uint32_t hash_limit)
 static void family_release(struct family *f)
 {
     free(f->pool);
+    free(f->links);
     free(f->table);
     free(f->jumps);
     family_init(f, f->width, f->hash_limit);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Owners: each value's prefixes in assignment order                         */
+
+static inline uint32_t owner_hash(uint32_t value)
+{
+    return (uint32_t)(((uint64_t)value * UINT64_C(0x9e3779b97f4a7c15)) >> 32);
+}
+
+static struct owner *owner_find(const struct pywg_lpm *t, uint32_t value)
+{
+    if (t->owners == NULL)
+        return NULL;
+    for (uint32_t i = owner_hash(value) & t->owners_mask;; i = (i + 1) & t->owners_mask) {
+        struct owner *o = &t->owners[i];
+
+        if (o->count == 0)
+            return NULL;
+        if (o->value == value)
+            return o;
+    }
+}
+
+/* Move every owner into a fresh hash of `size` entries (a power of two, more
+ * than twice the count). On ENOMEM the old hash stays. */
+static int owners_resize(struct pywg_lpm *t, uint32_t size)
+{
+    struct owner *fresh = calloc(size, sizeof(*fresh));
+
+    if (fresh == NULL)
+        return -1;
+    for (uint32_t i = 0; t->owners != NULL && i <= t->owners_mask; i++) {
+        uint32_t j;
+
+        if (t->owners[i].count == 0)
+            continue;
+        for (j = owner_hash(t->owners[i].value) & (size - 1); fresh[j].count != 0;
+             j = (j + 1) & (size - 1))
+            ;
+        fresh[j] = t->owners[i];
+    }
+    free(t->owners);
+    t->owners = fresh;
+    t->owners_mask = size - 1;
+    return 0;
+}
+
+/* Room for `extra` more owners (load factor stays at most 1/2). */
+static int owners_reserve(struct pywg_lpm *t, uint32_t extra)
+{
+    uint64_t size = t->owners == NULL ? 0 : (uint64_t)t->owners_mask + 1, want;
+
+    if (((uint64_t)t->nowners + extra) * 2 <= size)
+        return 0;
+    want = size ? size * 2 : OWNERS_MIN;
+    while (want < ((uint64_t)t->nowners + extra) * 2)
+        want *= 2;
+    if (want > UINT32_MAX / 2 + 1)
+        return -1;
+    return owners_resize(t, (uint32_t)want);
+}
+
+/* The owner entry of `value`, added (empty) if there is none; owners_reserve
+ * made room. */
+static struct owner *owner_get(struct pywg_lpm *t, uint32_t value)
+{
+    uint32_t i = owner_hash(value) & t->owners_mask;
+
+    for (; t->owners[i].count != 0; i = (i + 1) & t->owners_mask)
+        if (t->owners[i].value == value)
+            return &t->owners[i];
+    t->owners[i].value = value;
+    t->owners[i].head = t->owners[i].tail = REF_NONE;
+    t->nowners++;
+    return &t->owners[i]; /* count 0 until owner_append */
+}
+
+/* Drop an owner whose count reached 0 (backward-shift deletion, as for the
+ * prefix hash). */
+static void owner_delete(struct pywg_lpm *t, struct owner *o)
+{
+    uint32_t mask = t->owners_mask, hole = (uint32_t)(o - t->owners);
+
+    for (uint32_t j = (hole + 1) & mask; t->owners[j].count != 0; j = (j + 1) & mask) {
+        uint32_t home = owner_hash(t->owners[j].value) & mask;
+
+        if (((j - home) & mask) >= ((j - hole) & mask)) {
+            t->owners[hole] = t->owners[j];
+            hole = j;
+        }
+    }
+    memset(&t->owners[hole], 0, sizeof(t->owners[hole]));
+    t->nowners--;
+}
+
+static inline struct link *link_of(const struct pywg_lpm *t, uint32_t ref)
+{
+    const struct family *f = ref & REF_V6 ? &t->v6 : &t->v4;
+
+    return &f->links[ref & ~REF_V6];
+}
+
+static inline const struct node *node_of(const struct pywg_lpm *t, uint32_t ref)
+{
+    const struct family *f = ref & REF_V6 ? &t->v6 : &t->v4;
+
+    return &f->pool[ref & ~REF_V6];
+}
+
+static inline uint32_t ref_of(const struct pywg_lpm *t, const struct family *f, uint32_t i)
+{
+    return f == &t->v6 ? i | REF_V6 : i;
+}
+
+/* Put node `ref` at the end of `value`'s list (owners_reserve made room). */
+static void owner_append(struct pywg_lpm *t, uint32_t value, uint32_t ref)
+{
+    struct owner *o = owner_get(t, value);
+    struct link *l = link_of(t, ref);
+
+    l->prev = o->tail;
+    l->next = REF_NONE;
+    if (o->tail != REF_NONE)
+        link_of(t, o->tail)->next = ref;
+    else
+        o->head = ref;
+    o->tail = ref;
+    o->count++;
+}
+
+/* Take node `ref` out of `value`'s list; the owner goes when it is empty. */
+static void owner_unlink(struct pywg_lpm *t, uint32_t value, uint32_t ref)
+{
+    struct owner *o = owner_find(t, value);
+    struct link *l = link_of(t, ref);
+
+    if (o == NULL) /* never: a stored prefix always has its owner */
+        return;
+    if (l->prev != REF_NONE)
+        link_of(t, l->prev)->next = l->next;
+    else
+        o->head = l->next;
+    if (l->next != REF_NONE)
+        link_of(t, l->next)->prev = l->prev;
+    else
+        o->tail = l->prev;
+    l->prev = l->next = REF_NONE;
+    if (--o->count == 0)
+        owner_delete(t, o);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -729,20 +970,22 @@ static void relink(struct family *f, uint32_t parent, const uint64_t w[2], uint3
         f->pool[parent].child[key_bit(w, f->pool[parent].cidr)] = to;
 }
 
-static int family_insert(struct family *f, uint64_t w[2], unsigned cidr, uint32_t value)
+static int family_insert(struct pywg_lpm *t, struct family *f, uint64_t w[2], unsigned cidr,
+                         uint32_t value)
 {
     uint32_t parent = NIL, cur, fresh, top;
     struct entry *e;
 
     key_mask(w, cidr);
-    e = hash_find(f, w, cidr);
-    if (e != NULL) {
-        e->value = value; /* the trie node is updated below */
-    } else if (pool_reserve(f, 2) != 0 || hash_reserve(f) != 0) {
-        /* Room first (a prefix and maybe a fork): after this nothing can
-         * fail and no pointer into the pool can go stale. */
+    /* Room first (an owner, a prefix and maybe a fork): after this nothing
+     * can fail and no pointer into the pool can go stale. */
+    if (owners_reserve(t, 1) != 0)
         return -1;
-    }
+    e = hash_find(f, w, cidr);
+    if (e != NULL)
+        e->value = value; /* the trie node is updated below */
+    else if (pool_reserve(f, 2) != 0 || hash_reserve(f, 1) != 0)
+        return -1;
 
     /* Descend while the current node is a prefix of (or equal to) the new one. */
     cur = f->root;
@@ -752,14 +995,19 @@ static int family_insert(struct family *f, uint64_t w[2], unsigned cidr, uint32_
         if (n->cidr > cidr || !key_prefix_eq(w, n->w, n->cidr))
             break;
         if (n->cidr == cidr) { /* the same prefix: (re)assign it */
-            n->value = value;
-            if (!(n->flags & F_VALUE)) { /* a fork becomes a stored prefix */
+            if (n->flags & F_VALUE) {
+                if (n->value == value)
+                    return 0; /* unchanged, and it keeps its place in the list */
+                owner_unlink(t, n->value, ref_of(t, f, cur));
+            } else { /* a fork becomes a stored prefix */
                 n->flags |= F_VALUE;
                 f->prefixes++;
                 lengths_add(f, cidr);
                 hash_put(f->table, f->table_mask, w, cidr, value);
             }
-            tables_touch(f, parent, w);
+            n->value = value;
+            owner_append(t, value, ref_of(t, f, cur));
+            tables_changed(f, parent, w);
             strategy_update(f);
             return 0;
         }
@@ -794,8 +1042,10 @@ static int family_insert(struct family *f, uint64_t w[2], unsigned cidr, uint32_
     f->prefixes++;
     lengths_add(f, cidr);
     hash_put(f->table, f->table_mask, w, cidr, value);
-    tables_touch(f, parent, w);
-    jumps_grow(f, w, cidr);
+    owner_append(t, value, ref_of(t, f, fresh));
+    tables_changed(f, parent, w);
+    if (!f->deferred) /* a bulk insert grows them once the tables are settled */
+        jumps_grow(f, w, cidr);
     strategy_update(f);
     return 0;
 }
@@ -803,7 +1053,8 @@ static int family_insert(struct family *f, uint64_t w[2], unsigned cidr, uint32_
 /* Drop the stored prefix at node `i` (reached through `parent` and `grand`)
  * and prune what became redundant: a node without a value keeps exactly two
  * children, so n prefixes never take more than 2n - 1 nodes. */
-static void family_delete(struct family *f, uint32_t i, uint32_t parent, uint32_t grand)
+static void family_delete(struct pywg_lpm *t, struct family *f, uint32_t i, uint32_t parent,
+                          uint32_t grand)
 {
     struct node *n = &f->pool[i];
     uint64_t w[2] = {n->w[0], n->w[1]};
@@ -811,6 +1062,7 @@ static void family_delete(struct family *f, uint32_t i, uint32_t parent, uint32_
     struct entry *e = hash_find(f, w, cidr);
     uint32_t only;
 
+    owner_unlink(t, n->value, ref_of(t, f, i));
     n->flags &= (uint8_t)~F_VALUE;
     f->prefixes--;
     lengths_drop(f, cidr);
@@ -857,34 +1109,20 @@ static uint32_t family_find(const struct family *f, const uint64_t w[2], unsigne
     return cur;
 }
 
-static int family_remove(struct family *f, const uint64_t w[2], unsigned cidr)
+/* Delete exactly w/cidr (w masked) if it is stored, and if `only` is not
+ * NULL, only if its value is *only. 1 if deleted, else 0. */
+static int family_remove(struct pywg_lpm *t, struct family *f, const uint64_t w[2],
+                         unsigned cidr, const uint32_t *only)
 {
     uint32_t parent = NIL, grand = NIL;
     uint32_t i = family_find(f, w, cidr, &parent, &grand);
 
     if (i == NIL || !(f->pool[i].flags & F_VALUE))
         return 0;
-    family_delete(f, i, parent, grand);
+    if (only != NULL && f->pool[i].value != *only)
+        return 0;
+    family_delete(t, f, i, parent, grand);
     return 1;
-}
-
-static int family_remove_value(struct family *f, uint32_t value)
-{
-    int removed = 0;
-
-    /* Deleting frees nodes but never moves or allocates one, so one pass
-     * over the pool by index sees every node that still holds `value`. */
-    for (uint32_t i = 1; i < f->top; i++) {
-        const struct node *n = &f->pool[i];
-        uint64_t w[2];
-
-        if ((n->flags & (F_USED | F_VALUE)) != (F_USED | F_VALUE) || n->value != value)
-            continue;
-        w[0] = n->w[0];
-        w[1] = n->w[1];
-        removed += family_remove(f, w, n->cidr);
-    }
-    return removed;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -915,6 +1153,9 @@ struct pywg_lpm *pywg_lpm_new(void)
         return NULL;
     family_init(&t->v4, 32, PYWG_LPM_HASH_LENGTHS);
     family_init(&t->v6, 128, PYWG_LPM_HASH_LENGTHS);
+    t->owners = NULL;
+    t->owners_mask = 0;
+    t->nowners = 0;
     return t;
 }
 
@@ -922,8 +1163,7 @@ void pywg_lpm_free(struct pywg_lpm *t)
 {
     if (t == NULL)
         return;
-    family_release(&t->v4);
-    family_release(&t->v6);
+    pywg_lpm_clear(t);
     free(t);
 }
 
@@ -936,7 +1176,7 @@ int pywg_lpm_insert(struct pywg_lpm *t, int family, const uint8_t *addr, int cid
     if (f == NULL || addr == NULL || cidr < 0 || (uint32_t)cidr > f->width)
         return -1;
     key_load(w, addr, family == 6);
-    return family_insert(f, w, (unsigned)cidr, value);
+    return family_insert(t, f, w, (unsigned)cidr, value);
 }
 
 int pywg_lpm_remove(struct pywg_lpm *t, int family, const uint8_t *addr, int cidr)
@@ -948,14 +1188,28 @@ int pywg_lpm_remove(struct pywg_lpm *t, int family, const uint8_t *addr, int cid
         return -1;
     key_load(w, addr, family == 6);
     key_mask(w, (unsigned)cidr);
-    return family_remove(f, w, (unsigned)cidr);
+    return family_remove(t, f, w, (unsigned)cidr, NULL);
 }
 
 int pywg_lpm_remove_value(struct pywg_lpm *t, uint32_t value)
 {
+    const struct owner *o;
+    int removed = 0;
+
     if (t == NULL)
         return 0;
-    return family_remove_value(&t->v4, value) + family_remove_value(&t->v6, value);
+    /* Each removal unlinks the head; the owner goes with the last one. */
+    while ((o = owner_find(t, value)) != NULL) {
+        uint32_t ref = o->head;
+        struct family *f = ref & REF_V6 ? &t->v6 : &t->v4;
+        const struct node *n = &f->pool[ref & ~REF_V6];
+        uint64_t w[2] = {n->w[0], n->w[1]};
+
+        if (family_remove(t, f, w, n->cidr, NULL) != 1)
+            break; /* never: a listed node is a stored prefix (this keeps a bug finite) */
+        removed++;
+    }
+    return removed;
 }
 
 void pywg_lpm_clear(struct pywg_lpm *t)
@@ -964,6 +1218,305 @@ void pywg_lpm_clear(struct pywg_lpm *t)
         return;
     family_release(&t->v4);
     family_release(&t->v6);
+    free(t->owners);
+    t->owners = NULL;
+    t->owners_mask = 0;
+    t->nowners = 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Bulk operations on prefix records                                         */
+
+/* The family and masked key of one record; NULL if the record is malformed. */
+static struct family *record_key(struct pywg_lpm *t, const uint8_t *rec, uint64_t w[2],
+                                 unsigned *cidr)
+{
+    struct family *f = family_of(t, rec[0]);
+
+    if (f == NULL || rec[1] > f->width)
+        return NULL;
+    key_load(w, rec + 2, rec[0] == 6);
+    key_mask(w, rec[1]);
+    *cidr = rec[1];
+    return f;
+}
+
+static void record_store(uint8_t *rec, const struct family *f, const struct node *n)
+{
+    uint64_t w[2] = {n->w[0], n->w[1]};
+
+    memset(rec, 0, RECORD_SIZE);
+    rec[0] = f->width == 32 ? 4 : 6;
+    rec[1] = n->cidr;
+    for (int i = 0; i < 16; i++)
+        rec[2 + i] = (uint8_t)(w[i >> 3] >> (56 - 8 * (i & 7)));
+}
+
+/* End a bulk insert of family f: recompute what it marked stale, then let
+ * each inserted prefix grow jump tables as a single insert would have. */
+static void family_settle(struct pywg_lpm *t, struct family *f, const uint8_t *records, size_t n)
+{
+    f->deferred = 0;
+    if (f->roots_stale) {
+        for (uint32_t number = 0; number < ROOT_SLOTS; number++)
+            root_slot_compute(f, number, &f->slots[number]);
+        f->roots_stale = 0;
+    }
+    for (uint32_t id = 1; id < f->jumps_top; id++) {
+        if (f->jumps[id].owner != NIL && f->jumps[id].stale) {
+            jump_refresh(f, id);
+            f->jumps[id].stale = 0;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t w[2];
+        unsigned cidr = 0;
+
+        if (record_key(t, records + i * RECORD_SIZE, w, &cidr) == f)
+            jumps_grow(f, w, cidr);
+    }
+}
+
+int pywg_lpm_insert_many(struct pywg_lpm *t, const uint8_t *records, size_t n, uint32_t value)
+{
+    size_t per[2] = {0, 0};
+
+    if (t == NULL || (records == NULL && n > 0) || n > UINT32_MAX / 2)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *rec = records + i * RECORD_SIZE;
+        uint64_t w[2];
+        unsigned cidr = 0;
+
+        if (record_key(t, rec, w, &cidr) == NULL)
+            return -1;
+        per[rec[0] == 6]++;
+    }
+    /* Room for all of them at once (each may bring a fork), so that no insert
+     * below can fail half way and the arrays grow once, not log n times. */
+    if (owners_reserve(t, 1) != 0 || pool_reserve(&t->v4, (uint32_t)(2 * per[0])) != 0 ||
+        pool_reserve(&t->v6, (uint32_t)(2 * per[1])) != 0 ||
+        hash_reserve(&t->v4, (uint32_t)per[0]) != 0 || hash_reserve(&t->v6, (uint32_t)per[1]) != 0)
+        return -1;
+    /* Many prefixes: the lookup tables are settled once at the end, not
+     * after each (a slot can be recomputed hundreds of times otherwise). */
+    t->v4.deferred = per[0] > BULK_DEFER;
+    t->v6.deferred = per[1] > BULK_DEFER;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t w[2];
+        unsigned cidr = 0;
+        struct family *f = record_key(t, records + i * RECORD_SIZE, w, &cidr);
+
+        (void)family_insert(t, f, w, cidr, value); /* cannot fail: the room was made above */
+    }
+    if (t->v4.deferred)
+        family_settle(t, &t->v4, records, n);
+    if (t->v6.deferred)
+        family_settle(t, &t->v6, records, n);
+    return 0;
+}
+
+int pywg_lpm_remove_many(struct pywg_lpm *t, const uint8_t *records, size_t n, uint32_t value)
+{
+    int removed = 0;
+
+    if (t == NULL || (records == NULL && n > 0))
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t w[2];
+        unsigned cidr = 0;
+        struct family *f = record_key(t, records + i * RECORD_SIZE, w, &cidr);
+
+        if (f == NULL)
+            return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t w[2];
+        unsigned cidr = 0;
+        struct family *f = record_key(t, records + i * RECORD_SIZE, w, &cidr);
+
+        removed += family_remove(t, f, w, cidr, &value);
+    }
+    return removed;
+}
+
+size_t pywg_lpm_value_count(const struct pywg_lpm *t, uint32_t value)
+{
+    const struct owner *o = t == NULL ? NULL : owner_find(t, value);
+
+    return o == NULL ? 0 : o->count;
+}
+
+size_t pywg_lpm_prefixes_of(const struct pywg_lpm *t, uint32_t value, uint8_t *out, size_t cap)
+{
+    const struct owner *o = t == NULL ? NULL : owner_find(t, value);
+    size_t k = 0;
+
+    if (o == NULL)
+        return 0;
+    for (uint32_t ref = o->head; ref != REF_NONE && k < cap; ref = link_of(t, ref)->next, k++)
+        record_store(out + k * RECORD_SIZE, ref & REF_V6 ? &t->v6 : &t->v4, node_of(t, ref));
+    return o->count;
+}
+
+/* The stored prefixes of one family in address order (a prefix before the
+ * longer ones inside it): a depth-first walk, the 0 side first. */
+static size_t family_dump(const struct family *f, uint8_t *out, uint32_t *values, size_t cap)
+{
+    uint32_t stack[2 * 130], depth = 0;
+    size_t k = 0;
+
+    if (f->root != NIL)
+        stack[depth++] = f->root;
+    while (depth > 0 && k < cap) {
+        const struct node *n = &f->pool[stack[--depth]];
+
+        if (n->flags & F_VALUE) {
+            record_store(out + k * RECORD_SIZE, f, n);
+            values[k++] = n->value;
+        }
+        if (n->child[1] != NIL)
+            stack[depth++] = n->child[1];
+        if (n->child[0] != NIL)
+            stack[depth++] = n->child[0];
+    }
+    return k;
+}
+
+size_t pywg_lpm_dump(const struct pywg_lpm *t, uint8_t *out, uint32_t *values, size_t cap)
+{
+    size_t k;
+
+    if (t == NULL || out == NULL || values == NULL)
+        return 0;
+    k = family_dump(&t->v4, out, values, cap);
+    return k + family_dump(&t->v6, out + k * RECORD_SIZE, values + k, cap - k);
+}
+
+size_t pywg_lpm_nodes(const struct pywg_lpm *t)
+{
+    return t == NULL ? 0 : (size_t)t->v4.nodes + t->v6.nodes;
+}
+
+size_t pywg_lpm_owners(const struct pywg_lpm *t)
+{
+    return t == NULL ? 0 : t->nowners;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Copies                                                                    */
+
+static inline uint32_t remap(uint32_t value, const uint32_t *map, size_t nmap)
+{
+    return value < nmap ? map[value] : PYWG_LPM_UNMAPPED;
+}
+
+static void *copy_of(const void *src, size_t size)
+{
+    void *dst = size ? malloc(size) : NULL;
+
+    if (dst != NULL)
+        memcpy(dst, src, size);
+    return dst;
+}
+
+/* dst: a copy of src's arrays, sized to what is in use; -1 on ENOMEM (dst
+ * then holds nothing to free). */
+static int family_copy(struct family *dst, const struct family *src)
+{
+    size_t table = src->table != NULL ? (size_t)src->table_mask + 1 : 0;
+
+    *dst = *src;
+    dst->cap = src->top;
+    dst->jumps_cap = src->jumps_top;
+    dst->pool = copy_of(src->pool, (size_t)src->top * sizeof(*src->pool));
+    dst->links = copy_of(src->links, (size_t)src->top * sizeof(*src->links));
+    dst->jumps = copy_of(src->jumps, (size_t)src->jumps_top * sizeof(*src->jumps));
+    dst->table = copy_of(src->table, table * sizeof(*src->table));
+    if ((src->top && (dst->pool == NULL || dst->links == NULL)) ||
+        (src->jumps_top && dst->jumps == NULL) || (table && dst->table == NULL)) {
+        free(dst->pool);
+        free(dst->links);
+        free(dst->jumps);
+        free(dst->table);
+        family_init(dst, src->width, src->hash_limit);
+        return -1;
+    }
+    return 0;
+}
+
+/* Every value stored in the family (nodes, hash, root slots, jump tables)
+ * through the map. */
+static void family_remap(struct family *f, const uint32_t *map, size_t nmap)
+{
+    for (uint32_t i = 1; i < f->top; i++)
+        if ((f->pool[i].flags & (F_USED | F_VALUE)) == (F_USED | F_VALUE))
+            f->pool[i].value = remap(f->pool[i].value, map, nmap);
+    for (uint32_t i = 0; f->table != NULL && i <= f->table_mask; i++)
+        if (f->table[i].tag != 0)
+            f->table[i].value = remap(f->table[i].value, map, nmap);
+    for (uint32_t i = 0; i < ROOT_SLOTS; i++)
+        if (f->slots[i].has_best)
+            f->slots[i].best = remap(f->slots[i].best, map, nmap);
+    for (uint32_t id = 1; id < f->jumps_top; id++) {
+        if (f->jumps[id].owner == NIL)
+            continue;
+        for (uint32_t i = 0; i < JUMP_SLOTS; i++)
+            if (f->jumps[id].slot[i].has_best)
+                f->jumps[id].slot[i].best = remap(f->jumps[id].slot[i].best, map, nmap);
+    }
+}
+
+/* dst's owners: src's, keyed by their values through the map. Two values
+ * that map to one become one owner, the lists joined in the order of src's
+ * hash (only unmapped values can meet: the caller's map is otherwise one to
+ * one). */
+static int owners_copy(struct pywg_lpm *dst, const struct pywg_lpm *src, const uint32_t *map,
+                       size_t nmap)
+{
+    dst->owners = NULL;
+    dst->owners_mask = 0;
+    dst->nowners = 0;
+    if (src->nowners == 0)
+        return 0;
+    if (owners_reserve(dst, src->nowners) != 0)
+        return -1;
+    for (uint32_t i = 0; i <= src->owners_mask; i++) {
+        const struct owner *o = &src->owners[i];
+        uint32_t value = map != NULL ? remap(o->value, map, nmap) : o->value;
+        struct owner *to;
+
+        if (o->count == 0)
+            continue;
+        to = owner_get(dst, value);
+        if (to->count == 0) {
+            to->head = o->head;
+        } else {
+            link_of(dst, to->tail)->next = o->head;
+            link_of(dst, o->head)->prev = to->tail;
+        }
+        to->tail = o->tail;
+        to->count += o->count;
+    }
+    return 0;
+}
+
+struct pywg_lpm *pywg_lpm_clone(const struct pywg_lpm *src, const uint32_t *map, size_t nmap)
+{
+    struct pywg_lpm *t;
+
+    if (src == NULL || (t = pywg_lpm_new()) == NULL)
+        return NULL;
+    if (family_copy(&t->v4, &src->v4) != 0 || family_copy(&t->v6, &src->v6) != 0 ||
+        owners_copy(t, src, map, nmap) != 0) {
+        pywg_lpm_free(t);
+        return NULL;
+    }
+    if (map != NULL) {
+        family_remap(&t->v4, map, nmap);
+        family_remap(&t->v6, map, nmap);
+    }
+    return t;
 }
 
 int64_t pywg_lpm_get(const struct pywg_lpm *t, int family, const uint8_t *addr, int cidr)
@@ -1037,8 +1590,10 @@ size_t pywg_lpm_memory(const struct pywg_lpm *t)
     fams[0] = &t->v4;
     fams[1] = &t->v6;
     total = sizeof(*t);
+    if (t->owners != NULL)
+        total += ((size_t)t->owners_mask + 1) * sizeof(struct owner);
     for (int i = 0; i < 2; i++) {
-        total += (size_t)fams[i]->cap * sizeof(struct node);
+        total += (size_t)fams[i]->cap * (sizeof(struct node) + sizeof(struct link));
         total += (size_t)fams[i]->jumps_cap * sizeof(struct jump);
         if (fams[i]->table != NULL)
             total += ((size_t)fams[i]->table_mask + 1) * sizeof(struct entry);
@@ -1128,6 +1683,7 @@ static int family_validate(const struct family *f)
         }
     }
     CHECK(stored == f->prefixes, 13);
+    CHECK(reachable == f->nodes, 28);
     for (uint32_t i = f->free_head; i != NIL; i = f->pool[i].child[0]) {
         CHECK(i < f->top && !(f->pool[i].flags & F_USED) && free_nodes < f->top, 14);
         free_nodes++;
@@ -1168,6 +1724,42 @@ static int family_validate(const struct family *f)
     return 0;
 }
 
+/* Each owner's list: findable by its value, linked both ways, `count`
+ * stored prefixes with that value; together every stored prefix once. */
+static int owners_validate(const struct pywg_lpm *t)
+{
+    uint64_t total = 0;
+    uint32_t used = 0;
+
+    if (t->owners == NULL)
+        return t->nowners == 0 ? 0 : 1;
+    for (uint32_t i = 0; i <= t->owners_mask; i++) {
+        const struct owner *o = &t->owners[i];
+        uint32_t steps = 0, prev = REF_NONE;
+
+        if (o->count == 0)
+            continue;
+        used++;
+        CHECK(owner_find(t, o->value) == o, 2);
+        for (uint32_t ref = o->head; ref != REF_NONE; ref = link_of(t, ref)->next) {
+            const struct family *f = ref & REF_V6 ? &t->v6 : &t->v4;
+            uint32_t i = ref & ~REF_V6;
+
+            CHECK(i > 0 && i < f->top && steps < o->count, 3);
+            CHECK((f->pool[i].flags & (F_USED | F_VALUE)) == (F_USED | F_VALUE), 4);
+            CHECK(f->pool[i].value == o->value, 5);
+            CHECK(link_of(t, ref)->prev == prev, 6);
+            prev = ref;
+            steps++;
+        }
+        CHECK(steps == o->count && o->tail == prev, 7);
+        total += steps;
+    }
+    CHECK(used == t->nowners && (uint64_t)used * 2 <= (uint64_t)t->owners_mask + 1, 8);
+    CHECK(total == (uint64_t)t->v4.prefixes + t->v6.prefixes, 9);
+    return 0;
+}
+
 int pywg_lpm_validate(const struct pywg_lpm *t)
 {
     int code;
@@ -1178,7 +1770,10 @@ int pywg_lpm_validate(const struct pywg_lpm *t)
     if (code != 0)
         return 400 + code;
     code = family_validate(&t->v6);
-    return code == 0 ? 0 : 600 + code;
+    if (code != 0)
+        return 600 + code;
+    code = owners_validate(t);
+    return code == 0 ? 0 : 800 + code;
 }
 
 uint64_t pywg_lpm_bench(const struct pywg_lpm *t, int family, const uint8_t *addrs, size_t n,

@@ -52,9 +52,16 @@
  * to IPv6. (A branch-free trie walk measured 2-3x slower than the plain one:
  * it keeps the CPU from running ahead to the next node.)
  *
- * Memory is O(prefixes): 210-260 bytes each at 10,000 (trie nodes, hash,
- * jump tables), under 8 KiB for an empty table. Capacity follows the peak
- * size; pywg_lpm_clear releases everything.
+ * 4. Per value, the list of its prefixes in the order they were assigned to
+ *    it (what `wg show` lists for a peer), linked through an array beside
+ *    the node pool, headed from a hash keyed by the value: removing a
+ *    value's prefixes or listing them costs what it holds, not the table.
+ *
+ * Memory is O(prefixes): 220-280 bytes each at 10,000 (trie nodes and their
+ * list links, hash, jump tables), under 8 KiB for an empty table; 17-18 MiB
+ * for 130,000 (65,000 IPv4 /16s and 65,000 IPv6 /128s). Capacity follows
+ * the peak size; pywg_lpm_clear releases everything, and pywg_lpm_clone
+ * sizes its copy to what is in use.
  *
  * Concurrency: not thread-safe by itself. Lookups only read (no caches, no
  * allocation), so any number may run at once; every other call must exclude
@@ -76,6 +83,8 @@
 #define PYWG_LPM_DESTINATION 1
 /* default for pywg_lpm_set_hash_lengths */
 #define PYWG_LPM_HASH_LENGTHS 4
+/* what pywg_lpm_clone gives a value its map does not cover */
+#define PYWG_LPM_UNMAPPED 4294967295
 
 struct pywg_lpm; /* opaque: both families */
 
@@ -96,6 +105,37 @@ int pywg_lpm_remove(struct pywg_lpm *t, int family, const uint8_t *addr, int cid
 int pywg_lpm_remove_value(struct pywg_lpm *t, uint32_t value);
 /* Delete everything and release the memory. */
 void pywg_lpm_clear(struct pywg_lpm *t);
+
+/* Bulk forms over n prefix records of PYWG_PREFIX_RECORD_SIZE bytes each:
+ * the family (4 or 6), the prefix length, 16 address bytes in network order
+ * (IPv4 in the first 4; host bits are ignored). */
+/* pywg_lpm_insert of each record in order, all with `value`. Checks every
+ * record and makes room for all before it changes anything: 0 ok; -1 a bad
+ * record or ENOMEM (table unchanged). */
+int pywg_lpm_insert_many(struct pywg_lpm *t, const uint8_t *records, size_t n, uint32_t value);
+/* Delete each record's exact prefix if its value is `value`; how many
+ * were, or -1 for a bad record (table unchanged). */
+int pywg_lpm_remove_many(struct pywg_lpm *t, const uint8_t *records, size_t n, uint32_t value);
+/* How many prefixes have this value. */
+size_t pywg_lpm_value_count(const struct pywg_lpm *t, uint32_t value);
+/* The prefixes with this value as records, in the order they were assigned
+ * to it (a prefix that moves to another value goes to the end of its list;
+ * one assigned again to the value it has keeps its place), at most cap of
+ * them; returns how many there are. */
+size_t pywg_lpm_prefixes_of(const struct pywg_lpm *t, uint32_t value, uint8_t *out, size_t cap);
+/* Every prefix as a record, with its value in values[]: IPv4 then IPv6, each
+ * in address order (a prefix before the longer ones inside it); at most cap,
+ * returns how many were written. */
+size_t pywg_lpm_dump(const struct pywg_lpm *t, uint8_t *out, uint32_t *values, size_t cap);
+/* A copy of the table (both families, the lists of each value) in memory
+ * of its own, with every value v replaced by map[v] (PYWG_LPM_UNMAPPED when
+ * v >= nmap; map NULL keeps the values); NULL on ENOMEM. For readers of the
+ * copy, it is as if each prefix had been inserted with its new value. */
+struct pywg_lpm *pywg_lpm_clone(const struct pywg_lpm *src, const uint32_t *map, size_t nmap);
+/* Trie nodes in use (stored prefixes and forks), both families. */
+size_t pywg_lpm_nodes(const struct pywg_lpm *t);
+/* Values that hold at least one prefix. */
+size_t pywg_lpm_owners(const struct pywg_lpm *t);
 
 /* The value of exactly addr/cidr (host bits ignored), -1 if absent or bad arguments. */
 int64_t pywg_lpm_get(const struct pywg_lpm *t, int family, const uint8_t *addr, int cidr);

@@ -1,7 +1,10 @@
 """Native longest-prefix-match table: a thin wrapper over ``lpm.c``.
 
 The C table is what the native data plane consults per packet (cryptokey
-routing, whitepaper §3); this wrapper is for tests, benchmarks and tools.
+routing, whitepaper §3), and what the core's table is kept in with the
+native backend (`pywg._fast.routes`, which maps its ids to peers); this
+wrapper serves that, tests, benchmarks and tools. The bulk forms take and
+give packed prefix records (`pywg.allowedips.PrefixList`).
 Semantics match :class:`pywg.allowedips.AllowedIPs` except that values are
 32-bit unsigned ints (peer ids) rather than objects, and ``remove`` deletes a
 prefix whatever its value. See ``lpm.h`` for the structure and its costs.
@@ -19,17 +22,28 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, Final, Literal
 
 from pywg import _fast
+from pywg.constants import PREFIX_RECORD_SIZE
 
-__all__ = ["VALUE_MAX", "NativeLpm"]
+__all__ = ["UNMAPPED", "VALUE_MAX", "NativeLpm"]
 
 VALUE_MAX: Final = (1 << 32) - 1
 """Values are uint32_t in C."""
+
+UNMAPPED: Final = VALUE_MAX
+"""What `NativeLpm.load_mapped` (``pywg_lpm_clone``) gives a value its map leaves out."""
 
 _WHICH: Final = {"source": 0, "destination": 1}
 
 # Bound once: a module global is cheaper to reach than lib's attributes.
 _lib: Any = _fast.lib
+_ffi: Any = _fast.ffi
 _lookup: Any = None if _lib is None else _lib.pywg_lpm_lookup
+
+
+def _record_count(records: bytes | bytearray) -> int:
+    if len(records) % PREFIX_RECORD_SIZE:
+        raise ValueError(f"prefix records are {PREFIX_RECORD_SIZE} bytes each")
+    return len(records) // PREFIX_RECORD_SIZE
 
 
 def _network(network: str | IPv4Network | IPv6Network) -> IPv4Network | IPv6Network:
@@ -117,6 +131,76 @@ class NativeLpm:
     def clear(self) -> None:
         """Delete every prefix of both families and release their memory."""
         _lib.pywg_lpm_clear(self._table)
+
+    # -- bulk forms, on packed records (pywg.allowedips.PrefixList) ---------
+
+    def insert_records(self, records: bytes | bytearray, value: int) -> None:
+        """`insert` of each record in order, all to ``value``; all or nothing."""
+        count = _record_count(records)
+        data = _ffi.from_buffer("uint8_t[]", records)
+        if _lib.pywg_lpm_insert_many(self._table, data, count, _check_value(value)) != 0:
+            raise MemoryError("pywg_lpm_insert_many failed: out of memory or a bad record")
+
+    def remove_records(self, records: bytes | bytearray, value: int) -> int:
+        """Delete each record's prefix if it has ``value``; how many were deleted."""
+        count = _record_count(records)
+        data = _ffi.from_buffer("uint8_t[]", records)
+        removed: int = _lib.pywg_lpm_remove_many(self._table, data, count, _check_value(value))
+        if removed < 0:
+            raise ValueError("a malformed prefix record")
+        return removed
+
+    def value_count(self, value: int) -> int:
+        """How many prefixes have ``value``."""
+        count: int = _lib.pywg_lpm_value_count(self._table, _check_value(value))
+        return count
+
+    def records_of(self, value: int) -> bytes:
+        """The prefixes of ``value`` as records, in the order they were assigned to it."""
+        count = self.value_count(value)
+        out = _ffi.new("uint8_t[]", max(count, 1) * PREFIX_RECORD_SIZE)
+        _lib.pywg_lpm_prefixes_of(self._table, value, out, count)
+        return bytes(_ffi.buffer(out, count * PREFIX_RECORD_SIZE))
+
+    def dump(self) -> tuple[bytes, list[int]]:
+        """Every prefix as a record, and their values: IPv4 then IPv6, in address order."""
+        count = len(self)
+        out = _ffi.new("uint8_t[]", max(count, 1) * PREFIX_RECORD_SIZE)
+        values = _ffi.new("uint32_t[]", max(count, 1))
+        written: int = _lib.pywg_lpm_dump(self._table, out, values, count)
+        return bytes(_ffi.buffer(out, written * PREFIX_RECORD_SIZE)), list(values[0:written])
+
+    @property
+    def nodes(self) -> int:
+        """Trie nodes in use: stored prefixes and forks (at most 2 * len - 1)."""
+        count: int = _lib.pywg_lpm_nodes(self._table)
+        return count
+
+    @property
+    def owners(self) -> int:
+        """Values that hold at least one prefix."""
+        count: int = _lib.pywg_lpm_owners(self._table)
+        return count
+
+    @property
+    def handle(self) -> Any:
+        """The ``struct pywg_lpm *`` (for the native plane's mirror; see `pywg_lpm_clone`)."""
+        return self._table
+
+    def copy(self, mapping: list[int] | None = None) -> NativeLpm:
+        """A copy whose values go through ``mapping`` (value v -> mapping[v], UNMAPPED
+        past its end); ``None`` keeps them."""
+        ffi, lib = _fast.require()
+        table = (
+            lib.pywg_lpm_clone(self._table, ffi.NULL, 0)
+            if mapping is None
+            else lib.pywg_lpm_clone(self._table, ffi.new("uint32_t[]", mapping), len(mapping))
+        )
+        if table == ffi.NULL:
+            raise MemoryError("pywg_lpm_clone failed")
+        clone = NativeLpm.__new__(NativeLpm)
+        clone._table = ffi.gc(table, lib.pywg_lpm_free)
+        return clone
 
     # -- queries ----------------------------------------------------------
 

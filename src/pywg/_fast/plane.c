@@ -560,21 +560,29 @@ void pywg_peer_set_current(struct pywg_plane *p, struct pywg_peer *peer, struct 
 
 /* ------------------------------------------------------------------ routes */
 
-void pywg_plane_routes_clear(struct pywg_plane *p)
+int pywg_plane_routes_load(struct pywg_plane *p, const struct pywg_lpm *src, const uint32_t *map,
+                           size_t nmap)
 {
+    struct pywg_lpm *fresh = pywg_lpm_clone(src, map, nmap), *old;
+
+    if (fresh == NULL)
+        return -1;
     pthread_rwlock_wrlock(&p->routes_lock);
-    pywg_lpm_clear(p->routes);
+    old = p->routes;
+    p->routes = fresh;
     pthread_rwlock_unlock(&p->routes_lock);
+    pywg_lpm_free(old);
+    return 0;
 }
 
-int pywg_plane_route_add(struct pywg_plane *p, int family, const uint8_t *addr, int cidr,
-                         uint32_t peer_id)
+int64_t pywg_plane_route_lookup(struct pywg_plane *p, int family, const uint8_t *addr)
 {
-    int r;
-    pthread_rwlock_wrlock(&p->routes_lock);
-    r = pywg_lpm_insert(p->routes, family, addr, cidr, peer_id);
+    int64_t id;
+
+    pthread_rwlock_rdlock(&p->routes_lock);
+    id = pywg_lpm_lookup(p->routes, family, addr);
     pthread_rwlock_unlock(&p->routes_lock);
-    return r;
+    return id;
 }
 
 /* ------------------------------------------------------------------ keypairs */

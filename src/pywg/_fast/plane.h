@@ -45,6 +45,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lpm.h" /* struct pywg_lpm, for pywg_plane_routes_load */
 #include "wg_constants.h"
 
 /* cdef-begin */
@@ -141,10 +142,16 @@ uint32_t pywg_peer_endpoint(struct pywg_plane *p, struct pywg_peer *peer, uint8_
 void pywg_peer_stats(struct pywg_plane *p, struct pywg_peer *peer, struct pywg_peer_stats *out);
 void pywg_peer_set_current(struct pywg_plane *p, struct pywg_peer *peer, struct pywg_kp *kp);
 
-/* Allowed IPs, mirrored from Python: clear, then add every prefix. */
-void pywg_plane_routes_clear(struct pywg_plane *p);
-int pywg_plane_route_add(struct pywg_plane *p, int family, const uint8_t *addr, int cidr,
-                         uint32_t peer_id);
+/* Allowed IPs, mirrored from Python: the plane's table becomes a copy of `src` with
+ * each value v (the core's id of a peer) replaced by map[v] (the plane's peer id;
+ * see pywg_lpm_clone). The copy is made before the routes lock is taken and swapped
+ * in under it, so the loops keep forwarding meanwhile and see the old table or the
+ * new one, never a mix. 0 ok, -1 ENOMEM (the old table stays). */
+int pywg_plane_routes_load(struct pywg_plane *p, const struct pywg_lpm *src, const uint32_t *map,
+                           size_t nmap);
+/* The peer id the loops route family (4 or 6) address addr to, -1 for none (under the
+ * routes lock, as the loops read it; for tests of the mirror). */
+int64_t pywg_plane_route_lookup(struct pywg_plane *p, int family, const uint8_t *addr);
 
 /* Keypairs. The replay window starts as a copy of *replay (may be NULL: empty). */
 struct pywg_kp *pywg_kp_new(struct pywg_plane *p, struct pywg_peer *peer, const uint8_t *send_key,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pywg import _fast
+from pywg.allowedips import PrefixList
 from pywg.constants import PLANE_ITEM_DATAGRAM, UNDER_LOAD_THRESHOLD
 from pywg.cookie import cookie_key, mac1_key
 from pywg.device import Device
@@ -26,6 +27,9 @@ from pywg.endpoint import IN6_PKTINFO_SIZE, Endpoint, SourceMessage
 from pywg.keys import PublicKey
 from pywg.peer import Peer
 from pywg.session import Session
+
+from .lpm import UNMAPPED, NativeLpm
+from .routes import NativeAllowedIPs
 
 _BUF: Final = 65536
 SourceLookup = Callable[[Endpoint], SourceMessage | None]
@@ -375,15 +379,33 @@ class NativePlane:
                 mirror.current = None
 
     def _sync_routes(self, device: Device) -> None:
-        self.lib.pywg_plane_routes_clear(self.handle)
-        route_add, handle = self.lib.pywg_plane_route_add, self.handle
-        for prefix, peer in device.route_prefixes():
-            mirror = self._peers.get(peer)
-            if mirror is None:
-                continue
-            version = 4 if prefix.width == 32 else 6
-            route_add(handle, version, prefix.packed(), prefix.cidr, mirror.id)
+        """The plane's table becomes a copy of the device's, each peer as its C twin's id:
+        one C call that copies the table outside the routes lock and swaps it in."""
+        table = device.routing_table
+        if isinstance(table, NativeAllowedIPs):
+            source = table.native
+            mapping = [
+                mirror.id if (mirror := self._peers.get(peer)) is not None else UNMAPPED
+                for peer in table.values_by_id()
+            ]
+        else:  # a pure-Python table (PYWG_BACKEND=pure with the plane): packed per peer
+            source = NativeLpm()
+            mapping = None
+            for peer, mirror in self._peers.items():
+                source.insert_records(PrefixList(table.prefixes_of(peer)).records, mirror.id)
+        ids = self.ffi.new("uint32_t[]", mapping) if mapping else self.ffi.NULL
+        if self.lib.pywg_plane_routes_load(self.handle, source.handle, ids, len(mapping or ())):
+            raise MemoryError("cannot mirror the allowed IPs into the native plane")
         self._routing_version = device.routing_version
+
+    def route(self, address: bytes) -> Peer | None:
+        """The peer the loops send a packet for ``address`` (4 or 16 bytes) to, from the
+        plane's own copy of the allowed IPs (to check the mirror)."""
+        found = self.lib.pywg_plane_route_lookup(
+            self.handle, 4 if len(address) == 4 else 6, address
+        )
+        by_id = {mirror.id: peer for peer, mirror in self._peers.items()}
+        return by_id.get(found) if found >= 0 else None
 
     # ------------------------------------------------------------------ timers
     def traffic(self, device: Device, now: float) -> None:
