@@ -10,7 +10,7 @@ purpose), ``PYTHONMALLOC=malloc`` (every object its own malloc block, so
 ASan sees past cffi buffers) and PYTHONPATH putting the copy first:
 
 - the data-plane tests (test_plane, test_offload, test_lpm, test_replay,
-  test_native_relay;
+  test_native_relay, test_uapiparse, test_routes_mirror;
   the replay tests' pure-Python-only variants are left out: they never
   call C);
 - the C-facing fuzz harnesses (fuzz_dataplane: LPM packet lookup, TSO
@@ -50,6 +50,8 @@ DATA_PLANE_TESTS = [
     "native/test_blake2s.py",
     "native/test_xaead.py",
     "native/test_native_relay.py",
+    "native/test_uapiparse.py",
+    "native/test_routes_mirror.py",
 ]
 # test_replay's [pure] variants and test_pure_matches_model exercise PureReplayWindow only.
 NOT_PURE_ONLY = "not pure or native"
