@@ -47,7 +47,7 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from ..endpoint import format_endpoint, parse_endpoint
-from ..system.secretfile import write_secret_file
+from ..system.secretfile import read_or_create_secret
 from . import auth
 from .schema import (
     HEALTH_PATH,
@@ -123,27 +123,10 @@ def load_or_create_key(state_dir: str) -> SigningKey:
     """The coordinator's Ed25519 key from ``state_dir/coordinator.key`` (base64 of the 32-byte
     seed), made there (mode 0600) if there is none. Two processes starting at once agree."""
     path = os.path.join(state_dir, KEY_FILE)
-    if not os.path.exists(path):
-        _create_key_file(path)
-    with open(path, encoding="ascii", errors="replace") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        text = handle.read(200)
-    if mode & 0o077:
-        log.warning("%s is readable by others (mode %o); it should be 0600", path, mode & 0o777)
     try:
-        seed = auth.unb64(text.strip(), 32)
-    except auth.AuthError:
+        return SigningKey(read_or_create_secret(path))
+    except ValueError:
         raise StoreError(f"{path} is not a coordinator key (base64 of 32 bytes)") from None
-    return SigningKey(seed)
-
-
-def _create_key_file(path: str) -> None:
-    """Make a new key at `path` unless one appears there meanwhile.
-
-    `write_secret_file` without `replace` never overwrites: when two
-    processes start at once the first one's key wins and both read it.
-    """
-    write_secret_file(path, auth.b64(bytes(SigningKey.generate().encode())) + "\n", replace=False)
 
 
 def new_token(
