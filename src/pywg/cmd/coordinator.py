@@ -354,7 +354,8 @@ def remove_command(args: argparse.Namespace) -> int:
     return _admin(args, work)
 
 
-def _setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool) -> None:
+    """pywg's loggers on stderr with the time, INFO (DEBUG with `verbose`): a server's log."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
     root = logging.getLogger("pywg")
@@ -372,7 +373,7 @@ def serve_command(args: argparse.Namespace) -> int:
         relay = relay_config(args)
     except UsageError as exc:
         return _fail(str(exc), 2)
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
 
     def ready(coordinator: Coordinator) -> None:
         where = f"[{listen_host}]" if listen_host and ":" in listen_host else listen_host or ""
