@@ -184,6 +184,7 @@ class TcpNode:
         self.sock.sendall(rp.upgrade_request(host))
         head = self.read_head()
         rp.parse_upgrade_response(head)
+        self.frames += self.decoder.feed(self.rest)
 
     def read_head(self) -> bytes:
         buffer = b""
@@ -192,8 +193,7 @@ class TcpNode:
             if not data:
                 raise EOFError(f"closed after {buffer!r}")
             buffer += data
-        head, rest = split
-        self.frames += self.decoder.feed(rest)
+        head, self.rest = split  # a body, or the first frames
         return head
 
     def read_frame(self, timeout: float = TIMEOUT) -> rp.Frame:

@@ -233,6 +233,7 @@ class FramedConnection(asyncio.Protocol):
         self.closed = True
         transport = self.transport
         if reason is not None:
+            self._counters[f"closed_{reason.name.lower()}"] += 1
             last += encode_frame(FrameType.CLOSE, bytes([reason]))
         if last:
             transport.write(last)

@@ -128,16 +128,16 @@ class ServerConnection(PeerConnection):
         elif kind in (FrameType.HELLO, FrameType.PEER_HELLO):
             self._hello(kind, payload)
         else:
-            self._refuse(CloseReason.MALFORMED)
+            self.close(CloseReason.MALFORMED)
 
     def _hello(self, kind: int, payload: bytes) -> None:
         try:
             hello = Hello.parse(payload)
         except RelayProtocolError:
-            self._refuse(CloseReason.MALFORMED)
+            self.close(CloseReason.MALFORMED)
             return
         if hello.version != PROTOCOL_VERSION:
-            self._refuse(CloseReason.VERSION)
+            self.close(CloseReason.VERSION)
         elif kind == FrameType.HELLO:
             self._node_hello(hello)
         else:
@@ -148,13 +148,12 @@ class ServerConnection(PeerConnection):
         member = services.membership.by_key(hello.key)
         binding = services.tls.binding
         if member is None or not hello.verify_node(member.control_key, self._challenge, binding):
-            self._refuse(CloseReason.REFUSED)
+            self.close(CloseReason.REFUSED)
             return
         self._member, self.id_bytes = member, encode_id(member.node_id)
         self._accept(hello, member.node_id)
         previous = services.router.attach(self, Via.TCP)
         if isinstance(previous, ServerConnection):
-            self._counters["replaced"] += 1
             previous.close(CloseReason.REPLACED)
         log.debug("relay: node %d connected over TCP", member.node_id)
 
@@ -163,7 +162,7 @@ class ServerConnection(PeerConnection):
         if not peers.trusts(hello.key) or not hello.verify_peer(
             self._challenge, self._services.tls.binding
         ):
-            self._refuse(CloseReason.REFUSED)
+            self.close(CloseReason.REFUSED)
             return
         self._peer = hello.key
         self.use_queue(self._limits.link_queue)
@@ -177,10 +176,6 @@ class ServerConnection(PeerConnection):
         self._counters["tcp_accepted"] += 1
         ok = Ok.sign(self._services.signing_key, hello, node_id)
         self.send_frame(FrameType.OK, ok.encode())
-
-    def _refuse(self, reason: CloseReason) -> None:
-        self._counters[f"refused_{reason.name.lower()}"] += 1
-        self.close(reason)
 
     def ended(self) -> None:
         self._slot.release()
@@ -264,7 +259,8 @@ class TcpListener:
                 sock.close()
             if not isinstance(exc, Exception):
                 raise
-            shared.counters["tls_failed"] += 1
+            late = isinstance(exc, TimeoutError)
+            shared.counters["closed_deadline" if late else "tls_failed"] += 1
 
 
 def bind_tcp(host: str, port: int) -> socket.socket:
