@@ -384,6 +384,22 @@ def test_a_member_removed_is_evicted(relays: RelayFactory, closing: ExitStack) -
     assert stats["drop_unassociated"] == 1 and stats["drop_unknown_destination"] == 1
 
 
+@pytest.mark.time_limit(20)
+def test_quiet_connections_are_pinged_and_silent_ones_closed(
+    relays: RelayFactory, closing: ExitStack
+) -> None:
+    (a,), members = nodes(1)
+    relay = relays(members, limits=replace(FAST, keepalive_interval=0.2, idle_timeout=1.0))
+    client = tcp(closing, relay, a)
+    kind, payload = client.read_frame(1.0)  # nothing sent to it for 0.2 s: a PING
+    assert kind == FrameType.PING and len(payload) == rp.PING_SIZE
+    client.send_frame(FrameType.PONG, payload)
+    start = time.monotonic()
+    assert client.closed_within(3.0)  # it never sends anything else: closed as idle
+    assert time.monotonic() - start > 0.5
+    assert relay.stats()["closed_idle"] == 1
+
+
 # -- the HTTP face and the deadlines ---------------------------------------------------------
 
 
