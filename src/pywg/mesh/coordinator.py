@@ -367,6 +367,7 @@ class Coordinator:
                 routes=tuple(peer.approved_routes),
                 endpoints=tuple(parse_endpoint(e) for e in peer.endpoints),  # stored canonical
                 relay_port=self._relay_port(me.public_key, peer.public_key),
+                node_id=peer.id,
             )
             for peer in nodes
             if peer.id != node_id
@@ -524,6 +525,7 @@ def _node_info(node: Node) -> NodeInfo:
         addresses=(node.ipv4, node.ipv6),
         routes=tuple(node.approved_routes),
         pending_routes=tuple(node.pending_routes),
+        node_id=node.id,
     )
 
 

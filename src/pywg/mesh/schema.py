@@ -33,6 +33,7 @@ from ..constants import KEY_SIZE  # X25519 and Ed25519 public keys alike
 from ..endpoint import Endpoint, format_endpoint, parse_endpoint
 from ..redact import quote
 from . import auth
+from .relayproto import MAX_NODE_ID
 
 JOIN_PATH: Final = "/v1/join"
 ROSTER_PATH: Final = "/v1/roster"
@@ -249,15 +250,17 @@ class NodeInfo:
     addresses: tuple[str, ...]  # its tunnel addresses: IPv4, IPv6
     routes: tuple[str, ...]  # advertised and approved
     pending_routes: tuple[str, ...]  # advertised, waiting for approval
+    node_id: int | None = None  # its address on the home relays (docs/relay.md)
 
     def to_json(self) -> JsonObject:
-        return {
+        data: JsonObject = {
             "name": self.name,
             "public_key": auth.b64(self.public_key),
             "addresses": list(self.addresses),
             "routes": list(self.routes),
             "pending_routes": list(self.pending_routes),
         }
+        return _with_node_id(data, self.node_id)
 
     @classmethod
     def read(cls, fields: _Fields) -> NodeInfo:
@@ -267,7 +270,19 @@ class NodeInfo:
             addresses=fields.addresses("addresses"),
             routes=fields.prefixes("routes"),
             pending_routes=fields.prefixes("pending_routes"),
+            node_id=_node_id(fields),
         )
+
+
+def _with_node_id(data: JsonObject, node_id: int | None) -> JsonObject:
+    """`data` with "node_id" last when there is one (a coordinator may give none)."""
+    if node_id is not None:
+        data["node_id"] = node_id
+    return data
+
+
+def _node_id(fields: _Fields) -> int | None:
+    return fields.integer("node_id", 1, MAX_NODE_ID) if fields.given("node_id") else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,9 +296,10 @@ class PeerEntry:
     routes: tuple[str, ...]  # approved subnets behind it
     endpoints: tuple[Endpoint, ...]  # where it last said it can be reached
     relay_port: int | None  # the relay port to send to for it (None: no relay)
+    node_id: int | None = None  # its address on the home relays (docs/relay.md)
 
     def to_json(self) -> JsonObject:
-        return {
+        data: JsonObject = {
             "name": self.name,
             "public_key": auth.b64(self.public_key),
             "control_key": auth.b64(self.control_key),
@@ -292,6 +308,7 @@ class PeerEntry:
             "endpoints": [format_endpoint(e) for e in self.endpoints],
             "relay_port": self.relay_port,
         }
+        return _with_node_id(data, self.node_id)
 
     @classmethod
     def read(cls, fields: _Fields) -> PeerEntry:
@@ -305,6 +322,7 @@ class PeerEntry:
             relay_port=fields.integer("relay_port", 1, 0xFFFF)
             if fields.given("relay_port")
             else None,
+            node_id=_node_id(fields),
         )
 
 

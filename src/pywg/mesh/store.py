@@ -3,7 +3,8 @@
 Theory of operation. One SQLite file (WAL, so the admin commands of
 `pywg coordinator` can read and write it while the server runs) holds:
 
-- ``nodes``: one row a member: name (unique, case-insensitively), WireGuard
+- ``nodes``: one row a member, its ``id`` also its node id on the home relays
+  (1..2^24-1, docs/relay.md): name (unique, case-insensitively), WireGuard
   public key (unique), control key (Ed25519 public), the tunnel addresses it
   was given, the endpoints it last reported, the time of its last accepted
   request (ms, `auth.RequestAuth.fresh` refuses anything not newer).
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from ..endpoint import format_endpoint
+from .relayproto import MAX_NODE_ID
 from .schema import MAX_ENDPOINTS, Networks, SchemaError, endpoint_from_text
 
 DB_NAME: Final = "coordinator.db"
@@ -484,6 +486,8 @@ class Store:
                     "created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (name, public_key, control_key, ipv4, ipv6, time_ms, when),
                 ).lastrowid
+                if not 1 <= int(node_id or 0) <= MAX_NODE_ID:  # the id is its relay address
+                    raise StoreError("no node id left for a new node")
                 db.executemany(
                     "INSERT INTO routes (node_id, prefix, approved) VALUES (?, ?, ?)",
                     [(node_id, p, int(auto_approve)) for p in prefixes],
