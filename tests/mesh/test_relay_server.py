@@ -10,8 +10,10 @@ process. Every test is bounded in time.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import random
 import select
 import signal
 import socket
@@ -488,6 +490,40 @@ def test_unauthenticated_connections_per_source_are_limited(
     relay.wait_stat("tls_failed", 3)
     assert relay.stats()["preauth"] == 0
     tcp(closing, relay).upgrade()  # room again
+
+
+@pytest.mark.time_limit(30)
+def test_garbage_on_every_port_and_stage_leaves_the_relay_serving(
+    relays: RelayFactory, closing: ExitStack
+) -> None:
+    (a, b), members = nodes(2)
+    relay = relays(members)
+    rng = random.Random(0x6A7B)
+    junk = udp(closing, Node.make(5), relay, associate=False)
+    for _ in range(300):
+        first = rng.choice((0, 1, 2, 3, 4, 0x17, 0xFF))
+        junk.sock.sendto(bytes([first]) + os.urandom(rng.randint(0, 600)), relay.udp)
+    for stage in range(24):
+        raw = socket.create_connection(("127.0.0.1", relay.tcp_port))
+        with raw:
+            if stage % 3 == 0:  # before TLS
+                raw.sendall(os.urandom(rng.randint(1, 3000)))
+                continue
+        client = tcp(closing, relay)
+        with contextlib.suppress(OSError):  # the relay closes on what it does not take
+            if stage % 3 == 1:  # inside TLS, before the head ends
+                client.sock.sendall(os.urandom(rng.randint(1, 5000)))
+            else:  # after the upgrade: random frames
+                client.upgrade()
+                for _ in range(rng.randint(1, 20)):
+                    kind = rp.frame_header(rng.randint(0, 12), 0)[:1]
+                    client.sock.sendall(kind + os.urandom(rng.randint(0, 200)))
+        client.close()
+    ua, tb = udp(closing, a, relay), tcp(closing, relay, b)
+    check_delivery(ua.send, tb.read_datagram, b.node_id, a.node_id)
+    check_delivery(tb.send, ua.recv, a.node_id, b.node_id)
+    assert relay.stats().get("errors", 0) == 0
+    assert relay.stats().get("delivered", 0) == 2 * len(MESSAGES)
 
 
 # -- a client that does not read -------------------------------------------------------------
