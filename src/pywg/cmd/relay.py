@@ -1,6 +1,7 @@
 """`pywg relay`: run a home relay for a mesh in a process of its own (docs/relay.md).
 
-    pywg relay serve --members FILE [--state DIR] [--listen IP] [--udp-port N] [--tcp-port N]
+    pywg relay serve (--members FILE | --coordinator URL --coordinator-key KEY)
+                     [--state DIR] [--listen IP] [--udp-port N] [--tcp-port N]
                      [--tls-cert FILE --tls-key FILE | --hostname NAME]
                      [--peer KEY[@HOST:PORT]]... [-v]
     pywg relay key [--state DIR]
@@ -9,9 +10,11 @@
 --tls-cert, a self-signed certificate for --hostname in DIR/tls.crt and
 DIR/tls.key, all made at the first start. Once listening it prints one line
 on stdout: ``relay KEY udp PORT tcp PORT certificate-sha256 HEX``. The members
-file (``{"members": [{"public_key", "control_key", "node_id"}]}``) is read
-again whenever it changes. ``--peer KEY@HOST:PORT`` dials another relay of
-the mesh, ``--peer KEY`` accepts its dialing. `key` prints the relay key.
+come from a file (``{"members": [{"public_key", "control_key", "node_id"}]}``),
+read again whenever it changes, or from the coordinator (GET /v1/members,
+long-polled; `pywg coordinator serve --relay-key KEY` admits this relay).
+``--peer KEY@HOST:PORT`` dials another relay of the mesh, ``--peer KEY``
+accepts its dialing. `key` prints the relay key.
 
 Exit status: 0 stopped by a signal, 1 failed (files, ports), 2 bad arguments.
 """
@@ -27,7 +30,7 @@ import ssl
 import sys
 from typing import TYPE_CHECKING, Any, Final
 
-from pywg.cmd.coordinator import UsageError, parse_hostport, setup_logging
+from pywg.cmd.coordinator import UsageError, parse_hostport, parse_key, setup_logging
 
 if TYPE_CHECKING:
     from nacl.signing import SigningKey
@@ -62,7 +65,17 @@ def register(subparsers: Any) -> None:
 
 
 def _register_serve(serve: argparse.ArgumentParser) -> None:
-    serve.add_argument("--members", required=True, metavar="FILE", help="the members file")
+    members = serve.add_mutually_exclusive_group(required=True)
+    members.add_argument("--members", metavar="FILE", help="the members, from a file it follows")
+    members.add_argument(
+        "--coordinator",
+        metavar="URL",
+        help="the members, from the coordinator (with --coordinator-key; the coordinator "
+        "needs --relay-key with this relay's key)",
+    )
+    serve.add_argument(
+        "--coordinator-key", metavar="KEY", help="the coordinator's key (`pywg coordinator key`)"
+    )
     serve.add_argument(
         "--listen", default=DEFAULT_LISTEN, metavar="IP", help="address (default ::, all)"
     )
@@ -121,6 +134,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise UsageError(f"--{name.replace('_', '-')} out of range")
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
+    if (args.coordinator is None) != (args.coordinator_key is None):
+        raise UsageError("--coordinator and --coordinator-key go together")
+    if args.coordinator_key is not None:
+        parse_key(args.coordinator_key, "--coordinator-key")
 
 
 def _relay_key(state: str) -> SigningKey:
@@ -146,15 +163,28 @@ def key_command(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace, peers: list[PeerSpec]) -> RelayConfig:
     """The relay's configuration from the command line and the state directory."""
-    from pywg.mesh.relayserver import FileMembership, RelayConfig, self_signed, server_tls
+    from pywg.mesh.relayserver import (
+        CoordinatorMembership,
+        FileMembership,
+        Membership,
+        RelayConfig,
+        self_signed,
+        server_tls,
+    )
 
     signing_key = _relay_key(args.state)
+    membership: Membership
+    if args.coordinator is not None:
+        coordinator_key = parse_key(args.coordinator_key, "--coordinator-key")
+        membership = CoordinatorMembership(args.coordinator, signing_key, coordinator_key)
+    else:
+        membership = FileMembership(args.members)
     cert, key = args.tls_cert, args.tls_key
     if cert is None:
         cert, key = self_signed(args.state, args.hostname)
     return RelayConfig(
         signing_key=signing_key,
-        membership=FileMembership(args.members),
+        membership=membership,
         tls=server_tls(cert, key),
         host=args.listen,
         udp_port=args.udp_port,
@@ -187,7 +217,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
 async def _serve(config: RelayConfig) -> None:
     from pywg.mesh.auth import b64
-    from pywg.mesh.relayserver import FileMembership, Relay
+    from pywg.mesh.relayserver import CoordinatorMembership, FileMembership, Relay
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -195,9 +225,10 @@ async def _serve(config: RelayConfig) -> None:
         loop.add_signal_handler(signum, stop.set)
     relay = Relay(config)
     await relay.start()
+    membership = config.membership
     follow = None
-    if isinstance(config.membership, FileMembership):
-        follow = loop.create_task(config.membership.follow())
+    if isinstance(membership, FileMembership | CoordinatorMembership):
+        follow = loop.create_task(membership.follow())
     try:
         print(
             f"relay {b64(relay.key)} udp {relay.udp_port} tcp {relay.tcp_port} "
@@ -209,3 +240,5 @@ async def _serve(config: RelayConfig) -> None:
         if follow is not None:
             follow.cancel()
         relay.close()
+        if isinstance(membership, CoordinatorMembership):
+            await membership.close()

@@ -39,7 +39,7 @@ import math
 import os
 import socket
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
@@ -53,12 +53,15 @@ from .schema import (
     HEALTH_PATH,
     JOIN_PATH,
     MAX_WAIT,
+    MEMBERS_PATH,
     ROSTER_PATH,
     UPDATE_PATH,
     ErrorAnswer,
     Health,
     JoinAnswer,
     JoinRequest,
+    Member,
+    MembersList,
     Message,
     NodeInfo,
     PeerEntry,
@@ -173,6 +176,7 @@ class Coordinator:
         ipv6: str | None = None,
         relay: RelayConfig | None = None,
         auto_approve_routes: bool = False,
+        relay_keys: Collection[bytes] = (),
         clock_ms: Callable[[], int] = now_ms,
         poll_interval: float = POLL_INTERVAL,
     ) -> None:
@@ -187,6 +191,7 @@ class Coordinator:
         self.relay_config = relay
         self.relay: RelayLike | None = None
         self.auto_approve_routes = auto_approve_routes
+        self.relay_keys = frozenset(relay_keys)  # home relays that may read the members
         self.clock_ms = clock_ms
         self.poll_interval = poll_interval
         self._replay = auth.ReplayGuard()
@@ -195,6 +200,7 @@ class Coordinator:
         self.app.router.add_get(ROSTER_PATH, self._roster)
         self.app.router.add_post(UPDATE_PATH, self._update)
         self.app.router.add_get(HEALTH_PATH, self._health)
+        self.app.router.add_get(MEMBERS_PATH, self._members)
         self._runner: web.AppRunner | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._changed: asyncio.Event | None = None
@@ -496,6 +502,24 @@ class Coordinator:
             raise ApiError(401, "not a member of this mesh (removed)")
         return self._response(roster)
 
+    async def _members(self, request: web.Request) -> web.Response:
+        """Every member, for a home relay: a request signed by a relay key it was given (a
+        read, so freshness is enough: a replay gets only the answer its sender saw)."""
+        request_auth = self._request_auth(request)
+        key = auth.unb64(request_auth.node, 32)
+        body = await self._read_body(request)
+        if (
+            key not in self.relay_keys
+            or not request_auth.verify(key, request.method, request.raw_path, body)
+            or not request_auth.fresh(self.clock_ms(), None)
+        ):
+            raise ApiError(401, "not a relay of this mesh, or a stale request")
+        since, wait = _roster_query(request)
+        await self.wait_version(since, wait)
+        version, nodes = self.store.snapshot()
+        members = tuple(Member(n.public_key, n.control_key, n.id) for n in nodes)
+        return self._response(MembersList(version, members))
+
     async def _update(self, request: web.Request) -> web.Response:
         node, body = await self._member(request)
         update = _request_body(body, UpdateRequest.from_json)
@@ -550,6 +574,7 @@ async def serve(
     ipv6: str | None = None,
     relay: RelayConfig | None = None,
     auto_approve_routes: bool = False,
+    relay_keys: Collection[bytes] = (),
     stop: asyncio.Event | None = None,
     ready: Callable[[Coordinator], None] | None = None,
 ) -> None:
@@ -560,6 +585,7 @@ async def serve(
         ipv6=ipv6,
         relay=relay,
         auto_approve_routes=auto_approve_routes,
+        relay_keys=relay_keys,
     )
     try:
         await coordinator.start(host, port)

@@ -39,6 +39,7 @@ JOIN_PATH: Final = "/v1/join"
 ROSTER_PATH: Final = "/v1/roster"
 UPDATE_PATH: Final = "/v1/update"
 HEALTH_PATH: Final = "/v1/health"
+MEMBERS_PATH: Final = "/v1/members"  # for home relays (docs/relay.md)
 MAX_WAIT: Final = 60.0  # the longest roster long-poll, in seconds
 MAX_ENDPOINTS: Final = 8  # endpoints a node may report
 MAX_ENDPOINT_TEXT: Final = 64  # characters of one endpoint
@@ -479,3 +480,51 @@ class ErrorAnswer:
     @classmethod
     def from_json(cls, data: object) -> ErrorAnswer:
         return cls(_Fields(data, "error").text("error"))
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A member as a home relay knows it (docs/relay.md, "Identities")."""
+
+    public_key: bytes  # WireGuard (X25519)
+    control_key: bytes  # Ed25519: signs the node's associations with relays
+    node_id: int  # 1..MAX_NODE_ID
+
+    def __post_init__(self) -> None:
+        if len(self.public_key) != KEY_SIZE or len(self.control_key) != KEY_SIZE:
+            raise ValueError("a member's keys are 32 bytes")
+        if not 1 <= self.node_id <= MAX_NODE_ID:
+            raise ValueError(f"a node id is 1..{MAX_NODE_ID}")
+
+    def to_json(self) -> JsonObject:
+        return {
+            "public_key": auth.b64(self.public_key),
+            "control_key": auth.b64(self.control_key),
+            "node_id": self.node_id,
+        }
+
+    @classmethod
+    def read(cls, fields: _Fields) -> Member:
+        return cls(
+            fields.key("public_key"),
+            fields.key("control_key"),
+            fields.integer("node_id", 1, MAX_NODE_ID),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MembersList:
+    """Every member, for a home relay (GET /v1/members, or `pywg relay serve --members` as a
+    file, where the version may be left out); `version` is the roster's."""
+
+    version: int
+    members: tuple[Member, ...]
+
+    def to_json(self) -> JsonObject:
+        return {"version": self.version, "members": [m.to_json() for m in self.members]}
+
+    @classmethod
+    def from_json(cls, data: object) -> MembersList:
+        fields = _Fields(data, "members")
+        version = fields.integer("version", 0, MAX_COUNT) if fields.given("version") else 0
+        return cls(version, tuple(Member.read(item) for item in fields.objects("members")))

@@ -4,7 +4,8 @@ docs/relay.md specifies the protocol; `pywg.mesh.relayproto` is its bytes.
 Modules, one concern each:
 
 - `membership`: who may use the relay (the `Membership` source it asks; in
-  memory, or a file followed);
+  memory, or a file followed); `coordinated`: the members as the coordinator
+  has them (GET /v1/members, long-polled);
 - `routing`: who is homed where and the forwarding step (`Router`);
 - `udp`: the UDP port (STUN, signed associations, datagrams);
 - `tcp`: the TCP port (limits before TLS, the upgrade, the hellos);
@@ -17,13 +18,16 @@ Modules, one concern each:
 
 from __future__ import annotations
 
+from ..schema import Member
+from .coordinated import CoordinatorMembership
 from .limits import Limits, QueueLimits
-from .membership import FileMembership, Member, Membership, StaticMembership
+from .membership import FileMembership, Membership, StaticMembership
 from .peers import PeerSpec
 from .server import Relay, RelayConfig
 from .tls import ServerTls, self_signed, server_tls
 
 __all__ = [
+    "CoordinatorMembership",
     "FileMembership",
     "Limits",
     "Member",

@@ -5,39 +5,25 @@ which control key and node id?") and for a node id. It asks from the
 datagram path, so an implementation answers from memory; one that follows
 an outside record (the coordinator's roster, a file) refreshes its copy
 on its own time. `StaticMembership` is the in-memory one; `FileMembership`
-follows a JSON file (`pywg relay serve --members`):
+follows a JSON file (`pywg relay serve --members`) in the format of the
+coordinator's members list (`schema.MembersList`, the version optional):
 
     {"members": [{"public_key": "<base64>", "control_key": "<base64>", "node_id": 1}, ...]}
+
+`relayserver.coordinated.CoordinatorMembership` follows the coordinator.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Protocol
 
-from ...constants import KEY_SIZE
-from .. import auth
-from ..relayproto import MAX_NODE_ID
+from ..schema import Member, MembersList, SchemaError, decode
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    public_key: bytes  # WireGuard (X25519)
-    control_key: bytes  # Ed25519: signs the node's associations
-    node_id: int  # 1..MAX_NODE_ID
-
-    def __post_init__(self) -> None:
-        if len(self.public_key) != KEY_SIZE or len(self.control_key) != KEY_SIZE:
-            raise ValueError("a member's keys are 32 bytes")
-        if not 1 <= self.node_id <= MAX_NODE_ID:
-            raise ValueError(f"a node id is 1..{MAX_NODE_ID}")
 
 
 class Membership(Protocol):
@@ -84,30 +70,12 @@ class StaticMembership:
 
 
 def parse_members(text: str) -> list[Member]:
-    """The members in a members file; ValueError (saying where) if it is not one."""
+    """The members in a members file (`schema.MembersList`, the version optional);
+    ValueError (saying where) if it is not one."""
     try:
-        data = json.loads(text)
-        items = data["members"]
-        if not isinstance(items, list):
-            raise TypeError
-    except (ValueError, KeyError, TypeError):
-        raise ValueError('not a members file: {"members": [...]}') from None
-    members = []
-    for index, item in enumerate(items):
-        try:
-            node_id = item["node_id"]
-            if not isinstance(node_id, int) or isinstance(node_id, bool):
-                raise TypeError
-            members.append(
-                Member(
-                    auth.unb64(item["public_key"], KEY_SIZE),
-                    auth.unb64(item["control_key"], KEY_SIZE),
-                    node_id,
-                )
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ValueError(f"members[{index}]: {exc or 'malformed'}") from None
-    return members
+        return list(MembersList.from_json(decode(text.encode("utf-8"))).members)
+    except SchemaError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class FileMembership(StaticMembership):

@@ -26,7 +26,8 @@ from ..relayproto import (
     presence_payloads,
     with_id,
 )
-from .membership import Member, Membership
+from ..schema import Member
+from .membership import Membership
 
 
 class Via(Enum):

@@ -41,8 +41,9 @@ from ..relayproto import (
     parse_upgrade_request,
     upgrade_response,
 )
+from ..schema import Member
 from .connection import Shared
-from .membership import Member, Membership
+from .membership import Membership
 from .peers import PeerConnection, PeerLinks
 from .routing import Router, Via
 from .sources import PreauthSlot, PreauthSlots, source_key

@@ -30,8 +30,9 @@ from ...endpoint import AddressLike, normalize_endpoint
 from ...ratelimiter import RateLimiter, TokenBucket
 from .. import auth, wire
 from ..relayproto import MAX_DATAGRAM_SIZE, encode_id
+from ..schema import Member
 from .limits import Limits
-from .membership import Member, Membership
+from .membership import Membership
 from .routing import Router, Via
 from .sources import source_key
 
