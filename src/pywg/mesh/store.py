@@ -477,17 +477,9 @@ class Store:
                 created = False
             else:
                 self._check_token(db, token_hash, when, None)
-                taken = db.execute("SELECT name FROM nodes WHERE name = ?", (name,)).fetchone()
-                if taken is not None:
-                    raise Conflict(f"the name {taken[0]!r} is taken")
-                ipv4, ipv6 = self._free_addresses(db, networks)
-                node_id = db.execute(
-                    "INSERT INTO nodes (name, public_key, control_key, ipv4, ipv6, last_ms, "
-                    "created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (name, public_key, control_key, ipv4, ipv6, time_ms, when),
-                ).lastrowid
-                if not 1 <= int(node_id or 0) <= MAX_NODE_ID:  # the id is its relay address
-                    raise StoreError("no node id left for a new node")
+                node_id = self._insert_node(
+                    db, networks, (name, public_key, control_key), time_ms, when
+                )
                 db.executemany(
                     "INSERT INTO routes (node_id, prefix, approved) VALUES (?, ?, ?)",
                     [(node_id, p, int(auto_approve)) for p in prefixes],
@@ -502,6 +494,30 @@ class Store:
         node = self.node_by_id(int(node_id or 0))
         assert node is not None
         return node, created
+
+    def _insert_node(
+        self,
+        db: sqlite3.Connection,
+        networks: Networks,
+        who: tuple[str, bytes, bytes],
+        time_ms: int,
+        when: int,
+    ) -> int:
+        """A new node's row (`who`: name, public key, control key) with the lowest free
+        addresses; its id, which is also its node id on the home relays."""
+        name, public_key, control_key = who
+        taken = db.execute("SELECT name FROM nodes WHERE name = ?", (name,)).fetchone()
+        if taken is not None:
+            raise Conflict(f"the name {taken[0]!r} is taken")
+        ipv4, ipv6 = self._free_addresses(db, networks)
+        node_id = db.execute(
+            "INSERT INTO nodes (name, public_key, control_key, ipv4, ipv6, last_ms, "
+            "created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (name, public_key, control_key, ipv4, ipv6, time_ms, when),
+        ).lastrowid
+        if not 1 <= int(node_id or 0) <= MAX_NODE_ID:
+            raise StoreError("no node id left for a new node")
+        return int(node_id or 0)
 
     @staticmethod
     def _free_addresses(db: sqlite3.Connection, networks: Networks) -> tuple[str, str]:
