@@ -1,27 +1,57 @@
-"""Per-source token bucket for handshake messages under load (whitepaper §5.3).
+"""Token buckets: per source for handshake messages under load (whitepaper §5.3), and one alone.
 
-As Linux and wireguard-go: 20 handshake packets per second per source with a
-burst of 5; IPv4 sources are keyed by their full address, IPv6 by their /64.
-Memory is bounded: idle entries are dropped after a second, and when the table
-is full new sources are refused rather than growing it.
+`RateLimiter`, as Linux and wireguard-go: 20 handshake packets per second per
+source with a burst of 5 (other rates on request: the home relay limits its
+control messages with it); IPv4 sources are keyed by their full address,
+IPv6 by their /64. Memory is bounded: idle entries are dropped after a
+second, and when the table is full new sources are refused rather than
+growing it. `TokenBucket` is one bucket, for a limit that is not per source.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 PACKETS_PER_SECOND = 20
 PACKETS_BURST = 5
-PACKET_COST = 1.0 / PACKETS_PER_SECOND
-MAX_TOKENS = PACKET_COST * PACKETS_BURST
 ENTRY_IDLE_TIMEOUT = 1.0
 MAX_ENTRIES = 8192
 
 
+@dataclass(slots=True)
+class TokenBucket:
+    """`rate` tokens per second up to `burst`; `take` spends one."""
+
+    rate: float
+    burst: float
+    tokens: float
+    last: float
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
 class RateLimiter:
-    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
-        # key -> [tokens, last time]
+    """`rate` per second and source, burst `burst` (idle after ENTRY_IDLE_TIMEOUT: full again)."""
+
+    def __init__(
+        self,
+        max_entries: int = MAX_ENTRIES,
+        *,
+        rate: float = PACKETS_PER_SECOND,
+        burst: float = PACKETS_BURST,
+    ) -> None:
+        # key -> [tokens, last time]; a token is `cost` seconds of credit
         self._table: dict[bytes, list[float]] = {}
         self._max_entries = max_entries
         self._last_gc = float("-inf")
+        self._cost = 1.0 / rate
+        self._max_tokens = self._cost * burst
 
     @staticmethod
     def _key(ip: bytes) -> bytes:
@@ -43,14 +73,14 @@ class RateLimiter:
         if entry is None:
             if len(self._table) >= self._max_entries:
                 return False
-            self._table[key] = [MAX_TOKENS - PACKET_COST, now]
+            self._table[key] = [self._max_tokens - self._cost, now]
             return True
-        tokens = min(MAX_TOKENS, entry[0] + (now - entry[1]))
+        tokens = min(self._max_tokens, entry[0] + (now - entry[1]))
         entry[1] = now
-        if tokens < PACKET_COST:
+        if tokens < self._cost:
             entry[0] = tokens
             return False
-        entry[0] = tokens - PACKET_COST
+        entry[0] = tokens - self._cost
         return True
 
     def __len__(self) -> int:

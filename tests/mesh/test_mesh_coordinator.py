@@ -238,6 +238,7 @@ def test_join_rosters_and_long_poll(host: Host, coordinator: Coordinators) -> No
                 "addresses": ["198.19.5.1", "fd19:5::1"],
                 "routes": [],
                 "pending_routes": ["198.18.50.0/24"],
+                "node_id": 1,  # the first node's id on the home relays
                 "network": {"ipv4": V4, "ipv6": V6},
                 "relay": {"host": RELAY_HOST, "port": 3478},
             }
@@ -247,6 +248,7 @@ def test_join_rosters_and_long_poll(host: Host, coordinator: Coordinators) -> No
             again = await nas.update(["203.0.113.7:51820", "[fd18::2]:51820"], ["198.18.50.0/24"])
             assert again == v1  # nothing changed: the version stays
             relay = running.fake_relay
+            node_ids: dict[str, dict[str, int]] = {}
             for member in (nas, pi, laptop):
                 roster = await member.roster(0, 0)
                 assert roster["version"] == v1
@@ -262,6 +264,12 @@ def test_join_rosters_and_long_poll(host: Host, coordinator: Coordinators) -> No
                     assert peer["routes"] == []  # pending routes reach nobody
                     pair = relay.ensure_pair(member.public_raw, other.public_raw)
                     assert peer["relay_port"] == pair[0]
+                # node ids: each node's own is the one its peers see, unique, 1..2^24-1
+                ids = {name: peer["node_id"] for name, peer in peers.items()}
+                ids[member.name] = roster["self"]["node_id"]
+                assert len(set(ids.values())) == len(ids)
+                assert all(1 <= i < 1 << 24 for i in ids.values())
+                assert ids == node_ids.setdefault("all", ids)
                 if member is not nas:
                     assert peers["nas"]["endpoints"] == ["203.0.113.7:51820", "[fd18::2]:51820"]
                     assert peers["nas"]["addresses"] == ["198.19.5.1", "fd19:5::1"]

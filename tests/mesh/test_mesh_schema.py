@@ -52,6 +52,8 @@ JOIN_REQUEST = (
         (Roster, ROSTER),
         (Roster, ROSTER.replace('{"host":"198.18.9.2","port":3478}', "null")),
         (Roster, ROSTER.replace('"relay_port":40002', '"relay_port":null')),
+        (Roster, ROSTER.replace('"relay_port":40002', '"relay_port":40002,"node_id":16777215')),
+        (Roster, ROSTER.replace('51.0/24"]}', '51.0/24"],"node_id":1}')),
         (JoinAnswer, JOIN_ANSWER),
         (JoinRequest, JOIN_REQUEST),
         (UpdateRequest, '{"endpoints":["203.0.113.7:51820"],"routes":[]}'),
@@ -76,6 +78,7 @@ def test_parsed_fields_are_typed() -> None:
     assert peer.endpoints == (("203.0.113.7", 51820), ("fd18::2", 51820))
     assert peer.control_key == bytes([0x33]) * 32 and peer.relay_port == 40002
     assert roster.relay is not None and roster.relay.port == 3478
+    assert roster.me.node_id is None and peer.node_id is None  # a coordinator may give none
     assert "secret" not in repr(JoinRequest.from_json(decode(JOIN_REQUEST.encode())))
 
 
@@ -109,6 +112,9 @@ def _roster_with(**change: object) -> dict[str, Any]:
         ({"peers__0__endpoints": ["[fe80::1%eth0]:1"]}, "zone index"),
         ({"peers__0__control_key": None}, "peers[0].control_key is missing"),
         ({"peers__0__relay_port": 70000}, "peers[0].relay_port"),
+        ({"peers__0__node_id": 0}, "peers[0].node_id"),
+        ({"peers__0__node_id": 1 << 24}, "peers[0].node_id"),
+        ({"self__node_id": "1"}, "self.node_id"),
     ],
 )
 def test_bad_rosters_name_the_field(change: dict[str, object], names: str) -> None:

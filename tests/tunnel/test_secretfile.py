@@ -6,7 +6,9 @@ import os
 import stat
 from pathlib import Path
 
-from pywg.system.secretfile import write_secret_file
+import pytest
+
+from pywg.system.secretfile import read_or_create_secret, write_secret_file
 
 
 def _mode(path: Path) -> int:
@@ -41,3 +43,14 @@ def test_without_replace_the_first_writer_wins(tmp_path: Path) -> None:
     assert (tmp_path / "key").read_text() == "first\n"
     assert _mode(tmp_path / "key") == 0o600
     assert os.listdir(tmp_path) == ["key"]
+
+
+def test_read_or_create_secret(tmp_path: Path) -> None:
+    path = str(tmp_path / "relay.key")
+    first = read_or_create_secret(path)
+    assert len(first) == 32 and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert read_or_create_secret(path) == first  # kept, not made again
+    with open(path, "w") as handle:
+        handle.write("not base64 of 32 bytes\n")
+    with pytest.raises(ValueError, match="does not hold a key"):
+        read_or_create_secret(path)

@@ -3,10 +3,12 @@
     pywg coordinator serve [--state DIR] [--listen HOST:PORT] [--ipv4 CIDR] [--ipv6 CIDR]
                            [--relay-listen HOST:PORT | --no-relay] [--relay-host HOST]
                            [--relay-ports LOW-HIGH] [--auto-approve-routes]
+                           [--relay-key KEY]...
     pywg coordinator token [--ttl SECONDS] [--reusable] [--url URL]
     pywg coordinator nodes [--json]
     pywg coordinator approve NAME PREFIX...
     pywg coordinator remove NAME
+    pywg coordinator key
 
 The admin commands work on the state directory's database directly, also
 while `serve` runs (it notices within a second). The mesh networks are fixed
@@ -116,6 +118,13 @@ def _register_serve(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate")
     serve.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert")
+    serve.add_argument(
+        "--relay-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a home relay (`pywg relay key`) that may read the members; repeatable",
+    )
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(func=serve_command)
 
@@ -142,6 +151,9 @@ def _register_admin(sub: Any, common: argparse.ArgumentParser) -> None:
     remove = sub.add_parser("remove", parents=[common], help="remove a node from the mesh")
     remove.add_argument("name", help="the node")
     remove.set_defaults(func=remove_command)
+
+    key = sub.add_parser("key", parents=[common], help="print the coordinator's public key")
+    key.set_defaults(func=key_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -296,6 +308,27 @@ def token_command(args: argparse.Namespace) -> int:
     return _admin(args, work)
 
 
+def key_command(args: argparse.Namespace) -> int:
+    from pywg.mesh.auth import b64
+    from pywg.mesh.coordinator import load_or_create_key
+
+    def work(store: Store) -> int:
+        print(b64(bytes(load_or_create_key(args.state).verify_key)))
+        return 0
+
+    return _admin(args, work)
+
+
+def parse_key(text: str, what: str) -> bytes:
+    """A 32-byte key in base64 (a relay's, the coordinator's); UsageError otherwise."""
+    from pywg.mesh.auth import AuthError, unb64
+
+    try:
+        return unb64(text.strip(), 32)
+    except AuthError as exc:
+        raise UsageError(f"{what} {text!r} is not a key (base64 of 32 bytes: {exc})") from None
+
+
 def _ago(ms: int | None) -> str:
     if ms is None:
         return "never"
@@ -389,7 +422,8 @@ def remove_command(args: argparse.Namespace) -> int:
     return _admin(args, work)
 
 
-def _setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool) -> None:
+    """pywg's loggers on stderr with the time, INFO (DEBUG with `verbose`): a server's log."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
     root = logging.getLogger("pywg")
@@ -407,11 +441,12 @@ def serve_command(args: argparse.Namespace) -> int:
         listen_host, listen_port = parse_hostport(args.listen, "--listen")
         relay = relay_config(args)
         certificate = tls_certificate(args, listen_host)
+        relay_keys = [parse_key(text, "--relay-key") for text in args.relay_key]
     except UsageError as exc:
         return _fail(str(exc), 2)
     except TlsError as exc:
         return _fail(str(exc))
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
 
     def ready(coordinator: Coordinator) -> None:
         where = f"[{listen_host}]" if listen_host and ":" in listen_host else listen_host or ""
@@ -440,6 +475,7 @@ def serve_command(args: argparse.Namespace) -> int:
             ipv6=args.ipv6,
             relay=relay,
             auto_approve_routes=args.auto_approve_routes,
+            relay_keys=relay_keys,
             stop=stop,
             ready=ready,
             certificate=certificate,

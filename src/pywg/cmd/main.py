@@ -1,4 +1,5 @@
-"""The `pywg` command: keys in `wg`'s formats, `up`, `show`, the demo, interop, the mesh."""
+"""The `pywg` command: keys in `wg`'s formats, `up`, `show`, the demo, interop, the mesh
+(`coordinator`, `join`, `relay`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pywg import __version__
 from pywg.cmd import coordinator as coordinator_cli
 from pywg.cmd import interop as interop_cli
 from pywg.cmd import join as join_cli
+from pywg.cmd import relay as relay_cli
 from pywg.exceptions import LocalProtocolError
 from pywg.keys import PresharedKey, PrivateKey
 from pywg.system.secretfile import write_secret_file
@@ -125,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     interop.set_defaults(func=interop_cli.run)
     coordinator_cli.register(sub)
     join_cli.register(sub)
+    relay_cli.register(sub)
     args = parser.parse_args(argv)
     _setup_logging()
     result: int = args.func(args)

@@ -6,15 +6,18 @@
   coordinator, and join tokens.
 - `store`, `coordinator`: the coordinator's SQLite state and its HTTP API
   (aiohttp).
-- `wire`: what travels on the WireGuard port besides WireGuard: relay binds
-  and direct-path probes, both STUN Binding transactions (RFC 8489) with
-  pywg's attributes.
+- `wire`: what travels on the WireGuard port besides WireGuard: relay binds,
+  home relay associations and direct-path probes, all STUN Binding
+  transactions (RFC 8489) with pywg's attributes.
 - `relay`: forwards sealed WireGuard datagrams between pair ports.
+- `relayproto`, `relayserver`: the home relay (`pywg relay serve`,
+  docs/relay.md): datagrams addressed by node id, one UDP port and one
+  TCP/TLS port, relays forwarding to each other.
 - `client`: the node's side of the API.
 - `paths`: which way to send to a peer (direct or relay), sans-IO.
 - `state`, `agent`: a node's keys and records on disk, and the agent that
   keeps an interface in line with the roster.
 
-The commands are `pywg.cmd.coordinator` and `pywg.cmd.join`; the namespace
-lab for the mesh is `pywg.lab.mesh`.
+The commands are `pywg.cmd.coordinator`, `pywg.cmd.join` and
+`pywg.cmd.relay`; the namespace lab for the mesh is `pywg.lab.mesh`.
 """

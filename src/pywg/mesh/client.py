@@ -30,11 +30,13 @@ from . import auth
 from .schema import (
     JOIN_PATH,
     MAX_WAIT,
+    MEMBERS_PATH,
     ROSTER_PATH,
     UPDATE_PATH,
     ErrorAnswer,
     JoinAnswer,
     JoinRequest,
+    MembersList,
     Message,
     Roster,
     SchemaError,
@@ -275,17 +277,25 @@ class CoordinatorClient:
 
     async def roster(self, since: int, wait: float) -> Roster:
         """The roster, once its version is above `since` or after `wait` (at most 60) s."""
-        wait = min(max(wait, 0.0), MAX_WAIT) if math.isfinite(wait) else 0.0
-        wait_text = f"{wait:.3f}".rstrip("0").rstrip(".")
-        path = f"{ROSTER_PATH}?since={max(int(since), -1)}&wait={wait_text}"
-        request = _Request("GET", path, timeout=wait + LONG_POLL_SLACK)
-        return await self._call(request, Roster.from_json)
+        return await self._call(_long_poll(ROSTER_PATH, since, wait), Roster.from_json)
+
+    async def members(self, since: int, wait: float) -> MembersList:
+        """Every member (a home relay's request: `public_key` and `control` are its relay
+        key), once the roster's version is above `since` or after `wait` (at most 60) s."""
+        return await self._call(_long_poll(MEMBERS_PATH, since, wait), MembersList.from_json)
 
     async def update(self, endpoints: Sequence[Endpoint], routes: Sequence[str]) -> int:
         """Report this node's endpoints and routes; the roster version after."""
         message = UpdateRequest(tuple(endpoints), tuple(routes))
         answer = await self._call(_Request("POST", UPDATE_PATH, message), UpdateAnswer.from_json)
         return answer.version
+
+
+def _long_poll(path: str, since: int, wait: float) -> _Request:
+    wait = min(max(wait, 0.0), MAX_WAIT) if math.isfinite(wait) else 0.0
+    wait_text = f"{wait:.3f}".rstrip("0").rstrip(".")
+    path_qs = f"{path}?since={max(int(since), -1)}&wait={wait_text}"
+    return _Request("GET", path_qs, timeout=wait + LONG_POLL_SLACK)
 
 
 async def _read_limited(stream: aiohttp.StreamReader, limit: int) -> bytes:

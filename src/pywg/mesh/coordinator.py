@@ -39,7 +39,7 @@ import math
 import os
 import socket
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
@@ -47,18 +47,21 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from ..endpoint import format_endpoint, parse_endpoint
-from ..system.secretfile import write_secret_file
+from ..system.secretfile import read_or_create_secret
 from . import auth, tls
 from .schema import (
     HEALTH_PATH,
     JOIN_PATH,
     MAX_WAIT,
+    MEMBERS_PATH,
     ROSTER_PATH,
     UPDATE_PATH,
     ErrorAnswer,
     Health,
     JoinAnswer,
     JoinRequest,
+    Member,
+    MembersList,
     Message,
     NodeInfo,
     PeerEntry,
@@ -123,27 +126,10 @@ def load_or_create_key(state_dir: str) -> SigningKey:
     """The coordinator's Ed25519 key from ``state_dir/coordinator.key`` (base64 of the 32-byte
     seed), made there (mode 0600) if there is none. Two processes starting at once agree."""
     path = os.path.join(state_dir, KEY_FILE)
-    if not os.path.exists(path):
-        _create_key_file(path)
-    with open(path, encoding="ascii", errors="replace") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        text = handle.read(200)
-    if mode & 0o077:
-        log.warning("%s is readable by others (mode %o); it should be 0600", path, mode & 0o777)
     try:
-        seed = auth.unb64(text.strip(), 32)
-    except auth.AuthError:
+        return SigningKey(read_or_create_secret(path))
+    except ValueError:
         raise StoreError(f"{path} is not a coordinator key (base64 of 32 bytes)") from None
-    return SigningKey(seed)
-
-
-def _create_key_file(path: str) -> None:
-    """Make a new key at `path` unless one appears there meanwhile.
-
-    `write_secret_file` without `replace` never overwrites: when two
-    processes start at once the first one's key wins and both read it.
-    """
-    write_secret_file(path, auth.b64(bytes(SigningKey.generate().encode())) + "\n", replace=False)
 
 
 def new_token(
@@ -191,6 +177,7 @@ class Coordinator:
         ipv6: str | None = None,
         relay: RelayConfig | None = None,
         auto_approve_routes: bool = False,
+        relay_keys: Collection[bytes] = (),
         clock_ms: Callable[[], int] = now_ms,
         poll_interval: float = POLL_INTERVAL,
         certificate: tls.Certificate | None = None,
@@ -207,6 +194,7 @@ class Coordinator:
         self.relay_config = relay
         self.relay: RelayLike | None = None
         self.auto_approve_routes = auto_approve_routes
+        self.relay_keys = frozenset(relay_keys)  # home relays that may read the members
         self.clock_ms = clock_ms
         self.poll_interval = poll_interval
         self._replay = auth.ReplayGuard()
@@ -215,6 +203,7 @@ class Coordinator:
         self.app.router.add_get(ROSTER_PATH, self._roster)
         self.app.router.add_post(UPDATE_PATH, self._update)
         self.app.router.add_get(HEALTH_PATH, self._health)
+        self.app.router.add_get(MEMBERS_PATH, self._members)
         self._runner: web.AppRunner | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._changed: asyncio.Event | None = None
@@ -388,6 +377,7 @@ class Coordinator:
                 routes=tuple(peer.approved_routes),
                 endpoints=tuple(parse_endpoint(e) for e in peer.endpoints),  # stored canonical
                 relay_port=self._relay_port(me.public_key, peer.public_key),
+                node_id=peer.id,
             )
             for peer in nodes
             if peer.id != node_id
@@ -517,6 +507,24 @@ class Coordinator:
             raise ApiError(401, "not a member of this mesh (removed)")
         return self._response(roster)
 
+    async def _members(self, request: web.Request) -> web.Response:
+        """Every member, for a home relay: a request signed by a relay key it was given (a
+        read, so freshness is enough: a replay gets only the answer its sender saw)."""
+        request_auth = self._request_auth(request)
+        key = auth.unb64(request_auth.node, 32)
+        body = await self._read_body(request)
+        if (
+            key not in self.relay_keys
+            or not request_auth.verify(key, request.method, request.raw_path, body)
+            or not request_auth.fresh(self.clock_ms(), None)
+        ):
+            raise ApiError(401, "not a relay of this mesh, or a stale request")
+        since, wait = _roster_query(request)
+        await self.wait_version(since, wait)
+        version, nodes = self.store.snapshot()
+        members = tuple(Member(n.public_key, n.control_key, n.id) for n in nodes)
+        return self._response(MembersList(version, members))
+
     async def _update(self, request: web.Request) -> web.Response:
         node, body = await self._member(request)
         update = _request_body(body, UpdateRequest.from_json)
@@ -546,6 +554,7 @@ def _node_info(node: Node) -> NodeInfo:
         addresses=(node.ipv4, node.ipv6),
         routes=tuple(node.approved_routes),
         pending_routes=tuple(node.pending_routes),
+        node_id=node.id,
     )
 
 
@@ -570,6 +579,7 @@ async def serve(
     ipv6: str | None = None,
     relay: RelayConfig | None = None,
     auto_approve_routes: bool = False,
+    relay_keys: Collection[bytes] = (),
     stop: asyncio.Event | None = None,
     ready: Callable[[Coordinator], None] | None = None,
     certificate: tls.Certificate | None = None,
@@ -583,6 +593,7 @@ async def serve(
         relay=relay,
         auto_approve_routes=auto_approve_routes,
         certificate=certificate,
+        relay_keys=relay_keys,
     )
     try:
         await coordinator.start(host, port)

@@ -97,6 +97,7 @@ from ..constants import (
 from ..endpoint import AddressLike, Endpoint, format_endpoint, normalize_endpoint
 from ..exceptions import LocalProtocolError
 from ..messages import message_type
+from ..ratelimiter import TokenBucket as _TokenBucket  # one token per bind checked
 from . import auth, wire
 
 logger = logging.getLogger(__name__)
@@ -152,24 +153,6 @@ def is_wireguard(data: bytes | bytearray | memoryview) -> bool:
 def short_key(key: bytes) -> str:
     """A public key for logs: the first 8 characters of its base64."""
     return base64.b64encode(key).decode("ascii")[:8] + "…"
-
-
-@dataclass(slots=True)
-class _TokenBucket:
-    """`rate` tokens per second up to `burst`; one per bind checked."""
-
-    rate: float
-    burst: float
-    tokens: float
-    last: float
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
 
 
 def _bucket() -> _TokenBucket:

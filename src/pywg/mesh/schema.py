@@ -33,11 +33,13 @@ from ..constants import KEY_SIZE  # X25519 and Ed25519 public keys alike
 from ..endpoint import Endpoint, format_endpoint, parse_endpoint
 from ..redact import quote
 from . import auth
+from .relayproto import MAX_NODE_ID
 
 JOIN_PATH: Final = "/v1/join"
 ROSTER_PATH: Final = "/v1/roster"
 UPDATE_PATH: Final = "/v1/update"
 HEALTH_PATH: Final = "/v1/health"
+MEMBERS_PATH: Final = "/v1/members"  # for home relays (docs/relay.md)
 MAX_WAIT: Final = 60.0  # the longest roster long-poll, in seconds
 MAX_ENDPOINTS: Final = 8  # endpoints a node may report
 MAX_ENDPOINT_TEXT: Final = 64  # characters of one endpoint
@@ -249,15 +251,17 @@ class NodeInfo:
     addresses: tuple[str, ...]  # its tunnel addresses: IPv4, IPv6
     routes: tuple[str, ...]  # advertised and approved
     pending_routes: tuple[str, ...]  # advertised, waiting for approval
+    node_id: int | None = None  # its address on the home relays (docs/relay.md)
 
     def to_json(self) -> JsonObject:
-        return {
+        data: JsonObject = {
             "name": self.name,
             "public_key": auth.b64(self.public_key),
             "addresses": list(self.addresses),
             "routes": list(self.routes),
             "pending_routes": list(self.pending_routes),
         }
+        return _with_node_id(data, self.node_id)
 
     @classmethod
     def read(cls, fields: _Fields) -> NodeInfo:
@@ -267,7 +271,19 @@ class NodeInfo:
             addresses=fields.addresses("addresses"),
             routes=fields.prefixes("routes"),
             pending_routes=fields.prefixes("pending_routes"),
+            node_id=_node_id(fields),
         )
+
+
+def _with_node_id(data: JsonObject, node_id: int | None) -> JsonObject:
+    """`data` with "node_id" last when there is one (a coordinator may give none)."""
+    if node_id is not None:
+        data["node_id"] = node_id
+    return data
+
+
+def _node_id(fields: _Fields) -> int | None:
+    return fields.integer("node_id", 1, MAX_NODE_ID) if fields.given("node_id") else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,9 +297,10 @@ class PeerEntry:
     routes: tuple[str, ...]  # approved subnets behind it
     endpoints: tuple[Endpoint, ...]  # where it last said it can be reached
     relay_port: int | None  # the relay port to send to for it (None: no relay)
+    node_id: int | None = None  # its address on the home relays (docs/relay.md)
 
     def to_json(self) -> JsonObject:
-        return {
+        data: JsonObject = {
             "name": self.name,
             "public_key": auth.b64(self.public_key),
             "control_key": auth.b64(self.control_key),
@@ -292,6 +309,7 @@ class PeerEntry:
             "endpoints": [format_endpoint(e) for e in self.endpoints],
             "relay_port": self.relay_port,
         }
+        return _with_node_id(data, self.node_id)
 
     @classmethod
     def read(cls, fields: _Fields) -> PeerEntry:
@@ -305,6 +323,7 @@ class PeerEntry:
             relay_port=fields.integer("relay_port", 1, 0xFFFF)
             if fields.given("relay_port")
             else None,
+            node_id=_node_id(fields),
         )
 
 
@@ -461,3 +480,51 @@ class ErrorAnswer:
     @classmethod
     def from_json(cls, data: object) -> ErrorAnswer:
         return cls(_Fields(data, "error").text("error"))
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A member as a home relay knows it (docs/relay.md, "Identities")."""
+
+    public_key: bytes  # WireGuard (X25519)
+    control_key: bytes  # Ed25519: signs the node's associations with relays
+    node_id: int  # 1..MAX_NODE_ID
+
+    def __post_init__(self) -> None:
+        if len(self.public_key) != KEY_SIZE or len(self.control_key) != KEY_SIZE:
+            raise ValueError("a member's keys are 32 bytes")
+        if not 1 <= self.node_id <= MAX_NODE_ID:
+            raise ValueError(f"a node id is 1..{MAX_NODE_ID}")
+
+    def to_json(self) -> JsonObject:
+        return {
+            "public_key": auth.b64(self.public_key),
+            "control_key": auth.b64(self.control_key),
+            "node_id": self.node_id,
+        }
+
+    @classmethod
+    def read(cls, fields: _Fields) -> Member:
+        return cls(
+            fields.key("public_key"),
+            fields.key("control_key"),
+            fields.integer("node_id", 1, MAX_NODE_ID),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MembersList:
+    """Every member, for a home relay (GET /v1/members, or `pywg relay serve --members` as a
+    file, where the version may be left out); `version` is the roster's."""
+
+    version: int
+    members: tuple[Member, ...]
+
+    def to_json(self) -> JsonObject:
+        return {"version": self.version, "members": [m.to_json() for m in self.members]}
+
+    @classmethod
+    def from_json(cls, data: object) -> MembersList:
+        fields = _Fields(data, "members")
+        version = fields.integer("version", 0, MAX_COUNT) if fields.given("version") else 0
+        return cls(version, tuple(Member.read(item) for item in fields.objects("members")))

@@ -3,7 +3,8 @@
 Theory of operation. One SQLite file (WAL, so the admin commands of
 `pywg coordinator` can read and write it while the server runs) holds:
 
-- ``nodes``: one row a member: name (unique, case-insensitively), WireGuard
+- ``nodes``: one row a member, its ``id`` also its node id on the home relays
+  (1..2^24-1, docs/relay.md): name (unique, case-insensitively), WireGuard
   public key (unique), control key (Ed25519 public), the tunnel addresses it
   was given, the endpoints it last reported, the time of its last accepted
   request (ms, `auth.RequestAuth.fresh` refuses anything not newer).
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from ..endpoint import format_endpoint
+from .relayproto import MAX_NODE_ID
 from .schema import MAX_ENDPOINTS, Networks, SchemaError, endpoint_from_text
 
 DB_NAME: Final = "coordinator.db"
@@ -475,15 +477,9 @@ class Store:
                 created = False
             else:
                 self._check_token(db, token_hash, when, None)
-                taken = db.execute("SELECT name FROM nodes WHERE name = ?", (name,)).fetchone()
-                if taken is not None:
-                    raise Conflict(f"the name {taken[0]!r} is taken")
-                ipv4, ipv6 = self._free_addresses(db, networks)
-                node_id = db.execute(
-                    "INSERT INTO nodes (name, public_key, control_key, ipv4, ipv6, last_ms, "
-                    "created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (name, public_key, control_key, ipv4, ipv6, time_ms, when),
-                ).lastrowid
+                node_id = self._insert_node(
+                    db, networks, (name, public_key, control_key), time_ms, when
+                )
                 db.executemany(
                     "INSERT INTO routes (node_id, prefix, approved) VALUES (?, ?, ?)",
                     [(node_id, p, int(auto_approve)) for p in prefixes],
@@ -498,6 +494,30 @@ class Store:
         node = self.node_by_id(int(node_id or 0))
         assert node is not None
         return node, created
+
+    def _insert_node(
+        self,
+        db: sqlite3.Connection,
+        networks: Networks,
+        who: tuple[str, bytes, bytes],
+        time_ms: int,
+        when: int,
+    ) -> int:
+        """A new node's row (`who`: name, public key, control key) with the lowest free
+        addresses; its id, which is also its node id on the home relays."""
+        name, public_key, control_key = who
+        taken = db.execute("SELECT name FROM nodes WHERE name = ?", (name,)).fetchone()
+        if taken is not None:
+            raise Conflict(f"the name {taken[0]!r} is taken")
+        ipv4, ipv6 = self._free_addresses(db, networks)
+        node_id = db.execute(
+            "INSERT INTO nodes (name, public_key, control_key, ipv4, ipv6, last_ms, "
+            "created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (name, public_key, control_key, ipv4, ipv6, time_ms, when),
+        ).lastrowid
+        if not 1 <= int(node_id or 0) <= MAX_NODE_ID:
+            raise StoreError("no node id left for a new node")
+        return int(node_id or 0)
 
     @staticmethod
     def _free_addresses(db: sqlite3.Connection, networks: Networks) -> tuple[str, str]:

@@ -79,13 +79,19 @@ def parse_pin(text: str) -> bytes:
     return pin
 
 
+def der_pin(der: bytes) -> bytes:
+    """The pin of a DER certificate: its SHA-256 (what aiohttp's Fingerprint compares,
+    and RFC 5929's tls-server-end-point binding with SHA-256)."""
+    return hashlib.sha256(der).digest()
+
+
 def pin_of(pem: bytes) -> bytes:
     """The pin of a PEM certificate: SHA-256 of its DER encoding."""
     try:
         cert = x509.load_pem_x509_certificate(pem)
     except ValueError as exc:
         raise TlsError(f"not a PEM certificate: {exc}") from None
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+    return der_pin(cert.public_bytes(serialization.Encoding.DER))
 
 
 def load(cert_path: str, key_path: str) -> Certificate:

@@ -23,6 +23,14 @@ server that does not know them ignores them):
 A *bind* goes to one of the relay's pair ports (`pywg.mesh.relay`) and tells
 it "packets for me on this port go to where this came from"; a *probe* goes
 to a peer's candidate endpoint and asks "is this path to you open?".
+
+An *association* goes to a home relay's UDP port (`pywg.mesh.relayserver`,
+docs/relay.md) and tells it "datagrams for my node id go to where this came
+from". It carries the same three attributes as a bind, its signature made
+over ASSOCIATE_CONTEXT, the relay's Ed25519 key, the transaction ID, the key
+and the time (so a bind is never an association, and an association is good
+for one relay). The relay's answer adds PYWG-NODE-ID (0xC0A5, 4 bytes,
+big-endian): the node's id on the relays.
 """
 
 from __future__ import annotations
@@ -41,8 +49,10 @@ ATTR_KEY: Final = 0xC0A1
 ATTR_TIME: Final = 0xC0A2
 ATTR_SIGNATURE: Final = 0xC0A3
 ATTR_PADDING: Final = 0xC0A4
+ATTR_NODE_ID: Final = 0xC0A5
 PROBE_PADDING: Final = 24  # a probe is as long as its answer over IPv6 (no amplification)
 BIND_CONTEXT: Final = b"pywg relay bind v1\0"
+ASSOCIATE_CONTEXT: Final = b"pywg relay associate v1\0"
 SIGNATURE_SIZE: Final = 64
 
 
@@ -88,8 +98,8 @@ class Bind:
         return True
 
 
-def parse_bind(message: stun.StunMessage) -> Bind | None:
-    """The bind in a Binding request, or None if it is not one (a plain STUN request)."""
+def _signed_attributes(message: stun.StunMessage) -> tuple[bytes, int, bytes] | None:
+    """(key, time, signature) of a signed Binding request, or None if it is not one."""
     attrs = message.attributes
     if message.kind != stun.BINDING_REQUEST:
         return None
@@ -98,7 +108,70 @@ def parse_bind(message: stun.StunMessage) -> Bind | None:
         return None
     if len(key) != KEY_SIZE or len(when) != 8 or len(signature) != SIGNATURE_SIZE:
         return None
-    return Bind(message.transaction_id, key, struct.unpack("!Q", when)[0], signature)
+    return key, struct.unpack("!Q", when)[0], signature
+
+
+def parse_bind(message: stun.StunMessage) -> Bind | None:
+    """The bind in a Binding request, or None if it is not one (a plain STUN request)."""
+    signed = _signed_attributes(message)
+    return None if signed is None else Bind(message.transaction_id, *signed)
+
+
+def _associate_part(relay_key: bytes, transaction_id: bytes, key: bytes, time_ms: int) -> bytes:
+    return ASSOCIATE_CONTEXT + relay_key + transaction_id + key + struct.pack("!Q", time_ms)
+
+
+def association_request(
+    transaction_id: bytes, node_key: bytes, control: SigningKey, relay_key: bytes, time_ms: int
+) -> bytes:
+    """An association with the relay whose Ed25519 key is `relay_key` (docs/relay.md)."""
+    if len(node_key) != KEY_SIZE or len(relay_key) != KEY_SIZE:
+        raise ValueError("WireGuard and relay keys are 32 bytes")
+    signed = _associate_part(relay_key, transaction_id, node_key, time_ms)
+    return stun.binding_request(
+        transaction_id,
+        [
+            (ATTR_KEY, node_key),
+            (ATTR_TIME, struct.pack("!Q", time_ms)),
+            (ATTR_SIGNATURE, control.sign(signed).signature),
+        ],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Association:
+    transaction_id: bytes
+    node_key: bytes
+    time_ms: int
+    signature: bytes
+
+    def verify(self, relay_key: bytes, control_key: bytes) -> bool:
+        """Whether the node (`control_key`: its Ed25519 public key) signed this for the relay."""
+        signed = _associate_part(relay_key, self.transaction_id, self.node_key, self.time_ms)
+        try:
+            VerifyKey(control_key).verify(signed, self.signature)
+        except (BadSignatureError, ValueError, TypeError):
+            return False
+        return True
+
+
+def parse_association(message: stun.StunMessage) -> Association | None:
+    """The association in a Binding request, or None if it is not one (a plain STUN request)."""
+    signed = _signed_attributes(message)
+    return None if signed is None else Association(message.transaction_id, *signed)
+
+
+def association_answer(transaction_id: bytes, source: stun.Address, node_id: int) -> bytes:
+    """The relay's answer to an association it took: the source it saw, the node's id."""
+    return stun.binding_success(
+        transaction_id, source, [(ATTR_NODE_ID, struct.pack("!I", node_id))]
+    )
+
+
+def answered_node_id(response: stun.BindingResponse) -> int | None:
+    """The node id in a relay's answer to an association (None if it carries none)."""
+    value = response.attributes.get(ATTR_NODE_ID)
+    return struct.unpack("!I", value)[0] if value is not None and len(value) == 4 else None
 
 
 def probe_request(transaction_id: bytes, target_key: bytes) -> bytes:

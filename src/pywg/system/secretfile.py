@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import logging
 import os
 import tempfile
 
-__all__ = ["write_secret_file"]
+__all__ = ["read_or_create_secret", "write_secret_file"]
+
+log = logging.getLogger(__name__)
 
 
 def write_secret_file(path: str, text: str, *, replace: bool = True) -> bool:
@@ -45,3 +50,27 @@ def write_secret_file(path: str, text: str, *, replace: bool = True) -> bool:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def read_or_create_secret(path: str, size: int = 32) -> bytes:
+    """The `size` random bytes kept in base64 at `path`, made there (mode 0600) if there is none.
+
+    Two processes starting at once agree: the first one's file wins (written
+    without `replace`) and both read it. ValueError if the file holds
+    anything else; a warning if others may read it.
+    """
+    if not os.path.exists(path):
+        text = base64.b64encode(os.urandom(size)).decode("ascii")
+        write_secret_file(path, text + "\n", replace=False)
+    with open(path, encoding="ascii", errors="replace") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        text = handle.read(4 * size)
+    if mode & 0o077:
+        log.warning("%s is readable by others (mode %o); it should be 0600", path, mode & 0o777)
+    try:
+        secret = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        secret = b""
+    if len(secret) != size:
+        raise ValueError(f"{path} does not hold a key (base64 of {size} bytes)")
+    return secret
