@@ -31,7 +31,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from helpers.relay_clients import TIMEOUT, Node, RelayThread, TcpNode, UdpNode, wg
-from pywg import stun
+from pywg import _fast, stun
 from pywg.mesh import auth
 from pywg.mesh import relayproto as rp
 from pywg.mesh.relayproto import CloseReason, FrameType
@@ -71,11 +71,15 @@ def closing() -> Iterator[ExitStack]:
         yield stack
 
 
-@pytest.fixture
-def relays(tls: ServerTls, closing: ExitStack) -> RelayFactory:
-    """relays(membership, key=..., limits=..., peers=..., clock_ms=...) -> a running RelayThread."""
+@pytest.fixture(params=["native", "python"])
+def relays(tls: ServerTls, closing: ExitStack, request: pytest.FixtureRequest) -> RelayFactory:
+    """relays(membership, key=..., limits=..., peers=..., clock_ms=...) -> a running RelayThread;
+    every test runs with UDP forwarded by the native loop and by Python."""
+    if request.param == "native" and not _fast.AVAILABLE:
+        pytest.skip("native extension not built")
 
     def start(membership: StaticMembership, **options: Any) -> RelayThread:
+        options.setdefault("native", request.param == "native")
         config = RelayConfig(
             signing_key=options.pop("key", None) or SigningKey.generate(),
             membership=membership,

@@ -98,6 +98,7 @@ def test_forwards_between_associated_nodes_with_the_tag_turned(rig: Rig) -> None
         assert a.recv(65535) == relayed.tag(message, 0x0B0002)
     stats = rig.relay.stats()
     assert stats["forwarded"] == 10 and stats["nodes"] == 2 and stats["handed_up"] == 0
+    assert stats["forwarded_bytes"] == 2 * (148 + 92 + 64 + 32 + 1452)
 
 
 def test_drops_what_no_member_sent_and_what_is_no_message(rig: Rig) -> None:
@@ -113,8 +114,9 @@ def test_drops_what_no_member_sent_and_what_is_no_message(rig: Rig) -> None:
     ):
         rig.send(a, junk)
     assert silent(b)
-    assert wait_for(lambda: rig.relay.stats()["bad_size"] == 4, 2.0)
+    assert wait_for(lambda: rig.relay.stats()["malformed"] == 3, 2.0)
     stats = rig.relay.stats()
+    assert stats["not_relay"] == 1
     assert stats["unassociated"] == 1 and stats["forwarded"] == 0 and stats["handed_up"] == 0
 
 
@@ -126,8 +128,23 @@ def test_hands_up_stun_and_messages_for_nodes_it_does_not_hold(rig: Rig) -> None
     rig.send(a, request)
     rig.send(a, elsewhere)
     got = rig.up(2)
-    assert got == [(request, a.getsockname()), (elsewhere, a.getsockname())]
+    # as the dual-stack socket's recvfrom gives the source: v4-mapped, flow and scope 0
+    source = ("::ffff:127.0.0.1", a.getsockname()[1], 0, 0)
+    assert got == [(request, source), (elsewhere, source)]
     assert rig.relay.stats()["handed_up"] == 2
+
+
+def test_a_node_reached_another_way_gets_nothing_here(rig: Rig) -> None:
+    """deliver=False (the node is on TCP too): what it sends is forwarded, what is for it
+    goes up to Python."""
+    a, b = rig.node(), rig.node()
+    rig.associate(1, a)
+    rig.relay.set_node(2, b.getsockname(), deliver=False)
+    for_b = relayed.tag(transport(), 2)
+    rig.send(a, for_b)
+    assert silent(b) and rig.up(1)[0][0] == for_b
+    rig.send(b, relayed.tag(transport(), 1))
+    assert a.recv(65535)[1:4] == (2).to_bytes(3, "big")
 
 
 def test_associations_move_and_go(rig: Rig) -> None:

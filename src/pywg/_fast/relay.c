@@ -28,6 +28,7 @@
 
 struct node {
     uint32_t id;
+    int deliver; /* forward messages for it here; 0: hand them up (it has a better way) */
     socklen_t len;
     struct sockaddr_storage addr;
     struct node *next_by_id, *next_by_addr;
@@ -40,7 +41,8 @@ struct pywg_relay {
     struct node *by_id[BUCKETS], *by_addr[BUCKETS]; /* lock */
     uint64_t nodes;                                  /* lock */
     struct {
-        _Atomic uint64_t forwarded, handed_up, up_drops, unassociated, bad_size, send_errors;
+        _Atomic uint64_t forwarded, forwarded_bytes, handed_up, up_drops, unassociated;
+        _Atomic uint64_t malformed, not_relay, send_errors;
     } stats;
 };
 
@@ -156,7 +158,7 @@ void pywg_relay_stop(struct pywg_relay *r)
 }
 
 int pywg_relay_set_node(struct pywg_relay *r, uint32_t id, const uint8_t *addr,
-                        uint32_t addrlen)
+                        uint32_t addrlen, int deliver)
 {
     struct node *old, *n = NULL;
     if (id < 1 || id > PYWG_MAX_RELAY_NODE_ID || addrlen > sizeof(struct sockaddr_storage))
@@ -166,6 +168,7 @@ int pywg_relay_set_node(struct pywg_relay *r, uint32_t id, const uint8_t *addr,
         if (n == NULL)
             return -1;
         n->id = id;
+        n->deliver = deliver;
         n->len = addrlen;
         memcpy(&n->addr, addr, addrlen);
     }
@@ -193,10 +196,12 @@ int pywg_relay_set_node(struct pywg_relay *r, uint32_t id, const uint8_t *addr,
 void pywg_relay_stats(struct pywg_relay *r, struct pywg_relay_stats *out)
 {
     out->forwarded = r->stats.forwarded;
+    out->forwarded_bytes = r->stats.forwarded_bytes;
     out->handed_up = r->stats.handed_up;
     out->up_drops = r->stats.up_drops;
     out->unassociated = r->stats.unassociated;
-    out->bad_size = r->stats.bad_size;
+    out->malformed = r->stats.malformed;
+    out->not_relay = r->stats.not_relay;
     out->send_errors = r->stats.send_errors;
     pthread_mutex_lock(&r->lock);
     out->nodes = r->nodes;
@@ -231,9 +236,13 @@ static void relay_one(struct pywg_relay *r, uint8_t *d, size_t len,
         hand_up(r, d, len, src, srclen);
         return;
     }
+    if (len == 0 || d[0] < PYWG_MESSAGE_INITIATION || d[0] > PYWG_MESSAGE_TRANSPORT) {
+        atomic_fetch_add(&r->stats.not_relay, 1);
+        return;
+    }
     if (!pywg_message_shaped(d, len) ||
         (dest = (uint32_t)d[1] << 16 | (uint32_t)d[2] << 8 | d[3]) == 0) {
-        atomic_fetch_add(&r->stats.bad_size, 1);
+        atomic_fetch_add(&r->stats.malformed, 1);
         return;
     }
     from = find_addr(r, src, srclen);
@@ -242,7 +251,7 @@ static void relay_one(struct pywg_relay *r, uint8_t *d, size_t len,
         return;
     }
     to = find_id(r, dest);
-    if (to == NULL || out->count == OUT_MAX) {
+    if (to == NULL || !to->deliver || out->count == OUT_MAX) {
         hand_up(r, d, len, src, srclen); /* on TCP, another relay, or nowhere: Python's */
         return;
     }
@@ -279,6 +288,8 @@ static void send_out(struct pywg_relay *r, struct outgoing *out)
     while (done < out->count) {
         int sent = sendmmsg(r->udp_fd, out->msgs + done, out->count - done, 0);
         if (sent > 0) {
+            for (unsigned i = done; i < done + (unsigned)sent; i++)
+                atomic_fetch_add(&r->stats.forwarded_bytes, out->iov[i].iov_len);
             done += (unsigned)sent;
             atomic_fetch_add(&r->stats.forwarded, (uint64_t)sent);
             continue;

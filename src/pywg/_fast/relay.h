@@ -48,13 +48,15 @@
 struct pywg_relay;
 
 struct pywg_relay_stats {
-    uint64_t forwarded;    /* WireGuard messages sent on to a node associated over UDP */
-    uint64_t handed_up;    /* datagrams handed to Python */
-    uint64_t up_drops;     /* ... that did not fit in the hand-off socket's buffer */
-    uint64_t unassociated; /* WireGuard messages from no associated address: dropped */
-    uint64_t bad_size;     /* neither a STUN request nor a tagged WireGuard message: dropped */
-    uint64_t send_errors;  /* forwarded messages the kernel refused */
-    uint64_t nodes;        /* associations held */
+    uint64_t forwarded;       /* WireGuard messages sent on to a node associated over UDP */
+    uint64_t forwarded_bytes; /* ... their bytes */
+    uint64_t handed_up;       /* datagrams handed to Python */
+    uint64_t up_drops;        /* ... that did not fit in the hand-off socket's buffer */
+    uint64_t unassociated;    /* WireGuard messages from no associated address: dropped */
+    uint64_t malformed;       /* WireGuard types of no valid size, or untagged: dropped */
+    uint64_t not_relay;       /* neither a STUN request nor a WireGuard type: dropped */
+    uint64_t send_errors;     /* forwarded messages the kernel refused */
+    uint64_t nodes;           /* associations held */
 };
 
 /* What precedes each datagram handed up on `hand_fd`: where it came from. */
@@ -71,9 +73,11 @@ void pywg_relay_free(struct pywg_relay *r);
 int pywg_relay_run(struct pywg_relay *r);
 void pywg_relay_stop(struct pywg_relay *r);
 /* Node `id` (1..PYWG_MAX_RELAY_NODE_ID) is associated with addr (a sockaddr of the
- * socket's family; addrlen 0: no longer). 0, or -1 (bad id or address, no memory). */
+ * socket's family; addrlen 0: no longer). `deliver` 0: what it sends is forwarded, but
+ * messages for it go up to Python (it is reached another way, e.g. over TCP). 0, or -1
+ * (bad id or address, no memory). */
 int pywg_relay_set_node(struct pywg_relay *r, uint32_t id, const uint8_t *addr,
-                        uint32_t addrlen);
+                        uint32_t addrlen, int deliver);
 void pywg_relay_stats(struct pywg_relay *r, struct pywg_relay_stats *out);
 /* cdef-end */
 

@@ -16,14 +16,26 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
-from pywg.endpoint import Endpoint
+from pywg.endpoint import AddressLike
 
 from . import require
-from .plane import endpoint_of, sockaddr
+from .plane import sockaddr
 
 HAND_BUFFER: Final = 4 << 20  # bytes the hand-off socket holds for Python; beyond, dropped
 _UP_HEADER: Final = 32  # sizeof(struct pywg_relay_up)
 _MAX_DATAGRAM: Final = 65535
+
+
+def socket_address(raw: bytes) -> AddressLike | None:
+    """A struct sockaddr_in / sockaddr_in6 as Python's socket module gives it: (host, port)
+    or (host, port, flowinfo, scope_id), a v4-mapped host as ::ffff:a.b.c.d."""
+    if len(raw) >= 8 and int.from_bytes(raw[:2], sys.byteorder) == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), int.from_bytes(raw[2:4], "big")
+    if len(raw) >= 28 and int.from_bytes(raw[:2], sys.byteorder) == socket.AF_INET6:
+        host = socket.inet_ntop(socket.AF_INET6, raw[8:24])
+        flow, scope = int.from_bytes(raw[4:8], "big"), int.from_bytes(raw[24:28], sys.byteorder)
+        return host, int.from_bytes(raw[2:4], "big"), flow, scope
+    return None
 
 
 class NativeRelay:
@@ -77,30 +89,35 @@ class NativeRelay:
         self._mine.close()
         self._theirs.close()
 
-    def set_node(self, node: int, where: Endpoint | None) -> None:
+    def set_node(self, node: int, where: AddressLike | None, *, deliver: bool = True) -> None:
         """Node `node` is associated with `where` over UDP (None: no longer). An address
-        belongs to one node: associating it again takes it from the other."""
-        raw = sockaddr(where, self.family) if where is not None else b""
+        belongs to one node: associating it again takes it from the other. `deliver`
+        False: what it sends is forwarded, but what is for it goes up to Python."""
+        raw = sockaddr((str(where[0]), int(where[1])), self.family) if where is not None else b""
         if where is not None and not raw:
             raise ValueError(f"{where} cannot be reached from this socket")
-        if self.lib.pywg_relay_set_node(self.handle, node, raw, len(raw)) != 0:
+        if self.lib.pywg_relay_set_node(self.handle, node, raw, len(raw), int(deliver)) != 0:
             raise ValueError(f"cannot associate node {node}")
 
-    def received(self, limit: int = 256) -> Iterator[tuple[bytes, Endpoint]]:
-        """The datagrams handed up so far (at most `limit`): (data, where it came from)."""
+    def received(self, limit: int = 256) -> Iterator[tuple[bytes, AddressLike]]:
+        """The datagrams handed up so far (at most `limit`): (data, where it came from, as
+        the socket's recvfrom would give it)."""
         for _ in range(limit):
             try:
                 record = self._mine.recv(_UP_HEADER + _MAX_DATAGRAM)
             except BlockingIOError:
                 return
             addrlen = int.from_bytes(record[:4], sys.byteorder)  # a uint32_t
-            source = endpoint_of(record[4 : 4 + addrlen])
+            source = socket_address(record[4 : 4 + addrlen])
             if source is not None:
                 yield record[_UP_HEADER:], source
 
     def stats(self) -> dict[str, int]:
         self.lib.pywg_relay_stats(self.handle, self._stats)
-        names = "forwarded handed_up up_drops unassociated bad_size send_errors nodes"
+        names = (
+            "forwarded forwarded_bytes handed_up up_drops unassociated malformed not_relay "
+            "send_errors nodes"
+        )
         return {name: int(getattr(self._stats, name)) for name in names.split()}
 
     def __repr__(self) -> str:

@@ -13,6 +13,7 @@ rewritten from the destination's id to the source's.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -74,6 +75,8 @@ class Router:
     def __init__(self, membership: Membership, counters: Counter[str]) -> None:
         self._membership = membership
         self._counters = counters
+        # told the node id whenever a node's way here changes (the native loop's table)
+        self.on_change: Callable[[int], None] | None = None
         self._local: dict[int, _Homed] = {}
         self._remote: dict[int, Link] = {}
         self._links: set[Link] = set()
@@ -92,6 +95,8 @@ class Router:
             homed.tcp = target
         else:
             homed.udp = target
+        if self.on_change is not None:
+            self.on_change(node_id)
         return previous if previous is not target else None
 
     def detach(self, target: Target, via: Via) -> None:
@@ -107,6 +112,8 @@ class Router:
         if homed.tcp is None and homed.udp is None:
             del self._local[node_id]
             self._announce(FrameType.ABSENT, [node_id])
+        if self.on_change is not None:
+            self.on_change(node_id)
 
     def target(self, node_id: int) -> Target | None:
         homed = self._local.get(node_id)

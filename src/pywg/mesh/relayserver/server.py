@@ -31,6 +31,19 @@ from .udp import UdpRelay, bind_udp
 log = logging.getLogger(__name__)
 
 
+# The relay's counters and the native forwarding loop's names for the same fates.
+_NATIVE_COUNTERS = {
+    "delivered": "forwarded",
+    "delivered_bytes": "forwarded_bytes",
+    "drop_unassociated": "unassociated",
+    "drop_malformed": "malformed",
+    "drop_not_relay": "not_relay",
+    "drop_udp_send_failed": "send_errors",
+    "native_handed_up": "handed_up",
+    "native_up_drops": "up_drops",
+}
+
+
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
@@ -46,6 +59,7 @@ class RelayConfig:
     peers: Sequence[PeerSpec] = ()
     limits: Limits = field(default_factory=Limits)
     clock_ms: Callable[[], int] = wall_clock_ms  # what UDP association times are checked against
+    native: bool = True  # forward UDP with the native loop where it is built
 
 
 class Relay:
@@ -89,6 +103,7 @@ class Relay:
                 limits=config.limits,
                 counters=self.counters,
                 clock_ms=config.clock_ms,
+                native=config.native,
             )
             self._udp.start(loop)
             self._peers = PeerLinks(
@@ -124,6 +139,10 @@ class Relay:
     def stats(self) -> dict[str, int]:
         """The counters, and the sizes of the tables and queues now."""
         out = dict(self.counters)
+        native = {} if self._udp is None else self._udp.native_stats()
+        for mine, its in _NATIVE_COUNTERS.items():  # what the native loop did, as ours
+            if native.get(its):
+                out[mine] = out.get(mine, 0) + native[its]
         connections = [] if self._shared is None else list(self._shared.connections)
         out["connections"] = len(connections)
         out["queued_bytes"] = sum(c.queued() for c in connections)

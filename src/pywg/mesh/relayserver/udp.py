@@ -8,9 +8,13 @@ else is dropped. Control messages take a token from their source's bucket
 before anything is parsed beyond the STUN framing, and associations a token
 from the relay's signature budget before their Ed25519 check.
 
-Datagrams are read up to DRAIN_MAX a wake-up into one buffer; a send the
-socket refuses (its buffer is full) is dropped and counted: the socket's
-buffer is the only queue toward UDP nodes.
+Where the native extension is built, its forwarding loop (`pywg._fast.relay`)
+reads the socket: it forwards tagged messages between nodes associated over
+UDP by itself, in batches, from a copy of the association table this class
+keeps (`_mirror`), and hands everything else up here. Otherwise datagrams
+are read up to DRAIN_MAX a wake-up into one buffer. A send the socket
+refuses (its buffer is full) is dropped and counted: the socket's buffer is
+the only queue toward UDP nodes.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import socket
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ... import stun
+from ... import _fast, stun
 from ...asyncio.udp import set_buffers
 from ...endpoint import AddressLike, normalize_endpoint
 from ...ratelimiter import RateLimiter, TokenBucket
@@ -35,6 +40,9 @@ from .limits import Limits
 from .membership import Membership
 from .routing import Router, Via
 from .sources import source_key
+
+if TYPE_CHECKING:
+    from ..._fast.relay import NativeRelay
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +79,12 @@ class UdpRelay:
         limits: Limits,
         counters: Counter[str],
         clock_ms: Callable[[], int],
+        native: bool = True,
     ) -> None:
+        """`native`: forward with the native loop where it is built."""
         self._sock = sock
+        self._native: NativeRelay | None = None
+        self._use_native = native and _fast.AVAILABLE
         self._relay_key = relay_key
         self._router = router
         self._membership = membership
@@ -97,15 +109,46 @@ class UdpRelay:
         self._loop = loop
         self._signatures.last = loop.time()
         self._signatures.tokens = self._signatures.burst
-        loop.add_reader(self._sock.fileno(), self._readable)
+        self._router.on_change = self._mirror
+        if self._use_native:
+            from ..._fast.relay import NativeRelay
+
+            self._native = NativeRelay(self._sock, self._native_ended)
+            self._native.start()
+            loop.add_reader(self._native.hand_fd, self._handed_up)
+        else:
+            loop.add_reader(self._sock.fileno(), self._readable)
+
+    def _native_ended(self, reason: str) -> None:  # from the loop's thread: a bug
+        log.error("relay: %s", reason)
 
     def close(self) -> None:
+        native, self._native = self._native, None
         if self._loop is not None:
+            fd = native.hand_fd if native is not None else self._sock.fileno()
             with contextlib.suppress(Exception):  # a closed loop
-                self._loop.remove_reader(self._sock.fileno())
+                self._loop.remove_reader(fd)
+        if native is not None:
+            native.stop()
         self._sock.close()
         for association in list(self._by_node.values()):
             self.end(association)
+
+    def native_stats(self) -> dict[str, int]:
+        """The native loop's counters (none without it)."""
+        return {} if self._native is None else self._native.stats()
+
+    def _mirror(self, node_id: int) -> None:
+        """Give the native loop node `node_id`'s UDP address, if it has one, and whether to
+        deliver to it there (not when it is reached over TCP: docs/relay.md)."""
+        if self._native is None:
+            return
+        association = self._by_node.get(node_id)
+        if association is None:
+            self._native.set_node(node_id, None)
+        else:
+            deliver = self._router.target(node_id) is association
+            self._native.set_node(node_id, association.source, deliver=deliver)
 
     def associations(self) -> int:
         return len(self._by_node)
@@ -121,6 +164,15 @@ class UdpRelay:
         return True
 
     # -- receiving ---------------------------------------------------------------------------
+
+    def _handed_up(self) -> None:
+        assert self._native is not None
+        for data, source in self._native.received():
+            try:
+                self._datagram(memoryview(data), len(data), source)
+            except Exception:  # a bug, never the datagram's fault: count it and go on
+                self._counters["errors"] += 1
+                log.exception("relay: error handling a UDP datagram (dropped)")
 
     def _readable(self) -> None:
         sock, buffer, view = self._sock, self._buffer, self._view
