@@ -100,6 +100,9 @@ class PeerPlan:
     # ordered sets: a dict finds repeats in O(1), so 100,000 entries parse in linear time
     add_allowed_ips: dict[Prefix, None] = field(default_factory=dict)
     remove_allowed_ips: dict[Prefix, None] = field(default_factory=dict)
+    # added, then removed by a later line of the section: in line order the add takes
+    # the prefix from whichever peer had it and the removal drops it, so nobody has it
+    released_allowed_ips: dict[Prefix, None] = field(default_factory=dict)
     ignored: bool = False  # our own public key
 
     def __repr__(self) -> str:
@@ -167,6 +170,9 @@ def _apply_peer(device: Device, plan: PeerPlan, now: float | None) -> None:
         kwargs["endpoint"] = plan.endpoint
     if not isinstance(plan.persistent_keepalive, _Unset):
         kwargs["persistent_keepalive"] = plan.persistent_keepalive
+    if plan.released_allowed_ips:
+        device.update_peer(plan.public_key, allowed_ips=plan.released_allowed_ips)
+        device.update_peer(plan.public_key, remove_allowed_ips=plan.released_allowed_ips)
     device.update_peer(
         plan.public_key,
         allowed_ips=plan.add_allowed_ips,
@@ -368,10 +374,13 @@ def _parse_peer_line(peer: PeerPlan, key: str, value: str) -> None:
         peer.replace_allowed_ips = _true(key, value)
         peer.add_allowed_ips.clear()  # lines apply in order: earlier ones are replaced
         peer.remove_allowed_ips.clear()
+        peer.released_allowed_ips.clear()
     elif key == "allowed_ip":
         if value.startswith("-"):
             network = parse_allowed_ip(value[1:])
-            peer.add_allowed_ips.pop(network, None)
+            if network in peer.add_allowed_ips:
+                del peer.add_allowed_ips[network]
+                peer.released_allowed_ips[network] = None
             peer.remove_allowed_ips[network] = None
         else:
             network = parse_allowed_ip(value)

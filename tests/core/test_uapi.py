@@ -243,6 +243,28 @@ def test_allowed_ip_moves_between_peers() -> None:
     assert peers[p2]["allowed_ip"] == ["198.19.1.0/24"]
 
 
+def test_allowed_ip_lines_of_a_section_act_in_order() -> None:
+    """As upstream wireguard-go (0.0.20250522) applies them: `allowed_ip=X` takes X from
+    the peer that has it, a later `allowed_ip=-X` then drops it, so nobody has X."""
+    d = make_device()
+    p1, p2 = pub_hex(), pub_hex()
+    set_(d, [f"public_key={p2}", "allowed_ip=198.19.2.0/24", "allowed_ip=198.19.3.0/24"])
+    set_(
+        d,
+        [
+            f"public_key={p1}",
+            "allowed_ip=198.19.2.0/24",
+            "allowed_ip=-198.19.2.0/24",
+            "allowed_ip=198.19.3.0/24",
+            "allowed_ip=-198.19.3.0/24",
+            "allowed_ip=198.19.3.0/24",  # and back again: the last line wins
+        ],
+    )
+    peers = peers_of(get(d))
+    assert "allowed_ip" not in peers[p2]
+    assert peers[p1]["allowed_ip"] == ["198.19.3.0/24"]
+
+
 def test_own_public_key_is_ignored() -> None:
     d = make_device()
     own = d.public_key.to_hex()
