@@ -195,10 +195,12 @@ class Tunnel:
 
     def _open_tun(self) -> Tun:
         if self._tun_fd is None:
-            return Tun(self.name, mtu=self._mtu, offload=self.native and self.offload)
-        tun = Tun.from_fd(
-            self._tun_fd, mtu=self._mtu, vnet_reader=self.native, offload=self.offload
-        )
+            tun = Tun(self.name, mtu=self._mtu, offload=self.native and self.offload)
+        else:
+            tun = Tun.from_fd(
+                self._tun_fd, mtu=self._mtu, vnet_reader=self.native, offload=self.offload
+            )
+        # the kernel's name: a template such as "wg%d" becomes "wg0" (netdevice(7))
         self.name = tun.name
         if tun.pi and self.native:
             log.info("%s: TUN without IFF_NO_PI: served by the pure-Python plane", self.name)

@@ -1,0 +1,324 @@
+"""pywgd next to wireguard-go where a user or a tool could tell them apart.
+
+Each test runs the same operation on pywgd and on Debian's wireguard-go
+(0.0.20220316), each in a namespace of its own, and checks pywgd does what
+wireguard-go does, or the better thing docs/daemon.md ("pywgd compared with
+wireguard-go") says it does instead: interface name templates, bad names,
+start-up errors, signals, a refused listen port change, the interface set
+down and up again, and single allowed IPs removed (`allowed_ip=-PREFIX`).
+
+Where PYWG_UPSTREAM_WIREGUARD_GO names a newer wireguard-go binary (for
+example one built from the upstream repository), the allowed-IP removal is
+also compared with it: Debian's version predates that UAPI key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers.time_bounds import wait_for
+from helpers.wg_nodes import (
+    IMPLS,
+    Pair,
+    argv_for,
+    connect_pair,
+    handshake_time,
+    make_pair,
+    uapi_config,
+)
+from pywg.lab import Host, Lab
+from pywg.system import uapi_client
+
+PREFIX = "pwpar"
+UAPI_DIR = Path("/var/run/wireguard")
+START_TIMEOUT = 15.0
+UPSTREAM = os.environ.get("PYWG_UPSTREAM_WIREGUARD_GO", "")
+EINVAL, EADDRINUSE = -22, -98
+
+pytestmark = pytest.mark.needs_lab("wg", "wireguard-go", "ping", "ss", "pywgd")
+
+
+def sock_path(ifname: str) -> Path:
+    return UAPI_DIR / f"{ifname}.sock"
+
+
+def links(host: Host) -> list[str]:
+    return [line.split(":")[1].strip() for line in host.ip("-o", "link", "show").splitlines()]
+
+
+def foreground(
+    host: Host, argv: list[str], ifname: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`argv -f TEMPLATE_OR_NAME` in the foreground, once socket `ifname` answers."""
+    proc = host.popen(*argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert wait_for(lambda: sock_path(ifname).exists() or proc.poll() is not None, START_TIMEOUT)
+    assert proc.poll() is None, proc.communicate(timeout=5)
+    assert uapi_client.errno_of(uapi_client.get(ifname)) == 0
+    return proc
+
+
+# -- names ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.time_limit(60)
+def test_a_name_template_names_the_interface_socket_and_log(host: Host, impl: str) -> None:
+    """`wg%d` (netdevice(7)): the kernel picks wg0, and the socket and the log say wg0."""
+    base = host.lab.ifname("pw" if impl == "pywgd" else "go")
+    real = f"{base}0"  # the first of the template in a fresh namespace
+    proc = foreground(host, [*argv_for(impl), "-f", f"{base}%d"], real, {"LOG_LEVEL": "debug"})
+    assert real in links(host)
+    assert not sock_path(f"{base}%d").exists()
+    assert host.run("wg", "show", real).returncode == 0
+    proc.terminate()
+    out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    named = re.findall(r"^[A-Z]+: \((.*?)\) ", out.decode(errors="replace"), re.M)
+    assert named and set(named) == {real}, out[-500:]
+    assert not sock_path(real).exists()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.time_limit(60)
+def test_bad_names_are_refused_alike(lab: Lab, impl: str) -> None:
+    host = lab.host("n")
+    host.ip("link", "add", "taken0", "type", "veth", "peer", "name", "taken1")
+    names = [lab.ifname("pw") + "-much-too-long", "a/b", "a b", "..", "taken0"]
+    if impl == "pywgd":
+        names.append("")  # wireguard-go lets the kernel pick tunN; pywgd wants a name
+    before = links(host)
+    for name in names:
+        done = host.run(*argv_for(impl), name, check=False, timeout=20)
+        assert done.returncode == 1, (name, done)
+        assert links(host) == before and not sock_path(name).exists(), name
+        if impl == "pywgd":
+            assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, done
+
+
+@pytest.mark.parametrize("argv", [["-f"], []], ids=["foreground", "daemonized"])
+@pytest.mark.time_limit(60)
+def test_a_start_up_failure_is_one_line_on_stderr(lab: Lab, argv: list[str]) -> None:
+    """wireguard-go logs it on stdout; pywgd says it once, on stderr, even with LOG_LEVEL."""
+    host = lab.host("f")
+    host.ip("link", "add", "taken0", "type", "veth", "peer", "name", "taken1")
+    env = ("env", "LOG_LEVEL=error")
+    done = host.run(*env, *argv_for("pywgd"), *argv, "taken0", check=False, timeout=20)
+    assert done.returncode == 1
+    assert done.stdout == "", done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Failed to create TUN device" in lines[0], done.stderr
+
+
+# -- signals ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.time_limit(60)
+def test_hangup(host: Host, impl: str) -> None:
+    """wireguard-go dies of SIGHUP and leaves its socket file; pywgd stops as on SIGTERM."""
+    ifname = host.lab.ifname("pw" if impl == "pywgd" else "go")
+    proc = foreground(host, [*argv_for(impl), "-f", ifname], ifname)
+    proc.send_signal(signal.SIGHUP)
+    proc.communicate(timeout=10)
+    assert ifname not in links(host)
+    if impl == "pywgd":
+        assert proc.returncode == 0
+        assert not sock_path(ifname).exists()
+    else:
+        assert proc.returncode == -signal.SIGHUP
+        assert sock_path(ifname).exists()  # stale: the next start replaces it
+        sock_path(ifname).unlink()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGALRM], ids=["USR2", "ALRM"])
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.time_limit(60)
+def test_signals_wireguard_go_ignores(host: Host, impl: str, signum: signal.Signals) -> None:
+    ifname = host.lab.ifname("pw" if impl == "pywgd" else "go")
+    proc = foreground(host, [*argv_for(impl), "-f", ifname], ifname)
+    proc.send_signal(signum)
+    time.sleep(0.5)
+    assert proc.poll() is None, f"{impl} died of {signum.name}"
+    assert uapi_client.errno_of(uapi_client.get(ifname)) == 0
+    proc.terminate()
+    proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert not sock_path(ifname).exists()
+
+
+# -- the UDP port ----------------------------------------------------------------------
+
+_HOLDER = """
+import socket, time
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", {port}))
+print("bound", flush=True)
+time.sleep(60)
+"""
+
+
+@contextmanager
+def port_held(host: Host, port: int) -> Iterator[None]:
+    """UDP `port` bound (IPv4 and IPv6) by another process in `host`."""
+    proc = host.popen(sys.executable, "-c", _HOLDER.format(port=port), stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"bound"
+        yield
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+def bound_ports(host: Host) -> set[int]:
+    """The local UDP ports bound in `host`'s namespace."""
+    out = host.run("ss", "-Huln").stdout
+    return {int(line.split()[3].rsplit(":", 1)[1]) for line in out.splitlines() if line.strip()}
+
+
+@pytest.mark.time_limit(90)
+def test_a_refused_port_change_keeps_the_old_port(lab: Lab) -> None:
+    """Both answer -EADDRINUSE for a busy port. pywgd keeps its port and its tunnel;
+    wireguard-go has closed its socket before trying, and is left with none."""
+    pair = make_pair(lab)
+    connect_pair(pair)
+    assert pair.pw.host.wait_ping(pair.go.addr4)
+    busy = 40060
+    for node in (pair.pw, pair.go):
+        with port_held(node.host, busy):
+            assert uapi_client.set_(node.ifname, f"listen_port={busy}\n") == EADDRINUSE
+    device = uapi_config(uapi_client.get(pair.pw.ifname))["device"]
+    assert device["listen_port"] == str(pair.pw.port)
+    assert pair.pw.port in bound_ports(pair.pw.host)
+    assert "listen_port" not in uapi_config(uapi_client.get(pair.go.ifname))["device"]
+    assert pair.go.port not in bound_ports(pair.go.host)
+    # wireguard-go sends nothing now; pywgd's side of the tunnel still answers
+    uapi_client.set_(pair.go.ifname, f"listen_port={pair.go.port}\n")
+    assert pair.go.host.wait_ping(pair.pw.addr4)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.time_limit(90)
+def test_the_interface_set_down_and_up_keeps_port_and_session(lab: Lab, impl: str) -> None:
+    """Neither daemon stops on `ip link set down` (wireguard-go's TUN watcher reports
+    no down on Linux 6): the port stays bound and the session goes on after up."""
+    pair: Pair = make_pair(lab)
+    connect_pair(pair)
+    node = pair.node(impl)
+    other = pair.other(node)
+    assert node.host.wait_ping(other.addr4)
+    since = handshake_time(node, other)
+    node.host.ip("link", "set", node.ifname, "down")
+    time.sleep(1.5)  # past wireguard-go's 1 s TUN poll and pywgd's housekeeping ticks
+    assert node.port in bound_ports(node.host)
+    assert uapi_config(uapi_client.get(node.ifname))["device"]["listen_port"] == str(node.port)
+    node.host.ip("link", "set", node.ifname, "up")
+    assert node.host.wait_ping(other.addr4)
+    assert handshake_time(node, other) == since  # no new handshake was needed
+
+
+# -- allowed IPs removed one by one ----------------------------------------------------
+
+P1, P2 = "11" * 32, "22" * 32
+REMOVALS = [
+    (
+        "one-of-two",
+        [
+            f"public_key={P1}\nallowed_ip=198.19.1.0/24\nallowed_ip=fd19::/64\n",
+            f"public_key={P1}\nallowed_ip=-198.19.1.0/24\n",
+        ],
+    ),
+    (
+        "not-there",
+        [
+            f"public_key={P1}\nallowed_ip=198.19.1.0/24\n",
+            f"public_key={P1}\nallowed_ip=-198.19.9.0/24\nallowed_ip=-198.19.0.0/16\n",
+        ],
+    ),
+    (
+        "another-peers",
+        [
+            f"public_key={P1}\nallowed_ip=198.19.1.0/24\npublic_key={P2}\nallowed_ip=198.19.2.0/24\n",
+            f"public_key={P1}\nallowed_ip=-198.19.2.0/24\n",
+        ],
+    ),
+    (
+        "host-bits",
+        [
+            f"public_key={P1}\nallowed_ip=198.19.1.0/24\n",
+            f"public_key={P1}\nallowed_ip=-198.19.1.77/24\n",
+        ],
+    ),
+    (
+        "taken-then-dropped",
+        [
+            f"public_key={P2}\nallowed_ip=198.19.2.0/24\npublic_key={P1}\n",
+            f"public_key={P1}\nallowed_ip=198.19.2.0/24\nallowed_ip=-198.19.2.0/24\n",
+        ],
+    ),
+    (
+        "after-replace",
+        [
+            f"public_key={P1}\nallowed_ip=198.19.1.0/24\n",
+            f"public_key={P1}\nreplace_allowed_ips=true\nallowed_ip=198.19.4.0/24\n"
+            "allowed_ip=-198.19.4.0/24\nallowed_ip=198.19.5.0/24\n",
+        ],
+    ),
+]
+
+
+def _run_removal(ifname: str, requests: list[str]) -> tuple[list[int], dict[str, Any]]:
+    assert uapi_client.set_(ifname, "replace_peers=true\n") == 0
+    codes = [uapi_client.set_(ifname, body) for body in requests]
+    return codes, uapi_config(uapi_client.get(ifname))["peers"]
+
+
+@pytest.fixture(scope="module")
+def removal_daemons() -> Iterator[dict[str, str]]:
+    """pywgd, Debian's wireguard-go and (if named) upstream's, bare, each in a host."""
+    commands = {impl: argv_for(impl) for impl in IMPLS}
+    if UPSTREAM:
+        commands["upstream"] = [UPSTREAM]
+    with Lab(PREFIX) as lab:
+        found = {}
+        for name, argv in commands.items():
+            host = lab.host(name.replace("-", ""))
+            ifname = lab.ifname("rm")
+            proc = host.popen(*argv, ifname, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            assert proc.wait(START_TIMEOUT) == 0, f"{name} did not start"
+            found[name] = ifname
+        yield found
+
+
+@pytest.mark.parametrize(("case", "requests"), REMOVALS, ids=[c[0] for c in REMOVALS])
+@pytest.mark.time_limit(60)
+def test_single_allowed_ips_removed(
+    removal_daemons: dict[str, str], case: str, requests: list[str]
+) -> None:
+    """`allowed_ip=-PREFIX` (upstream 0.0.20250522): each line in order; Debian's
+    0.0.20220316 predates it and answers -EINVAL."""
+    codes, peers = _run_removal(removal_daemons["pywgd"], requests)
+    assert codes == [0] * len(requests)
+    assert EINVAL in _run_removal(removal_daemons["wireguard-go"], requests)[0]
+    if "upstream" in removal_daemons:
+        assert _run_removal(removal_daemons["upstream"], requests) == (codes, peers)
+    expected = {
+        "one-of-two": {P1: {"fd19::/64"}},
+        "not-there": {P1: {"198.19.1.0/24"}},
+        "another-peers": {P1: {"198.19.1.0/24"}, P2: {"198.19.2.0/24"}},
+        "host-bits": {P1: set()},
+        "taken-then-dropped": {P1: set(), P2: set()},
+        "after-replace": {P1: {"198.19.5.0/24"}},
+    }[case]
+    assert {key: set(peer["allowed_ip"]) for key, peer in peers.items()} == expected
