@@ -4,7 +4,7 @@ Each test runs the same operation on pywgd and on Debian's wireguard-go
 (0.0.20220316), each in a namespace of its own, and checks pywgd does what
 wireguard-go does, or the better thing docs/daemon.md ("pywgd compared with
 wireguard-go") says it does instead: interface name templates, bad names,
-start-up errors, signals, a refused listen port change, the interface set
+start-up errors, signals, refused listen port changes, the interface set
 down and up again, and single allowed IPs removed (`allowed_ip=-PREFIX`).
 
 Where PYWG_UPSTREAM_WIREGUARD_GO names a newer wireguard-go binary (for
@@ -206,6 +206,25 @@ def test_a_refused_port_change_keeps_the_old_port(lab: Lab) -> None:
     # wireguard-go sends nothing now; pywgd's side of the tunnel still answers
     uapi_client.set_(pair.go.ifname, f"listen_port={pair.go.port}\n")
     assert pair.go.host.wait_ping(pair.pw.addr4)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.needs_lab("setpriv")
+@pytest.mark.time_limit(60)
+def test_a_refused_port_says_why(host: Host, impl: str) -> None:
+    """Without CAP_NET_BIND_SERVICE, port 80 cannot be bound: pywgd answers the
+    kernel's EACCES, which `wg` prints; wireguard-go answers EADDRINUSE for any
+    failed bind."""
+    ifname = host.lab.ifname("pw" if impl == "pywgd" else "go")
+    no_bind = ("setpriv", "--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service")
+    proc = host.popen(*no_bind, *argv_for(impl), ifname, stderr=subprocess.DEVNULL)
+    assert proc.wait(START_TIMEOUT) == 0
+    refused = host.run("wg", "set", ifname, "listen-port", "80", check=False)
+    assert refused.returncode != 0
+    reason = "Permission denied" if impl == "pywgd" else "Address already in use"
+    assert reason in refused.stderr, refused.stderr
+    host.run("wg", "set", ifname, "listen-port", "1080")
+    assert 1080 in bound_ports(host)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
