@@ -56,6 +56,10 @@ EADDRINUSE: Final = -_errno.EADDRINUSE
 
 MAX_LINE: Final = 4096
 MAX_REQUEST: Final = 16 << 20
+# Peers a device may have, as wireguard-go (MaxPeers; the kernel allows 1 << 20): a set
+# that would create one more is refused with -EINVAL. It bounds the memory of a device
+# that many requests fill (about 2 KiB a peer).
+MAX_PEERS: Final = 1 << 16
 
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 _DECIMAL = re.compile(r"0*[0-9]{1,10}")  # leading zeros are fine, as for Go's ParseUint
@@ -310,6 +314,7 @@ class SetParser:
         for peer in plan.peers:
             if peer.public_key == own:
                 peer.ignored = True
+        _check_peer_count(plan, device, own)
         return plan
 
     def _fail(self, error: UapiError) -> None:
@@ -333,6 +338,31 @@ class SetParser:
             raise UapiError(EINVAL, f"device key {key!r} inside a peer section")
         else:
             _parse_peer_line(current, key, value)
+
+
+def _check_peer_count(plan: SetPlan, device: Device, own: PublicKey | None) -> None:
+    """Refuse a plan that would take the device past MAX_PEERS at any of its steps."""
+    if not plan.peers:
+        return
+    peers = device.peers
+    # a key change removes the peer with the new public key, replace_peers every peer
+    count = 0 if plan.replace_peers else len(peers) - (own in peers)
+    there: dict[PublicKey, bool] = {}  # peers the plan added or removed so far
+    for peer in plan.peers:
+        if peer.ignored:
+            continue
+        key = peer.public_key
+        exists = there.get(key)
+        if exists is None:
+            exists = not plan.replace_peers and key in peers
+        if peer.remove:
+            count -= exists
+            there[key] = False
+        elif not exists and not peer.update_only:
+            count += 1
+            there[key] = True
+            if count > MAX_PEERS:
+                raise UapiError(EINVAL, f"too many peers (at most {MAX_PEERS})")
 
 
 def parse_set(device: Device, lines: Iterable[str]) -> SetPlan:
