@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import pytest
 from helpers.time_bounds import wait_for
 from helpers.wg_nodes import (
     IMPLS,
+    PORT,
     Pair,
     argv_for,
     connect_pair,
@@ -37,7 +38,10 @@ from helpers.wg_nodes import (
     make_pair,
     uapi_config,
 )
-from pywg.lab import Host, Lab
+from pywg.keys import PrivateKey
+from pywg.lab import Host, Lab, wireguard
+from pywg.lab.capture import UdpCapture
+from pywg.lab.wireguard import WIREGUARD_GO, Impl, WgNode, endpoint
 from pywg.system import uapi_client
 
 PREFIX = "pwpar"
@@ -160,19 +164,25 @@ def test_signals_wireguard_go_ignores(host: Host, impl: str, signum: signal.Sign
 # -- the UDP port ----------------------------------------------------------------------
 
 _HOLDER = """
-import socket, time
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-s.bind(("::", {port}))
+import socket, sys, time
+family, port = sys.argv[1], int(sys.argv[2])
+if family == "4":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+else:
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(family == "6"))
+    s.bind(("::", port))
 print("bound", flush=True)
 time.sleep(60)
 """
 
 
 @contextmanager
-def port_held(host: Host, port: int) -> Iterator[None]:
-    """UDP `port` bound (IPv4 and IPv6) by another process in `host`."""
-    proc = host.popen(sys.executable, "-c", _HOLDER.format(port=port), stdout=subprocess.PIPE)
+def port_held(host: Host, port: int, family: str = "both") -> Iterator[None]:
+    """UDP `port` bound by another process in `host`: on IPv4 and IPv6 ("both"), or on
+    "4" or "6" only."""
+    proc = host.popen(sys.executable, "-c", _HOLDER, family, str(port), stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"bound"
         yield
@@ -304,8 +314,9 @@ def _run_removal(ifname: str, requests: list[str]) -> tuple[list[int], dict[str,
 
 
 @pytest.fixture(scope="module")
-def removal_daemons() -> Iterator[dict[str, str]]:
-    """pywgd, Debian's wireguard-go and (if named) upstream's, bare, each in a host."""
+def bare() -> Iterator[dict[str, tuple[Host, str]]]:
+    """pywgd, Debian's wireguard-go and (if named) upstream's, started as wg-quick starts
+    them, each in a host of its own: name -> (host, interface)."""
     commands = {impl: argv_for(impl) for impl in IMPLS}
     if UPSTREAM:
         commands["upstream"] = [UPSTREAM]
@@ -313,25 +324,25 @@ def removal_daemons() -> Iterator[dict[str, str]]:
         found = {}
         for name, argv in commands.items():
             host = lab.host(name.replace("-", ""))
-            ifname = lab.ifname("rm")
+            ifname = lab.ifname("bd")
             proc = host.popen(*argv, ifname, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             assert proc.wait(START_TIMEOUT) == 0, f"{name} did not start"
-            found[name] = ifname
+            found[name] = (host, ifname)
         yield found
 
 
 @pytest.mark.parametrize(("case", "requests"), REMOVALS, ids=[c[0] for c in REMOVALS])
 @pytest.mark.time_limit(60)
 def test_single_allowed_ips_removed(
-    removal_daemons: dict[str, str], case: str, requests: list[str]
+    bare: dict[str, tuple[Host, str]], case: str, requests: list[str]
 ) -> None:
     """`allowed_ip=-PREFIX` (upstream 0.0.20250522): each line in order; Debian's
     0.0.20220316 predates it and answers -EINVAL."""
-    codes, peers = _run_removal(removal_daemons["pywgd"], requests)
+    codes, peers = _run_removal(bare["pywgd"][1], requests)
     assert codes == [0] * len(requests)
-    assert EINVAL in _run_removal(removal_daemons["wireguard-go"], requests)[0]
-    if "upstream" in removal_daemons:
-        assert _run_removal(removal_daemons["upstream"], requests) == (codes, peers)
+    assert EINVAL in _run_removal(bare["wireguard-go"][1], requests)[0]
+    if "upstream" in bare:
+        assert _run_removal(bare["upstream"][1], requests) == (codes, peers)
     expected = {
         "one-of-two": {P1: {"fd19::/64"}},
         "not-there": {P1: {"198.19.1.0/24"}},
@@ -341,3 +352,124 @@ def test_single_allowed_ips_removed(
         "after-replace": {P1: {"198.19.5.0/24"}},
     }[case]
     assert {key: set(peer["allowed_ip"]) for key, peer in peers.items()} == expected
+
+
+# -- the same on both, side by side ----------------------------------------------------
+
+
+def _all_alike(bare: dict[str, tuple[Host, str]], request: str) -> dict[str, Any]:
+    """`request` (a set body) on every bare daemon: the same errno and then the same
+    configuration everywhere (counters and handshake times aside); that configuration."""
+    answers = {}
+    for name, (_, ifname) in bare.items():
+        code = uapi_client.set_(ifname, request)
+        answers[name] = (code, uapi_config(uapi_client.get(ifname)))
+    mine = answers["pywgd"]
+    assert all(answer == mine for answer in answers.values()), answers  # peers in any order
+    return mine[1]
+
+
+@pytest.mark.time_limit(60)
+def test_own_key_rules_alike(bare: dict[str, tuple[Host, str]]) -> None:
+    """A device is never its own peer: a peer with our public key is ignored, and a new
+    private key whose public key is a peer's removes that peer."""
+    k1, k2, k3 = (PrivateKey.generate() for _ in range(3))
+    p1, p2, p3 = (key.public_key.to_hex() for key in (k1, k2, k3))
+    zero = "0" * 64
+    config = _all_alike(bare, f"private_key={zero}\nreplace_peers=true\nlisten_port=40100\n")
+    assert config == {"device": {"listen_port": "40100"}, "peers": {}}  # no key: no key line
+    steps = [
+        f"private_key={k1.to_hex()}\npublic_key={p2}\nallowed_ip=10.0.0.2/32\n"
+        f"public_key={p3}\nallowed_ip=10.0.0.3/32\n",
+        f"public_key={p1}\nallowed_ip=10.0.0.1/32\nendpoint=198.18.0.1:5\n",
+        f"private_key={k2.to_hex()}\n",
+        f"private_key={k3.to_hex()}\npublic_key={p3}\nallowed_ip=10.0.0.9/32\npublic_key={p1}\n",
+        f"private_key={zero}\npublic_key={p2}\n",
+    ]
+    seen = [set(_all_alike(bare, step)["peers"]) for step in steps]
+    assert seen == [{p2, p3}, {p2, p3}, {p3}, {p1}, {p1, p2}]
+
+
+@pytest.mark.parametrize("family", ["4", "6"])
+@pytest.mark.time_limit(60)
+def test_a_port_busy_on_one_family_is_busy_alike(
+    bare: dict[str, tuple[Host, str]], family: str
+) -> None:
+    """Both bind IPv4 and IPv6 (pywgd one dual-stack socket, wireguard-go two): a port
+    taken on either family is refused with -EADDRINUSE."""
+    busy = 40110
+    for name, (host, ifname) in bare.items():
+        assert uapi_client.set_(ifname, "listen_port=40111\n") == 0
+        with port_held(host, busy, family):
+            assert uapi_client.set_(ifname, f"listen_port={busy}\n") == EADDRINUSE, name
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.time_limit(60)
+def test_killed_daemon_leaves_a_socket_the_next_one_replaces(host: Host, impl: str) -> None:
+    """SIGKILL: the TUN goes with the fd; the socket file stays, and is replaced."""
+    ifname = host.lab.ifname("pw" if impl == "pywgd" else "go")
+    proc = foreground(host, [*argv_for(impl), "-f", ifname], ifname)
+    proc.kill()
+    proc.communicate(timeout=10)
+    assert wait_for(lambda: ifname not in links(host), 5)
+    assert sock_path(ifname).exists()
+    again = host.run(*argv_for(impl), ifname, check=False, timeout=20)
+    assert again.returncode == 0, again
+    assert uapi_client.errno_of(uapi_client.get(ifname)) == 0
+    host.ip("link", "del", ifname)
+    assert wait_for(lambda: not sock_path(ifname).exists(), 5)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.time_limit(90)
+def test_keepalive_turned_on_is_sent_at_once(lab: Lab, impl: str) -> None:
+    """xplatform UAPI: turning persistent keepalive on sends one at once (a handshake
+    first when there is no session); changing a running interval sends nothing."""
+    pair = make_pair(lab)
+    node = pair.node(impl)
+    other = pair.other(node)
+    other.add_peer(node)  # no endpoint: the first packet comes from `node`
+    sender = (pair.underlay(node), node.port)
+    with UdpCapture(other.host, pair.link.ifname(other.host)) as capture:
+
+        def kinds_after(change: Callable[[], None]) -> list[int]:
+            time.sleep(0.3)
+            since = time.monotonic()
+            change()
+            time.sleep(1.0)
+            return [d.payload[0] for d in capture.datagrams(source=sender, since=since)]
+
+        peer = ("set", node.ifname, "peer", str(other.public_key))
+        created = kinds_after(
+            lambda: node.add_peer(other, endpoint=pair.endpoint(other), persistent_keepalive=25)
+        )
+        assert created == [1, 4], created  # initiation, then the keepalive
+        node.wg(*peer, "persistent-keepalive", "0")
+        assert kinds_after(lambda: node.wg(*peer, "persistent-keepalive", "10")) == [4]
+        assert kinds_after(lambda: node.wg(*peer, "persistent-keepalive", "20")) == []
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.time_limit(90)
+def test_ipv6_disabled_in_the_namespace(lab: Lab, impl: str) -> None:
+    """disable_ipv6: both start, carry IPv4, and move to a new port."""
+    a, b = lab.host("a"), lab.host("b")
+    link = lab.link(a, b)
+    a.sysctl("net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+    ifname = lab.ifname("pw" if impl == "pywgd" else "go")
+    proc = a.popen(*argv_for(impl), ifname, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert proc.wait(START_TIMEOUT) == 0
+    key = PrivateKey.generate()
+    node = WgNode(lab, a, Impl(impl, tuple(argv_for(impl))), ifname, key, PORT, "198.19.1.1", "")
+    node.set(f"private_key={key.to_hex()}\nlisten_port={PORT}\n")
+    a.addr(ifname, f"{node.addr4}/24")
+    a.link_up(ifname)
+    go = wireguard.start_node(lab, b, WIREGUARD_GO, net=1, index=2)
+    node.add_peer(go, endpoint=endpoint(link.b_addr4, go.port), allowed_ips=[f"{go.addr4}/32"])
+    go.add_peer(node, endpoint=endpoint(link.a_addr4, node.port), allowed_ips=[f"{node.addr4}/32"])
+    assert a.wait_ping(go.addr4)
+    node.set("listen_port=40120\n")
+    assert 40120 in bound_ports(a)
+    assert a.wait_ping(go.addr4)  # go learns the new port from the authenticated reply
+    assert go.peer_status(node).endpoint == endpoint(link.a_addr4, 40120)
