@@ -1,15 +1,17 @@
 """pywgd next to wireguard-go where a user or a tool could tell them apart.
 
 Each test runs the same operation on pywgd and on Debian's wireguard-go
-(0.0.20220316), each in a namespace of its own, and checks pywgd does what
-wireguard-go does, or the better thing docs/daemon.md ("pywgd compared with
-wireguard-go") says it does instead: interface name templates, bad names,
-start-up errors, signals, refused listen port changes, the interface set
-down and up again, and single allowed IPs removed (`allowed_ip=-PREFIX`).
+(0.0.20220316), each in a namespace of its own, and checks that pywgd does
+what wireguard-go does, or the better thing docs/daemon.md ("pywgd compared
+with wireguard-go") says it does instead: interface name templates, bad
+names, start-up errors, a file where the socket goes, signals, refused
+listen port changes, the interface set down and up again, single allowed IPs
+removed (`allowed_ip=-PREFIX`), and what both already do alike (own-key
+rules, busy ports, SIGKILL, keepalives turned on, IPv6 disabled).
 
 Where PYWG_UPSTREAM_WIREGUARD_GO names a newer wireguard-go binary (for
-example one built from the upstream repository), the allowed-IP removal is
-also compared with it: Debian's version predates that UAPI key.
+example one built from the upstream repository), the UAPI comparisons run
+on it too: Debian's version predates `allowed_ip=-PREFIX`.
 """
 
 from __future__ import annotations
@@ -122,6 +124,28 @@ def test_a_start_up_failure_is_one_line_on_stderr(lab: Lab, argv: list[str]) -> 
     assert done.stdout == "", done.stdout
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Failed to create TUN device" in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.time_limit(60)
+def test_a_file_where_the_socket_goes(host: Host, impl: str) -> None:
+    """wireguard-go deletes whatever is at /var/run/wireguard/NAME.sock once nothing
+    answers there; pywgd deletes only a dead socket, and refuses to start over a file."""
+    ifname = host.lab.ifname("pw" if impl == "pywgd" else "go")
+    sock_path(ifname).write_text("not a socket\n")
+    try:
+        done = host.run(*argv_for(impl), ifname, check=False, timeout=20)
+        if impl == "pywgd":
+            assert done.returncode == 1 and "is not a socket" in done.stderr, done
+            assert sock_path(ifname).read_text() == "not a socket\n"
+            assert ifname not in links(host)
+        else:
+            assert done.returncode == 0
+            assert uapi_client.errno_of(uapi_client.get(ifname)) == 0
+            host.ip("link", "del", ifname)
+    finally:
+        if sock_path(ifname).is_file():
+            sock_path(ifname).unlink()
 
 
 # -- signals ---------------------------------------------------------------------------
