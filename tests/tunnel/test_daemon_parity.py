@@ -414,6 +414,29 @@ def test_own_key_rules_alike(bare: dict[str, tuple[Host, str]]) -> None:
     assert seen == [{p2, p3}, {p2, p3}, {p3}, {p1}, {p1, p2}]
 
 
+@pytest.mark.time_limit(60)
+def test_get_reply_alike(bare: dict[str, tuple[Host, str]]) -> None:
+    """Byte for byte, for a peer that never handshook: fields, order, zeros."""
+    key, peer = PrivateKey.generate(), PrivateKey.generate().public_key.to_hex()
+    request = (
+        f"private_key={key.to_hex()}\nlisten_port=40130\nfwmark=3\nreplace_peers=true\n"
+        f"public_key={peer}\nendpoint=198.18.0.9:51820\nallowed_ip=198.19.9.0/24\n"
+        f"public_key={'33' * 32}\npersistent_keepalive_interval=0\n"
+    )
+    replies = {}
+    for name, (_, ifname) in bare.items():
+        assert uapi_client.set_(ifname, request) == 0
+        replies[name] = uapi_client.get(ifname)
+    # Go lists peers in map order: the device's lines, then each peer's, in any order
+    blocks = {}
+    for name, reply in replies.items():
+        assert reply.endswith("\nerrno=0\n\n"), reply
+        device, *peers = reply.removesuffix("errno=0\n\n").split("public_key=")
+        blocks[name] = (device, sorted(peers))
+    assert all(block == blocks["pywgd"] for block in blocks.values()), replies
+    assert "last_handshake_time_sec=0\nlast_handshake_time_nsec=0\n" in replies["pywgd"]
+
+
 @pytest.mark.parametrize("family", ["4", "6"])
 @pytest.mark.time_limit(60)
 def test_a_port_busy_on_one_family_is_busy_alike(
