@@ -98,6 +98,7 @@ def test_a_name_template_names_the_interface_socket_and_log(host: Host, impl: st
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.time_limit(60)
 def test_bad_names_are_refused_alike(lab: Lab, impl: str) -> None:
+    """Exit status 1 for a name the kernel refuses, a non-TUN's name, or one in use."""
     host = lab.host("n")
     host.ip("link", "add", "taken0", "type", "veth", "peer", "name", "taken1")
     names = [lab.ifname("pw") + "-much-too-long", "a/b", "a b", "..", "taken0"]
@@ -110,6 +111,14 @@ def test_bad_names_are_refused_alike(lab: Lab, impl: str) -> None:
         assert links(host) == before and not sock_path(name).exists(), name
         if impl == "pywgd":
             assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, done
+    # a name a running daemon serves: from its namespace (the TUN is busy) and from
+    # another (the socket answers); the first daemon goes on
+    first = lab.ifname("pw")
+    assert host.run(*argv_for(impl), first, check=False, timeout=20).returncode == 0
+    for where in (host, lab.host("other")):
+        assert where.run(*argv_for(impl), first, check=False, timeout=20).returncode == 1
+    assert uapi_client.errno_of(uapi_client.get(first)) == 0
+    assert first not in links(lab.hosts["other"])
 
 
 @pytest.mark.parametrize("argv", [["-f"], []], ids=["foreground", "daemonized"])
