@@ -214,6 +214,10 @@ class Device:
         """The peers by public key (a copy; change them through the Device)."""
         return dict(self._peers)
 
+    def has_peer(self, public_key: PublicKey) -> bool:
+        """Whether `public_key` is a peer (without copying the table, as `peers` does)."""
+        return public_key in self._peers
+
     def peer(self, public_key: PublicKey | str | bytes) -> Peer:
         try:
             return self._peers[as_public_key(public_key)]

@@ -73,6 +73,11 @@ if BACKEND == "native":
     from ._fast.uapiparse import allowed_ip_lines as _bulk_allowed_ips
     from ._fast.uapiparse import allowed_ip_text as _bulk_allowed_ip_text
 
+# Peers a device may have, as wireguard-go (MaxPeers; the kernel allows 1 << 20): a set
+# that would create one more is refused with -EINVAL. It bounds the memory of a device
+# that many requests fill (about 2 KiB a peer).
+MAX_PEERS: Final = 1 << 16
+
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 _DECIMAL = re.compile(r"0*[0-9]{1,10}")  # leading zeros are fine, as for Go's ParseUint
 _NAME = re.compile(r"[a-z_]{1,40}")
@@ -146,7 +151,7 @@ class SetPlan:
         if not isinstance(self.private_key, _Unset) and self.private_key != device.private_key:
             if self.private_key is not None:
                 new_public = self.private_key.public_key
-                if new_public in device.peers:  # a device cannot be its own peer
+                if device.has_peer(new_public):  # a device cannot be its own peer
                     device.remove_peer(new_public)
             device.set_private_key(self.private_key)
         if self.listen_port is not None:
@@ -169,7 +174,7 @@ def _key_change(key: PrivateKey | _Unset | None) -> str:
 def _apply_peer(device: Device, plan: PeerPlan, now: float | None) -> None:
     if plan.ignored or plan.public_key == device.public_key:
         return
-    exists = plan.public_key in device.peers
+    exists = device.has_peer(plan.public_key)
     if plan.remove:
         if exists:
             device.remove_peer(plan.public_key)
@@ -185,7 +190,10 @@ def _apply_peer(device: Device, plan: PeerPlan, now: float | None) -> None:
         kwargs["endpoint"] = plan.endpoint
     if not isinstance(plan.persistent_keepalive, _Unset):
         kwargs["persistent_keepalive"] = plan.persistent_keepalive
-    add, remove = _allowed_ip_changes(plan)
+    add, remove, released = _allowed_ip_changes(plan)
+    if released:  # as the lines say in order: taken from whoever had them, then dropped
+        device.update_peer(plan.public_key, allowed_ips=released)
+        device.update_peer(plan.public_key, remove_allowed_ips=released)
     device.update_peer(
         plan.public_key,
         allowed_ips=add,
@@ -196,18 +204,24 @@ def _apply_peer(device: Device, plan: PeerPlan, now: float | None) -> None:
     )
 
 
-def _allowed_ip_changes(plan: PeerPlan) -> tuple[PrefixList, list[Prefix]]:
+def _allowed_ip_changes(plan: PeerPlan) -> tuple[PrefixList, list[Prefix], list[Prefix]]:
     """What the peer's `allowed_ip=` lines come to, the later line winning: the prefixes
-    to add, in the order of the first add after the last removal, and those to remove."""
+    to add, in the order of the first add after the last removal; those to remove; and of
+    those, the ones added before their removal (*released*: as the lines act in order, as
+    upstream wireguard-go applies them, the add took the prefix from whichever peer had it
+    and the removal dropped it, so nobody has it)."""
     removed = plan.remove_allowed_ips
     if not removed:
-        return plan.add_allowed_ips, []
-    add, restored = PrefixList(), set()
+        return plan.add_allowed_ips, [], []
+    add, restored, added_before = PrefixList(), set(), set()
     for position, prefix in enumerate(plan.add_allowed_ips):
         if position >= removed.get(prefix, 0):
             add.append(prefix)
             restored.add(prefix)
-    return add, [prefix for prefix in removed if prefix not in restored]
+        else:
+            added_before.add(prefix)
+    remove = [prefix for prefix in removed if prefix not in restored]
+    return add, remove, [prefix for prefix in remove if prefix in added_before]
 
 
 # ---------------------------------------------------------------------- get
@@ -353,6 +367,7 @@ class SetParser:
         for peer in plan.peers:
             if peer.public_key == own:
                 peer.ignored = True
+        _check_peer_count(plan, device, own)
         return plan
 
     def allowed_ip_lines(self, data: bytearray, start: int, end: int) -> int:
@@ -386,6 +401,31 @@ class SetParser:
             raise UapiError(EINVAL, f"device key {key!r} inside a peer section")
         else:
             _parse_peer_line(current, key, value)
+
+
+def _check_peer_count(plan: SetPlan, device: Device, own: PublicKey | None) -> None:
+    """Refuse a plan that would take the device past MAX_PEERS at any of its steps."""
+    if not plan.peers:
+        return
+    peers = device.peers
+    # a key change removes the peer with the new public key, replace_peers every peer
+    count = 0 if plan.replace_peers else len(peers) - (own in peers)
+    there: dict[PublicKey, bool] = {}  # peers the plan added or removed so far
+    for peer in plan.peers:
+        if peer.ignored:
+            continue
+        key = peer.public_key
+        exists = there.get(key)
+        if exists is None:
+            exists = not plan.replace_peers and key in peers
+        if peer.remove:
+            count -= exists
+            there[key] = False
+        elif not exists and not peer.update_only:
+            count += 1
+            there[key] = True
+            if count > MAX_PEERS:
+                raise UapiError(EINVAL, f"too many peers (at most {MAX_PEERS})")
 
 
 def parse_set(device: Device, lines: Iterable[str]) -> SetPlan:

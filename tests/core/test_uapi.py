@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pywg import Device, PresharedKey, PrivateKey
+from pywg import Device, PresharedKey, PrivateKey, uapi
 from pywg.uapi import (
     EINVAL,
     EPROTO,
@@ -241,6 +241,61 @@ def test_allowed_ip_moves_between_peers() -> None:
     peers = peers_of(get(d))
     assert "allowed_ip" not in peers[p1]
     assert peers[p2]["allowed_ip"] == ["198.19.1.0/24"]
+
+
+def test_allowed_ip_lines_of_a_section_act_in_order() -> None:
+    """As upstream wireguard-go (0.0.20250522) applies them: `allowed_ip=X` takes X from
+    the peer that has it, a later `allowed_ip=-X` then drops it, so nobody has X."""
+    d = make_device()
+    p1, p2 = pub_hex(), pub_hex()
+    set_(d, [f"public_key={p2}", "allowed_ip=198.19.2.0/24", "allowed_ip=198.19.3.0/24"])
+    set_(
+        d,
+        [
+            f"public_key={p1}",
+            "allowed_ip=198.19.2.0/24",
+            "allowed_ip=-198.19.2.0/24",
+            "allowed_ip=198.19.3.0/24",
+            "allowed_ip=-198.19.3.0/24",
+            "allowed_ip=198.19.3.0/24",  # and back again: the last line wins
+        ],
+    )
+    peers = peers_of(get(d))
+    assert "allowed_ip" not in peers[p2]
+    assert peers[p1]["allowed_ip"] == ["198.19.3.0/24"]
+
+
+def test_peer_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A set that would make more than MAX_PEERS peers, at any line, is refused whole
+    (wireguard-go: MaxPeers, 1 << 16, "too many peers"); other sets are counted right."""
+    assert uapi.MAX_PEERS == 1 << 16
+    monkeypatch.setattr(uapi, "MAX_PEERS", 3)
+    d = make_device()
+    a, b, c, e = pub_hex(), pub_hex(), pub_hex(), pub_hex()
+    set_(d, [f"public_key={a}", f"public_key={b}"])
+    with pytest.raises(UapiError) as refused:
+        set_(d, [f"public_key={c}", f"public_key={e}"])
+    assert refused.value.errno == EINVAL
+    with pytest.raises(UapiError):  # the fourth exists for a moment: refused as in wireguard-go
+        set_(d, [f"public_key={c}", f"public_key={e}", f"public_key={e}", "remove=true"])
+    assert set(peers_of(get(d))) == {a, b}
+    own = d.public_key.to_hex()
+    fine = [
+        [f"public_key={c}", f"public_key={a}", f"public_key={own}"],  # a exists; own is ignored
+        [f"public_key={a}", "remove=true", f"public_key={e}"],  # one out, one in
+        [f"public_key={a}", "update_only=true"],  # not created
+        ["replace_peers=true", f"public_key={a}", f"public_key={b}", f"public_key={c}"],
+    ]
+    for lines in fine:
+        set_(d, lines)
+        assert len(peers_of(get(d))) <= 3
+    assert set(peers_of(get(d))) == {a, b, c}
+    # a new private key whose public key is a peer's removes that peer: room for one
+    key_of_c = PrivateKey.generate()
+    set_(d, ["replace_peers=true", f"public_key={a}", f"public_key={b}"])
+    set_(d, [f"public_key={key_of_c.public_key.to_hex()}"])
+    set_(d, [f"private_key={key_of_c.to_hex()}", f"public_key={e}"])
+    assert set(peers_of(get(d))) == {a, b, e}
 
 
 def test_own_public_key_is_ignored() -> None:

@@ -14,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import sysconfig
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pywg.endpoint import format_endpoint
@@ -120,6 +122,22 @@ class Node:
             if fields[0] == str(other.public_key):
                 return dict(zip(names, fields, strict=True))
         raise KeyError(f"{other.impl} not a peer of {self.impl}")
+
+
+def daemon_pids(host: Host, ifname: str) -> list[int]:
+    """The processes in `host`'s namespace whose command line names `ifname`."""
+    out = subprocess.run(
+        ["ip", "netns", "pids", host.netns], capture_output=True, text=True, timeout=10
+    ).stdout
+    found = []
+    for word in out.split():
+        try:
+            cmdline = Path(f"/proc/{word}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if ifname.encode() in cmdline:
+            found.append(int(word))
+    return found
 
 
 @contextlib.contextmanager

@@ -196,7 +196,8 @@ def test_without_capabilities_after_the_hand_over(peer_lab: tuple[Lab, Host, Nod
     """The supervisor's case: pywgd runs with no capability at all (bounding set emptied).
 
     It cannot set the MTU, so the interface keeps the one the supervisor gave it;
-    wireguard-go, which insists on setting it, refuses to start there.
+    wireguard-go, which insists on setting it, refuses to start there. Nor can it
+    set an fwmark (SO_MARK needs CAP_NET_ADMIN or CAP_NET_RAW): `wg` says why.
     """
     lab, a, go = peer_lab
     no_caps = ("setpriv", "--inh-caps=-all", "--bounding-set=-all")
@@ -209,6 +210,8 @@ def test_without_capabilities_after_the_hand_over(peer_lab: tuple[Lab, Host, Nod
     connect(node, go, lab)
     assert a.wait_ping(go.addr4)
     assert "mtu 1380 " in a.ip("link", "show", name)
+    refused = a.run("wg", "set", name, "fwmark", "7", check=False)
+    assert refused.returncode != 0 and "Operation not permitted" in refused.stderr, refused
 
 
 @pytest.mark.time_limit(60)

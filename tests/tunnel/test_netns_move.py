@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from helpers.time_bounds import wait_for
-from helpers.wg_nodes import IMPLS, Node, Pair, connect_pair, make_pair
+from helpers.wg_nodes import IMPLS, Node, Pair, connect_pair, daemon_pids, make_pair
 from pywg.asyncio.tun import Tun
 from pywg.lab import Host, Lab
 from pywg.lab.capture import UdpCapture
@@ -39,22 +39,6 @@ def move(node: Node, inner: Host) -> None:
     inner.addr(node.ifname, f"{node.addr6}/112")
     inner.link_up(node.ifname)
     inner.wait_ipv6_ready(node.ifname)
-
-
-def daemon_pids(host: Host, ifname: str) -> list[int]:
-    """The processes in `host`'s namespace whose command line names `ifname`."""
-    out = subprocess.run(
-        ["ip", "netns", "pids", host.netns], capture_output=True, text=True, timeout=10
-    ).stdout
-    found = []
-    for word in out.split():
-        try:
-            cmdline = Path(f"/proc/{word}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if ifname.encode() in cmdline:
-            found.append(int(word))
-    return found
 
 
 def moved_pair(lab: Lab, impl: str, backend: str | None = None) -> tuple[Pair, Node, Node, Host]:

@@ -215,10 +215,12 @@ def test_up_missing_file_and_bad_interface_name(tmp: Path) -> None:
     )
     assert done.returncode == 1 and "absent.conf" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
-    conf = tmp / "this-name-is-far-too-long.conf"
-    _write_config(conf, f"[Interface]\nPrivateKey = {PrivateKey.generate().to_base64()}\n")
-    done = subprocess.run([*PYWG, "up", str(conf)], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 1 and "--name" in done.stderr
+    for name in ("this-name-is-far-too-long", "wg%d"):  # a kernel template names no interface
+        conf = tmp / f"{name}.conf"
+        _write_config(conf, f"[Interface]\nPrivateKey = {PrivateKey.generate().to_base64()}\n")
+        done = subprocess.run([*PYWG, "up", str(conf)], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 1 and "--name" in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 @pytest.mark.needs_lab("wg")

@@ -46,6 +46,7 @@ TX_QUEUE_LEN: Final = 8192
 IFF_UP: Final = 0x1
 IFF_TAP: Final = 0x0002
 IFNAMSIZ: Final = 16
+_NOT_IN_IFNAME: Final = "/: \t\n\v\f\r"  # the kernel's dev_valid_name: '/', ':', isspace()
 SYSFS_NET: Final = "/sys/class/net"
 # struct tun_pi (linux/if_tun.h): flags and EtherType before each packet of a TUN
 # opened without IFF_NO_PI
@@ -61,10 +62,15 @@ class TunError(OSError):
 
 
 def check_ifname(name: str) -> str:
-    """Linux interface names: 1-15 bytes, no '/', no whitespace, not '.' or '..'."""
+    """Linux interface names (the kernel's dev_valid_name): 1-15 bytes, not '.' or '..',
+    no '/', ':' or whitespace. A '%d' in it is a template the kernel fills in."""
     raw = name.encode("utf-8", "surrogateescape")
-    if not 0 < len(raw) < IFNAMSIZ or name in (".", "..") or any(c in name for c in "/: \t\n"):
-        raise TunError(errno.EINVAL, f"invalid interface name {name!r} (1-15 characters)")
+    if not 0 < len(raw) < IFNAMSIZ or name in (".", "..") or any(c in name for c in _NOT_IN_IFNAME):
+        raise TunError(
+            errno.EINVAL,
+            f"invalid interface name {name!r}: 1-15 bytes, not '.' or '..', "
+            "without '/', ':' or whitespace",
+        )
     return name
 
 

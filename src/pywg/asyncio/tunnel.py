@@ -49,7 +49,7 @@ from ..events import EndpointChanged, Event, HandshakeCompleted, HandshakeTimedO
 from ..keys import PresharedKey, PrivateKey, PublicKey
 from ..peer import Peer
 from ..relayed import Relays
-from ..uapi import EADDRINUSE, EIO, SetPlan, UapiError, UapiSession, parse_set
+from ..uapi import EIO, SetPlan, UapiError, UapiSession, parse_set
 from .tun import Tun, TunError
 from .udp import UdpSocket
 
@@ -209,10 +209,12 @@ class Tunnel:
 
     def _open_tun(self) -> Tun:
         if self._tun_fd is None:
-            return Tun(self.name, mtu=self._mtu, offload=self.native and self.offload)
-        tun = Tun.from_fd(
-            self._tun_fd, mtu=self._mtu, vnet_reader=self.native, offload=self.offload
-        )
+            tun = Tun(self.name, mtu=self._mtu, offload=self.native and self.offload)
+        else:
+            tun = Tun.from_fd(
+                self._tun_fd, mtu=self._mtu, vnet_reader=self.native, offload=self.offload
+            )
+        # the kernel's name: a template such as "wg%d" becomes "wg0" (netdevice(7))
         self.name = tun.name
         if tun.pi and self.native:
             log.info("%s: TUN without IFF_NO_PI: served by the pure-Python plane", self.name)
@@ -318,6 +320,9 @@ class Tunnel:
         self._after_change()
 
     def _before_apply(self, plan: SetPlan) -> None:
+        """Bind a new port or set a new fwmark first; the refusal carries the kernel's
+        errno (`wg` prints it: EADDRINUSE, EACCES for a low port, EPERM for a mark
+        without CAP_NET_ADMIN), where wireguard-go answers EADDRINUSE for any of them."""
         if self._udp is None:
             return
         if plan.listen_port is not None and plan.listen_port != self._udp.port:
@@ -325,15 +330,16 @@ class Tunnel:
             try:
                 new = UdpSocket(plan.listen_port, fwmark=fwmark)
             except OSError as exc:
-                code = EADDRINUSE if exc.errno == errno.EADDRINUSE else EIO
-                raise UapiError(code, f"cannot bind UDP port {plan.listen_port}") from None
+                raise UapiError(
+                    _errno_of(exc), f"cannot bind UDP port {plan.listen_port}"
+                ) from None
             self._swap_socket(new)
             plan.listen_port = new.port  # port 0 bound a random port: report that one
         elif plan.fwmark is not None and plan.fwmark != self._udp.fwmark:
             try:
                 self._udp.set_fwmark(plan.fwmark)
-            except OSError:
-                raise UapiError(EIO, "cannot set fwmark") from None
+            except OSError as exc:
+                raise UapiError(_errno_of(exc), "cannot set fwmark") from None
 
     def _swap_socket(self, new: UdpSocket) -> None:
         assert self._loop is not None and self._udp is not None
@@ -629,6 +635,11 @@ class Tunnel:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "running"
         return f"<Tunnel {self.name} port={self.listen_port} {state}>"
+
+
+def _errno_of(exc: OSError) -> int:
+    """The UAPI errno (negative) for a failed socket call."""
+    return -exc.errno if exc.errno else EIO
 
 
 __all__ = ["PeerStats", "TunError", "Tunnel"]

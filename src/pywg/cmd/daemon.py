@@ -8,8 +8,9 @@ without WG_PROCESS_FOREGROUND=1) it daemonizes, and the parent exits only once
 the UAPI socket /var/run/wireguard/INTERFACE.sock is listening, so that
 `wg-quick` can run `wg setconf` right after. The daemon creates the TUN
 interface (MTU 1420, left down: wg-quick or the user brings it up), starts
-with no private key, and exits, removing interface and socket, on SIGINT or
-SIGTERM, when the interface is deleted, or when the socket file is removed.
+with no private key, and exits, removing interface and socket, on SIGINT,
+SIGTERM or SIGHUP, when the interface is deleted, or when the socket file is
+removed. SIGUSR2, SIGALRM and the like are ignored, as wireguard-go ignores them.
 
 A supervisor that opens the TUN and the UAPI socket itself (before dropping
 privileges) hands them over as wireguard-go's main.go takes them: WG_TUN_FD,
@@ -35,7 +36,8 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Final
 
 from pywg import __version__
 from pywg.asyncio import TunError, Tunnel, UapiServer, run
@@ -45,6 +47,19 @@ PROG = "pywgd"
 ENV_TUN_FD = "WG_TUN_FD"
 ENV_UAPI_FD = "WG_UAPI_FD"
 USAGE = f"Usage: {PROG} [-f/--foreground] INTERFACE-NAME"
+# A clean shutdown (interface and socket removed). wireguard-go stops cleanly on
+# INT and TERM and dies on HUP, leaving its socket file behind.
+STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Signals whose default action would kill the daemon but which wireguard-go's Go
+# runtime catches and ignores (os/signal: "other signals ... no action is taken").
+IGNORED_SIGNALS: Final = (
+    signal.SIGUSR2,
+    signal.SIGALRM,
+    signal.SIGVTALRM,
+    signal.SIGPROF,
+    signal.SIGIO,
+    signal.SIGPWR,
+)
 
 _LEVELS = {
     "verbose": logging.DEBUG,
@@ -56,23 +71,28 @@ _LEVEL_NAMES = {logging.DEBUG: "DEBUG", logging.INFO: "DEBUG", logging.WARNING: 
 
 
 class _Formatter(logging.Formatter):
-    """wireguard-go's style: `DEBUG: (wg0) 2026/01/02 15:04:05 message`."""
+    """wireguard-go's style: `DEBUG: (wg0) 2026/01/02 15:04:05 message`.
 
-    def __init__(self, name: str) -> None:
+    `name` may be a callable: the tunnel's name, which becomes the kernel's
+    once the TUN is open (a template such as "wg%d", or a handed-over TUN).
+    """
+
+    def __init__(self, name: str | Callable[[], str]) -> None:
         super().__init__()
-        self.name = name
+        self._name = name
 
     def format(self, record: logging.LogRecord) -> str:
         level = _LEVEL_NAMES.get(record.levelno, "ERROR")
         stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
-        return f"{level}: ({self.name}) {stamp} {record.getMessage()}"
+        name = self._name() if callable(self._name) else self._name
+        return f"{level}: ({name}) {stamp} {record.getMessage()}"
 
 
 def log_level() -> int:
     return _LEVELS.get(os.environ.get("LOG_LEVEL", "error").strip().lower(), logging.ERROR)
 
 
-def setup_logging(name: str) -> None:
+def setup_logging(name: str | Callable[[], str]) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(_Formatter(name))
     root = logging.getLogger("pywg")
@@ -96,8 +116,8 @@ async def _start_tunnel(name: str) -> Tunnel:
     tun_fd = handed_fd(ENV_TUN_FD)
     if tun_fd is not None:
         name, _ = fd_interface(tun_fd)  # the TUN's own name replaces the argument
-        setup_logging(name)
     tunnel = Tunnel(name, tun_fd=tun_fd)
+    setup_logging(lambda: tunnel.name)  # the kernel's name from the moment the TUN is open
     await tunnel.start()
     return tunnel
 
@@ -113,6 +133,8 @@ async def _start_uapi(tunnel: Tunnel) -> UapiServer:
 async def serve(name: str, ready: int | None = None) -> int:
     """Run the daemon for interface `name`; write to fd `ready` once listening."""
     log = logging.getLogger("pywg.daemon")
+    for signum in IGNORED_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     try:
         tunnel = await _start_tunnel(name)
     except (TunError, OSError, ValueError) as exc:
@@ -123,7 +145,7 @@ async def serve(name: str, ready: int | None = None) -> int:
         tunnel.close()
         return _fail(ready, f"Failed to listen on uapi socket: {_reason(exc)}")
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, tunnel.close, f"received {signal.Signals(signum).name}")
 
     def socket_watch() -> None:
@@ -154,7 +176,7 @@ def _reason(exc: Exception) -> str:
 
 
 def _fail(ready: int | None, message: str) -> int:
-    logging.getLogger("pywg.daemon").error("%s", message)
+    """Report a start-up failure once, on stderr (through the parent when daemonized)."""
     if ready is not None:
         os.write(ready, message.encode() + b"\n")
         os.close(ready)

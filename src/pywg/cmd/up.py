@@ -37,9 +37,12 @@ def interface_name(path: str, name: str | None) -> str:
         base = os.path.basename(path)
         name = base[: -len(".conf")] if base.endswith(".conf") else base
     try:
-        return check_ifname(name)
+        check_ifname(name)
     except TunError as exc:
         raise UpError(f"{exc.strerror}; choose one with --name") from None
+    if "%" in name:  # a kernel template ("wg%d"): the hooks and routes need the real name
+        raise UpError(f"interface name {name!r} has a '%'; choose one with --name")
+    return name
 
 
 async def up(config: Config, name: str) -> int:

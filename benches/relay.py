@@ -1,0 +1,214 @@
+"""The home relay's data path: WireGuard between two nodes, direct and through a relay.
+
+    sudo python3 benches/relay.py [--seconds 5] [--runs 3] [--json]
+
+One lab (pywg.lab): an internet router, a public host "hub" and two public
+hosts "a" and "b", each a `pywg.asyncio.Tunnel` process (the C plane). For
+each mode the tunnels are set up afresh and iperf3 moves one TCP stream
+each way between their tunnel addresses, then ping measures the round trip:
+
+- direct: each holds the other at its underlay address;
+- relay-native: each holds the other at its relayed endpoint [100::ID]:1
+  (`pywg.relayed`) and the hub runs the relay's native forwarding loop
+  (`pywg._fast.relay.NativeRelay`), the one `pywg relay serve` uses for UDP;
+- relay-python: the same with a relay that forwards each datagram in
+  Python (recvfrom, rewrite the tag, sendto): the per-datagram way of the
+  relay before it had the native loop, for comparison.
+
+The relay here learns each node's address from a plain hello the node
+sends from its WireGuard socket; `pywg relay serve` takes only signed
+associations (docs/relay.md), which cost nothing per datagram, so the data
+path measured is the same. Medians of `--runs`; ratios against direct
+from the same run. Needs root, iperf3 and ping. The nodes, the relay and
+iperf3 share this machine's CPUs: the figures are for this lab.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+from pywg.keys import PrivateKey
+from pywg.lab import Host, Internet, Lab, require_root
+
+RELAY_PORT = 3478
+IDS = {"a": 0x0A0001, "b": 0x0B0002}
+TUNNEL = {"a": "198.19.9.1", "b": "198.19.9.2"}
+MODES = ("direct", "relay-native", "relay-python")
+
+_RELAY_NATIVE = r"""
+import select, socket, sys
+from pywg._fast.relay import NativeRelay
+sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+for option in (32, 33):  # SO_SNDBUFFORCE, SO_RCVBUFFORCE: as pywg relay serve's socket
+    sock.setsockopt(socket.SOL_SOCKET, option, 4 << 20)
+sock.bind(("::", int(sys.argv[1])))
+relay = NativeRelay(sock, print)
+relay.start()
+print("ready", flush=True)
+while True:
+    select.select([relay.hand_fd], [], [])
+    for data, source in relay.received():
+        if data[:1] == b"\x00" and data[1:6] == b"HELLO":
+            relay.set_node(int.from_bytes(data[6:9], "big"), source)
+"""
+
+_RELAY_PYTHON = r"""
+import socket, sys
+sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+for option in (32, 33):
+    sock.setsockopt(socket.SOL_SOCKET, option, 4 << 20)
+sock.bind(("::", int(sys.argv[1])))
+where, who = {}, {}
+print("ready", flush=True)
+while True:
+    data, source = sock.recvfrom(65535)
+    if data[:1] == b"\x00" and data[1:6] == b"HELLO":
+        node = int.from_bytes(data[6:9], "big")
+        where[node], who[source] = source, node
+    elif data[:1] in (b"\x01", b"\x02", b"\x03", b"\x04") and source in who:
+        to = where.get(int.from_bytes(data[1:4], "big"))
+        if to is not None:
+            sock.sendto(data[:1] + who[source].to_bytes(3, "big") + data[4:], to)
+"""
+
+_NODE = r"""
+import asyncio, subprocess, sys
+from pywg import relayed
+from pywg.asyncio.tunnel import Tunnel
+from pywg.events import HandshakeCompleted
+from pywg.keys import PrivateKey
+
+ifname, key, my_id, peer_key, peer_id, relay_host, peer_host, addr, peer_addr = sys.argv[1:10]
+
+async def main():
+    async with Tunnel(ifname, private_key=PrivateKey.from_base64(key), listen_port=51820) as t:
+        subprocess.run(["ip", "addr", "add", addr + "/24", "dev", ifname], check=True)
+        subprocess.run(["ip", "link", "set", ifname, "up"], check=True)
+        relay = (relay_host, 3478)
+        if peer_host == "relay":
+            t.set_relay(1, relay)
+            endpoint = relayed.endpoint(1, int(peer_id))
+        else:
+            endpoint = (peer_host, 51820)
+        hello = b"\x00HELLO" + int(my_id).to_bytes(3, "big")
+        t.add_peer(peer_key, [peer_addr + "/32"], endpoint, persistent_keepalive=1)
+        while True:
+            t.send_datagram(hello, relay)
+            try:
+                if isinstance(await asyncio.wait_for(t.next_event(), 1.0), HandshakeCompleted):
+                    break
+            except TimeoutError:
+                pass
+        print("up", flush=True)
+        while True:
+            t.send_datagram(hello, relay)
+            await asyncio.sleep(5)
+
+asyncio.run(main())
+"""
+
+
+@dataclass
+class Result:
+    mode: str
+    forward_gbit: float
+    reverse_gbit: float
+    retransmits: int
+    ping_ms: float
+
+
+def iperf(a: Host, b: Host, address: str, seconds: float, reverse: bool) -> tuple[float, int]:
+    server = b.popen("iperf3", "-s", "-1", "-B", address, stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        argv = ["iperf3", "-c", address, "-t", str(seconds), "-J", *(["-R"] * reverse)]
+        end = json.loads(a.run(*argv, timeout=seconds + 30).stdout)["end"]
+    finally:
+        server.kill()
+        server.wait()
+    sent = end["sum_sent"]
+    return end["sum_received"]["bits_per_second"] / 1e9, int(sent.get("retransmits", 0))
+
+
+def ping_ms(a: Host, address: str) -> float:
+    out = a.run("ping", "-c", "20", "-i", "0.05", "-q", address, timeout=30).stdout
+    return float(out.rsplit("=", 1)[1].split("/")[1])
+
+
+def measure(mode: str, seconds: float) -> Result:
+    with Lab("pwrb") as lab:
+        net = Internet(lab)
+        hub, sites = net.public("hub"), {name: net.public(name) for name in IDS}
+        procs = []
+        try:
+            if mode != "direct":
+                script = _RELAY_NATIVE if mode == "relay-native" else _RELAY_PYTHON
+                relay = hub.host.popen(
+                    sys.executable, "-c", script, str(RELAY_PORT), stdout=subprocess.PIPE
+                )
+                procs.append(relay)
+                assert relay.stdout is not None and relay.stdout.readline().strip() == b"ready"
+            keys = {name: PrivateKey.generate() for name in IDS}
+            for name, other in (("a", "b"), ("b", "a")):
+                peer_host = "relay" if mode != "direct" else sites[other].addr4
+                node = sites[name].host.popen(
+                    sys.executable, "-c", _NODE, lab.ifname("r"), str(keys[name]),
+                    str(IDS[name]), str(keys[other].public_key), str(IDS[other]), hub.addr4,
+                    peer_host, TUNNEL[name], TUNNEL[other], stdout=subprocess.PIPE,
+                )  # fmt: skip
+                procs.append(node)
+            for node in procs[-2:]:
+                assert node.stdout is not None and node.stdout.readline().strip() == b"up"
+            a, b = sites["a"].host, sites["b"].host
+            fwd, fwd_retrans = iperf(a, b, TUNNEL["b"], seconds, reverse=False)
+            rev, rev_retrans = iperf(a, b, TUNNEL["b"], seconds, reverse=True)
+            return Result(mode, fwd, rev, fwd_retrans + rev_retrans, ping_ms(a, TUNNEL["b"]))
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    require_root()
+    results = []
+    for mode in MODES:
+        runs = [measure(mode, args.seconds) for _ in range(args.runs)]
+        results.append(
+            Result(
+                mode,
+                statistics.median(r.forward_gbit for r in runs),
+                statistics.median(r.reverse_gbit for r in runs),
+                int(statistics.median(r.retransmits for r in runs)),
+                statistics.median(r.ping_ms for r in runs),
+            )
+        )
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
+        return 0
+    direct = results[0]
+    print(f"iperf3 TCP, one stream each way, {args.seconds:g} s; medians of {args.runs}")
+    print(f"{'mode':14} {'A->B Gbit/s':>12} {'B->A Gbit/s':>12} {'retrans':>8} {'ping ms':>8} "
+          f"{'vs direct':>10}")  # fmt: skip
+    for r in results:
+        ratio = (r.forward_gbit + r.reverse_gbit) / (direct.forward_gbit + direct.reverse_gbit)
+        print(f"{r.mode:14} {r.forward_gbit:12.3f} {r.reverse_gbit:12.3f} {r.retransmits:8d} "
+              f"{r.ping_ms:8.3f} {ratio:9.2f}x")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
