@@ -543,7 +543,15 @@ class Device:
         """Send message 1 unless one went out less than REKEY_TIMEOUT ago (§6.4)."""
         if not is_retry:
             peer.timers.handshake_attempts = 0
-        if now - peer.last_sent_handshake < REKEY_TIMEOUT or peer.endpoint is None:
+        if peer.endpoint is None:
+            return
+        if now - peer.last_sent_handshake < REKEY_TIMEOUT:
+            if is_retry:
+                # a response we sent meanwhile (our initiation and the peer's crossed)
+                # counts as a handshake sent: retry once the limit allows, or a staged
+                # packet could wait for ever on two sessions neither side may use yet
+                when = peer.last_sent_handshake + REKEY_TIMEOUT + self._jitter()
+                peer.timers.arm(Timer.RETRANSMIT_HANDSHAKE, when)
             return
         if self._static is None:
             return

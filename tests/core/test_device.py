@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from helpers.device_pair import make_pair
+from helpers.device_pair import make_pair, zero_jitter_rng
 from helpers.ip_packets import ip, ip4, ip6
 from helpers.virtual_network import Host, Network
 from pywg import (
@@ -315,3 +317,23 @@ def test_keyless_device_drops_handshakes_and_stages_until_keyed() -> None:
     a.send_packet(pkt, 10.0)
     out = a.datagrams_to_send()
     assert len(out) == 1 and len(out[0][0]) == 148
+
+
+def test_crossed_initiations_still_deliver_what_waits() -> None:
+    """Both sides initiate at once: each answers the other's initiation, which replaces
+    its own, so both end up with sessions waiting for a confirmation nobody may send.
+    The retry timers must get them out. With jitters under 2 ms both fire less than
+    5 s after the response their side sent, so the rate limit (§6.4) holds both
+    retries back; they must come as soon as it allows, not never."""
+    net = Network(latency=0.002)
+    draws = iter([196, 13107])  # b's jitters: 1 ms, then 67 ms (of 65536 = 333 ms)
+
+    def b_rng(n: int) -> bytes:
+        return next(draws, 13107).to_bytes(2, "little") if n == 2 else os.urandom(n)
+
+    a, b = make_pair(net, rng=zero_jitter_rng, rng_b=b_rng)  # a's jitter: 0
+    net.send(a, ip4("198.19.0.1", "198.19.0.2", b"from a"))
+    net.send(b, ip4("198.19.0.2", "198.19.0.1", b"from b"))
+    net.run_until(30.0)
+    assert [p for _, p in b.received] == [ip4("198.19.0.1", "198.19.0.2", b"from a")]
+    assert [p for _, p in a.received] == [ip4("198.19.0.2", "198.19.0.1", b"from b")]

@@ -23,12 +23,14 @@ def make_pair(
     rng: Callable[[int], bytes] = os.urandom,
     keepalive_a: int | None = None,
     keepalive_b: int | None = None,
+    rng_b: Callable[[int], bytes] | None = None,
     **device_kw: object,
 ) -> tuple[Host, Host]:
+    """Devices a and b, peers of each other; `rng` for both, or `rng_b` for b."""
     ka, kb = PrivateKey.generate(), PrivateKey.generate()
     shared = PresharedKey.generate() if psk else None
     a = Device(ka, 51820, rng=rng, wall_clock=net.wall_clock(), **device_kw)  # type: ignore[arg-type]
-    b = Device(kb, 51820, rng=rng, wall_clock=net.wall_clock(), **device_kw)  # type: ignore[arg-type]
+    b = Device(kb, 51820, rng=rng_b or rng, wall_clock=net.wall_clock(), **device_kw)  # type: ignore[arg-type]
     host_a = net.attach(a, ("198.18.0.1", 51820))
     host_b = net.attach(b, ("198.18.0.2", 51820))
     a.add_peer(
