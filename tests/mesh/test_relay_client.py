@@ -1,0 +1,185 @@
+"""The relay client's TCP transport (pywg.mesh.relayclient) against a real relay on loopback.
+
+A `Relay` runs on a thread (helpers.relay_clients.RelayThread) with two
+members; `TcpSession.open` connects as one of them, directly or through a
+tiny CONNECT proxy (helpers.connect_proxy), and exchanges datagrams with the
+other, a synthetic UDP node. Refusals must be clear errors: a proxy's 407 or
+403, a certificate that is not the pinned one, a relay that names another
+key, a node that is not a member. The UDP association and RelayLink over
+real tunnels are in test_relay_link.py (namespace lab).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from nacl.signing import SigningKey
+
+from helpers.connect_proxy import start_proxy
+from helpers.relay_clients import Node, RelayThread, UdpNode, wg
+from pywg.mesh import relayproto as rp
+from pywg.mesh.relayclient import (
+    NodeIdentity,
+    ProxyError,
+    RelayClientError,
+    RelayRefused,
+    RelayServer,
+    TcpSession,
+)
+from pywg.mesh.relayclient.proxy import parse_proxy, proxy_from_environment
+from pywg.mesh.relayserver import RelayConfig, ServerTls, StaticMembership, server_tls
+from pywg.mesh.tls import load_or_make
+
+pytestmark = pytest.mark.time_limit(30)
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> ServerTls:
+    return server_tls(load_or_make(str(tmp_path_factory.mktemp("tls")), ["relay.test"]))
+
+
+@pytest.fixture
+def members() -> tuple[Node, Node]:
+    return Node.make(1), Node.make(0x0A0B0C)
+
+
+@pytest.fixture
+def relay(tls: ServerTls, members: tuple[Node, Node]) -> Iterator[RelayThread]:
+    config = RelayConfig(
+        signing_key=SigningKey.generate(),
+        membership=StaticMembership(n.member for n in members),
+        tls=tls,
+        host="127.0.0.1",
+        udp_port=0,
+        tcp_port=0,
+    )
+    running = RelayThread(config)
+    yield running
+    running.close()
+
+
+def identity(node: Node) -> NodeIdentity:
+    return NodeIdentity(node.wg_key, node.control)
+
+
+def server(relay: RelayThread, **changes: object) -> RelayServer:
+    fields: dict[str, object] = {"number": 1, "key": relay.key, "host": "127.0.0.1"}
+    fields.update(udp_port=relay.udp[1], tcp_port=relay.tcp_port, **changes)
+    return RelayServer(**fields)  # type: ignore[arg-type]
+
+
+async def exchange(session: TcpSession, peer: UdpNode, me: int) -> None:
+    """A datagram each way between `session` and the UDP member `peer`."""
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    runner = asyncio.create_task(session.run(got.put_nowait, 25.0))
+    try:
+        message = wg(4, 200)
+        assert session.send(rp.tag(message, peer.node.node_id))
+        received = await asyncio.to_thread(peer.recv)
+        assert rp.untag(received) == (me, message)
+        back = wg(1, 148)
+        await asyncio.to_thread(peer.send, me, back)
+        assert rp.untag(await asyncio.wait_for(got.get(), 5)) == (peer.node.node_id, back)
+    finally:
+        runner.cancel()
+        session.close()
+
+
+def test_tcp_session_carries_datagrams_both_ways(
+    relay: RelayThread, members: tuple[Node, Node], tls: ServerTls
+) -> None:
+    a, b = members
+    peer = UdpNode(b, relay)
+    assert peer.associate() == b.node_id
+
+    async def main() -> None:
+        session = await TcpSession.open(identity(a), server(relay, pin=tls.binding))
+        assert session.node_id == a.node_id
+        assert not session.send(b"not a WireGuard message")  # never sent, counted
+        await exchange(session, peer, a.node_id)
+        assert session.dropped == 1 and session.sent == 1 and session.received == 1
+
+    try:
+        asyncio.run(main())
+    finally:
+        peer.close()
+
+
+def test_tcp_session_through_a_connect_proxy(
+    relay: RelayThread, members: tuple[Node, Node]
+) -> None:
+    a, b = members
+    peer = UdpNode(b, relay)
+    assert peer.associate() == b.node_id
+
+    async def main() -> None:
+        proxy = await start_proxy("127.0.0.1", 0, 200)
+        port = proxy.sockets[0].getsockname()[1]
+        try:
+            session = await TcpSession.open(identity(a), server(relay), proxy=("127.0.0.1", port))
+            await exchange(session, peer, a.node_id)
+        finally:
+            proxy.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        peer.close()
+
+
+@pytest.mark.parametrize(("status", "words"), [(407, "authentication (407)"), (403, "(403)")])
+def test_a_refusing_proxy_is_a_clear_error(
+    relay: RelayThread, members: tuple[Node, Node], status: int, words: str
+) -> None:
+    async def main() -> None:
+        proxy = await start_proxy("127.0.0.1", 0, status)
+        port = proxy.sockets[0].getsockname()[1]
+        try:
+            with pytest.raises(ProxyError, match=r"refused CONNECT 127\.0\.0\.1:") as caught:
+                await TcpSession.open(
+                    identity(members[0]), server(relay), proxy=("127.0.0.1", port)
+                )
+            assert words in str(caught.value)
+        finally:
+            proxy.close()
+
+    asyncio.run(main())
+
+
+def test_another_certificate_than_the_pinned_one_is_refused(
+    relay: RelayThread, members: tuple[Node, Node], tls: ServerTls
+) -> None:
+    other = bytes(b ^ 0xFF for b in tls.binding)
+
+    async def main() -> None:
+        with pytest.raises(RelayClientError, match="not the pinned one"):
+            await TcpSession.open(identity(members[0]), server(relay, pin=other))
+
+    asyncio.run(main())
+
+
+def test_a_relay_with_another_key_or_a_stranger_is_refused(
+    relay: RelayThread, members: tuple[Node, Node]
+) -> None:
+    async def main() -> None:
+        wrong_key = server(relay, key=bytes(SigningKey.generate().verify_key))
+        with pytest.raises(RelayClientError, match="another relay key"):
+            await TcpSession.open(identity(members[0]), wrong_key)
+        with pytest.raises(RelayRefused, match="refused"):
+            await TcpSession.open(identity(Node.make(7)), server(relay))
+
+    asyncio.run(main())
+
+
+def test_proxy_settings() -> None:
+    assert parse_proxy("http://proxy.test:3128") == ("proxy.test", 3128)
+    assert parse_proxy("http://[fd00::1]:8080/") == ("fd00::1", 8080)
+    assert parse_proxy("proxy.test:8080") == ("proxy.test", 8080)
+    for bad in ("https://p:1", "http://user:pw@p:1", "http://p:1/path", "http://p:x"):
+        with pytest.raises(ProxyError):
+            parse_proxy(bad)
+    assert proxy_from_environment({"https_proxy": "http://p:1"}) == ("p", 1)
+    assert proxy_from_environment({"HTTPS_PROXY": "http://q:2", "https_proxy": "x"}) == ("q", 2)
+    assert proxy_from_environment({}) is None
