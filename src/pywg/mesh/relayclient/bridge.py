@@ -10,6 +10,7 @@ so the planes see it come from the relay's address and untag it.
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 from .tcp import TcpSession
 
@@ -40,8 +41,7 @@ class Bridge(asyncio.DatagramProtocol):
         return str(host), int(port)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         # only the tunnel's own socket may send through the relay as this node
