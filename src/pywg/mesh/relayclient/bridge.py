@@ -10,6 +10,7 @@ so the planes see it come from the relay's address and untag it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import cast
 
 from .tcp import TcpSession
@@ -20,14 +21,14 @@ LOOPBACK = "127.0.0.1"
 class Bridge(asyncio.DatagramProtocol):
     """Datagrams between the tunnel's UDP port and the current session (None: dropped)."""
 
-    def __init__(self, tunnel_port: int) -> None:
-        self.tunnel = (LOOPBACK, tunnel_port)
+    def __init__(self, tunnel_port: Callable[[], int]) -> None:
+        self._tunnel_port = tunnel_port  # read each time: the tunnel may rebind its socket
         self.session: TcpSession | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self.to_relay = self.from_relay = self.dropped = 0
 
     @classmethod
-    async def open(cls, tunnel_port: int) -> Bridge:
+    async def open(cls, tunnel_port: Callable[[], int]) -> Bridge:
         loop = asyncio.get_running_loop()
         _, bridge = await loop.create_datagram_endpoint(
             lambda: cls(tunnel_port), local_addr=(LOOPBACK, 0)
@@ -39,6 +40,11 @@ class Bridge(asyncio.DatagramProtocol):
         assert self.transport is not None
         host, port = self.transport.get_extra_info("sockname")[:2]
         return str(host), int(port)
+
+    @property
+    def tunnel(self) -> tuple[str, int]:
+        """Where the tunnel's socket is, as this socket sees it."""
+        return (LOOPBACK, self._tunnel_port())
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)

@@ -149,7 +149,9 @@ class RelayLink:
         tcp = asyncio.create_task(self._keep_tcp())
         try:
             while True:
-                await asyncio.sleep(self.timing.udp_retry)
+                done, _ = await asyncio.wait([tcp], timeout=self.timing.udp_retry)
+                if done:  # it never returns: an error no reconnect can help
+                    tcp.result()
                 if await self._try_udp():
                     return
         finally:
@@ -158,7 +160,7 @@ class RelayLink:
 
     async def _keep_tcp(self) -> None:
         if self._bridge is None:
-            self._bridge = await Bridge.open(self.tunnel.listen_port)
+            self._bridge = await Bridge.open(lambda: self.tunnel.listen_port)
         bridge, backoff = self._bridge, self.timing.backoff_min
         while True:
             try:

@@ -67,7 +67,8 @@ def _check_answer(head: bytes, target: str) -> None:
         raise ProxyError(f"the proxy refused CONNECT {target}: {why}")
 
 
-async def _read_head(reader: asyncio.StreamReader) -> bytes:
+async def read_head(reader: asyncio.StreamReader) -> bytes:
+    """An HTTP answer's head, its final empty line included (at most MAX_HEAD bytes)."""
     try:
         head = await reader.readuntil(_HEAD_END)
     except asyncio.IncompleteReadError:
@@ -90,7 +91,7 @@ async def open_tcp(
         target = _authority(host, port)
         writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode("ascii"))
         await writer.drain()
-        _check_answer(await _read_head(reader), target)
+        _check_answer(await read_head(reader), target)
     except BaseException:
         writer.close()
         raise
