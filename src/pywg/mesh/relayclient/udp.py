@@ -10,6 +10,8 @@ request would be refused, and its lost answer never repeated).
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
 
 from ... import stun
@@ -28,10 +30,20 @@ class Associator:
         self.node = node
         self.relay = relay
         self._last_ms = 0
+        self.endpoint: tuple[str, int] = (relay.host, relay.udp_port)  # resolved when answered
 
-    @property
-    def endpoint(self) -> tuple[str, int]:
-        return (self.relay.host, self.relay.udp_port)
+    async def _resolve(self) -> tuple[str, int]:
+        """The relay's UDP port at an IP address (its host may be a name)."""
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(
+                self.relay.host, self.relay.udp_port, type=socket.SOCK_DGRAM
+            )
+        except OSError as exc:
+            raise RelayClientError(f"cannot resolve {self.relay.host}: {exc}") from None
+        if not infos:
+            raise RelayClientError(f"cannot resolve {self.relay.host}")
+        return str(infos[0][4][0]), int(infos[0][4][1])
 
     def _request(self, transaction_id: bytes) -> bytes:
         self._last_ms = max(self._last_ms + 1, int(time.time() * 1000))
@@ -47,13 +59,17 @@ class Associator:
         """Associate; the node id the relay answered. RelayClientError if no answer came
         within `timeout` seconds, or the answer is not an association's."""
         each = timeout / ATTEMPTS
+        target = await self._resolve()
         for _ in range(ATTEMPTS):
             try:
                 response = await self.tunnel.stun_request(
-                    self.endpoint, timeout=each, rto=each, make=self._request
+                    target, timeout=each, rto=each, make=self._request
                 )
             except TimeoutError:
                 continue
+            except OSError as exc:  # the socket refused the send (no route, ...)
+                raise RelayClientError(f"cannot send the association: {exc}") from None
+            self.endpoint = target
             return _node_id(response)
         raise RelayClientError(f"no answer to the association within {timeout:g} s")
 
