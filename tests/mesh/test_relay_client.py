@@ -12,14 +12,18 @@ real tunnels are in test_relay_link.py (namespace lab).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from nacl.signing import SigningKey
 
 from helpers.connect_proxy import start_proxy
 from helpers.relay_clients import Node, RelayThread, UdpNode, wg
+from pywg import stun
 from pywg.mesh import relayproto as rp
+from pywg.mesh import wire
 from pywg.mesh.relayclient import (
     NodeIdentity,
     ProxyError,
@@ -29,6 +33,7 @@ from pywg.mesh.relayclient import (
     TcpSession,
 )
 from pywg.mesh.relayclient.proxy import parse_proxy, proxy_from_environment
+from pywg.mesh.relayclient.udp import ATTEMPTS, Associator
 from pywg.mesh.relayserver import RelayConfig, ServerTls, StaticMembership, server_tls
 from pywg.mesh.tls import load_or_make
 
@@ -183,3 +188,53 @@ def test_proxy_settings() -> None:
     assert proxy_from_environment({"https_proxy": "http://p:1"}) == ("p", 1)
     assert proxy_from_environment({"HTTPS_PROXY": "http://q:2", "https_proxy": "x"}) == ("q", 2)
     assert proxy_from_environment({}) is None
+
+
+class _RelayOnTheSocket:
+    """Stands in for a Tunnel's `stun_request`: hands each request to `answer` (the relay)."""
+
+    def __init__(self, answer: Callable[[bytes], bytes | None]) -> None:
+        self.answer = answer
+        self.requests: list[bytes] = []
+
+    async def stun_request(
+        self, target: tuple[str, int], *, timeout: float, rto: float, make: Callable[[bytes], bytes]
+    ) -> stun.BindingResponse:
+        request = make(stun.new_transaction_id())
+        self.requests.append(request)
+        answered = self.answer(request)
+        if answered is None:
+            raise TimeoutError
+        return stun.parse_binding_response(answered)
+
+
+def test_associations_are_signed_newer_each_time_and_checked() -> None:
+    node, relay_key = Node.make(0x123456), SigningKey.generate()
+    relay = RelayServer(2, bytes(relay_key.verify_key), "127.0.0.1", udp_port=3478)
+
+    def accept(request: bytes) -> bytes:
+        message = stun.parse_message(request)
+        association = wire.parse_association(message)
+        assert association is not None
+        assert association.verify(relay.key, bytes(node.control.verify_key))
+        return wire.association_answer(message.transaction_id, ("192.0.2.1", 1), node.node_id)
+
+    async def main(answer: Callable[[bytes], bytes | None]) -> tuple[_RelayOnTheSocket, Any]:
+        fake = _RelayOnTheSocket(answer)
+        associator = Associator(fake, identity(node), relay)  # type: ignore[arg-type]
+        try:
+            return fake, [await associator.associate(0.3) for _ in range(3)]
+        except RelayClientError as exc:
+            return fake, exc
+
+    fake, got = asyncio.run(main(accept))
+    assert got == [node.node_id] * 3
+    times = [wire.parse_association(stun.parse_message(r)).time_ms for r in fake.requests]  # type: ignore[union-attr]
+    assert times == sorted(set(times)) and abs(times[-1] - time.time() * 1000) < 5000
+    # a plain STUN answer (no node id) is not an association; no answer is a failure
+    plain = lambda r: stun.binding_success(stun.parse_message(r).transaction_id, ("192.0.2.1", 1))  # noqa: E731
+    _, refused = asyncio.run(main(plain))
+    assert isinstance(refused, RelayClientError) and "no node id" in str(refused)
+    fake, silent = asyncio.run(main(lambda r: None))
+    assert isinstance(silent, RelayClientError) and "no answer" in str(silent)
+    assert len(fake.requests) == ATTEMPTS  # each attempt a new request
