@@ -243,8 +243,9 @@ def on_tcp_and_udp(sites: dict[str, Site], lines: dict[str, Lines]) -> None:
     event = lines["a"].wait(15, transport="tcp")
     assert event["node_id"] == IDS["a"] and "no answer" in (event["error"] or ""), event
     lines["b"].wait(10, transport="udp")
-    for name in IDS:
-        lines[name].wait(15, handshake=True)
+    counters = lines["a"].wait(15, handshake=True)["counters"]
+    assert counters["tcp_sent"] >= 1 and counters["bridge_from_relay"] >= 1, counters
+    lines["b"].wait(15, handshake=True)
     pings_both_ways(sites)
     # the TCP session stayed up while UDP was tried again (every 3 s) in vain
     assert lines["a"].transports() == [None, "tcp"], lines["a"].seen

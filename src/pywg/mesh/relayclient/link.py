@@ -63,8 +63,9 @@ class RelayLink:
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._counts = dict.fromkeys(
-            ("udp_associations", "udp_failures", "tcp_connects", "tcp_failures", "switches"), 0
-        )
+            ("udp_associations", "udp_failures", "tcp_connects", "tcp_failures", "switches",
+             "tcp_sent", "tcp_received", "tcp_queue_dropped"), 0,
+        )  # fmt: skip
 
     async def start(self) -> None:
         """Start keeping the link up (returns at once; see `wait_transport`)."""
@@ -101,7 +102,10 @@ class RelayLink:
         counts["bridge_to_relay"] = bridge.to_relay if bridge else 0
         counts["bridge_from_relay"] = bridge.from_relay if bridge else 0
         counts["bridge_dropped"] = bridge.dropped if bridge else 0
-        counts["tcp_queue_dropped"] = session.dropped if session else 0
+        if session is not None:  # the current session's, on top of the ended ones'
+            counts["tcp_sent"] += session.sent
+            counts["tcp_received"] += session.received
+            counts["tcp_queue_dropped"] += session.dropped
         return counts
 
     def __repr__(self) -> str:
@@ -189,6 +193,9 @@ class RelayLink:
         finally:
             session.close()
             self._session = bridge.session = None
+            self._counts["tcp_sent"] += session.sent
+            self._counts["tcp_received"] += session.received
+            self._counts["tcp_queue_dropped"] += session.dropped
             self._switch(None, None)
 
     def _tcp_failed(self, exc: BaseException) -> None:
