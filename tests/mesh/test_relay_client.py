@@ -20,7 +20,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from helpers.connect_proxy import start_proxy
-from helpers.relay_clients import Node, RelayThread, UdpNode, wg
+from helpers.relay_clients import Node, RelayThread, TcpNode, UdpNode, wg
 from pywg import stun
 from pywg.mesh import relayproto as rp
 from pywg.mesh import wire
@@ -28,9 +28,11 @@ from pywg.mesh.relayclient import (
     NodeIdentity,
     ProxyError,
     RelayClientError,
+    RelayLink,
     RelayRefused,
     RelayServer,
     TcpSession,
+    Timing,
 )
 from pywg.mesh.relayclient.proxy import parse_proxy, proxy_from_environment
 from pywg.mesh.relayclient.udp import ATTEMPTS, Associator
@@ -238,3 +240,69 @@ def test_associations_are_signed_newer_each_time_and_checked() -> None:
     fake, silent = asyncio.run(main(lambda r: None))
     assert isinstance(silent, RelayClientError) and "no answer" in str(silent)
     assert len(fake.requests) == ATTEMPTS  # each attempt a new request
+
+
+class _FakeTunnel:
+    """What RelayLink uses of a Tunnel: STUN answered (as the relay would) only when `answer`;
+    `relays` records where relay 1 was set."""
+
+    closed = False
+    listen_port = 9  # the bridge's tunnel: nothing is sent there in this test
+
+    def __init__(self, node_id: int) -> None:
+        self.node_id = node_id
+        self.answer = False
+        self.relays: list[tuple[str, int] | None] = []
+
+    def set_relay(self, number: int, where: tuple[str, int] | None) -> None:
+        assert number == 1
+        self.relays.append(where)
+
+    async def stun_request(
+        self, target: tuple[str, int], *, timeout: float, rto: float, make: Callable[[bytes], bytes]
+    ) -> stun.BindingResponse:
+        transaction_id = stun.new_transaction_id()
+        make(transaction_id)
+        if not self.answer:
+            await asyncio.sleep(timeout)
+            raise TimeoutError
+        answer = wire.association_answer(transaction_id, ("192.0.2.1", 1), self.node_id)
+        return stun.parse_binding_response(answer)
+
+
+def test_link_reconnects_over_tcp_moves_up_to_udp_and_down_again(
+    relay: RelayThread, members: tuple[Node, Node]
+) -> None:
+    a = members[0]
+    intruders: list[TcpNode] = []
+
+    async def main() -> None:
+        fake = _FakeTunnel(a.node_id)
+        timing = Timing(udp_timeout=0.3, udp_retry=1.0, refresh=0.5, backoff_min=0.2)
+        link = RelayLink(fake, identity(a), server(relay), timing=timing, proxy="")  # type: ignore[arg-type]
+        await link.start()
+        try:
+            assert await link.wait_transport("tcp", 5), link.last_error
+            assert fake.relays[-1] is not None and fake.relays[-1][0] == "127.0.0.1"
+            # the same node connecting again replaces the link's connection: it reconnects
+            intruders.append(await asyncio.to_thread(TcpNode(relay.tcp_port).connect, a, relay.key))
+            assert await link.wait_transport(None, 5)
+            assert "replaced" in (link.last_error or "")
+            assert await link.wait_transport("tcp", 5), link.last_error
+            assert link.counters()["tcp_connects"] == 2
+            fake.answer = True  # UDP gets through: the link moves up within udp_retry
+            assert await link.wait_transport("udp", 3)
+            assert fake.relays[-1] == (relay.udp[0], relay.udp[1])
+            assert link.counters()["udp_associations"] == 1 and link.node_id == a.node_id
+            fake.answer = False  # a refresh goes unanswered: back to TCP
+            assert await link.wait_transport("tcp", 5), link.last_error
+            assert link.counters()["tcp_connects"] == 3
+        finally:
+            link.close()
+        assert fake.relays[-1] is None
+
+    try:
+        asyncio.run(main())
+    finally:
+        for intruder in intruders:
+            intruder.close()

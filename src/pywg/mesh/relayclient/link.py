@@ -123,11 +123,13 @@ class RelayLink:
         self._changed.set()
 
     async def _run(self) -> None:
+        on_udp = await self._try_udp()
         while True:
-            if await self._try_udp():
-                await self._hold_udp()
+            if on_udp:
+                await self._hold_udp()  # until a refresh goes unanswered
             else:
-                await self._hold_tcp()
+                await self._hold_tcp()  # until an association is answered
+            on_udp = not on_udp
 
     async def _try_udp(self) -> bool:
         try:
