@@ -49,8 +49,9 @@ def proxy_from_environment(env: Mapping[str, str] | None = None) -> tuple[str, i
     return parse_proxy(url) if url else None
 
 
-def _authority(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # RFC 9110 §9.3.6, §4.2.3
+def uri_host(host: str) -> str:
+    """`host` as a URI writes it: an IPv6 literal in brackets (RFC 3986 §3.2.2)."""
+    return f"[{host}]" if ":" in host else host
 
 
 def _check_answer(head: bytes, target: str) -> None:
@@ -88,7 +89,7 @@ async def open_tcp(
         return await asyncio.open_connection(host, port)
     reader, writer = await asyncio.open_connection(*proxy)
     try:
-        target = _authority(host, port)
+        target = f"{uri_host(host)}:{port}"  # RFC 9110 §9.3.6: authority-form
         writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode("ascii"))
         await writer.drain()
         _check_answer(await read_head(reader), target)

@@ -46,7 +46,7 @@ from ..relayproto import (
     upgrade_request,
 )
 from .config import NodeIdentity, RelayClientError, RelayServer
-from .proxy import open_tcp, read_head
+from .proxy import open_tcp, read_head, uri_host
 
 QUEUE_DATAGRAMS: Final = 256  # outgoing datagrams waiting for the TLS stream (as the relay's)
 READ_SIZE: Final = 65536
@@ -112,7 +112,7 @@ async def _tls(writer: asyncio.StreamWriter, relay: RelayServer) -> bytes:
 
 
 async def _upgrade(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
-    writer.write(upgrade_request(host))
+    writer.write(upgrade_request(uri_host(host)))  # the Host header, RFC 9110 §7.2
     head = await read_head(reader)
     parse_upgrade_response(head[: -len(b"\r\n\r\n")])
 
