@@ -459,7 +459,8 @@ class Tunnel:
                 self._udp.sendto(answer, source)
             return
         waiter = self._stun_waiters.get(message.transaction_id)
-        if waiter is None or waiter[0] != source or waiter[1].done():
+        # the waiter holds the server normalized; a dual-stack socket reports it v4-mapped
+        if waiter is None or waiter[0] != normalize_endpoint(source) or waiter[1].done():
             log.debug("unexpected STUN message from %s dropped", source)
             return
         try:
