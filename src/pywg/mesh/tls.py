@@ -159,3 +159,15 @@ def _build(key: ec.EllipticCurvePrivateKey, names: Sequence[str]) -> x509.Certif
     if alt:
         builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
     return builder.sign(key, hashes.SHA256())
+
+
+def dialer_context() -> ssl.SSLContext:
+    """A context for dialing a relay (a node, or another relay): TLS 1.2 and up, ALPN
+    http/1.1, no CA check: the relay's signed OK, over the certificate's SHA-256, or a
+    pin authenticates it (docs/relay.md, "TLS")."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["http/1.1"])
+    return context

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import hmac
 import os
-import ssl
 from collections.abc import Callable
 from typing import Final
 
@@ -45,6 +44,7 @@ from ..relayproto import (
     parse_upgrade_response,
     upgrade_request,
 )
+from ..tls import dialer_context
 from .config import NodeIdentity, RelayClientError, RelayServer
 from .proxy import open_tcp, read_head, uri_host
 
@@ -87,20 +87,9 @@ class _Frames:
         return frame.payload
 
 
-def client_context() -> ssl.SSLContext:
-    """TLS 1.2 and up, ALPN http/1.1; no CA check: the OK signature (or a pin) authenticates
-    the relay (docs/relay.md, "TLS")."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["http/1.1"])
-    return context
-
-
 async def _tls(writer: asyncio.StreamWriter, relay: RelayServer) -> bytes:
     """Start TLS; the binding (SHA-256 of the relay's certificate), checked against the pin."""
-    await writer.start_tls(client_context(), server_hostname=relay.host)
+    await writer.start_tls(dialer_context(), server_hostname=relay.host)
     tls = writer.get_extra_info("ssl_object")
     der = tls.getpeercert(binary_form=True) if tls is not None else None
     if not der:

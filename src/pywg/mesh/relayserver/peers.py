@@ -11,7 +11,7 @@ PRESENT and ABSENT to learn where nodes are homed.
 `DialedLink` is the client side of the TCP transport with a PEER_HELLO: the
 HTTP upgrade, the CHALLENGE, whose relay key must be the peer's, and the OK,
 whose signature by that key authenticates the peer (so the dialer needs no
-certificate verification: `tls.client_context`).
+certificate verification: `pywg.mesh.tls.dialer_context`).
 """
 
 from __future__ import annotations

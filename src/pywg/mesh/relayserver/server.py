@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 
 from nacl.signing import SigningKey
 
+from ..tls import dialer_context
 from .connection import Shared
 from .limits import Limits
 from .membership import Membership
 from .peers import PeerLinks, PeerSpec
 from .routing import Router
 from .tcp import Services, TcpListener, bind_tcp
-from .tls import ServerTls, client_context
+from .tls import ServerTls
 from .udp import UdpRelay, bind_udp
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class Relay:
                 config.peers,
                 shared=shared,
                 router=self._router,
-                client_tls=client_context(),
+                client_tls=dialer_context(),
             )
             services = Services(
                 shared, self._router, config.membership, config.signing_key, config.tls, self._peers

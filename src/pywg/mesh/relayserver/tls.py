@@ -36,17 +36,6 @@ def server_tls(certificate: tls.Certificate) -> ServerTls:
     return ServerTls(context, certificate.pin)
 
 
-def client_context() -> ssl.SSLContext:
-    """A dialer's context: TLS 1.2 or newer, no certificate verification (the relay's signed
-    OK authenticates the relay, over the certificate's binding)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["http/1.1"])
-    return context
-
-
 def peer_binding(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> bytes:
     """The binding of the certificate a TLS connection's server showed; ValueError if none."""
     der = None if ssl_object is None else ssl_object.getpeercert(binary_form=True)
