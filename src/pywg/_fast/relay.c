@@ -21,6 +21,9 @@
 #ifndef UDP_GRO
 #define UDP_GRO 104 /* linux/udp.h */
 #endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103 /* linux/udp.h */
+#endif
 
 #define BUCKETS 65536u     /* of each hash table; chains grow past that */
 #define RX_SLOT 65536      /* one (possibly coalesced) datagram */
@@ -36,6 +39,7 @@ struct node {
 
 struct pywg_relay {
     int udp_fd, hand_fd, wake_fd, gro;
+    bool gso; /* UDP GSO sends (cleared if the kernel refuses them) */
     _Atomic int stopping;
     pthread_mutex_t lock;
     struct node *by_id[BUCKETS], *by_addr[BUCKETS]; /* lock */
@@ -46,12 +50,21 @@ struct pywg_relay {
     } stats;
 };
 
-/* A batch of datagrams to forward: each points into the receive buffers. */
+#define GSO_MAX_SEGMENTS 64 /* datagrams one UDP_SEGMENT send carries */
+#define GSO_MAX_BYTES 65000   /* ... and their bytes, under the 64 KiB of one send */
+
+/* A batch of datagrams to forward, each pointing into the receive buffers. Runs of
+ * datagrams to one node of one size (the last may be shorter), as a coalesced receive
+ * brings them, go as one UDP GSO send (UDP_SEGMENT, udp(7)): one message, several
+ * iovecs. */
 struct outgoing {
     struct mmsghdr msgs[OUT_MAX];
     struct iovec iov[OUT_MAX];
     struct sockaddr_storage addrs[OUT_MAX];
-    unsigned count;
+    uint8_t control[OUT_MAX][CMSG_SPACE(sizeof(uint16_t))];
+    unsigned count, niov; /* messages, iovecs */
+    const struct node *last; /* the node the last message goes to */
+    size_t seg, total;       /* the last message's segment size and bytes */
 };
 
 static uint32_t id_bucket(uint32_t id) { return (id * 2654435761u) % BUCKETS; }
@@ -127,6 +140,7 @@ struct pywg_relay *pywg_relay_new(int udp_fd, int hand_fd, int gro)
         return NULL;
     }
     r->gro = gro && setsockopt(udp_fd, IPPROTO_UDP, UDP_GRO, &one, sizeof(one)) == 0;
+    r->gso = gro; /* the offloads go together: `gro` 0 turns both off */
     pthread_mutex_init(&r->lock, NULL);
     return r;
 }
@@ -224,6 +238,44 @@ static void hand_up(struct pywg_relay *r, const uint8_t *d, size_t len,
         atomic_fetch_add(&r->stats.handed_up, 1);
 }
 
+/* Add a datagram for `to` to the batch: to the last message, as one more segment of its
+ * GSO send, where it can go there; else as a message of its own. */
+static void queue_out(struct outgoing *out, const struct node *to, uint8_t *d, size_t len,
+                      bool gso)
+{
+    struct msghdr *m = out->count > 0 ? &out->msgs[out->count - 1].msg_hdr : NULL;
+    if (gso && m != NULL && out->last == to && m->msg_iovlen < GSO_MAX_SEGMENTS &&
+        len <= out->seg && out->iov[out->niov - 1].iov_len == out->seg &&
+        out->total + len <= GSO_MAX_BYTES) {
+        uint16_t seg = (uint16_t)out->seg;
+        struct cmsghdr *c;
+        out->iov[out->niov++] = (struct iovec){.iov_base = d, .iov_len = len};
+        out->total += len;
+        if (m->msg_iovlen++ == 1) { /* it becomes a GSO send */
+            m->msg_control = out->control[out->count - 1];
+            m->msg_controllen = sizeof(out->control[0]);
+            c = CMSG_FIRSTHDR(m);
+            c->cmsg_level = SOL_UDP;
+            c->cmsg_type = UDP_SEGMENT;
+            c->cmsg_len = CMSG_LEN(sizeof(seg));
+            memcpy(CMSG_DATA(c), &seg, sizeof(seg));
+        }
+        return;
+    }
+    m = &out->msgs[out->count].msg_hdr;
+    memset(&out->msgs[out->count], 0, sizeof(out->msgs[0]));
+    memcpy(&out->addrs[out->count], &to->addr, to->len);
+    out->iov[out->niov] = (struct iovec){.iov_base = d, .iov_len = len};
+    m->msg_name = &out->addrs[out->count];
+    m->msg_namelen = to->len;
+    m->msg_iov = &out->iov[out->niov];
+    m->msg_iovlen = 1;
+    out->niov++;
+    out->count++;
+    out->last = to;
+    out->seg = out->total = len;
+}
+
 /* Forward one datagram, hand it up, or drop it (lock held). */
 static void relay_one(struct pywg_relay *r, uint8_t *d, size_t len,
                       const struct sockaddr_storage *src, socklen_t srclen, struct outgoing *out)
@@ -251,21 +303,14 @@ static void relay_one(struct pywg_relay *r, uint8_t *d, size_t len,
         return;
     }
     to = find_id(r, dest);
-    if (to == NULL || !to->deliver || out->count == OUT_MAX) {
+    if (to == NULL || !to->deliver || out->niov == OUT_MAX) {
         hand_up(r, d, len, src, srclen); /* on TCP, another relay, or nowhere: Python's */
         return;
     }
     d[PYWG_RELAY_TAG_OFFSET] = (uint8_t)(from->id >> 16);
     d[PYWG_RELAY_TAG_OFFSET + 1] = (uint8_t)(from->id >> 8);
     d[PYWG_RELAY_TAG_OFFSET + 2] = (uint8_t)from->id;
-    memcpy(&out->addrs[out->count], &to->addr, to->len);
-    out->iov[out->count] = (struct iovec){.iov_base = d, .iov_len = len};
-    memset(&out->msgs[out->count], 0, sizeof(out->msgs[0]));
-    out->msgs[out->count].msg_hdr.msg_name = &out->addrs[out->count];
-    out->msgs[out->count].msg_hdr.msg_namelen = to->len;
-    out->msgs[out->count].msg_hdr.msg_iov = &out->iov[out->count];
-    out->msgs[out->count].msg_hdr.msg_iovlen = 1;
-    out->count++;
+    queue_out(out, to, d, len, r->gso);
 }
 
 /* The segment size of a coalesced receive (UDP_GRO), or 0. */
@@ -282,6 +327,28 @@ static size_t gro_size(struct msghdr *m)
     return 0;
 }
 
+/* The datagrams of one message, one send each (the kernel refused UDP_SEGMENT). */
+static void send_singly(struct pywg_relay *r, const struct msghdr *m)
+{
+    for (size_t i = 0; i < m->msg_iovlen; i++) {
+        struct msghdr one = {.msg_name = m->msg_name, .msg_namelen = m->msg_namelen,
+                             .msg_iov = &m->msg_iov[i], .msg_iovlen = 1};
+        if (sendmsg(r->udp_fd, &one, 0) < 0) {
+            atomic_fetch_add(&r->stats.send_errors, 1);
+            continue;
+        }
+        atomic_fetch_add(&r->stats.forwarded, 1);
+        atomic_fetch_add(&r->stats.forwarded_bytes, m->msg_iov[i].iov_len);
+    }
+}
+
+static void count_sent(struct pywg_relay *r, const struct msghdr *m)
+{
+    for (size_t i = 0; i < m->msg_iovlen; i++)
+        atomic_fetch_add(&r->stats.forwarded_bytes, m->msg_iov[i].iov_len);
+    atomic_fetch_add(&r->stats.forwarded, m->msg_iovlen);
+}
+
 static void send_out(struct pywg_relay *r, struct outgoing *out)
 {
     unsigned done = 0;
@@ -289,9 +356,8 @@ static void send_out(struct pywg_relay *r, struct outgoing *out)
         int sent = sendmmsg(r->udp_fd, out->msgs + done, out->count - done, 0);
         if (sent > 0) {
             for (unsigned i = done; i < done + (unsigned)sent; i++)
-                atomic_fetch_add(&r->stats.forwarded_bytes, out->iov[i].iov_len);
+                count_sent(r, &out->msgs[i].msg_hdr);
             done += (unsigned)sent;
-            atomic_fetch_add(&r->stats.forwarded, (uint64_t)sent);
             continue;
         }
         if (sent < 0 && errno == EINTR)
@@ -301,10 +367,16 @@ static void send_out(struct pywg_relay *r, struct outgoing *out)
             if (poll(&pfd, 1, 100) > 0)
                 continue;
         }
-        atomic_fetch_add(&r->stats.send_errors, 1); /* this one cannot go: skip it */
-        done++;
+        if (sent < 0 && out->msgs[done].msg_hdr.msg_iovlen > 1 && (errno == EIO || errno == EINVAL)) {
+            r->gso = false; /* the kernel refuses UDP GSO on this path: stop using it */
+            send_singly(r, &out->msgs[done].msg_hdr);
+        } else {
+            atomic_fetch_add(&r->stats.send_errors, out->msgs[done].msg_hdr.msg_iovlen);
+        }
+        done++; /* this one cannot go (as UDP may drop): skip it */
     }
-    out->count = 0;
+    out->count = out->niov = 0;
+    out->last = NULL;
 }
 
 /* Wait until the socket is readable; false once stopping. */

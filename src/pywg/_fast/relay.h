@@ -14,7 +14,8 @@
  *   them) → a WireGuard message of a valid size (whitepaper §5.4: 148, 92 and
  *   64 bytes for types 1-3, at least 32 for type 4) from an address associated
  *   with node S, tagged with node D associated over UDP → retag it S → one
- *   sendmmsg for the batch.
+ *   sendmmsg for the batch, a run of same-size datagrams to one node as one
+ *   UDP GSO send (UDP_SEGMENT), as a coalesced receive brought them.
  *
  * The work per datagram is bounded and done before anything else: a type
  * and size check and two hash lookups. A WireGuard message from an address
@@ -66,7 +67,7 @@ struct pywg_relay_up {
 };
 
 /* A relay on a bound UDP socket and the writing end of a SOCK_DGRAM socketpair;
- * `gro`: ask for coalesced receives. NULL if out of memory. */
+ * `gro`: ask for coalesced receives and send runs with UDP GSO. NULL if out of memory. */
 struct pywg_relay *pywg_relay_new(int udp_fd, int hand_fd, int gro);
 void pywg_relay_free(struct pywg_relay *r);
 /* The loop; returns 0 once pywg_relay_stop has been called. */
