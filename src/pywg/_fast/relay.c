@@ -238,6 +238,58 @@ static void hand_up(struct pywg_relay *r, const uint8_t *d, size_t len,
         atomic_fetch_add(&r->stats.handed_up, 1);
 }
 
+/* The datagrams of one message, one send each (the kernel refused UDP_SEGMENT). */
+static void send_singly(struct pywg_relay *r, const struct msghdr *m)
+{
+    for (size_t i = 0; i < m->msg_iovlen; i++) {
+        struct msghdr one = {.msg_name = m->msg_name, .msg_namelen = m->msg_namelen,
+                             .msg_iov = &m->msg_iov[i], .msg_iovlen = 1};
+        if (sendmsg(r->udp_fd, &one, 0) < 0) {
+            atomic_fetch_add(&r->stats.send_errors, 1);
+            continue;
+        }
+        atomic_fetch_add(&r->stats.forwarded, 1);
+        atomic_fetch_add(&r->stats.forwarded_bytes, m->msg_iov[i].iov_len);
+    }
+}
+
+static void count_sent(struct pywg_relay *r, const struct msghdr *m)
+{
+    for (size_t i = 0; i < m->msg_iovlen; i++)
+        atomic_fetch_add(&r->stats.forwarded_bytes, m->msg_iov[i].iov_len);
+    atomic_fetch_add(&r->stats.forwarded, m->msg_iovlen);
+}
+
+static void send_out(struct pywg_relay *r, struct outgoing *out)
+{
+    unsigned done = 0;
+    while (done < out->count) {
+        int sent = sendmmsg(r->udp_fd, out->msgs + done, out->count - done, 0);
+        if (sent > 0) {
+            for (unsigned i = done; i < done + (unsigned)sent; i++)
+                count_sent(r, &out->msgs[i].msg_hdr);
+            done += (unsigned)sent;
+            continue;
+        }
+        if (sent < 0 && errno == EINTR)
+            continue;
+        if (sent < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
+            struct pollfd pfd = {.fd = r->udp_fd, .events = POLLOUT};
+            if (poll(&pfd, 1, 100) > 0)
+                continue;
+        }
+        if (sent < 0 && out->msgs[done].msg_hdr.msg_iovlen > 1 && (errno == EIO || errno == EINVAL)) {
+            r->gso = false; /* the kernel refuses UDP GSO on this path: stop using it */
+            send_singly(r, &out->msgs[done].msg_hdr);
+        } else {
+            atomic_fetch_add(&r->stats.send_errors, out->msgs[done].msg_hdr.msg_iovlen);
+        }
+        done++; /* this one cannot go (as UDP may drop): skip it */
+    }
+    out->count = out->niov = 0;
+    out->last = NULL;
+}
+
 /* Add a datagram for `to` to the batch: to the last message, as one more segment of its
  * GSO send, where it can go there; else as a message of its own. */
 static void queue_out(struct outgoing *out, const struct node *to, uint8_t *d, size_t len,
@@ -303,10 +355,12 @@ static void relay_one(struct pywg_relay *r, uint8_t *d, size_t len,
         return;
     }
     to = find_id(r, dest);
-    if (to == NULL || !to->deliver || out->niov == OUT_MAX) {
+    if (to == NULL || !to->deliver) {
         hand_up(r, d, len, src, srclen); /* on TCP, another relay, or nowhere: Python's */
         return;
     }
+    if (out->niov == OUT_MAX)
+        send_out(r, out); /* a full batch (coalesced receives bring up to 64 each) goes now */
     d[PYWG_RELAY_TAG_OFFSET] = (uint8_t)(from->id >> 16);
     d[PYWG_RELAY_TAG_OFFSET + 1] = (uint8_t)(from->id >> 8);
     d[PYWG_RELAY_TAG_OFFSET + 2] = (uint8_t)from->id;
@@ -325,58 +379,6 @@ static size_t gro_size(struct msghdr *m)
         }
     }
     return 0;
-}
-
-/* The datagrams of one message, one send each (the kernel refused UDP_SEGMENT). */
-static void send_singly(struct pywg_relay *r, const struct msghdr *m)
-{
-    for (size_t i = 0; i < m->msg_iovlen; i++) {
-        struct msghdr one = {.msg_name = m->msg_name, .msg_namelen = m->msg_namelen,
-                             .msg_iov = &m->msg_iov[i], .msg_iovlen = 1};
-        if (sendmsg(r->udp_fd, &one, 0) < 0) {
-            atomic_fetch_add(&r->stats.send_errors, 1);
-            continue;
-        }
-        atomic_fetch_add(&r->stats.forwarded, 1);
-        atomic_fetch_add(&r->stats.forwarded_bytes, m->msg_iov[i].iov_len);
-    }
-}
-
-static void count_sent(struct pywg_relay *r, const struct msghdr *m)
-{
-    for (size_t i = 0; i < m->msg_iovlen; i++)
-        atomic_fetch_add(&r->stats.forwarded_bytes, m->msg_iov[i].iov_len);
-    atomic_fetch_add(&r->stats.forwarded, m->msg_iovlen);
-}
-
-static void send_out(struct pywg_relay *r, struct outgoing *out)
-{
-    unsigned done = 0;
-    while (done < out->count) {
-        int sent = sendmmsg(r->udp_fd, out->msgs + done, out->count - done, 0);
-        if (sent > 0) {
-            for (unsigned i = done; i < done + (unsigned)sent; i++)
-                count_sent(r, &out->msgs[i].msg_hdr);
-            done += (unsigned)sent;
-            continue;
-        }
-        if (sent < 0 && errno == EINTR)
-            continue;
-        if (sent < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
-            struct pollfd pfd = {.fd = r->udp_fd, .events = POLLOUT};
-            if (poll(&pfd, 1, 100) > 0)
-                continue;
-        }
-        if (sent < 0 && out->msgs[done].msg_hdr.msg_iovlen > 1 && (errno == EIO || errno == EINVAL)) {
-            r->gso = false; /* the kernel refuses UDP GSO on this path: stop using it */
-            send_singly(r, &out->msgs[done].msg_hdr);
-        } else {
-            atomic_fetch_add(&r->stats.send_errors, out->msgs[done].msg_hdr.msg_iovlen);
-        }
-        done++; /* this one cannot go (as UDP may drop): skip it */
-    }
-    out->count = out->niov = 0;
-    out->last = NULL;
 }
 
 /* Wait until the socket is readable; false once stopping. */
