@@ -907,6 +907,7 @@ def test_cli_token_nodes_approve(
             assert listing["network"] == {"ipv4": V4, "ipv6": V6}
             assert [n["name"] for n in listing["nodes"]] == ["gw", "pi"]
             assert listing["nodes"][0]["pending_routes"] == ["198.18.50.0/24"]
+            assert listing["nodes"][0]["home_relay"] is None
 
             assert cli("approve", "--state", state, "gw", "198.18.50.0/24") == 0
             assert "approved for gw: 198.18.50.0/24" in capsys.readouterr().out

@@ -451,7 +451,8 @@ def format_nodes(nodes: list[Node]) -> str:
 
 
 def nodes_json(store: Store, nodes: list[Node]) -> dict[str, object]:
-    """The `nodes --json` listing: the mesh networks, the roster version, every node."""
+    """The `nodes --json` listing: the mesh networks, the roster version, every node (with
+    the number of the home relay it reported, null for none)."""
     from pywg.mesh.auth import b64
 
     networks = store.networks()
@@ -466,6 +467,7 @@ def nodes_json(store: Store, nodes: list[Node]) -> dict[str, object]:
                 "endpoints": list(n.endpoints),
                 "routes": n.approved_routes,
                 "pending_routes": n.pending_routes,
+                "home_relay": n.home_relay,
                 "last_ms": n.last_ms,
             }
             for n in nodes
