@@ -6,6 +6,8 @@ relay) and every relay and node are real processes in namespaces
 from the coordinator. What is asserted is read from outside: `wg show`
 endpoints, pings through the tunnel, the relay's TCP connections (`ss`).
 
+The first two run with each data plane (PYWG_BACKEND native and pure).
+
 - Two nodes behind symmetric NATs (no direct path) reach each other through
   their home relay over UDP: each holds the other at ``[100::ID]:1``.
 - A node whose NAT router drops all UDP reaches the other, and is reached,
@@ -61,11 +63,15 @@ def router(site: Site) -> Site:
     return site
 
 
+BACKENDS = pytest.mark.parametrize("backend", ["native", "pure"])
+
+
 @pytest.mark.time_limit(90)
+@BACKENDS
 def test_symmetric_nats_meet_through_the_home_relay_over_udp(
-    mesh_lab: Callable[..., MeshLab],
+    mesh_lab: Callable[..., MeshLab], backend: str
 ) -> None:
-    mesh = mesh_lab(home_relays=1)
+    mesh = mesh_lab(home_relays=1, node_env={"PYWG_BACKEND": backend})
     a, b = mesh.pair(mesh.net.behind_nat("a", "symmetric"), mesh.net.behind_nat("b", "symmetric"))
     mesh.wait_relayed(a, b, number=1, seconds=30)
     mesh.wait_relayed(b, a, number=1, seconds=30)
@@ -81,8 +87,11 @@ def test_symmetric_nats_meet_through_the_home_relay_over_udp(
 
 
 @pytest.mark.time_limit(120)
-def test_a_node_without_udp_is_reached_over_tcp(mesh_lab: Callable[..., MeshLab]) -> None:
-    mesh = mesh_lab(home_relays=1)
+@BACKENDS
+def test_a_node_without_udp_is_reached_over_tcp(
+    mesh_lab: Callable[..., MeshLab], backend: str
+) -> None:
+    mesh = mesh_lab(home_relays=1, node_env={"PYWG_BACKEND": backend})
     a_site = mesh.net.behind_nat("a", "symmetric")
     router(a_site).nat.router.nft(DROP_UDP)  # type: ignore[union-attr]
     a, b = mesh.pair(a_site, mesh.net.behind_nat("b", "symmetric"))

@@ -136,13 +136,16 @@ class MeshLab:
         home_relays: int = 0,
         peered: bool = True,
         pair_relay: bool | None = None,
+        node_env: dict[str, str] | None = None,
     ) -> None:
         """`relay6`: the relay (and STUN) listens on both families and is announced at the
         hub's IPv6 address, so nodes reach it, and each other's mappings, over IPv6.
         `tls`: the coordinator serves HTTPS with a certificate it makes (`serve --tls`).
         `home_relays`: that many home relays in the relay map, dialing each other if
         `peered`; `pair_relay`: whether the coordinator runs its pair relay too (default:
-        only without home relays)."""
+        only without home relays). `node_env`: added to every node's environment
+        (``{"PYWG_BACKEND": "pure"}``: the pure data plane)."""
+        self.node_env = node_env
         self.relay6 = relay6
         self.pair_relay = not home_relays if pair_relay is None else pair_relay
         self.tls = tls
@@ -339,7 +342,7 @@ class MeshLab:
         log = open(node.log, "ab")  # noqa: SIM115 (closed in close())
         self._logs.append(log)
         argv = list(node.args) + ([f"--token={token}"] if token else [])
-        node.proc = node.host.popen(*argv, stdout=log, stderr=log)
+        node.proc = node.host.popen(*argv, stdout=log, stderr=log, env=self.node_env)
 
     def stop(self, node: Node) -> None:
         if node.proc is not None:
