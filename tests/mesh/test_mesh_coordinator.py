@@ -29,11 +29,13 @@ from nacl.signing import SigningKey
 
 from helpers.mesh_harness import RELAY_HOST, V4, V6, Coordinators, Member, make_coordinator
 from pywg.cmd import coordinator as coordinator_cli
+from pywg.endpoint import parse_endpoint
 from pywg.lab import Host
 from pywg.mesh import auth
 from pywg.mesh.client import CoordinatorClient, CoordinatorError
 from pywg.mesh.coordinator import Coordinator, RelayConfig
-from pywg.mesh.schema import Networks
+from pywg.mesh.relayserver import CoordinatorMembership
+from pywg.mesh.schema import HomeRelay, Networks
 from pywg.mesh.store import (
     Conflict,
     Store,
@@ -297,6 +299,87 @@ def test_join_rosters_and_long_poll(host: Host, coordinator: Coordinators) -> No
         assert relay.closed
 
     run_in(host, scenario)
+
+
+RELAY_SIGNER = SigningKey(bytes(range(32)))
+HOME_RELAYS = (
+    HomeRelay(1, "fra", bytes(RELAY_SIGNER.verify_key), "relay1.example.org"),
+    HomeRelay(2, "nyc", bytes([7]) * 32, "198.18.9.7", 3479, 8443, bytes([0xAB]) * 32),
+)
+
+
+@needs_lab
+def test_home_relays_in_rosters(host: Host, coordinator: Coordinators) -> None:
+    """The relay map in every roster; a node's home relay as it reported it, to its peers
+    and itself; a number outside the map refused; the map's relays read the members."""
+
+    async def scenario() -> None:
+        async with coordinator(("a", "b"), home_relays=HOME_RELAYS) as running:
+            a, b = running.members
+            await running.join(a, b)
+            roster = await b.roster(0, 0)
+            assert roster["relays"] == [relay.to_json() for relay in HOME_RELAYS]
+            assert roster["relays"][1]["pin"] == "ab" * 32
+            assert "home_relay" not in peers_by_name(roster)["a"]  # none reported yet
+            endpoints = [parse_endpoint("203.0.113.7:51820")]
+            v1 = await a.client.update(endpoints, [], home_relay=2)
+            assert peers_by_name(await b.roster(0, 0))["a"]["home_relay"] == 2
+            assert (await a.roster(0, 0))["self"]["home_relay"] == 2
+            assert await a.client.update(endpoints, [], home_relay=2) == v1  # no change
+            with pytest.raises(CoordinatorError, match="home_relay 3 is not a relay") as bad:
+                await a.client.update(endpoints, [], home_relay=3)
+            assert bad.value.status == 400
+            assert await a.client.update(endpoints, []) == v1  # left out: kept
+            v2 = await a.client.update(endpoints, [], home_relay=0)  # none
+            assert v2 == v1 + 1
+            assert "home_relay" not in peers_by_name(await b.roster(0, 0))["a"]
+            # relay 1 of the map reads the members without --relay-key
+            coordinator_key = running.coordinator.public_key
+            members = CoordinatorMembership(running.url, RELAY_SIGNER, coordinator_key)
+            try:
+                await members.refresh(0)
+            finally:
+                await members.close()
+            assert members.by_key(a.public_raw) is not None
+            assert len(members) == 2
+
+    run_in(host, scenario)
+
+
+def test_relay_maps_are_refused_with_a_number_name_or_key_twice(tmp_path: Any) -> None:
+    one, two = HOME_RELAYS
+    for twice in (
+        HomeRelay(1, "other", two.key, "h"),
+        HomeRelay(3, "fra", two.key, "h"),
+        HomeRelay(3, "other", one.key, "h"),
+    ):
+        with pytest.raises(ValueError, match="same"):
+            make_coordinator(str(tmp_path), home_relays=[one, twice])
+
+
+def test_a_store_from_before_home_relays_gets_the_column(tmp_path: Any) -> None:
+    import sqlite3
+
+    store = Store(str(tmp_path))
+    store.init_networks(V4, V6)
+    store.close()
+    db = sqlite3.connect(str(tmp_path / "coordinator.db"))
+    db.execute("ALTER TABLE nodes DROP COLUMN home_relay")  # as an older pywg made it
+    db.commit()
+    db.close()
+    store = Store(str(tmp_path))
+    try:
+        token = "a" * 64
+        store.add_token(token, now_ms() + 60_000, now=now_ms())
+        node, _ = store.join(token, "n", bytes(32), bytes(32), [], time_ms=now_ms(), now=now_ms())
+        assert node.home_relay is None
+        store.update(node.id, home_relay=5)
+        assert store.node_by_id(node.id) is not None
+        assert store.node_by_id(node.id).home_relay == 5  # type: ignore[union-attr]
+        with pytest.raises(StoreError, match="home relay"):
+            store.update(node.id, home_relay=16)
+    finally:
+        store.close()
 
 
 @needs_lab
@@ -824,6 +907,7 @@ def test_cli_token_nodes_approve(
             assert listing["network"] == {"ipv4": V4, "ipv6": V6}
             assert [n["name"] for n in listing["nodes"]] == ["gw", "pi"]
             assert listing["nodes"][0]["pending_routes"] == ["198.18.50.0/24"]
+            assert listing["nodes"][0]["home_relay"] is None
 
             assert cli("approve", "--state", state, "gw", "198.18.50.0/24") == 0
             assert "approved for gw: 198.18.50.0/24" in capsys.readouterr().out
@@ -946,3 +1030,36 @@ def _token_from_cli(state: str) -> str:
         timeout=30,
     )
     return result.stdout.strip()
+
+
+def test_cli_home_relays() -> None:
+    key = auth.b64(bytes([7]) * 32)
+    relays = coordinator_cli.home_relays(
+        [f"fra={key}@relay.example.org", f"nyc={key[:-2]}Y=@[2001:db8::7]:3479:8443#{'AB' * 32}"]
+    )
+    assert relays == [
+        HomeRelay(1, "fra", bytes([7]) * 32, "relay.example.org", 3478, 443),
+        HomeRelay(2, "nyc", auth.unb64(key[:-2] + "Y=", 32), "2001:db8::7", 3479, 8443,
+                  bytes([0xAB]) * 32),
+    ]  # fmt: skip
+    assert coordinator_cli.home_relays([f"r={key}@198.18.9.2:4000"])[0].tcp_port == 443
+    for text, problem in (
+        (f"{key}@relay", "NAME=KEY@HOST"),
+        (f"fra={key}", "NAME=KEY@HOST"),
+        ("fra=AAAA@relay", "the relay key"),
+        (f"fra={key}@bad host", "not a host name"),
+        (f"fra={key}@[relay]:1", "not an IPv6 address"),
+        (f"fra={key}@[::1]x", "[IPv6]:UDP:TCP"),
+        (f"fra={key}@relay:0", "ports are 1..65535"),
+        (f"fra={key}@relay:1:2:3", "ports are 1..65535"),
+        (f"fra={key}@relay#abcd", "pin is a SHA-256"),
+        (f"fra={key}@relay#{'zz' * 32}", "pin is a SHA-256"),
+    ):
+        with pytest.raises(coordinator_cli.UsageError, match=problem.replace("[", r"\[")):
+            coordinator_cli.home_relays([text])
+    with pytest.raises(coordinator_cli.UsageError, match="twice"):
+        coordinator_cli.home_relays([f"a={key}@r1", f"b={key}@r2"])
+    with pytest.raises(coordinator_cli.UsageError, match="twice"):
+        coordinator_cli.home_relays([f"a={key}@r1", f"a={key[:-2]}Y=@r2"])
+    with pytest.raises(coordinator_cli.UsageError, match="at most 15"):
+        coordinator_cli.home_relays([f"r{i}={key}@r" for i in range(16)])

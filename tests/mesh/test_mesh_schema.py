@@ -10,6 +10,7 @@ import pytest
 from pywg.mesh.schema import (
     ErrorAnswer,
     Health,
+    HomeRelay,
     JoinAnswer,
     JoinRequest,
     Roster,
@@ -37,6 +38,20 @@ ROSTER = (
     f'{{"version":5,"network":{NETWORK},"self":{SELF_A},'
     f'"relay":{{"host":"198.18.9.2","port":3478}},"peers":[{PEER_B}]}}'
 )
+RELAY_1 = (
+    f'{{"number":1,"name":"fra","key":"{KEY_B}","host":"relay.example.org",'
+    '"udp_port":3478,"tcp_port":443}'
+)
+RELAY_2 = (
+    f'{{"number":2,"name":"nyc","key":"{KEY_A}","host":"2001:db8::7",'
+    f'"udp_port":3479,"tcp_port":8443,"pin":"{"ab" * 32}"}}'
+)
+HOME_ROSTER = (
+    ROSTER.replace('51.0/24"]}', '51.0/24"],"node_id":1,"home_relay":2}')
+    .replace('"relay_port":40002', '"relay_port":null,"node_id":7,"home_relay":1')
+    .removesuffix("}")
+    + f',"relays":[{RELAY_1},{RELAY_2}]}}'
+)
 JOIN_ANSWER = (
     f'{{"self":{SELF_A[:-1]},"network":{NETWORK},"relay":null}},"coordinator_key":"{KEY_B}"}}'
 )
@@ -54,10 +69,13 @@ JOIN_REQUEST = (
         (Roster, ROSTER.replace('"relay_port":40002', '"relay_port":null')),
         (Roster, ROSTER.replace('"relay_port":40002', '"relay_port":40002,"node_id":16777215')),
         (Roster, ROSTER.replace('51.0/24"]}', '51.0/24"],"node_id":1}')),
+        (Roster, HOME_ROSTER),
         (JoinAnswer, JOIN_ANSWER),
         (JoinRequest, JOIN_REQUEST),
         (UpdateRequest, '{"endpoints":["203.0.113.7:51820"],"routes":[]}'),
         (UpdateRequest, '{"routes":["198.18.50.0/24"]}'),
+        (UpdateRequest, '{"endpoints":[],"routes":[],"home_relay":3}'),
+        (UpdateRequest, '{"home_relay":0}'),
         (UpdateAnswer, '{"version":7}'),
         (Health, '{"ok":true,"nodes":3}'),
         (ErrorAnswer, '{"error":"bad signature"}'),
@@ -80,10 +98,26 @@ def test_parsed_fields_are_typed() -> None:
     assert roster.relay is not None and roster.relay.port == 3478
     assert roster.me.node_id is None and peer.node_id is None  # a coordinator may give none
     assert "secret" not in repr(JoinRequest.from_json(decode(JOIN_REQUEST.encode())))
+    assert roster.relays == () and roster.me.home_relay is None and peer.home_relay is None
 
 
-def _roster_with(**change: object) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(ROSTER)
+def test_the_relay_map_is_typed() -> None:
+    assert '"relays"' in HOME_ROSTER and '"home_relay":2' in HOME_ROSTER
+    roster = Roster.from_json(decode(HOME_ROSTER.encode()))
+    assert roster.relays == (
+        HomeRelay(1, "fra", bytes([2]) * 32, "relay.example.org", 3478, 443),
+        HomeRelay(2, "nyc", bytes([1]) * 32, "2001:db8::7", 3479, 8443, bytes([0xAB]) * 32),
+    )
+    assert roster.me.home_relay == 2 and roster.peers[0].home_relay == 1
+    assert roster.peers[0].node_id == 7 and roster.peers[0].relay_port is None
+    with pytest.raises(ValueError, match="relay number"):
+        HomeRelay(16, "x", bytes(32), "h")
+    with pytest.raises(ValueError, match="pin"):
+        HomeRelay(1, "x", bytes(32), "h", pin=bytes(31))
+
+
+def _roster_with(base: str = ROSTER, **change: object) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(base)
     for path, value in change.items():
         *parents, last = path.split("__")
         target: Any = data
@@ -121,6 +155,43 @@ def test_bad_rosters_name_the_field(change: dict[str, object], names: str) -> No
     with pytest.raises(SchemaError, match=r"^roster: ") as refused:
         Roster.from_json(_roster_with(**change))
     assert names in str(refused.value)
+
+
+def _home_roster_with(**change: object) -> dict[str, Any]:
+    return _roster_with(**change, base=HOME_ROSTER)
+
+
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        ({"relays": {}}, "relays must be a list"),
+        ({"relays__0__number": 0}, "relays[0].number must be an integer from 1 to 15"),
+        ({"relays__0__number": 16}, "relays[0].number"),
+        ({"relays__1__number": 1}, "relays[1].number 1 is taken"),
+        ({"relays__1__name": "fra"}, "relays[1].name 'fra' is taken"),
+        ({"relays__0__name": ""}, "relays[0].name"),
+        ({"relays__0__name": "a\nb"}, "relays[0].name"),
+        ({"relays__0__key": "AAAA"}, "relays[0].key is not a key"),
+        ({"relays__0__host": ""}, "relays[0].host"),
+        ({"relays__0__host": None}, "relays[0].host is missing"),
+        ({"relays__0__udp_port": 0}, "relays[0].udp_port"),
+        ({"relays__1__tcp_port": 65536}, "relays[1].tcp_port"),
+        ({"relays__1__pin": "ab"}, "relays[1].pin must be a SHA-256"),
+        ({"relays__1__pin": "zz" * 32}, "relays[1].pin"),
+        ({"self__home_relay": 0}, "self.home_relay must be an integer from 1 to 15"),
+        ({"peers__0__home_relay": "1"}, "peers[0].home_relay"),
+    ],
+)
+def test_bad_relay_maps_name_the_field(change: dict[str, object], names: str) -> None:
+    with pytest.raises(SchemaError, match=r"^roster: ") as refused:
+        Roster.from_json(_home_roster_with(**change))
+    assert names in str(refused.value)
+
+
+@pytest.mark.parametrize(("value", "names"), [(16, "home_relay"), (-1, "home_relay"), ("1", "")])
+def test_bad_home_relay_updates(value: object, names: str) -> None:
+    with pytest.raises(SchemaError, match=r"^update: home_relay must be an integer from 0 to 15"):
+        UpdateRequest.from_json({"home_relay": value})
 
 
 @pytest.mark.parametrize(

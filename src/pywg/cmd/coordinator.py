@@ -4,6 +4,7 @@
                            [--relay-listen HOST:PORT | --no-relay] [--relay-host HOST]
                            [--relay-ports LOW-HIGH] [--auto-approve-routes]
                            [--relay-key KEY]...
+                           [--home-relay NAME=KEY@HOST[:UDP[:TCP]][#PIN]]...
     pywg coordinator token [--ttl SECONDS] [--reusable] [--url URL]
     pywg coordinator nodes [--json]
     pywg coordinator approve NAME PREFIX...
@@ -15,6 +16,14 @@ while `serve` runs (it notices within a second). The mesh networks are fixed
 at the first `serve`: IPv4 100.72.0.0/24 unless --ipv4 says otherwise (RFC
 6598 shared space; pick another range if the hosts are behind a carrier-grade
 NAT using it, or run Tailscale), IPv6 a random unique local /64 (RFC 4193).
+
+Each --home-relay puts a home relay (`pywg relay serve`, docs/relay.md) in the
+relay map every roster carries, numbered 1, 2, ... in the order given (keep
+the order when adding one: a node holds each relay under its number): its
+name, its relay key (`pywg relay key`), its host, its UDP and TCP ports
+(default 3478 and 443) and, optionally, the SHA-256 of its TLS certificate in
+hex (`certificate-sha256` in its start-up line). The relays of the map may
+read the members, as those named by --relay-key may.
 
 Exit status: 0 done, 1 failed (state, network), 2 bad arguments.
 """
@@ -37,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:  # the heavy modules (aiohttp) are imported when a command runs
     from pywg.mesh.coordinator import Coordinator, RelayConfig
+    from pywg.mesh.schema import HomeRelay
     from pywg.mesh.store import Node, Store
     from pywg.mesh.tls import Certificate
 
@@ -44,6 +54,8 @@ DEFAULT_STATE: Final = "/var/lib/pywg/coordinator"
 DEFAULT_LISTEN: Final = ":8580"
 DEFAULT_RELAY_LISTEN: Final = "0.0.0.0:3478"
 DEFAULT_TTL: Final = 86400
+DEFAULT_HOME_UDP: Final = 3478  # `pywg relay serve`'s default ports
+DEFAULT_HOME_TCP: Final = 443
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME_RE = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?")
 
@@ -118,6 +130,13 @@ def _register_serve(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate")
     serve.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert")
+    _register_home_relays(serve)
+    serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    serve.set_defaults(func=serve_command)
+
+
+def _register_home_relays(serve: argparse.ArgumentParser) -> None:
+    """The options of `serve` about home relays (docs/relay.md)."""
     serve.add_argument(
         "--relay-key",
         action="append",
@@ -125,8 +144,15 @@ def _register_serve(serve: argparse.ArgumentParser) -> None:
         metavar="KEY",
         help="a home relay (`pywg relay key`) that may read the members; repeatable",
     )
-    serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    serve.set_defaults(func=serve_command)
+    serve.add_argument(
+        "--home-relay",
+        action="append",
+        default=[],
+        metavar="NAME=KEY@HOST[:UDP[:TCP]][#PIN]",
+        help="a home relay for the relay map (numbered in the order given; ports default "
+        f"{DEFAULT_HOME_UDP} and {DEFAULT_HOME_TCP}; PIN: its certificate's SHA-256 in hex); "
+        "repeatable",
+    )
 
 
 def _register_admin(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -231,6 +257,69 @@ def relay_config(args: argparse.Namespace) -> RelayConfig | None:
             raise UsageError(f"--relay-host {public!r} is not a host name or address") from None
     port_range = parse_port_range(args.relay_ports) if args.relay_ports else None
     return RelayConfig(public, host, port, port_range)
+
+
+def parse_home_relay(text: str, number: int) -> HomeRelay:
+    """``NAME=KEY@HOST[:UDP[:TCP]][#PIN]`` as relay `number` of the map (HOST an IPv6
+    address in brackets); UsageError naming the part that is wrong."""
+    from pywg.mesh.schema import HomeRelay
+
+    what = f"--home-relay {text!r}"
+    name, eq, rest = text.partition("=")
+    key_text, at, where = rest.partition("@")
+    if not eq or not at or not name or not key_text:
+        raise UsageError(f"{what}: write NAME=KEY@HOST[:UDP[:TCP]][#PIN]")
+    key = parse_key(key_text, f"{what}: the relay key")
+    where, hash_mark, pin_text = where.partition("#")
+    host, ports = _relay_host_ports(where, what)
+    pin = None
+    if hash_mark:
+        try:
+            pin = bytes.fromhex(pin_text)
+        except ValueError:
+            pin = b""
+        if len(pin) != 32 or len(pin_text) != 64:
+            raise UsageError(f"{what}: the pin is a SHA-256 in hex (64 digits)")
+    try:
+        return HomeRelay(number, name, key, host, *ports, pin=pin)
+    except ValueError as exc:
+        raise UsageError(f"{what}: {exc}") from None
+
+
+def _relay_host_ports(where: str, what: str) -> tuple[str, tuple[int, int]]:
+    """``HOST[:UDP[:TCP]]`` (``[IPv6][:UDP[:TCP]]``): the host and both ports."""
+    if where.startswith("["):
+        host, bracket, tail = where[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise UsageError(f"{what}: {host!r} is not an IPv6 address") from None
+        if not bracket or (tail and not tail.startswith(":")):
+            raise UsageError(f"{what}: write [IPv6]:UDP:TCP")
+        ports = tail[1:].split(":") if tail else []
+    else:
+        host, *ports = where.split(":")
+        if not _HOSTNAME_RE.fullmatch(host):
+            raise UsageError(f"{what}: {host!r} is not a host name or address")
+    numbers = [DEFAULT_HOME_UDP, DEFAULT_HOME_TCP]
+    if len(ports) > 2 or not all(p.isdigit() and 0 < int(p) <= 0xFFFF for p in ports):
+        raise UsageError(f"{what}: the ports are 1..65535, UDP then TCP")
+    numbers[: len(ports)] = [int(p) for p in ports]
+    return host, (numbers[0], numbers[1])
+
+
+def home_relays(texts: Sequence[str]) -> list[HomeRelay]:
+    """The relay map from the --home-relay arguments, numbered in order; UsageError."""
+    from pywg.constants import MAX_RELAY_INDEX
+
+    if len(texts) > MAX_RELAY_INDEX:
+        raise UsageError(f"at most {MAX_RELAY_INDEX} home relays")
+    relays = [parse_home_relay(text, number) for number, text in enumerate(texts, 1)]
+    for index, relay in enumerate(relays):
+        for other in relays[:index]:
+            if other.name == relay.name or other.key == relay.key:
+                raise UsageError(f"--home-relay {relay.name}: a name or key given twice")
+    return relays
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -362,7 +451,8 @@ def format_nodes(nodes: list[Node]) -> str:
 
 
 def nodes_json(store: Store, nodes: list[Node]) -> dict[str, object]:
-    """The `nodes --json` listing: the mesh networks, the roster version, every node."""
+    """The `nodes --json` listing: the mesh networks, the roster version, every node (with
+    the number of the home relay it reported, null for none)."""
     from pywg.mesh.auth import b64
 
     networks = store.networks()
@@ -377,6 +467,7 @@ def nodes_json(store: Store, nodes: list[Node]) -> dict[str, object]:
                 "endpoints": list(n.endpoints),
                 "routes": n.approved_routes,
                 "pending_routes": n.pending_routes,
+                "home_relay": n.home_relay,
                 "last_ms": n.last_ms,
             }
             for n in nodes
@@ -432,6 +523,24 @@ def setup_logging(verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+def _ready_line(
+    coordinator: Coordinator, args: argparse.Namespace, host: str | None, relay: RelayConfig | None
+) -> str:
+    """What `serve` says once it listens: where, the mesh, its relays, its state."""
+    where = f"[{host}]" if host and ":" in host else host or ""
+    nets = coordinator.networks
+    relay_text = "no relay"
+    if coordinator.relay is not None and relay is not None:
+        relay_text = f"relay {relay.public_host}:{coordinator.relay.port}"
+    if coordinator.home_relays:
+        relay_text += ", home relays " + ", ".join(r.name for r in coordinator.home_relays)
+    scheme = "HTTPS" if coordinator.certificate else "HTTP"
+    return (
+        f"pywg coordinator: listening on {where}:{coordinator.port} ({scheme}), "
+        f"mesh {nets.ipv4} {nets.ipv6}, {relay_text}, state {args.state}"
+    )
+
+
 def serve_command(args: argparse.Namespace) -> int:
     from pywg.mesh.coordinator import serve
     from pywg.mesh.store import StoreError
@@ -442,6 +551,7 @@ def serve_command(args: argparse.Namespace) -> int:
         relay = relay_config(args)
         certificate = tls_certificate(args, listen_host)
         relay_keys = [parse_key(text, "--relay-key") for text in args.relay_key]
+        relay_map = home_relays(args.home_relay)
     except UsageError as exc:
         return _fail(str(exc), 2)
     except TlsError as exc:
@@ -449,18 +559,7 @@ def serve_command(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
 
     def ready(coordinator: Coordinator) -> None:
-        where = f"[{listen_host}]" if listen_host and ":" in listen_host else listen_host or ""
-        nets = coordinator.networks
-        relay_text = "no relay"
-        if coordinator.relay is not None and relay is not None:
-            relay_text = f"relay {relay.public_host}:{coordinator.relay.port}"
-        print(
-            f"pywg coordinator: listening on {where}:{coordinator.port} "
-            f"({'HTTPS' if certificate else 'HTTP'}), mesh {nets.ipv4} "
-            f"{nets.ipv6}, {relay_text}, state {args.state}",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(_ready_line(coordinator, args, listen_host, relay), file=sys.stderr, flush=True)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -476,6 +575,7 @@ def serve_command(args: argparse.Namespace) -> int:
             relay=relay,
             auto_approve_routes=args.auto_approve_routes,
             relay_keys=relay_keys,
+            home_relays=relay_map,
             stop=stop,
             ready=ready,
             certificate=certificate,

@@ -9,6 +9,16 @@ Used by the mesh tests (tests/mesh/test_mesh_nat.py) and benches/mesh.py::
         mesh.wait_up(a, peers=1)
         a.host.wait_ping(b.addr4())
 
+With ``home_relays=N`` the mesh has N home relays (`pywg relay serve`, each on
+a public host of its own, ``relay1`` ...; docs/relay.md) in the coordinator's
+relay map (``--home-relay``), reading the members from the coordinator, and,
+with ``peered``, dialing each other; the coordinator then runs no pair relay
+unless ``pair_relay`` says so::
+
+    mesh = MeshLab(lab, Path(tmpdir), home_relays=2)
+    mesh.kill_relay(1)                              # SIGKILL: the relay dies
+    mesh.wait_relayed(a, b, number=2)               # a holds b behind relay 2
+
 Everything runs as the real commands would on real machines: each process
 in its own lab namespace, the coordinator and the nodes talking over the
 lab's internet through nftables NATs (`pywg.lab.nat`). What the tests
@@ -18,8 +28,10 @@ node's interface addresses, pings, and datagrams captured at the relay.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
+import select
 import subprocess
 import sys
 import time
@@ -27,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from .. import relayed
+from ..endpoint import parse_endpoint
 from .hosts import Host, Lab
 from .nat import Internet, Site
 
@@ -34,6 +48,8 @@ NET4 = "198.19.77.0/24"
 NET6 = "fd19:77::/64"
 API_PORT = 8580
 RELAY_PORT = 3478
+HOME_UDP_PORT = 3478  # a home relay's ports (`pywg relay serve`'s defaults)
+HOME_TCP_PORT = 443
 PYWG = [sys.executable, "-m", "pywg"]
 
 
@@ -82,6 +98,30 @@ class Node:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
+@dataclass
+class HomeRelayProcess:
+    """A `pywg relay serve` of the mesh: relay `number` of the map, on its public host."""
+
+    number: int
+    name: str
+    site: Site
+    state: Path
+    log: Path
+    key: str = ""  # the relay key, base64
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def addr4(self) -> str:
+        return self.site.addr4
+
+    def map_entry(self) -> str:
+        """Its --home-relay argument for the coordinator."""
+        return f"{self.name}={self.key}@{self.addr4}:{HOME_UDP_PORT}:{HOME_TCP_PORT}"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
 class MeshLab:
     """A coordinator (with its relay) on public host `hub` of an `Internet`, and nodes."""
 
@@ -93,11 +133,21 @@ class MeshLab:
         auto_approve: bool = False,
         relay6: bool = False,
         tls: bool = False,
+        home_relays: int = 0,
+        peered: bool = True,
+        pair_relay: bool | None = None,
+        node_env: dict[str, str] | None = None,
     ) -> None:
         """`relay6`: the relay (and STUN) listens on both families and is announced at the
         hub's IPv6 address, so nodes reach it, and each other's mappings, over IPv6.
-        `tls`: the coordinator serves HTTPS with a certificate it makes (`serve --tls`)."""
+        `tls`: the coordinator serves HTTPS with a certificate it makes (`serve --tls`).
+        `home_relays`: that many home relays in the relay map, dialing each other if
+        `peered`; `pair_relay`: whether the coordinator runs its pair relay too (default:
+        only without home relays). `node_env`: added to every node's environment
+        (``{"PYWG_BACKEND": "pure"}``: the pure data plane)."""
+        self.node_env = node_env
         self.relay6 = relay6
+        self.pair_relay = not home_relays if pair_relay is None else pair_relay
         self.tls = tls
         self.lab = lab
         self.tmp = tmp
@@ -108,7 +158,11 @@ class MeshLab:
         self.coordinator: subprocess.Popen[bytes] | None = None
         self.nodes: dict[str, Node] = {}
         self._logs: list[IO[bytes]] = []
+        self.relays = [self._relay_host(number) for number in range(1, home_relays + 1)]
         self.start_coordinator()
+        self.coordinator_key = self.admin("key").strip() if self.relays else ""
+        for relay in self.relays:
+            self.start_relay(relay, peered=peered)
 
     @property
     def url(self) -> str:
@@ -142,6 +196,10 @@ class MeshLab:
             "--relay-host", self.hub.addr6 if self.relay6 else self.hub.addr4,
             "--ipv4", NET4, "--ipv6", NET6,
         ]  # fmt: skip
+        if not self.pair_relay:
+            argv.append("--no-relay")
+        for relay in self.relays:  # the map's relays may read the members: no --relay-key
+            argv += ["--home-relay", relay.map_entry()]
         if self.auto_approve:
             argv.append("--auto-approve-routes")
         if self.tls:
@@ -149,6 +207,64 @@ class MeshLab:
         self.coordinator = self.hub.host.popen(*argv, stdout=log, stderr=log)
         if not self.wait_health(20):
             raise AssertionError("the coordinator did not come up:\n" + self.coordinator_log())
+
+    def _relay_host(self, number: int) -> HomeRelayProcess:
+        """The public host of home relay `number`, and its relay key (made in its state)."""
+        name = f"relay{number}"
+        relay = HomeRelayProcess(
+            number, name, self.net.public(name), self.tmp / name, self.tmp / f"{name}.log"
+        )
+        made = relay.site.host.run(*PYWG, "relay", "key", "--state", str(relay.state))
+        relay.key = made.stdout.strip()
+        return relay
+
+    def start_relay(self, relay: HomeRelayProcess, *, peered: bool = True) -> None:
+        """`pywg relay serve` for `relay`, following the coordinator's members; with
+        `peered`, dialing every other relay of the map. Returns once it listens."""
+        log = open(relay.log, "ab")  # noqa: SIM115 (closed in close())
+        self._logs.append(log)
+        argv = [
+            *PYWG, "relay", "serve", "--state", str(relay.state),
+            "--coordinator", self.url, "--coordinator-key", self.coordinator_key,
+            "--listen", relay.addr4, "--udp-port", str(HOME_UDP_PORT),
+            "--tcp-port", str(HOME_TCP_PORT),
+        ]  # fmt: skip
+        if peered:
+            for other in self.relays:
+                if other is not relay:
+                    argv += ["--peer", f"{other.key}@{other.addr4}:{HOME_TCP_PORT}"]
+        relay.proc = relay.site.host.popen(*argv, stdout=subprocess.PIPE, stderr=log)
+        assert relay.proc.stdout is not None
+        ready, _, _ = select.select([relay.proc.stdout], [], [], 20)
+        line = relay.proc.stdout.readline().decode() if ready else ""
+        if not line.startswith(f"relay {relay.key} "):
+            raise AssertionError(f"{relay.name} did not come up ({line!r}):\n{relay.log_text()}")
+
+    def kill_relay(self, number: int) -> None:
+        """Home relay `number` dies (SIGKILL: nothing said to anyone)."""
+        relay = self.relays[number - 1]
+        if relay.proc is not None:
+            relay.proc.kill()
+            relay.proc.wait(15)
+            relay.proc = None
+
+    def wait_relayed(self, node: Node, peer: Node, number: int, seconds: float = 40) -> str:
+        """Until `node` holds `peer` at a relayed endpoint behind relay `number`
+        (``[100::ID]:number``, `pywg.relayed`); that endpoint."""
+        key = peer.public_key()
+        end = time.monotonic() + seconds
+        last = ""
+        while time.monotonic() < end:
+            last = node.endpoints().get(key, "")
+            with contextlib.suppress(ValueError):
+                found = relayed.parse(parse_endpoint(last))
+                if found is not None and found[0] == number:
+                    return last
+            time.sleep(0.3)
+        raise AssertionError(
+            f"{node.name} -> {peer.name}: endpoint {last!r}, not behind relay {number}\n"
+            f"{node.log_text()}"
+        )
 
     def stop_coordinator(self) -> None:
         if self.coordinator is not None:
@@ -226,7 +342,7 @@ class MeshLab:
         log = open(node.log, "ab")  # noqa: SIM115 (closed in close())
         self._logs.append(log)
         argv = list(node.args) + ([f"--token={token}"] if token else [])
-        node.proc = node.host.popen(*argv, stdout=log, stderr=log)
+        node.proc = node.host.popen(*argv, stdout=log, stderr=log, env=self.node_env)
 
     def stop(self, node: Node) -> None:
         if node.proc is not None:
@@ -270,6 +386,13 @@ class MeshLab:
                     node.proc.wait(10)
                 except subprocess.TimeoutExpired:
                     node.proc.kill()
+        for relay in self.relays:
+            if relay.proc is not None and relay.proc.poll() is None:
+                relay.proc.terminate()
+                try:
+                    relay.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    relay.proc.kill()
         self.stop_coordinator()
         for log in self._logs:
             log.close()
@@ -279,7 +402,8 @@ def dump(mesh: MeshLab) -> str:
     """Every log, for a failing assertion."""
     parts = [f"--- coordinator\n{mesh.coordinator_log()[-4000:]}"]
     parts += [f"--- {n.name}\n{n.log_text()[-4000:]}" for n in mesh.nodes.values()]
+    parts += [f"--- {r.name}\n{r.log_text()[-3000:]}" for r in mesh.relays]
     return "\n".join(parts)
 
 
-__all__ = ["MeshLab", "Node", "dump"]
+__all__ = ["HomeRelayProcess", "MeshLab", "Node", "dump"]

@@ -20,9 +20,18 @@ loops on one event loop:
   is set to the selector's choice when that changes: the relay at first,
   a direct path as soon as a probe is answered, the relay again when the
   direct path goes quiet.
-- relay binds: every BIND_INTERVAL seconds, per peer, a bind to the relay
-  port this node sends to for that peer tells the relay where to deliver
-  that peer's packets; it also keeps this node's NAT mapping to it open.
+- relay binds (the pair relay, `pywg.mesh.relay`): every BIND_INTERVAL
+  seconds, per peer, a bind to the relay port this node sends to for that
+  peer tells the relay where to deliver that peer's packets; it also keeps
+  this node's NAT mapping to it open.
+- home relay: when the roster has a relay map (`schema.HomeRelay`),
+  `pywg.mesh.home` keeps a link to one relay of it, the home, and moves to
+  another when it dies. The relay path of a peer with a node id is then
+  ``[100::ID]:R`` (`pywg.relayed`), R the home's number (the relays forward
+  to peers homed elsewhere), in place of the pair relay's port, and exists
+  while the home's link has a transport; the home's number is reported
+  with the endpoints. Without a map (an older coordinator) the pair relay
+  is the relay path, as above.
 
 Probes from peers are answered by the tunnel's STUN hook. Routes to a subnet
 this node is itself attached to are not taken (the LAN is reached directly).
@@ -43,15 +52,17 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .. import stun
+from .. import relayed, stun
 from ..asyncio import Tunnel, UapiServer
 from ..endpoint import Endpoint, format_endpoint, normalize_endpoint
 from ..keys import PublicKey
 from ..system import netconf
 from . import wire
 from .client import CoordinatorClient, CoordinatorError
+from .home import HomeRelays, resolve
 from .paths import DIRECT_TIMEOUT, PathSelector
-from .schema import MAX_ENDPOINTS, PeerEntry, RelayInfo, Roster
+from .relayclient import NodeIdentity
+from .schema import MAX_ENDPOINTS, HomeRelay, PeerEntry, RelayInfo, Roster
 from .state import Joined, NodeState
 
 ENDPOINT_INTERVAL: Final = 20.0
@@ -91,9 +102,11 @@ class _Peer:
     name: str
     selector: PathSelector = field(default_factory=PathSelector)
     applied: Endpoint | None = None
-    relay: Endpoint | None = None
+    relay: Endpoint | None = None  # the relay path: a pair relay port, or relayed via home
+    node_id: int | None = None  # its id on the home relays
+    port: int | None = None  # the pair relay port for it
     next_bind: float = 0.0
-    bound: bool = False
+    bound: bool = False  # the relay path works: the pair relay port bound, or the home up
     allowed: tuple[str, ...] = ()
     added: float = 0.0
     roamed_to: Endpoint | None = None  # where WireGuard last roamed without us
@@ -112,6 +125,11 @@ class MeshNode:
         self.peers: dict[bytes, _Peer] = {}  # by public key
         self.routes: set[str] = set()
         self.reported: list[Endpoint] | None = None
+        self.reported_home: int | None = None
+        self.home: HomeRelays | None = None
+        self._home_seen: tuple[int | None, bool] = (None, False)  # (number, up) as applied
+        self._relay_ip: str | None = None  # the pair relay's address
+        self._relay_map: tuple[HomeRelay, ...] = ()  # the home relays
         self.public_endpoint: Endpoint | None = None
         self._client: CoordinatorClient | None = None
         self._server: UapiServer | None = None
@@ -139,11 +157,14 @@ class MeshNode:
             try:
                 own = self.state.wireguard.public_key
                 tunnel.stun_handler = self._answer_probe(bytes(own))
+                self.home = HomeRelays(tunnel, NodeIdentity(bytes(own), self.state.control))
                 self._server = UapiServer(tunnel)
                 await self._server.start()
                 self._configure_interface(roster)
                 await self._apply(roster)
+                home = self.home
                 self._tasks = [
+                    asyncio.create_task(self._guarded("home relay", home.run)),
                     asyncio.create_task(self._guarded("roster", lambda: self._roster_loop(client))),
                     asyncio.create_task(
                         self._guarded("endpoint", lambda: self._endpoint_loop(client))
@@ -169,6 +190,8 @@ class MeshNode:
         self._closed.set()
 
     def _teardown(self) -> None:
+        if self.home is not None:
+            self.home.close()
         if self._server is not None:
             self._server.close()
         if self._nft_table is not None:
@@ -298,11 +321,14 @@ class MeshNode:
     async def _apply(self, roster: Roster) -> None:
         """Make the interface match `roster`: its peers, their paths, the routes behind them."""
         now = asyncio.get_running_loop().time()
-        relay_ip = await self._learn_servers(roster.relay)
+        self._relay_ip = await self._learn_servers(roster.relay)
+        self._relay_map = roster.relays  # the relay paths below follow it
+        if self.home is not None:
+            self.home.set_map(roster.relays)
         own = bytes(self.state.wireguard.public_key)
         peers = [entry for entry in roster.peers if entry.public_key != own]
         for entry in peers:
-            self._apply_peer(entry, relay_ip, now)
+            self._apply_peer(entry, now)
         self._drop_peers({entry.public_key for entry in peers})
         self._set_routes({route for entry in peers for route in entry.routes})
         self.roster = roster
@@ -316,22 +342,22 @@ class MeshNode:
         the relay's main port."""
         relay_ip: str | None = None
         if relay is not None:
-            relay_ip = await _resolve(relay.host, relay.port)
+            relay_ip = await resolve(relay.host, relay.port)
             self._stun_server = (relay_ip, relay.port)
         if self.options.stun is not None:
-            self._stun_server = (await _resolve(*self.options.stun), self.options.stun[1])
+            self._stun_server = (await resolve(*self.options.stun), self.options.stun[1])
         return relay_ip
 
-    def _apply_peer(self, entry: PeerEntry, relay_ip: str | None, now: float) -> None:
-        """Add or update one peer: its candidate paths, relay port, allowed IPs, endpoint."""
+    def _apply_peer(self, entry: PeerEntry, now: float) -> None:
+        """Add or update one peer: its candidate paths, relay path, allowed IPs, endpoint."""
         tunnel = self.tunnel
         assert tunnel is not None
         peer = self.peers.get(entry.public_key)
         if peer is None:
             key = PublicKey(entry.public_key)
             peer = self.peers[entry.public_key] = _Peer(key, entry.public_key, entry.name)
-        port = entry.relay_port
-        peer.relay = (relay_ip, port) if relay_ip and port else None
+        peer.node_id, peer.port = entry.node_id, entry.relay_port
+        self._set_relay_path(peer)
         peer.selector.set_paths(list(entry.endpoints), peer.relay, now)
         allowed = tuple(_host_prefix(a) for a in entry.addresses) + entry.routes
         choice = peer.selector.choice(now)
@@ -347,6 +373,40 @@ class MeshNode:
             tunnel.update_peer(peer.key, endpoint=choice)
         peer.applied = choice
         peer.allowed = allowed
+
+    def _homed(self) -> bool:
+        """Whether relay paths go through the home relay (the roster has a relay map)."""
+        return bool(self._relay_map)
+
+    def _set_relay_path(self, peer: _Peer) -> None:
+        """The peer's relay path: through the home relay while it is up (with a relay map),
+        else the pair relay's port for it (without one); None if neither."""
+        was = peer.relay
+        if self._homed():
+            home = self.home
+            number = home.number if home is not None and home.up else None
+            peer.relay = relayed.endpoint(number, peer.node_id) if number and peer.node_id else None
+            peer.bound = peer.relay is not None
+        else:
+            ip, port = self._relay_ip, peer.port
+            peer.relay = (ip, port) if ip and port else None
+            if peer.relay != was:
+                peer.bound = False
+        peer.selector.relay = peer.relay
+
+    def _follow_home(self, now: float) -> None:
+        """When the home relay moves, comes up or goes down: every peer's relay path again,
+        and the new number reported."""
+        home = self.home
+        seen = (home.number, home.up) if home is not None and self._homed() else (None, False)
+        if seen == self._home_seen:
+            return
+        if seen[0] != self._home_seen[0]:
+            self._rediscover.set()  # report the new home (and learn the mapping anew)
+        self._home_seen = seen
+        for peer in self.peers.values():
+            self._set_relay_path(peer)
+            self._steer(peer, now)
 
     def _drop_peers(self, keep: set[bytes]) -> None:
         """Remove the peers the roster no longer names."""
@@ -371,41 +431,69 @@ class MeshNode:
         tunnel = self.tunnel
         assert tunnel is not None
         endpoints: list[Endpoint] = []
-        if self._stun_server is not None:
+        server = await self._stun_target()
+        if server is not None:
             try:
-                mapped = await tunnel.stun_request(self._stun_server, timeout=3.0)
+                mapped = await tunnel.stun_request(server, timeout=3.0)
                 self.public_endpoint = normalize_endpoint(mapped.mapped)
                 endpoints.append(self.public_endpoint)
             except (TimeoutError, OSError) as exc:
-                log.info("STUN %s: %s", self._stun_server, exc)
+                log.info("STUN %s: %s", server, exc)
         for address in _local_addresses(tunnel.name):
             endpoint = normalize_endpoint((address, tunnel.listen_port))
             if endpoint not in endpoints:
                 endpoints.append(endpoint)
         endpoints = endpoints[:MAX_ENDPOINTS]
-        if endpoints == self.reported:
+        home = self._home_report()
+        if endpoints == self.reported and home == self.reported_home:
             return True
         try:
-            await client.update(endpoints, list(self.options.advertise_routes))
+            await client.update(endpoints, list(self.options.advertise_routes), home)
         except CoordinatorError as exc:
             log.warning("cannot report endpoints: %s; again in %.0f s", exc, REPORT_RETRY)
             return False
-        self.reported = endpoints
+        self.reported, self.reported_home = endpoints, home
         log.info("endpoints reported: %s", ", ".join(map(format_endpoint, endpoints)) or "none")
+        if home is not None:
+            log.info("home relay reported: %d", home)
         return True
+
+    def _home_report(self) -> int | None:
+        """The home relay to report: its number, 0 for none yet; None without a relay map
+        (a coordinator without home relays is told nothing about them)."""
+        if not self._homed():
+            return None
+        return (self.home.number if self.home is not None else None) or 0
+
+    async def _stun_target(self) -> Endpoint | None:
+        """Where to ask for this node's mapping: --stun or the pair relay; else the home
+        relay (before one is chosen, the first of the map)."""
+        if self._stun_server is not None:
+            return self._stun_server
+        home = self.home.current if self.home is not None else None
+        relay = home or (self._relay_map[0] if self._relay_map else None)
+        if relay is None:
+            return None
+        try:
+            return await resolve(relay.host, relay.udp_port), relay.udp_port
+        except OSError as exc:
+            log.info("home relay %s: %s", relay.name, exc)
+            return None
 
     # ------------------------------------------------------------------ paths
     async def _path_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
+            self._follow_home(now)
+            homed = self._homed()
             for peer in list(self.peers.values()):
                 had = peer.selector.had_direct  # as of the last tick
                 for endpoint in peer.selector.probes_due(now):
                     self._spawn(self._probe(peer, endpoint))
                 if had and not peer.selector.had_direct:  # the direct path went silent
                     self._path_lost(peer, now)
-                if peer.relay is not None and now >= peer.next_bind:
+                if not homed and peer.relay is not None and now >= peer.next_bind:
                     peer.next_bind = now + BIND_RETRY
                     self._spawn(self._bind(peer, peer.relay))
                 self._steer(peer, now)
@@ -594,14 +682,3 @@ def _nft(rules: str) -> None:
         netconf.run(["nft", "-f", "-"], stdin=rules)
     except netconf.NetconfError as exc:
         raise MeshError(f"{exc} (or run with --no-snat)") from None
-
-
-async def _resolve(host: str, port: int) -> str:
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        pass
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port)
-    if not infos:
-        raise OSError(f"cannot resolve {host}")
-    return str(infos[0][4][0])

@@ -284,9 +284,12 @@ class CoordinatorClient:
         key), once the roster's version is above `since` or after `wait` (at most 60) s."""
         return await self._call(_long_poll(MEMBERS_PATH, since, wait), MembersList.from_json)
 
-    async def update(self, endpoints: Sequence[Endpoint], routes: Sequence[str]) -> int:
-        """Report this node's endpoints and routes; the roster version after."""
-        message = UpdateRequest(tuple(endpoints), tuple(routes))
+    async def update(
+        self, endpoints: Sequence[Endpoint], routes: Sequence[str], home_relay: int | None = None
+    ) -> int:
+        """Report this node's endpoints, routes and home relay (a number of the relay map, 0
+        for none; None: not reported); the roster version after."""
+        message = UpdateRequest(tuple(endpoints), tuple(routes), home_relay)
         answer = await self._call(_Request("POST", UPDATE_PATH, message), UpdateAnswer.from_json)
         return answer.version
 

@@ -13,8 +13,9 @@ HTTP API (JSON, the messages of `pywg.mesh.schema`; errors are `ErrorAnswer`;
   Answer a `JoinAnswer`.
 - ``GET /v1/roster?since=V&wait=S``: a member's `Roster`; a long-poll that
   answers once the roster version is above V, or after min(S, 60) s.
-- ``POST /v1/update``: an `UpdateRequest` (endpoints, routes: either may be
-  left out; each replaces the stored list). Answer an `UpdateAnswer`.
+- ``POST /v1/update``: an `UpdateRequest` (endpoints, routes, home relay: any
+  may be left out; each replaces the stored one; a home relay is a number of
+  the relay map, or 0 for none). Answer an `UpdateAnswer`.
 - ``GET /v1/health``: `Health`, unauthenticated.
 
 Every answer to a request with a well-formed Authorization header, errors
@@ -23,6 +24,10 @@ included, carries ``X-Pywg-Signature`` (`auth.sign_response`) and every answer
 signature by the node's control key over the method, the raw path with its
 query as sent, the time and the body, fresh and never seen before
 (`auth.ReplayGuard`); anything else is 401 and changes nothing.
+
+The relay map (the home relays, docs/relay.md) is configuration: every roster
+carries it, numbered in the order given, and its relays may read the members
+(``GET /v1/members``) as those given by `relay_keys` may.
 
 The roster version (`store`) moves on every change to any roster, also by
 `pywg coordinator approve/remove` in another process: a watcher reads it
@@ -39,7 +44,7 @@ import math
 import os
 import socket
 import sqlite3
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
@@ -58,6 +63,7 @@ from .schema import (
     UPDATE_PATH,
     ErrorAnswer,
     Health,
+    HomeRelay,
     JoinAnswer,
     JoinRequest,
     Member,
@@ -178,11 +184,13 @@ class Coordinator:
         relay: RelayConfig | None = None,
         auto_approve_routes: bool = False,
         relay_keys: Collection[bytes] = (),
+        home_relays: Sequence[HomeRelay] = (),
         clock_ms: Callable[[], int] = now_ms,
         poll_interval: float = POLL_INTERVAL,
         certificate: tls.Certificate | None = None,
     ) -> None:
         self.certificate = certificate  # serve HTTPS with it; None: plain HTTP
+        self.home_relays = _relay_map(home_relays)
         self.store = Store(state_dir)
         try:
             self.networks = self.store.init_networks(ipv4, ipv6)
@@ -194,7 +202,8 @@ class Coordinator:
         self.relay_config = relay
         self.relay: RelayLike | None = None
         self.auto_approve_routes = auto_approve_routes
-        self.relay_keys = frozenset(relay_keys)  # home relays that may read the members
+        # home relays that may read the members: those given and those of the map
+        self.relay_keys = frozenset(relay_keys) | {relay.key for relay in self.home_relays}
         self.clock_ms = clock_ms
         self.poll_interval = poll_interval
         self._replay = auth.ReplayGuard()
@@ -351,7 +360,7 @@ class Coordinator:
         return RelayInfo(self.relay_config.public_host, self.relay.port)
 
     def join_answer(self, node: Node) -> JoinAnswer:
-        return JoinAnswer(_node_info(node), self.networks, self._relay_info(), self.public_key)
+        return JoinAnswer(self._node_info(node), self.networks, self._relay_info(), self.public_key)
 
     def _relay_port(self, a: bytes, b: bytes) -> int | None:
         if self.relay is None:
@@ -378,11 +387,31 @@ class Coordinator:
                 endpoints=tuple(parse_endpoint(e) for e in peer.endpoints),  # stored canonical
                 relay_port=self._relay_port(me.public_key, peer.public_key),
                 node_id=peer.id,
+                home_relay=self._home_of(peer),
             )
             for peer in nodes
             if peer.id != node_id
         )
-        return Roster(version, self.networks, _node_info(me), self._relay_info(), peers)
+        return Roster(
+            version, self.networks, self._node_info(me), self._relay_info(), peers, self.home_relays
+        )
+
+    def _home_of(self, node: Node) -> int | None:
+        """The node's home relay, if the map still has it."""
+        numbers = {relay.number for relay in self.home_relays}
+        return node.home_relay if node.home_relay in numbers else None
+
+    def _node_info(self, node: Node) -> NodeInfo:
+        """A member as the coordinator describes it to itself."""
+        return NodeInfo(
+            name=node.name,
+            public_key=node.public_key,
+            addresses=(node.ipv4, node.ipv6),
+            routes=tuple(node.approved_routes),
+            pending_routes=tuple(node.pending_routes),
+            node_id=node.id,
+            home_relay=self._home_of(node),
+        )
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -529,12 +558,16 @@ class Coordinator:
         node, body = await self._member(request)
         update = _request_body(body, UpdateRequest.from_json)
         endpoints = update.endpoints
+        home = update.home_relay
+        if home and home not in {relay.number for relay in self.home_relays}:
+            raise ApiError(400, f"update: home_relay {home} is not a relay of this mesh")
         before = self.store.version()
         try:
             version = self.store.update(
                 node.id,
                 endpoints=None if endpoints is None else [format_endpoint(e) for e in endpoints],
                 routes=update.routes,
+                home_relay=home,
                 auto_approve=self.auto_approve_routes,
             )
         except NotFound:
@@ -546,16 +579,15 @@ class Coordinator:
         return self._response(UpdateAnswer(version))
 
 
-def _node_info(node: Node) -> NodeInfo:
-    """A member as the coordinator describes it to itself."""
-    return NodeInfo(
-        name=node.name,
-        public_key=node.public_key,
-        addresses=(node.ipv4, node.ipv6),
-        routes=tuple(node.approved_routes),
-        pending_routes=tuple(node.pending_routes),
-        node_id=node.id,
-    )
+def _relay_map(relays: Sequence[HomeRelay]) -> tuple[HomeRelay, ...]:
+    """The relay map as configured; ValueError if two relays share a number, a name or a
+    key (a node holds each relay under its number; a key names one relay)."""
+    for index, relay in enumerate(relays):
+        for other in relays[:index]:
+            for what in ("number", "name", "key"):
+                if getattr(other, what) == getattr(relay, what):
+                    raise ValueError(f"two home relays have the same {what} ({relay.name})")
+    return tuple(relays)
 
 
 def _roster_query(request: web.Request) -> tuple[int, float]:
@@ -580,6 +612,7 @@ async def serve(
     relay: RelayConfig | None = None,
     auto_approve_routes: bool = False,
     relay_keys: Collection[bytes] = (),
+    home_relays: Sequence[HomeRelay] = (),
     stop: asyncio.Event | None = None,
     ready: Callable[[Coordinator], None] | None = None,
     certificate: tls.Certificate | None = None,
@@ -594,6 +627,7 @@ async def serve(
         auto_approve_routes=auto_approve_routes,
         certificate=certificate,
         relay_keys=relay_keys,
+        home_relays=home_relays,
     )
     try:
         await coordinator.start(host, port)

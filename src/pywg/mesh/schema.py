@@ -9,7 +9,8 @@ checks every field it reads (unknown ones are ignored) and raises
 `SchemaError` naming the first one that is wrong.
 
     POST /v1/join     JoinRequest    -> JoinAnswer  (NodeInfo, Networks, RelayInfo)
-    GET  /v1/roster   (a query)      -> Roster      (NodeInfo, Networks, RelayInfo, PeerEntry)
+    GET  /v1/roster   (a query)      -> Roster      (NodeInfo, Networks, RelayInfo, PeerEntry,
+                                                     HomeRelay)
     POST /v1/update   UpdateRequest  -> UpdateAnswer
     GET  /v1/health                  -> Health
     any error                        -> ErrorAnswer
@@ -29,11 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol, TypeVar
 
-from ..constants import KEY_SIZE  # X25519 and Ed25519 public keys alike
+from ..constants import KEY_SIZE, MAX_RELAY_INDEX  # keys: X25519 and Ed25519 alike
 from ..endpoint import Endpoint, format_endpoint, parse_endpoint
 from ..redact import quote
 from . import auth
 from .relayproto import MAX_NODE_ID
+from .tls import PIN_SIZE
 
 JOIN_PATH: Final = "/v1/join"
 ROSTER_PATH: Final = "/v1/roster"
@@ -44,6 +46,8 @@ MAX_WAIT: Final = 60.0  # the longest roster long-poll, in seconds
 MAX_ENDPOINTS: Final = 8  # endpoints a node may report
 MAX_ENDPOINT_TEXT: Final = 64  # characters of one endpoint
 MAX_COUNT: Final = (1 << 63) - 1  # versions and counts: SQLite integers
+MAX_HOST: Final = 253  # characters of a host name (RFC 1035 §2.3.4, without the final dot)
+MAX_RELAY_NAME: Final = 63
 
 JsonObject = dict[str, object]
 T = TypeVar("T")
@@ -232,14 +236,109 @@ class RelayInfo:
 
     @classmethod
     def read(cls, fields: _Fields) -> RelayInfo:
-        host = fields.text("host")
-        if not 0 < len(host) <= 253:
-            raise fields.error("host", "must be a host name or address")
-        return cls(host, fields.integer("port", 1, 0xFFFF))
+        return cls(_host(fields), fields.integer("port", 1, 0xFFFF))
+
+
+def _host(fields: _Fields) -> str:
+    host = fields.text("host")
+    if not 0 < len(host) <= MAX_HOST:
+        raise fields.error("host", "must be a host name or address")
+    return host
 
 
 def _relay_or_none(fields: _Fields) -> RelayInfo | None:
     return RelayInfo.read(fields.inner("relay")) if fields.given("relay") else None
+
+
+@dataclass(frozen=True, slots=True)
+class HomeRelay:
+    """A home relay of the mesh (`pywg relay serve`, docs/relay.md), as the relay map names it.
+
+    `number` (1..15) is the relay number a node's tunnel holds it under
+    (peers behind it at ``[100::ID]:number``, `pywg.relayed`): the coordinator
+    numbers its relays in the order of its configuration, so a number stays
+    with its relay. `key` is the relay key (Ed25519); `pin`, when given, the
+    SHA-256 of the only TLS certificate a node takes from it.
+    """
+
+    number: int
+    name: str
+    key: bytes
+    host: str
+    udp_port: int = 3478
+    tcp_port: int = 443
+    pin: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.number <= MAX_RELAY_INDEX:
+            raise ValueError(f"a relay number is 1..{MAX_RELAY_INDEX}")
+        if not 0 < len(self.name) <= MAX_RELAY_NAME or not self.name.isprintable():
+            raise ValueError(f"a relay's name is 1..{MAX_RELAY_NAME} printable characters")
+        if len(self.key) != KEY_SIZE:
+            raise ValueError("a relay key is 32 bytes")
+        if not 0 < len(self.host) <= MAX_HOST:
+            raise ValueError("a relay's host is a host name or address")
+        if not (0 < self.udp_port <= 0xFFFF and 0 < self.tcp_port <= 0xFFFF):
+            raise ValueError("a relay's ports are 1..65535")
+        if self.pin is not None and len(self.pin) != PIN_SIZE:
+            raise ValueError("a certificate pin is a SHA-256 (32 bytes)")
+
+    def to_json(self) -> JsonObject:
+        data: JsonObject = {
+            "number": self.number,
+            "name": self.name,
+            "key": auth.b64(self.key),
+            "host": self.host,
+            "udp_port": self.udp_port,
+            "tcp_port": self.tcp_port,
+        }
+        if self.pin is not None:
+            data["pin"] = self.pin.hex()
+        return data
+
+    @classmethod
+    def read(cls, fields: _Fields) -> HomeRelay:
+        name = fields.text("name")
+        if not 0 < len(name) <= MAX_RELAY_NAME or not name.isprintable():
+            raise fields.error("name", f"must be 1..{MAX_RELAY_NAME} printable characters")
+        return cls(
+            number=fields.integer("number", 1, MAX_RELAY_INDEX),
+            name=name,
+            key=fields.key("key"),
+            host=_host(fields),
+            udp_port=fields.integer("udp_port", 1, 0xFFFF),
+            tcp_port=fields.integer("tcp_port", 1, 0xFFFF),
+            pin=_pin(fields) if fields.given("pin") else None,
+        )
+
+
+def _pin(fields: _Fields) -> bytes:
+    text = fields.text("pin")
+    try:
+        pin = bytes.fromhex(text)
+    except ValueError:
+        pin = b""
+    if len(pin) != PIN_SIZE or len(text) != 2 * PIN_SIZE:
+        raise fields.error("pin", "must be a SHA-256 in hex (64 digits)")
+    return pin
+
+
+def _home_relays(fields: _Fields) -> tuple[HomeRelay, ...]:
+    """The relay map: no number or name twice (a node holds each relay under its number)."""
+    if not fields.given("relays"):
+        return ()
+    relays = tuple(HomeRelay.read(item) for item in fields.objects("relays"))
+    for index, relay in enumerate(relays):
+        if any(other.number == relay.number for other in relays[:index]):
+            raise fields.error(f"relays[{index}].number", f"{relay.number} is taken")
+        if any(other.name == relay.name for other in relays[:index]):
+            raise fields.error(f"relays[{index}].name", f"{quote(relay.name)} is taken")
+    return relays
+
+
+def _home_relay(fields: _Fields) -> int | None:
+    """A node's home relay number (left out: none, or a coordinator without home relays)."""
+    return fields.integer("home_relay", 1, MAX_RELAY_INDEX) if fields.given("home_relay") else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +351,7 @@ class NodeInfo:
     routes: tuple[str, ...]  # advertised and approved
     pending_routes: tuple[str, ...]  # advertised, waiting for approval
     node_id: int | None = None  # its address on the home relays (docs/relay.md)
+    home_relay: int | None = None  # the number of its home relay, as it reported it
 
     def to_json(self) -> JsonObject:
         data: JsonObject = {
@@ -261,7 +361,7 @@ class NodeInfo:
             "routes": list(self.routes),
             "pending_routes": list(self.pending_routes),
         }
-        return _with_node_id(data, self.node_id)
+        return _with_home(data, self.node_id, self.home_relay)
 
     @classmethod
     def read(cls, fields: _Fields) -> NodeInfo:
@@ -272,13 +372,17 @@ class NodeInfo:
             routes=fields.prefixes("routes"),
             pending_routes=fields.prefixes("pending_routes"),
             node_id=_node_id(fields),
+            home_relay=_home_relay(fields),
         )
 
 
-def _with_node_id(data: JsonObject, node_id: int | None) -> JsonObject:
-    """`data` with "node_id" last when there is one (a coordinator may give none)."""
+def _with_home(data: JsonObject, node_id: int | None, home_relay: int | None) -> JsonObject:
+    """`data` with "node_id" and "home_relay" last when there are (a coordinator may give
+    none, a node may have no home relay)."""
     if node_id is not None:
         data["node_id"] = node_id
+    if home_relay is not None:
+        data["home_relay"] = home_relay
     return data
 
 
@@ -298,6 +402,7 @@ class PeerEntry:
     endpoints: tuple[Endpoint, ...]  # where it last said it can be reached
     relay_port: int | None  # the relay port to send to for it (None: no relay)
     node_id: int | None = None  # its address on the home relays (docs/relay.md)
+    home_relay: int | None = None  # the number of its home relay, as it reported it
 
     def to_json(self) -> JsonObject:
         data: JsonObject = {
@@ -309,7 +414,7 @@ class PeerEntry:
             "endpoints": [format_endpoint(e) for e in self.endpoints],
             "relay_port": self.relay_port,
         }
-        return _with_node_id(data, self.node_id)
+        return _with_home(data, self.node_id, self.home_relay)
 
     @classmethod
     def read(cls, fields: _Fields) -> PeerEntry:
@@ -324,6 +429,7 @@ class PeerEntry:
             if fields.given("relay_port")
             else None,
             node_id=_node_id(fields),
+            home_relay=_home_relay(fields),
         )
 
 
@@ -337,17 +443,21 @@ class Roster:
     version: int
     network: Networks
     me: NodeInfo  # "self" on the wire
-    relay: RelayInfo | None
+    relay: RelayInfo | None  # the pair relay (`pywg.mesh.relay`)
     peers: tuple[PeerEntry, ...]
+    relays: tuple[HomeRelay, ...] = ()  # the home relays ("relays", left out when none)
 
     def to_json(self) -> JsonObject:
-        return {
+        data: JsonObject = {
             "version": self.version,
             "network": self.network.to_json(),
             "self": self.me.to_json(),
             "relay": self.relay.to_json() if self.relay is not None else None,
             "peers": [peer.to_json() for peer in self.peers],
         }
+        if self.relays:
+            data["relays"] = [relay.to_json() for relay in self.relays]
+        return data
 
     @classmethod
     def from_json(cls, data: object) -> Roster:
@@ -358,6 +468,7 @@ class Roster:
             me=NodeInfo.read(fields.inner("self")),
             relay=_relay_or_none(fields),
             peers=tuple(PeerEntry.read(peer) for peer in fields.objects("peers")),
+            relays=_home_relays(fields),
         )
 
 
@@ -420,10 +531,12 @@ class JoinAnswer:
 
 @dataclass(frozen=True, slots=True)
 class UpdateRequest:
-    """A member's endpoints and advertised routes (POST /v1/update); None: left as they are."""
+    """A member's endpoints, advertised routes and home relay (POST /v1/update); None: left
+    as they are. `home_relay` is the number of its home relay in the relay map, 0 for none."""
 
     endpoints: tuple[Endpoint, ...] | None
     routes: tuple[str, ...] | None
+    home_relay: int | None = None
 
     def to_json(self) -> JsonObject:
         data: JsonObject = {}
@@ -431,6 +544,8 @@ class UpdateRequest:
             data["endpoints"] = [format_endpoint(e) for e in self.endpoints]
         if self.routes is not None:
             data["routes"] = list(self.routes)
+        if self.home_relay is not None:
+            data["home_relay"] = self.home_relay
         return data
 
     @classmethod
@@ -439,6 +554,9 @@ class UpdateRequest:
         return cls(
             endpoints=fields.endpoints("endpoints") if fields.given("endpoints") else None,
             routes=fields.texts("routes") if fields.given("routes") else None,
+            home_relay=fields.integer("home_relay", 0, MAX_RELAY_INDEX)
+            if fields.given("home_relay")
+            else None,
         )
 
 

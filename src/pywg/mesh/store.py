@@ -6,8 +6,9 @@ Theory of operation. One SQLite file (WAL, so the admin commands of
 - ``nodes``: one row a member, its ``id`` also its node id on the home relays
   (1..2^24-1, docs/relay.md): name (unique, case-insensitively), WireGuard
   public key (unique), control key (Ed25519 public), the tunnel addresses it
-  was given, the endpoints it last reported, the time of its last accepted
-  request (ms, `auth.RequestAuth.fresh` refuses anything not newer).
+  was given, the endpoints it last reported, the number of the home relay it
+  last reported (NULL: none), the time of its last accepted request (ms,
+  `auth.RequestAuth.fresh` refuses anything not newer).
 - ``routes``: the prefixes a node routes for others; each starts pending and
   reaches the other nodes only once approved.
 - ``tokens``: join tokens, by the SHA-256 of their secret only
@@ -42,6 +43,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
+from ..constants import MAX_RELAY_INDEX
 from ..endpoint import format_endpoint
 from .relayproto import MAX_NODE_ID
 from .schema import MAX_ENDPOINTS, Networks, SchemaError, endpoint_from_text
@@ -71,7 +73,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     ipv6 TEXT NOT NULL UNIQUE,
     endpoints TEXT NOT NULL DEFAULT '[]',
     last_ms INTEGER,
-    created_ms INTEGER NOT NULL
+    created_ms INTEGER NOT NULL,
+    home_relay INTEGER
 );
 CREATE TABLE IF NOT EXISTS routes (
     node_id INTEGER NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
@@ -91,6 +94,18 @@ CREATE TABLE IF NOT EXISTS removals (
     public_key BLOB PRIMARY KEY
 );
 """
+
+
+# columns added to a table after its first release: (table, column, declaration). A file
+# made before one gets it at its next opening; code that does not know it ignores it.
+_ADDED_COLUMNS: Final = (("nodes", "home_relay", "INTEGER"),)
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    for table, column, declaration in _ADDED_COLUMNS:
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
 
 class StoreError(ValueError):
@@ -131,6 +146,7 @@ class Node:
     routes: tuple[Route, ...]
     last_ms: int | None
     created_ms: int
+    home_relay: int | None = None  # the number of its home relay, as it reported it
 
     @property
     def approved_routes(self) -> list[str]:
@@ -326,6 +342,7 @@ class Store:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                _add_columns(db)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('version', 0)")
         except BaseException:
@@ -540,7 +557,7 @@ class Store:
 
     def _load(self, rows: Iterable[tuple[object, ...]]) -> list[Node]:
         nodes = []
-        for node_id, name, pub, control, ipv4, ipv6, endpoints, last, created in rows:
+        for node_id, name, pub, control, ipv4, ipv6, endpoints, last, created, home in rows:
             assert isinstance(node_id, int)
             routes = self._db.execute(
                 "SELECT prefix, approved FROM routes WHERE node_id = ? ORDER BY rowid",
@@ -558,11 +575,14 @@ class Store:
                     routes=tuple(Route(str(p), bool(a)) for p, a in routes),
                     last_ms=last if isinstance(last, int) else None,
                     created_ms=int(created),  # type: ignore[call-overload]
+                    home_relay=home if isinstance(home, int) else None,
                 )
             )
         return nodes
 
-    _COLUMNS = "id, name, public_key, control_key, ipv4, ipv6, endpoints, last_ms, created_ms"
+    _COLUMNS = (
+        "id, name, public_key, control_key, ipv4, ipv6, endpoints, last_ms, created_ms, home_relay"
+    )
 
     def _select(self, where: str = "", args: tuple[object, ...] = ()) -> list[Node]:
         with self._lock:
@@ -626,9 +646,11 @@ class Store:
         *,
         endpoints: Sequence[str] | None = None,
         routes: Sequence[str] | None = None,
+        home_relay: int | None = None,
         auto_approve: bool = False,
     ) -> int:
-        """Replace a node's endpoints and/or advertised routes; the roster version after.
+        """Replace a node's endpoints, advertised routes and/or home relay (0: none; None:
+        each left as it is); the roster version after.
 
         Routes approved before and still advertised stay approved; new ones
         start pending (approved with `auto_approve`). The version moves only
@@ -638,8 +660,12 @@ class Store:
         new_routes = (
             check_routes(list(routes), self._networks_or_fail()) if routes is not None else None
         )
+        if home_relay is not None and not 0 <= home_relay <= MAX_RELAY_INDEX:
+            raise StoreError(f"a home relay number is 0..{MAX_RELAY_INDEX}")
         with self._write() as db:
-            row = db.execute("SELECT endpoints FROM nodes WHERE id = ?", (node_id,)).fetchone()
+            row = db.execute(
+                "SELECT endpoints, home_relay FROM nodes WHERE id = ?", (node_id,)
+            ).fetchone()
             if row is None:
                 raise NotFound("no such node")
             changed = False
@@ -649,26 +675,36 @@ class Store:
                     (json.dumps(new_endpoints), node_id),
                 )
                 changed = True
-            if new_routes is not None:
-                old = dict(
-                    db.execute(
-                        "SELECT prefix, approved FROM routes WHERE node_id = ? ORDER BY rowid",
-                        (node_id,),
-                    ).fetchall()
+            if home_relay is not None and row[1] != (home_relay or None):
+                db.execute(
+                    "UPDATE nodes SET home_relay = ? WHERE id = ?", (home_relay or None, node_id)
                 )
-                if list(old) != new_routes:
-                    db.execute("DELETE FROM routes WHERE node_id = ?", (node_id,))
-                    db.executemany(
-                        "INSERT INTO routes (node_id, prefix, approved) VALUES (?, ?, ?)",
-                        [
-                            (node_id, p, int(bool(old.get(p, 0)) or auto_approve))
-                            for p in new_routes
-                        ],
-                    )
-                    changed = True
+                changed = True
+            if new_routes is not None:
+                changed |= self._replace_routes(db, node_id, new_routes, auto_approve)
             if changed:
                 return self._bump(db)
             return int(db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0])
+
+    @staticmethod
+    def _replace_routes(
+        db: sqlite3.Connection, node_id: int, routes: list[str], auto_approve: bool
+    ) -> bool:
+        """A node's advertised routes are `routes` (the approved ones stay approved);
+        whether they changed."""
+        old = dict(
+            db.execute(
+                "SELECT prefix, approved FROM routes WHERE node_id = ? ORDER BY rowid", (node_id,)
+            ).fetchall()
+        )
+        if list(old) == routes:
+            return False
+        db.execute("DELETE FROM routes WHERE node_id = ?", (node_id,))
+        db.executemany(
+            "INSERT INTO routes (node_id, prefix, approved) VALUES (?, ?, ?)",
+            [(node_id, p, int(bool(old.get(p, 0)) or auto_approve)) for p in routes],
+        )
+        return True
 
     def approve(self, name: str, prefixes: Sequence[str]) -> list[str]:
         """Approve advertised routes of a node; the ones among them that were pending."""

@@ -8,7 +8,7 @@
   to and from a TCP session;
 - `link`: `RelayLink`, which keeps one transport up, preferring UDP.
 
-The agent (`pywg.mesh.agent`) does not use it yet.
+The agent (`pywg.mesh.agent`) keeps one link to its home relay (`pywg.mesh.home`).
 """
 
 from __future__ import annotations

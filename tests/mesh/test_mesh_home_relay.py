@@ -1,0 +1,132 @@
+"""`pywg join` nodes through home relays (`pywg relay serve`), end to end in the lab.
+
+The coordinator (`pywg coordinator serve --home-relay ... --no-relay`: no pair
+relay) and every relay and node are real processes in namespaces
+(pywg.lab.mesh.MeshLab with ``home_relays``); the relays read the members
+from the coordinator. What is asserted is read from outside: `wg show`
+endpoints, pings through the tunnel, the relay's TCP connections (`ss`).
+
+The first two run with each data plane (PYWG_BACKEND native and pure).
+
+- Two nodes behind symmetric NATs (no direct path) reach each other through
+  their home relay over UDP: each holds the other at ``[100::ID]:1``.
+- A node whose NAT router drops all UDP reaches the other, and is reached,
+  over TCP/TLS to the relay.
+- Two relays peered with each other, each node homed on its own (the other
+  relay unreachable from it at first): pings pass across the relays. The
+  relay of one node is killed: that node moves to the other relay within
+  10 s and traffic resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+
+from pywg.lab.mesh import HOME_TCP_PORT, MeshLab, Node, dump
+from pywg.lab.nat import Site
+
+pytestmark = [pytest.mark.needs_lab("nft")]
+
+PREFIX = "pwhome"  # of the `lab` fixture's lab, where `mesh_lab` builds
+
+DROP_UDP = """
+table inet pywg_test_dropudp {
+    chain forward {
+        type filter hook forward priority -10; policy accept;
+        meta l4proto udp drop
+    }
+}
+"""
+
+DROP_TO = """
+table inet pywg_test_dropto {{
+    chain forward {{
+        type filter hook forward priority -10; policy accept;
+        ip daddr {address} drop
+    }}
+}}
+"""
+
+
+def pings_both_ways(mesh: MeshLab, a: Node, b: Node, deadline: float = 30) -> None:
+    assert a.host.wait_ping(b.addr4(), deadline=deadline), dump(mesh)
+    assert a.host.ping(b.addr4(), count=5, timeout=8), dump(mesh)
+    assert b.host.ping(a.addr6(), count=5, timeout=8), dump(mesh)
+
+
+def router(site: Site) -> Site:
+    assert site.nat is not None
+    return site
+
+
+BACKENDS = pytest.mark.parametrize("backend", ["native", "pure"])
+
+
+@pytest.mark.time_limit(90)
+@BACKENDS
+def test_symmetric_nats_meet_through_the_home_relay_over_udp(
+    mesh_lab: Callable[..., MeshLab], backend: str
+) -> None:
+    mesh = mesh_lab(home_relays=1, node_env={"PYWG_BACKEND": backend})
+    a, b = mesh.pair(mesh.net.behind_nat("a", "symmetric"), mesh.net.behind_nat("b", "symmetric"))
+    mesh.wait_relayed(a, b, number=1, seconds=30)
+    mesh.wait_relayed(b, a, number=1, seconds=30)
+    pings_both_ways(mesh, a, b)
+    for node in (a, b):
+        assert "home relay relay1: udp" in node.log_text(), dump(mesh)
+        assert "home relay reported: 1" in node.log_text(), dump(mesh)
+    # still relayed after the probes had their chance (no direct path exists)
+    time.sleep(3)
+    assert a.endpoints()[b.public_key()].startswith("[100::"), dump(mesh)
+    listing = json.loads(mesh.admin("nodes", "--json"))
+    assert [n["home_relay"] for n in listing["nodes"]] == [1, 1], listing
+
+
+@pytest.mark.time_limit(120)
+@BACKENDS
+def test_a_node_without_udp_is_reached_over_tcp(
+    mesh_lab: Callable[..., MeshLab], backend: str
+) -> None:
+    mesh = mesh_lab(home_relays=1, node_env={"PYWG_BACKEND": backend})
+    a_site = mesh.net.behind_nat("a", "symmetric")
+    router(a_site).nat.router.nft(DROP_UDP)  # type: ignore[union-attr]
+    a, b = mesh.pair(a_site, mesh.net.behind_nat("b", "symmetric"))
+    mesh.wait_relayed(a, b, number=1, seconds=40)
+    mesh.wait_relayed(b, a, number=1, seconds=40)
+    pings_both_ways(mesh, a, b, deadline=40)
+    assert "home relay relay1: tcp" in a.log_text(), dump(mesh)
+    assert "home relay relay1: udp" in b.log_text(), dump(mesh)
+    relay = mesh.relays[0]
+    sockets = a.host.run("ss", "-Htn", "state", "established").stdout
+    assert f"{relay.addr4}:{HOME_TCP_PORT}" in sockets, sockets
+
+
+@pytest.mark.time_limit(150)
+def test_nodes_on_peered_relays_and_a_move_when_one_dies(
+    mesh_lab: Callable[..., MeshLab],
+) -> None:
+    mesh = mesh_lab(home_relays=2)
+    relay1, relay2 = mesh.relays
+    a_site = mesh.net.behind_nat("a", "symmetric")
+    b_site = mesh.net.behind_nat("b", "symmetric")
+    # each node can reach only one relay at first: a homes on relay 1, b on relay 2
+    router(a_site).nat.router.nft(DROP_TO.format(address=relay2.addr4))  # type: ignore[union-attr]
+    router(b_site).nat.router.nft(DROP_TO.format(address=relay1.addr4))  # type: ignore[union-attr]
+    a, b = mesh.pair(a_site, b_site)
+    mesh.wait_relayed(a, b, number=1, seconds=30)
+    mesh.wait_relayed(b, a, number=2, seconds=30)
+    pings_both_ways(mesh, a, b)  # a -> relay 1 -> relay 2 -> b, and back
+    for site in (a_site, b_site):
+        router(site).nat.router.nft("delete table inet pywg_test_dropto\n")  # type: ignore[union-attr]
+    mesh.kill_relay(1)
+    killed = time.monotonic()
+    mesh.wait_relayed(a, b, number=2, seconds=15)
+    moved = time.monotonic() - killed
+    assert moved < 10, f"a moved to relay 2 after {moved:.1f} s\n{dump(mesh)}"
+    assert "home relay relay1 failed" in a.log_text(), dump(mesh)
+    pings_both_ways(mesh, a, b, deadline=15)
+    assert "home relay reported: 2" in a.log_text(), dump(mesh)
