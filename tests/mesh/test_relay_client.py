@@ -30,13 +30,13 @@ from pywg.mesh.relayclient import (
     RelayClientError,
     RelayLink,
     RelayRefused,
-    RelayServer,
     TcpSession,
     Timing,
 )
 from pywg.mesh.relayclient.proxy import parse_proxy, proxy_from_environment
 from pywg.mesh.relayclient.udp import ATTEMPTS, Associator
 from pywg.mesh.relayserver import RelayConfig, ServerTls, StaticMembership, server_tls
+from pywg.mesh.schema import HomeRelay
 from pywg.mesh.tls import load_or_make
 
 pytestmark = pytest.mark.time_limit(30)
@@ -71,10 +71,10 @@ def identity(node: Node) -> NodeIdentity:
     return NodeIdentity(node.wg_key, node.control)
 
 
-def server(relay: RelayThread, **changes: object) -> RelayServer:
-    fields: dict[str, object] = {"number": 1, "key": relay.key, "host": "127.0.0.1"}
+def server(relay: RelayThread, **changes: object) -> HomeRelay:
+    fields: dict[str, object] = {"number": 1, "name": "r", "key": relay.key, "host": "127.0.0.1"}
     fields.update(udp_port=relay.udp[1], tcp_port=relay.tcp_port, **changes)
-    return RelayServer(**fields)  # type: ignore[arg-type]
+    return HomeRelay(**fields)  # type: ignore[arg-type]
 
 
 async def exchange(session: TcpSession, peer: UdpNode, me: int) -> None:
@@ -212,7 +212,7 @@ class _RelayOnTheSocket:
 
 def test_associations_are_signed_newer_each_time_and_checked() -> None:
     node, relay_key = Node.make(0x123456), SigningKey.generate()
-    relay = RelayServer(2, bytes(relay_key.verify_key), "127.0.0.1", udp_port=3478)
+    relay = HomeRelay(2, "r2", bytes(relay_key.verify_key), "127.0.0.1", udp_port=3478)
 
     def accept(request: bytes) -> bytes:
         message = stun.parse_message(request)

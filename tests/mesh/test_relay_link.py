@@ -66,7 +66,8 @@ from pywg import relayed
 from pywg.asyncio.tunnel import Tunnel
 from pywg.events import HandshakeCompleted
 from pywg.keys import PrivateKey
-from pywg.mesh.relayclient import NodeIdentity, RelayLink, RelayServer, Timing
+from pywg.mesh.relayclient import NodeIdentity, RelayLink, Timing
+from pywg.mesh.schema import HomeRelay
 
 c = json.loads(sys.argv[1])
 
@@ -87,8 +88,8 @@ async def main():
         subprocess.run(["ip", "addr", "add", c["addr"] + "/24", "dev", c["ifname"]], check=True)
         subprocess.run(["ip", "link", "set", c["ifname"], "up"], check=True)
         node = NodeIdentity(bytes(key.public_key), SigningKey(bytes.fromhex(c["control"])))
-        relay = RelayServer(1, base64.b64decode(c["relay_key"]), c["relay_host"],
-                            c["udp_port"], c["tcp_port"])
+        relay = HomeRelay(1, "r", base64.b64decode(c["relay_key"]), c["relay_host"],
+                          c["udp_port"], c["tcp_port"])
         timing = Timing(udp_timeout=1.5, udp_retry=3.0, refresh=4.0, backoff_min=0.5)
         link = RelayLink(t, node, relay, timing=timing, proxy=c["proxy"])
         t.add_peer(c["peer_key"], [c["peer_addr"] + "/32"],

@@ -46,7 +46,7 @@ from typing import Final, Protocol
 
 from ..asyncio import Tunnel
 from ..endpoint import Endpoint
-from .relayclient import NodeIdentity, RelayLink, RelayServer
+from .relayclient import NodeIdentity, RelayLink
 from .schema import HomeRelay
 
 NO_TRANSPORT: Final = 10.0  # seconds a home may go without a transport before it is left
@@ -166,13 +166,6 @@ async def _connect_time(relay: HomeRelay, timeout: float) -> float | None:
     return took
 
 
-def relay_server(relay: HomeRelay) -> RelayServer:
-    """The relay client's view of a relay of the map."""
-    return RelayServer(
-        relay.number, relay.key, relay.host, relay.udp_port, relay.tcp_port, relay.pin
-    )
-
-
 LinkFactory = Callable[[HomeRelay], LinkLike]
 Measurer = Callable[[HomeRelay], Awaitable[Measure]]
 
@@ -197,7 +190,7 @@ class HomeRelays:
         self.current: HomeRelay | None = None
         self.link: LinkLike | None = None
         self.moves = 0  # homes left for failing
-        self._make_link = link or (lambda relay: RelayLink(tunnel, node, relay_server(relay)))
+        self._make_link = link or (lambda relay: RelayLink(tunnel, node, relay))
         self._measure = measurer or (lambda relay: measure(tunnel, relay))
         self._map_changed = asyncio.Event()
 

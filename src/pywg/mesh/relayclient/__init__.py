@@ -13,7 +13,7 @@ The agent (`pywg.mesh.agent`) keeps one link to its home relay (`pywg.mesh.home`
 
 from __future__ import annotations
 
-from .config import NodeIdentity, RelayClientError, RelayServer, Timing
+from .config import NodeIdentity, RelayClientError, Timing
 from .link import RelayLink
 from .proxy import ProxyError
 from .tcp import RelayRefused, TcpSession
@@ -24,7 +24,6 @@ __all__ = [
     "RelayClientError",
     "RelayLink",
     "RelayRefused",
-    "RelayServer",
     "TcpSession",
     "Timing",
 ]

@@ -22,8 +22,9 @@ import ssl
 from typing import Literal
 
 from ...asyncio.tunnel import Tunnel
+from ..schema import HomeRelay
 from .bridge import Bridge
-from .config import NodeIdentity, RelayClientError, RelayServer, Timing
+from .config import NodeIdentity, RelayClientError, Timing
 from .proxy import parse_proxy, proxy_from_environment
 from .tcp import TcpSession
 from .udp import Associator
@@ -44,7 +45,7 @@ class RelayLink:
     """
 
     def __init__(
-        self, tunnel: Tunnel, node: NodeIdentity, relay: RelayServer, *,
+        self, tunnel: Tunnel, node: NodeIdentity, relay: HomeRelay, *,
         timing: Timing | None = None, proxy: str | None = None,
     ) -> None:  # fmt: skip
         self.tunnel = tunnel

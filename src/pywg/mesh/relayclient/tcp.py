@@ -44,8 +44,9 @@ from ..relayproto import (
     parse_upgrade_response,
     upgrade_request,
 )
+from ..schema import HomeRelay
 from ..tls import dialer_context
-from .config import NodeIdentity, RelayClientError, RelayServer
+from .config import NodeIdentity, RelayClientError
 from .proxy import open_tcp, read_head, uri_host
 
 QUEUE_DATAGRAMS: Final = 256  # outgoing datagrams waiting for the TLS stream (as the relay's)
@@ -87,7 +88,7 @@ class _Frames:
         return frame.payload
 
 
-async def _tls(writer: asyncio.StreamWriter, relay: RelayServer) -> bytes:
+async def _tls(writer: asyncio.StreamWriter, relay: HomeRelay) -> bytes:
     """Start TLS; the binding (SHA-256 of the relay's certificate), checked against the pin."""
     await writer.start_tls(dialer_context(), server_hostname=relay.host)
     tls = writer.get_extra_info("ssl_object")
@@ -107,7 +108,7 @@ async def _upgrade(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, h
 
 
 async def _authenticate(
-    frames: _Frames, writer: asyncio.StreamWriter, node: NodeIdentity, relay: RelayServer,
+    frames: _Frames, writer: asyncio.StreamWriter, node: NodeIdentity, relay: HomeRelay,
     binding: bytes,
 ) -> int:  # fmt: skip
     """CHALLENGE -> HELLO -> OK; the node id in the OK, whose signature is checked."""
@@ -137,7 +138,7 @@ class TcpSession:
 
     @classmethod
     async def open(
-        cls, node: NodeIdentity, relay: RelayServer, *, proxy: tuple[str, int] | None = None,
+        cls, node: NodeIdentity, relay: HomeRelay, *, proxy: tuple[str, int] | None = None,
         timeout: float = 10.0,
     ) -> TcpSession:  # fmt: skip
         """Connect and authenticate within `timeout` seconds; RelayClientError (ProxyError,

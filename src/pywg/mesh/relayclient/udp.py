@@ -17,7 +17,8 @@ import time
 from ... import stun
 from ...asyncio.tunnel import Tunnel
 from .. import wire
-from .config import NodeIdentity, RelayClientError, RelayServer
+from ..schema import HomeRelay
+from .config import NodeIdentity, RelayClientError
 
 ATTEMPTS = 3  # requests per association, spread over its timeout (RFC 8489 §6.2.1 retransmits)
 
@@ -25,7 +26,7 @@ ATTEMPTS = 3  # requests per association, spread over its timeout (RFC 8489 §6.
 class Associator:
     """Associations with one relay, each newer than the last (strictly increasing time)."""
 
-    def __init__(self, tunnel: Tunnel, node: NodeIdentity, relay: RelayServer) -> None:
+    def __init__(self, tunnel: Tunnel, node: NodeIdentity, relay: HomeRelay) -> None:
         self.tunnel = tunnel
         self.node = node
         self.relay = relay
