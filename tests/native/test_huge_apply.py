@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,20 +57,6 @@ class MirroringTunnel:
 
     def changed(self) -> None:
         self.plane.sync(self.device)
-
-
-@pytest.fixture
-def plane() -> Iterator[NativePlane]:
-    udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    r, w = os.pipe()  # stands in for the TUN fd; the loops are never started here
-    os.close(w)
-    mirror = NativePlane(r, udp, 1420, lambda reason: None)
-    try:
-        yield mirror
-    finally:
-        mirror.stop()
-        udp.close()
-        os.close(r)
 
 
 def huge_request() -> tuple[bytes, list[str]]:

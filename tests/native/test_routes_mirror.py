@@ -13,9 +13,7 @@ order must agree too.
 
 from __future__ import annotations
 
-import os
 import random
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -34,20 +32,6 @@ pytestmark = pytest.mark.skipif(
 if _fast.AVAILABLE:
     from pywg._fast.plane import NativePlane
     from pywg._fast.routes import NativeAllowedIPs
-
-
-@pytest.fixture
-def plane() -> Iterator[NativePlane]:
-    udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    r, w = os.pipe()  # stands in for the TUN fd; the loops are never started here
-    os.close(w)
-    mirror = NativePlane(r, udp, 1420, lambda reason: None)
-    try:
-        yield mirror
-    finally:
-        mirror.stop()
-        udp.close()
-        os.close(r)
 
 
 def random_prefix(rnd: random.Random) -> Prefix:
