@@ -15,10 +15,10 @@ each way between their tunnel addresses, then ping measures the round trip:
   Python (recvfrom, rewrite the tag, sendto): the per-datagram way of the
   relay before it had the native loop, for comparison.
 
-The relay here learns each node's address from a plain hello the node
-sends from its WireGuard socket; `pywg relay serve` takes only signed
-associations (docs/relay.md), which cost nothing per datagram, so the data
-path measured is the same. Medians of `--runs`; ratios against direct
+The relay here (`pywg.lab.standin_relay`) learns each node's address from a
+plain hello the node sends from its WireGuard socket; `pywg relay serve`
+takes only signed associations (docs/relay.md), which cost nothing per
+datagram, so the data path measured is the same. Medians of `--runs`; ratios against direct
 from the same run. Needs root, iperf3 and ping. The nodes, the relay and
 iperf3 share this machine's CPUs: the figures are for this lab.
 """
@@ -35,49 +35,12 @@ from dataclasses import asdict, dataclass
 
 from pywg.keys import PrivateKey
 from pywg.lab import Host, Internet, Lab, require_root
+from pywg.lab.standin_relay import start_standin_relay
 
 RELAY_PORT = 3478
 IDS = {"a": 0x0A0001, "b": 0x0B0002}
 TUNNEL = {"a": "198.19.9.1", "b": "198.19.9.2"}
 MODES = ("direct", "relay-native", "relay-python")
-
-_RELAY_NATIVE = r"""
-import select, socket, sys
-from pywg._fast.relay import NativeRelay
-sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-for option in (32, 33):  # SO_SNDBUFFORCE, SO_RCVBUFFORCE: as pywg relay serve's socket
-    sock.setsockopt(socket.SOL_SOCKET, option, 4 << 20)
-sock.bind(("::", int(sys.argv[1])))
-relay = NativeRelay(sock, print)
-relay.start()
-print("ready", flush=True)
-while True:
-    select.select([relay.hand_fd], [], [])
-    for data, source in relay.received():
-        if data[:1] == b"\x00" and data[1:6] == b"HELLO":
-            relay.set_node(int.from_bytes(data[6:9], "big"), source)
-"""
-
-_RELAY_PYTHON = r"""
-import socket, sys
-sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-for option in (32, 33):
-    sock.setsockopt(socket.SOL_SOCKET, option, 4 << 20)
-sock.bind(("::", int(sys.argv[1])))
-where, who = {}, {}
-print("ready", flush=True)
-while True:
-    data, source = sock.recvfrom(65535)
-    if data[:1] == b"\x00" and data[1:6] == b"HELLO":
-        node = int.from_bytes(data[6:9], "big")
-        where[node], who[source] = source, node
-    elif data[:1] in (b"\x01", b"\x02", b"\x03", b"\x04") and source in who:
-        to = where.get(int.from_bytes(data[1:4], "big"))
-        if to is not None:
-            sock.sendto(data[:1] + who[source].to_bytes(3, "big") + data[4:], to)
-"""
 
 _NODE = r"""
 import asyncio, subprocess, sys
@@ -85,6 +48,7 @@ from pywg import relayed
 from pywg.asyncio.tunnel import Tunnel
 from pywg.events import HandshakeCompleted
 from pywg.keys import PrivateKey
+from pywg.lab import standin_relay
 
 ifname, key, my_id, peer_key, peer_id, relay_host, peer_host, addr, peer_addr = sys.argv[1:10]
 
@@ -98,7 +62,7 @@ async def main():
             endpoint = relayed.endpoint(1, int(peer_id))
         else:
             endpoint = (peer_host, 51820)
-        hello = b"\x00HELLO" + int(my_id).to_bytes(3, "big")
+        hello = standin_relay.hello(int(my_id))
         t.add_peer(peer_key, [peer_addr + "/32"], endpoint, persistent_keepalive=1)
         while True:
             t.send_datagram(hello, relay)
@@ -150,12 +114,8 @@ def measure(mode: str, seconds: float) -> Result:
         procs = []
         try:
             if mode != "direct":
-                script = _RELAY_NATIVE if mode == "relay-native" else _RELAY_PYTHON
-                relay = hub.host.popen(
-                    sys.executable, "-c", script, str(RELAY_PORT), stdout=subprocess.PIPE
-                )
+                relay = start_standin_relay(hub.host, RELAY_PORT, native=mode == "relay-native")
                 procs.append(relay)
-                assert relay.stdout is not None and relay.stdout.readline().strip() == b"ready"
             keys = {name: PrivateKey.generate() for name in IDS}
             for name, other in (("a", "b"), ("b", "a")):
                 peer_host = "relay" if mode != "direct" else sites[other].addr4

@@ -5,7 +5,8 @@ directly, hold each other at relayed endpoints (`pywg.relayed`) and reach
 each other through a stand-in relay: a few lines on a public host that
 learn each node's mapping from a hello sent from its WireGuard socket and
 forward WireGuard messages by the id in their reserved bytes, rewriting it
-to the sender's (the tag format of docs/relay.md). Each side must handshake,
+to the sender's (`pywg.lab.standin_relay`, in Python; the tag format of
+docs/relay.md). Each side must handshake,
 carry pings of every size up to the MTU both ways (tagging adds no bytes),
 and see the other at its relayed endpoint; on the relay's link every
 WireGuard message (captured) carries a tag, the destination's on the way in
@@ -25,6 +26,7 @@ from pywg import relayed
 from pywg.keys import PrivateKey
 from pywg.lab import Internet, Lab
 from pywg.lab.capture import UdpCapture
+from pywg.lab.standin_relay import start_standin_relay
 
 PREFIX = "pwrly"
 pytestmark = [pytest.mark.needs_lab("nft"), pytest.mark.time_limit(90)]
@@ -32,29 +34,13 @@ RELAY_PORT = 3478
 IDS = {"a": 0x0A0001, "b": 0x0B0002}
 TUNNEL = {"a": "198.19.7.1", "b": "198.19.7.2"}
 
-_RELAY = r"""
-import socket, sys
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sock.bind((sys.argv[1], int(sys.argv[2])))
-where, who = {}, {}
-print("ready", flush=True)
-while True:
-    data, source = sock.recvfrom(65535)
-    if data[:5] == b"HELLO":  # a node names its id from its WireGuard socket
-        node = int.from_bytes(data[5:8], "big")
-        where[node], who[source] = source, node
-    elif data[:1] in (b"\x01", b"\x02", b"\x03", b"\x04") and source in who:
-        to = where.get(int.from_bytes(data[1:4], "big"))
-        if to is not None:
-            sock.sendto(data[:1] + who[source].to_bytes(3, "big") + data[4:], to)
-"""
-
 _NODE = r"""
 import asyncio, json, subprocess, sys
 from pywg import relayed
 from pywg.asyncio.tunnel import Tunnel
 from pywg.events import HandshakeCompleted
 from pywg.keys import PrivateKey
+from pywg.lab import standin_relay
 
 ifname, key, my_id, peer_key, peer_id, relay_host, relay_port, addr, peer_addr = sys.argv[1:10]
 
@@ -64,7 +50,7 @@ async def main():
         subprocess.run(["ip", "link", "set", ifname, "up"], check=True)
         relay = (relay_host, int(relay_port))
         t.set_relay(1, relay)
-        hello = b"HELLO" + int(my_id).to_bytes(3, "big")
+        hello = standin_relay.hello(int(my_id))
         t.add_peer(peer_key, [peer_addr + "/32"], relayed.endpoint(1, int(peer_id)),
                    persistent_keepalive=1)
         while True:
@@ -90,10 +76,7 @@ def test_peers_reach_each_other_through_a_relay(lab: Lab, backend: str) -> None:
     net = Internet(lab)
     hub = net.public("hub")
     sites = {name: net.behind_nat(name, "symmetric") for name in IDS}
-    relay = hub.host.popen(
-        sys.executable, "-c", _RELAY, hub.addr4, str(RELAY_PORT), stdout=subprocess.PIPE
-    )
-    assert relay.stdout is not None and relay.stdout.readline().strip() == b"ready"
+    relay = start_standin_relay(hub.host, RELAY_PORT, native=False)
     keys = {name: PrivateKey.generate() for name in IDS}
     env = {"PYWG_BACKEND": backend}
     nodes = {}
