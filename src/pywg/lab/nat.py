@@ -35,6 +35,22 @@ inside address (the router still answers pings). Mappings live as long as
 conntrack's UDP timeouts: 30 s for a flow that got no answer (shorter than
 the two minutes of REQ-5), 120 s once answered; ``udp_timeout=`` sets both.
 
+``firewall=False`` leaves that drop out: a plain Linux masquerade router with
+no filter rules at all. Mapping and the translation of answers are the same
+(what comes back to a mapping reaches the inside only from the address and
+port the flow went to), but what else comes from outside is no longer
+dropped: a packet routed at an inside address is forwarded to it, and one
+addressed to the router itself reaches its own stack, which answers ICMP
+port unreachable. That packet leaves a conntrack entry behind, from the
+sender to the router's address and port, for as long as it keeps coming
+(and 30 s after). If it names a port an inside host is mapped to, the
+router can no longer use that mapping towards that sender: the inside
+host's first packet to it would make the same tuple, so masquerade gives
+that flow another port (RFC 4787 §4.1: the mapping stops being endpoint
+independent for that one destination). Two peers punching holes through
+such routers collide this way when one's probe arrives before the other
+has sent its own.
+
 ``ports=(low, high)`` confines the mapped TCP/UDP ports to a window: an
 inside port outside it is mapped to a random free port in it (endpoint
 independent mappings still reuse that port for further destinations).
@@ -123,6 +139,7 @@ class Nat:
         outside: Link,
         kind: NatKind,
         ports: tuple[int, int] | None,
+        firewall: bool = True,
     ) -> None:
         self.router = router
         self.inside, self.outside = inside, outside
@@ -130,6 +147,7 @@ class Nat:
         self.outside_if = outside.ifname(router)
         self.kind = kind
         self.ports = ports
+        self.firewall = firewall
         self.table = f"pywg_nat{next(_tables)}"
         self.reboots = 0
 
@@ -155,12 +173,16 @@ class Nat:
                 f'        oifname "{self.outside_if}" masquerade{random}'
             )
         out, inside = f'"{self.outside_if}"', f'"{self.inside_if}"'
-        return f"""
+        nat = f"""
 table inet {self.table} {{
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
         oifname {out} {masquerade}
     }}
+"""
+        if not self.firewall:
+            return nat + "}\n"
+        return f"""{nat}
     chain forward {{
         type filter hook forward priority filter; policy accept;
         iifname {out} oifname {inside} ct state established,related accept
@@ -207,6 +229,7 @@ def add_nat(
     *,
     ports: tuple[int, int] | None = None,
     udp_timeout: float | None = None,
+    firewall: bool = True,
 ) -> Nat:
     """Make `router` (an end of both links) a NAT of `kind` from `inside` to `outside`.
 
@@ -214,7 +237,8 @@ def add_nat(
     are the caller's (the inside hosts' default route via the router's
     inside address, the router's own towards the outside). `ports` confines
     the mapped ports to a window; `udp_timeout` (whole seconds) sets how long
-    an idle UDP mapping lives. See the module docstring for the kinds.
+    an idle UDP mapping lives; `firewall=False` accepts unsolicited packets
+    from outside. See the module docstring for the kinds and the firewall.
     """
     if kind not in NAT_KINDS:
         raise LabError(f"NAT kind must be one of {NAT_KINDS}, not {kind!r}")
@@ -223,7 +247,7 @@ def add_nat(
         # at most half the range, so that the next window (reboot) never overlaps it
         if not 1024 <= low <= high <= 65535 or high - low + 1 > (65536 - 1024) // 2:
             raise LabError(f"NAT port window {ports} is not within 1024-65535, half at most")
-    nat = Nat(router, inside, outside, kind, ports)
+    nat = Nat(router, inside, outside, kind, ports, firewall)
     if nat.inside_if == nat.outside_if:
         raise LabError("a NAT needs two different links")
     router.forwarding()
@@ -408,6 +432,7 @@ class Internet:
         *,
         ports: tuple[int, int] | None = None,
         udp_timeout: float | None = None,
+        firewall: bool = True,
     ) -> Site:
         """A host `name` behind its own NAT router ``{name}-nat`` (see :func:`add_nat`)."""
         router = self.lab.host(f"{name}-nat")
@@ -416,6 +441,8 @@ class Internet:
         inside = self.lab.link(router, host, v6=self.v6)
         self._default_route(router, outside)
         self._default_route(host, inside)
-        nat = add_nat(router, inside, outside, kind, ports=ports, udp_timeout=udp_timeout)
+        nat = add_nat(
+            router, inside, outside, kind, ports=ports, udp_timeout=udp_timeout, firewall=firewall
+        )
         self.sites[name] = site = Site(host, inside, nat)
         return site
