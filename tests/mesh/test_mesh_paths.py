@@ -6,6 +6,7 @@ from pywg.mesh.paths import (
     DIRECT_TIMEOUT,
     FAST_PERIOD,
     KEEPALIVE,
+    OPEN_PERIOD,
     PROBE_FAST,
     PROBE_SLOW,
     PathSelector,
@@ -30,7 +31,8 @@ def test_relay_first_then_direct_once_a_probe_is_answered() -> None:
     sel = PathSelector()
     sel.set_paths([A, B], RELAY, 0.0)
     assert sel.choice(0.0) == RELAY
-    assert sel.probes_due(0.0) == [A, B]
+    assert sel.openers_due(0.0) == [A, B]  # openers first, probes OPEN_PERIOD later
+    assert sel.probes_due(0.0) == []
     assert sel.probes_due(0.5) == []
     assert sel.probes_due(1.0) == [A, B]
     assert sel.answered(B, 1.0, 1.02)
@@ -101,7 +103,8 @@ def test_new_candidates_restart_fast_probing_and_keep_known_state() -> None:
     sel.answered(A, 99.0, 99.01)
     sel.set_paths([A, B], RELAY, 100.0)
     assert sel.choice(100.0) == A  # what was learnt about A stays
-    assert B in sel.probes_due(100.0)
+    assert sel.openers_due(100.0) == [A, B]
+    assert B in sel.probes_due(100.0 + OPEN_PERIOD)
 
 
 def test_answer_from_a_non_candidate_is_ignored() -> None:
@@ -141,3 +144,29 @@ def test_reflexive_candidates_are_probed_kept_and_bounded() -> None:
     reflexive = [c.endpoint for c in sel.candidates if c.reflexive]
     assert reflexive == [("198.18.7.7", 2), ("198.18.7.7", 3)]
     assert sel.answers(roamed, 102.0) is False  # the oldest went
+
+
+def test_openers_once_before_the_first_probes_and_again_when_probing_restarts() -> None:
+    sel = PathSelector()
+    sel.set_paths([A], RELAY, 0.0)
+    assert sel.next_due() == 0.0
+    assert sel.openers_due(0.0) == [A]
+    assert sel.next_due() == OPEN_PERIOD
+    assert probes_over(sel, 0.0, OPEN_PERIOD) == []  # nothing reaches the peer's router yet
+    assert sel.probes_due(OPEN_PERIOD) == [A]
+    assert [t for t in range(100) if sel.openers_due(float(t))] == []  # once only
+    sel.answered(A, 100.0, 100.01)
+    assert sel.openers_due(100.5) == []  # a direct path: none
+    late = 100.01 + DIRECT_TIMEOUT + 0.1
+    sel.probes_due(late)  # silent: probing starts again, openers with it
+    assert sel.openers_due(late) == [A]
+
+
+def test_a_reflexive_candidate_is_probed_at_once_without_an_opener() -> None:
+    sel = PathSelector()
+    sel.set_paths([A], RELAY, 0.0)
+    sel.openers_due(0.0)
+    roamed = ("198.18.7.7", 40000)
+    sel.add_reflexive(roamed, 50.0)
+    assert roamed not in sel.openers_due(50.0)
+    assert roamed in sel.probes_due(50.0)

@@ -455,6 +455,31 @@ def test_nat_endpoint_independent_keeps_one_mapping_and_filters() -> None:
 
 
 @needs_nft
+def test_nat_without_firewall_lets_an_early_packet_clash_with_a_mapping() -> None:
+    with Lab(PREFIX) as lab:
+        net = Internet(lab, v6=False)
+        a = net.behind_nat("a", firewall=False)
+        b = net.behind_nat("b", firewall=False)
+        sa, sb = udp_socket(a.host, a.addr4, 5555), udp_socket(b.host, b.addr4, 5555)
+        a_public, b_public = (a.public_addr4, 5555), (b.public_addr4, 5555)
+        # b sends to a's mapping before a sent to b: a's router takes it in (no drop) ...
+        assert not arrives(sb, sa, a_public)
+        # ... so a's first datagram to b leaves from another port, and never reaches b
+        assert not arrives(sa, sb, b_public)
+        assert a.nat is not None and b.nat is not None
+        (to_b,) = [m for m in a.nat.mappings() if m.remote == b_public]
+        assert to_b.outside[1] != 5555, to_b
+        # a datagram that dies past its own router (TTL 2) opens a mapping and clashes with
+        # nothing at the other end: then both ways work at the ports preserved
+        sa2, sb2 = udp_socket(a.host, a.addr4, 6666), udp_socket(b.host, b.addr4, 6666)
+        sb2.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 2)
+        sb2.sendto(b"opener", (a.public_addr4, 6666))
+        sb2.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 64)
+        assert arrives(sa2, sb2, (b.public_addr4, 6666))
+        assert arrives(sb2, sa2, (a.public_addr4, 6666))
+
+
+@needs_nft
 def test_nat_symmetric_maps_each_destination_apart() -> None:
     with Lab(PREFIX) as lab:
         net = Internet(lab, v6=False)

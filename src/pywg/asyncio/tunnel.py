@@ -528,11 +528,14 @@ class Tunnel:
         finally:
             del self._stun_waiters[transaction_id]
 
-    def send_datagram(self, data: bytes, target: AddressLike) -> bool:
-        """Send one datagram from the tunnel's socket (not WireGuard: STUN and the like)."""
+    def send_datagram(
+        self, data: bytes, target: AddressLike, *, hop_limit: int | None = None
+    ) -> bool:
+        """Send one datagram from the tunnel's socket (not WireGuard: STUN and the like),
+        with `hop_limit` as its TTL if given."""
         if self._udp is None or self.closed:
             return False
-        return self._udp.sendto(data, normalize_endpoint(target))
+        return self._udp.sendto(data, normalize_endpoint(target), hop_limit=hop_limit)
 
     def _on_plane_event(self) -> None:
         plane, device = self._plane, self.device

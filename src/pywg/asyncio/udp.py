@@ -16,6 +16,11 @@ lookup for a source that is not local): the sticky source is dropped and the
 datagram goes again with the kernel's own choice. Where the route itself is
 gone the second try fails too, and the next datagram received teaches the
 source again.
+
+A datagram may go with a hop limit of its own (`sendto`'s `hop_limit`: an
+IP_TTL or IPV6_HOPLIMIT control message, RFC 3542 §6.3), so that it opens
+this host's NAT mapping towards a peer without reaching the peer's router
+(`pywg.mesh.paths`, openers).
 """
 
 from __future__ import annotations
@@ -116,9 +121,9 @@ class UdpSocket:
         reply = self._source.get(endpoint)
         return None if reply is None else _cmsg_address(reply)
 
-    def sendto(self, data: bytes, endpoint: Endpoint) -> bool:
-        """Send one datagram; False if it could not go out (full buffer, no route, a
-        relayed endpoint whose relay is not set)."""
+    def sendto(self, data: bytes, endpoint: Endpoint, *, hop_limit: int | None = None) -> bool:
+        """Send one datagram (with `hop_limit` as its TTL, if given); False if it could not
+        go out (full buffer, no route, a relayed endpoint whose relay is not set)."""
         if self.relays:
             out = self.relays.outbound(data, endpoint)
             if out is None:
@@ -129,24 +134,30 @@ class UdpSocket:
             addr = self._resolve(endpoint)
             if addr is None:
                 return False
+        hops = [] if hop_limit is None else [_hop_limit_cmsg(endpoint, hop_limit)]
         try:
-            self._send(data, endpoint, addr)
+            self._send(data, endpoint, addr, hops)
         except OSError:  # EAGAIN, ENETUNREACH, EPERM from a firewall, ...
             return False
         return True
 
-    def _send(self, data: bytes, endpoint: Endpoint, addr: AddressLike) -> None:
+    def _send(
+        self, data: bytes, endpoint: Endpoint, addr: AddressLike, extra: list[SourceMessage]
+    ) -> None:
         reply = self._source.get(endpoint)
         if reply is not None:
             try:
-                self.sock.sendmsg([data], [reply], 0, addr)
+                self.sock.sendmsg([data], [reply, *extra], 0, addr)
                 return
             except OSError as exc:
                 if exc.errno not in _SOURCE_GONE:
                     raise
                 # our address is gone: the kernel's choice from now on, at once
                 del self._source[endpoint]
-        self.sock.sendto(data, addr)
+        if extra:
+            self.sock.sendmsg([data], extra, 0, addr)
+        else:
+            self.sock.sendto(data, addr)
 
     def _resolve(self, endpoint: Endpoint) -> tuple[str, int] | tuple[str, int, int, int] | None:
         host, port = endpoint
@@ -169,6 +180,14 @@ class UdpSocket:
 
     def __repr__(self) -> str:
         return f"<UdpSocket port={self.port} family={self.family.name}>"
+
+
+def _hop_limit_cmsg(endpoint: Endpoint, hops: int) -> SourceMessage:
+    """The control message that sends one datagram to `endpoint` with `hops` as its TTL:
+    IP_TTL for IPv4 (also through a dual-stack socket), IPV6_HOPLIMIT for IPv6."""
+    if ipaddress.ip_address(endpoint[0]).version == 4:
+        return socket.IPPROTO_IP, socket.IP_TTL, struct.pack("=i", hops)
+    return socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, struct.pack("=i", hops)
 
 
 def _bind(port: int) -> socket.socket:

@@ -60,7 +60,7 @@ from ..system import netconf
 from . import wire
 from .client import CoordinatorClient, CoordinatorError
 from .home import HomeRelays, resolve
-from .paths import DIRECT_TIMEOUT, PathSelector
+from .paths import DIRECT_TIMEOUT, OPEN_HOPS, PathSelector
 from .relayclient import NodeIdentity
 from .schema import MAX_ENDPOINTS, HomeRelay, PeerEntry, RelayInfo, Roster
 from .state import Joined, NodeState
@@ -489,6 +489,8 @@ class MeshNode:
             homed = self._homed()
             for peer in list(self.peers.values()):
                 had = peer.selector.had_direct  # as of the last tick
+                for endpoint in peer.selector.openers_due(now):
+                    self._open(peer, endpoint)
                 for endpoint in peer.selector.probes_due(now):
                     self._spawn(self._probe(peer, endpoint))
                 if had and not peer.selector.had_direct:  # the direct path went silent
@@ -572,6 +574,12 @@ class MeshNode:
     def _forget(self, task: asyncio.Task[None]) -> None:
         with contextlib.suppress(ValueError):
             self._tasks.remove(task)
+
+    def _open(self, peer: _Peer, endpoint: Endpoint) -> None:
+        """An opener: a probe that dies past this node's NAT (`pywg.mesh.paths`)."""
+        if self.tunnel is not None:
+            probe = wire.probe_request(stun.new_transaction_id(), peer.raw)
+            self.tunnel.send_datagram(probe, endpoint, hop_limit=OPEN_HOPS)
 
     async def _probe(self, peer: _Peer, endpoint: Endpoint) -> None:
         tunnel = self.tunnel

@@ -8,6 +8,20 @@ addresses) and maybe a *relay* endpoint (the relay port this node sends to
 for that peer, `pywg.mesh.relay`). WireGuard itself has one endpoint per
 peer; `PathSelector` decides which one, sans-IO (every call takes `now`):
 
+- Openers first (`openers_due`): a new candidate, and every candidate when
+  probing starts again, is sent an *opener* at once: a probe with a hop
+  limit of OPEN_HOPS, which passes this node's own NAT router (opening its
+  mapping and filter towards the candidate) and dies at the next router,
+  before the peer's. Probes proper follow OPEN_PERIOD later. A NAT router
+  that accepts unsolicited packets (no WAN firewall: `pywg.lab.nat`,
+  ``firewall=False``) keeps a conntrack entry for a probe that reaches it
+  before its inside host has sent to the prober, and then maps that host's
+  own flow to the prober to another port, which the prober never probes;
+  the clash lasts as long as the probes keep coming. The openers make each
+  side's mapping exist before the other side's first probe arrives, as
+  long as both learn each other's candidates within OPEN_PERIOD (they do:
+  from the same roster push, the `pywg.mesh.agent`). Routers that drop such
+  packets (most home routers) need no opener; it costs one datagram.
 - Probing (`probes_due`): a probe (`pywg.mesh.wire`, a STUN Binding request
   from the WireGuard socket) goes to every candidate every PROBE_FAST
   seconds for FAST_PERIOD after the candidates change, then every
@@ -25,7 +39,8 @@ peer; `PathSelector` decides which one, sans-IO (every call takes `now`):
 - Peer-reflexive candidates (`add_reflexive`): an address the peer's packets
   came from that the roster did not name (WireGuard roamed there, say
   through a NAT that maps each destination anew) is probed like the others
-  (RFC 8445 §7.2.5.3.1 learns such candidates the same way).
+  (RFC 8445 §7.2.5.3.1 learns such candidates the same way), at once and
+  without an opener: the peer's packets already came through from there.
 - Falling back and back again: a direct path that stops answering for
   DIRECT_TIMEOUT is dropped (the relay takes over) and fast probing of all
   candidates starts again, so the node moves back to direct as soon as a
@@ -42,6 +57,8 @@ from typing import Final
 from ..endpoint import Endpoint
 
 PROBE_FAST: Final = 1.0
+OPEN_PERIOD: Final = 1.0  # openers only, before the first probe to a candidate
+OPEN_HOPS: Final = 2  # an opener's hop limit: past this node's own router, not the next
 FAST_PERIOD: Final = 15.0
 PROBE_SLOW: Final = 10.0
 KEEPALIVE: Final = 2.5
@@ -57,6 +74,7 @@ class _Candidate:
     rtt: float = math.inf
     next_probe: float = 0.0
     reflexive: bool = False  # learnt from where the peer's packets came, not from the roster
+    next_open: float = math.inf  # when an opener is due (inf: none)
 
 
 @dataclass(slots=True)
@@ -72,7 +90,7 @@ class PathSelector:
     def set_paths(self, candidates: list[Endpoint], relay: Endpoint | None, now: float) -> None:
         """New candidates and relay from the roster; what is known about kept ones stays."""
         old = {c.endpoint: c for c in self.candidates}
-        fresh = [old.get(e) or _Candidate(e, next_probe=now) for e in candidates]
+        fresh = [old.get(e) or _Candidate(e, next_probe=now + OPEN_PERIOD) for e in candidates]
         for c in fresh:
             c.reflexive = False
         kept = [c for c in self.candidates if c.reflexive and c.endpoint not in candidates]
@@ -102,9 +120,23 @@ class PathSelector:
         )
 
     def restart_probing(self, now: float) -> None:
+        """Fast probing again, for FAST_PERIOD: openers now and probes after OPEN_PERIOD
+        (a peer-reflexive candidate: probes now)."""
         self.fast_until = now + FAST_PERIOD
         for c in self.candidates:
-            c.next_probe = min(c.next_probe, now)
+            if c.reflexive:
+                c.next_probe = min(c.next_probe, now)
+            else:
+                c.next_open = now
+                c.next_probe = min(c.next_probe, now + OPEN_PERIOD)
+
+    def openers_due(self, now: float) -> list[Endpoint]:
+        """Candidates to send an opener now (a probe with hop limit OPEN_HOPS), once each
+        time probing starts."""
+        due = [c for c in self.candidates if c.next_open <= now]
+        for c in due:
+            c.next_open = math.inf
+        return [c.endpoint for c in due]
 
     def direct(self, now: float) -> Endpoint | None:
         """The confirmed direct path (an answer within DIRECT_TIMEOUT), fastest first.
@@ -164,5 +196,5 @@ class PathSelector:
         return False
 
     def next_due(self) -> float:
-        """When `probes_due` may next return something."""
-        return min((c.next_probe for c in self.candidates), default=math.inf)
+        """When `probes_due` or `openers_due` may next return something."""
+        return min((min(c.next_probe, c.next_open) for c in self.candidates), default=math.inf)
