@@ -4,11 +4,13 @@ On the loopback: a datagram to 127.0.0.2 (every 127/8 address is local) is
 answered from 127.0.0.2, not from 127.0.0.1, the kernel's choice; one to ::1
 from ::1. A remembered source that is not (or no longer) ours is refused by the
 kernel, forgotten, and the datagram goes from the kernel's choice at once.
+A datagram sent with a hop limit of its own arrives with that TTL.
 """
 
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +18,7 @@ import pytest
 from pywg.asyncio.udp import UdpSocket
 
 TIMEOUT = 2.0
+IP_RECVTTL = 12  # linux/in.h; Python's socket module lacks it
 
 
 @pytest.fixture
@@ -66,3 +69,30 @@ def test_a_source_not_ours_falls_back_at_once(udp: UdpSocket) -> None:
         data, source = client.recvfrom(64)
         assert (data, source[0]) == (b"pong", "127.0.0.1")
         assert udp.local_address(peer) is None
+
+
+@pytest.mark.parametrize(
+    ("family", "local"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
+)
+def test_a_datagram_with_a_hop_limit_of_its_own(udp: UdpSocket, family: int, local: str) -> None:
+    """`sendto(hop_limit=)` sets that one datagram's TTL (the next goes with the default)."""
+    if family == socket.AF_INET6 and udp.family != socket.AF_INET6:
+        pytest.skip("IPv6 is disabled on this host")
+    level, recv_option, kind = (
+        (socket.IPPROTO_IP, IP_RECVTTL, socket.IP_TTL)
+        if family == socket.AF_INET
+        else (socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, socket.IPV6_HOPLIMIT)
+    )
+    with socket.socket(family, socket.SOCK_DGRAM) as receiver:
+        receiver.settimeout(TIMEOUT)
+        receiver.bind((local, 0))
+        receiver.setsockopt(level, recv_option, 1)
+        target = (local, receiver.getsockname()[1])
+        hops = []
+        for limit in (2, None):
+            assert udp.sendto(b"opener", target, hop_limit=limit)
+            _, ancdata, _, _ = receiver.recvmsg(64, socket.CMSG_SPACE(4))
+            hops += [
+                struct.unpack("=i", d[:4])[0] for lv, k, d in ancdata if (lv, k) == (level, kind)
+            ]
+        assert hops[0] == 2 and hops[1] > 2, hops
