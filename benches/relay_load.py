@@ -116,6 +116,10 @@ SAMPLE_EVERY = 0.1  # seconds between RSS samples
 SENDER_SIZE = 1400  # bytes of a datagram sent to the non-reader
 PREAUTH_PER_SOURCE = 20  # connections a preauth flooder keeps open per address (the limit is 16)
 HOSTNAME = "pywg-relay"
+NOBODY = 0x3FFFFF  # a node id no member has
+NOBODY_FRAME = rp.encode_frame(
+    rp.FrameType.DATAGRAM, rp.tag(bytes([4, 0, 0, 0]) + bytes(SENDER_SIZE - 4), NOBODY)
+)
 
 
 # -- identities -------------------------------------------------------------------------------
@@ -389,17 +393,20 @@ async def udp_node(
     return node
 
 
-async def commands(on_status: Any) -> None:
-    """Answer "status" on stdin with a JSON line; return at "stop" or end of input."""
+async def commands(on_status: Any, actions: dict[str, Any] | None = None) -> None:
+    """Answer "status" on stdin with a JSON line, and "NAME ARG" for an action (a coroutine
+    function of ARG) once it is done; return at "stop" or the end of input."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while True:
-        line = (await reader.readline()).strip()
-        if line == b"status":
-            print(json.dumps(on_status()), flush=True)
-        elif line in (b"stop", b""):
-            print(json.dumps(on_status()), flush=True)
+        name, _, arg = (await reader.readline()).decode().strip().partition(" ")
+        if actions is not None and name in actions:
+            await actions[name](arg)
+        elif name not in ("status", "stop", ""):
+            continue
+        print(json.dumps(on_status()), flush=True)
+        if name in ("stop", ""):
             return
 
 
@@ -422,7 +429,7 @@ async def swarm_worker(cfg: dict[str, Any]) -> None:
     counts: Counter[str] = Counter()
     udp: list[UdpNode] = []
     tasks = []
-    tcp_up: set[int] = set()
+    tcp_up: dict[int, Session] = {}
 
     async def tcp_node(who: Identity, source: str) -> None:
         while True:
@@ -433,10 +440,10 @@ async def swarm_worker(cfg: dict[str, Any]) -> None:
                 await asyncio.sleep(1.0)
                 continue
             counts["tcp_connects"] += 1
-            tcp_up.add(who.node_id)
+            tcp_up[who.node_id] = session
             with contextlib.suppress(OSError, ssl.SSLError, EOFError, rp.RelayProtocolError):
                 await session.keep()
-            tcp_up.discard(who.node_id)
+            tcp_up.pop(who.node_id, None)
             counts["tcp_lost"] += 1
             await asyncio.sleep(1.0)
 
@@ -456,7 +463,17 @@ async def swarm_worker(cfg: dict[str, Any]) -> None:
             **counts,
         }
 
-    await commands(status)
+    async def burst(kib: str) -> None:
+        """Every TCP node sends KIB KiB of datagrams (for an id that is nobody's) at once."""
+        frames = NOBODY_FRAME * (int(kib) * 1024 // len(NOBODY_FRAME))
+        sessions = list(tcp_up.values())
+        for session in sessions:
+            session.writer.write(frames)
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await asyncio.gather(*(session.writer.drain() for session in sessions))
+        counts["burst_kib"] += int(kib) * len(sessions)
+
+    await commands(status, {"burst": burst})
 
 
 async def node_worker(cfg: dict[str, Any]) -> None:
@@ -591,8 +608,8 @@ async def nonreader_worker(cfg: dict[str, Any]) -> None:
                 await asyncio.sleep(0.5)
                 continue
             counts["nonreader_connects"] += 1
-            while not session.writer.is_closing():  # a PING a second notices the relay's RST
-                await asyncio.sleep(1.0)
+            while not session.writer.is_closing():  # a PING now and then notices the relay's RST
+                await asyncio.sleep(0.2)
                 session.send(rp.FrameType.PING, os.urandom(rp.PING_SIZE))
             counts["nonreader_closed_by_relay"] += 1
 
@@ -910,6 +927,10 @@ def scale(bench: LoadLab) -> dict[str, Any]:
     after = bench.memory()
     loaded = bench.transfer()
     nodes = len(bench.swarm)
+    for worker in bench.swarm_workers:
+        worker.ask(f"burst {bench.args.tcp_burst}")
+    time.sleep(1.0)
+    burst = bench.memory()
     return {
         "nodes": nodes,
         "tcp_nodes": bench.tcp_nodes,
@@ -920,6 +941,11 @@ def scale(bench: LoadLab) -> dict[str, Any]:
         "memory_with": after,
         "rss_per_node_kib": round((after["rss_kib"] - before["rss_kib"]) / nodes, 2),
         "fds_added": after["fds"] - before["fds"],
+        "tcp_burst_kib": bench.args.tcp_burst,
+        "memory_after_burst": burst,
+        "rss_per_tcp_node_after_burst_kib": round(
+            (burst["rss_kib"] - after["rss_kib"]) / max(1, bench.tcp_nodes), 1
+        ),
         "direct": asdict(direct),
         "relay_alone": asdict(alone),
         "relay_loaded": asdict(loaded),
@@ -990,6 +1016,7 @@ def run_flood(bench: LoadLab, kind: str, baseline: Transfer) -> dict[str, Any]:
     try:
         time.sleep(1.0)
         during = bench.transfer()
+        time.sleep(max(0.0, start + bench.args.flood_seconds - time.monotonic()))
         end_memory = bench.memory()
     finally:
         seen, flood_cpu = stop_flood(flood)
@@ -1005,6 +1032,7 @@ def run_flood(bench: LoadLab, kind: str, baseline: Transfer) -> dict[str, Any]:
         "memory_end": end_memory,
         "memory_after": bench.memory(),
         "rss_growth_second_half_kib": second_half[-1] - second_half[0] if second_half else 0,
+        "rss_each_second_kib": [rss for t, rss in samples[:: round(1 / SAMPLE_EVERY)]],
         "relay_cpu": round(relay_cpu, 2),
         "flooder_cpu_s": round(flood_cpu, 1),
         "flood_seconds": round(ended - start, 1),
@@ -1052,6 +1080,9 @@ def show_scale(r: dict[str, Any]) -> list[str]:
         f"  relay VmRSS {mib(wo['rss_kib'])} without them, {mib(w['rss_kib'])} with them "
         f"({r['rss_per_node_kib']} KiB a node); VmHWM {mib(w['hwm_kib'])}",
         f"  relay fds {wo['fds']} without them, {w['fds']} with them (+{r['fds_added']})",
+        f"  after each TCP node sent {r['tcp_burst_kib']} KiB at once: relay VmRSS "
+        f"{mib(r['memory_after_burst']['rss_kib'])} "
+        f"(+{r['rss_per_tcp_node_after_burst_kib']} KiB a TCP node)",
         "  the pair, iperf3 one stream       A->B   B->A",
         show_transfer("direct", r["direct"], None),
         show_transfer("relay, no other node", r["relay_alone"], r["direct"]),
@@ -1117,6 +1148,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0, help="iperf3, each way")
     parser.add_argument("--flood-rate", type=float, default=20000.0, help="per second; 0: max")
+    parser.add_argument("--flood-seconds", type=float, default=0.0, help="a flood's least duration")
+    parser.add_argument(
+        "--tcp-burst", type=int, default=512, help="KiB each TCP node sends at once (scale)"
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", nargs=2, metavar=("ROLE", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
