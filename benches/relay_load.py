@@ -2,7 +2,7 @@
 
     sudo python3 benches/relay_load.py [--only scale,udp,preauth,nonreader,forged]
         [--nodes 1000] [--tcp-share 0.15] [--workers 3] [--seconds 3]
-        [--flood-rate 20000] [--json]
+        [--tcp-burst 512] [--flood-rate 20000] [--flood-seconds 0] [--json]
 
 One lab (pywg.lab, IPv4): an internet router; a public host "hub" running a
 real `pywg relay serve` process with a members file of every node below
@@ -20,15 +20,19 @@ each has its own UDP socket and does the real signed association
 (`pywg.mesh.wire`), refreshed every REFRESH_INTERVAL; `--tcp-share` of them
 connect over TCP instead, with the real TLS, HTTP upgrade, HELLO and signed
 OK (checked), and keep their connection with PINGs. With all of them
-associated the pair moves iperf3 again. Reported: the relay's VmRSS, VmHWM
-(/proc/PID/status) and open fds (/proc/PID/fd) with no node and with all of
-them, per node; the pair's throughput with them, with none, and direct (all
-in this run); the relay's CPU (utime + stime, /proc/PID/stat) as a share of
-one core over each transfer.
+associated the pair moves iperf3 again; then every TCP node sends
+`--tcp-burst` KiB of datagrams at once (for an id that is nobody's: the
+relay reads and drops them), as a node that carries traffic does. Reported:
+the relay's VmRSS, VmHWM (/proc/PID/status) and open fds (/proc/PID/fd)
+with no node, with all of them (per node) and after the bursts (per TCP
+node); the pair's throughput with them, with none, and direct (all in this
+run); the relay's CPU (utime + stime, /proc/PID/stat) as a share of one
+core over each transfer.
 
 Floods, one after the other, against the same relay with the nodes still
 associated, the pair's iperf3 running during each (both ways, `--seconds`
-each), the flood starting a second before it:
+each), the flood starting a second before it and lasting at least
+`--flood-seconds`:
 
 - udp: from the 40 addresses of "flood", paced at `--flood-rate` datagrams
   per second (benches/flood.py's sendmmsg flooder): association requests for
@@ -52,8 +56,8 @@ each), the flood starting a second before it:
   (the relay closes the connection; it reconnects).
 
 For each flood: the relay's VmRSS before, at its peak during, at the flood's
-end and 6 s after (the handshake deadline past), its growth over the
-flood's second half, its CPU, the pair's throughput as a share of the
+end and 6 s after (the handshake deadline past), each second (JSON), its
+growth over the flood's second half, its CPU, the pair's throughput as a share of the
 unflooded run with the nodes associated, what the flooders saw (sent,
 answered, connections held and how they ended) and whether every simulated
 node stayed associated. A flood paced at `--flood-rate` (0: as fast as one
