@@ -7,11 +7,14 @@ Each DATAGRAM from the relay is sent from this socket to the tunnel's port,
 so the planes see it come from the relay's address and untag it.
 
 The planes send in bursts (a TCP stream's GSO segment is dozens of
-datagrams), so the socket has the large buffers of the tunnel's own
-(`set_buffers`) and is read up to DRAIN_MAX datagrams a wake-up into one
-buffer: the session batches them into one TLS write (`TcpSession.send`).
-A datagram either way that cannot go on (no session, the session's queue
-full, the tunnel's socket refusing it) is dropped and counted.
+datagrams, sent as one UDP GSO run), so the socket has the large buffers of
+the tunnel's own (`set_buffers`), takes a run as one receive (UDP GRO,
+`pywg.asyncio.offload`), and is read up to DRAIN_MAX receives a wake-up
+into one buffer: the session batches the datagrams into one TLS write
+(`TcpSession.send`). Toward the tunnel, a read's DATAGRAMs go out as GSO
+runs too (`GsoSender`). A datagram either way that cannot go on (no
+session, the session's queue full, the tunnel's socket refusing it) is
+dropped and counted.
 """
 
 from __future__ import annotations
@@ -22,12 +25,19 @@ import socket
 from collections.abc import Callable
 from typing import Final
 
+from ...asyncio.offload import GsoSender, enable_gro, receive, segments
 from ...asyncio.udp import set_buffers
 from ..relayproto import MAX_DATAGRAM_SIZE
 from .tcp import TcpSession
 
 LOOPBACK = "127.0.0.1"
-DRAIN_MAX: Final = 64  # datagrams read per wake-up
+DRAIN_MAX: Final = 64  # receives per wake-up
+RECEIVE_BYTES: Final = 1 << 16  # one receive: a datagram, or a GRO run of them
+
+
+def _datagrams(size: int, segment: int) -> int:
+    """How many datagrams a receive of `size` bytes in `segment`-byte pieces held."""
+    return (size + segment - 1) // segment if 0 < segment <= size else 1
 
 
 class Bridge:
@@ -39,8 +49,9 @@ class Bridge:
         self._sock = sock
         self._tunnel_port = tunnel_port  # read each time: the tunnel may rebind its socket
         self._loop = loop
-        self._buffer = bytearray(MAX_DATAGRAM_SIZE + 1)  # one more: a longer one is refused
+        self._buffer = bytearray(RECEIVE_BYTES)
         self._view = memoryview(self._buffer)
+        self._sender = GsoSender(sock, loop, self._dropped)
         self.session: TcpSession | None = None
         self.to_relay = self.from_relay = self.dropped = 0
 
@@ -51,6 +62,7 @@ class Bridge:
         try:
             sock.setblocking(False)
             set_buffers(sock)
+            enable_gro(sock)
             sock.bind((LOOPBACK, 0))
         except BaseException:
             sock.close()
@@ -74,7 +86,7 @@ class Bridge:
         tunnel, session = self.tunnel, self.session
         for _ in range(DRAIN_MAX):
             try:
-                size, source = sock.recvfrom_into(buffer)
+                size, segment, source = receive(sock, buffer)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # an ICMP error reported on the socket, or it was closed
@@ -82,21 +94,26 @@ class Bridge:
                     return
                 continue
             # only the tunnel's own socket may send through the relay as this node
-            if source != tunnel or session is None or not session.send(view[:size]):
-                self.dropped += 1
-            else:
-                self.to_relay += 1
+            if source != tunnel or session is None or not 0 < segment <= MAX_DATAGRAM_SIZE:
+                self.dropped += _datagrams(size, segment)
+                continue
+            for message in segments(view, size, segment):
+                if session.send(message):
+                    self.to_relay += 1
+                else:
+                    self.dropped += 1
 
     def deliver(self, message: bytes) -> None:
-        """A DATAGRAM's message from the relay, to the tunnel."""
-        try:
-            self._sock.sendto(message, self.tunnel)
-        except OSError:  # EAGAIN (the tunnel's buffer is full), or closed: UDP may drop
-            self.dropped += 1
-            return
+        """A DATAGRAM's message from the relay, to the tunnel (in a GSO run)."""
+        self._sender.send(message, self.tunnel)
         self.from_relay += 1
 
+    def _dropped(self, count: int) -> None:  # the tunnel's socket refused a run
+        self.dropped += count
+        self.from_relay -= count
+
     def close(self) -> None:
+        self._sender.close()
         if self._sock.fileno() >= 0:
             with contextlib.suppress(Exception):  # a closed loop
                 self._loop.remove_reader(self._sock.fileno())
