@@ -10,6 +10,7 @@ sends what it forwards itself on the same socket.
 
 from __future__ import annotations
 
+import functools
 import socket
 import sys
 import threading
@@ -24,11 +25,14 @@ from .plane import sockaddr
 HAND_BUFFER: Final = 4 << 20  # bytes the hand-off socket holds for Python; beyond, dropped
 _UP_HEADER: Final = 32  # sizeof(struct pywg_relay_up)
 _MAX_DATAGRAM: Final = 65535
+ADDRESS_CACHE: Final = 4096  # sources whose parsed address is kept
 
 
+@functools.lru_cache(maxsize=ADDRESS_CACHE)
 def socket_address(raw: bytes) -> AddressLike | None:
     """A struct sockaddr_in / sockaddr_in6 as Python's socket module gives it: (host, port)
-    or (host, port, flowinfo, scope_id), a v4-mapped host as ::ffff:a.b.c.d."""
+    or (host, port, flowinfo, scope_id), a v4-mapped host as ::ffff:a.b.c.d. Remembered:
+    a stream of datagrams handed up comes from a few addresses."""
     if len(raw) >= 8 and int.from_bytes(raw[:2], sys.byteorder) == socket.AF_INET:
         return socket.inet_ntop(socket.AF_INET, raw[4:8]), int.from_bytes(raw[2:4], "big")
     if len(raw) >= 28 and int.from_bytes(raw[:2], sys.byteorder) == socket.AF_INET6:

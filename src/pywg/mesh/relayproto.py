@@ -148,7 +148,7 @@ def message_id(message: bytes | bytearray | memoryview) -> int:
 
 def with_id(message: bytes | bytearray | memoryview, id_bytes: bytes) -> bytes:
     """`message` with bytes 1..3 replaced by `id_bytes` (3 bytes; unchecked: the relay's path)."""
-    return bytes(message[:1]) + id_bytes + bytes(message[4:])
+    return b"".join((message[:1], id_bytes, message[4:]))
 
 
 def tag(message: bytes | bytearray | memoryview, node_id: int) -> bytes:
@@ -179,11 +179,14 @@ class Frame(NamedTuple):
     payload: bytes
 
 
+_FRAME_HEADER: Final = struct.Struct("!BI")  # type, payload length
+
+
 def frame_header(kind: int, length: int) -> bytes:
     """The 5 bytes before a payload of `length` bytes."""
     if not 0 <= kind <= 0xFF or not 0 <= length <= MAX_FRAME_PAYLOAD:
         raise ValueError(f"frame type {kind} or length {length} out of range")
-    return struct.pack("!BI", kind, length)
+    return _FRAME_HEADER.pack(kind, length)
 
 
 def encode_frame(kind: int, payload: bytes | bytearray | memoryview = b"") -> bytes:
@@ -215,22 +218,29 @@ class FrameDecoder:
         if self._failed:
             raise RelayProtocolError("the frame stream failed before")
         buffer = self._buffer
-        buffer += data
+        if buffer:
+            buffer += data
+        source = buffer if buffer else data  # a read of whole frames is parsed where it is
         frames: list[Frame] = []
-        position, size = 0, len(buffer)
-        while size - position >= FRAME_HEADER_SIZE:
-            kind = buffer[position]
-            length = int.from_bytes(buffer[position + 1 : position + FRAME_HEADER_SIZE], "big")
-            if length > self._max:
-                self._failed = True
-                buffer.clear()
-                raise RelayProtocolError(f"a frame of {length} bytes (at most {self._max})")
-            end = position + FRAME_HEADER_SIZE + length
-            if end > size:
-                break
-            frames.append(Frame(kind, bytes(buffer[position + FRAME_HEADER_SIZE : end])))
-            position = end
-        if position:
+        position, size, oversized = 0, len(source), 0
+        with memoryview(source) as view:
+            while size - position >= FRAME_HEADER_SIZE:
+                kind, length = _FRAME_HEADER.unpack_from(view, position)
+                if length > self._max:
+                    oversized = length
+                    break
+                end = position + FRAME_HEADER_SIZE + length
+                if end > size:
+                    break
+                frames.append(Frame(kind, bytes(view[position + FRAME_HEADER_SIZE : end])))
+                position = end
+            if source is not buffer and not oversized:
+                buffer += view[position:]  # the incomplete frame at the end, if any
+        if oversized:
+            self._failed = True
+            buffer.clear()
+            raise RelayProtocolError(f"a frame of {oversized} bytes (at most {self._max})")
+        if source is buffer and position:
             del buffer[:position]
         return frames
 

@@ -8,10 +8,15 @@ whose signature by the relay key authenticates the relay: it proves the
 relay holds its key and saw the certificate this client saw, so no CA is
 needed. A pinned certificate SHA-256, when given, is checked first.
 
-`run` then carries DATAGRAM frames both ways: outgoing through a bounded
-queue (a datagram for a full queue is dropped and counted: WireGuard
-retransmits what matters), incoming handed to a callback; it answers PINGs,
-sends a PING when nothing was sent for the keepalive interval, and ends
+`run` then carries DATAGRAM frames both ways. Outgoing, `send` appends
+each frame to a batch that goes to the TLS stream in one write at the
+loop's next turn (or at once when it reaches BATCH_BYTES): one TLS record
+and one system call for a burst rather than one per datagram. What waits
+(the batch and the stream's buffer) is bounded by QUEUE_BYTES; a datagram
+beyond is dropped and counted (WireGuard retransmits what matters).
+Incoming, a read takes whatever the stream has (up to READ_SIZE) and hands
+every DATAGRAM in it to a callback. The session answers PINGs, sends a
+PING when nothing was sent for the keepalive interval, and ends
 (RelayClientError) when the relay closes, sends nothing for three
 intervals, or breaks the protocol.
 """
@@ -26,6 +31,7 @@ from collections.abc import Callable
 from typing import Final
 
 from ..relayproto import (
+    FRAME_HEADER_SIZE,
     PROTOCOL_VERSION,
     Challenge,
     CloseReason,
@@ -37,6 +43,7 @@ from ..relayproto import (
     RelayProtocolError,
     certificate_binding,
     encode_frame,
+    frame_header,
     message_id,
     node_hello,
     parse_close,
@@ -49,8 +56,9 @@ from ..tls import dialer_context
 from .config import NodeIdentity, RelayClientError
 from .proxy import open_tcp, read_head, uri_host
 
-QUEUE_DATAGRAMS: Final = 256  # outgoing datagrams waiting for the TLS stream (as the relay's)
-READ_SIZE: Final = 65536
+QUEUE_BYTES: Final = 512 << 10  # frames waiting for the TLS stream (the relay's node queue's)
+BATCH_BYTES: Final = 64 << 10  # a batch this long is written at once
+READ_SIZE: Final = 256 << 10
 
 
 class RelayRefused(RelayClientError):
@@ -71,12 +79,19 @@ class _Frames:
         self.decoder = FrameDecoder()
         self.pending: list[Frame] = []
 
-    async def next(self) -> Frame:
+    async def batch(self) -> list[Frame]:
+        """The frames read but not taken yet, else those of the stream's next bytes."""
         while not self.pending:
             data = await self.reader.read(READ_SIZE)
             if not data:
                 raise RelayClientError("the relay closed the connection")
-            self.pending += self.decoder.feed(data)
+            self.pending = self.decoder.feed(data)
+        frames, self.pending = self.pending, []
+        return frames
+
+    async def next(self) -> Frame:
+        if not self.pending:
+            self.pending = await self.batch()
         return self.pending.pop(0)
 
     async def expect(self, kind: FrameType) -> bytes:
@@ -131,9 +146,13 @@ class TcpSession:
     def __init__(self, frames: _Frames, writer: asyncio.StreamWriter, node_id: int) -> None:
         self._frames = frames
         self._writer = writer
+        self._transport = writer.transport
         self.node_id = node_id
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_DATAGRAMS)
-        self._last_sent = asyncio.get_running_loop().time()
+        self._loop = asyncio.get_running_loop()
+        self._batch = bytearray()  # DATAGRAM frames for the next write
+        self._batched = 0  # datagrams in it
+        self._flush_handle: asyncio.Handle | None = None
+        self._last_sent = self._loop.time()
         self.sent = self.received = self.dropped = 0
 
     @classmethod
@@ -158,25 +177,44 @@ class TcpSession:
                 raise
         return cls(frames, writer, node_id)
 
-    def send(self, message: bytes) -> bool:
-        """Queue a tagged message for the relay; False (dropped, counted) if the queue is full
-        or it is not a message the relay forwards."""
+    def send(self, message: bytes | bytearray | memoryview) -> bool:
+        """Add a tagged message for the relay to the batch (copied: the caller may reuse its
+        buffer); False (dropped, counted) if it is not a message the relay forwards or
+        QUEUE_BYTES already wait."""
         if message_id(message) == 0:
             self.dropped += 1
             return False
-        try:
-            self._queue.put_nowait(message)
-        except asyncio.QueueFull:
+        waiting = len(self._batch) + self._transport.get_write_buffer_size()
+        if waiting + FRAME_HEADER_SIZE + len(message) > QUEUE_BYTES:
             self.dropped += 1
             return False
+        self._batch += frame_header(FrameType.DATAGRAM, len(message))
+        self._batch += message
+        self._batched += 1
+        if len(self._batch) >= BATCH_BYTES:
+            self._flush()
+        elif self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
         return True
+
+    def _flush(self) -> None:
+        """The batch to the TLS stream, in one write."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._batch or self._transport.is_closing():
+            return
+        batch, self._batch = self._batch, bytearray()  # the transport keeps `batch` as it is
+        self._transport.write(batch)
+        self.sent += self._batched
+        self._batched = 0
+        self._last_sent = self._loop.time()
 
     async def run(self, deliver: Callable[[bytes], None], keepalive: float) -> None:
         """Carry frames until the connection ends; always raises RelayClientError (or the
         stream's OSError) saying why."""
         tasks = [
             asyncio.create_task(self._read(deliver, 3 * keepalive)),
-            asyncio.create_task(self._write()),
             asyncio.create_task(self._keepalive(keepalive)),
         ]
         try:
@@ -193,29 +231,20 @@ class TcpSession:
         while True:
             try:
                 async with asyncio.timeout(idle):
-                    kind, payload = await self._frames.next()
+                    frames = await self._frames.batch()
             except TimeoutError:
                 raise RelayClientError(f"nothing from the relay for {idle:g} s") from None
             except RelayProtocolError as exc:
                 raise RelayClientError(f"the relay broke the protocol: {exc}") from None
-            if kind == FrameType.DATAGRAM:
-                self.received += 1
-                deliver(payload)
-            elif kind == FrameType.PING:
-                self._writer.write(encode_frame(FrameType.PONG, parse_ping(payload)))
-            elif kind == FrameType.CLOSE:
-                raise RelayRefused(parse_close(payload))
-            # PONG and frames of later versions: skipped (docs/relay.md, "Frames")
-
-    async def _write(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            message = await self._queue.get()
-            self._writer.write(encode_frame(FrameType.DATAGRAM, message))
-            self.sent += 1
-            self._last_sent = loop.time()
-            if self._queue.empty():
-                await self._writer.drain()
+            for kind, payload in frames:
+                if kind == FrameType.DATAGRAM:
+                    self.received += 1
+                    deliver(payload)
+                elif kind == FrameType.PING:
+                    self._writer.write(encode_frame(FrameType.PONG, parse_ping(payload)))
+                elif kind == FrameType.CLOSE:
+                    raise RelayRefused(parse_close(payload))
+                # PONG and frames of later versions: skipped (docs/relay.md, "Frames")
 
     async def _keepalive(self, interval: float) -> None:
         loop = asyncio.get_running_loop()
@@ -227,5 +256,8 @@ class TcpSession:
                 await self._writer.drain()
 
     def close(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         with contextlib.suppress(Exception):
             self._writer.close()

@@ -6,10 +6,13 @@ bounded), and answers PING once authenticated. Its subclasses say what the
 head and the frames mean: the relay's accepted connections (`tcp`) and its
 links dialed to other relays (`peers`).
 
-Sending never blocks and never buffers without limit: a frame goes straight
-to the transport while it takes more, else into the connection's `OutQueue`
+Sending never blocks and never buffers without limit: a frame goes to the
+transport while it takes more, else into the connection's `OutQueue`
 (docs/relay.md, "The relay's queues"); the transport pauses us above
-`Limits.write_high_water`. `sweep` closes a connection paused for longer
+`Limits.write_high_water`. Frames for the transport are batched: they go
+in one write (one TLS record run, one system call) at the loop's next turn,
+or at once when the batch reaches BATCH_BYTES, so a burst of datagrams
+costs one write rather than one each. `sweep` closes a connection paused for longer
 than `stall_timeout` (its peer does not read) or silent for `idle_timeout`,
 and sends PING after `keepalive_interval` without sending.
 """
@@ -36,6 +39,8 @@ from ..relayproto import (
 from .limits import Limits, QueueLimits
 from .outqueue import OutQueue
 
+BATCH_BYTES = 64 << 10  # a batch of frames this long is written at once
+
 
 @dataclass(eq=False)
 class Shared:
@@ -58,6 +63,8 @@ class FramedConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._decoder = FrameDecoder()
         self._queue = OutQueue(queue)
+        self._batch = bytearray()  # frames for the transport's next write
+        self._flush_handle: asyncio.Handle | None = None
         self._head: bytearray | None = None
         self._paused_since: float | None = None
         self._deadline: asyncio.TimerHandle | None = None
@@ -103,6 +110,7 @@ class FramedConnection(asyncio.Protocol):
             self._shared.connections.discard(self)
             self.disarm()
             self._queue.clear()
+            self._drop_batch()
             self.ended()
 
     def data_received(self, data: bytes) -> None:
@@ -134,6 +142,7 @@ class FramedConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused_since = None
+        self._flush()
         while self._queue and self._paused_since is None and not self.closed:
             self._write(self._queue.pop())
 
@@ -170,11 +179,15 @@ class FramedConnection(asyncio.Protocol):
         """Send or queue a frame; False (counted) if the queue is full or the connection closed."""
         if self.closed:
             return False
-        frame = struct.pack("!BI", kind, len(payload)) + payload
         if self._paused_since is None and not self._queue:
-            self._write(frame)
+            self._batch += struct.pack("!BI", kind, len(payload))
+            self._batch += payload
+            if len(self._batch) >= BATCH_BYTES:
+                self._flush()
+            elif self._flush_handle is None:
+                self._flush_handle = self._shared.loop.call_soon(self._flush)
             return True
-        if self._queue.push(frame):
+        if self._queue.push(struct.pack("!BI", kind, len(payload)) + payload):
             return True
         self._counters["drop_queue_full"] += 1
         return False
@@ -182,17 +195,33 @@ class FramedConnection(asyncio.Protocol):
     def write_raw(self, data: bytes) -> None:
         """Bytes outside the frames (the HTTP exchange), past the queue."""
         if not self.closed:
+            self._flush()
             self._write(data)
 
-    def _write(self, data: bytes) -> None:
+    def _flush(self) -> None:
+        """The batch to the transport, in one write."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._batch and not self.closed:
+            batch, self._batch = self._batch, bytearray()  # the transport keeps it as it is
+            self._write(batch)
+
+    def _drop_batch(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._batch = bytearray()
+
+    def _write(self, data: bytes | bytearray) -> None:
         assert self.transport is not None
         self.last_sent = self._shared.loop.time()
         self.transport.write(data)
 
     def queued(self) -> int:
-        """Bytes waiting: the queue's and the transport's."""
+        """Bytes waiting: the batch's, the queue's and the transport's."""
         buffered = 0 if self.transport is None else self.transport.get_write_buffer_size()
-        return self._queue.octets + buffered
+        return len(self._batch) + self._queue.octets + buffered
 
     # -- time --------------------------------------------------------------------------------
 
@@ -230,6 +259,7 @@ class FramedConnection(asyncio.Protocol):
         """Send `last` (an HTTP answer) or CLOSE(reason), then close; abort if that lingers."""
         if self.closed or self.transport is None:
             return
+        self._flush()
         self.closed = True
         transport = self.transport
         if reason is not None:
@@ -242,6 +272,10 @@ class FramedConnection(asyncio.Protocol):
         self._finish()
 
     def abort(self) -> None:
+        """Close at once; what was sent before still goes to the transport, as far as it
+        takes it."""
+        if not self.closed:
+            self._flush()
         self.closed = True
         if self.transport is not None:
             self.transport.abort()

@@ -12,9 +12,14 @@ Where the native extension is built, its forwarding loop (`pywg._fast.relay`)
 reads the socket: it forwards tagged messages between nodes associated over
 UDP by itself, in batches, from a copy of the association table this class
 keeps (`_mirror`), and hands everything else up here. Otherwise datagrams
-are read up to DRAIN_MAX a wake-up into one buffer. A send the socket
-refuses (its buffer is full) is dropped and counted: the socket's buffer is
-the only queue toward UDP nodes.
+are read up to DRAIN_MAX a wake-up into one buffer. What Python forwards
+to a node over UDP (from a TCP connection, another relay, or everything
+without the native loop) goes out in UDP GSO runs (`GsoSender`: a run of
+one size to one node is one send) at the loop's next turn. A send the
+socket refuses (its buffer is full) is dropped and counted
+(``drop_udp_send_failed``; such a datagram was counted delivered when it
+was handed to the socket's run): the socket's buffer is the only queue
+toward UDP nodes.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ... import _fast, stun
+from ...asyncio.offload import GsoSender
 from ...asyncio.udp import set_buffers
 from ...endpoint import AddressLike, normalize_endpoint
 from ...ratelimiter import RateLimiter, TokenBucket
@@ -60,7 +66,7 @@ class Association:
     owner: UdpRelay
 
     def send_datagram(self, message: bytes) -> bool:
-        return self.owner.send(message, self.source)
+        return self.owner.forward(message, self.source)
 
     def evict(self) -> None:
         self.owner.end(self)
@@ -92,6 +98,7 @@ class UdpRelay:
         self._counters = counters
         self._clock_ms = clock_ms
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._sender: GsoSender | None = None
         self._buffer = bytearray(MAX_DATAGRAM_SIZE + 1)
         self._view = memoryview(self._buffer)
         self._by_source: dict[AddressLike, Association] = {}
@@ -107,6 +114,7 @@ class UdpRelay:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._sender = GsoSender(self._sock, loop, self._send_failed)
         self._signatures.last = loop.time()
         self._signatures.tokens = self._signatures.burst
         self._router.on_change = self._mirror
@@ -130,6 +138,8 @@ class UdpRelay:
                 self._loop.remove_reader(fd)
         if native is not None:
             native.stop()
+        if self._sender is not None:
+            self._sender.close()
         self._sock.close()
         for association in list(self._by_node.values()):
             self.end(association)
@@ -156,12 +166,22 @@ class UdpRelay:
     # -- sending -----------------------------------------------------------------------------
 
     def send(self, data: bytes, to: AddressLike) -> bool:
+        """A control message (a STUN answer), now."""
         try:
             self._sock.sendto(data, to)
         except OSError:  # EAGAIN (a full buffer), unreachable: UDP may drop
             self._counters["drop_udp_send_failed"] += 1
             return False
         return True
+
+    def forward(self, message: bytes, to: AddressLike) -> bool:
+        """A tagged message for a node, in a GSO run (see the module docstring)."""
+        assert self._sender is not None
+        self._sender.send(message, to)
+        return True
+
+    def _send_failed(self, count: int) -> None:
+        self._counters["drop_udp_send_failed"] += count
 
     # -- receiving ---------------------------------------------------------------------------
 
