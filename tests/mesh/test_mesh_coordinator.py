@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -1056,6 +1057,85 @@ def test_cli_serve_process(host: Host, tmp_path: Any) -> None:
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
     with open(key_file) as handle:
         assert len(auth.unb64(handle.read().strip(), 32)) == 32
+
+
+def _relay_child(pid: int, seconds: float = 15, not_pid: int | None = None) -> int:
+    """The pid of the `pywg relay serve` child of process `pid` (other than `not_pid`),
+    once there is one."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        children: list[str] = []
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as handle:
+                    children += handle.read().split()
+        for child in map(int, children):
+            with contextlib.suppress(OSError), open(f"/proc/{child}/cmdline", "rb") as handle:
+                if b"\0relay\0serve\0" in handle.read() and child != not_pid:
+                    return child
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} has no relay child")
+
+
+def _gone(pid: int, seconds: float = 10) -> bool:
+    """Whether process `pid` ended (or became a zombie, its exit not yet collected) in time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+                if handle.read().rpartition(")")[2].split()[0] == "Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _listening(log: Path, starts: int, seconds: float = 15) -> None:
+    """Until the coordinator's log has its relay's start-up line `starts` times."""
+    deadline = time.monotonic() + seconds
+    while log.read_text().count("relay: relay ") < starts:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+
+
+@needs_lab
+@pytest.mark.time_limit(90)
+def test_cli_serve_runs_its_relay_restarts_it_and_takes_it_along(host: Host, tmp_path: Any) -> None:
+    """`pywg coordinator serve` (default: with its own relay) as a process: the relay is its
+    child, started again when killed, ended when the coordinator stops (SIGTERM) and when
+    the coordinator is killed (SIGKILL: the kernel's parent-death signal)."""
+    state = str(tmp_path / "state")
+    argv = [
+        *(sys.executable, "-m", "pywg", "coordinator", "serve", "--state", state),
+        *("--listen", "127.0.0.1:8580", "--ipv4", V4, "--ipv6", V6),
+        *("--relay-host", "127.0.0.1", "--relay-port", "3478", "--relay-tcp-port", "8443"),
+    ]
+    host.ip("link", "set", "lo", "up")
+    log = tmp_path / "coordinator.log"
+    log.touch()
+    starts = 0  # start-up lines of relays in the log
+    for stop in (signal.SIGTERM, signal.SIGKILL):
+        with open(log, "ab") as output:
+            proc = host.popen(*argv, stdout=output, stderr=output)
+        try:
+            relay = _relay_child(proc.pid)
+            _listening(log, starts := starts + 1)  # past its start-up
+            if stop == signal.SIGTERM:  # killed: started again
+                os.kill(relay, signal.SIGKILL)
+                relay = _relay_child(proc.pid, not_pid=relay)
+                _listening(log, starts := starts + 1)
+                assert proc.poll() is None
+            proc.send_signal(stop)
+            proc.wait(15)
+            assert _gone(relay), f"the relay outlived the coordinator ({stop!r})"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    text = log.read_text()
+    assert text.count("relays 1 relay at 127.0.0.1 udp 3478 tcp 8443 (1: own") == 2, text
+    assert "the relay exited (-9)" in text and "Traceback" not in text, text
 
 
 def _token_from_cli(state: str) -> str:
