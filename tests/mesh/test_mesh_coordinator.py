@@ -356,6 +356,27 @@ def test_relay_maps_are_refused_with_a_number_name_or_key_twice(tmp_path: Any) -
             make_coordinator(str(tmp_path), home_relays=[one, twice])
 
 
+def test_a_store_with_tables_nothing_reads_opens_without_them(tmp_path: Any) -> None:
+    import sqlite3
+
+    store = Store(str(tmp_path))
+    store.init_networks(V4, V6)
+    store.close()
+    db = sqlite3.connect(str(tmp_path / "coordinator.db"))
+    db.execute("CREATE TABLE removals (public_key BLOB PRIMARY KEY)")
+    db.execute("CREATE TABLE relay_pairs (sender BLOB, receiver BLOB, port INTEGER)")
+    db.execute("INSERT INTO removals VALUES (?)", (bytes(32),))
+    db.commit()
+    db.close()
+    store = Store(str(tmp_path))
+    try:
+        assert str(store.networks().ipv4) == V4  # type: ignore[union-attr]
+        tables = {row[0] for row in store._db.execute("SELECT name FROM sqlite_master")}
+        assert not tables & {"removals", "relay_pairs"}, tables
+    finally:
+        store.close()
+
+
 def test_a_store_from_before_home_relays_gets_the_column(tmp_path: Any) -> None:
     import sqlite3
 
