@@ -6,5 +6,5 @@
 - `time_bounds`: a time limit for tests that drive real networks;
 - `udp_apps`: UDP receivers and senders for the namespace fault tests;
 - `wg_nodes`: pywgd / wireguard-go nodes in lab namespaces, configured with `wg`;
-- `mesh_harness`: the mesh tests' coordinator, relay and node pieces (tests/mesh/conftest.py).
+- `mesh_harness`: the mesh tests' coordinator and node pieces (tests/mesh/conftest.py).
 """

@@ -2,18 +2,20 @@
 
 Server and clients run on an event loop inside a lab namespace (its own
 loopback), so nothing touches the root namespace's network: the `coordinator`
-fixture (tests/mesh/conftest.py) starts them inside each scenario. The relay
-is a fake with RelayServer's methods unless a test says otherwise. Tunnel
-networks 198.19.5.0/24, fd19:5::/64 (helpers.mesh_harness.V4, V6).
+fixture (tests/mesh/conftest.py) starts them inside each scenario, without
+a relay of its own unless a test says otherwise. Tunnel networks
+198.19.5.0/24, fd19:5::/64 (helpers.mesh_harness.V4, V6).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -21,19 +23,22 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from nacl.signing import SigningKey
 
-from helpers.mesh_harness import RELAY_HOST, V4, V6, Coordinators, Member, make_coordinator
+from helpers.mesh_harness import V4, V6, Coordinators, Member, make_coordinator
+from pywg import stun
 from pywg.cmd import coordinator as coordinator_cli
 from pywg.endpoint import parse_endpoint
 from pywg.lab import Host
-from pywg.mesh import auth
+from pywg.mesh import auth, tls, wire
 from pywg.mesh.client import CoordinatorClient, CoordinatorError
-from pywg.mesh.coordinator import Coordinator, RelayConfig
+from pywg.mesh.coordinator import Coordinator
+from pywg.mesh.relaychild import OwnRelay
 from pywg.mesh.relayserver import CoordinatorMembership
 from pywg.mesh.schema import HomeRelay, Networks
 from pywg.mesh.store import (
@@ -45,6 +50,7 @@ from pywg.mesh.store import (
     generate_ula,
     parse_prefix,
 )
+from pywg.system.secretfile import read_or_create_secret
 
 needs_lab = pytest.mark.needs_lab  # the server and its clients run in a lab host (`host`)
 
@@ -163,8 +169,6 @@ def test_store_files_addresses_and_validation(tmp_path: Any) -> None:
         version = store.version()
         store.remove("a")
         assert store.version() == version + 1
-        assert store.take_removals() == [keys[0][0]]
-        assert store.take_removals() == []
         c, _ = store.join("a" * 64, "c", *keys[2], [], time_ms=now)
         assert c.ipv4 == "198.19.5.1"  # the lowest free address again
         assert store.accept_request(c.id, now + 1)
@@ -242,20 +246,18 @@ def test_join_rosters_and_long_poll(host: Host, coordinator: Coordinators) -> No
                 "pending_routes": ["198.18.50.0/24"],
                 "node_id": 1,  # the first node's id on the home relays
                 "network": {"ipv4": V4, "ipv6": V6},
-                "relay": {"host": RELAY_HOST, "port": 3478},
             }
             assert (await pi.join(token))["self"]["addresses"] == ["198.19.5.2", "fd19:5::2"]
             assert (await laptop.join(token))["self"]["addresses"] == ["198.19.5.3", "fd19:5::3"]
             v1 = await nas.update(["203.0.113.7:51820", "[fd18::2]:51820"], ["198.18.50.0/24"])
             again = await nas.update(["203.0.113.7:51820", "[fd18::2]:51820"], ["198.18.50.0/24"])
             assert again == v1  # nothing changed: the version stays
-            relay = running.fake_relay
             node_ids: dict[str, dict[str, int]] = {}
             for member in (nas, pi, laptop):
                 roster = await member.roster(0, 0)
                 assert roster["version"] == v1
                 assert roster["network"] == {"ipv4": V4, "ipv6": V6}
-                assert roster["relay"] == {"host": RELAY_HOST, "port": 3478}
+                assert "relays" not in roster  # no relay map: no relay
                 assert roster["self"]["name"] == member.name
                 peers = peers_by_name(roster)
                 assert set(peers) == {"nas", "pi", "laptop"} - {member.name}
@@ -264,8 +266,6 @@ def test_join_rosters_and_long_poll(host: Host, coordinator: Coordinators) -> No
                     assert peer["public_key"] == other.public_b64
                     assert peer["control_key"] == other.control_b64
                     assert peer["routes"] == []  # pending routes reach nobody
-                    pair = relay.ensure_pair(member.public_raw, other.public_raw)
-                    assert peer["relay_port"] == pair[0]
                 # node ids: each node's own is the one its peers see, unique, 1..2^24-1
                 ids = {name: peer["node_id"] for name, peer in peers.items()}
                 ids[member.name] = roster["self"]["node_id"]
@@ -296,7 +296,6 @@ def test_join_rosters_and_long_poll(host: Host, coordinator: Coordinators) -> No
             await coord.close()
             assert (await poll)["version"] == v2
             assert time.monotonic() - started < 1.5
-        assert relay.closed
 
     run_in(host, scenario)
 
@@ -355,6 +354,27 @@ def test_relay_maps_are_refused_with_a_number_name_or_key_twice(tmp_path: Any) -
     ):
         with pytest.raises(ValueError, match="same"):
             make_coordinator(str(tmp_path), home_relays=[one, twice])
+
+
+def test_a_store_with_tables_nothing_reads_opens_without_them(tmp_path: Any) -> None:
+    import sqlite3
+
+    store = Store(str(tmp_path))
+    store.init_networks(V4, V6)
+    store.close()
+    db = sqlite3.connect(str(tmp_path / "coordinator.db"))
+    db.execute("CREATE TABLE removals (public_key BLOB PRIMARY KEY)")
+    db.execute("CREATE TABLE relay_pairs (sender BLOB, receiver BLOB, port INTEGER)")
+    db.execute("INSERT INTO removals VALUES (?)", (bytes(32),))
+    db.commit()
+    db.close()
+    store = Store(str(tmp_path))
+    try:
+        assert str(store.networks().ipv4) == V4  # type: ignore[union-attr]
+        tables = {row[0] for row in store._db.execute("SELECT name FROM sqlite_master")}
+        assert not tables & {"removals", "relay_pairs"}, tables
+    finally:
+        store.close()
 
 
 def test_a_store_from_before_home_relays_gets_the_column(tmp_path: Any) -> None:
@@ -722,7 +742,6 @@ def test_removed_node_leaves_rosters(host: Host, tmp_path: Any, coordinator: Coo
         async with coordinator(("a", "b", "c"), poll_interval=0.5) as running:
             coord = running.coordinator
             a, b, c = running.members
-            relay = running.fake_relay
             await running.join(a, b, c)
             roster = await a.roster(0, 0)
             poll = asyncio.create_task(a.roster(roster["version"], 30))
@@ -732,13 +751,11 @@ def test_removed_node_leaves_rosters(host: Host, tmp_path: Any, coordinator: Coo
             roster = await poll
             assert time.monotonic() - started < 2
             assert set(peers_by_name(roster)) == {"c"}
-            assert relay.removed == [b.public_raw]
             with pytest.raises(CoordinatorError) as refused:
                 await b.roster(0, 0)
             assert refused.value.status == 401
             # in this process too
             coord.remove("c")
-            assert relay.removed == [b.public_raw, c.public_raw]
             assert (await a.roster(0, 0))["peers"] == []
             assert cli("remove", "--state", state, "b") == 1
 
@@ -832,37 +849,86 @@ def test_garbage_is_400_never_500(host: Host, coordinator: Coordinators) -> None
     run_in(host, scenario)
 
 
+async def associated(relay: HomeRelay, member: Member, seconds: float = 15) -> int:
+    """The node id relay `relay` answers `member`'s UDP association with (docs/relay.md),
+    once it has the member (it reads the members from the coordinator)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        while True:
+            request = wire.association_request(
+                stun.new_transaction_id(),
+                member.public_raw,
+                member.control,
+                relay.key,
+                int(time.time() * 1000),
+            )
+            await loop.sock_sendto(sock, request, (relay.host, relay.udp_port))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    answer = stun.parse_binding_response(await loop.sock_recv(sock, 2048))
+                    node_id = wire.answered_node_id(answer)
+                    if node_id is not None:
+                        return node_id
+            assert loop.time() < deadline, f"relay {relay.number} never took {member.name}"
+
+
 @needs_lab
-def test_with_the_real_relay(host: Host, tmp_path: Any, coordinator: Coordinators) -> None:
-    """pywg.mesh.relay.RelayServer beside the coordinator, in the same SQLite file."""
+@pytest.mark.time_limit(60)
+@pytest.mark.parametrize("https", [False, True])
+def test_own_relay_is_a_supervised_child_reading_the_members(
+    host: Host, tmp_path: Any, coordinator: Coordinators, https: bool
+) -> None:
+    """The own relay: relay 1 of the map (its key and pin made in STATE/relay, kept across
+    restarts), a child process that reads the members over loopback (over HTTPS pinning
+    the coordinator's certificate), started again when killed, ended when the coordinator
+    closes."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    certificate = tls.load_or_make(str(state), ["127.0.0.1"]) if https else None
+    own = OwnRelay("127.0.0.1", "vps", "127.0.0.1", 3478, 8443)
+    other = HomeRelay(2, "nyc", bytes(RELAY_SIGNER.verify_key), "198.18.9.7")
 
     async def scenario() -> None:
-        state = str(tmp_path)
-        config = RelayConfig(RELAY_HOST, "127.0.0.1", 0)
-        async with coordinator(("a", "b"), relay=config) as running:
-            coord = running.coordinator
-            a, b = running.members
-            relay: Any = coord.relay
-            assert relay is not None and relay.port > 0
-            token = coord.new_token(600, reusable=True)
-            assert (await a.join(token))["self"]["relay"] == {
-                "host": RELAY_HOST,
-                "port": relay.port,
-            }
-            await b.join(token)
-            to_b = peers_by_name(await a.roster(0, 0))["b"]["relay_port"]
-            to_a = peers_by_name(await b.roster(0, 0))["a"]["relay_port"]
-            assert isinstance(to_b, int) and isinstance(to_a, int) and to_a != to_b
-            assert relay.ensure_pair(a.public_raw, b.public_raw) == (to_b, to_a)
-            # the pair ports survive a restart (the relay's tables beside ours)
-            await running.restart()
-            relay = running.coordinator.relay
-            assert relay.ensure_pair(b.public_raw, a.public_raw) == (to_a, to_b)
-            assert cli("remove", "--state", state, "b") == 0
-            deadline = time.monotonic() + 5
-            while relay.pair_port(a.public_raw, b.public_raw) is not None:
-                assert time.monotonic() < deadline, "the relay kept the removed node's pair"
+        async with coordinator(
+            ("a",), state=state, relay=own, home_relays=[other], certificate=certificate
+        ) as running:
+            (a,) = running.members
+            await running.join(a)
+            relays = (await a.roster(0, 0))["relays"]
+            key = SigningKey(read_or_create_secret(str(state / "relay" / "relay.key")))
+            pin = tls.load_or_make(str(state / "relay")).pin
+            assert (
+                relays[0]
+                == HomeRelay(
+                    1, "vps", bytes(key.verify_key), "127.0.0.1", 3478, 8443, pin
+                ).to_json()
+            )
+            assert relays[1] == other.to_json()
+            entry = running.coordinator.home_relays[0]
+            node_id = (await a.roster(0, 0))["self"]["node_id"]
+            assert await associated(entry, a) == node_id
+            supervisor = running.coordinator.relay
+            assert supervisor is not None and supervisor.process is not None
+            assert supervisor.argv.count("--coordinator-pin") == https
+            first = supervisor.process
+            first.kill()
+            await first.wait()
+            deadline = time.monotonic() + 10
+            while supervisor.process is first or supervisor.starts < 2:
+                assert time.monotonic() < deadline, "the relay was not started again"
                 await asyncio.sleep(0.1)
+            assert await associated(entry, a) == node_id
+            # a restarted coordinator keeps its relay's key and pin
+            await running.restart()
+            assert running.coordinator.home_relays[0] == entry
+            second = running.coordinator.relay
+            assert second is not None
+            await asyncio.sleep(0.5)
+            process = second.process
+            assert process is not None and process.returncode is None
+        assert process.returncode is not None  # the relay ends with the coordinator
 
     run_in(host, scenario)
 
@@ -928,37 +994,39 @@ def test_cli_token_nodes_approve(
 
 def test_cli_serve_arguments(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
     state = str(tmp_path)
+    key = auth.b64(bytes([7]) * 32)
     for argv, message in (
         (["--listen", "8580"], "HOST:PORT"),
         (["--listen", "fd18::1:8580"], "brackets"),
         (["--listen", "0.0.0.0:99999"], "HOST:PORT"),
         ([], "--relay-host"),
-        (["--relay-host", "x"], None),  # then a bad range
-        (["--relay-listen", "relay.example:3478", "--relay-host", "r"], "not an IP address"),
+        (["--relay-listen", "relay.example", "--relay-host", "r"], "not an IP address"),
         (["--relay-host", "bad host!"], "not a host name"),
+        (["--relay-host", "r", "--relay-port", "0"], "--relay-port must be 1..65535"),
+        (["--relay-host", "r", "--relay-tcp-port", "65536"], "--relay-tcp-port must be"),
+        (["--relay-host", "r", "--relay-name", ""], "--relay-name"),
+        (["--relay-host", "r", "--home-relay", f"relay={key}@h"], "the own relay's name"),
     ):
-        if message is None:
-            argv = [*argv, "--relay-ports", "50-40"]
-            message = "LOW <= HIGH"
         assert cli("serve", "--state", state, *argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (argv, err)
     assert os.listdir(state) == []  # nothing was started
     args = argparse.Namespace(
         no_relay=False,
-        relay_listen="198.18.9.2:3478",
+        relay_listen="198.18.9.2",
         relay_host=None,
+        relay_name="relay",
+        relay_port=3478,
+        relay_tcp_port=443,
         listen=":8580",
-        relay_ports="40000-40999",
     )
-    relay = coordinator_cli.relay_config(args)
-    assert relay is not None
-    assert (relay.public_host, relay.listen_host, relay.listen_port, relay.port_range) == (
-        "198.18.9.2",
-        "198.18.9.2",
-        3478,
-        (40000, 40999),
-    )
+    assert coordinator_cli.relay_config(args) == OwnRelay("198.18.9.2", "relay", "198.18.9.2")
+    args.relay_listen, args.listen = "::", "[2001:db8::5]:8580"  # the API's address, then
+    assert coordinator_cli.relay_config(args) == OwnRelay("2001:db8::5")
+    args.relay_host, args.relay_name, args.relay_port = "vps.example.org", "fra", 3479
+    assert coordinator_cli.relay_config(args) == OwnRelay("vps.example.org", "fra", "::", 3479)
+    args.no_relay = True
+    assert coordinator_cli.relay_config(args) is None
 
 
 @needs_lab
@@ -986,10 +1054,9 @@ def test_cli_serve_process(host: Host, tmp_path: Any) -> None:
             token = await asyncio.to_thread(_token_from_cli, state)
             async with Member("n", url) as member:
                 answer_self = (await member.join(token))["self"]
-                assert answer_self["relay"] is None
                 assert answer_self["network"] == {"ipv4": V4, "ipv6": V6}
                 roster = await member.roster(0, 0)
-                assert roster["relay"] is None and roster["peers"] == []
+                assert "relays" not in roster and roster["peers"] == []
 
         run_in(host, scenario)
         # a second server on the same state with other networks refuses to start
@@ -1011,6 +1078,85 @@ def test_cli_serve_process(host: Host, tmp_path: Any) -> None:
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
     with open(key_file) as handle:
         assert len(auth.unb64(handle.read().strip(), 32)) == 32
+
+
+def _relay_child(pid: int, seconds: float = 15, not_pid: int | None = None) -> int:
+    """The pid of the `pywg relay serve` child of process `pid` (other than `not_pid`),
+    once there is one."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        children: list[str] = []
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as handle:
+                    children += handle.read().split()
+        for child in map(int, children):
+            with contextlib.suppress(OSError), open(f"/proc/{child}/cmdline", "rb") as handle:
+                if b"\0relay\0serve\0" in handle.read() and child != not_pid:
+                    return child
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} has no relay child")
+
+
+def _gone(pid: int, seconds: float = 10) -> bool:
+    """Whether process `pid` ended (or became a zombie, its exit not yet collected) in time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+                if handle.read().rpartition(")")[2].split()[0] == "Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _listening(log: Path, starts: int, seconds: float = 15) -> None:
+    """Until the coordinator's log has its relay's start-up line `starts` times."""
+    deadline = time.monotonic() + seconds
+    while log.read_text().count("relay: relay ") < starts:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+
+
+@needs_lab
+@pytest.mark.time_limit(90)
+def test_cli_serve_runs_its_relay_restarts_it_and_takes_it_along(host: Host, tmp_path: Any) -> None:
+    """`pywg coordinator serve` (default: with its own relay) as a process: the relay is its
+    child, started again when killed, ended when the coordinator stops (SIGTERM) and when
+    the coordinator is killed (SIGKILL: the kernel's parent-death signal)."""
+    state = str(tmp_path / "state")
+    argv = [
+        *(sys.executable, "-m", "pywg", "coordinator", "serve", "--state", state),
+        *("--listen", "127.0.0.1:8580", "--ipv4", V4, "--ipv6", V6),
+        *("--relay-host", "127.0.0.1", "--relay-port", "3478", "--relay-tcp-port", "8443"),
+    ]
+    host.ip("link", "set", "lo", "up")
+    log = tmp_path / "coordinator.log"
+    log.touch()
+    starts = 0  # start-up lines of relays in the log
+    for stop in (signal.SIGTERM, signal.SIGKILL):
+        with open(log, "ab") as output:
+            proc = host.popen(*argv, stdout=output, stderr=output)
+        try:
+            relay = _relay_child(proc.pid)
+            _listening(log, starts := starts + 1)  # past its start-up
+            if stop == signal.SIGTERM:  # killed: started again
+                os.kill(relay, signal.SIGKILL)
+                relay = _relay_child(proc.pid, not_pid=relay)
+                _listening(log, starts := starts + 1)
+                assert proc.poll() is None
+            proc.send_signal(stop)
+            proc.wait(15)
+            assert _gone(relay), f"the relay outlived the coordinator ({stop!r})"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    text = log.read_text()
+    assert text.count("relays 1 relay at 127.0.0.1 udp 3478 tcp 8443 (1: own") == 2, text
+    assert "the relay exited (-9)" in text and "Traceback" not in text, text
 
 
 def _token_from_cli(state: str) -> str:

@@ -15,7 +15,8 @@ from typing import Any, cast
 
 import pytest
 
-from pywg.mesh import home
+from pywg import stun
+from pywg.mesh import home, wire
 from pywg.mesh.home import HomeRelays, Measure, Watch, rank
 from pywg.mesh.relayclient import NodeIdentity
 from pywg.mesh.schema import HomeRelay
@@ -65,9 +66,13 @@ class FakeLink:
         self.transport: str | None = None
         self.comes_up = transport
         self.closed = False
+        self.refreshes = 0
 
     async def start(self) -> None:
         self.transport = self.comes_up
+
+    def refresh(self) -> None:
+        self.refreshes += 1
 
     def close(self) -> None:
         self.closed = True
@@ -75,18 +80,23 @@ class FakeLink:
 
 
 class FakeTunnel:
-    """STUN answered by every relay host but those in `dead`."""
+    """STUN answered by every relay host but those in `dead`; naming the node (it is
+    associated) but by those in `forgot`."""
 
     def __init__(self) -> None:
         self.dead: set[str] = set()
+        self.forgot: set[str] = set()
         self.checks = 0
 
-    async def stun_request(self, target: tuple[str, int], **_: Any) -> object:
+    async def stun_request(self, target: tuple[str, int], **_: Any) -> stun.BindingResponse:
         self.checks += 1
         if target[0] in self.dead:
             await asyncio.sleep(0.05)
             raise TimeoutError
-        return object()
+        tid, mapped = stun.new_transaction_id(), ("198.18.0.9", 51820)
+        if target[0] in self.forgot:
+            return stun.parse_binding_response(stun.binding_success(tid, mapped))
+        return stun.parse_binding_response(wire.association_answer(tid, mapped, 7))
 
 
 class Scene:
@@ -177,6 +187,33 @@ def test_a_home_that_leaves_the_map_is_left(fast: None) -> None:
             keeper.set_map([])
             await scene.until(lambda: keeper.number is None and not keeper.up)
             assert all(link.closed for link in scene.links)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_a_home_that_forgot_the_node_is_associated_with_again(fast: None) -> None:
+    """A relay whose STUN answer does not name the node (its process restarted, and lost
+    its associations) gets a new association at once, not at the next refresh."""
+
+    async def scenario() -> None:
+        scene = Scene({1: Measure(udp=0.01)}, {})
+        keeper = scene.home
+        keeper.set_map([R1])
+        task = asyncio.create_task(keeper.run())
+        try:
+            await scene.until(lambda: keeper.up)
+            (link,) = scene.links
+            await asyncio.sleep(0.3)  # checks answered with the node's id: nothing to do
+            assert link.refreshes == 0 and scene.tunnel.checks >= 2
+            scene.tunnel.forgot.add(R1.host)
+            await scene.until(lambda: link.refreshes >= 1)
+            scene.tunnel.forgot.clear()  # associated again
+            refreshes = link.refreshes
+            await asyncio.sleep(0.3)
+            assert link.refreshes == refreshes and keeper.moves == 0 and scene.links == [link]
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -1,7 +1,7 @@
 """`pywg join` nodes through home relays (`pywg relay serve`), end to end in the lab.
 
-The coordinator (`pywg coordinator serve --home-relay ... --no-relay`: no pair
-relay) and every relay and node are real processes in namespaces
+The coordinator (`pywg coordinator serve --home-relay ... --no-relay`: no relay
+of its own) and every relay and node are real processes in namespaces
 (pywg.lab.mesh.MeshLab with ``home_relays``); the relays read the members
 from the coordinator. What is asserted is read from outside: `wg show`
 endpoints, pings through the tunnel, the relay's TCP connections (`ss`).

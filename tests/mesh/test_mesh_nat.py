@@ -1,17 +1,19 @@
 """The mesh end to end: `pywg coordinator` and `pywg join` through real NATs.
 
 Every test builds an internet in namespaces (`pywg.lab.nat`: nftables
-masquerade, endpoint-independent or symmetric), runs the coordinator with
-its relay on a public host, and the nodes as `pywg join` processes (the
-`mesh` and `mesh_lab` fixtures, tests/mesh/conftest.py: pywg.lab.mesh). Nothing
-is configured per pair: the nodes get their peers, endpoints and routes from
-the coordinator. What is asserted is read from outside: `wg show`, pings
-through the tunnel, and WireGuard datagrams captured on the relay's link.
+masquerade, endpoint-independent or symmetric), runs the coordinator on a
+public host with its own relay (a child process, relay 1 of the map), and
+the nodes as `pywg join` processes (the `mesh` and `mesh_lab` fixtures,
+tests/mesh/conftest.py: pywg.lab.mesh). Nothing is configured per pair: the
+nodes get their peers, endpoints and routes from the coordinator. What is
+asserted is read from outside: `wg show`, pings through the tunnel, the
+relay's process, and WireGuard datagrams captured on the relay's link.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -20,16 +22,24 @@ from collections.abc import Callable
 import pytest
 
 from pywg.lab.capture import UdpCapture
-from pywg.lab.mesh import MeshLab, Node, dump
+from pywg.lab.mesh import HOME_UDP_PORT, MeshLab, Node, dump
 
 pytestmark = pytest.mark.needs_lab("nft")  # the nodes are behind nftables NATs
 
 PREFIX = "pwmesh"  # of the `lab` fixture's lab, where `mesh` and `mesh_lab` build
 
 
-def relayed_transport(capture: UdpCapture, since: float) -> int:
-    """WireGuard transport messages (type 4) seen on the relay's link since `since`."""
-    return sum(1 for d in capture.datagrams(since=since) if d.payload[:4] == b"\x04\0\0\0")
+def transport(capture: UdpCapture, since: float, port: int | None = None) -> int:
+    """WireGuard transport messages seen on the hub's link since `since` (type 4, the
+    next three bytes zero or a relay's node id tag: docs/relay.md), to or from `port`
+    if given."""
+    return sum(
+        1
+        for d in capture.datagrams(since=since)
+        if d.payload[:1] == b"\x04"
+        and len(d.payload) >= 32
+        and (port is None or port in (d.source[1], d.destination[1]))
+    )
 
 
 def ping_all(node: Node, address: str, count: int = 20) -> bool:
@@ -59,7 +69,7 @@ def test_direct_through_endpoint_independent_nats(mesh: MeshLab) -> None:
         assert ping_all(a, b.addr4()), dump(mesh)
         assert ping_all(b, a.addr6()), dump(mesh)
         time.sleep(0.5)
-        assert relayed_transport(capture, since) == 0, "traffic passed the relay"
+        assert transport(capture, since) == 0, "traffic passed the relay"
     # still direct afterwards
     assert a.endpoints()[b.public_key()].startswith(b_site.public_addr4 + ":")
     if stun:
@@ -77,20 +87,22 @@ def test_relay_between_symmetric_nats(mesh: MeshLab) -> None:
     a_site = mesh.net.behind_nat("a", "symmetric")
     b_site = mesh.net.behind_nat("b", "symmetric")
     a, b = mesh.pair(a_site, b_site)
-    mesh.wait_endpoint(a, b, mesh.hub.addr4)
-    mesh.wait_endpoint(b, a, mesh.hub.addr4)
+    mesh.wait_relayed(a, b, number=1)  # behind the coordinator's own relay
+    mesh.wait_relayed(b, a, number=1)
     assert a.host.wait_ping(b.addr4(), deadline=30), dump(mesh)
     with UdpCapture(mesh.hub.host, mesh.hub.link.b_if) as capture:
         since = time.monotonic()
         assert ping_all(a, b.addr4()), dump(mesh)
         assert ping_all(b, a.addr6()), dump(mesh)
         time.sleep(0.5)
-        # every ping and reply crossed the relay's link twice (in and out)
-        assert relayed_transport(capture, since) >= 4 * 20 * 2
+        # every ping and reply crossed the own relay's UDP port twice (in and out)
+        assert transport(capture, since, HOME_UDP_PORT) >= 4 * 20 * 2
     # hole punching cannot work here: still on the relay after the probes had their chance
     time.sleep(5)
-    assert a.endpoints()[b.public_key()].startswith(mesh.hub.addr4 + ":")
-    assert b.endpoints()[a.public_key()].startswith(mesh.hub.addr4 + ":")
+    mesh.wait_relayed(a, b, number=1, seconds=1)
+    mesh.wait_relayed(b, a, number=1, seconds=1)
+    for node in (a, b):
+        assert "home relay hub: udp" in node.log_text(), dump(mesh)
 
 
 def test_node_reconnects_after_its_nat_reboots(mesh: MeshLab) -> None:
@@ -165,11 +177,18 @@ def test_restarts_keep_state_and_bad_joins_are_refused(mesh: MeshLab) -> None:
     a, b = mesh.pair(a_site, b_site)
     assert a.host.wait_ping(b.addr4(), deadline=30), dump(mesh)
     addresses = (a.addresses(), b.addresses())
+    mesh.wait_relayed(a, b, number=1)
     spare = mesh.token()  # made before the restart, used after it
     # the coordinator and its relay restart: relayed traffic resumes by itself
+    relay = mesh.own_relay_pid()
+    assert relay is not None
     mesh.stop_coordinator()
+    assert not os.path.exists(f"/proc/{relay}"), "the relay outlived the coordinator"
     mesh.start_coordinator()
+    restarted = mesh.own_relay_pid()
+    assert restarted is not None and restarted != relay
     assert a.host.wait_ping(b.addr4(), deadline=30), dump(mesh)
+    mesh.wait_relayed(a, b, number=1, seconds=1)
     # a node restarts: no token needed, same identity and addresses
     mesh.stop(a)
     mesh.start(a)
@@ -224,14 +243,27 @@ asyncio.run(main())
 
 
 def test_relay_and_discovery_over_ipv6(mesh_lab: Callable[..., MeshLab]) -> None:
-    """The relay announced at an IPv6 address: STUN, binds and relayed traffic over IPv6."""
+    """The own relay announced at an IPv6 address: STUN, associations and relayed traffic
+    over IPv6."""
     mesh = mesh_lab(relay6=True)
     a_site = mesh.net.behind_nat("a", "symmetric")
     b_site = mesh.net.behind_nat("b", "symmetric")
     a, b = mesh.pair(a_site, b_site)
-    mesh.wait_endpoint(a, b, mesh.hub.addr6)
-    mesh.wait_endpoint(b, a, mesh.hub.addr6)
+    mesh.wait_relayed(a, b, number=1)
+    mesh.wait_relayed(b, a, number=1)
     assert a.host.wait_ping(b.addr4(), deadline=30), dump(mesh)
     assert b.host.wait_ping(a.addr6(), deadline=15), dump(mesh)
+    with UdpCapture(mesh.hub.host, mesh.hub.link.b_if) as capture:
+        since = time.monotonic()
+        assert ping_all(a, b.addr4(), count=5), dump(mesh)
+        time.sleep(0.5)
+        relayed = [
+            d
+            for d in capture.datagrams(since=since)
+            if d.payload[:1] == b"\x04" and HOME_UDP_PORT in (d.source[1], d.destination[1])
+        ]
+        # every ping and reply crossed the relay, over IPv6 only
+        assert len(relayed) >= 4 * 5, dump(mesh)
+        assert all(mesh.hub.addr6 in (d.source[0], d.destination[0]) for d in relayed)
     # each learnt its public IPv6 mapping (its NAT's outside address) over STUN
     assert f"endpoints reported: [{a_site.public_addr6}]:" in a.log_text(), dump(mesh)

@@ -56,7 +56,6 @@ def test_join_record_and_roster_cache_round_trip(tmp_path: Path) -> None:
             ipaddress.IPv4Network("198.19.5.0/24"), ipaddress.IPv6Network("fd19:5::/64")
         ),
         me=NodeInfo("nas", bytes(range(32)), ("198.19.5.1", "fd19:5::1"), (), ()),
-        relay=None,
         peers=(),
     )
     again.save_roster(roster)

@@ -98,7 +98,7 @@ def test_join_over_https_only_with_the_pinned_certificate(
             roster = await member.roster(0, 0)
             assert roster["self"]["name"] == "n"
 
-    async def refused(member: Member, token: str, why: str = "pins") -> None:
+    async def refused(member: Member, token: str, why: str = "pinned one") -> None:
         try:
             with pytest.raises(CoordinatorError, match=why):
                 await member.join(token)
@@ -113,20 +113,25 @@ def test_join_over_https_only_with_the_pinned_certificate(
 @pytest.mark.time_limit(120)
 def test_nodes_join_a_coordinator_serving_https(mesh_lab: Callable[..., MeshLab]) -> None:
     """`pywg coordinator serve --tls` and `pywg join https://…` as processes: two nodes
-    behind NATs join with the pinning token and reach each other; a node whose token
-    pins another certificate is refused and never joins."""
+    behind symmetric NATs join with the pinning token and reach each other through the
+    coordinator's own relay, which reads the members over HTTPS pinning the certificate
+    (`--coordinator-pin`); a node whose token pins another certificate is refused and
+    never joins."""
     mesh = mesh_lab(tls=True)
     token = mesh.token("--reusable")
     assert token.count(".") == 2 and mesh.url.startswith("https://")
-    a = mesh.node("a", mesh.net.behind_nat("a", "endpoint-independent"), token=token)
-    b = mesh.node("b", mesh.net.behind_nat("b", "endpoint-independent"), token=token)
+    a = mesh.node("a", mesh.net.behind_nat("a", "symmetric"), token=token)
+    b = mesh.node("b", mesh.net.behind_nat("b", "symmetric"), token=token)
     mesh.wait_up(a, 1)
     mesh.wait_up(b, 1)
+    mesh.wait_relayed(a, b, number=1)
+    mesh.wait_relayed(b, a, number=1)
     assert a.host.wait_ping(b.addr4(), deadline=30), mesh.coordinator_log()
+    assert "2 members from the coordinator" in mesh.coordinator_log()
     assert "(HTTPS)" in mesh.coordinator_log()
     other = tls.load_or_make(str(mesh.tmp))  # not the coordinator's
     wrong = token.rpartition(".")[0] + "." + tls.format_pin(other.pin)
     done = mesh.join_from_hub(wrong)
     assert done.returncode == 1, done.stderr
-    assert "certificate is not the one the join token pins" in done.stderr, done.stderr
+    assert "certificate is not the pinned one" in done.stderr, done.stderr
     assert "intruder" not in mesh.admin("nodes")

@@ -1,4 +1,5 @@
-"""pywg.mesh.wire (relay binds and probes, as STUN with pywg attributes), and join tokens."""
+"""pywg.mesh.wire (home relay associations and probes, as STUN with pywg attributes), and
+join tokens."""
 
 from __future__ import annotations
 
@@ -15,36 +16,46 @@ OTHER = bytes(PrivateKey.generate().public_key)
 T = 1_800_000_000_000
 
 
-def test_bind_round_trip_and_what_its_signature_covers() -> None:
+RELAY = bytes(SigningKey.generate().verify_key)
+
+
+def test_association_round_trip_and_what_its_signature_covers() -> None:
     control = SigningKey.generate()
     tid = stun.new_transaction_id()
-    data = wire.bind_request(tid, KEY, control, 40001, T)
+    data = wire.association_request(tid, KEY, control, RELAY, T)
     assert stun.is_stun(data) and message_type(data) == 0  # never taken for WireGuard
-    bind = wire.parse_bind(stun.parse_message(data))
-    assert bind is not None
-    assert (bind.transaction_id, bind.node_key, bind.time_ms) == (tid, KEY, T)
+    association = wire.parse_association(stun.parse_message(data))
+    assert association is not None
+    assert (association.transaction_id, association.node_key, association.time_ms) == (tid, KEY, T)
     verify = bytes(control.verify_key)
-    assert bind.verify(40001, verify)
-    assert not bind.verify(40002, verify)  # another port
-    assert not bind.verify(40001, bytes(SigningKey.generate().verify_key))  # another key
+    assert association.verify(RELAY, verify)
+    assert not association.verify(OTHER, verify)  # another relay
+    assert not association.verify(RELAY, bytes(SigningKey.generate().verify_key))  # another key
     for field, value in (("time_ms", T + 1), ("node_key", OTHER), ("transaction_id", bytes(12))):
-        forged = wire.Bind(**{**_fields(bind), field: value})
-        assert not forged.verify(40001, verify), field
+        forged = wire.Association(**{**_fields(association), field: value})
+        assert not forged.verify(RELAY, verify), field
 
 
-def _fields(bind: wire.Bind) -> dict[str, object]:
-    return {f: getattr(bind, f) for f in ("transaction_id", "node_key", "time_ms", "signature")}
+def _fields(association: wire.Association) -> dict[str, object]:
+    names = ("transaction_id", "node_key", "time_ms", "signature")
+    return {name: getattr(association, name) for name in names}
 
 
-def test_plain_stun_and_probes_are_not_binds() -> None:
+def test_plain_stun_and_probes_are_not_associations() -> None:
     tid = stun.new_transaction_id()
-    assert wire.parse_bind(stun.parse_message(stun.binding_request(tid))) is None
-    assert wire.parse_bind(stun.parse_message(wire.probe_request(tid, KEY))) is None
+    assert wire.parse_association(stun.parse_message(stun.binding_request(tid))) is None
+    assert wire.parse_association(stun.parse_message(wire.probe_request(tid, KEY))) is None
 
 
-def test_bind_with_a_short_key_is_refused_when_made() -> None:
+def test_association_with_a_short_key_is_refused_when_made() -> None:
     with pytest.raises(ValueError):
-        wire.bind_request(stun.new_transaction_id(), KEY[:31], SigningKey.generate(), 1, T)
+        wire.association_request(
+            stun.new_transaction_id(), KEY[:31], SigningKey.generate(), RELAY, T
+        )
+    with pytest.raises(ValueError):
+        wire.association_request(
+            stun.new_transaction_id(), KEY, SigningKey.generate(), RELAY[:31], T
+        )
 
 
 @pytest.mark.parametrize("source", [("198.18.0.9", 51820), ("fd18::9", 51820)])
@@ -67,8 +78,8 @@ def test_an_unpadded_probe_gets_no_answer() -> None:
     assert wire.probe_answer(bare, ("198.18.0.9", 1), KEY) is None
 
 
-def test_binds_are_not_probes_and_plain_answers_name_nobody() -> None:
-    data = wire.bind_request(stun.new_transaction_id(), KEY, SigningKey.generate(), 1, T)
+def test_associations_are_not_probes_and_plain_answers_name_nobody() -> None:
+    data = wire.association_request(stun.new_transaction_id(), KEY, SigningKey.generate(), RELAY, T)
     assert wire.probe_target(stun.parse_message(data)) is None
     tid = stun.new_transaction_id()
     plain = stun.parse_binding_response(stun.binding_success(tid, ("198.18.0.1", 9)))

@@ -31,7 +31,7 @@ from pywg.mesh.relayserver import (
 )
 from pywg.mesh.relayserver.membership import parse_members
 from pywg.mesh.schema import Member
-from pywg.mesh.tls import load_or_make
+from pywg.mesh.tls import Certificate, load_or_make
 
 T = TypeVar("T")
 
@@ -39,13 +39,17 @@ T = TypeVar("T")
 class CoordinatorThread:
     """A Coordinator on a loop of its own; `run` a coroutine there."""
 
-    def __init__(self, state: Path, relay_keys: list[bytes]) -> None:
+    def __init__(
+        self, state: Path, relay_keys: list[bytes], certificate: Certificate | None = None
+    ) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.coordinator = Coordinator(str(state), relay_keys=relay_keys, poll_interval=0.05)
+        self.coordinator = Coordinator(
+            str(state), relay_keys=relay_keys, poll_interval=0.05, certificate=certificate
+        )
         self.port = self.run(self.coordinator.start("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if certificate else 'http'}://127.0.0.1:{self.port}"
         self.token = self.coordinator.new_token(600, reusable=True)
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -74,11 +78,13 @@ class CoordinatorThread:
 
 
 @pytest.fixture
-def coordinator(tmp_path: Path) -> Iterator[Callable[[list[bytes]], CoordinatorThread]]:
+def coordinator(tmp_path: Path) -> Iterator[Callable[..., CoordinatorThread]]:
     made: list[CoordinatorThread] = []
 
-    def start(relay_keys: list[bytes]) -> CoordinatorThread:
-        made.append(CoordinatorThread(tmp_path / f"coordinator{len(made)}", relay_keys))
+    def start(relay_keys: list[bytes], certificate: Certificate | None = None) -> CoordinatorThread:
+        made.append(
+            CoordinatorThread(tmp_path / f"coordinator{len(made)}", relay_keys, certificate)
+        )
         return made[-1]
 
     yield start
@@ -123,6 +129,32 @@ def test_the_coordinator_gives_its_members_to_its_relays_only(
     with pytest.raises(CoordinatorError, match="not signed by the coordinator"):
         fetch(impostor)
     assert len(impostor) == 0
+
+
+@pytest.mark.time_limit(20)
+def test_a_relay_takes_only_the_pinned_certificate_of_a_coordinator_serving_https(
+    coordinator: Callable[..., CoordinatorThread], tmp_path: Path
+) -> None:
+    """`pywg relay serve --coordinator-pin`: the members from a coordinator serving its
+    self-made certificate (`serve --tls`) with that certificate's pin, and from no other."""
+    for name in ("tls", "other"):
+        (tmp_path / name).mkdir()
+    certificate = load_or_make(str(tmp_path / "tls"), ["127.0.0.1"])
+    relay_key = SigningKey.generate()
+    running = coordinator([bytes(relay_key.verify_key)], certificate)
+    a = Node.make(1)
+    node_id = running.join(a, "a")
+    key = running.coordinator.public_key
+    pinned = CoordinatorMembership(running.url, relay_key, key, tls_pin=certificate.pin)
+    fetch(pinned)
+    member = pinned.by_key(a.wg_key)
+    assert member is not None and member.node_id == node_id
+    other = load_or_make(str(tmp_path / "other")).pin  # someone in between would show this
+    for pin, refusal in ((other, "not the pinned one"), (None, "certificate verify failed")):
+        refused = CoordinatorMembership(running.url, relay_key, key, tls_pin=pin)
+        with pytest.raises(CoordinatorError, match=refusal):
+            fetch(refused)
+        assert len(refused) == 0
 
 
 @pytest.mark.time_limit(30)
@@ -208,6 +240,23 @@ def test_members_files(tmp_path: Path) -> None:
     [
         ["--coordinator", "http://127.0.0.1:1"],  # without its key
         ["--coordinator", "http://127.0.0.1:1", "--coordinator-key", "not a key"],
+        [
+            "--coordinator",
+            "https://127.0.0.1:1",
+            "--coordinator-key",
+            "A" * 43 + "=",
+            "--coordinator-pin",
+            "ab" * 31,
+        ],  # a pin is 32 bytes
+        [
+            "--coordinator",
+            "https://127.0.0.1:1",
+            "--coordinator-key",
+            "A" * 43 + "=",
+            "--coordinator-pin",
+            "zz" * 32,
+        ],
+        ["--members", "m.json", "--coordinator-pin", "ab" * 32],  # a pin for whom?
         ["--members", "m.json", "--listen", "relay.example"],
         ["--members", "m.json", "--peer", "AAAA@127.0.0.1:443"],
         ["--members", "m.json", "--tls-cert", "c.pem"],  # without its key

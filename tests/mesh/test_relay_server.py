@@ -32,7 +32,7 @@ from nacl.signing import SigningKey
 
 from helpers.relay_clients import TIMEOUT, Node, RelayThread, TcpNode, UdpNode, wg
 from pywg import _fast, stun
-from pywg.mesh import auth
+from pywg.mesh import auth, wire
 from pywg.mesh import relayproto as rp
 from pywg.mesh.relayproto import CloseReason, FrameType
 from pywg.mesh.relayserver import (
@@ -203,7 +203,14 @@ def test_plain_stun_is_answered(relays: RelayFactory, closing: ExitStack) -> Non
     client.sock.sendto(stun.binding_request(tid), relay.udp)
     answer = stun.parse_binding_response(client.recv())
     assert answer.transaction_id == tid and answer.mapped == client.sock.getsockname()
+    assert wire.answered_node_id(answer) is None  # an address not associated: nobody
     assert relay.stats()["stun_answered"] == 1
+    # from an associated address the answer names the node (it checks its association so)
+    associated = udp(closing, a, relay)
+    associated.sock.sendto(stun.binding_request(tid), relay.udp)
+    answer = stun.parse_binding_response(associated.recv())
+    assert answer.mapped == associated.sock.getsockname()
+    assert wire.answered_node_id(answer) == a.node_id
 
 
 # -- what is dropped -------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """`pywg coordinator`: run a mesh coordinator (and its relay), and administer it.
 
     pywg coordinator serve [--state DIR] [--listen HOST:PORT] [--ipv4 CIDR] [--ipv6 CIDR]
-                           [--relay-listen HOST:PORT | --no-relay] [--relay-host HOST]
-                           [--relay-ports LOW-HIGH] [--auto-approve-routes]
-                           [--relay-key KEY]...
+                           [--relay-host HOST] [--relay-name NAME] [--relay-listen IP]
+                           [--relay-port N] [--relay-tcp-port N] [--no-relay]
+                           [--auto-approve-routes] [--relay-key KEY]...
                            [--home-relay NAME=KEY@HOST[:UDP[:TCP]][#PIN]]...
     pywg coordinator token [--ttl SECONDS] [--reusable] [--url URL]
     pywg coordinator nodes [--json]
@@ -17,13 +17,22 @@ at the first `serve`: IPv4 100.72.0.0/24 unless --ipv4 says otherwise (RFC
 6598 shared space; pick another range if the hosts are behind a carrier-grade
 NAT using it, or run Tailscale), IPv6 a random unique local /64 (RFC 4193).
 
-Each --home-relay puts a home relay (`pywg relay serve`, docs/relay.md) in the
-relay map every roster carries, numbered 1, 2, ... in the order given (keep
-the order when adding one: a node holds each relay under its number): its
-name, its relay key (`pywg relay key`), its host, its UDP and TCP ports
+`serve` runs a home relay of its own (`pywg relay serve`, docs/relay.md) in a
+child process it starts again if it exits and ends when it stops: relay
+number 1 of the relay map every roster carries, named --relay-name (default
+"relay"), reached by nodes at --relay-host on UDP --relay-port (3478, also
+its STUN server) and TCP --relay-tcp-port (443), its key and certificate in
+STATE/relay (`pywg relay key --state STATE/relay` prints the key). It reads
+the members from this coordinator over loopback. --no-relay runs none.
+
+Each --home-relay puts another home relay (`pywg relay serve` run apart) in
+the map, numbered 2, 3, ... in the order given (1, 2, ... with --no-relay;
+keep the order when adding one: a node holds each relay under its number):
+its name, its relay key (`pywg relay key`), its host, its UDP and TCP ports
 (default 3478 and 443) and, optionally, the SHA-256 of its TLS certificate in
-hex (`certificate-sha256` in its start-up line). The relays of the map may
-read the members, as those named by --relay-key may.
+hex (`certificate-sha256` in its start-up line). The own relay dials each
+(give them `--peer` with its key). The relays of the map may read the
+members, as those named by --relay-key may.
 
 Exit status: 0 done, 1 failed (state, network), 2 bad arguments.
 """
@@ -45,14 +54,16 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:  # the heavy modules (aiohttp) are imported when a command runs
-    from pywg.mesh.coordinator import Coordinator, RelayConfig
+    from pywg.mesh.coordinator import Coordinator
+    from pywg.mesh.relaychild import OwnRelay
     from pywg.mesh.schema import HomeRelay
     from pywg.mesh.store import Node, Store
     from pywg.mesh.tls import Certificate
 
 DEFAULT_STATE: Final = "/var/lib/pywg/coordinator"
 DEFAULT_LISTEN: Final = ":8580"
-DEFAULT_RELAY_LISTEN: Final = "0.0.0.0:3478"
+DEFAULT_RELAY_LISTEN: Final = "::"
+DEFAULT_RELAY_NAME: Final = "relay"
 DEFAULT_TTL: Final = 86400
 DEFAULT_HOME_UDP: Final = 3478  # `pywg relay serve`'s default ports
 DEFAULT_HOME_TCP: Final = 443
@@ -104,22 +115,7 @@ def _register_serve(serve: argparse.ArgumentParser) -> None:
         help="tunnel IPv6 network, fixed at first start "
         "(default: a random unique local /64, RFC 4193)",
     )
-    serve.add_argument(
-        "--relay-listen",
-        default=DEFAULT_RELAY_LISTEN,
-        metavar="IP:PORT",
-        help=f"relay (and STUN) address (default {DEFAULT_RELAY_LISTEN}; [::]:3478 for both)",
-    )
-    serve.add_argument("--no-relay", action="store_true", help="run no relay")
-    serve.add_argument(
-        "--relay-host",
-        metavar="HOST",
-        help="the relay's address as nodes reach it (needed unless --relay-listen or "
-        "--listen names one address)",
-    )
-    serve.add_argument(
-        "--relay-ports", metavar="LOW-HIGH", help="UDP ports for relayed pairs (default: any)"
-    )
+    _register_own_relay(serve)
     serve.add_argument(
         "--auto-approve-routes", action="store_true", help="approve advertised subnets at once"
     )
@@ -133,6 +129,45 @@ def _register_serve(serve: argparse.ArgumentParser) -> None:
     _register_home_relays(serve)
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(func=serve_command)
+
+
+def _register_own_relay(serve: argparse.ArgumentParser) -> None:
+    """The options of `serve` about its own relay (a child process, relay 1 of the map)."""
+    serve.add_argument(
+        "--relay-host",
+        metavar="HOST",
+        help="the relay's name or address as nodes reach it (needed unless --relay-listen "
+        "or --listen names one address)",
+    )
+    serve.add_argument(
+        "--relay-name",
+        default=DEFAULT_RELAY_NAME,
+        metavar="NAME",
+        help=f"its name in the relay map (default {DEFAULT_RELAY_NAME})",
+    )
+    serve.add_argument(
+        "--relay-listen",
+        default=DEFAULT_RELAY_LISTEN,
+        metavar="IP",
+        help="the address it listens on (default ::, every address, IPv6 and IPv4)",
+    )
+    serve.add_argument(
+        "--relay-port",
+        type=int,
+        default=DEFAULT_HOME_UDP,
+        metavar="N",
+        help=f"its UDP port, also the STUN server (default {DEFAULT_HOME_UDP})",
+    )
+    serve.add_argument(
+        "--relay-tcp-port",
+        type=int,
+        default=DEFAULT_HOME_TCP,
+        metavar="N",
+        help=f"its TCP (TLS) port (default {DEFAULT_HOME_TCP})",
+    )
+    serve.add_argument(
+        "--no-relay", action="store_true", help="run no relay (only the --home-relay ones)"
+    )
 
 
 def _register_home_relays(serve: argparse.ArgumentParser) -> None:
@@ -149,7 +184,8 @@ def _register_home_relays(serve: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=KEY@HOST[:UDP[:TCP]][#PIN]",
-        help="a home relay for the relay map (numbered in the order given; ports default "
+        help="a home relay for the relay map (numbered after the own one, in the order "
+        "given; ports default "
         f"{DEFAULT_HOME_UDP} and {DEFAULT_HOME_TCP}; PIN: its certificate's SHA-256 in hex); "
         "repeatable",
     )
@@ -210,16 +246,6 @@ def parse_hostport(text: str, what: str) -> tuple[str | None, int]:
     return host or None, int(port_text)
 
 
-def parse_port_range(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d{1,5})-(\d{1,5})", text.strip())
-    if match is None:
-        raise UsageError(f"--relay-ports must be LOW-HIGH, e.g. 40000-40999, not {text!r}")
-    low, high = int(match[1]), int(match[2])
-    if not 1 <= low <= high <= 65535:
-        raise UsageError(f"--relay-ports {text}: need 1 <= LOW <= HIGH <= 65535")
-    return low, high
-
-
 def _specific(host: str | None) -> str | None:
     """`host` if it names one address nodes could reach (not a wildcard, not loopback)."""
     if host is None:
@@ -231,21 +257,29 @@ def _specific(host: str | None) -> str | None:
     return None if ip.is_unspecified or ip.is_loopback else str(ip)
 
 
-def relay_config(args: argparse.Namespace) -> RelayConfig | None:
-    """The relay to run from the serve arguments (None with --no-relay); UsageError."""
-    from pywg.mesh.coordinator import RelayConfig
+def relay_config(args: argparse.Namespace) -> OwnRelay | None:
+    """The own relay from the serve arguments (None with --no-relay); UsageError."""
+    from pywg.mesh.relaychild import OwnRelay
+    from pywg.mesh.schema import MAX_RELAY_NAME
 
     if args.no_relay:
         return None
-    host, port = parse_hostport(args.relay_listen, "--relay-listen")
-    host = host or "0.0.0.0"
     try:
-        ipaddress.ip_address(host)
+        listen = str(ipaddress.ip_address(args.relay_listen))
     except ValueError:
-        raise UsageError(f"--relay-listen: {host!r} is not an IP address") from None
+        raise UsageError(f"--relay-listen: {args.relay_listen!r} is not an IP address") from None
+    for flag, port in (
+        ("--relay-port", args.relay_port),
+        ("--relay-tcp-port", args.relay_tcp_port),
+    ):
+        if not 0 < port <= 0xFFFF:
+            raise UsageError(f"{flag} must be 1..65535, not {port}")
+    name = args.relay_name
+    if not 0 < len(name) <= MAX_RELAY_NAME or not name.isprintable():
+        raise UsageError(f"--relay-name: 1..{MAX_RELAY_NAME} printable characters")
     public = args.relay_host
     if public is None:
-        public = _specific(host) or _specific(parse_hostport(args.listen, "--listen")[0])
+        public = _specific(listen) or _specific(parse_hostport(args.listen, "--listen")[0])
     if public is None:
         raise UsageError(
             "give --relay-host, the address or name nodes reach the relay at (or --no-relay)"
@@ -255,8 +289,18 @@ def relay_config(args: argparse.Namespace) -> RelayConfig | None:
             public = str(ipaddress.ip_address(public.strip("[]")))
         except ValueError:
             raise UsageError(f"--relay-host {public!r} is not a host name or address") from None
-    port_range = parse_port_range(args.relay_ports) if args.relay_ports else None
-    return RelayConfig(public, host, port, port_range)
+    return OwnRelay(public, name, listen, args.relay_port, args.relay_tcp_port)
+
+
+def parse_pin(text: str, what: str) -> bytes:
+    """A certificate pin as a SHA-256 in hex (64 digits); UsageError otherwise."""
+    try:
+        pin = bytes.fromhex(text)
+    except ValueError:
+        pin = b""
+    if len(pin) != 32 or len(text) != 64:
+        raise UsageError(f"{what}: the pin is a SHA-256 in hex (64 digits)")
+    return pin
 
 
 def parse_home_relay(text: str, number: int) -> HomeRelay:
@@ -272,14 +316,7 @@ def parse_home_relay(text: str, number: int) -> HomeRelay:
     key = parse_key(key_text, f"{what}: the relay key")
     where, hash_mark, pin_text = where.partition("#")
     host, ports = _relay_host_ports(where, what)
-    pin = None
-    if hash_mark:
-        try:
-            pin = bytes.fromhex(pin_text)
-        except ValueError:
-            pin = b""
-        if len(pin) != 32 or len(pin_text) != 64:
-            raise UsageError(f"{what}: the pin is a SHA-256 in hex (64 digits)")
+    pin = parse_pin(pin_text, what) if hash_mark else None
     try:
         return HomeRelay(number, name, key, host, *ports, pin=pin)
     except ValueError as exc:
@@ -308,14 +345,17 @@ def _relay_host_ports(where: str, what: str) -> tuple[str, tuple[int, int]]:
     return host, (numbers[0], numbers[1])
 
 
-def home_relays(texts: Sequence[str]) -> list[HomeRelay]:
-    """The relay map from the --home-relay arguments, numbered in order; UsageError."""
+def home_relays(texts: Sequence[str], first: int = 1, taken: Sequence[str] = ()) -> list[HomeRelay]:
+    """The --home-relay arguments, numbered in order from `first` (2 after the own relay);
+    UsageError, also for a name in `taken` (the own relay's)."""
     from pywg.constants import MAX_RELAY_INDEX
 
-    if len(texts) > MAX_RELAY_INDEX:
-        raise UsageError(f"at most {MAX_RELAY_INDEX} home relays")
-    relays = [parse_home_relay(text, number) for number, text in enumerate(texts, 1)]
+    if first - 1 + len(texts) > MAX_RELAY_INDEX:
+        raise UsageError(f"at most {MAX_RELAY_INDEX} relays in the map (the own one counts)")
+    relays = [parse_home_relay(text, number) for number, text in enumerate(texts, first)]
     for index, relay in enumerate(relays):
+        if relay.name in taken:
+            raise UsageError(f"--home-relay {relay.name}: the own relay's name (--relay-name)")
         for other in relays[:index]:
             if other.name == relay.name or other.key == relay.key:
                 raise UsageError(f"--home-relay {relay.name}: a name or key given twice")
@@ -523,17 +563,19 @@ def setup_logging(verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-def _ready_line(
-    coordinator: Coordinator, args: argparse.Namespace, host: str | None, relay: RelayConfig | None
-) -> str:
+def _ready_line(coordinator: Coordinator, args: argparse.Namespace, host: str | None) -> str:
     """What `serve` says once it listens: where, the mesh, its relays, its state."""
+    from pywg.mesh.auth import b64
+
     where = f"[{host}]" if host and ":" in host else host or ""
     nets = coordinator.networks
-    relay_text = "no relay"
-    if coordinator.relay is not None and relay is not None:
-        relay_text = f"relay {relay.public_host}:{coordinator.relay.port}"
-    if coordinator.home_relays:
-        relay_text += ", home relays " + ", ".join(r.name for r in coordinator.home_relays)
+    relays = [
+        f"{r.number} {r.name} at {r.host} udp {r.udp_port} tcp {r.tcp_port}"
+        for r in coordinator.home_relays
+    ]
+    relay_text = "relays " + ", ".join(relays) if relays else "no relay"
+    if coordinator.own_relay is not None:
+        relay_text += f" (1: own, key {b64(coordinator.home_relays[0].key)})"
     scheme = "HTTPS" if coordinator.certificate else "HTTP"
     return (
         f"pywg coordinator: listening on {where}:{coordinator.port} ({scheme}), "
@@ -551,7 +593,8 @@ def serve_command(args: argparse.Namespace) -> int:
         relay = relay_config(args)
         certificate = tls_certificate(args, listen_host)
         relay_keys = [parse_key(text, "--relay-key") for text in args.relay_key]
-        relay_map = home_relays(args.home_relay)
+        taken = [relay.name] if relay is not None else []
+        relay_map = home_relays(args.home_relay, 1 + len(taken), taken)
     except UsageError as exc:
         return _fail(str(exc), 2)
     except TlsError as exc:
@@ -559,7 +602,7 @@ def serve_command(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
 
     def ready(coordinator: Coordinator) -> None:
-        print(_ready_line(coordinator, args, listen_host, relay), file=sys.stderr, flush=True)
+        print(_ready_line(coordinator, args, listen_host), file=sys.stderr, flush=True)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -583,8 +626,10 @@ def serve_command(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(run())
-    except StoreError as exc:
+    except (StoreError, TlsError) as exc:
         return _fail(str(exc))
+    except ValueError as exc:  # the relay map: a --home-relay with the own relay's key
+        return _fail(str(exc), 2)
     except (OSError, sqlite3.Error) as exc:
         return _fail(f"cannot serve: {exc}")
     except KeyboardInterrupt:

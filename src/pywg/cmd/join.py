@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
         help="do not masquerade mesh traffic into the advertised subnets "
         "(their hosts then need a route back to the mesh)",
     )
-    p.add_argument("--stun", metavar="HOST:PORT", help="STUN server (default: the relay)")
+    p.add_argument("--stun", metavar="HOST:PORT", help="STUN server (default: the home relay)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every decision")
     p.set_defaults(func=main)
 

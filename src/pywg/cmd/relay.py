@@ -1,6 +1,7 @@
 """`pywg relay`: run a home relay for a mesh in a process of its own (docs/relay.md).
 
-    pywg relay serve (--members FILE | --coordinator URL --coordinator-key KEY)
+    pywg relay serve (--members FILE | --coordinator URL --coordinator-key KEY
+                                       [--coordinator-pin SHA256HEX])
                      [--state DIR] [--listen IP] [--udp-port N] [--tcp-port N]
                      [--tls-cert FILE --tls-key FILE | --hostname NAME]
                      [--peer KEY[@HOST:PORT]]... [-v]
@@ -12,7 +13,10 @@ DIR/tls.key, all made at the first start. Once listening it prints one line
 on stdout: ``relay KEY udp PORT tcp PORT certificate-sha256 HEX``. The members
 come from a file (``{"members": [{"public_key", "control_key", "node_id"}]}``),
 read again whenever it changes, or from the coordinator (GET /v1/members,
-long-polled; `pywg coordinator serve --relay-key KEY` admits this relay).
+long-polled; `pywg coordinator serve --relay-key KEY` admits this relay);
+over HTTPS, --coordinator-pin takes exactly the certificate with that
+SHA-256 (in hex; a coordinator's self-made one, `serve --tls`), else one
+the system's CAs vouch for.
 ``--peer KEY@HOST:PORT`` dials another relay of the mesh, ``--peer KEY``
 accepts its dialing. `key` prints the relay key.
 
@@ -24,13 +28,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import os
 import signal
 import ssl
 import sys
 from typing import TYPE_CHECKING, Any, Final
 
-from pywg.cmd.coordinator import UsageError, parse_hostport, parse_key, setup_logging
+from pywg.cmd.coordinator import UsageError, parse_hostport, parse_key, parse_pin, setup_logging
 
 if TYPE_CHECKING:
     from nacl.signing import SigningKey
@@ -42,7 +45,6 @@ DEFAULT_LISTEN: Final = "::"
 DEFAULT_UDP_PORT: Final = 3478
 DEFAULT_TCP_PORT: Final = 443
 DEFAULT_HOSTNAME: Final = "pywg-relay"
-KEY_FILE: Final = "relay.key"
 
 
 def register(subparsers: Any) -> None:
@@ -75,6 +77,11 @@ def _register_serve(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument(
         "--coordinator-key", metavar="KEY", help="the coordinator's key (`pywg coordinator key`)"
+    )
+    serve.add_argument(
+        "--coordinator-pin",
+        metavar="SHA256HEX",
+        help="over HTTPS, take only the coordinator certificate with this SHA-256 (hex)",
     )
     serve.add_argument(
         "--listen", default=DEFAULT_LISTEN, metavar="IP", help="address (default ::, all)"
@@ -138,16 +145,16 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UsageError("--coordinator and --coordinator-key go together")
     if args.coordinator_key is not None:
         parse_key(args.coordinator_key, "--coordinator-key")
+    if args.coordinator_pin is not None:
+        if args.coordinator is None:
+            raise UsageError("--coordinator-pin goes with --coordinator")
+        parse_pin(args.coordinator_pin, "--coordinator-pin")
 
 
 def _relay_key(state: str) -> SigningKey:
-    from nacl.signing import SigningKey
+    from pywg.mesh.relayserver.state import load_or_create_key
 
-    from pywg.mesh.store import ensure_state_dir
-    from pywg.system.secretfile import read_or_create_secret
-
-    ensure_state_dir(state)
-    return SigningKey(read_or_create_secret(os.path.join(state, KEY_FILE)))
+    return load_or_create_key(state)
 
 
 def key_command(args: argparse.Namespace) -> int:
@@ -176,7 +183,12 @@ def _config(args: argparse.Namespace, peers: list[PeerSpec]) -> RelayConfig:
     membership: Membership
     if args.coordinator is not None:
         coordinator_key = parse_key(args.coordinator_key, "--coordinator-key")
-        membership = CoordinatorMembership(args.coordinator, signing_key, coordinator_key)
+        pin = None
+        if args.coordinator_pin is not None:
+            pin = parse_pin(args.coordinator_pin, "--coordinator-pin")
+        membership = CoordinatorMembership(
+            args.coordinator, signing_key, coordinator_key, tls_pin=pin
+        )
     else:
         membership = FileMembership(args.members)
     if args.tls_cert is not None:

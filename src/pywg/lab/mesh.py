@@ -3,21 +3,27 @@
 Used by the mesh tests (tests/mesh/test_mesh_nat.py) and benches/mesh.py::
 
     with Lab("pwmesh") as lab:
-        mesh = MeshLab(lab, Path(tmpdir))             # coordinator + relay on "hub"
+        mesh = MeshLab(lab, Path(tmpdir))             # coordinator + its relay on "hub"
         a = mesh.node("a", mesh.net.behind_nat("a", "endpoint-independent"))
         b = mesh.node("b", mesh.net.behind_nat("b", "symmetric"))
         mesh.wait_up(a, peers=1)
         a.host.wait_ping(b.addr4())
 
-With ``home_relays=N`` the mesh has N home relays (`pywg relay serve`, each on
-a public host of its own, ``relay1`` ...; docs/relay.md) in the coordinator's
+By default the coordinator runs its own relay (a child process, relay 1 of
+the map, named ``hub``, on the hub's UDP 3478 and TCP 443). With
+``home_relays=N`` the mesh has N home relays (`pywg relay serve`, each on a
+public host of its own, ``relay1`` ...; docs/relay.md) in the coordinator's
 relay map (``--home-relay``), reading the members from the coordinator, and,
-with ``peered``, dialing each other; the coordinator then runs no pair relay
-unless ``pair_relay`` says so::
+with ``peered``, dialing each other; they come instead of the own relay
+(numbered 1..N) unless ``own_relay`` asks for both (then they are 2..N+1,
+and the own relay dials them). `relays` holds them all, by number::
 
     mesh = MeshLab(lab, Path(tmpdir), home_relays=2)
     mesh.kill_relay(1)                              # SIGKILL: the relay dies
     mesh.wait_relayed(a, b, number=2)               # a holds b behind relay 2
+
+Killing the own relay (``kill_relay(1)`` of a default mesh) kills the
+coordinator's child; the coordinator starts it again.
 
 Everything runs as the real commands would on real machines: each process
 in its own lab namespace, the coordinator and the nodes talking over the
@@ -31,7 +37,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -47,7 +55,7 @@ from .nat import Internet, Site
 NET4 = "198.19.77.0/24"
 NET6 = "fd19:77::/64"
 API_PORT = 8580
-RELAY_PORT = 3478
+OWN_RELAY = "hub"  # the own relay's name in the map (--relay-name)
 HOME_UDP_PORT = 3478  # a home relay's ports (`pywg relay serve`'s defaults)
 HOME_TCP_PORT = 443
 PYWG = [sys.executable, "-m", "pywg"]
@@ -100,7 +108,8 @@ class Node:
 
 @dataclass
 class HomeRelayProcess:
-    """A `pywg relay serve` of the mesh: relay `number` of the map, on its public host."""
+    """A `pywg relay serve` of the mesh: relay `number` of the map, on its public host
+    (`own`: the coordinator's relay, its child process, on the hub; logging to its log)."""
 
     number: int
     name: str
@@ -109,6 +118,7 @@ class HomeRelayProcess:
     log: Path
     key: str = ""  # the relay key, base64
     proc: subprocess.Popen[bytes] | None = None
+    own: bool = False
 
     @property
     def addr4(self) -> str:
@@ -135,19 +145,19 @@ class MeshLab:
         tls: bool = False,
         home_relays: int = 0,
         peered: bool = True,
-        pair_relay: bool | None = None,
+        own_relay: bool | None = None,
         node_env: dict[str, str] | None = None,
     ) -> None:
-        """`relay6`: the relay (and STUN) listens on both families and is announced at the
-        hub's IPv6 address, so nodes reach it, and each other's mappings, over IPv6.
+        """`relay6`: the own relay (and STUN) is announced at the hub's IPv6 address, so
+        nodes reach it, and each other's mappings, over IPv6.
         `tls`: the coordinator serves HTTPS with a certificate it makes (`serve --tls`).
         `home_relays`: that many home relays in the relay map, dialing each other if
-        `peered`; `pair_relay`: whether the coordinator runs its pair relay too (default:
+        `peered`; `own_relay`: whether the coordinator runs its own relay too (default:
         only without home relays). `node_env`: added to every node's environment
         (``{"PYWG_BACKEND": "pure"}``: the pure data plane)."""
         self.node_env = node_env
         self.relay6 = relay6
-        self.pair_relay = not home_relays if pair_relay is None else pair_relay
+        self.own_relay = not home_relays if own_relay is None else own_relay
         self.tls = tls
         self.lab = lab
         self.tmp = tmp
@@ -158,11 +168,18 @@ class MeshLab:
         self.coordinator: subprocess.Popen[bytes] | None = None
         self.nodes: dict[str, Node] = {}
         self._logs: list[IO[bytes]] = []
-        self.relays = [self._relay_host(number) for number in range(1, home_relays + 1)]
+        first = 1 + self.own_relay
+        self.relays = [self._relay_host(n) for n in range(first, first + home_relays)]
+        if self.own_relay:
+            own = HomeRelayProcess(
+                1, OWN_RELAY, self.hub, self.state / "relay", self.tmp / "coordinator.log", own=True
+            )
+            self.relays.insert(0, own)
         self.start_coordinator()
-        self.coordinator_key = self.admin("key").strip() if self.relays else ""
+        self.coordinator_key = self.admin("key").strip()
         for relay in self.relays:
-            self.start_relay(relay, peered=peered)
+            if not relay.own:
+                self.start_relay(relay, peered=peered)
 
     @property
     def url(self) -> str:
@@ -186,27 +203,66 @@ class MeshLab:
         return next(w for w in words if w.count(".") in (1, 2) and len(w) > 40 and "/" not in w)
 
     def start_coordinator(self) -> None:
+        """`pywg coordinator serve` on the hub; returns once it answers and its own relay
+        (if it runs one) listens."""
         log = open(self.tmp / "coordinator.log", "ab")  # noqa: SIM115 (closed in close())
         self._logs.append(log)
-        relay_listen = "[::]" if self.relay6 else self.hub.addr4
         argv = [
             *PYWG, "coordinator", "serve", "--state", str(self.state),
             "--listen", f"{self.hub.addr4}:{API_PORT}",
-            "--relay-listen", f"{relay_listen}:{RELAY_PORT}",
-            "--relay-host", self.hub.addr6 if self.relay6 else self.hub.addr4,
             "--ipv4", NET4, "--ipv6", NET6,
         ]  # fmt: skip
-        if not self.pair_relay:
+        if self.own_relay:
+            host = self.hub.addr6 if self.relay6 else self.hub.addr4
+            argv += ["--relay-host", host, "--relay-name", OWN_RELAY]
+            argv += ["--relay-port", str(HOME_UDP_PORT), "--relay-tcp-port", str(HOME_TCP_PORT)]
+        else:
             argv.append("--no-relay")
         for relay in self.relays:  # the map's relays may read the members: no --relay-key
-            argv += ["--home-relay", relay.map_entry()]
+            if not relay.own:
+                argv += ["--home-relay", relay.map_entry()]
         if self.auto_approve:
             argv.append("--auto-approve-routes")
         if self.tls:
             argv.append("--tls")
+        started = self.own_relay_starts()
         self.coordinator = self.hub.host.popen(*argv, stdout=log, stderr=log)
         if not self.wait_health(20):
             raise AssertionError("the coordinator did not come up:\n" + self.coordinator_log())
+        if self.own_relay:
+            self.wait_own_relay(started)
+
+    def own_relay_starts(self) -> int:
+        """How many times the own relay has said it listens (its start-up line, logged by
+        the coordinator), over every run of the coordinator."""
+        return self.coordinator_log().count("relay: relay ")
+
+    def wait_own_relay(self, starts: int, seconds: float = 20) -> None:
+        """Until the own relay has said it listens more than `starts` times; learns its key."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            text = self.coordinator_log()
+            if text.count("relay: relay ") > starts:
+                self.relays[0].key = text.rpartition("relay: relay ")[2].split()[0]
+                return
+            time.sleep(0.2)
+        raise AssertionError("the own relay did not come up:\n" + self.coordinator_log())
+
+    def own_relay_pid(self) -> int | None:
+        """The pid of the coordinator's relay (its child `pywg relay serve`), None if none."""
+        if self.coordinator is None:
+            return None
+        pid = self.coordinator.pid
+        children: list[str] = []
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as handle:
+                    children += handle.read().split()
+        for child in children:
+            with contextlib.suppress(OSError), open(f"/proc/{child}/cmdline", "rb") as handle:
+                if b"\0relay\0serve\0" in handle.read():
+                    return int(child)
+        return None
 
     def _relay_host(self, number: int) -> HomeRelayProcess:
         """The public host of home relay `number`, and its relay key (made in its state)."""
@@ -241,9 +297,14 @@ class MeshLab:
             raise AssertionError(f"{relay.name} did not come up ({line!r}):\n{relay.log_text()}")
 
     def kill_relay(self, number: int) -> None:
-        """Home relay `number` dies (SIGKILL: nothing said to anyone)."""
+        """Home relay `number` dies (SIGKILL: nothing said to anyone). The own relay is
+        started again by the coordinator."""
         relay = self.relays[number - 1]
-        if relay.proc is not None:
+        if relay.own:
+            pid = self.own_relay_pid()
+            assert pid is not None, "the coordinator runs no relay"
+            os.kill(pid, signal.SIGKILL)
+        elif relay.proc is not None:
             relay.proc.kill()
             relay.proc.wait(15)
             relay.proc = None
@@ -402,8 +463,8 @@ def dump(mesh: MeshLab) -> str:
     """Every log, for a failing assertion."""
     parts = [f"--- coordinator\n{mesh.coordinator_log()[-4000:]}"]
     parts += [f"--- {n.name}\n{n.log_text()[-4000:]}" for n in mesh.nodes.values()]
-    parts += [f"--- {r.name}\n{r.log_text()[-3000:]}" for r in mesh.relays]
+    parts += [f"--- {r.name}\n{r.log_text()[-3000:]}" for r in mesh.relays if not r.own]
     return "\n".join(parts)
 
 
-__all__ = ["HomeRelayProcess", "MeshLab", "Node", "dump"]
+__all__ = ["OWN_RELAY", "HomeRelayProcess", "MeshLab", "Node", "dump"]

@@ -5,14 +5,15 @@
 - `auth`: signed HTTP requests and answers between nodes and the
   coordinator, and join tokens.
 - `store`, `coordinator`: the coordinator's SQLite state and its HTTP API
-  (aiohttp).
-- `wire`: what travels on the WireGuard port besides WireGuard: relay binds,
-  home relay associations and direct-path probes, all STUN Binding
-  transactions (RFC 8489) with pywg's attributes.
-- `relay`: forwards sealed WireGuard datagrams between pair ports.
+  (aiohttp); `relaychild`: the coordinator's own home relay, a supervised
+  child process.
+- `wire`: what travels on the WireGuard port besides WireGuard: home relay
+  associations and direct-path probes, all STUN Binding transactions
+  (RFC 8489) with pywg's attributes.
 - `relayproto`, `relayserver`: the home relay (`pywg relay serve`,
   docs/relay.md): datagrams addressed by node id, one UDP port and one
   TCP/TLS port, relays forwarding to each other.
+- `home`: which relay of the map is a node's home.
 - `client`: the node's side of the API.
 - `paths`: which way to send to a peer (direct or relay), sans-IO.
 - `state`, `agent`: a node's keys and records on disk, and the agent that

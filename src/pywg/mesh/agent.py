@@ -12,26 +12,21 @@ loops on one event loop:
   and approved routes) or removed, routes for approved subnets added or
   taken away. Nothing is written by hand per pair.
 - endpoints: every ENDPOINT_INTERVAL seconds, and at once when a direct path
-  is lost, the node asks the STUN server (by default the relay's main port)
-  from its WireGuard socket what its public mapping is (RFC 8489), and
-  reports it with its local addresses to the coordinator when they changed.
-- paths: every PATH_TICK seconds, probes and binds fall due
-  (`pywg.mesh.paths`, `pywg.mesh.wire`), and each peer's WireGuard endpoint
-  is set to the selector's choice when that changes: the relay at first,
-  a direct path as soon as a probe is answered, the relay again when the
-  direct path goes quiet.
-- relay binds (the pair relay, `pywg.mesh.relay`): every BIND_INTERVAL
-  seconds, per peer, a bind to the relay port this node sends to for that
-  peer tells the relay where to deliver that peer's packets; it also keeps
-  this node's NAT mapping to it open.
-- home relay: when the roster has a relay map (`schema.HomeRelay`),
-  `pywg.mesh.home` keeps a link to one relay of it, the home, and moves to
-  another when it dies. The relay path of a peer with a node id is then
-  ``[100::ID]:R`` (`pywg.relayed`), R the home's number (the relays forward
-  to peers homed elsewhere), in place of the pair relay's port, and exists
-  while the home's link has a transport; the home's number is reported
-  with the endpoints. Without a map (an older coordinator) the pair relay
-  is the relay path, as above.
+  is lost or the home relay changes, the node asks a STUN server (--stun,
+  else its home relay's UDP port) from its WireGuard socket what its public
+  mapping is (RFC 8489), and reports it with its local addresses and its
+  home relay's number to the coordinator when they changed.
+- paths: every PATH_TICK seconds, probes fall due (`pywg.mesh.paths`,
+  `pywg.mesh.wire`), and each peer's WireGuard endpoint is set to the
+  selector's choice when that changes: the relay at first, a direct path as
+  soon as a probe is answered, the relay again when the direct path goes
+  quiet.
+- home relay: `pywg.mesh.home` keeps a link to one relay of the roster's
+  relay map (`schema.HomeRelay`), the home, and moves to another when it
+  dies. The relay path of a peer with a node id is ``[100::ID]:R``
+  (`pywg.relayed`), R the home's number (the relays forward to peers homed
+  elsewhere); it exists while the home's link has a transport. A mesh
+  without a relay map has no relay path.
 
 Probes from peers are answered by the tunnel's STUN hook. Routes to a subnet
 this node is itself attached to are not taken (the LAN is reached directly).
@@ -47,7 +42,6 @@ import contextlib
 import ipaddress
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -62,13 +56,11 @@ from .client import CoordinatorClient, CoordinatorError
 from .home import HomeRelays, resolve
 from .paths import DIRECT_TIMEOUT, OPEN_HOPS, PathSelector
 from .relayclient import NodeIdentity
-from .schema import MAX_ENDPOINTS, HomeRelay, PeerEntry, RelayInfo, Roster
+from .schema import MAX_ENDPOINTS, HomeRelay, PeerEntry, Roster
 from .state import Joined, NodeState
 
 ENDPOINT_INTERVAL: Final = 20.0
 PATH_TICK: Final = 0.25
-BIND_INTERVAL: Final = 10.0
-BIND_RETRY: Final = 2.0
 PROBE_TIMEOUT: Final = 1.0
 ROSTER_WAIT: Final = 30.0
 KEEPALIVE: Final = 25
@@ -102,11 +94,9 @@ class _Peer:
     name: str
     selector: PathSelector = field(default_factory=PathSelector)
     applied: Endpoint | None = None
-    relay: Endpoint | None = None  # the relay path: a pair relay port, or relayed via home
+    relay: Endpoint | None = None  # the relay path: relayed via the home relay
     node_id: int | None = None  # its id on the home relays
-    port: int | None = None  # the pair relay port for it
-    next_bind: float = 0.0
-    bound: bool = False  # the relay path works: the pair relay port bound, or the home up
+    bound: bool = False  # the relay path works: the home relay's link is up
     allowed: tuple[str, ...] = ()
     added: float = 0.0
     roamed_to: Endpoint | None = None  # where WireGuard last roamed without us
@@ -128,13 +118,11 @@ class MeshNode:
         self.reported_home: int | None = None
         self.home: HomeRelays | None = None
         self._home_seen: tuple[int | None, bool] = (None, False)  # (number, up) as applied
-        self._relay_ip: str | None = None  # the pair relay's address
         self._relay_map: tuple[HomeRelay, ...] = ()  # the home relays
         self.public_endpoint: Endpoint | None = None
         self._client: CoordinatorClient | None = None
         self._server: UapiServer | None = None
-        self._stun_server: Endpoint | None = None
-        self._relay_host: str | None = None
+        self._stun_server: Endpoint | None = None  # --stun, resolved
         self._rediscover = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._nft_table: str | None = None
@@ -321,7 +309,8 @@ class MeshNode:
     async def _apply(self, roster: Roster) -> None:
         """Make the interface match `roster`: its peers, their paths, the routes behind them."""
         now = asyncio.get_running_loop().time()
-        self._relay_ip = await self._learn_servers(roster.relay)
+        if self.options.stun is not None and self._stun_server is None:
+            self._stun_server = (await resolve(*self.options.stun), self.options.stun[1])
         self._relay_map = roster.relays  # the relay paths below follow it
         if self.home is not None:
             self.home.set_map(roster.relays)
@@ -337,17 +326,6 @@ class MeshNode:
         except OSError as exc:
             log.warning("cannot keep the roster in %s: %s", self.state.directory, exc)
 
-    async def _learn_servers(self, relay: RelayInfo | None) -> str | None:
-        """The relay's address (None: no relay), and the STUN server to ask: --stun, else
-        the relay's main port."""
-        relay_ip: str | None = None
-        if relay is not None:
-            relay_ip = await resolve(relay.host, relay.port)
-            self._stun_server = (relay_ip, relay.port)
-        if self.options.stun is not None:
-            self._stun_server = (await resolve(*self.options.stun), self.options.stun[1])
-        return relay_ip
-
     def _apply_peer(self, entry: PeerEntry, now: float) -> None:
         """Add or update one peer: its candidate paths, relay path, allowed IPs, endpoint."""
         tunnel = self.tunnel
@@ -356,14 +334,14 @@ class MeshNode:
         if peer is None:
             key = PublicKey(entry.public_key)
             peer = self.peers[entry.public_key] = _Peer(key, entry.public_key, entry.name)
-        peer.node_id, peer.port = entry.node_id, entry.relay_port
+        peer.node_id = entry.node_id
         self._set_relay_path(peer)
         peer.selector.set_paths(list(entry.endpoints), peer.relay, now)
         allowed = tuple(_host_prefix(a) for a in entry.addresses) + entry.routes
         choice = peer.selector.choice(now)
         if peer.key not in tunnel.device.peers:
             # without keepalive yet: its first one would start a handshake at once,
-            # lost if the relay port is not bound yet (the retry comes 5 s later)
+            # lost if the home relay's link is not up yet (the retry comes 5 s later)
             tunnel.add_peer(peer.key, allowed, choice)
             peer.added, peer.keepalive = now, False
             log.info("peer %s (%s) added", peer.name, str(peer.key)[:8])
@@ -375,23 +353,15 @@ class MeshNode:
         peer.allowed = allowed
 
     def _homed(self) -> bool:
-        """Whether relay paths go through the home relay (the roster has a relay map)."""
+        """Whether there is a relay path at all (the roster has a relay map)."""
         return bool(self._relay_map)
 
     def _set_relay_path(self, peer: _Peer) -> None:
-        """The peer's relay path: through the home relay while it is up (with a relay map),
-        else the pair relay's port for it (without one); None if neither."""
-        was = peer.relay
-        if self._homed():
-            home = self.home
-            number = home.number if home is not None and home.up else None
-            peer.relay = relayed.endpoint(number, peer.node_id) if number and peer.node_id else None
-            peer.bound = peer.relay is not None
-        else:
-            ip, port = self._relay_ip, peer.port
-            peer.relay = (ip, port) if ip and port else None
-            if peer.relay != was:
-                peer.bound = False
+        """The peer's relay path: through the home relay while it is up; else None."""
+        home = self.home
+        number = home.number if home is not None and home.up else None
+        peer.relay = relayed.endpoint(number, peer.node_id) if number and peer.node_id else None
+        peer.bound = peer.relay is not None
         peer.selector.relay = peer.relay
 
     def _follow_home(self, now: float) -> None:
@@ -466,8 +436,8 @@ class MeshNode:
         return (self.home.number if self.home is not None else None) or 0
 
     async def _stun_target(self) -> Endpoint | None:
-        """Where to ask for this node's mapping: --stun or the pair relay; else the home
-        relay (before one is chosen, the first of the map)."""
+        """Where to ask for this node's mapping: --stun, else the home relay (before one
+        is chosen, the first of the map)."""
         if self._stun_server is not None:
             return self._stun_server
         home = self.home.current if self.home is not None else None
@@ -486,7 +456,6 @@ class MeshNode:
         while True:
             now = loop.time()
             self._follow_home(now)
-            homed = self._homed()
             for peer in list(self.peers.values()):
                 had = peer.selector.had_direct  # as of the last tick
                 for endpoint in peer.selector.openers_due(now):
@@ -495,9 +464,6 @@ class MeshNode:
                     self._spawn(self._probe(peer, endpoint))
                 if had and not peer.selector.had_direct:  # the direct path went silent
                     self._path_lost(peer, now)
-                if not homed and peer.relay is not None and now >= peer.next_bind:
-                    peer.next_bind = now + BIND_RETRY
-                    self._spawn(self._bind(peer, peer.relay))
                 self._steer(peer, now)
                 self._start_keepalive(peer, now)
             await asyncio.sleep(PATH_TICK)
@@ -552,8 +518,7 @@ class MeshNode:
 
     def _path_lost(self, peer: _Peer, now: float) -> None:
         """A direct path went silent: our own NAT mapping may be what changed, so learn
-        it (and report it) and bind the relay port again, now rather than on schedule."""
-        peer.next_bind = now
+        it (and report it) now rather than on schedule."""
         self._rediscover.set()
 
     def _start_keepalive(self, peer: _Peer, now: float) -> None:
@@ -601,29 +566,6 @@ class MeshNode:
                 log.info("peer %s answers at %s", peer.name, format_endpoint(endpoint))
             peer.selector.answered(endpoint, sent, loop.time())
 
-    async def _bind(self, peer: _Peer, relay: Endpoint) -> None:
-        tunnel = self.tunnel
-        if tunnel is None or tunnel.closed:
-            return
-        loop = asyncio.get_running_loop()
-        own = bytes(self.state.wireguard.public_key)
-        control = self.state.control
-        try:
-            await tunnel.stun_request(
-                relay,
-                make=lambda tid: wire.bind_request(tid, own, control, relay[1], _time_ms()),
-                timeout=BIND_RETRY,
-            )
-        except (TimeoutError, OSError, RuntimeError):
-            if peer.bound:
-                log.info("relay port %d for %s: no answer", relay[1], peer.name)
-            peer.bound = False
-            return
-        if not peer.bound:
-            log.debug("relay port %d for %s bound", relay[1], peer.name)
-        peer.bound = True
-        peer.next_bind = loop.time() + BIND_INTERVAL
-
     @staticmethod
     def _answer_probe(own: bytes) -> Callable[[stun.StunMessage, Endpoint], bytes | None]:
         def answer(message: stun.StunMessage, source: Endpoint) -> bytes | None:
@@ -635,10 +577,6 @@ class MeshNode:
 
 
 # ---------------------------------------------------------------------- helpers
-def _time_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def _default_name() -> str:
     import socket
 

@@ -216,8 +216,8 @@ class CoordinatorClient:
         except aiohttp.ServerFingerprintMismatch:
             raise CoordinatorError(
                 None,
-                "the coordinator's TLS certificate is not the one the join token pins "
-                "(wrong coordinator, or someone in between)",
+                "the coordinator's TLS certificate is not the pinned one (the join token's, "
+                "or a relay's --coordinator-pin): wrong coordinator, or someone in between",
             ) from None
         except aiohttp.ClientError as exc:
             raise CoordinatorError(None, f"cannot reach the coordinator: {exc}") from None

@@ -2,8 +2,9 @@
 
 Theory of operation. A `Coordinator` owns the state (`store.Store`, one
 SQLite file in its state directory), its Ed25519 key (``coordinator.key``,
-made at first start) and, optionally, a relay server (`pywg.mesh.relay`)
-that shares the SQLite file. It never sees a private key: a node sends its
+made at first start) and, optionally, its own home relay: `pywg relay
+serve` in a child process it supervises (`pywg.mesh.relaychild`), relay
+number 1 of the relay map. It never sees a private key: a node sends its
 WireGuard public key and the public half of its control key.
 
 HTTP API (JSON, the messages of `pywg.mesh.schema`; errors are `ErrorAnswer`;
@@ -26,8 +27,9 @@ query as sent, the time and the body, fresh and never seen before
 (`auth.ReplayGuard`); anything else is 401 and changes nothing.
 
 The relay map (the home relays, docs/relay.md) is configuration: every roster
-carries it, numbered in the order given, and its relays may read the members
-(``GET /v1/members``) as those given by `relay_keys` may.
+carries it, the own relay first, then the others numbered in the order given,
+and its relays may read the members (``GET /v1/members``) as those given by
+`relay_keys` may.
 
 The roster version (`store`) moves on every change to any roster, also by
 `pywg coordinator approve/remove` in another process: a watcher reads it
@@ -38,22 +40,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import math
 import os
 import socket
 import sqlite3
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, TypeVar
 
 from aiohttp import web
 from nacl.signing import SigningKey
 
 from ..endpoint import format_endpoint, parse_endpoint
 from ..system.secretfile import read_or_create_secret
-from . import auth, tls
+from . import auth, relaychild, tls
 from .schema import (
     HEALTH_PATH,
     JOIN_PATH,
@@ -71,7 +71,6 @@ from .schema import (
     Message,
     NodeInfo,
     PeerEntry,
-    RelayInfo,
     Roster,
     SchemaError,
     UpdateAnswer,
@@ -87,38 +86,6 @@ KEY_FILE: Final = "coordinator.key"
 MAX_BODY: Final = 64 * 1024
 POLL_INTERVAL: Final = 1.0
 SHUTDOWN_TIMEOUT: Final = 2.0
-
-
-class RelayLike(Protocol):
-    """What the coordinator uses of `pywg.mesh.relay.RelayServer`."""
-
-    @property
-    def port(self) -> int: ...
-
-    async def start(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def ensure_pair(self, a: bytes, b: bytes) -> tuple[int, int]: ...
-
-    def remove_node(self, key: bytes) -> None: ...
-
-    def stats(self) -> dict[str, int]: ...
-
-
-# called as factory(db_path, host, port, members=..., port_range=...)
-RelayFactory = Callable[..., RelayLike]
-
-
-@dataclass(frozen=True, slots=True)
-class RelayConfig:
-    """Run a relay beside the coordinator. `public_host` is the address nodes are told."""
-
-    public_host: str
-    listen_host: str = "0.0.0.0"
-    listen_port: int = 3478
-    port_range: tuple[int, int] | None = None
-    factory: RelayFactory | None = None  # default: pywg.mesh.relay.RelayServer
 
 
 class ApiError(Exception):
@@ -151,12 +118,6 @@ def new_token(
     return token
 
 
-def _default_relay_factory() -> RelayFactory:
-    module = importlib.import_module("pywg.mesh.relay")
-    factory: RelayFactory = module.RelayServer
-    return factory
-
-
 M = TypeVar("M")
 
 
@@ -181,7 +142,7 @@ class Coordinator:
         *,
         ipv4: str | None = None,
         ipv6: str | None = None,
-        relay: RelayConfig | None = None,
+        relay: relaychild.OwnRelay | None = None,
         auto_approve_routes: bool = False,
         relay_keys: Collection[bytes] = (),
         home_relays: Sequence[HomeRelay] = (),
@@ -190,17 +151,18 @@ class Coordinator:
         certificate: tls.Certificate | None = None,
     ) -> None:
         self.certificate = certificate  # serve HTTPS with it; None: plain HTTP
-        self.home_relays = _relay_map(home_relays)
         self.store = Store(state_dir)
         try:
             self.networks = self.store.init_networks(ipv4, ipv6)
             self.key = load_or_create_key(state_dir)
+            own = [relaychild.map_entry(state_dir, relay)] if relay is not None else []
+            self.home_relays = _relay_map([*own, *home_relays])
         except BaseException:
             self.store.close()
             raise
         self.public_key = bytes(self.key.verify_key.encode())
-        self.relay_config = relay
-        self.relay: RelayLike | None = None
+        self.own_relay = relay
+        self.relay: relaychild.RelaySupervisor | None = None  # the own relay, once started
         self.auto_approve_routes = auto_approve_routes
         # home relays that may read the members: those given and those of the map
         self.relay_keys = frozenset(relay_keys) | {relay.key for relay in self.home_relays}
@@ -224,7 +186,7 @@ class Coordinator:
     async def start(
         self, host: str | None = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None
     ) -> int:
-        """Start the relay (if configured) and the HTTP server; the port it listens on.
+        """Start the HTTP server and then the own relay (if configured); the port it listens on.
 
         `host=None` listens on every address (IPv4 and IPv6); `sock` (bound)
         replaces host and port. A coordinator starts once; a failed start closes it.
@@ -233,18 +195,6 @@ class Coordinator:
             raise RuntimeError("a Coordinator starts once")
         self._changed = asyncio.Event()
         try:
-            if self.relay_config is not None:
-                cfg = self.relay_config
-                factory = cfg.factory or _default_relay_factory()
-                self.relay = factory(
-                    self.store.path,
-                    cfg.listen_host,
-                    cfg.listen_port,
-                    members=self.store.control_key,
-                    port_range=cfg.port_range,
-                )
-                await self.relay.start()
-            self._drain_removals()
             self._runner = web.AppRunner(
                 self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
             )
@@ -260,7 +210,26 @@ class Coordinator:
             await self.close()
             raise
         self._watcher = asyncio.create_task(self._watch())
+        self._start_relay()
         return self.port
+
+    def _start_relay(self) -> None:
+        """Start supervising the own relay, reading the members from this coordinator."""
+        own = self.own_relay
+        if own is None or self._runner is None:
+            return
+        address: Any = self._runner.addresses[0]
+        certificate = self.certificate
+        coordinates = relaychild.Coordinates(
+            relaychild.loopback_url(address, https=certificate is not None),
+            self.public_key,
+            certificate.pin if certificate is not None else None,
+        )
+        others = [r for r in self.home_relays if r.number != relaychild.NUMBER]
+        verbose = logging.getLogger("pywg").isEnabledFor(logging.DEBUG)
+        argv = relaychild.command(self.store.state_dir, own, coordinates, others, verbose=verbose)
+        self.relay = relaychild.RelaySupervisor(argv)
+        self.relay.start()
 
     @property
     def port(self) -> int:
@@ -270,10 +239,12 @@ class Coordinator:
         return int(address[1])
 
     async def close(self) -> None:
-        """Stop serving (long-polls answer at once), the relay, and close the store."""
+        """Stop the own relay and serving (long-polls answer at once), close the store."""
         if self._closing:
             return
         self._closing = True
+        if self.relay is not None:
+            await self.relay.close()
         self._notify()
         if self._watcher is not None:
             self._watcher.cancel()
@@ -281,8 +252,6 @@ class Coordinator:
                 await self._watcher
         if self._runner is not None:
             await self._runner.cleanup()
-        if self.relay is not None:
-            self.relay.close()
         self.store.close()
 
     # -- changes ---------------------------------------------------------------------------
@@ -295,18 +264,7 @@ class Coordinator:
 
     def _changed_here(self) -> None:
         self._notified = self.store.version()
-        self._drain_removals()  # one from another process may have come with it
         self._notify()
-
-    def _drain_removals(self) -> None:
-        """Tell the relay about removed nodes (kept in the store while no relay runs)."""
-        if self.relay is None:
-            return
-        for key in self.store.take_removals():
-            try:
-                self.relay.remove_node(key)
-            except Exception:  # the relay is another component: log, keep serving
-                log.exception("the relay failed to remove node %s", auth.b64(key))
 
     async def _watch(self) -> None:
         """Notice changes by other processes (`pywg coordinator approve`, ...): the version
@@ -318,7 +276,6 @@ class Coordinator:
                 version = self.store.version()
                 if version != self._notified:
                     self._notified = version
-                    self._drain_removals()
                     self._notify()
             except sqlite3.Error as exc:
                 log.warning("cannot read the state: %s", exc)
@@ -354,22 +311,8 @@ class Coordinator:
 
     # -- rosters ---------------------------------------------------------------------------
 
-    def _relay_info(self) -> RelayInfo | None:
-        if self.relay is None or self.relay_config is None:
-            return None
-        return RelayInfo(self.relay_config.public_host, self.relay.port)
-
     def join_answer(self, node: Node) -> JoinAnswer:
-        return JoinAnswer(self._node_info(node), self.networks, self._relay_info(), self.public_key)
-
-    def _relay_port(self, a: bytes, b: bytes) -> int | None:
-        if self.relay is None:
-            return None
-        try:
-            return self.relay.ensure_pair(a, b)[0]
-        except Exception:  # no relay port is better than no roster
-            log.exception("the relay has no port pair for %s and %s", auth.b64(a), auth.b64(b))
-            return None
+        return JoinAnswer(self._node_info(node), self.networks, self.public_key)
 
     def roster(self, node_id: int) -> Roster | None:
         """The roster of one member (None if it is not one)."""
@@ -385,16 +328,13 @@ class Coordinator:
                 addresses=(peer.ipv4, peer.ipv6),
                 routes=tuple(peer.approved_routes),
                 endpoints=tuple(parse_endpoint(e) for e in peer.endpoints),  # stored canonical
-                relay_port=self._relay_port(me.public_key, peer.public_key),
                 node_id=peer.id,
                 home_relay=self._home_of(peer),
             )
             for peer in nodes
             if peer.id != node_id
         )
-        return Roster(
-            version, self.networks, self._node_info(me), self._relay_info(), peers, self.home_relays
-        )
+        return Roster(version, self.networks, self._node_info(me), peers, self.home_relays)
 
     def _home_of(self, node: Node) -> int | None:
         """The node's home relay, if the map still has it."""
@@ -609,7 +549,7 @@ async def serve(
     *,
     ipv4: str | None = None,
     ipv6: str | None = None,
-    relay: RelayConfig | None = None,
+    relay: relaychild.OwnRelay | None = None,
     auto_approve_routes: bool = False,
     relay_keys: Collection[bytes] = (),
     home_relays: Sequence[HomeRelay] = (),
@@ -618,7 +558,7 @@ async def serve(
     certificate: tls.Certificate | None = None,
 ) -> None:
     """Run a coordinator until `stop` is set (or the task is cancelled); over HTTPS
-    with `certificate`."""
+    with `certificate`; with its own relay (a child process) if `relay` says how."""
     coordinator = Coordinator(
         state_dir,
         ipv4=ipv4,

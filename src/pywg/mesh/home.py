@@ -21,7 +21,10 @@ R the home's number, and the relays forward to peers homed elsewhere.
   longer than its UDP timeout and a TCP set-up), or, while on UDP, when no
   STUN Binding request to it (every `CHECK_INTERVAL`) was answered for
   `UDP_SILENCE` seconds: a relay that died does not say so over UDP, and
-  its association would only be refreshed every 25 s.
+  its association would only be refreshed every 25 s. A check answered
+  without the node's id (the relay names the node an associated address
+  is, docs/relay.md "Plain STUN") makes the link associate again at once:
+  a relay that restarted has lost every association.
 - Moving: on failure the node moves to the next relay of the last ranking
   at once (without measuring again: the point is to be relayed again
   quickly); when the ranking is used up, every relay is measured again.
@@ -48,6 +51,7 @@ from ..asyncio import Tunnel
 from ..endpoint import Endpoint
 from .relayclient import NodeIdentity, RelayLink
 from .schema import HomeRelay
+from .wire import answered_node_id
 
 NO_TRANSPORT: Final = 10.0  # seconds a home may go without a transport before it is left
 UDP_SILENCE: Final = 5.0  # seconds a home on UDP may leave every STUN check unanswered
@@ -65,6 +69,8 @@ class LinkLike(Protocol):
     def transport(self) -> str | None: ...
 
     async def start(self) -> None: ...
+
+    def refresh(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -275,7 +281,8 @@ class HomeRelays:
             self._drop_link()
 
     async def _check_udp(self, home: HomeRelay, link: LinkLike, watch: Watch) -> None:
-        """A STUN Binding request to the home every CHECK_INTERVAL while it is on UDP."""
+        """A STUN Binding request to the home every CHECK_INTERVAL while it is on UDP; an
+        answer that does not name this node has the link associate again."""
         loop = asyncio.get_running_loop()
         target: Endpoint | None = None
         while True:
@@ -283,10 +290,12 @@ class HomeRelays:
             if link.transport == "udp":
                 try:
                     target = target or (await resolve(home.host, home.udp_port), home.udp_port)
-                    await self.tunnel.stun_request(
+                    answer = await self.tunnel.stun_request(
                         target, timeout=CHECK_INTERVAL, rto=CHECK_INTERVAL / 2
                     )
                     watch.answered(loop.time())
+                    if answered_node_id(answer) is None and link.transport == "udp":
+                        link.refresh()  # the relay lost the association (it restarted)
                 except (TimeoutError, OSError, RuntimeError):
                     pass
             await asyncio.sleep(max(0.0, started + CHECK_INTERVAL - loop.time()))

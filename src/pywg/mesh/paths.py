@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 Each peer of a mesh node has *candidates* (the endpoints the peer reported
 to the coordinator: its public mapping as STUN saw it, and its local
-addresses) and maybe a *relay* endpoint (the relay port this node sends to
-for that peer, `pywg.mesh.relay`). WireGuard itself has one endpoint per
+addresses) and maybe a *relay* endpoint (the peer's relayed endpoint behind
+this node's home relay, `pywg.relayed`). WireGuard itself has one endpoint per
 peer; `PathSelector` decides which one, sans-IO (every call takes `now`):
 
 - Openers first (`openers_due`): a new candidate, and every candidate when

@@ -8,9 +8,8 @@ travels, keys in this order; ``from_json()`` takes a decoded JSON value,
 checks every field it reads (unknown ones are ignored) and raises
 `SchemaError` naming the first one that is wrong.
 
-    POST /v1/join     JoinRequest    -> JoinAnswer  (NodeInfo, Networks, RelayInfo)
-    GET  /v1/roster   (a query)      -> Roster      (NodeInfo, Networks, RelayInfo, PeerEntry,
-                                                     HomeRelay)
+    POST /v1/join     JoinRequest    -> JoinAnswer  (NodeInfo, Networks)
+    GET  /v1/roster   (a query)      -> Roster      (NodeInfo, Networks, PeerEntry, HomeRelay)
     POST /v1/update   UpdateRequest  -> UpdateAnswer
     GET  /v1/health                  -> Health
     any error                        -> ErrorAnswer
@@ -224,30 +223,11 @@ class Networks:
         return self.ipv4 if ipaddress.ip_address(address).version == 4 else self.ipv6
 
 
-@dataclass(frozen=True, slots=True)
-class RelayInfo:
-    """Where the relay's main port (and STUN server) is: a host name or address, a port."""
-
-    host: str
-    port: int
-
-    def to_json(self) -> JsonObject:
-        return {"host": self.host, "port": self.port}
-
-    @classmethod
-    def read(cls, fields: _Fields) -> RelayInfo:
-        return cls(_host(fields), fields.integer("port", 1, 0xFFFF))
-
-
 def _host(fields: _Fields) -> str:
     host = fields.text("host")
     if not 0 < len(host) <= MAX_HOST:
         raise fields.error("host", "must be a host name or address")
     return host
-
-
-def _relay_or_none(fields: _Fields) -> RelayInfo | None:
-    return RelayInfo.read(fields.inner("relay")) if fields.given("relay") else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,7 +380,6 @@ class PeerEntry:
     addresses: tuple[str, ...]  # its tunnel addresses
     routes: tuple[str, ...]  # approved subnets behind it
     endpoints: tuple[Endpoint, ...]  # where it last said it can be reached
-    relay_port: int | None  # the relay port to send to for it (None: no relay)
     node_id: int | None = None  # its address on the home relays (docs/relay.md)
     home_relay: int | None = None  # the number of its home relay, as it reported it
 
@@ -412,7 +391,6 @@ class PeerEntry:
             "addresses": list(self.addresses),
             "routes": list(self.routes),
             "endpoints": [format_endpoint(e) for e in self.endpoints],
-            "relay_port": self.relay_port,
         }
         return _with_home(data, self.node_id, self.home_relay)
 
@@ -425,9 +403,6 @@ class PeerEntry:
             addresses=fields.addresses("addresses"),
             routes=fields.prefixes("routes"),
             endpoints=fields.endpoints("endpoints"),
-            relay_port=fields.integer("relay_port", 1, 0xFFFF)
-            if fields.given("relay_port")
-            else None,
             node_id=_node_id(fields),
             home_relay=_home_relay(fields),
         )
@@ -443,7 +418,6 @@ class Roster:
     version: int
     network: Networks
     me: NodeInfo  # "self" on the wire
-    relay: RelayInfo | None  # the pair relay (`pywg.mesh.relay`)
     peers: tuple[PeerEntry, ...]
     relays: tuple[HomeRelay, ...] = ()  # the home relays ("relays", left out when none)
 
@@ -452,7 +426,6 @@ class Roster:
             "version": self.version,
             "network": self.network.to_json(),
             "self": self.me.to_json(),
-            "relay": self.relay.to_json() if self.relay is not None else None,
             "peers": [peer.to_json() for peer in self.peers],
         }
         if self.relays:
@@ -466,7 +439,6 @@ class Roster:
             version=fields.integer("version", 0, MAX_COUNT),
             network=Networks.read(fields.inner("network")),
             me=NodeInfo.read(fields.inner("self")),
-            relay=_relay_or_none(fields),
             peers=tuple(PeerEntry.read(peer) for peer in fields.objects("peers")),
             relays=_home_relays(fields),
         )
@@ -509,12 +481,10 @@ class JoinAnswer:
 
     node: NodeInfo
     network: Networks
-    relay: RelayInfo | None
     coordinator_key: bytes  # Ed25519; its fingerprint is in the join token
 
     def to_json(self) -> JsonObject:
         info = {**self.node.to_json(), "network": self.network.to_json()}
-        info["relay"] = self.relay.to_json() if self.relay is not None else None
         return {"self": info, "coordinator_key": auth.b64(self.coordinator_key)}
 
     @classmethod
@@ -524,7 +494,6 @@ class JoinAnswer:
         return cls(
             node=NodeInfo.read(info),
             network=Networks.read(info.inner("network")),
-            relay=_relay_or_none(info),
             coordinator_key=fields.key("coordinator_key"),
         )
 

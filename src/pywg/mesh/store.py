@@ -16,11 +16,11 @@ Theory of operation. One SQLite file (WAL, so the admin commands of
   that adds the node.
 - ``meta``: the mesh networks (fixed at first start) and the roster
   *version*, a counter bumped by every change that alters any node's roster,
-  whichever process made it. The coordinator watches it to wake long-polls.
-- ``removals``: WireGuard keys of removed nodes, until the coordinator has
-  told its relay (the admin command may run while the server is down).
+  whichever process made it. The coordinator watches it to wake long-polls
+  (and the relays' long polls of the members with them).
 
-The relay server keeps its own tables (``relay_*``) in the same file.
+Tables a file may have that nothing reads (``removals``, ``relay_pairs``)
+are dropped when it is opened.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction; every method validates
 its input and raises `StoreError` (bad input), `Conflict` (name, key or
@@ -90,15 +90,21 @@ CREATE TABLE IF NOT EXISTS tokens (
     uses INTEGER NOT NULL DEFAULT 0,
     last_node INTEGER
 );
-CREATE TABLE IF NOT EXISTS removals (
-    public_key BLOB PRIMARY KEY
-);
 """
 
 
 # columns added to a table after its first release: (table, column, declaration). A file
 # made before one gets it at its next opening; code that does not know it ignores it.
 _ADDED_COLUMNS: Final = (("nodes", "home_relay", "INTEGER"),)
+
+
+# tables a file may have that no part of pywg reads: dropped at opening
+_DROPPED_TABLES: Final = ("removals", "relay_pairs")
+
+
+def _drop_tables(db: sqlite3.Connection) -> None:
+    for table in _DROPPED_TABLES:
+        db.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def _add_columns(db: sqlite3.Connection) -> None:
@@ -343,6 +349,7 @@ class Store:
                     if statement.strip():
                         db.execute(statement)
                 _add_columns(db)
+                _drop_tables(db)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('version', 0)")
         except BaseException:
@@ -501,7 +508,6 @@ class Store:
                     "INSERT INTO routes (node_id, prefix, approved) VALUES (?, ?, ?)",
                     [(node_id, p, int(auto_approve)) for p in prefixes],
                 )
-                db.execute("DELETE FROM removals WHERE public_key = ?", (public_key,))
                 self._bump(db)
                 created = True
             db.execute(
@@ -621,14 +627,6 @@ class Store:
         found = self._select("WHERE name = ?", (name,))
         return found[0] if found else None
 
-    def control_key(self, public_key: bytes) -> bytes | None:
-        """The control key of the member with this WireGuard key (the relay asks), or None."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT control_key FROM nodes WHERE public_key = ?", (bytes(public_key),)
-            ).fetchone()
-        return bytes(row[0]) if row is not None else None
-
     def accept_request(self, node_id: int, time_ms: int) -> bool:
         """Record a request's time as the node's newest, if it is newer (False: it is not,
         or the node is gone). Replays are `auth.ReplayGuard`'s to refuse; this record is its
@@ -731,7 +729,7 @@ class Store:
         return newly
 
     def remove(self, name: str) -> Node:
-        """Remove a node (and its routes); its key waits in `removals` for the relay."""
+        """Remove a node (and its routes)."""
         node = self.node_by_name(name)
         if node is None:
             raise NotFound(f"no node named {name!r}")
@@ -739,16 +737,5 @@ class Store:
             cursor = db.execute("DELETE FROM nodes WHERE id = ?", (node.id,))
             if cursor.rowcount != 1:
                 raise NotFound(f"no node named {name!r}")
-            db.execute("INSERT OR IGNORE INTO removals (public_key) VALUES (?)", (node.public_key,))
             self._bump(db)
         return node
-
-    def take_removals(self) -> list[bytes]:
-        """Keys of nodes removed since the last call (for the relay), and forget them."""
-        with self._lock:
-            if self._db.execute("SELECT 1 FROM removals LIMIT 1").fetchone() is None:
-                return []
-            with self._write() as db:
-                keys = [bytes(r[0]) for r in db.execute("SELECT public_key FROM removals")]
-                db.execute("DELETE FROM removals")
-        return keys

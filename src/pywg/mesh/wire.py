@@ -1,36 +1,32 @@
-"""Relay binds and direct-path probes: STUN Binding transactions with pywg attributes.
+"""Home relay associations and direct-path probes: STUN Binding transactions with pywg
+attributes.
 
 Everything a mesh node sends on its WireGuard port that is not WireGuard is a
 STUN Binding request (RFC 8489 §6), so one rule (`pywg.stun.is_stun`, also in
 the C plane) tells it apart, and the answer is always a Binding success
 response whose XOR-MAPPED-ADDRESS tells the sender how it was seen.
 
-Three attributes from the comprehension-optional range (§18.3.1: a STUN
-server that does not know them ignores them):
+Attributes from the comprehension-optional range (§18.3.1: a STUN server
+that does not know them ignores them):
 
 - PYWG-KEY (0xC0A1, 32 bytes): a WireGuard public key. In a *probe* it names
   the node the request is meant for; in its answer the node that answered.
-  In a *bind* it names the node binding.
+  In an *association* it names the node associating.
 - PYWG-TIME (0xC0A2, 8 bytes): milliseconds since the Unix epoch, big-endian;
-  a relay takes a bind only if it is fresh and newer than the last one.
+  a relay takes an association only if it is fresh and newer than the last one.
 - PYWG-PADDING (0xC0A4): zeros that make a probe as long as its answer, so
   a node never sends more than it was sent.
-- PYWG-SIGNATURE (0xC0A3, 64 bytes): Ed25519 (RFC 8032) over BIND_CONTEXT,
-  the relay port (2 bytes), the transaction ID, the key and the time, made
-  with the node's control key (`pywg.mesh.auth`), whose public half the
-  coordinator holds.
-
-A *bind* goes to one of the relay's pair ports (`pywg.mesh.relay`) and tells
-it "packets for me on this port go to where this came from"; a *probe* goes
-to a peer's candidate endpoint and asks "is this path to you open?".
+- PYWG-SIGNATURE (0xC0A3, 64 bytes): Ed25519 (RFC 8032) over
+  ASSOCIATE_CONTEXT, the relay's Ed25519 key, the transaction ID, the key
+  and the time, made with the node's control key (`pywg.mesh.auth`), whose
+  public half the coordinator holds: an association is good for one relay.
+- PYWG-NODE-ID (0xC0A5, 4 bytes, big-endian): in the relay's answer to an
+  association, the node's id on the relays.
 
 An *association* goes to a home relay's UDP port (`pywg.mesh.relayserver`,
 docs/relay.md) and tells it "datagrams for my node id go to where this came
-from". It carries the same three attributes as a bind, its signature made
-over ASSOCIATE_CONTEXT, the relay's Ed25519 key, the transaction ID, the key
-and the time (so a bind is never an association, and an association is good
-for one relay). The relay's answer adds PYWG-NODE-ID (0xC0A5, 4 bytes,
-big-endian): the node's id on the relays.
+from"; a *probe* goes to a peer's candidate endpoint and asks "is this path
+to you open?".
 """
 
 from __future__ import annotations
@@ -51,51 +47,8 @@ ATTR_SIGNATURE: Final = 0xC0A3
 ATTR_PADDING: Final = 0xC0A4
 ATTR_NODE_ID: Final = 0xC0A5
 PROBE_PADDING: Final = 24  # a probe is as long as its answer over IPv6 (no amplification)
-BIND_CONTEXT: Final = b"pywg relay bind v1\0"
 ASSOCIATE_CONTEXT: Final = b"pywg relay associate v1\0"
 SIGNATURE_SIZE: Final = 64
-
-
-def _signed_part(port: int, transaction_id: bytes, key: bytes, time_ms: int) -> bytes:
-    return (
-        BIND_CONTEXT + struct.pack("!H", port) + transaction_id + key + struct.pack("!Q", time_ms)
-    )
-
-
-def bind_request(
-    transaction_id: bytes, node_key: bytes, control: SigningKey, port: int, time_ms: int
-) -> bytes:
-    """A bind for relay port `port`, signed with the node's control key."""
-    if len(node_key) != KEY_SIZE:
-        raise ValueError("a WireGuard public key is 32 bytes")
-    signature = control.sign(_signed_part(port, transaction_id, node_key, time_ms)).signature
-    return stun.binding_request(
-        transaction_id,
-        [
-            (ATTR_KEY, node_key),
-            (ATTR_TIME, struct.pack("!Q", time_ms)),
-            (ATTR_SIGNATURE, signature),
-        ],
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Bind:
-    transaction_id: bytes
-    node_key: bytes
-    time_ms: int
-    signature: bytes
-
-    def verify(self, port: int, control_key: bytes) -> bool:
-        """Whether the node signed this for `port` (`control_key`: its Ed25519 public key)."""
-        try:
-            VerifyKey(control_key).verify(
-                _signed_part(port, self.transaction_id, self.node_key, self.time_ms),
-                self.signature,
-            )
-        except (BadSignatureError, ValueError, TypeError):
-            return False
-        return True
 
 
 def _signed_attributes(message: stun.StunMessage) -> tuple[bytes, int, bytes] | None:
@@ -109,12 +62,6 @@ def _signed_attributes(message: stun.StunMessage) -> tuple[bytes, int, bytes] | 
     if len(key) != KEY_SIZE or len(when) != 8 or len(signature) != SIGNATURE_SIZE:
         return None
     return key, struct.unpack("!Q", when)[0], signature
-
-
-def parse_bind(message: stun.StunMessage) -> Bind | None:
-    """The bind in a Binding request, or None if it is not one (a plain STUN request)."""
-    signed = _signed_attributes(message)
-    return None if signed is None else Bind(message.transaction_id, *signed)
 
 
 def _associate_part(relay_key: bytes, transaction_id: bytes, key: bytes, time_ms: int) -> bytes:

@@ -5,7 +5,9 @@ when UDP gets through, otherwise over TCP, and moves up again when a better
 path answers. So the link
 
 1. associates over UDP (`udp.Associator`); answered: holds the relay at its
-   UDP port (`Tunnel.set_relay`) and refreshes every `Timing.refresh`;
+   UDP port (`Tunnel.set_relay`) and refreshes every `Timing.refresh`, or
+   at once when told to (`refresh`: the relay went quiet and came back, so
+   it may have restarted and lost the association);
 2. when an association goes unanswered for `Timing.udp_timeout`, connects
    over TCP/TLS (`tcp.TcpSession`, reconnecting with backoff), holds the
    relay at the bridge's local port (`bridge.Bridge`), and tries UDP again
@@ -63,6 +65,7 @@ class RelayLink:
         self._session: TcpSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        self._refresh_now = asyncio.Event()
         self._counts = dict.fromkeys(
             ("udp_associations", "udp_failures", "tcp_connects", "tcp_failures", "switches",
              "tcp_sent", "tcp_received", "tcp_queue_dropped"), 0,
@@ -84,6 +87,10 @@ class RelayLink:
             self._bridge.close()
             self._bridge = None
         self._switch(None, None)
+
+    def refresh(self) -> None:
+        """On UDP, associate again now rather than at the next refresh."""
+        self._refresh_now.set()
 
     async def wait_transport(self, want: Transport | None, timeout: float) -> bool:
         """Whether the link is on `want` within `timeout` seconds."""
@@ -146,7 +153,9 @@ class RelayLink:
         """On UDP, refreshing, until a refresh goes unanswered."""
         self._switch("udp", self._associator.endpoint)
         while True:
-            await asyncio.sleep(self.timing.refresh)
+            self._refresh_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refresh_now.wait(), self.timing.refresh)
             if not await self._try_udp():
                 break
         self._switch(None, None)

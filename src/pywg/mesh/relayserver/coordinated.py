@@ -3,7 +3,10 @@
 The relay asks with requests signed by its relay key, which the coordinator
 must have been given (`pywg coordinator serve --relay-key`), and takes only
 answers signed by the coordinator's key (`pywg coordinator key`), as a node
-does (`pywg.mesh.client`). `follow` long-polls: a change of the roster
+does (`pywg.mesh.client`). From a coordinator serving HTTPS with a
+certificate of its own making, it takes exactly the certificate it was given
+the pin of (`tls_pin`: its SHA-256, `pywg.mesh.tls`), as a node does with
+the pin of its join token. `follow` long-polls: a change of the roster
 (a node joins, is removed, gets new keys) reaches the relay within a second
 or so, and the relay's sweep evicts a node that left.
 """
@@ -29,10 +32,19 @@ RETRY_MAX = 30.0
 class CoordinatorMembership(StaticMembership):
     """Members from the coordinator at `url` (empty until the first answer)."""
 
-    def __init__(self, url: str, relay_key: SigningKey, coordinator_key: bytes) -> None:
+    def __init__(
+        self,
+        url: str,
+        relay_key: SigningKey,
+        coordinator_key: bytes,
+        *,
+        tls_pin: bytes | None = None,
+    ) -> None:
         super().__init__()
         public = auth.b64(bytes(relay_key.verify_key))
-        self._client = CoordinatorClient(url, public, relay_key, coordinator_key=coordinator_key)
+        self._client = CoordinatorClient(
+            url, public, relay_key, coordinator_key=coordinator_key, tls_pin=tls_pin
+        )
         self.version = -1
 
     async def refresh(self, wait: float = 0.0) -> None:

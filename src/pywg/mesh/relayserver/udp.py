@@ -239,11 +239,21 @@ class UdpRelay:
             return
         association = wire.parse_association(message)
         if association is None:
-            answer = stun.binding_success(message.transaction_id, normalize_endpoint(source))
-            if self.send(answer, source):
-                self._counters["stun_answered"] += 1
+            self._answer_stun(message.transaction_id, source)
             return
         self._associate(association, source, now)
+
+    def _answer_stun(self, transaction_id: bytes, source: AddressLike) -> None:
+        """A plain Binding request's answer; from an associated address it names the node
+        it is associated as (docs/relay.md, "Plain STUN"): a node checks its association so."""
+        held = self._by_source.get(source)
+        mapped = normalize_endpoint(source)
+        if held is None:
+            answer = stun.binding_success(transaction_id, mapped)
+        else:
+            answer = wire.association_answer(transaction_id, mapped, held.member.node_id)
+        if self.send(answer, source):
+            self._counters["stun_answered"] += 1
 
     def _associate(self, request: wire.Association, source: AddressLike, now: float) -> None:
         member = self._membership.by_key(request.node_key)
