@@ -98,6 +98,8 @@ def test_forwards_between_associated_nodes_with_the_tag_turned(rig: Rig) -> None
         assert source[1] == rig.port and got == relayed.tag(message, 0x0A0001)
         rig.send(b, relayed.tag(message, 0x0A0001))
         assert a.recv(65535) == relayed.tag(message, 0x0B0002)
+    # the loop counts a send after sendmmsg returns, which may be after the datagram arrived
+    assert wait_for(lambda: rig.relay.stats()["forwarded"] == 10, 2.0)
     stats = rig.relay.stats()
     assert stats["forwarded"] == 10 and stats["nodes"] == 2 and stats["handed_up"] == 0
     assert stats["forwarded_bytes"] == 2 * (148 + 92 + 64 + 32 + 1452)

@@ -53,10 +53,13 @@ struct pywg_relay {
 #define GSO_MAX_SEGMENTS 64 /* datagrams one UDP_SEGMENT send carries */
 #define GSO_MAX_BYTES 65000   /* ... and their bytes, under the 64 KiB of one send */
 
+/* A datagram's header in a run and the largest address after it. */
+#define UP_HEAD_ROOM (sizeof(struct pywg_relay_up) + sizeof(struct sockaddr_storage))
+
 /* The datagrams of one receive batch for Python (relay.h: a run). */
 struct handup {
     struct pywg_relay_run run;
-    uint8_t heads[PYWG_RELAY_RUN_MAX][sizeof(struct pywg_relay_up) + sizeof(struct sockaddr_storage)];
+    uint8_t heads[PYWG_RELAY_RUN_MAX][UP_HEAD_ROOM];
     struct iovec iov[1 + 2 * PYWG_RELAY_RUN_MAX]; /* the run header, then a head and bytes each */
     size_t niov, bytes;
     const struct sockaddr_storage *last; /* where the run's last datagram came from */
@@ -65,11 +68,11 @@ struct handup {
 
 /* The largest datagram with the largest address fits in a run of its own; a run's iovecs
  * are within what one sendmsg takes (IOV_MAX, 1024 on Linux). */
-_Static_assert(sizeof(struct pywg_relay_run) + sizeof(struct pywg_relay_up) +
-                       sizeof(struct sockaddr_storage) + 65535 <= PYWG_RELAY_RUN_BYTES,
+_Static_assert(sizeof(struct pywg_relay_run) + UP_HEAD_ROOM + 65535 <= PYWG_RELAY_RUN_BYTES,
                "a run holds any datagram");
 _Static_assert(1 + 2 * PYWG_RELAY_RUN_MAX <= 1024, "a run's iovecs fit one sendmsg");
-_Static_assert(sizeof(struct sockaddr_storage) < PYWG_RELAY_UP_SAME, "an address length is not SAME");
+_Static_assert(sizeof(struct sockaddr_storage) < PYWG_RELAY_UP_SAME,
+               "an address's length is never SAME");
 
 /* A batch of datagrams to forward, each pointing into the receive buffers. Runs of
  * datagrams to one node of one size (the last may be shorter), as a coalesced receive
