@@ -20,6 +20,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -56,6 +57,7 @@ FAST = Limits(
     redial_max=0.5,
 )
 MESSAGES = [(1, 148), (2, 92), (3, 64), (4, 32), (4, 1452)]
+BURST = 2000  # datagrams sent back to back
 
 RelayFactory = Callable[..., RelayThread]
 
@@ -162,6 +164,29 @@ def test_udp_and_tcp_both_ways(relays: RelayFactory, closing: ExitStack) -> None
     tb = tcp(closing, relay, b)
     check_delivery(ua.send, tb.read_datagram, b.node_id, a.node_id)
     check_delivery(tb.send, ua.recv, a.node_id, b.node_id)
+
+
+@pytest.mark.time_limit(30)
+def test_a_burst_from_udp_to_tcp_arrives_whole_and_in_order(
+    relays: RelayFactory, closing: ExitStack
+) -> None:
+    """BURST datagrams sent back to back by a UDP node reach its peer on TCP, each once,
+    in the order sent: the native loop hands them up in runs (several a message), the
+    Python side reads a run at a time."""
+    (a, b), members = nodes(2)
+    relay = relays(members)
+    ua, tb = udp(closing, a, relay), tcp(closing, relay, b)
+    sent = [wg(4, 1000)[:4] + index.to_bytes(4, "big") + os.urandom(992) for index in range(BURST)]
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.extend(tb.read_datagram() for _ in sent))
+    reader.start()
+    for message in sent:
+        ua.send(b.node_id, message)
+    reader.join(TIMEOUT * 2)
+    assert not reader.is_alive(), f"{len(got)} of {BURST} arrived"
+    assert [rp.untag(message) for message in got] == [(a.node_id, m) for m in sent]
+    stats = relay.stats()
+    assert stats["delivered"] == BURST and stats.get("drop_queue_full", 0) == 0
 
 
 @pytest.mark.time_limit(20)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from helpers.time_bounds import wait_for
 from pywg import _fast, relayed
-from pywg._fast.relay import NativeRelay
+from pywg._fast.relay import RUN_HEADER, UP_HEADER, NativeRelay, parse_run
 from pywg.constants import MAX_RELAY_NODE_ID
 from pywg.stun import binding_request, new_transaction_id
 
@@ -32,14 +33,15 @@ def transport(size: int = 100) -> bytes:
 class Rig:
     """A NativeRelay on 127.0.0.1 and node sockets around it."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: bool = True) -> None:
         self.sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         self.sock.bind(("::", 0))
         self.port = self.sock.getsockname()[1]
         self.ended: list[str] = []
         self.relay = NativeRelay(self.sock, self.ended.append)
-        self.relay.start()
+        if start:
+            self.relay.start()
         self.nodes: list[socket.socket] = []
 
     def node(self) -> socket.socket:
@@ -96,6 +98,8 @@ def test_forwards_between_associated_nodes_with_the_tag_turned(rig: Rig) -> None
         assert source[1] == rig.port and got == relayed.tag(message, 0x0A0001)
         rig.send(b, relayed.tag(message, 0x0A0001))
         assert a.recv(65535) == relayed.tag(message, 0x0B0002)
+    # the loop counts a send after sendmmsg returns, which may be after the datagram arrived
+    assert wait_for(lambda: rig.relay.stats()["forwarded"] == 10, 2.0)
     stats = rig.relay.stats()
     assert stats["forwarded"] == 10 and stats["nodes"] == 2 and stats["handed_up"] == 0
     assert stats["forwarded_bytes"] == 2 * (148 + 92 + 64 + 32 + 1452)
@@ -132,6 +136,51 @@ def test_hands_up_stun_and_messages_for_nodes_it_does_not_hold(rig: Rig) -> None
     source = ("::ffff:127.0.0.1", a.getsockname()[1], 0, 0)
     assert got == [(request, source), (elsewhere, source)]
     assert rig.relay.stats()["handed_up"] == 2
+
+
+def test_what_goes_up_goes_in_runs_in_order_with_each_source() -> None:
+    """Datagrams waiting when the loop starts come in one receive batch: they go up as one
+    run (one message: `received(limit=1)` gives them all), in the order sent, each with its
+    own source where the source changes within the run."""
+    rig = Rig(start=False)
+    try:
+        a, b = rig.node(), rig.node()
+        rig.associate(1, a)
+        rig.associate(2, b)
+        sent = []
+        for index in range(40):
+            sender = b if index % 7 == 3 else a
+            data = relayed.tag(bytes([4, 0, 0, 0]) + index.to_bytes(4, "big") + bytes(92), 77)
+            rig.send(sender, data)
+            sent.append((data, ("::ffff:127.0.0.1", sender.getsockname()[1], 0, 0)))
+        rig.relay.start()
+        assert wait_for(lambda: rig.relay.stats()["handed_up"] == len(sent), 2.0)
+        assert [(bytes(d), s) for d, s in rig.relay.received(limit=1)] == sent
+    finally:
+        rig.close()
+    assert rig.ended == []
+
+
+def test_a_run_parses_as_c_lays_it_out() -> None:
+    """relay.h's run: a count, then per datagram its length, its address's length (SAME:
+    the one before's) and bytes, its bytes; an address of no IP family is left out."""
+    ffi, lib = _fast.require()
+    assert ffi.sizeof("struct pywg_relay_run") == RUN_HEADER.size
+    assert ffi.sizeof("struct pywg_relay_up") == UP_HEADER.size
+    assert ffi.offsetof("struct pywg_relay_up", "addrlen") == 2
+    same = lib.PYWG_RELAY_UP_SAME
+    v4 = socket.AF_INET.to_bytes(2, sys.byteorder) + (4000).to_bytes(2, "big")
+    v4 += socket.inet_aton("192.0.2.1") + bytes(8)
+    unix = socket.AF_UNIX.to_bytes(2, sys.byteorder) + b"x"
+    run = RUN_HEADER.pack(4)
+    for data, address in ((b"one", v4), (b"two!", None), (b"", unix), (b"four", None)):
+        addrlen = same if address is None else len(address)
+        run += UP_HEADER.pack(len(data), addrlen) + (address or b"") + data
+    source = ("192.0.2.1", 4000)
+    assert [(bytes(d), s) for d, s in parse_run(run, same)] == [
+        (b"one", source),
+        (b"two!", source),
+    ]
 
 
 def test_a_node_reached_another_way_gets_nothing_here(rig: Rig) -> None:

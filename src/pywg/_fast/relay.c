@@ -53,6 +53,27 @@ struct pywg_relay {
 #define GSO_MAX_SEGMENTS 64 /* datagrams one UDP_SEGMENT send carries */
 #define GSO_MAX_BYTES 65000   /* ... and their bytes, under the 64 KiB of one send */
 
+/* A datagram's header in a run and the largest address after it. */
+#define UP_HEAD_ROOM (sizeof(struct pywg_relay_up) + sizeof(struct sockaddr_storage))
+
+/* The datagrams of one receive batch for Python (relay.h: a run). */
+struct handup {
+    struct pywg_relay_run run;
+    uint8_t heads[PYWG_RELAY_RUN_MAX][UP_HEAD_ROOM];
+    struct iovec iov[1 + 2 * PYWG_RELAY_RUN_MAX]; /* the run header, then a head and bytes each */
+    size_t niov, bytes;
+    const struct sockaddr_storage *last; /* where the run's last datagram came from */
+    socklen_t last_len;
+};
+
+/* The largest datagram with the largest address fits in a run of its own; a run's iovecs
+ * are within what one sendmsg takes (IOV_MAX, 1024 on Linux). */
+_Static_assert(sizeof(struct pywg_relay_run) + UP_HEAD_ROOM + 65535 <= PYWG_RELAY_RUN_BYTES,
+               "a run holds any datagram");
+_Static_assert(1 + 2 * PYWG_RELAY_RUN_MAX <= 1024, "a run's iovecs fit one sendmsg");
+_Static_assert(sizeof(struct sockaddr_storage) < PYWG_RELAY_UP_SAME,
+               "an address's length is never SAME");
+
 /* A batch of datagrams to forward, each pointing into the receive buffers. Runs of
  * datagrams to one node of one size (the last may be shorter), as a coalesced receive
  * brings them, go as one UDP GSO send (UDP_SEGMENT, udp(7)): one message, several
@@ -222,20 +243,54 @@ void pywg_relay_stats(struct pywg_relay *r, struct pywg_relay_stats *out)
     pthread_mutex_unlock(&r->lock);
 }
 
-/* One datagram to Python: where it came from, then its bytes. */
-static void hand_up(struct pywg_relay *r, const uint8_t *d, size_t len,
+/* The run sent to Python: one message on hand_fd (relay.h), sent when full or when the
+ * receive batch is done. */
+static void flush_up(struct pywg_relay *r, struct handup *up)
+{
+    struct msghdr m = {.msg_iov = up->iov, .msg_iovlen = up->niov};
+    ssize_t sent;
+    if (up->run.count == 0)
+        return;
+    do
+        sent = sendmsg(r->hand_fd, &m, MSG_DONTWAIT);
+    while (sent < 0 && errno == EINTR);
+    if (sent < 0) /* the buffer is full (Python is behind): the run is dropped */
+        atomic_fetch_add(&r->stats.up_drops, up->run.count);
+    else
+        atomic_fetch_add(&r->stats.handed_up, up->run.count);
+    up->run.count = 0;
+    up->niov = 1;
+    up->bytes = sizeof(up->run);
+    up->last = NULL;
+}
+
+/* One datagram for Python, added to the run: its header (with its source's address unless
+ * the datagram before came from there too) and its bytes, by reference into the receive
+ * buffers, which stay as they are until the run is sent. */
+static void hand_up(struct pywg_relay *r, struct handup *up, const uint8_t *d, size_t len,
                     const struct sockaddr_storage *src, socklen_t srclen)
 {
-    struct pywg_relay_up up = {0};
-    struct iovec iov[2] = {{.iov_base = &up, .iov_len = sizeof(up)},
-                           {.iov_base = (void *)d, .iov_len = len}};
-    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
-    up.addrlen = srclen <= sizeof(up.addr) ? srclen : 0;
-    memcpy(up.addr, src, up.addrlen);
-    if (sendmsg(r->hand_fd, &m, MSG_DONTWAIT) < 0)
-        atomic_fetch_add(&r->stats.up_drops, 1);
-    else
-        atomic_fetch_add(&r->stats.handed_up, 1);
+    struct pywg_relay_up head = {.len = (uint16_t)len, .addrlen = PYWG_RELAY_UP_SAME};
+    bool same = up->last != NULL && up->last_len == srclen && memcmp(up->last, src, srclen) == 0;
+    size_t addrlen = same ? 0 : srclen, need = sizeof(head) + addrlen + len;
+    uint8_t *entry;
+    if (up->run.count == PYWG_RELAY_RUN_MAX || up->bytes + need > PYWG_RELAY_RUN_BYTES) {
+        flush_up(r, up);
+        same = false;
+        addrlen = srclen;
+        need = sizeof(head) + addrlen + len;
+    }
+    if (!same)
+        head.addrlen = (uint16_t)addrlen;
+    entry = up->heads[up->run.count];
+    memcpy(entry, &head, sizeof(head));
+    memcpy(entry + sizeof(head), src, addrlen);
+    up->iov[up->niov++] = (struct iovec){.iov_base = entry, .iov_len = sizeof(head) + addrlen};
+    up->iov[up->niov++] = (struct iovec){.iov_base = (void *)d, .iov_len = len};
+    up->run.count++;
+    up->bytes += need;
+    up->last = src;
+    up->last_len = srclen;
 }
 
 /* The datagrams of one message, one send each (the kernel refused UDP_SEGMENT). */
@@ -330,14 +385,15 @@ static void queue_out(struct outgoing *out, const struct node *to, uint8_t *d, s
 
 /* Forward one datagram, hand it up, or drop it (lock held). */
 static void relay_one(struct pywg_relay *r, uint8_t *d, size_t len,
-                      const struct sockaddr_storage *src, socklen_t srclen, struct outgoing *out)
+                      const struct sockaddr_storage *src, socklen_t srclen, struct outgoing *out,
+                      struct handup *up)
 {
     struct node *from, *to;
     uint32_t dest;
     if (len > 0 && d[0] == 0) {
         /* a STUN request (RFC 8489 §5: its first byte is 0 for a request), associations
          * among them; nothing that starts 1-4 is one here: a relay gets only requests */
-        hand_up(r, d, len, src, srclen);
+        hand_up(r, up, d, len, src, srclen);
         return;
     }
     if (len == 0 || d[0] < PYWG_MESSAGE_INITIATION || d[0] > PYWG_MESSAGE_TRANSPORT) {
@@ -356,7 +412,7 @@ static void relay_one(struct pywg_relay *r, uint8_t *d, size_t len,
     }
     to = find_id(r, dest);
     if (to == NULL || !to->deliver) {
-        hand_up(r, d, len, src, srclen); /* on TCP, another relay, or nowhere: Python's */
+        hand_up(r, up, d, len, src, srclen); /* on TCP, another relay, or nowhere: Python's */
         return;
     }
     if (out->niov == OUT_MAX)
@@ -403,11 +459,16 @@ int pywg_relay_run(struct pywg_relay *r)
     static __thread uint8_t cmsgs[PYWG_RELAY_BATCH][CMSG_SPACE(sizeof(int))];
     uint8_t *bufs = malloc((size_t)PYWG_RELAY_BATCH * RX_SLOT);
     struct outgoing *out = calloc(1, sizeof(*out));
-    if (bufs == NULL || out == NULL) {
+    struct handup *up = calloc(1, sizeof(*up));
+    if (bufs == NULL || out == NULL || up == NULL) {
         free(bufs);
         free(out);
+        free(up);
         return -1;
     }
+    up->iov[0] = (struct iovec){.iov_base = &up->run, .iov_len = sizeof(up->run)};
+    up->niov = 1;
+    up->bytes = sizeof(up->run);
     while (wait_readable(r)) {
         int n;
         pywg_rx_batch(msgs, iov, addrs, cmsgs[0], sizeof(cmsgs[0]), bufs, RX_SLOT,
@@ -423,12 +484,15 @@ int pywg_relay_run(struct pywg_relay *r)
             if (seg == 0 || seg >= len)
                 seg = len;
             for (size_t off = 0; off < len; off += seg)
-                relay_one(r, d + off, len - off < seg ? len - off : seg, &addrs[i], alen, out);
+                relay_one(r, d + off, len - off < seg ? len - off : seg, &addrs[i], alen, out,
+                          up);
         }
         pthread_mutex_unlock(&r->lock);
+        flush_up(r, up); /* first: Python takes it on while the forwarded batch goes out */
         send_out(r, out);
     }
     free(bufs);
     free(out);
+    free(up);
     return 0;
 }

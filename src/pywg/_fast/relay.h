@@ -23,9 +23,13 @@
  * that is neither that nor a STUN request (first byte 0). The rest (STUN and
  * association requests, messages for a node not associated over UDP: on
  * TCP, or on another relay, or nowhere) goes up to Python through
- * a datagram socketpair (`hand_fd`), each as a struct pywg_relay_up header
- * and the datagram; the kernel bounds that socket's buffer, and what does
- * not fit is dropped and counted, so a flood costs Python at most a buffer.
+ * a datagram socketpair (`hand_fd`) in runs: one message carries the
+ * datagrams of one receive batch for Python (up to PYWG_RELAY_RUN_MAX of them
+ * and PYWG_RELAY_RUN_BYTES), sent when the batch is done, so a stream for a
+ * node on TCP costs one message and one wake-up of Python a batch rather than
+ * one a datagram. The kernel bounds that socket's buffer, and a run that does
+ * not fit is dropped and its datagrams counted, so a flood costs Python at
+ * most a buffer.
  *
  * Python owns the associations (pywg_relay_set_node, after it has checked a
  * node's signed association request) and sends what it forwards itself
@@ -44,7 +48,9 @@
 
 /* cdef-begin */
 #define PYWG_RELAY_BATCH 64
-#define PYWG_RELAY_UP_ADDR 28 /* sizeof(struct sockaddr_in6): the largest address kept */
+#define PYWG_RELAY_RUN_MAX 256      /* datagrams one hand-up message carries at most */
+#define PYWG_RELAY_RUN_BYTES 131072 /* ... and bytes, headers included: Python's receive size */
+#define PYWG_RELAY_UP_SAME 65535    /* pywg_relay_up.addrlen: the previous datagram's source */
 
 struct pywg_relay;
 
@@ -60,10 +66,18 @@ struct pywg_relay_stats {
     uint64_t nodes;           /* associations held */
 };
 
-/* What precedes each datagram handed up on `hand_fd`: where it came from. */
+/* A message on `hand_fd`, a run: this header, then `count` datagrams in the order they
+ * arrived, each as a struct pywg_relay_up, its source's address bytes (a struct sockaddr
+ * as recvfrom gives it: `addrlen` bytes, none for PYWG_RELAY_UP_SAME) and its `len`
+ * bytes. Native byte order, no padding. */
+struct pywg_relay_run {
+    uint32_t count;
+};
+
 struct pywg_relay_up {
-    uint32_t addrlen;
-    uint8_t addr[PYWG_RELAY_UP_ADDR];
+    uint16_t len;     /* the datagram's bytes */
+    uint16_t addrlen; /* the address bytes that follow; PYWG_RELAY_UP_SAME: none, it came
+                         from where the run's previous datagram came from */
 };
 
 /* A relay on a bound UDP socket and the writing end of a SOCK_DGRAM socketpair;

@@ -3,15 +3,17 @@
 `NativeRelay` runs the C loop on a relay's UDP socket: it forwards tagged
 WireGuard messages between nodes associated over UDP by itself, and hands
 everything else (STUN, associations, messages for nodes it does not hold) to
-Python through a datagram socketpair, read with `received()` when
-`hand_fd` is readable. Python says which node is where (`set_node`) and
-sends what it forwards itself on the same socket.
+Python through a datagram socketpair, a run of datagrams a message (one
+receive batch's: relay.h, struct pywg_relay_run), read with `received()`
+when `hand_fd` is readable. Python says which node is where (`set_node`)
+and sends what it forwards itself on the same socket.
 """
 
 from __future__ import annotations
 
 import functools
 import socket
+import struct
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -23,8 +25,8 @@ from . import require
 from .plane import sockaddr
 
 HAND_BUFFER: Final = 4 << 20  # bytes the hand-off socket holds for Python; beyond, dropped
-_UP_HEADER: Final = 32  # sizeof(struct pywg_relay_up)
-_MAX_DATAGRAM: Final = 65535
+RUN_HEADER: Final = struct.Struct("=I")  # struct pywg_relay_run: count
+UP_HEADER: Final = struct.Struct("=HH")  # struct pywg_relay_up: len, addrlen
 ADDRESS_CACHE: Final = 4096  # sources whose parsed address is kept
 
 
@@ -40,6 +42,23 @@ def socket_address(raw: bytes) -> AddressLike | None:
         flow, scope = int.from_bytes(raw[4:8], "big"), int.from_bytes(raw[24:28], sys.byteorder)
         return host, int.from_bytes(raw[2:4], "big"), flow, scope
     return None
+
+
+def parse_run(run: bytes, same: int) -> Iterator[tuple[memoryview, AddressLike]]:
+    """The datagrams of a run (relay.h) with their sources, in order: views into `run`,
+    no copies. `same`: PYWG_RELAY_UP_SAME. A datagram from an address that is no IP
+    socket's is left out."""
+    (count,) = RUN_HEADER.unpack_from(run)
+    view, unpack, offset, source = memoryview(run), UP_HEADER.unpack_from, RUN_HEADER.size, None
+    for _ in range(count):
+        size, addrlen = unpack(run, offset)
+        offset += UP_HEADER.size
+        if addrlen != same:
+            source = socket_address(run[offset : offset + addrlen])
+            offset += addrlen
+        if source is not None:
+            yield view[offset : offset + size], source
+        offset += size
 
 
 class NativeRelay:
@@ -103,18 +122,19 @@ class NativeRelay:
         if self.lib.pywg_relay_set_node(self.handle, node, raw, len(raw), int(deliver)) != 0:
             raise ValueError(f"cannot associate node {node}")
 
-    def received(self, limit: int = 256) -> Iterator[tuple[bytes, AddressLike]]:
-        """The datagrams handed up so far (at most `limit`): (data, where it came from, as
-        the socket's recvfrom would give it)."""
-        for _ in range(limit):
+    def received(self, limit: int = 256) -> Iterator[tuple[memoryview, AddressLike]]:
+        """The datagrams handed up so far, whole runs until `limit` have come: (data, where
+        it came from, as the socket's recvfrom would give it). `data` is a view into its
+        run's bytes (each run its own)."""
+        run_bytes, same = self.lib.PYWG_RELAY_RUN_BYTES, self.lib.PYWG_RELAY_UP_SAME
+        taken = 0
+        while taken < limit:
             try:
-                record = self._mine.recv(_UP_HEADER + _MAX_DATAGRAM)
+                run = self._mine.recv(run_bytes)
             except BlockingIOError:
                 return
-            addrlen = int.from_bytes(record[:4], sys.byteorder)  # a uint32_t
-            source = socket_address(record[4 : 4 + addrlen])
-            if source is not None:
-                yield record[_UP_HEADER:], source
+            taken += RUN_HEADER.unpack_from(run)[0]
+            yield from parse_run(run, same)
 
     def stats(self) -> dict[str, int]:
         self.lib.pywg_relay_stats(self.handle, self._stats)

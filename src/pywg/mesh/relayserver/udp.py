@@ -189,7 +189,7 @@ class UdpRelay:
         assert self._native is not None
         for data, source in self._native.received():
             try:
-                self._datagram(memoryview(data), len(data), source)
+                self._datagram(data, len(data), source)
             except Exception:  # a bug, never the datagram's fault: count it and go on
                 self._counters["errors"] += 1
                 log.exception("relay: error handling a UDP datagram (dropped)")
