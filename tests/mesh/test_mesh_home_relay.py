@@ -12,6 +12,8 @@ The first two run with each data plane (PYWG_BACKEND native and pure).
   their home relay over UDP: each holds the other at ``[100::ID]:1``.
 - A node whose NAT router drops all UDP reaches the other, and is reached,
   over TCP/TLS to the relay.
+- When that router lets UDP through again, the node's link moves back to a
+  UDP association, and both nodes go direct (endpoint-independent NATs).
 - Two relays peered with each other, each node homed on its own (the other
   relay unreachable from it at first): pings pass across the relays. The
   relay of one node is killed: that node moves to the other relay within
@@ -103,6 +105,38 @@ def test_a_node_without_udp_is_reached_over_tcp(
     relay = mesh.relays[0]
     sockets = a.host.run("ss", "-Htn", "state", "established").stdout
     assert f"{relay.addr4}:{HOME_TCP_PORT}" in sockets, sockets
+
+
+@pytest.mark.time_limit(150)
+def test_udp_let_through_again_moves_to_udp_then_direct(
+    mesh_lab: Callable[..., MeshLab],
+) -> None:
+    mesh = mesh_lab(home_relays=1)
+    a_site = mesh.net.behind_nat("a", "endpoint-independent")
+    b_site = mesh.net.behind_nat("b", "endpoint-independent")
+    router(a_site).nat.router.nft(DROP_UDP)  # type: ignore[union-attr]
+    a, b = mesh.pair(a_site, b_site)
+    mesh.wait_relayed(a, b, number=1, seconds=40)
+    mesh.wait_relayed(b, a, number=1, seconds=40)
+    pings_both_ways(mesh, a, b, deadline=40)
+    assert "home relay relay1: tcp" in a.log_text(), dump(mesh)
+    router(a_site).nat.router.nft("delete table inet pywg_test_dropudp\n")  # type: ignore[union-attr]
+    let_through = time.monotonic()
+    # the link back to a UDP association within its retry interval (Timing.udp_retry,
+    # 10 s, plus an association's timeout) ...
+    deadline = let_through + 20
+    while a.log_text().count("home relay relay1: udp") == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    on_udp = time.monotonic() - let_through
+    assert "home relay relay1: udp" in a.log_text(), dump(mesh)
+    # ... then the direct path, each node sending to the other's NAT
+    mesh.wait_endpoint(a, b, b_site.public_addr4, seconds=40)
+    mesh.wait_endpoint(b, a, a_site.public_addr4, seconds=40)
+    direct = time.monotonic() - let_through
+    pings_both_ways(mesh, a, b)
+    sockets = a.host.run("ss", "-Htn", "state", "established").stdout
+    assert f":{HOME_TCP_PORT}" not in sockets, sockets
+    print(f"UDP again after {on_udp:.1f} s, direct after {direct:.1f} s")
 
 
 @pytest.mark.time_limit(150)

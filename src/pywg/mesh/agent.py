@@ -12,7 +12,7 @@ loops on one event loop:
   and approved routes) or removed, routes for approved subnets added or
   taken away. Nothing is written by hand per pair.
 - endpoints: every ENDPOINT_INTERVAL seconds, and at once when a direct path
-  is lost or the home relay changes, the node asks a STUN server (--stun,
+  is lost, the home relay changes or its link turns to UDP, the node asks a STUN server (--stun,
   else its home relay's UDP port) from its WireGuard socket what its public
   mapping is (RFC 8489), and reports it with its local addresses and its
   home relay's number to the coordinator when they changed.
@@ -117,7 +117,8 @@ class MeshNode:
         self.reported: list[Endpoint] | None = None
         self.reported_home: int | None = None
         self.home: HomeRelays | None = None
-        self._home_seen: tuple[int | None, bool] = (None, False)  # (number, up) as applied
+        # (number, transport) of the home relay as applied
+        self._home_seen: tuple[int | None, str | None] = (None, None)
         self._relay_map: tuple[HomeRelay, ...] = ()  # the home relays
         self.public_endpoint: Endpoint | None = None
         self._client: CoordinatorClient | None = None
@@ -365,14 +366,16 @@ class MeshNode:
         peer.selector.relay = peer.relay
 
     def _follow_home(self, now: float) -> None:
-        """When the home relay moves, comes up or goes down: every peer's relay path again,
-        and the new number reported."""
+        """When the home relay moves, comes up, goes down or changes transport: every peer's
+        relay path again, and the new number reported."""
         home = self.home
-        seen = (home.number, home.up) if home is not None and self._homed() else (None, False)
+        seen = (home.number, home.transport) if home is not None and self._homed() else (None, None)
         if seen == self._home_seen:
             return
-        if seen[0] != self._home_seen[0]:
-            self._rediscover.set()  # report the new home (and learn the mapping anew)
+        if seen[0] != self._home_seen[0] or seen[1] == "udp":
+            # report the new home; learn the mapping anew: the home answering over UDP
+            # again can mean UDP gets out now where it did not (a STUN answer will too)
+            self._rediscover.set()
         self._home_seen = seen
         for peer in self.peers.values():
             self._set_relay_path(peer)

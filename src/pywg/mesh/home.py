@@ -210,6 +210,11 @@ class HomeRelays:
         """Whether the home's link has a transport now."""
         return self.link is not None and self.link.transport is not None
 
+    @property
+    def transport(self) -> str | None:
+        """The home link's transport now ("udp", "tcp"; None: none, or no home)."""
+        return self.link.transport if self.link is not None else None
+
     def set_map(self, relays: Sequence[HomeRelay]) -> None:
         """The relay map of the latest roster."""
         if tuple(relays) != self.relays:

@@ -36,7 +36,7 @@ class Timing:
     reconnects, doubling from min to max; `connect_timeout`: one TCP set-up, all steps."""
 
     udp_timeout: float = 5.0
-    udp_retry: float = 60.0
+    udp_retry: float = 10.0
     refresh: float = REFRESH_INTERVAL  # docs/relay.md: the association's refresh
     keepalive: float = KEEPALIVE_INTERVAL  # docs/relay.md: a PING when nothing was sent
     backoff_min: float = 1.0
