@@ -16,8 +16,8 @@ The first two run with each data plane (PYWG_BACKEND native and pure).
   UDP association, and both nodes go direct (endpoint-independent NATs).
 - Two relays peered with each other, each node homed on its own (the other
   relay unreachable from it at first): pings pass across the relays. The
-  relay of one node is killed: that node moves to the other relay within
-  10 s and traffic resumes.
+  relay of one node is killed during a transfer: that node moves to the
+  other relay within 10 s and the transfer goes on, intact.
 """
 
 from __future__ import annotations
@@ -30,10 +30,14 @@ import pytest
 
 from pywg.lab.mesh import HOME_TCP_PORT, MeshLab, Node, dump
 from pywg.lab.nat import Site
+from pywg.lab.transfer import PacedStream
 
 pytestmark = [pytest.mark.needs_lab("nft")]
 
 PREFIX = "pwhome"  # of the `lab` fixture's lab, where `mesh_lab` builds
+
+STREAM_RATE = 1_000_000  # bytes/s of the transfer across a relay's death
+STREAM_SECONDS = 20
 
 DROP_UDP = """
 table inet pywg_test_dropudp {
@@ -156,11 +160,22 @@ def test_nodes_on_peered_relays_and_a_move_when_one_dies(
     pings_both_ways(mesh, a, b)  # a -> relay 1 -> relay 2 -> b, and back
     for site in (a_site, b_site):
         router(site).nat.router.nft("delete table inet pywg_test_dropto\n")  # type: ignore[union-attr]
+    # a transfer a -> b runs through relay 1 and relay 2 while relay 1 dies
+    stream = PacedStream(
+        a.host, b.host, b.addr4(), port=5301, rate=STREAM_RATE, seconds=STREAM_SECONDS, timeout=25
+    )
+    time.sleep(3)
+    assert stream.sending(), dump(mesh)
     mesh.kill_relay(1)
     killed = time.monotonic()
     mesh.wait_relayed(a, b, number=2, seconds=15)
     moved = time.monotonic() - killed
     assert moved < 10, f"a moved to relay 2 after {moved:.1f} s\n{dump(mesh)}"
     assert "home relay relay1 failed" in a.log_text(), dump(mesh)
+    result = stream.result(deadline=STREAM_SECONDS + 30)
+    assert result.ok, (result, dump(mesh))  # intact: every byte, in order
+    # the stream stood still at most while a moved, plus TCP's retransmission backoff
+    assert result.max_gap < 10, (result, dump(mesh))
+    print(f"moved after {moved:.1f} s; longest stall of the transfer {result.max_gap:.1f} s")
     pings_both_ways(mesh, a, b, deadline=15)
     assert "home relay reported: 2" in a.log_text(), dump(mesh)
