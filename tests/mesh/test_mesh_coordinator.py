@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import stat
@@ -1037,7 +1038,7 @@ def test_cli_serve_process(host: Host, tmp_path: Any) -> None:
     argv = [sys.executable, "-c", code, "coordinator", "serve", "--state", state]
     common = ["--listen", "127.0.0.1:8580", "--ipv4", V4, "--ipv6", V6, "--no-relay"]
     host.ip("link", "set", "lo", "up")
-    proc = host.popen(*argv, *common, stderr=subprocess.PIPE)
+    proc = host.popen(*argv, *common, "--plain-http", stderr=subprocess.PIPE)
     try:
 
         async def scenario() -> None:
@@ -1059,8 +1060,14 @@ def test_cli_serve_process(host: Host, tmp_path: Any) -> None:
                 assert "relays" not in roster and roster["peers"] == []
 
         run_in(host, scenario)
+        # the mesh has a node that knows it at http://: HTTPS (the default) is refused
+        https = host.run(*argv, "--no-relay", check=False)
+        assert https.returncode == 2 and "--plain-http" in https.stderr, https.stderr
+        assert not os.path.exists(os.path.join(state, "tls.crt"))
         # a second server on the same state with other networks refuses to start
-        other = host.run(*argv, "--ipv4", "198.19.6.0/24", "--no-relay", check=False)
+        other = host.run(
+            *argv, "--ipv4", "198.19.6.0/24", "--no-relay", "--plain-http", check=False
+        )
         assert other.returncode == 1
         assert "fixed at first start" in other.stderr and "Traceback" not in other.stderr
         proc.send_signal(signal.SIGTERM)
@@ -1118,6 +1125,45 @@ def _listening(log: Path, starts: int, seconds: float = 15) -> None:
     while log.read_text().count("relay: relay ") < starts:
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.1)
+
+
+@needs_lab
+def test_cli_serve_is_https_by_default(host: Host, tmp_path: Any) -> None:
+    """`pywg coordinator serve` with no TLS option serves HTTPS with a certificate it makes
+    and names it in its start-up line (the pin tokens carry, in hex); `--plain-http` does
+    not go with `--tls`."""
+    state = str(tmp_path / "state")
+    assert cli("serve", "--state", state, "--plain-http", "--tls") == 2
+    assert not os.path.exists(state)
+    argv = [sys.executable, "-m", "pywg", "coordinator", "serve", "--state", state]
+    argv += ["--listen", "127.0.0.1:8580", "--ipv4", V4, "--ipv6", V6, "--no-relay"]
+    host.ip("link", "set", "lo", "up")
+    proc = host.popen(*argv, stderr=subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        line, end = "", time.monotonic() + 20
+        while "listening on" not in line and time.monotonic() < end:
+            ready, _, _ = select.select([proc.stderr], [], [], max(0.0, end - time.monotonic()))
+            line = proc.stderr.readline().decode() if ready else ""
+        made = tls.self_made(state)
+        assert made is not None, line
+        assert f"(HTTPS, certificate-sha256 {made.pin.hex()})" in line, line
+        fetch = (
+            "import ssl, urllib.request; ctx = ssl._create_unverified_context(); "
+            "print(urllib.request.urlopen('https://127.0.0.1:8580/v1/health', context=ctx)"
+            ".read().decode())"
+        )
+        answer = host.run(sys.executable, "-c", fetch, timeout=20)
+        assert json.loads(answer.stdout) == {"ok": True, "nodes": 0}
+        plain = host.run(
+            sys.executable, "-c",
+            "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8580/v1/health')",
+            check=False, timeout=20,
+        )  # fmt: skip
+        assert plain.returncode != 0  # no plain HTTP on the API's port
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 @needs_lab

@@ -112,7 +112,7 @@ def test_join_over_https_only_with_the_pinned_certificate(
 @pytest.mark.needs_lab("nft")
 @pytest.mark.time_limit(120)
 def test_nodes_join_a_coordinator_serving_https(mesh_lab: Callable[..., MeshLab]) -> None:
-    """`pywg coordinator serve --tls` and `pywg join https://…` as processes: two nodes
+    """`pywg coordinator serve` (HTTPS by default) and `pywg join https://…` as processes: two nodes
     behind symmetric NATs join with the pinning token and reach each other through the
     coordinator's own relay, which reads the members over HTTPS pinning the certificate
     (`--coordinator-pin`); a node whose token pins another certificate is refused and
@@ -128,7 +128,9 @@ def test_nodes_join_a_coordinator_serving_https(mesh_lab: Callable[..., MeshLab]
     mesh.wait_relayed(b, a, number=1)
     assert a.host.wait_ping(b.addr4(), deadline=30), mesh.coordinator_log()
     assert "2 members from the coordinator" in mesh.coordinator_log()
-    assert "(HTTPS)" in mesh.coordinator_log()
+    # the start-up line names the certificate the token pins, in hex (for --coordinator-pin)
+    pinned = tls.parse_pin(token.rpartition(".")[2])
+    assert f"(HTTPS, certificate-sha256 {pinned.hex()})" in mesh.coordinator_log()
     other = tls.load_or_make(str(mesh.tmp))  # not the coordinator's
     wrong = token.rpartition(".")[0] + "." + tls.format_pin(other.pin)
     done = mesh.join_from_hub(wrong)

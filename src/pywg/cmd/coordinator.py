@@ -3,6 +3,7 @@
     pywg coordinator serve [--state DIR] [--listen HOST:PORT] [--ipv4 CIDR] [--ipv6 CIDR]
                            [--relay-host HOST] [--relay-name NAME] [--relay-listen IP]
                            [--relay-port N] [--relay-tcp-port N] [--no-relay]
+                           [--tls | --tls-cert FILE --tls-key FILE | --plain-http]
                            [--auto-approve-routes] [--relay-key KEY]...
                            [--home-relay NAME=KEY@HOST[:UDP[:TCP]][#PIN]]...
     pywg coordinator token [--ttl SECONDS] [--reusable] [--url URL]
@@ -16,6 +17,11 @@ while `serve` runs (it notices within a second). The mesh networks are fixed
 at the first `serve`: IPv4 100.72.0.0/24 unless --ipv4 says otherwise (RFC
 6598 shared space; pick another range if the hosts are behind a carrier-grade
 NAT using it, or run Tailscale), IPv6 a random unique local /64 (RFC 4193).
+
+`serve` serves HTTPS: with --tls-cert and --tls-key (a CA's certificate), or
+with one it makes at the first start (STATE/tls.crt; its SHA-256 is
+`certificate-sha256` in the start-up line, and every token pins it). Plain
+HTTP takes --plain-http.
 
 `serve` runs a home relay of its own (`pywg relay serve`, docs/relay.md) in a
 child process it starts again if it exits and ends when it stops: relay
@@ -122,10 +128,17 @@ def _register_serve(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--tls",
         action="store_true",
-        help="serve HTTPS with a certificate made here (kept in the state; tokens pin it)",
+        help="serve HTTPS with a certificate made here, kept in the state, which tokens pin "
+        "(the default without --tls-cert or --plain-http)",
     )
     serve.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate")
     serve.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert")
+    serve.add_argument(
+        "--plain-http",
+        action="store_true",
+        help="serve plain HTTP (answers are signed, but names, addresses and endpoints "
+        "travel in the clear): behind a TLS-terminating proxy, or in a lab",
+    )
     _register_home_relays(serve)
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(func=serve_command)
@@ -366,8 +379,9 @@ def home_relays(texts: Sequence[str], first: int = 1, taken: Sequence[str] = ())
 
 
 def tls_certificate(args: argparse.Namespace, listen_host: str | None) -> Certificate | None:
-    """The certificate `serve` uses: --tls (made here once, pinned by tokens), --tls-cert
-    and --tls-key (checked by nodes against their CAs), or none (plain HTTP)."""
+    """The certificate `serve` uses: made here once and pinned by tokens (the default,
+    --tls), --tls-cert and --tls-key (checked by nodes against their CAs), or none
+    (--plain-http)."""
     from pywg.mesh import tls
     from pywg.mesh.store import ensure_state_dir
 
@@ -375,6 +389,8 @@ def tls_certificate(args: argparse.Namespace, listen_host: str | None) -> Certif
         raise UsageError("--tls-cert and --tls-key go together")
     if args.tls and args.tls_cert:
         raise UsageError("--tls makes its own certificate: give it or --tls-cert, not both")
+    if args.plain_http and (args.tls or args.tls_cert):
+        raise UsageError("--plain-http serves no certificate: not with --tls or --tls-cert")
     own = tls.self_made(args.state) if os.path.isdir(args.state) else None
     if args.tls_cert:
         if own is not None:
@@ -383,11 +399,34 @@ def tls_certificate(args: argparse.Namespace, listen_host: str | None) -> Certif
                 f"{own.key_path} to serve --tls-cert"
             )
         return tls.load(args.tls_cert, args.tls_key)
-    if not args.tls:
+    if args.plain_http:
         return None
+    if own is None and _served_plain(args.state):
+        raise UsageError(
+            f"the mesh in {args.state} is served over plain HTTP and its nodes use http:// "
+            "URLs: give --plain-http to go on so, or --tls-cert/--tls-key for a certificate "
+            "their system trusts"
+        )
     ensure_state_dir(args.state)
     names = [n for n in (listen_host, args.relay_host) if n]
     return tls.load_or_make(args.state, names)
+
+
+def _served_plain(state: str) -> bool:
+    """Whether the coordinator's state holds nodes but no self-made certificate: a mesh that
+    was served over plain HTTP (its nodes would not follow it to HTTPS)."""
+    from pywg.mesh.store import Store, StoreError, db_path
+
+    if not os.path.exists(db_path(state)):
+        return False
+    try:
+        store = Store(state, create=False)
+    except (StoreError, OSError, sqlite3.Error):
+        return False  # serve opens it next and says what is wrong
+    try:
+        return bool(store.nodes())
+    finally:
+        store.close()
 
 
 def _fail(message: str, status: int = 1) -> int:
@@ -424,7 +463,7 @@ def token_command(args: argparse.Namespace) -> int:
         token = new_token(store, load_or_create_key(args.state), args.ttl, reusable=args.reusable)
         until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() + args.ttl))
         kind = "reusable" if args.reusable else "single-use"
-        scheme = "https" if "." in token.partition(".")[2] else "http"  # pinned: --tls
+        scheme = "https" if "." in token.partition(".")[2] else "http"  # pinned: self-made
         url = args.url or f"{scheme}://<this host>:8580"
         print(token)
         print(
@@ -576,7 +615,8 @@ def _ready_line(coordinator: Coordinator, args: argparse.Namespace, host: str | 
     relay_text = "relays " + ", ".join(relays) if relays else "no relay"
     if coordinator.own_relay is not None:
         relay_text += f" (1: own, key {b64(coordinator.home_relays[0].key)})"
-    scheme = "HTTPS" if coordinator.certificate else "HTTP"
+    certificate = coordinator.certificate
+    scheme = f"HTTPS, certificate-sha256 {certificate.pin.hex()}" if certificate else "HTTP"
     return (
         f"pywg coordinator: listening on {where}:{coordinator.port} ({scheme}), "
         f"mesh {nets.ipv4} {nets.ipv6}, {relay_text}, state {args.state}"
@@ -591,10 +631,10 @@ def serve_command(args: argparse.Namespace) -> int:
     try:
         listen_host, listen_port = parse_hostport(args.listen, "--listen")
         relay = relay_config(args)
-        certificate = tls_certificate(args, listen_host)
         relay_keys = [parse_key(text, "--relay-key") for text in args.relay_key]
         taken = [relay.name] if relay is not None else []
         relay_map = home_relays(args.home_relay, 1 + len(taken), taken)
+        certificate = tls_certificate(args, listen_host)  # last: it may make one
     except UsageError as exc:
         return _fail(str(exc), 2)
     except TlsError as exc:

@@ -49,6 +49,7 @@ from typing import IO
 
 from .. import relayed
 from ..endpoint import parse_endpoint
+from ..mesh import tls
 from .hosts import Host, Lab
 from .nat import Internet, Site
 
@@ -142,7 +143,7 @@ class MeshLab:
         *,
         auto_approve: bool = False,
         relay6: bool = False,
-        tls: bool = False,
+        tls: bool = True,
         home_relays: int = 0,
         peered: bool = True,
         own_relay: bool | None = None,
@@ -150,7 +151,8 @@ class MeshLab:
     ) -> None:
         """`relay6`: the own relay (and STUN) is announced at the hub's IPv6 address, so
         nodes reach it, and each other's mappings, over IPv6.
-        `tls`: the coordinator serves HTTPS with a certificate it makes (`serve --tls`).
+        `tls`: the coordinator serves HTTPS with a certificate it makes (`serve`'s
+        default); False: plain HTTP (`serve --plain-http`).
         `home_relays`: that many home relays in the relay map, dialing each other if
         `peered`; `own_relay`: whether the coordinator runs its own relay too (default:
         only without home relays). `node_env`: added to every node's environment
@@ -223,8 +225,8 @@ class MeshLab:
                 argv += ["--home-relay", relay.map_entry()]
         if self.auto_approve:
             argv.append("--auto-approve-routes")
-        if self.tls:
-            argv.append("--tls")
+        if not self.tls:
+            argv.append("--plain-http")
         started = self.own_relay_starts()
         self.coordinator = self.hub.host.popen(*argv, stdout=log, stderr=log)
         if not self.wait_health(20):
@@ -285,6 +287,10 @@ class MeshLab:
             "--listen", relay.addr4, "--udp-port", str(HOME_UDP_PORT),
             "--tcp-port", str(HOME_TCP_PORT),
         ]  # fmt: skip
+        if self.tls:  # the coordinator's self-made certificate, as its start-up line gives it
+            own = tls.self_made(str(self.state))
+            assert own is not None, "the coordinator made no certificate"
+            argv += ["--coordinator-pin", own.pin.hex()]
         if peered:
             for other in self.relays:
                 if other is not relay:
