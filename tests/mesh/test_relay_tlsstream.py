@@ -112,7 +112,11 @@ class Pair:
         self.app = App()
         self.failures: list[bool] = []
         self.stream = TlsStream(
-            context, ReadBuffer(), loop.time() + deadline, lambda: self.app, self.failures.append
+            context,
+            ReadBuffer(),
+            loop.time() + deadline,
+            lambda stream: self.app,
+            lambda stream, timed_out: self.failures.append(timed_out),
         )
         self.raw = RawTransport(self.stream)
         self.stream.connection_made(self.raw)
@@ -257,6 +261,7 @@ def test_no_tls_state_before_the_client_sends_and_the_deadline_aborts() -> None:
 
     async def main() -> None:
         pair = Pair(context, deadline=0.05)
+        assert pair.stream.transport is not None
         assert pair.stream.transport.get_extra_info("ssl_object") is None
         await asyncio.sleep(0.2)
         assert pair.raw.aborted and pair.failures == [True]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import socket
@@ -252,31 +253,25 @@ class TcpListener:
     async def _start(self, sock: socket.socket, slot: PreauthSlot, deadline: float) -> None:
         """The connection's TLS (`TlsStream`), which hands it to a `ServerConnection` once up;
         the connection holds the slot until its OK."""
-        stream: TlsStream | None = None
-
-        def secure() -> ServerConnection:
-            assert stream is not None
-            self._unsecured.discard(stream)
-            return ServerConnection(self._services, slot, deadline)
-
-        def failed(timed_out: bool) -> None:
-            assert stream is not None
-            self._unsecured.discard(stream)
-            self._failed(slot, timed_out)
-
-        stream = TlsStream(self._services.tls.context, self._buffer, deadline, secure, failed)
+        secured = functools.partial(self._secured, slot, deadline)
+        failed = functools.partial(self._failed, slot)
+        stream = TlsStream(self._services.tls.context, self._buffer, deadline, secured, failed)
         self._unsecured.add(stream)
         try:
             await self._services.shared.loop.connect_accepted_socket(lambda: stream, sock)
         except BaseException as exc:  # the socket failed before the transport took it
-            self._unsecured.discard(stream)
             with contextlib.suppress(OSError):
                 sock.close()
-            self._failed(slot, timed_out=False)
+            self._failed(slot, stream, timed_out=False)
             if not isinstance(exc, Exception):
                 raise
 
-    def _failed(self, slot: PreauthSlot, timed_out: bool) -> None:
+    def _secured(self, slot: PreauthSlot, deadline: float, stream: TlsStream) -> ServerConnection:
+        self._unsecured.discard(stream)
+        return ServerConnection(self._services, slot, deadline)
+
+    def _failed(self, slot: PreauthSlot, stream: TlsStream, timed_out: bool) -> None:
+        self._unsecured.discard(stream)
         slot.release()
         self._services.shared.counters["closed_deadline" if timed_out else "tls_failed"] += 1
 

@@ -47,22 +47,23 @@ class ReadBuffer:
 
 
 class TlsStream(asyncio.BufferedProtocol):
-    """See the module docstring. `app` makes the protocol above once TLS is up; `failed` is
-    told (once, with whether the deadline passed) when the connection ends before that."""
+    """See the module docstring. `app(stream)` makes the protocol above once TLS is up;
+    `failed(stream, timed_out)` is told once if the connection ends before that (`timed_out`:
+    at the deadline). Once the connection is lost the stream holds nothing of it."""
 
     def __init__(
         self,
         context: ssl.SSLContext,
         buffer: ReadBuffer,
         deadline: float,
-        app: Callable[[], asyncio.BaseProtocol],
-        failed: Callable[[bool], None],
+        app: Callable[[TlsStream], asyncio.BaseProtocol],
+        failed: Callable[[TlsStream, bool], None],
     ) -> None:
         self._context = context
         self._buffer = buffer
         self._deadline_at = deadline
-        self._make_app = app
-        self._failed: Callable[[bool], None] | None = failed
+        self._make_app: Callable[[TlsStream], asyncio.BaseProtocol] | None = app
+        self._failed: Callable[[TlsStream, bool], None] | None = failed
         self._raw: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._incoming = ssl.MemoryBIO()
@@ -72,7 +73,7 @@ class TlsStream(asyncio.BufferedProtocol):
         self._app: asyncio.Protocol | None = None
         self._write_paused = False
         self.closing = False
-        self.transport = TlsTransport(self)
+        self.transport: TlsTransport | None = TlsTransport(self)
 
     # -- the raw transport's protocol --------------------------------------------------------
 
@@ -105,11 +106,12 @@ class TlsStream(asyncio.BufferedProtocol):
         self.closing = True
         self._disarm()
         app, self._app = self._app, None
-        self._sslobj = None  # OpenSSL's state goes now, not at the next collection
         if app is not None:
             app.connection_lost(exc)
         else:
             self._fail(timed_out=False)
+        # OpenSSL's state and the references back to this stream go now, not at a collection
+        self._sslobj = self._raw = self.transport = self._make_app = None
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -141,7 +143,7 @@ class TlsStream(asyncio.BufferedProtocol):
             pass
         except ssl.SSLZeroReturnError:
             self._flush_outgoing()
-            self.transport.close()  # ours in answer (RFC 8446 §6.1)
+            self.close()  # ours in answer (RFC 8446 §6.1)
             return False
         except ssl.SSLError:
             self._flush_outgoing()  # an alert, if OpenSSL made one
@@ -156,7 +158,9 @@ class TlsStream(asyncio.BufferedProtocol):
         self._disarm()
         self._failed = None
         self._flush_outgoing()  # the handshake's last flight before anything of the app's
-        app = self._app = cast(asyncio.Protocol, self._make_app())
+        make_app, self._make_app = self._make_app, None
+        assert make_app is not None and self.transport is not None
+        app = self._app = cast(asyncio.Protocol, make_app(self))
         app.connection_made(self.transport)
         if self._write_paused and not self.closing:
             app.pause_writing()
@@ -222,7 +226,7 @@ class TlsStream(asyncio.BufferedProtocol):
     def _fail(self, timed_out: bool) -> None:
         failed, self._failed = self._failed, None
         if failed is not None:
-            failed(timed_out)
+            failed(self, timed_out)
 
     # -- for the transport above -------------------------------------------------------------
 
