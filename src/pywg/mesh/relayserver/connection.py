@@ -11,8 +11,10 @@ transport while it takes more, else into the connection's `OutQueue`
 (docs/relay.md, "The relay's queues"); the transport pauses us above
 `Limits.write_high_water`. Frames for the transport are batched: they go
 in one write (one TLS record run, one system call) at the loop's next turn,
-or at once when the batch reaches BATCH_BYTES, so a burst of datagrams
-costs one write rather than one each. `sweep` closes a connection paused for longer
+or at once when the batch reaches BATCH_BYTES or would take the transport
+past its high-water mark, so a burst of datagrams costs one write rather
+than one each and the transport holds at most its high-water mark and one
+frame. `sweep` closes a connection paused for longer
 than `stall_timeout` (its peer does not read) or silent for `idle_timeout`,
 and sends PING after `keepalive_interval` without sending.
 """
@@ -64,6 +66,7 @@ class FramedConnection(asyncio.Protocol):
         self._decoder = FrameDecoder()
         self._queue = OutQueue(queue)
         self._batch = bytearray()  # frames for the transport's next write
+        self._batch_limit = BATCH_BYTES  # ... written at once when this long (`_batch_room`)
         self._flush_handle: asyncio.Handle | None = None
         self._head: bytearray | None = None
         self._paused_since: float | None = None
@@ -180,9 +183,11 @@ class FramedConnection(asyncio.Protocol):
         if self.closed:
             return False
         if self._paused_since is None and not self._queue:
+            if not self._batch:
+                self._batch_limit = self._batch_room()
             self._batch += struct.pack("!BI", kind, len(payload))
             self._batch += payload
-            if len(self._batch) >= BATCH_BYTES:
+            if len(self._batch) >= self._batch_limit:
                 self._flush()
             elif self._flush_handle is None:
                 self._flush_handle = self._shared.loop.call_soon(self._flush)
@@ -191,6 +196,13 @@ class FramedConnection(asyncio.Protocol):
             return True
         self._counters["drop_queue_full"] += 1
         return False
+
+    def _batch_room(self) -> int:
+        """How long a batch may grow before it is written: BATCH_BYTES, or less so that the
+        transport holds at most its high-water mark and one frame."""
+        assert self.transport is not None
+        room = self._limits.write_high_water - self.transport.get_write_buffer_size()
+        return max(1, min(BATCH_BYTES, room))
 
     def write_raw(self, data: bytes) -> None:
         """Bytes outside the frames (the HTTP exchange), past the queue."""

@@ -3,7 +3,8 @@
 `TcpListener` accepts and applies the limits that come before TLS: a
 connection rate per source (`Limits.source_rate`) and a count of
 unauthenticated connections, in all and per source (`PreauthSlots`); a
-connection over any of them is closed at once. It then runs TLS with the
+connection over any of them is closed at once. It then runs TLS
+(`tlsstream.TlsStream`, its buffers bounded per connection) with the
 handshake deadline running, which `ServerConnection` enforces through to the
 OK (docs/relay.md, "The relay's side, as a state machine").
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import socket
@@ -48,6 +50,7 @@ from .peers import PeerConnection, PeerLinks
 from .routing import Router, Via
 from .sources import PreauthSlot, PreauthSlots, source_key
 from .tls import ServerTls
+from .tlsstream import ReadBuffer, TlsStream
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +200,8 @@ class TcpListener:
         self._sources = RateLimiter(rate=limits.source_rate, burst=limits.source_burst)
         self._task: asyncio.Task[None] | None = None
         self._handshakes: set[asyncio.Task[None]] = set()
+        self._unsecured: set[TlsStream] = set()  # accepted, TLS not up yet
+        self._buffer = ReadBuffer()
 
     @property
     def port(self) -> int:
@@ -213,6 +218,8 @@ class TcpListener:
         for task in [self._task, *self._handshakes]:
             if task is not None:
                 task.cancel()
+        for stream in list(self._unsecured):
+            stream.abort()
         self._sock.close()
 
     async def _accept_forever(self) -> None:
@@ -239,29 +246,34 @@ class TcpListener:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         deadline = now + shared.limits.handshake_deadline
-        task = shared.loop.create_task(self._handshake(sock, slot, deadline))
+        task = shared.loop.create_task(self._start(sock, slot, deadline))
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
 
-    async def _handshake(self, sock: socket.socket, slot: PreauthSlot, deadline: float) -> None:
-        """TLS within the deadline; the connection takes the slot from there."""
-        shared = self._services.shared
+    async def _start(self, sock: socket.socket, slot: PreauthSlot, deadline: float) -> None:
+        """The connection's TLS (`TlsStream`), which hands it to a `ServerConnection` once up;
+        the connection holds the slot until its OK."""
+        secured = functools.partial(self._secured, slot, deadline)
+        failed = functools.partial(self._failed, slot)
+        stream = TlsStream(self._services.tls.context, self._buffer, deadline, secured, failed)
+        self._unsecured.add(stream)
         try:
-            async with asyncio.timeout_at(deadline):
-                await shared.loop.connect_accepted_socket(
-                    lambda: ServerConnection(self._services, slot, deadline),
-                    sock,
-                    ssl=self._services.tls.context,
-                    ssl_handshake_timeout=shared.limits.handshake_deadline,
-                )
-        except BaseException as exc:
-            slot.release()
+            await self._services.shared.loop.connect_accepted_socket(lambda: stream, sock)
+        except BaseException as exc:  # the socket failed before the transport took it
             with contextlib.suppress(OSError):
                 sock.close()
+            self._failed(slot, stream, timed_out=False)
             if not isinstance(exc, Exception):
                 raise
-            late = isinstance(exc, TimeoutError)
-            shared.counters["closed_deadline" if late else "tls_failed"] += 1
+
+    def _secured(self, slot: PreauthSlot, deadline: float, stream: TlsStream) -> ServerConnection:
+        self._unsecured.discard(stream)
+        return ServerConnection(self._services, slot, deadline)
+
+    def _failed(self, slot: PreauthSlot, stream: TlsStream, timed_out: bool) -> None:
+        self._unsecured.discard(stream)
+        slot.release()
+        self._services.shared.counters["closed_deadline" if timed_out else "tls_failed"] += 1
 
 
 def bind_tcp(host: str, port: int) -> socket.socket:
