@@ -591,6 +591,9 @@ def nodes_command(args: argparse.Namespace) -> int:
 
 
 def approve_command(args: argparse.Namespace) -> int:
+    if not args.prefixes and not args.exit_node:
+        return _fail("approve: name the prefixes to approve, or --exit-node", 2)
+
     def work(store: Store) -> int:
         from pywg.mesh.exits import EXIT_ROUTES
 
