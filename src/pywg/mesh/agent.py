@@ -161,8 +161,7 @@ class MeshNode:
                 self._server = UapiServer(tunnel)
                 await self._server.start()
                 self.exit.tunnel = tunnel
-                self._control = ControlServer(socket_path(self.state.directory), self._set_exit)
-                await self._control.start()
+                await self._start_control()
                 self._configure_interface(roster)
                 await self._apply(roster)
                 home = self.home
@@ -372,6 +371,16 @@ class MeshNode:
             tunnel.update_peer(peer.key, endpoint=choice)
         peer.applied = choice
         peer.allowed = allowed
+
+    async def _start_control(self) -> None:
+        """The control socket (`pywg set`); a node runs on without one it cannot bind."""
+        control = ControlServer(socket_path(self.state.directory), self._set_exit)
+        try:
+            await control.start()
+        except OSError as exc:
+            log.warning("no control socket (%s): `pywg set` cannot reach this node", exc)
+            return
+        self._control = control
 
     async def _set_exit(self, name: str | None) -> str:
         """The control socket's request: use exit node `name` (None: none) from now on."""
