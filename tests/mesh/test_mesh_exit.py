@@ -145,7 +145,9 @@ def test_exit_nodes_switch_stop_and_never_leak(mesh_lab: Callable[..., MeshLab])
     assert log.read_text().splitlines() == before, "c's traffic leaked to the internet"
     assert c.host.ping(x2.addr4()), dump(mesh)  # the mesh still works
     # stopped: no rule, exit table route or nftables table left
-    assert "51820" in policy_state(c)
+    on = policy_state(c)
+    assert "not from all fwmark 0xca6c lookup 51820" in on and "pywg_exit" in on, on
+    assert "fwmark: 0xca6c" in c.wg(), c.wg()  # the WireGuard socket's mark
     mesh.stop(c)
     left = policy_state(c)
     assert "51820" not in left and "suppress_prefixlength" not in left, left

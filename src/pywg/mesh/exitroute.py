@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from ..asyncio import Tunnel
 from ..system import netconf
+from ..uapi import UapiError
 from .exits import (
     EXIT_ROUTES,
     FIRST_TABLE,
@@ -88,8 +89,8 @@ class ExitRouting:
                 self._off()
                 return
             bypass = await self._bypass(roster)
-            if self._table is None:
-                self._on(roster)
+            if self._table is None and not self._on(roster):
+                return
             assert self._table is not None
             self._converge(PolicyRoutes(self.tunnel.name, self._table).commands(bypass))
 
@@ -113,11 +114,16 @@ class ExitRouting:
             found += self._resolved.get(host, [])
         return found
 
-    def _on(self, roster: Roster) -> None:
-        """Table, fwmark, sysctl and nftables for the policy routes."""
+    def _on(self, roster: Roster) -> bool:
+        """Table, fwmark, sysctl and nftables for the policy routes; False if the socket
+        cannot be marked (the rules would then send the tunnel's datagrams into itself)."""
         assert self.tunnel is not None
-        table = _free_table()
-        self.tunnel.configure(f"set=1\nfwmark={table}\n\n")
+        try:
+            table = _free_table()
+            self.tunnel.configure(f"set=1\nfwmark={table}\n\n")
+        except (netconf.NetconfError, UapiError) as exc:
+            log.error("exit routing: cannot mark the WireGuard socket: %s", exc)
+            return False
         self._table = table
         try:
             with open(VALID_MARK, encoding="ascii") as handle:
@@ -135,6 +141,7 @@ class ExitRouting:
         except netconf.NetconfError as exc:
             log.warning("exit routing: nftables: %s", exc)
         log.info("exit routing on: table and fwmark %d", table)
+        return True
 
     def _converge(self, wanted: list[list[str]]) -> None:
         """Take back the commands in effect that are not wanted, then make the others."""
