@@ -7,8 +7,9 @@ through exit node x1 (behind a NAT) or x2 (public), both masquerading it;
 what web sees tells which way the traffic went, IPv4 and IPv6. The mesh
 and c's own LAN stay reachable directly; exits switch and stop at run time
 (`pywg set`, the control socket); with the exit killed or removed nothing
-from c reaches web at all (the kill switch), and c leaves no rule, route or
-nftables table behind.
+from c reaches web at all (the kill switch; a node started with
+--exit-node-allow-leak goes out directly instead), and c leaves no rule,
+route or nftables table behind.
 """
 
 from __future__ import annotations
@@ -144,6 +145,12 @@ def test_exit_nodes_switch_stop_and_never_leak(mesh_lab: Callable[..., MeshLab])
         assert seen_from(c, address).startswith("failed"), dump(mesh)
     assert log.read_text().splitlines() == before, "c's traffic leaked to the internet"
     assert c.host.ping(x2.addr4()), dump(mesh)  # the mesh still works
+    # a node that allows the leak goes out directly while its exit is gone
+    d_site = mesh.net.behind_nat("d", "endpoint-independent")
+    d = mesh.node("d", d_site, extra=("--exit-node", "x1", "--exit-node-allow-leak"))
+    mesh.wait_up(d, 2)
+    assert wait_seen(d, web.addr4, d_site.public_addr4) == d_site.public_addr4, dump(mesh)
+    assert "internet traffic goes out directly meanwhile" in d.log_text()
     # stopped: no rule, exit table route or nftables table left
     on = policy_state(c)
     assert "not from all fwmark 0xca6c lookup 51820" in on and "pywg_exit" in on, on
