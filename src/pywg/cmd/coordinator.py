@@ -8,7 +8,7 @@
                            [--home-relay NAME=KEY@HOST[:UDP[:TCP]][#PIN]]...
     pywg coordinator token [--ttl SECONDS] [--reusable] [--url URL]
     pywg coordinator nodes [--json]
-    pywg coordinator approve NAME PREFIX...
+    pywg coordinator approve NAME [PREFIX...] [--exit-node]
     pywg coordinator remove NAME
     pywg coordinator key
 
@@ -123,7 +123,9 @@ def _register_serve(serve: argparse.ArgumentParser) -> None:
     )
     _register_own_relay(serve)
     serve.add_argument(
-        "--auto-approve-routes", action="store_true", help="approve advertised subnets at once"
+        "--auto-approve-routes",
+        action="store_true",
+        help="approve advertised subnets (and exit node offers) at once",
     )
     serve.add_argument(
         "--tls",
@@ -218,9 +220,16 @@ def _register_admin(sub: Any, common: argparse.ArgumentParser) -> None:
     nodes.add_argument("--json", action="store_true", help="as JSON")
     nodes.set_defaults(func=nodes_command)
 
-    approve = sub.add_parser("approve", parents=[common], help="approve a node's subnet routes")
+    approve = sub.add_parser(
+        "approve", parents=[common], help="approve a node's subnet routes or exit node offer"
+    )
     approve.add_argument("name", help="the node")
-    approve.add_argument("prefixes", nargs="+", metavar="PREFIX", help="advertised prefixes")
+    approve.add_argument("prefixes", nargs="*", metavar="PREFIX", help="advertised prefixes")
+    approve.add_argument(
+        "--exit-node",
+        action="store_true",
+        help="approve its offer to be an exit node (the same as PREFIXES 0.0.0.0/0 ::/0)",
+    )
     approve.set_defaults(func=approve_command)
 
     remove = sub.add_parser("remove", parents=[common], help="remove a node from the mesh")
@@ -515,8 +524,8 @@ def format_nodes(nodes: list[Node]) -> str:
             node.name,
             f"{node.ipv4} {node.ipv6}",
             ",".join(node.endpoints) or "-",
-            ",".join(node.approved_routes) or "-",
-            ",".join(node.pending_routes) or "-",
+            _routes_cell(node.approved_routes),
+            _routes_cell(node.pending_routes),
             _ago(node.last_ms),
         )
         for node in nodes
@@ -529,10 +538,19 @@ def format_nodes(nodes: list[Node]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def _routes_cell(routes: list[str]) -> str:
+    """Routes for the `nodes` table: an exit node's default routes shown as "exit"."""
+    from pywg.mesh.exits import offers_exit, subnets
+
+    shown = (["exit"] if offers_exit(routes) else []) + list(subnets(routes))
+    return ",".join(shown) or "-"
+
+
 def nodes_json(store: Store, nodes: list[Node]) -> dict[str, object]:
     """The `nodes --json` listing: the mesh networks, the roster version, every node (with
     the number of the home relay it reported, null for none)."""
     from pywg.mesh.auth import b64
+    from pywg.mesh.exits import offers_exit
 
     networks = store.networks()
     return {
@@ -548,6 +566,7 @@ def nodes_json(store: Store, nodes: list[Node]) -> dict[str, object]:
                 "pending_routes": n.pending_routes,
                 "home_relay": n.home_relay,
                 "last_ms": n.last_ms,
+                "exit_node": offers_exit(n.approved_routes),
             }
             for n in nodes
         ],
@@ -572,8 +591,14 @@ def nodes_command(args: argparse.Namespace) -> int:
 
 
 def approve_command(args: argparse.Namespace) -> int:
+    if not args.prefixes and not args.exit_node:
+        return _fail("approve: name the prefixes to approve, or --exit-node", 2)
+
     def work(store: Store) -> int:
-        newly = store.approve(args.name, args.prefixes)
+        from pywg.mesh.exits import EXIT_ROUTES
+
+        prefixes = list(args.prefixes) + (list(EXIT_ROUTES) if args.exit_node else [])
+        newly = store.approve(args.name, prefixes)
         if newly:
             print(f"approved for {args.name}: {', '.join(newly)}")
         else:

@@ -49,6 +49,24 @@ def register(subparsers: Any) -> None:
         help="do not masquerade mesh traffic into the advertised subnets "
         "(their hosts then need a route back to the mesh)",
     )
+    p.add_argument(
+        "--advertise-exit-node",
+        action="store_true",
+        help="offer this node as an exit node: it forwards and masquerades the internet "
+        "traffic of the nodes that choose it (the coordinator must approve it)",
+    )
+    p.add_argument(
+        "--exit-node",
+        metavar="NAME",
+        help="send this node's internet traffic through exit node NAME "
+        "(change it at run time: pywg set --exit-node NAME|none)",
+    )
+    p.add_argument(
+        "--exit-node-allow-leak",
+        action="store_true",
+        help="while the exit node is gone from the roster, let internet traffic go out "
+        "directly (default: it stops)",
+    )
     p.add_argument("--stun", metavar="HOST:PORT", help="STUN server (default: the home relay)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every decision")
     p.set_defaults(func=main)
@@ -56,15 +74,26 @@ def register(subparsers: Any) -> None:
 
 def _options(args: argparse.Namespace) -> JoinOptions:
     from pywg.mesh.agent import JoinOptions, MeshError
+    from pywg.mesh.exits import EXIT_ROUTES
 
     routes = [r.strip() for r in args.advertise_routes.split(",") if r.strip()]
     for route in routes:
         try:
-            ipaddress.ip_network(route, strict=True)
+            network = ipaddress.ip_network(route, strict=True)
         except ValueError:
             raise MeshError(
                 f"--advertise-routes: {route!r} is not a network address/prefix"
             ) from None
+        if network.prefixlen == 0:
+            raise MeshError(
+                f"--advertise-routes: {route} is a default route: use --advertise-exit-node"
+            )
+    if args.advertise_exit_node:
+        routes += list(EXIT_ROUTES)
+    if args.exit_node is not None and (not args.exit_node or args.exit_node == args.name):
+        raise MeshError("--exit-node must name another node of the mesh")
+    if args.exit_node_allow_leak and args.exit_node is None:
+        raise MeshError("--exit-node-allow-leak needs --exit-node")
     stun_server = None
     if args.stun:
         host, sep, port = args.stun.rpartition(":")
@@ -83,6 +112,8 @@ def _options(args: argparse.Namespace) -> JoinOptions:
         advertise_routes=routes,
         snat=not args.no_snat,
         stun=stun_server,
+        exit_node=args.exit_node,
+        exit_allow_leak=args.exit_node_allow_leak,
     )
 
 
@@ -90,6 +121,7 @@ def main(args: argparse.Namespace) -> int:
     from pywg.asyncio import run
     from pywg.asyncio.tun import TunError
     from pywg.mesh.agent import MeshError, MeshNode
+    from pywg.mesh.control import ControlError
     from pywg.mesh.state import NodeState, StateError
 
     handler = logging.StreamHandler(sys.stderr)
@@ -117,7 +149,7 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         run(serve())
-    except (MeshError, StateError, TunError, OSError) as exc:
+    except (MeshError, StateError, TunError, ControlError, OSError) as exc:
         print(f"pywg join: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

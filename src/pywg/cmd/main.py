@@ -1,5 +1,5 @@
 """The `pywg` command: keys in `wg`'s formats, `up`, `show`, the demo, interop, the mesh
-(`coordinator`, `join`, `relay`)."""
+(`coordinator`, `join`, `relay`, `set`)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pywg.cmd import coordinator as coordinator_cli
 from pywg.cmd import interop as interop_cli
 from pywg.cmd import join as join_cli
 from pywg.cmd import relay as relay_cli
+from pywg.cmd import set as set_cli
 from pywg.exceptions import LocalProtocolError
 from pywg.keys import PresharedKey, PrivateKey
 from pywg.system.secretfile import write_secret_file
@@ -128,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     coordinator_cli.register(sub)
     join_cli.register(sub)
     relay_cli.register(sub)
+    set_cli.register(sub)
     args = parser.parse_args(argv)
     _setup_logging()
     result: int = args.func(args)

@@ -32,7 +32,11 @@ Probes from peers are answered by the tunnel's STUN hook. Routes to a subnet
 this node is itself attached to are not taken (the LAN is reached directly).
 A node that advertises routes turns on IP forwarding and, unless told not
 to, masquerades mesh traffic into its LAN, so that LAN hosts need no route
-back (nftables table `pywg_mesh_<interface>`, removed on exit).
+back (nftables table `pywg_mesh_<interface>`, removed on exit); an exit node
+advertises the default routes (`pywg.mesh.exits`) and does the same for the
+internet. A node that chose an exit routes its internet traffic there
+(`pywg.mesh.exitroute`), switched at run time through its control socket
+(`pywg.mesh.control`, `pywg set --exit-node`).
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ from ..keys import PublicKey
 from ..system import netconf
 from . import wire
 from .client import CoordinatorClient, CoordinatorError
+from .control import ControlError, ControlServer, socket_path
+from .exitroute import ExitRouting
+from .exits import ExitChoice, check_choice
 from .home import HomeRelays, resolve
 from .paths import DIRECT_TIMEOUT, OPEN_HOPS, PathSelector
 from .relayclient import NodeIdentity
@@ -85,6 +92,8 @@ class JoinOptions:
     advertise_routes: list[str] = field(default_factory=list)
     snat: bool = True
     stun: tuple[str, int] | None = None
+    exit_node: str | None = None  # the exit node for this node's internet traffic
+    exit_allow_leak: bool = False  # out directly while that exit is gone (no kill switch)
 
 
 @dataclass
@@ -128,6 +137,8 @@ class MeshNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._nft_table: str | None = None
         self._closed = asyncio.Event()
+        self.exit = ExitRouting(ExitChoice(options.exit_node, options.exit_allow_leak), options.url)
+        self._control: ControlServer | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -149,6 +160,8 @@ class MeshNode:
                 self.home = HomeRelays(tunnel, NodeIdentity(bytes(own), self.state.control))
                 self._server = UapiServer(tunnel)
                 await self._server.start()
+                self.exit.tunnel = tunnel
+                await self._start_control()
                 self._configure_interface(roster)
                 await self._apply(roster)
                 home = self.home
@@ -183,6 +196,9 @@ class MeshNode:
             self.home.close()
         if self._server is not None:
             self._server.close()
+        if self._control is not None:
+            self._control.close()
+        self.exit.close()
         if self._nft_table is not None:
             with contextlib.suppress(netconf.NetconfError):
                 netconf.run(["nft", "delete", "table", "inet", self._nft_table])
@@ -317,10 +333,12 @@ class MeshNode:
             self.home.set_map(roster.relays)
         own = bytes(self.state.wireguard.public_key)
         peers = [entry for entry in roster.peers if entry.public_key != own]
+        self.exit.decide(roster)
         for entry in peers:
             self._apply_peer(entry, now)
         self._drop_peers({entry.public_key for entry in peers})
         self._set_routes({route for entry in peers for route in entry.routes})
+        await self.exit.sync(roster)
         self.roster = roster
         try:
             self.state.save_roster(roster)
@@ -339,6 +357,7 @@ class MeshNode:
         self._set_relay_path(peer)
         peer.selector.set_paths(list(entry.endpoints), peer.relay, now)
         allowed = tuple(_host_prefix(a) for a in entry.addresses) + entry.routes
+        allowed += self.exit.allowed(entry.public_key)
         choice = peer.selector.choice(now)
         if peer.key not in tunnel.device.peers:
             # without keepalive yet: its first one would start a handshake at once,
@@ -352,6 +371,27 @@ class MeshNode:
             tunnel.update_peer(peer.key, endpoint=choice)
         peer.applied = choice
         peer.allowed = allowed
+
+    async def _start_control(self) -> None:
+        """The control socket (`pywg set`); a node runs on without one it cannot bind."""
+        control = ControlServer(socket_path(self.state.directory), self._set_exit)
+        try:
+            await control.start()
+        except OSError as exc:
+            log.warning("no control socket (%s): `pywg set` cannot reach this node", exc)
+            return
+        self._control = control
+
+    async def _set_exit(self, name: str | None) -> str:
+        """The control socket's request: use exit node `name` (None: none) from now on."""
+        roster = self.roster
+        why = check_choice(roster, name, roster.me.name if roster is not None else None)
+        if why is not None:
+            raise ControlError(why)
+        self.exit.choose(name)
+        if roster is not None:
+            await self._apply(roster)
+        return self.exit.plan.why
 
     def _homed(self) -> bool:
         """Whether there is a relay path at all (the roster has a relay map)."""

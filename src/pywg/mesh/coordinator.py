@@ -53,7 +53,7 @@ from nacl.signing import SigningKey
 
 from ..endpoint import format_endpoint, parse_endpoint
 from ..system.secretfile import read_or_create_secret
-from . import auth, relaychild, tls
+from . import auth, exits, relaychild, tls
 from .schema import (
     HEALTH_PATH,
     JOIN_PATH,
@@ -326,10 +326,11 @@ class Coordinator:
                 public_key=peer.public_key,
                 control_key=peer.control_key,
                 addresses=(peer.ipv4, peer.ipv6),
-                routes=tuple(peer.approved_routes),
+                routes=exits.subnets(peer.approved_routes),
                 endpoints=tuple(parse_endpoint(e) for e in peer.endpoints),  # stored canonical
                 node_id=peer.id,
                 home_relay=self._home_of(peer),
+                exit_node=exits.offers_exit(peer.approved_routes),
             )
             for peer in nodes
             if peer.id != node_id

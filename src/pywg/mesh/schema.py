@@ -382,6 +382,7 @@ class PeerEntry:
     endpoints: tuple[Endpoint, ...]  # where it last said it can be reached
     node_id: int | None = None  # its address on the home relays (docs/relay.md)
     home_relay: int | None = None  # the number of its home relay, as it reported it
+    exit_node: bool = False  # an approved exit node (`pywg.mesh.exits`): left out when not
 
     def to_json(self) -> JsonObject:
         data: JsonObject = {
@@ -392,7 +393,10 @@ class PeerEntry:
             "routes": list(self.routes),
             "endpoints": [format_endpoint(e) for e in self.endpoints],
         }
-        return _with_home(data, self.node_id, self.home_relay)
+        data = _with_home(data, self.node_id, self.home_relay)
+        if self.exit_node:
+            data["exit_node"] = True
+        return data
 
     @classmethod
     def read(cls, fields: _Fields) -> PeerEntry:
@@ -405,6 +409,7 @@ class PeerEntry:
             endpoints=fields.endpoints("endpoints"),
             node_id=_node_id(fields),
             home_relay=_home_relay(fields),
+            exit_node=fields.given("exit_node") and fields.boolean("exit_node"),
         )
 
 

@@ -10,7 +10,8 @@ Theory of operation. One SQLite file (WAL, so the admin commands of
   last reported (NULL: none), the time of its last accepted request (ms,
   `auth.RequestAuth.fresh` refuses anything not newer).
 - ``routes``: the prefixes a node routes for others; each starts pending and
-  reaches the other nodes only once approved.
+  reaches the other nodes only once approved. The default routes are there
+  only as an exit node's offer, both together (`pywg.mesh.exits`).
 - ``tokens``: join tokens, by the SHA-256 of their secret only
   (`auth.token_hash`); a single-use token is spent in the same transaction
   that adds the node.
@@ -45,6 +46,7 @@ from typing import Final, TypeVar
 
 from ..constants import MAX_RELAY_INDEX
 from ..endpoint import format_endpoint
+from .exits import EXIT_ROUTES
 from .relayproto import MAX_NODE_ID
 from .schema import MAX_ENDPOINTS, Networks, SchemaError, endpoint_from_text
 
@@ -209,11 +211,12 @@ def check_endpoints(endpoints: object) -> list[str]:
     return _unique(endpoints, "endpoints", MAX_ENDPOINTS, parse_endpoint)
 
 
-def parse_prefix(text: object, networks: Networks | None = None) -> str:
+def parse_prefix(text: object, networks: Networks | None = None, *, exit_ok: bool = False) -> str:
     """A routed prefix ("198.18.50.0/24") in canonical form; StoreError otherwise.
 
-    Refused: host bits set, /0, multicast, loopback, and anything overlapping
-    the mesh's own networks (a route there would take other nodes' addresses).
+    Refused: host bits set, /0 (unless `exit_ok`: an exit node's offer),
+    multicast, loopback, and anything overlapping the mesh's own networks (a
+    route there would take other nodes' addresses).
     """
     if not isinstance(text, str) or len(text) > 64:
         raise StoreError("a route is a string prefix like 198.18.50.0/24")
@@ -223,8 +226,13 @@ def parse_prefix(text: object, networks: Networks | None = None) -> str:
         raise StoreError(f"not a network prefix (host bits must be zero): {text[:64]!r}") from None
     if "/" not in text:
         raise StoreError(f"a route needs a prefix length: {text!r}")
+    if net.prefixlen == 0 and exit_ok:
+        return str(net)
     if net.prefixlen == 0:
-        raise StoreError(f"a default route is not allowed: {text!r}")
+        raise StoreError(
+            f"a default route is not allowed: {text!r} (an exit node offers both: "
+            f"{' and '.join(EXIT_ROUTES)})"
+        )
     if net.is_multicast or net.is_loopback:
         raise StoreError(f"not a routable unicast prefix: {text!r}")
     if networks is not None:
@@ -235,7 +243,11 @@ def parse_prefix(text: object, networks: Networks | None = None) -> str:
 
 
 def check_routes(routes: object, networks: Networks | None = None) -> list[str]:
-    return _unique(routes, "routes", MAX_ROUTES, lambda item: parse_prefix(item, networks))
+    """Advertised routes; the default routes only both together (an exit node's offer)."""
+    exit_ok = isinstance(routes, list | tuple) and all(r in routes for r in EXIT_ROUTES)
+    return _unique(
+        routes, "routes", MAX_ROUTES, lambda item: parse_prefix(item, networks, exit_ok=exit_ok)
+    )
 
 
 def _unique(items: object, what: str, most: int, parse: Callable[[object], str]) -> list[str]:
@@ -708,7 +720,7 @@ class Store:
         """Approve advertised routes of a node; the ones among them that were pending."""
         if not prefixes:
             raise StoreError("name at least one prefix to approve")
-        wanted = [parse_prefix(p) for p in prefixes]
+        wanted = [parse_prefix(p, exit_ok=True) for p in prefixes]
         with self._write() as db:
             row = db.execute("SELECT id FROM nodes WHERE name = ?", (name,)).fetchone()
             if row is None:
