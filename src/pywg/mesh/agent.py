@@ -32,7 +32,9 @@ Probes from peers are answered by the tunnel's STUN hook. Routes to a subnet
 this node is itself attached to are not taken (the LAN is reached directly).
 A node that advertises routes turns on IP forwarding and, unless told not
 to, masquerades mesh traffic into its LAN, so that LAN hosts need no route
-back (nftables table `pywg_mesh_<interface>`, removed on exit).
+back (nftables table `pywg_mesh_<interface>`, removed on exit). A node that
+is the gateway of plain WireGuard devices holds them as peers too
+(`pywg.mesh.gateway`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from ..keys import PublicKey
 from ..system import netconf
 from . import wire
 from .client import CoordinatorClient, CoordinatorError
+from .gateway import DeviceGateway, enable_forwarding
 from .home import HomeRelays, resolve
 from .paths import DIRECT_TIMEOUT, OPEN_HOPS, PathSelector
 from .relayclient import NodeIdentity
@@ -128,6 +131,7 @@ class MeshNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._nft_table: str | None = None
         self._closed = asyncio.Event()
+        self.gateway: DeviceGateway | None = None  # the plain WireGuard devices it carries
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -148,6 +152,7 @@ class MeshNode:
                 tunnel.stun_handler = self._answer_probe(bytes(own))
                 self.home = HomeRelays(tunnel, NodeIdentity(bytes(own), self.state.control))
                 self._server = UapiServer(tunnel)
+                self.gateway = DeviceGateway(tunnel)
                 await self._server.start()
                 self._configure_interface(roster)
                 await self._apply(roster)
@@ -183,6 +188,8 @@ class MeshNode:
             self.home.close()
         if self._server is not None:
             self._server.close()
+        if self.gateway is not None:
+            self.gateway.close()
         if self._nft_table is not None:
             with contextlib.suppress(netconf.NetconfError):
                 netconf.run(["nft", "delete", "table", "inet", self._nft_table])
@@ -251,12 +258,10 @@ class MeshNode:
 
     def _route_for_lan(self, ifname: str) -> None:
         """Forward between the mesh and the advertised subnets, masquerading into them."""
-        for key in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"):
-            try:
-                with open(f"/proc/sys/{key.replace('.', '/')}", "w", encoding="ascii") as handle:
-                    handle.write("1\n")
-            except OSError as exc:
-                raise MeshError(f"cannot turn on {key}: {exc.strerror or exc}") from None
+        try:
+            enable_forwarding()
+        except OSError as exc:
+            raise MeshError(f"cannot turn on IP forwarding: {exc.strerror or exc}") from None
         log.info("IP forwarding on (this node routes %s)", ", ".join(self.options.advertise_routes))
         if not self.options.snat:
             return
@@ -321,6 +326,8 @@ class MeshNode:
             self._apply_peer(entry, now)
         self._drop_peers({entry.public_key for entry in peers})
         self._set_routes({route for entry in peers for route in entry.routes})
+        if self.gateway is not None:
+            self.gateway.apply(roster)
         self.roster = roster
         try:
             self.state.save_roster(roster)

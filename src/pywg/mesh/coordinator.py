@@ -54,6 +54,7 @@ from nacl.signing import SigningKey
 from ..endpoint import format_endpoint, parse_endpoint
 from ..system.secretfile import read_or_create_secret
 from . import auth, relaychild, tls
+from .devices import device_entries, devices_by_gateway
 from .schema import (
     HEALTH_PATH,
     JOIN_PATH,
@@ -320,13 +321,15 @@ class Coordinator:
         me = next((n for n in nodes if n.id == node_id), None)
         if me is None:
             return None
+        devices = self.store.devices()
+        carried = devices_by_gateway(devices)
         peers = tuple(
             PeerEntry(
                 name=peer.name,
                 public_key=peer.public_key,
                 control_key=peer.control_key,
                 addresses=(peer.ipv4, peer.ipv6),
-                routes=tuple(peer.approved_routes),
+                routes=(*peer.approved_routes, *carried.get(peer.name, ())),
                 endpoints=tuple(parse_endpoint(e) for e in peer.endpoints),  # stored canonical
                 node_id=peer.id,
                 home_relay=self._home_of(peer),
@@ -334,7 +337,8 @@ class Coordinator:
             for peer in nodes
             if peer.id != node_id
         )
-        return Roster(version, self.networks, self._node_info(me), peers, self.home_relays)
+        entries = device_entries(devices)
+        return Roster(version, self.networks, self._node_info(me), peers, self.home_relays, entries)
 
     def _home_of(self, node: Node) -> int | None:
         """The node's home relay, if the map still has it."""
