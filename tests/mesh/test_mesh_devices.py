@@ -63,7 +63,7 @@ def test_phone_through_a_gateway(mesh: MeshLab, tmp_path: Path) -> None:
         mesh.node("a", mesh.net.behind_nat("a", "symmetric")),
         mesh.node("d", d_site, routes=lan_link.prefix4),
     ]
-    g, a, d = nodes
+    g, a, _ = nodes
     for node in nodes:
         mesh.wait_up(node, 2)
     mesh.admin("approve", "d", lan_link.prefix4)

@@ -13,7 +13,9 @@ HTTP API (JSON, the messages of `pywg.mesh.schema`; errors are `ErrorAnswer`;
 - ``POST /v1/join``: a `JoinRequest`, signed with the new control key.
   Answer a `JoinAnswer`.
 - ``GET /v1/roster?since=V&wait=S``: a member's `Roster`; a long-poll that
-  answers once the roster version is above V, or after min(S, 60) s.
+  answers once the roster version is above V, or after min(S, 60) s. It
+  names the plain WireGuard devices, each among its gateway's routes
+  (`pywg.mesh.devices`).
 - ``POST /v1/update``: an `UpdateRequest` (endpoints, routes, home relay: any
   may be left out; each replaces the stored one; a home relay is a number of
   the relay map, or 0 for none). Answer an `UpdateAnswer`.

@@ -97,7 +97,8 @@ def check_endpoint(text: str) -> str:
     read as `pywg.config` reads one; DeviceError otherwise."""
     if not text.isprintable() or "#" in text:
         raise DeviceError(f"--endpoint {text!r} is not HOST:PORT")
-    probe = f"[Interface]\n[Peer]\nPublicKey = {PublicKey(bytes(32)).to_base64()}\nEndpoint = {text}\n"
+    key = PublicKey(bytes(32)).to_base64()
+    probe = f"[Interface]\n[Peer]\nPublicKey = {key}\nEndpoint = {text}\n"
     try:
         parse_config(probe, source="--endpoint")
     except ConfigError as exc:
