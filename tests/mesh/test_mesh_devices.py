@@ -107,10 +107,39 @@ def test_phone_through_a_gateway(mesh: MeshLab, tmp_path: Path) -> None:
         removed = time.monotonic()
         while not reaches_nothing(phone, [g.addr4()]):
             assert time.monotonic() - removed < CUT_OFF, dump(mesh)
+        print(f"cut off {time.monotonic() - removed:.1f} s after device remove")
         assert reaches_nothing(phone, [*targets, lan_link.b_addr4])
         assert device["public_key"] not in g.wg("peers")
         assert not a.host.ping(phone4, count=1, timeout=1)
         assert "device phone removed" in g.log_text()
+    finally:
+        down = wg_quick(phone, "down", conf)
+    assert down.returncode == 0, down.stderr
+    exit_device(mesh, phone, tmp_path)
+
+
+def exit_device(mesh: MeshLab, phone: Host, tmp_path: Path) -> None:
+    """The same phone as an exit device of g: its internet traffic (IPv4 and IPv6) leaves
+    through g, masqueraded (the internet has no route back to a mesh address), and the
+    mesh is still reached; the masquerade goes with the device."""
+    g, a = mesh.nodes["g"], mesh.nodes["a"]
+    web = mesh.net.public("web")
+    conf = tmp_path / f"{mesh.lab.ifname('ex')}.conf"
+    mesh.admin("device", "add", "tab", "--exit-node", "g", "--output", str(conf), "--no-qr")
+    assert "AllowedIPs = 0.0.0.0/0, ::/0\n" in conf.read_text()
+    up = wg_quick(phone, "up", conf)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert phone.wait_ping(web.addr4, deadline=20), dump(mesh)
+        assert phone.wait_ping(web.addr6, deadline=10), dump(mesh)
+        assert phone.wait_ping(a.addr4(), deadline=10), dump(mesh)
+        assert "pywg_dev_" in g.host.run("nft", "list", "tables").stdout
+        mesh.admin("device", "remove", "tab")
+        end = time.monotonic() + CUT_OFF
+        while "pywg_dev_" in g.host.run("nft", "list", "tables").stdout:
+            assert time.monotonic() < end, dump(mesh)
+            time.sleep(0.2)
+        assert not phone.ping(web.addr4, count=1, timeout=1)
     finally:
         down = wg_quick(phone, "down", conf)
     assert down.returncode == 0, down.stderr
