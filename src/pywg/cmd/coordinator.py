@@ -11,6 +11,7 @@
     pywg coordinator approve NAME [PREFIX...] [--exit-node]
     pywg coordinator remove NAME
     pywg coordinator key
+    pywg coordinator device add|remove|list ...   (plain WireGuard devices: pywg.cmd.devices)
 
 The admin commands work on the state directory's database directly, also
 while `serve` runs (it notices within a second). The mesh networks are fixed
@@ -59,6 +60,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from pywg.cmd.table import format_table
+
 if TYPE_CHECKING:  # the heavy modules (aiohttp) are imported when a command runs
     from pywg.mesh.coordinator import Coordinator
     from pywg.mesh.relaychild import OwnRelay
@@ -100,6 +103,9 @@ def register(subparsers: Any) -> None:
     serve = sub.add_parser("serve", parents=[common], help="run the coordinator (foreground)")
     _register_serve(serve)
     _register_admin(sub, common)
+    from pywg.cmd import devices
+
+    devices.register(sub, common, _admin)
 
 
 def _register_serve(serve: argparse.ArgumentParser) -> None:
@@ -530,12 +536,7 @@ def format_nodes(nodes: list[Node]) -> str:
         )
         for node in nodes
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-        for row in [header, *rows]
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+    return format_table(header, rows)
 
 
 def _routes_cell(routes: list[str]) -> str:
@@ -548,8 +549,9 @@ def _routes_cell(routes: list[str]) -> str:
 
 def nodes_json(store: Store, nodes: list[Node]) -> dict[str, object]:
     """The `nodes --json` listing: the mesh networks, the roster version, every node (with
-    the number of the home relay it reported, null for none)."""
+    the number of the home relay it reported, null for none), every plain WireGuard device."""
     from pywg.mesh.auth import b64
+    from pywg.mesh.devices import devices_json
     from pywg.mesh.exits import offers_exit
 
     networks = store.networks()
@@ -570,6 +572,7 @@ def nodes_json(store: Store, nodes: list[Node]) -> dict[str, object]:
             }
             for n in nodes
         ],
+        "devices": devices_json(store.devices()),
     }
 
 

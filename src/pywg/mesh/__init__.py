@@ -18,6 +18,9 @@
 - `paths`: which way to send to a peer (direct or relay), sans-IO.
 - `state`, `agent`: a node's keys and records on disk, and the agent that
   keeps an interface in line with the roster.
+- `devices`, `gateway`, `qr`: plain WireGuard devices (any WireGuard app):
+  their configs, the gateway node that holds them as peers, the config as a
+  QR code.
 
 The commands are `pywg.cmd.coordinator`, `pywg.cmd.join` and
 `pywg.cmd.relay`; the namespace lab for the mesh is `pywg.lab.mesh`.

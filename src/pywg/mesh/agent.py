@@ -37,6 +37,8 @@ advertises the default routes (`pywg.mesh.exits`) and does the same for the
 internet. A node that chose an exit routes its internet traffic there
 (`pywg.mesh.exitroute`), switched at run time through its control socket
 (`pywg.mesh.control`, `pywg set --exit-node`).
+A node that is the gateway of plain WireGuard devices holds them as peers
+too (`pywg.mesh.gateway`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from .client import CoordinatorClient, CoordinatorError
 from .control import ControlError, ControlServer, socket_path
 from .exitroute import ExitRouting
 from .exits import ExitChoice, check_choice
+from .gateway import DeviceGateway, enable_forwarding
 from .home import HomeRelays, resolve
 from .paths import DIRECT_TIMEOUT, OPEN_HOPS, PathSelector
 from .relayclient import NodeIdentity
@@ -139,6 +142,7 @@ class MeshNode:
         self._closed = asyncio.Event()
         self.exit = ExitRouting(ExitChoice(options.exit_node, options.exit_allow_leak), options.url)
         self._control: ControlServer | None = None
+        self.gateway: DeviceGateway | None = None  # the plain WireGuard devices it carries
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -159,6 +163,7 @@ class MeshNode:
                 tunnel.stun_handler = self._answer_probe(bytes(own))
                 self.home = HomeRelays(tunnel, NodeIdentity(bytes(own), self.state.control))
                 self._server = UapiServer(tunnel)
+                self.gateway = DeviceGateway(tunnel)
                 await self._server.start()
                 self.exit.tunnel = tunnel
                 await self._start_control()
@@ -199,6 +204,8 @@ class MeshNode:
         if self._control is not None:
             self._control.close()
         self.exit.close()
+        if self.gateway is not None:
+            self.gateway.close()
         if self._nft_table is not None:
             with contextlib.suppress(netconf.NetconfError):
                 netconf.run(["nft", "delete", "table", "inet", self._nft_table])
@@ -267,12 +274,10 @@ class MeshNode:
 
     def _route_for_lan(self, ifname: str) -> None:
         """Forward between the mesh and the advertised subnets, masquerading into them."""
-        for key in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"):
-            try:
-                with open(f"/proc/sys/{key.replace('.', '/')}", "w", encoding="ascii") as handle:
-                    handle.write("1\n")
-            except OSError as exc:
-                raise MeshError(f"cannot turn on {key}: {exc.strerror or exc}") from None
+        try:
+            enable_forwarding()
+        except OSError as exc:
+            raise MeshError(f"cannot turn on IP forwarding: {exc.strerror or exc}") from None
         log.info("IP forwarding on (this node routes %s)", ", ".join(self.options.advertise_routes))
         if not self.options.snat:
             return
@@ -339,6 +344,8 @@ class MeshNode:
         self._drop_peers({entry.public_key for entry in peers})
         self._set_routes({route for entry in peers for route in entry.routes})
         await self.exit.sync(roster)
+        if self.gateway is not None:
+            self.gateway.apply(roster)
         self.roster = roster
         try:
             self.state.save_roster(roster)

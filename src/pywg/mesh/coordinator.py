@@ -13,7 +13,9 @@ HTTP API (JSON, the messages of `pywg.mesh.schema`; errors are `ErrorAnswer`;
 - ``POST /v1/join``: a `JoinRequest`, signed with the new control key.
   Answer a `JoinAnswer`.
 - ``GET /v1/roster?since=V&wait=S``: a member's `Roster`; a long-poll that
-  answers once the roster version is above V, or after min(S, 60) s.
+  answers once the roster version is above V, or after min(S, 60) s. It
+  names the plain WireGuard devices, each among its gateway's routes
+  (`pywg.mesh.devices`).
 - ``POST /v1/update``: an `UpdateRequest` (endpoints, routes, home relay: any
   may be left out; each replaces the stored one; a home relay is a number of
   the relay map, or 0 for none). Answer an `UpdateAnswer`.
@@ -54,6 +56,7 @@ from nacl.signing import SigningKey
 from ..endpoint import format_endpoint, parse_endpoint
 from ..system.secretfile import read_or_create_secret
 from . import auth, exits, relaychild, tls
+from .devices import device_entries, devices_by_gateway
 from .schema import (
     HEALTH_PATH,
     JOIN_PATH,
@@ -320,13 +323,15 @@ class Coordinator:
         me = next((n for n in nodes if n.id == node_id), None)
         if me is None:
             return None
+        devices = self.store.devices()
+        carried = devices_by_gateway(devices)
         peers = tuple(
             PeerEntry(
                 name=peer.name,
                 public_key=peer.public_key,
                 control_key=peer.control_key,
                 addresses=(peer.ipv4, peer.ipv6),
-                routes=exits.subnets(peer.approved_routes),
+                routes=(*exits.subnets(peer.approved_routes), *carried.get(peer.name, ())),
                 endpoints=tuple(parse_endpoint(e) for e in peer.endpoints),  # stored canonical
                 node_id=peer.id,
                 home_relay=self._home_of(peer),
@@ -335,7 +340,8 @@ class Coordinator:
             for peer in nodes
             if peer.id != node_id
         )
-        return Roster(version, self.networks, self._node_info(me), peers, self.home_relays)
+        entries = device_entries(devices)
+        return Roster(version, self.networks, self._node_info(me), peers, self.home_relays, entries)
 
     def _home_of(self, node: Node) -> int | None:
         """The node's home relay, if the map still has it."""

@@ -9,7 +9,8 @@ checks every field it reads (unknown ones are ignored) and raises
 `SchemaError` naming the first one that is wrong.
 
     POST /v1/join     JoinRequest    -> JoinAnswer  (NodeInfo, Networks)
-    GET  /v1/roster   (a query)      -> Roster      (NodeInfo, Networks, PeerEntry, HomeRelay)
+    GET  /v1/roster   (a query)      -> Roster      (NodeInfo, Networks, PeerEntry, HomeRelay,
+                                                     DeviceEntry)
     POST /v1/update   UpdateRequest  -> UpdateAnswer
     GET  /v1/health                  -> Health
     any error                        -> ErrorAnswer
@@ -378,7 +379,7 @@ class PeerEntry:
     public_key: bytes  # WireGuard
     control_key: bytes  # Ed25519 (`pywg.mesh.auth`)
     addresses: tuple[str, ...]  # its tunnel addresses
-    routes: tuple[str, ...]  # approved subnets behind it
+    routes: tuple[str, ...]  # approved subnets and the devices it carries, behind it
     endpoints: tuple[Endpoint, ...]  # where it last said it can be reached
     node_id: int | None = None  # its address on the home relays (docs/relay.md)
     home_relay: int | None = None  # the number of its home relay, as it reported it
@@ -413,6 +414,41 @@ class PeerEntry:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceEntry:
+    """A plain WireGuard device (docs/mesh.md, "Plain WireGuard devices"), as a roster names
+    it: node `gateway` holds it as a peer; every other node reaches it through that node
+    (its addresses are among the gateway's routes). `exit`: the gateway is also its exit
+    to the internet."""
+
+    name: str
+    public_key: bytes  # WireGuard
+    addresses: tuple[str, ...]  # its tunnel addresses: IPv4, IPv6
+    gateway: str  # the name of the node that carries it
+    exit: bool = False
+
+    def to_json(self) -> JsonObject:
+        data: JsonObject = {
+            "name": self.name,
+            "public_key": auth.b64(self.public_key),
+            "addresses": list(self.addresses),
+            "gateway": self.gateway,
+        }
+        if self.exit:
+            data["exit"] = True
+        return data
+
+    @classmethod
+    def read(cls, fields: _Fields) -> DeviceEntry:
+        return cls(
+            name=fields.text("name"),
+            public_key=fields.key("public_key"),
+            addresses=fields.addresses("addresses"),
+            gateway=fields.text("gateway"),
+            exit=fields.boolean("exit") if fields.given("exit") else False,
+        )
+
+
 # -- the messages ------------------------------------------------------------------------------
 
 
@@ -425,6 +461,7 @@ class Roster:
     me: NodeInfo  # "self" on the wire
     peers: tuple[PeerEntry, ...]
     relays: tuple[HomeRelay, ...] = ()  # the home relays ("relays", left out when none)
+    devices: tuple[DeviceEntry, ...] = ()  # plain WireGuard devices (left out when none)
 
     def to_json(self) -> JsonObject:
         data: JsonObject = {
@@ -435,6 +472,8 @@ class Roster:
         }
         if self.relays:
             data["relays"] = [relay.to_json() for relay in self.relays]
+        if self.devices:
+            data["devices"] = [device.to_json() for device in self.devices]
         return data
 
     @classmethod
@@ -446,6 +485,9 @@ class Roster:
             me=NodeInfo.read(fields.inner("self")),
             peers=tuple(PeerEntry.read(peer) for peer in fields.objects("peers")),
             relays=_home_relays(fields),
+            devices=tuple(DeviceEntry.read(d) for d in fields.objects("devices"))
+            if fields.given("devices")
+            else (),
         )
 
 

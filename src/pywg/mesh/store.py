@@ -12,6 +12,12 @@ Theory of operation. One SQLite file (WAL, so the admin commands of
 - ``routes``: the prefixes a node routes for others; each starts pending and
   reaches the other nodes only once approved. The default routes are there
   only as an exit node's offer, both together (`pywg.mesh.exits`).
+- ``devices``: plain WireGuard devices (docs/mesh.md, "Plain WireGuard
+  devices"): name (unique among nodes and devices alike), public key, the
+  tunnel addresses it was given (from the same pool as the nodes'), its
+  gateway node (removing the node removes its devices), whether that node is
+  also its exit to the internet. No private key: `pywg coordinator device
+  add` makes it and only prints it.
 - ``tokens``: join tokens, by the SHA-256 of their secret only
   (`auth.token_hash`); a single-use token is spent in the same transaction
   that adds the node.
@@ -91,6 +97,16 @@ CREATE TABLE IF NOT EXISTS tokens (
     reusable INTEGER NOT NULL,
     uses INTEGER NOT NULL DEFAULT 0,
     last_node INTEGER
+);
+CREATE TABLE IF NOT EXISTS devices (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    public_key BLOB NOT NULL UNIQUE CHECK (length(public_key) = 32),
+    ipv4 TEXT NOT NULL UNIQUE,
+    ipv6 TEXT NOT NULL UNIQUE,
+    gateway INTEGER NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+    exit INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL
 );
 """
 
@@ -172,6 +188,35 @@ class Token:
     expires_ms: int
     reusable: bool
     uses: int
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A plain WireGuard device: its gateway node carries its traffic into the mesh."""
+
+    id: int
+    name: str
+    public_key: bytes
+    ipv4: str
+    ipv6: str
+    gateway: str  # the gateway node's name
+    exit: bool  # the gateway is also its exit to the internet
+    created_ms: int
+
+    @property
+    def prefixes(self) -> tuple[str, str]:
+        """Its addresses as host prefixes (/32, /128): its gateway's allowed IPs for it."""
+        return f"{self.ipv4}/32", f"{self.ipv6}/128"
+
+
+def _check_device_free(db: sqlite3.Connection, name: str, public_key: bytes) -> None:
+    """Conflict if a device has `name` (nodes and devices share their names: NAME.DOMAIN)
+    or `public_key` (a gateway holds devices and nodes alike as WireGuard peers)."""
+    taken = db.execute(
+        "SELECT name FROM devices WHERE name = ? OR public_key = ?", (name, public_key)
+    ).fetchone()
+    if taken is not None:
+        raise Conflict(f"the name or key of device {taken[0]!r} is taken")
 
 
 # -- validation --------------------------------------------------------------------------
@@ -544,6 +589,7 @@ class Store:
         taken = db.execute("SELECT name FROM nodes WHERE name = ?", (name,)).fetchone()
         if taken is not None:
             raise Conflict(f"the name {taken[0]!r} is taken")
+        _check_device_free(db, name, public_key)
         ipv4, ipv6 = self._free_addresses(db, networks)
         node_id = db.execute(
             "INSERT INTO nodes (name, public_key, control_key, ipv4, ipv6, last_ms, "
@@ -561,7 +607,10 @@ class Store:
         result = []
         for column, net in (("ipv4", networks.ipv4), ("ipv6", networks.ipv6)):
             used = {
-                int(ipaddress.ip_address(r[0])) for r in db.execute(f"SELECT {column} FROM nodes")
+                int(ipaddress.ip_address(r[0]))
+                for r in db.execute(
+                    f"SELECT {column} FROM nodes UNION ALL SELECT {column} FROM devices"
+                )
             }
             first = int(net.network_address) + 1
             last = int(net.broadcast_address) - (1 if net.version == 4 else 0)
@@ -751,3 +800,62 @@ class Store:
                 raise NotFound(f"no node named {name!r}")
             self._bump(db)
         return node
+
+    # -- plain WireGuard devices -----------------------------------------------------------
+
+    def add_device(
+        self, name: str, public_key: bytes, gateway: str, *, exit: bool = False
+    ) -> Device:
+        """A new device carried by node `gateway`, with the lowest free addresses; Conflict
+        if its name or key is a node's or a device's, NotFound if there is no such node."""
+        check_name(name)
+        check_key(public_key, "public key")
+        networks = self._networks_or_fail()
+        with self._write() as db:
+            row = db.execute("SELECT id FROM nodes WHERE name = ?", (gateway,)).fetchone()
+            if row is None:
+                raise NotFound(f"no node named {gateway!r} (the gateway)")
+            taken = db.execute(
+                "SELECT name FROM nodes WHERE name = ? OR public_key = ?", (name, public_key)
+            ).fetchone()
+            if taken is not None:
+                raise Conflict(f"the name {name!r} is taken by node {taken[0]!r}")
+            _check_device_free(db, name, public_key)
+            ipv4, ipv6 = self._free_addresses(db, networks)
+            db.execute(
+                "INSERT INTO devices (name, public_key, ipv4, ipv6, gateway, exit, created_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, public_key, ipv4, ipv6, row[0], int(exit), now_ms()),
+            )
+            self._bump(db)
+        device = self.device_by_name(name)
+        assert device is not None
+        return device
+
+    def devices(self, where: str = "", args: tuple[object, ...] = ()) -> list[Device]:
+        """The devices (those matching `where`, a condition on ``devices``), by name."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT d.id, d.name, d.public_key, d.ipv4, d.ipv6, n.name, d.exit, d.created_ms "
+                f"FROM devices AS d JOIN nodes AS n ON n.id = d.gateway {where} ORDER BY d.name",
+                args,
+            ).fetchall()
+        return [
+            Device(int(i), str(n), bytes(k), str(v4), str(v6), str(g), bool(x), int(c))
+            for i, n, k, v4, v6, g, x, c in rows
+        ]
+
+    def device_by_name(self, name: str) -> Device | None:
+        found = self.devices("WHERE d.name = ?", (name,))
+        return found[0] if found else None
+
+    def remove_device(self, name: str) -> Device:
+        """Remove a device: its gateway drops it as a peer at its next roster."""
+        device = self.device_by_name(name)
+        if device is None:
+            raise NotFound(f"no device named {name!r}")
+        with self._write() as db:
+            if db.execute("DELETE FROM devices WHERE id = ?", (device.id,)).rowcount != 1:
+                raise NotFound(f"no device named {name!r}")
+            self._bump(db)
+        return device

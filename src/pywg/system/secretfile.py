@@ -14,8 +14,9 @@ __all__ = ["read_or_create_secret", "write_secret_file"]
 log = logging.getLogger(__name__)
 
 
-def write_secret_file(path: str, text: str, *, replace: bool = True) -> bool:
-    """Write `text` to `path` as a 0600 file, atomically, whatever the umask.
+def write_secret_file(path: str, text: str | bytes, *, replace: bool = True) -> bool:
+    """Write `text` (ASCII, or bytes as they are) to `path` as a 0600 file, atomically,
+    whatever the umask.
 
     The text goes to a new temporary file in the same directory (O_EXCL, mode
     0600 from the start, never readable by others) and is flushed to disk.
@@ -25,13 +26,14 @@ def write_secret_file(path: str, text: str, *, replace: bool = True) -> bool:
     if `path` exists (another process got there first) nothing is written and
     the result is False. A failure leaves nothing behind.
     """
+    data = text.encode("ascii") if isinstance(text, str) else text
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".pywg-key-", dir=directory)  # O_EXCL, 0600
     try:
         os.fchmod(fd, 0o600)  # explicit, not left to the umask
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
+        with os.fdopen(fd, "wb") as handle:
             fd = -1
-            handle.write(text)
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         if replace:
