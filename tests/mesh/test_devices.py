@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 import logging
 import re
 import shutil
@@ -42,9 +43,11 @@ TOKEN = "b" * 64
 NETWORKS = Networks(ipaddress.IPv4Network(V4), ipaddress.IPv6Network(V6))
 
 
-def make_state(tmp_path: Path, nodes: tuple[str, ...] = ("gw", "other")) -> str:
+def make_state(
+    tmp_path: Path, nodes: tuple[str, ...] = ("gw", "other"), exits: tuple[str, ...] = ()
+) -> str:
     """A coordinator state with `nodes` joined, each reporting an endpoint; the first
-    routes 10.9.0.0/24 (approved)."""
+    routes 10.9.0.0/24, those in `exits` are exit nodes (all approved)."""
     state = str(tmp_path / "coord")
     store = Store(state)
     try:
@@ -52,6 +55,7 @@ def make_state(tmp_path: Path, nodes: tuple[str, ...] = ("gw", "other")) -> str:
         store.add_token(TOKEN, now_ms() + 60_000, reusable=True)
         for index, name in enumerate(nodes, 1):
             routes = ["10.9.0.0/24"] if index == 1 else []
+            routes += ["0.0.0.0/0", "::/0"] if name in exits else []
             node, _ = store.join(
                 TOKEN, name, bytes([index]) * 32, bytes([index + 100]) * 32, routes,
                 time_ms=now_ms(), auto_approve=True,
@@ -257,7 +261,7 @@ def test_device_add_refusals_store_nothing(
 def test_device_add_writes_the_file_and_qr_codes_0600(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    state = make_state(tmp_path, ("gw",))
+    state = make_state(tmp_path, ("gw",), exits=("gw",))
     conf, png, svg = tmp_path / "wg7.conf", tmp_path / "phone.png", tmp_path / "phone.svg"
     argv = ("device", "add", "phone", "--exit-node", "gw", "--endpoint", "vpn.example.org:4500")
     assert cli(state, *argv, "--output", str(conf), "--qr", str(png), "--dns", "198.19.9.1") == 0
@@ -295,3 +299,20 @@ def test_the_exit_masquerade_names_the_devices_only() -> None:
     assert 'iifname "m0" oifname != "m0" ip saddr { 198.19.9.3 } masquerade' in rules
     assert 'iifname "m0" oifname != "m0" ip6 saddr { fd19:9::3 } masquerade' in rules
     assert "ip6" not in masquerade_rules("t", "m0", ["198.19.9.3"])
+
+
+def test_an_exit_device_needs_an_approved_exit_and_others_get_no_default_route(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = make_state(tmp_path, ("gw", "other", "x"), exits=("x",))
+    # gw offers no exit: refused, nothing stored
+    assert cli(state, "device", "add", "tab", "--exit-node", "gw", "--no-qr") == 2
+    assert "not an approved exit node" in capsys.readouterr().err
+    assert cli(state, "device", "list", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["devices"] == []
+    # a device of gw in a mesh with an exit: the mesh and 10.9.0.0/24, not the exit's /0
+    conf = tmp_path / "phone.conf"
+    assert cli(state, "device", "add", "phone", "--gateway", "gw", "--output", str(conf)) == 0
+    allowed = next(x for x in conf.read_text().splitlines() if x.startswith("AllowedIPs"))
+    assert allowed == f"AllowedIPs = {V4}, {V6}, 10.9.0.0/24", allowed
+    assert cli(state, "device", "add", "tab", "--exit-node", "x", "--no-qr") == 0

@@ -59,7 +59,7 @@ def test_phone_through_a_gateway(mesh: MeshLab, tmp_path: Path) -> None:
     lan = mesh.lab.host("lan")
     lan_link = mesh.lab.link(d_site.host, lan)
     nodes: list[Node] = [
-        mesh.node("g", g_site),
+        mesh.node("g", g_site, extra=("--advertise-exit-node",)),  # an exit, approved later
         mesh.node("a", mesh.net.behind_nat("a", "symmetric")),
         mesh.node("d", d_site, routes=lan_link.prefix4),
     ]
@@ -125,6 +125,7 @@ def exit_device(mesh: MeshLab, phone: Host, tmp_path: Path) -> None:
     g, a = mesh.nodes["g"], mesh.nodes["a"]
     web = mesh.net.public("web")
     conf = tmp_path / f"{mesh.lab.ifname('ex')}.conf"
+    mesh.admin("approve", "g", "--exit-node")  # a device's exit must be an approved exit
     mesh.admin("device", "add", "tab", "--exit-node", "g", "--output", str(conf), "--no-qr")
     assert "AllowedIPs = 0.0.0.0/0, ::/0\n" in conf.read_text()
     up = wg_quick(phone, "up", conf)

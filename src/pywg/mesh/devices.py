@@ -27,6 +27,7 @@ from typing import Final
 
 from ..config import ConfigError, parse_config
 from ..keys import PrivateKey, PublicKey
+from . import exits
 from .auth import b64
 from .schema import DeviceEntry, Networks
 from .store import Device, Node, Store, StoreError
@@ -186,8 +187,14 @@ def add_device(
         raise DeviceError("the mesh networks are not set (start `pywg coordinator serve`)")
     nodes = store.nodes()
     node = choose_gateway(nodes, gateway, exit_node)
+    if exit_node is not None and not exits.offers_exit(node.approved_routes):
+        raise DeviceError(
+            f"{node.name} is not an approved exit node (`pywg join --advertise-exit-node` "
+            f"there, then `pywg coordinator approve {node.name} --exit-node`)"
+        )
     where = endpoint or gateway_endpoint(node)
-    subnets = [route for n in nodes for route in n.approved_routes]
+    # an exit's default routes are no subnet: only an exit device gets them (allowed_ips)
+    subnets = [route for n in nodes for route in exits.subnets(n.approved_routes)]
     private = PrivateKey.generate()
     device = store.add_device(
         name, bytes(private.public_key), node.name, exit=exit_node is not None
