@@ -54,6 +54,7 @@ from ..system import netconf
 from . import wire
 from .client import CoordinatorClient, CoordinatorError
 from .home import HomeRelays, resolve
+from .names import MeshNames, NameOptions
 from .paths import DIRECT_TIMEOUT, OPEN_HOPS, PathSelector
 from .relayclient import NodeIdentity
 from .schema import MAX_ENDPOINTS, HomeRelay, PeerEntry, Roster
@@ -85,6 +86,7 @@ class JoinOptions:
     advertise_routes: list[str] = field(default_factory=list)
     snat: bool = True
     stun: tuple[str, int] | None = None
+    names: NameOptions = field(default_factory=NameOptions)  # DNS (`pywg.mesh.names`)
 
 
 @dataclass
@@ -128,6 +130,7 @@ class MeshNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._nft_table: str | None = None
         self._closed = asyncio.Event()
+        self.names: MeshNames | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -150,6 +153,8 @@ class MeshNode:
                 self._server = UapiServer(tunnel)
                 await self._server.start()
                 self._configure_interface(roster)
+                self.names = MeshNames(tunnel.name, self.options.names)
+                await self.names.start(roster)
                 await self._apply(roster)
                 home = self.home
                 self._tasks = [
@@ -179,6 +184,8 @@ class MeshNode:
         self._closed.set()
 
     def _teardown(self) -> None:
+        if self.names is not None:
+            self.names.close()  # the hosts file or resolved as they were
         if self.home is not None:
             self.home.close()
         if self._server is not None:
@@ -321,6 +328,8 @@ class MeshNode:
             self._apply_peer(entry, now)
         self._drop_peers({entry.public_key for entry in peers})
         self._set_routes({route for entry in peers for route in entry.routes})
+        if self.names is not None:
+            self.names.update(roster)
         self.roster = roster
         try:
             self.state.save_roster(roster)

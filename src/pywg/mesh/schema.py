@@ -33,6 +33,7 @@ from ..constants import KEY_SIZE, MAX_RELAY_INDEX  # keys: X25519 and Ed25519 al
 from ..endpoint import Endpoint, format_endpoint, parse_endpoint
 from ..redact import quote
 from . import auth
+from .dns import check_domain
 from .relayproto import MAX_NODE_ID
 from .tls import PIN_SIZE
 
@@ -420,6 +421,7 @@ class Roster:
     me: NodeInfo  # "self" on the wire
     peers: tuple[PeerEntry, ...]
     relays: tuple[HomeRelay, ...] = ()  # the home relays ("relays", left out when none)
+    domain: str | None = None  # the names' domain ("domain"; left out: dns.DEFAULT_DOMAIN)
 
     def to_json(self) -> JsonObject:
         data: JsonObject = {
@@ -430,6 +432,8 @@ class Roster:
         }
         if self.relays:
             data["relays"] = [relay.to_json() for relay in self.relays]
+        if self.domain is not None:
+            data["domain"] = self.domain
         return data
 
     @classmethod
@@ -441,7 +445,17 @@ class Roster:
             me=NodeInfo.read(fields.inner("self")),
             peers=tuple(PeerEntry.read(peer) for peer in fields.objects("peers")),
             relays=_home_relays(fields),
+            domain=_domain(fields),
         )
+
+
+def _domain(fields: _Fields) -> str | None:
+    if not fields.given("domain"):
+        return None
+    try:
+        return check_domain(fields.text("domain"))
+    except ValueError as exc:
+        raise fields.error("domain", str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
