@@ -24,7 +24,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import dns.asyncquery
 import dns.exception
@@ -148,8 +148,7 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's: no subclass
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         if self.transport is not None:
