@@ -47,10 +47,17 @@ log = logging.getLogger("pywg.mesh")
 class DnsServer:
     """Answers for `zone` on `addresses` port `port`, forwarding the rest to `upstreams`."""
 
-    def __init__(self, zone: names.Zone, upstreams: Sequence[str], port: int = PORT) -> None:
+    def __init__(
+        self,
+        zone: names.Zone,
+        upstreams: Sequence[str],
+        port: int = PORT,
+        upstream_port: int = PORT,
+    ) -> None:
         self.zone = zone
         self.upstreams = list(upstreams)
         self.port = port
+        self.upstream_port = upstream_port
         self._transports: list[asyncio.DatagramTransport] = []
         self._servers: list[asyncio.Server] = []
         self._forwards = asyncio.Semaphore(MAX_FORWARDS)
@@ -108,10 +115,16 @@ class DnsServer:
             for upstream in self.upstreams:
                 try:
                     if tcp:
-                        response = await dns.asyncquery.tcp(query, upstream, FORWARD_TIMEOUT)
+                        response = await dns.asyncquery.tcp(
+                            query, upstream, FORWARD_TIMEOUT, self.upstream_port
+                        )
                     else:
                         response = await dns.asyncquery.udp(
-                            query, upstream, FORWARD_TIMEOUT, ignore_unexpected=True
+                            query,
+                            upstream,
+                            FORWARD_TIMEOUT,
+                            self.upstream_port,
+                            ignore_unexpected=True,
                         )
                     return names.render(response, query, tcp=tcp)
                 except (dns.exception.DNSException, OSError, EOFError, ValueError) as exc:
