@@ -512,8 +512,8 @@ class MeshNode:
         if current == choice:
             peer.applied = choice
             return
-        if current is not None and peer.selector.answers(current, now):
-            return  # a direct path that answers: as good as the choice
+        if current is not None and peer.selector.may_stay(current, now):
+            return  # a direct path that answers: as good as the choice (IPv6 first)
         if current is not None and current not in (peer.applied, peer.relay):
             if current != peer.roamed_to:  # WireGuard just roamed there
                 peer.roamed_to, peer.roamed_at = current, now
