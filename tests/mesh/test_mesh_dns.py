@@ -31,7 +31,7 @@ from pywg.mesh.dnsserver import DnsServer
 from pywg.mesh.names import zone_of
 from pywg.mesh.schema import Roster, SchemaError
 from pywg.mesh.store import Store, StoreError
-from pywg.system.resolver import HostsBlock, nameservers
+from pywg.system.resolver import HostsBlock, is_mount_point, nameservers
 
 ROSTER = json.dumps(
     {
@@ -269,6 +269,19 @@ def test_the_hosts_block_is_written_replaced_and_removed(tmp_path: Path) -> None
     other.remove()
     assert hosts.read_text() == "127.0.0.1\tlocalhost\n192.0.2.1\tprinter\n"
     assert not [p for p in tmp_path.iterdir() if p.name != "hosts"]  # no temporary left
+
+
+def test_a_file_bound_over_another_is_a_mount_point(tmp_path: Path) -> None:
+    info = tmp_path / "mountinfo"
+    hosts = tmp_path / "my hosts"
+    info.write_text(
+        "27 1 254:0 / / rw - ext4 /dev/vda rw\n"
+        f"90 27 254:0 /etc/netns/x/hosts {str(hosts).replace(' ', chr(92) + '040')} rw - ext4 "
+        "/dev/vda rw\n"
+    )
+    assert is_mount_point(str(hosts), str(info))
+    assert not is_mount_point(str(tmp_path / "other"), str(info))
+    assert not is_mount_point(str(hosts), str(tmp_path / "missing"))
 
 
 def test_nameservers_of_resolv_conf(tmp_path: Path) -> None:

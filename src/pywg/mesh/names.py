@@ -113,7 +113,8 @@ class MeshNames:
         if self.hosts is None:
             return
         try:
-            self.hosts.write(zone.hosts_lines())
+            if self.hosts.write(zone.hosts_lines()):
+                log.debug("DNS: %s holds %d names", self.hosts.path, len(zone.hosts))
         except resolver.ResolverError as exc:
             log.warning("DNS: %s", exc)
 

@@ -108,13 +108,14 @@ class HostsBlock:
         self.end = f"# END pywg {ifname}"
         self.written: list[str] | None = None
 
-    def write(self, lines: Sequence[str]) -> None:
-        """The block holds `lines` (the file is not touched if it already does)."""
+    def write(self, lines: Sequence[str]) -> bool:
+        """The block holds `lines`; False if it already did (the file is not touched)."""
         if self.written == list(lines):
-            return
+            return False
         block = [self.begin, *lines, self.end]
         self._replace(self._without_block(self._read()) + block)
         self.written = list(lines)
+        return True
 
     def remove(self) -> None:
         """The file without the block, as it was before the first write."""
@@ -147,6 +148,9 @@ class HostsBlock:
 
     def _replace(self, lines: list[str]) -> None:
         data = "".join(f"{line}\n" for line in lines).encode("utf-8", "surrogateescape")
+        if is_mount_point(self.path):  # nothing can be renamed over it
+            self._write_in_place(data)
+            return
         try:
             self._rename_over(data)
         except OSError as exc:
@@ -177,3 +181,26 @@ class HostsBlock:
                 handle.truncate()
         except OSError as exc:
             raise ResolverError(f"{self.path}: {exc.strerror or exc}") from None
+
+
+def is_mount_point(path: str, mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """Whether `path` is a mount point of this process's mount namespace (a file bound
+    over another counts: os.path.ismount does not see those), by proc(5) mountinfo."""
+    target = os.path.realpath(path)
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) > 4 and _unescape(fields[4]) == target:
+            return True
+    return False
+
+
+def _unescape(field: str) -> str:
+    """A mountinfo path: space, tab, newline and backslash are written as octal escapes."""
+    for code in ("\\040", "\\011", "\\012", "\\134"):
+        field = field.replace(code, chr(int(code[1:], 8)))
+    return field
