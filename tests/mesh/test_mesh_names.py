@@ -21,7 +21,6 @@ import pytest
 from pywg.lab.etc import private_etc, upstream_dns
 from pywg.lab.hosts import Host
 from pywg.lab.mesh import MeshLab, Node, dump
-from pywg.lab.nat import Site
 from pywg.mesh.state import NODE_FILE
 
 pytestmark = pytest.mark.needs_lab("nft", "dig", "getent")
@@ -61,16 +60,21 @@ def wait_for(check: Callable[[], bool], seconds: float, step: float = 0.05) -> f
     return None
 
 
-def named_site(mesh: MeshLab, stack: ExitStack, name: str, upstream: str) -> Site:
-    """A public site whose host has its own /etc/hosts and a resolv.conf naming `upstream`."""
+def named_node(mesh: MeshLab, stack: ExitStack, name: str, upstream: str) -> Node:
+    """`pywg join` on a public site whose host has its own /etc/hosts and a resolv.conf
+    naming `upstream`. The node is given those files' own paths (--hosts-file,
+    --resolv-conf), so it cannot reach the machine's files even if a bind mount of
+    `ip netns exec` were missing; the programs the test runs there see them as /etc's."""
     site = mesh.net.public(name)
     resolv = f"nameserver {upstream}\n"
-    stack.enter_context(private_etc(site.host, {"hosts": HOSTS_BEFORE, "resolv.conf": resolv}))
-    return site
+    files = {"hosts": HOSTS_BEFORE, "resolv.conf": resolv}
+    etc = stack.enter_context(private_etc(site.host, files))
+    extra = ("--hosts-file", str(etc / "hosts"), "--resolv-conf", str(etc / "resolv.conf"))
+    return mesh.node(name, site, extra=(*extra, "--resolver", "hosts"))
 
 
 def hosts_file(node: Node) -> str:
-    return node.host.run("cat", "/etc/hosts").stdout
+    return node.host.run("cat", "/etc/hosts").stdout  # as a program there sees it
 
 
 @pytest.mark.time_limit(90)
@@ -81,10 +85,10 @@ def test_names_resolve_follow_the_roster_and_leave_hosts_as_it_was(
     upstream = mesh.net.public("dns")
     upstream_dns(upstream.host, upstream.addr4, "upstream.test", {"www": UPSTREAM_ADDRESS})
     with ExitStack() as stack:
-        a_site = named_site(mesh, stack, "a", upstream.addr4)
-        b_site = named_site(mesh, stack, "b", upstream.addr4)
-        c_site = named_site(mesh, stack, "c", upstream.addr4)
-        a, b = mesh.pair(a_site, b_site)
+        a = named_node(mesh, stack, "a", upstream.addr4)
+        b = named_node(mesh, stack, "b", upstream.addr4)
+        mesh.wait_up(a, 1)
+        mesh.wait_up(b, 1)
         host = a.host
 
         # the OS resolver (glibc, /etc/hosts) and the DNS server on both tunnel addresses
@@ -110,7 +114,7 @@ def test_names_resolve_follow_the_roster_and_leave_hosts_as_it_was(
         assert "printer.lan  # kept" in hosts_file(a)
 
         # a new node resolves on a within 2 s of its join (its node file written)
-        c = mesh.node("c", c_site)
+        c = named_node(mesh, stack, "c", upstream.addr4)
         joined = c.state / NODE_FILE
         assert wait_for(joined.exists, 30, step=0.02) is not None, dump(mesh)
         seconds = wait_for(lambda: short(host, a.addr4(), "c.mesh.internal") != [], 5)

@@ -76,6 +76,12 @@ def _register_names(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="the hosts file of --resolver hosts (default /etc/hosts)",
     )
+    p.add_argument(
+        "--resolv-conf",
+        default="/etc/resolv.conf",
+        metavar="PATH",
+        help="where the servers for names outside the mesh are read (default /etc/resolv.conf)",
+    )
 
 
 def _options(args: argparse.Namespace) -> JoinOptions:
@@ -109,7 +115,10 @@ def _options(args: argparse.Namespace) -> JoinOptions:
         snat=not args.no_snat,
         stun=stun_server,
         names=NameOptions(
-            serve=not args.no_dns, resolver=args.resolver, hosts_file=args.hosts_file
+            serve=not args.no_dns,
+            resolver=args.resolver,
+            hosts_file=args.hosts_file,
+            resolv_conf=args.resolv_conf,
         ),
     )
 
