@@ -5,11 +5,14 @@ from __future__ import annotations
 from pywg.mesh.paths import (
     DIRECT_TIMEOUT,
     FAST_PERIOD,
+    IPV6_FACTOR,
+    IPV6_SLACK,
     KEEPALIVE,
     OPEN_PERIOD,
     PROBE_FAST,
     PROBE_SLOW,
     PathSelector,
+    is_ipv6,
 )
 
 A = ("198.18.1.2", 51820)
@@ -170,3 +173,71 @@ def test_a_reflexive_candidate_is_probed_at_once_without_an_opener() -> None:
     sel.add_reflexive(roamed, 50.0)
     assert roamed not in sel.openers_due(50.0)
     assert roamed in sel.probes_due(50.0)
+
+
+A6 = ("2001:db8:1::2", 51820)
+B6 = ("2001:db8:2::2", 51820)
+
+
+def keep_answering(
+    sel: PathSelector, rtts: dict[tuple[str, int], float], start: float, end: float
+) -> None:
+    """Every probe due in [start, end) answered after the round trip `rtts` gives."""
+    t = start
+    while t < end:
+        for endpoint in sel.probes_due(t):
+            if endpoint in rtts:
+                sel.answered(endpoint, t, t + rtts[endpoint])
+        t += 0.25
+
+
+def test_ipv6_first_when_both_answer_even_a_little_slower() -> None:
+    sel = PathSelector()
+    sel.set_paths([A, A6], RELAY, 0.0)
+    sel.answered(A, 1.0, 1.001)  # IPv4 answers first, and faster
+    assert sel.choice(1.01) == A
+    sel.answered(A6, 1.0, 1.004)  # IPv6 answers: 4 ms against 1 ms, within 2 x 1 + 10
+    assert sel.choice(1.01) == A6
+    keep_answering(sel, {A: 0.001, A6: 0.004}, 1.25, 30.0)
+    assert sel.choice(30.0) == A6
+    assert sel.may_stay(A6, 30.0) and not sel.may_stay(A, 30.0)  # WireGuard on IPv4: moved
+
+
+def test_ipv4_when_ipv6_is_much_slower_and_back_when_it_recovers() -> None:
+    sel = PathSelector()
+    sel.set_paths([A6, A], RELAY, 0.0)
+    slow = 0.020 * IPV6_FACTOR + IPV6_SLACK + 0.005  # over the limit for a 20 ms IPv4
+    sel.answered(A, 1.0, 1.020)
+    sel.answered(A6, 1.0, 1.0 + slow)
+    assert sel.choice(1.1) == A
+    assert sel.may_stay(A, 1.1) and not sel.may_stay(A6, 1.1)
+    keep_answering(sel, {A: 0.020, A6: 0.005}, 1.25, 40.0)  # IPv6 got fast: the EWMA follows
+    assert sel.choice(40.0) == A6
+
+
+def test_in_use_ipv6_is_left_only_on_a_clear_case_and_when_it_goes_silent() -> None:
+    sel = PathSelector()
+    sel.set_paths([A, A6], RELAY, 0.0)
+    sel.answered(A, 1.0, 1.010)
+    sel.answered(A6, 1.0, 1.012)
+    assert sel.choice(1.1) == A6
+    # IPv6 drifts to just over the limit (10 ms x 2 + 10 ms = 30): it stays (60 once in use)
+    keep_answering(sel, {A: 0.010, A6: 0.035}, 1.25, 30.0)
+    assert sel.choice(30.0) == A6
+    keep_answering(sel, {A: 0.010, A6: 0.080}, 30.0, 60.0)  # clearly worse: IPv4
+    assert sel.choice(60.0) == A
+    # IPv6 goes silent: IPv4 stays the choice; it comes back fast: IPv6 again
+    keep_answering(sel, {A: 0.010}, 60.0, 60.0 + DIRECT_TIMEOUT + 1)
+    assert sel.choice(60.0 + DIRECT_TIMEOUT + 1) == A
+    # (probed every PROBE_SLOW meanwhile, its round trip averaged down from 80 ms)
+    keep_answering(sel, {A: 0.010, A6: 0.011}, 70.0, 130.0)
+    assert sel.choice(130.0) == A6
+
+
+def test_ipv4_only_and_ipv6_only_peers_keep_the_lowest_round_trip() -> None:
+    sel = PathSelector()
+    sel.set_paths([A6, B6], RELAY, 0.0)
+    sel.answered(A6, 0.0, 0.2)
+    sel.answered(B6, 0.0, 0.01)
+    assert sel.choice(0.3) == B6
+    assert is_ipv6(B6) and not is_ipv6(A) and not is_ipv6(("::ffff:198.18.1.2", 1))

@@ -6,6 +6,7 @@
                            [--tls | --tls-cert FILE --tls-key FILE | --plain-http]
                            [--auto-approve-routes] [--relay-key KEY]...
                            [--home-relay NAME=KEY@HOST[:UDP[:TCP]][#PIN]]...
+                           [--domain DOMAIN]
     pywg coordinator token [--ttl SECONDS] [--reusable] [--url URL]
     pywg coordinator nodes [--json]
     pywg coordinator approve NAME [PREFIX...] [--exit-node]
@@ -18,6 +19,8 @@ while `serve` runs (it notices within a second). The mesh networks are fixed
 at the first `serve`: IPv4 100.72.0.0/24 unless --ipv4 says otherwise (RFC
 6598 shared space; pick another range if the hosts are behind a carrier-grade
 NAT using it, or run Tailscale), IPv6 a random unique local /64 (RFC 4193).
+Members are named NAME.DOMAIN (--domain, default mesh.internal; kept in the
+state, and changed for every node when a later `serve` gives another).
 
 `serve` serves HTTPS: with --tls-cert and --tls-key (a CA's certificate), or
 with one it makes at the first start (STATE/tls.crt; its SHA-256 is
@@ -148,6 +151,11 @@ def _register_serve(serve: argparse.ArgumentParser) -> None:
         "travel in the clear): behind a TLS-terminating proxy, or in a lab",
     )
     _register_home_relays(serve)
+    serve.add_argument(
+        "--domain",
+        metavar="DOMAIN",
+        help="the mesh's names are NAME.DOMAIN (default: as set before, else mesh.internal)",
+    )
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(func=serve_command)
 
@@ -690,6 +698,7 @@ def serve_command(args: argparse.Namespace) -> int:
             stop=stop,
             ready=ready,
             certificate=certificate,
+            domain=args.domain,
         )
 
     try:

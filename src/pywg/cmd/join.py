@@ -68,13 +68,44 @@ def register(subparsers: Any) -> None:
         "directly (default: it stops)",
     )
     p.add_argument("--stun", metavar="HOST:PORT", help="STUN server (default: the home relay)")
+    _register_names(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log every decision")
     p.set_defaults(func=main)
+
+
+def _register_names(p: argparse.ArgumentParser) -> None:
+    """The options of names (docs/mesh.md, "Names")."""
+    p.add_argument(
+        "--no-dns",
+        action="store_true",
+        help="run no DNS server for the mesh's names on the tunnel addresses",
+    )
+    p.add_argument(
+        "--resolver",
+        choices=("auto", "resolved", "hosts", "none"),
+        default="auto",
+        help="how this machine learns the mesh's names: systemd-resolved for the mesh "
+        "domain, a block in the hosts file, or not at all (default auto: resolved where "
+        "it runs, else hosts)",
+    )
+    p.add_argument(
+        "--hosts-file",
+        default="/etc/hosts",
+        metavar="PATH",
+        help="the hosts file of --resolver hosts (default /etc/hosts)",
+    )
+    p.add_argument(
+        "--resolv-conf",
+        default="/etc/resolv.conf",
+        metavar="PATH",
+        help="where the servers for names outside the mesh are read (default /etc/resolv.conf)",
+    )
 
 
 def _options(args: argparse.Namespace) -> JoinOptions:
     from pywg.mesh.agent import JoinOptions, MeshError
     from pywg.mesh.exits import EXIT_ROUTES
+    from pywg.mesh.names import NameOptions
 
     routes = [r.strip() for r in args.advertise_routes.split(",") if r.strip()]
     for route in routes:
@@ -114,6 +145,12 @@ def _options(args: argparse.Namespace) -> JoinOptions:
         stun=stun_server,
         exit_node=args.exit_node,
         exit_allow_leak=args.exit_node_allow_leak,
+        names=NameOptions(
+            serve=not args.no_dns,
+            resolver=args.resolver,
+            hosts_file=args.hosts_file,
+            resolv_conf=args.resolv_conf,
+        ),
     )
 
 

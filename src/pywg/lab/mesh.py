@@ -368,12 +368,14 @@ class MeshLab:
         token: str | None = None,
         extra: tuple[str, ...] = (),
     ) -> Node:
-        """Start `pywg join` on `site` as node `name`."""
+        """Start `pywg join` on `site` as node `name`. It tells no resolver about the
+        mesh's names (``--resolver none``: a lab host shares the machine's /etc/hosts);
+        `extra` may say otherwise (tests/mesh/test_mesh_names.py gives each its own)."""
         ifname = self.lab.ifname("m")
         node = Node(name, site, ifname, self.tmp / f"node-{name}", self.tmp / f"{name}.log")
         node.args = [
             *PYWG, "join", self.url, "--name", name, "--interface", ifname,
-            "--state", str(node.state), "-v",
+            "--state", str(node.state), "-v", "--resolver", "none",
         ]  # fmt: skip
         if routes:
             node.args += ["--advertise-routes", routes]

@@ -64,6 +64,7 @@ from .exitroute import ExitRouting
 from .exits import ExitChoice, check_choice
 from .gateway import DeviceGateway, enable_forwarding
 from .home import HomeRelays, resolve
+from .names import MeshNames, NameOptions
 from .paths import DIRECT_TIMEOUT, OPEN_HOPS, PathSelector
 from .relayclient import NodeIdentity
 from .schema import MAX_ENDPOINTS, HomeRelay, PeerEntry, Roster
@@ -97,6 +98,7 @@ class JoinOptions:
     stun: tuple[str, int] | None = None
     exit_node: str | None = None  # the exit node for this node's internet traffic
     exit_allow_leak: bool = False  # out directly while that exit is gone (no kill switch)
+    names: NameOptions = field(default_factory=NameOptions)  # DNS (`pywg.mesh.names`)
 
 
 @dataclass
@@ -143,6 +145,7 @@ class MeshNode:
         self.exit = ExitRouting(ExitChoice(options.exit_node, options.exit_allow_leak), options.url)
         self._control: ControlServer | None = None
         self.gateway: DeviceGateway | None = None  # the plain WireGuard devices it carries
+        self.names: MeshNames | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -168,6 +171,8 @@ class MeshNode:
                 self.exit.tunnel = tunnel
                 await self._start_control()
                 self._configure_interface(roster)
+                self.names = MeshNames(tunnel.name, self.options.names)
+                await self.names.start(roster)
                 await self._apply(roster)
                 home = self.home
                 self._tasks = [
@@ -197,6 +202,8 @@ class MeshNode:
         self._closed.set()
 
     def _teardown(self) -> None:
+        if self.names is not None:
+            self.names.close()  # the hosts file or resolved as they were
         if self.home is not None:
             self.home.close()
         if self._server is not None:
@@ -346,6 +353,8 @@ class MeshNode:
         await self.exit.sync(roster)
         if self.gateway is not None:
             self.gateway.apply(roster)
+        if self.names is not None:
+            self.names.update(roster)
         self.roster = roster
         try:
             self.state.save_roster(roster)
@@ -550,8 +559,8 @@ class MeshNode:
         if current == choice:
             peer.applied = choice
             return
-        if current is not None and peer.selector.answers(current, now):
-            return  # a direct path that answers: as good as the choice
+        if current is not None and peer.selector.may_stay(current, now):
+            return  # a direct path that answers: as good as the choice (IPv6 first)
         if current is not None and current not in (peer.applied, peer.relay):
             if current != peer.roamed_to:  # WireGuard just roamed there
                 peer.roamed_to, peer.roamed_at = current, now

@@ -152,11 +152,13 @@ class Coordinator:
         clock_ms: Callable[[], int] = now_ms,
         poll_interval: float = POLL_INTERVAL,
         certificate: tls.Certificate | None = None,
+        domain: str | None = None,
     ) -> None:
         self.certificate = certificate  # serve HTTPS with it; None: plain HTTP
         self.store = Store(state_dir)
         try:
             self.networks = self.store.init_networks(ipv4, ipv6)
+            self.domain = self.store.init_domain(domain)
             self.key = load_or_create_key(state_dir)
             own = [relaychild.map_entry(state_dir, relay)] if relay is not None else []
             self.home_relays = _relay_map([*own, *home_relays])
@@ -341,7 +343,15 @@ class Coordinator:
             if peer.id != node_id
         )
         entries = device_entries(devices)
-        return Roster(version, self.networks, self._node_info(me), peers, self.home_relays, entries)
+        return Roster(
+            version,
+            self.networks,
+            self._node_info(me),
+            peers,
+            self.home_relays,
+            devices=entries,
+            domain=self.domain,
+        )
 
     def _home_of(self, node: Node) -> int | None:
         """The node's home relay, if the map still has it."""
@@ -563,9 +573,11 @@ async def serve(
     stop: asyncio.Event | None = None,
     ready: Callable[[Coordinator], None] | None = None,
     certificate: tls.Certificate | None = None,
+    domain: str | None = None,
 ) -> None:
     """Run a coordinator until `stop` is set (or the task is cancelled); over HTTPS
-    with `certificate`; with its own relay (a child process) if `relay` says how."""
+    with `certificate`; with its own relay (a child process) if `relay` says how; its
+    names under `domain` (default: as stored, else dns.DEFAULT_DOMAIN)."""
     coordinator = Coordinator(
         state_dir,
         ipv4=ipv4,
@@ -575,6 +587,7 @@ async def serve(
         certificate=certificate,
         relay_keys=relay_keys,
         home_relays=home_relays,
+        domain=domain,
     )
     try:
         await coordinator.start(host, port)

@@ -33,9 +33,19 @@ peer; `PathSelector` decides which one, sans-IO (every call takes `now`):
   it is probed often, every KEEPALIVE seconds, which also keeps the NAT
   mapping open; the others every PROBE_SLOW seconds, in case a better one
   (a shared LAN) opens.
-- Choice (`choice`): the candidate that answered last within DIRECT_TIMEOUT
-  with the lowest round trip; else the relay; else the first candidate (no
-  relay: WireGuard may still get through on its own).
+- Choice (`choice`): among the candidates that answered within
+  DIRECT_TIMEOUT, IPv6 first: when both an IPv6 and an IPv4 candidate
+  answer, the IPv6 ones are chosen from unless the fastest of them takes
+  longer than IPV6_FACTOR times the fastest IPv4 round trip plus
+  IPV6_SLACK (twice that limit once an IPv6 path is in use, so a round
+  trip near it does not flip the family on every probe); within the
+  family, the lowest round trip wins. Without an answering candidate: the
+  relay; else the first candidate (no relay: WireGuard may still get
+  through on its own). IPv6 first because its paths cross no NAT where
+  both ends have global addresses (no mapping to expire, no hole to
+  punch), as the Happy Eyeballs rule prefers it for the same reason
+  (RFC 8305 §4); a candidate is IPv6 by its address (the roster carries
+  only global-scope addresses: never link-local ones).
 - Peer-reflexive candidates (`add_reflexive`): an address the peer's packets
   came from that the roster did not name (WireGuard roamed there, say
   through a NAT that maps each destination anew) is probed like the others
@@ -50,6 +60,7 @@ peer; `PathSelector` decides which one, sans-IO (every call takes `now`):
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass, field
 from typing import Final
@@ -64,6 +75,8 @@ PROBE_SLOW: Final = 10.0
 KEEPALIVE: Final = 2.5
 DIRECT_TIMEOUT: Final = 8.0
 SWITCH_FACTOR: Final = 2.0
+IPV6_FACTOR: Final = 2.0  # IPv6 first unless its round trip is over this times IPv4's ...
+IPV6_SLACK: Final = 0.010  # ... plus this (s): LAN-scale differences are noise
 MAX_REFLEXIVE: Final = 2
 
 
@@ -139,21 +152,48 @@ class PathSelector:
         return [c.endpoint for c in due]
 
     def direct(self, now: float) -> Endpoint | None:
-        """The confirmed direct path (an answer within DIRECT_TIMEOUT), fastest first.
+        """The confirmed direct path (an answer within DIRECT_TIMEOUT): IPv6 first, then
+        the fastest (see the module docstring).
 
-        The one chosen last stays while it answers unless another is more than
-        SWITCH_FACTOR times faster (two paths of about the same speed, IPv4 and
-        IPv6 say, would otherwise take turns on every probe).
+        The one chosen last stays while it answers and is of the family chosen,
+        unless another of that family is more than SWITCH_FACTOR times faster (two
+        paths of about the same speed would otherwise take turns on every probe).
         """
         live = [c for c in self.candidates if now - c.last_answer <= DIRECT_TIMEOUT]
         if not live:
             return None
-        best = min(live, key=lambda c: c.rtt)
-        for c in live:
+        pool = self._family_first(live)
+        best = min(pool, key=lambda c: c.rtt)
+        for c in pool:
             if c.endpoint == self.current and best.rtt * SWITCH_FACTOR >= c.rtt:
                 return c.endpoint
+        if best.endpoint != self.current:  # the new path is kept alive from now on
+            best.next_probe = min(best.next_probe, now + KEEPALIVE)
         self.current = best.endpoint
         return best.endpoint
+
+    def _family_first(self, live: list[_Candidate]) -> list[_Candidate]:
+        """The answering candidates to choose from: the IPv6 ones unless they are much
+        slower than the IPv4 ones (IPV6_FACTOR, IPV6_SLACK), else the IPv4 ones."""
+        ipv6 = [c for c in live if is_ipv6(c.endpoint)]
+        ipv4 = [c for c in live if not is_ipv6(c.endpoint)]
+        if not ipv6 or not ipv4:
+            return live
+        limit = min(c.rtt for c in ipv4) * IPV6_FACTOR + IPV6_SLACK
+        if self.current is not None and is_ipv6(self.current):
+            limit *= SWITCH_FACTOR  # leaving IPv6 takes a clearer case than taking it
+        return ipv6 if min(c.rtt for c in ipv6) <= limit else ipv4
+
+    def may_stay(self, endpoint: Endpoint, now: float) -> bool:
+        """Whether WireGuard may stay at `endpoint` rather than move to the choice: it
+        answered within DIRECT_TIMEOUT and is of the family of the direct choice (a
+        path WireGuard roamed to is as good as the choice, but not IPv4 over IPv6)."""
+        direct = self.direct(now)
+        return (
+            direct is not None
+            and self.answers(endpoint, now)
+            and is_ipv6(endpoint) == is_ipv6(direct)
+        )
 
     def choice(self, now: float) -> Endpoint | None:
         direct = self.direct(now)
@@ -198,3 +238,12 @@ class PathSelector:
     def next_due(self) -> float:
         """When `probes_due` or `openers_due` may next return something."""
         return min((min(c.next_probe, c.next_open) for c in self.candidates), default=math.inf)
+
+
+def is_ipv6(endpoint: Endpoint) -> bool:
+    """Whether `endpoint` is an IPv6 path (an IPv4-mapped address is IPv4)."""
+    try:
+        address = ipaddress.ip_address(endpoint[0])
+    except ValueError:
+        return False
+    return address.version == 6 and address.ipv4_mapped is None

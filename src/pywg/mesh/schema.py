@@ -34,6 +34,7 @@ from ..constants import KEY_SIZE, MAX_RELAY_INDEX  # keys: X25519 and Ed25519 al
 from ..endpoint import Endpoint, format_endpoint, parse_endpoint
 from ..redact import quote
 from . import auth
+from .dns import check_domain
 from .relayproto import MAX_NODE_ID
 from .tls import PIN_SIZE
 
@@ -462,6 +463,7 @@ class Roster:
     peers: tuple[PeerEntry, ...]
     relays: tuple[HomeRelay, ...] = ()  # the home relays ("relays", left out when none)
     devices: tuple[DeviceEntry, ...] = ()  # plain WireGuard devices (left out when none)
+    domain: str | None = None  # the names' domain ("domain"; left out: dns.DEFAULT_DOMAIN)
 
     def to_json(self) -> JsonObject:
         data: JsonObject = {
@@ -474,6 +476,8 @@ class Roster:
             data["relays"] = [relay.to_json() for relay in self.relays]
         if self.devices:
             data["devices"] = [device.to_json() for device in self.devices]
+        if self.domain is not None:
+            data["domain"] = self.domain
         return data
 
     @classmethod
@@ -488,7 +492,17 @@ class Roster:
             devices=tuple(DeviceEntry.read(d) for d in fields.objects("devices"))
             if fields.given("devices")
             else (),
+            domain=_domain(fields),
         )
+
+
+def _domain(fields: _Fields) -> str | None:
+    if not fields.given("domain"):
+        return None
+    try:
+        return check_domain(fields.text("domain"))
+    except ValueError as exc:
+        raise fields.error("domain", str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ Theory of operation. One SQLite file (WAL, so the admin commands of
 - ``tokens``: join tokens, by the SHA-256 of their secret only
   (`auth.token_hash`); a single-use token is spent in the same transaction
   that adds the node.
-- ``meta``: the mesh networks (fixed at first start) and the roster
+- ``meta``: the mesh networks (fixed at first start), the names' domain and the roster
   *version*, a counter bumped by every change that alters any node's roster,
   whichever process made it. The coordinator watches it to wake long-polls
   (and the relays' long polls of the members with them).
@@ -52,6 +52,7 @@ from typing import Final, TypeVar
 
 from ..constants import MAX_RELAY_INDEX
 from ..endpoint import format_endpoint
+from .dns import DEFAULT_DOMAIN, check_domain
 from .exits import EXIT_ROUTES
 from .relayproto import MAX_NODE_ID
 from .schema import MAX_ENDPOINTS, Networks, SchemaError, endpoint_from_text
@@ -479,6 +480,25 @@ class Store:
         if networks is None:
             raise StoreError("the mesh networks are not set (start `pywg coordinator serve`)")
         return networks
+
+    def init_domain(self, domain: str | None = None) -> str:
+        """The names' domain (docs/mesh.md, "Names"): `domain` if given (kept, and the
+        roster version moved when it changes it), else the stored one, else DEFAULT_DOMAIN."""
+        want = None
+        if domain is not None:
+            try:
+                want = check_domain(domain)
+            except ValueError as exc:
+                raise StoreError(f"--domain: {exc}") from None
+        with self._write() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'domain'").fetchone()
+            stored = str(row[0]) if row is not None else None
+            if want is not None and want != stored:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('domain', ?)", (want,))
+                if stored is not None:
+                    self._bump(db)
+                stored = want
+        return stored or DEFAULT_DOMAIN
 
     # -- tokens ----------------------------------------------------------------------------
 
