@@ -316,3 +316,23 @@ def test_an_exit_device_needs_an_approved_exit_and_others_get_no_default_route(
     allowed = next(x for x in conf.read_text().splitlines() if x.startswith("AllowedIPs"))
     assert allowed == f"AllowedIPs = {V4}, {V6}, 10.9.0.0/24", allowed
     assert cli(state, "device", "add", "tab", "--exit-node", "x", "--no-qr") == 0
+
+
+def test_the_dns_line_names_the_gateway_and_the_domain_unless_told(tmp_path: Path) -> None:
+    state = make_state(tmp_path)
+    store = Store(state, create=False)
+    try:
+        gw = next(n for n in store.nodes() if n.name == "gw")
+    finally:
+        store.close()
+    files = {flag: tmp_path / f"{flag or 'default'}.conf" for flag in ("", "--no-dns", "--dns")}
+    for index, (flag, path) in enumerate(files.items()):
+        extra = {"": [], "--no-dns": ["--no-dns"], "--dns": ["--dns", "192.0.2.53"]}[flag]
+        argv = ["device", "add", f"d{index}", "--gateway", "gw", "--output", str(path)]
+        assert cli(state, *argv, "--no-qr", *extra) == 0
+    assert f"DNS = {gw.ipv4}, {gw.ipv6}, mesh.internal\n" in files[""].read_text()
+    assert "DNS" not in files["--no-dns"].read_text()
+    assert "DNS = 192.0.2.53\n" in files["--dns"].read_text()
+    with pytest.raises(SystemExit) as refused:
+        cli(state, "device", "add", "x", "--gateway", "gw", "--no-dns", "--dns", "1.1.1.1")
+    assert refused.value.code == 2

@@ -13,6 +13,7 @@ very same file, and after `device remove` the phone reaches nothing.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -40,10 +41,24 @@ def wait_endpoints(mesh: MeshLab, name: str, seconds: float = 30) -> list[str]:
     raise AssertionError(f"{name} reported no endpoint\n{dump(mesh)}")
 
 
+# wg-quick(8) hands a DNS line to resolvconf(8); the phone's stand-in keeps what it was
+# given (`-a IF`) in a file beside the config instead of touching the machine's resolver
+RESOLVCONF = """#!/bin/sh
+[ "$1" = "-a" ] && cat > "$(dirname "$0")/resolvconf.$2"
+exit 0
+"""
+
+
 def wg_quick(phone: Host, action: str, path: Path) -> subprocess.CompletedProcess[str]:
-    """`wg-quick ACTION FILE` in the phone's namespace, wireguard-go as its WireGuard."""
+    """`wg-quick ACTION FILE` in the phone's namespace, wireguard-go as its WireGuard and
+    the stand-in resolvconf first on its PATH."""
+    stub = path.parent / "bin"
+    stub.mkdir(exist_ok=True)
+    (stub / "resolvconf").write_text(RESOLVCONF)
+    (stub / "resolvconf").chmod(0o755)
     return phone.run(
         "env", "WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go",
+        f"PATH={stub}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
         "wg-quick", action, str(path), check=False, timeout=30,
     )  # fmt: skip
 
@@ -78,7 +93,9 @@ def test_phone_through_a_gateway(mesh: MeshLab, tmp_path: Path) -> None:
     mesh.admin("device", "add", "phone", "--gateway", "g", "--output", str(conf), "--qr", str(qr))
     text = conf.read_text()
     assert f"Endpoint = {gateway_endpoint}\n" in text
-    assert lan_link.prefix4 in text and "DNS" not in text
+    assert lan_link.prefix4 in text
+    # by default the phone asks g's name server and searches the mesh domain
+    assert f"DNS = {g.addr4()}, {g.addr6()}, mesh.internal\n" in text
     assert conf.stat().st_mode & 0o077 == 0 and qr.stat().st_mode & 0o077 == 0
     # the QR code is exactly the file (zbarimg ends what it read with a newline)
     read = subprocess.run(["zbarimg", "--raw", "-q", str(qr)], capture_output=True, timeout=30)
@@ -102,6 +119,11 @@ def test_phone_through_a_gateway(mesh: MeshLab, tmp_path: Path) -> None:
             assert node.host.wait_ping(phone4, deadline=15), (node.name, dump(mesh))
             assert node.host.wait_ping(phone6, deadline=15), (node.name, dump(mesh))
         assert phone_site.public_addr4 in g.endpoints()[device["public_key"]]
+        # wg-quick gave the DNS line to resolvconf; that server answers the mesh's names
+        given = (tmp_path / "bin" / f"resolvconf.tun.{ifname}").read_text()
+        assert f"nameserver {g.addr4()}" in given and "search mesh.internal" in given, given
+        dig = phone.run("dig", "+short", f"@{g.addr4()}", "a.mesh.internal", "A", timeout=20)
+        assert dig.stdout.split() == [a.addr4()], dig.stdout
         # removed: within seconds it reaches nothing, and its gateway holds it no more
         mesh.admin("device", "remove", "phone")
         removed = time.monotonic()

@@ -1,7 +1,7 @@
 """`pywg coordinator device`: plain WireGuard devices (phones, PCs, routers) in the mesh.
 
     pywg coordinator device add NAME [--gateway NODE] [--exit-node NODE]
-                                [--endpoint HOST:PORT] [--dns IP]... [--output FILE]
+                                [--endpoint HOST:PORT] [--dns IP... | --no-dns] [--output FILE]
                                 [--qr FILE.png|FILE.svg] [--no-qr]
     pywg coordinator device remove NAME
     pywg coordinator device list [--json]
@@ -51,8 +51,16 @@ def register(sub: Any, common: argparse.ArgumentParser, admin: Admin) -> None:
         help="send all of its traffic through NODE (its gateway, which masquerades it)",
     )
     add.add_argument("--endpoint", metavar="HOST:PORT", help="where the device reaches the gateway")
-    add.add_argument(
-        "--dns", action="append", default=[], metavar="IP", help="a DNS server for it; repeatable"
+    dns = add.add_mutually_exclusive_group()
+    dns.add_argument(
+        "--dns",
+        action="append",
+        metavar="IP",
+        help="a DNS server for it, repeatable (default: its gateway's, which answers the "
+        "mesh's names, and the mesh domain to search)",
+    )
+    dns.add_argument(
+        "--no-dns", action="store_true", help="no DNS line (wg-quick needs resolvconf for one)"
     )
     add.add_argument("--output", metavar="FILE", help="write the wg-quick file here (0600)")
     add.add_argument("--qr", metavar="FILE", help="write the QR code to FILE.png or FILE.svg")
@@ -85,7 +93,7 @@ def add_command(args: argparse.Namespace, store: Store) -> int:
         gateway=args.gateway,
         exit_node=args.exit_node,
         endpoint=endpoint,
-        dns=devices.check_dns(args.dns),
+        dns=() if args.no_dns else devices.check_dns(args.dns) if args.dns else None,
     )
     text = config.render()
     try:

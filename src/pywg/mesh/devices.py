@@ -146,7 +146,7 @@ class DeviceConfig:
     gateway_key: PublicKey
     endpoint: str  # HOST:PORT, [IPv6]:PORT
     allowed_ips: tuple[str, ...]
-    dns: tuple[str, ...] = ()  # left out when empty (wg-quick needs resolvconf for it)
+    dns: tuple[str, ...] = ()  # servers and search domains; left out when empty
 
     def render(self) -> str:
         """The file: [Interface] with the key and /32, /128 addresses; one [Peer], the gateway."""
@@ -176,7 +176,7 @@ def add_device(
     gateway: str | None = None,
     exit_node: str | None = None,
     endpoint: str | None = None,
-    dns: Sequence[str] = (),
+    dns: Sequence[str] | None = None,
 ) -> tuple[Device, DeviceConfig]:
     """Make device `name`: a new key pair, its record (public key only) and its config.
 
@@ -205,6 +205,14 @@ def add_device(
         gateway_key=PublicKey(node.public_key),
         endpoint=where,
         allowed_ips=allowed_ips(networks, subnets, exit=device.exit),
-        dns=tuple(dns),
+        dns=tuple(dns) if dns is not None else mesh_dns(node, store.init_domain()),
     )
     return device, config
+
+
+def mesh_dns(gateway: Node, domain: str) -> tuple[str, ...]:
+    """A device's default DNS line: the name server every `pywg join` runs on its tunnel
+    addresses (docs/mesh.md, "Names"), the gateway's, which answers the mesh's names and
+    forwards the rest; and the mesh domain as the search domain (wg-quick(8) reads a DNS
+    entry that is no address as one, as the WireGuard apps do)."""
+    return (gateway.ipv4, gateway.ipv6, domain)
