@@ -41,10 +41,10 @@ def wait_endpoints(mesh: MeshLab, name: str, seconds: float = 30) -> list[str]:
     raise AssertionError(f"{name} reported no endpoint\n{dump(mesh)}")
 
 
-# wg-quick(8) hands a DNS line to resolvconf(8); the phone's stand-in keeps what it was
-# given (`-a IF`) in a file beside the config instead of touching the machine's resolver
+# wg-quick(8) hands a DNS line to resolvconf(8) (`-a IF`); the phone's stand-in keeps
+# what it was given in a file beside itself instead of touching the machine's resolver
 RESOLVCONF = """#!/bin/sh
-[ "$1" = "-a" ] && cat > "$(dirname "$0")/resolvconf.$2"
+[ "$1" = "-a" ] && cat > "$(dirname "$0")/resolvconf.given"
 exit 0
 """
 
@@ -120,7 +120,7 @@ def test_phone_through_a_gateway(mesh: MeshLab, tmp_path: Path) -> None:
             assert node.host.wait_ping(phone6, deadline=15), (node.name, dump(mesh))
         assert phone_site.public_addr4 in g.endpoints()[device["public_key"]]
         # wg-quick gave the DNS line to resolvconf; that server answers the mesh's names
-        given = (tmp_path / "bin" / f"resolvconf.tun.{ifname}").read_text()
+        given = (tmp_path / "bin" / "resolvconf.given").read_text()
         assert f"nameserver {g.addr4()}" in given and "search mesh.internal" in given, given
         dig = phone.run("dig", "+short", f"@{g.addr4()}", "a.mesh.internal", "A", timeout=20)
         assert dig.stdout.split() == [a.addr4()], dig.stdout
