@@ -63,6 +63,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from pywg.cmd import metrics as metrics_cli
+from pywg.cmd.address import UsageError, parse_hostport
 from pywg.cmd.table import format_table
 
 if TYPE_CHECKING:  # the heavy modules (aiohttp) are imported when a command runs
@@ -81,10 +83,6 @@ DEFAULT_HOME_UDP: Final = 3478  # `pywg relay serve`'s default ports
 DEFAULT_HOME_TCP: Final = 443
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME_RE = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?")
-
-
-class UsageError(ValueError):
-    """A bad argument (exit status 2)."""
 
 
 def register(subparsers: Any) -> None:
@@ -156,6 +154,7 @@ def _register_serve(serve: argparse.ArgumentParser) -> None:
         metavar="DOMAIN",
         help="the mesh's names are NAME.DOMAIN (default: as set before, else mesh.internal)",
     )
+    metrics_cli.add_option(serve)
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(func=serve_command)
 
@@ -264,22 +263,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # -- argument parsing ----------------------------------------------------------------------
-
-
-def parse_hostport(text: str, what: str) -> tuple[str | None, int]:
-    """``HOST:PORT``, ``[IPv6]:PORT``, ``:PORT`` (host None: every address)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise UsageError(f"{what} must be HOST:PORT (e.g. 0.0.0.0:8580 or [::]:8580), not {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise UsageError(f"{what}: {host!r} is not an IPv6 address") from None
-    elif ":" in host:
-        raise UsageError(f"{what}: put an IPv6 address in brackets, [{host}]:{port_text}")
-    return host or None, int(port_text)
 
 
 def _specific(host: str | None) -> str | None:
@@ -677,7 +660,10 @@ def serve_command(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     setup_logging(args.verbose)
 
+    running: list[Coordinator] = []  # the one serving, for its metrics
+
     def ready(coordinator: Coordinator) -> None:
+        running.append(coordinator)
         print(_ready_line(coordinator, args, listen_host), file=sys.stderr, flush=True)
 
     async def run() -> None:
@@ -685,6 +671,16 @@ def serve_command(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        exporter = await metrics_cli.serve_coordinator_metrics(
+            args.metrics_listen, lambda: running[0] if running else None
+        )
+        try:
+            await _serve(stop)
+        finally:
+            if exporter is not None:
+                await exporter.close()
+
+    async def _serve(stop: asyncio.Event) -> None:
         await serve(
             args.state,
             listen_host,

@@ -3,6 +3,9 @@
     pywgd [-f|--foreground] INTERFACE
     pywgd --version
 
+and, beyond wireguard-go's, `--metrics-listen HOST:PORT` (or the environment's
+PYWG_METRICS_LISTEN) for Prometheus metrics (docs/metrics.md).
+
 Like wireguard-go (the contract wg-quick(8) relies on): without -f (and
 without WG_PROCESS_FOREGROUND=1) it daemonizes, and the parent exits only once
 the UAPI socket /var/run/wireguard/INTERFACE.sock is listening, so that
@@ -42,6 +45,10 @@ from typing import Final
 from pywg import __version__
 from pywg.asyncio import TunError, Tunnel, UapiServer, run
 from pywg.asyncio.tun import check_ifname, fd_interface
+from pywg.cmd.address import UsageError
+from pywg.cmd.metrics import ENV as ENV_METRICS
+from pywg.cmd.metrics import OPTION as METRICS_OPTION
+from pywg.cmd.metrics import Address, parse_listen, serve_tunnel_metrics
 
 PROG = "pywgd"
 ENV_TUN_FD = "WG_TUN_FD"
@@ -130,8 +137,9 @@ async def _start_uapi(tunnel: Tunnel) -> UapiServer:
     return server
 
 
-async def serve(name: str, ready: int | None = None) -> int:
-    """Run the daemon for interface `name`; write to fd `ready` once listening."""
+async def serve(name: str, ready: int | None = None, metrics: Address | None = None) -> int:
+    """Run the daemon for interface `name`; write to fd `ready` once listening; metrics
+    at the address `metrics` if given."""
     log = logging.getLogger("pywg.daemon")
     for signum in IGNORED_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
@@ -144,6 +152,12 @@ async def serve(name: str, ready: int | None = None) -> int:
     except (OSError, ValueError) as exc:
         tunnel.close()
         return _fail(ready, f"Failed to listen on uapi socket: {_reason(exc)}")
+    try:
+        exporter = await serve_tunnel_metrics(metrics, lambda: tunnel)
+    except OSError as exc:
+        server.close()
+        tunnel.close()
+        return _fail(ready, f"Failed to listen for metrics: {_reason(exc)}")
     loop = asyncio.get_running_loop()
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, tunnel.close, f"received {signal.Signals(signum).name}")
@@ -167,6 +181,8 @@ async def serve(name: str, ready: int | None = None) -> int:
     finally:
         server.close()
         tunnel.close()
+        if exporter is not None:
+            await exporter.close()
     log.info("shut down: %s", tunnel.close_reason)
     return 0
 
@@ -185,7 +201,7 @@ def _fail(ready: int | None, message: str) -> int:
     return 1
 
 
-def _daemonize(name: str) -> int:
+def _daemonize(name: str, metrics: Address | None) -> int:
     """Fork; the parent waits for the child to be listening (or to fail) and exits."""
     r, w = os.pipe()
     pid = os.fork()
@@ -211,14 +227,35 @@ def _daemonize(name: str) -> int:
     os.close(null)
     os.environ["WG_PROCESS_FOREGROUND"] = "1"
     try:
-        code = run(serve(name, ready=w))
+        code = run(serve(name, ready=w, metrics=metrics))
     except BaseException:
         code = 1
     os._exit(code)
 
 
+def metrics_address(args: list[str]) -> Address | None:
+    """Take `--metrics-listen HOST:PORT` (or `--metrics-listen=HOST:PORT`) out of `args`,
+    else read PYWG_METRICS_LISTEN; None for neither. UsageError for a bad address."""
+    text = os.environ.get(ENV_METRICS) or None
+    for i, arg in enumerate(args):
+        if arg == METRICS_OPTION and i + 1 < len(args):
+            text = args[i + 1]
+            del args[i : i + 2]
+            break
+        if arg.startswith(METRICS_OPTION + "="):
+            text = arg.partition("=")[2]
+            del args[i]
+            break
+    return None if text is None else parse_listen(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        metrics = metrics_address(args)
+    except UsageError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
     if args in (["--version"], ["-v"]):
         print(f"{PROG} v{__version__}\n\nUserspace WireGuard daemon (pywg) for Linux.")
         return 0
@@ -239,9 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     setup_logging(name)
     if not foreground:
-        return _daemonize(name)
+        return _daemonize(name, metrics)
     try:
-        return run(serve(name))
+        return run(serve(name, metrics=metrics))
     except KeyboardInterrupt:
         return 0
 

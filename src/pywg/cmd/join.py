@@ -11,6 +11,8 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
+from pywg.cmd import metrics as metrics_cli
+
 if TYPE_CHECKING:  # imported when the command runs: aiohttp is slow to import
     from pywg.mesh.agent import JoinOptions
 
@@ -69,6 +71,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--stun", metavar="HOST:PORT", help="STUN server (default: the home relay)")
     _register_names(p)
+    metrics_cli.add_option(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log every decision")
     p.set_defaults(func=main)
 
@@ -182,7 +185,12 @@ def main(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, node.close)
-        await node.run()
+        exporter = await metrics_cli.serve_mesh_metrics(args.metrics_listen, node)
+        try:
+            await node.run()
+        finally:
+            if exporter is not None:
+                await exporter.close()
 
     try:
         run(serve())

@@ -14,6 +14,7 @@ from pywg import __version__
 from pywg.cmd import coordinator as coordinator_cli
 from pywg.cmd import interop as interop_cli
 from pywg.cmd import join as join_cli
+from pywg.cmd import metrics as metrics_cli
 from pywg.cmd import relay as relay_cli
 from pywg.cmd import set as set_cli
 from pywg.exceptions import LocalProtocolError
@@ -71,7 +72,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from pywg.cmd.up import main as up_main
 
-    return up_main(args.config, args.name)
+    return up_main(args.config, args.name, args.metrics_listen)
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -117,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     up = sub.add_parser("up", help="run a tunnel from a wg-quick style file, in the foreground")
     up.add_argument("config", help="configuration file, e.g. ./wg0.conf")
     up.add_argument("--name", help="interface name (default: the file name without .conf)")
+    metrics_cli.add_option(up)
     up.set_defaults(func=_up)
     show = sub.add_parser("show", help="status of running interfaces, like `wg show`")
     show.add_argument("interface", nargs="?", help="one interface (default: all)")

@@ -33,7 +33,9 @@ import ssl
 import sys
 from typing import TYPE_CHECKING, Any, Final
 
-from pywg.cmd.coordinator import UsageError, parse_hostport, parse_key, parse_pin, setup_logging
+from pywg.cmd import metrics as metrics_cli
+from pywg.cmd.address import UsageError, parse_hostport
+from pywg.cmd.coordinator import parse_key, parse_pin, setup_logging
 
 if TYPE_CHECKING:
     from nacl.signing import SigningKey
@@ -103,6 +105,7 @@ def _register_serve(serve: argparse.ArgumentParser) -> None:
         metavar="KEY[@HOST:PORT]",
         help="another relay of the mesh: dial it (with an address) or accept it; repeatable",
     )
+    metrics_cli.add_option(serve)
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(func=serve_command)
 
@@ -220,7 +223,7 @@ def serve_command(args: argparse.Namespace) -> int:
     except (OSError, ValueError, ssl.SSLError) as exc:
         return _fail(str(exc))
     try:
-        run(_serve(config))
+        run(_serve(config, args.metrics_listen))
     except OSError as exc:
         return _fail(f"cannot serve: {exc}")
     except KeyboardInterrupt:
@@ -228,7 +231,7 @@ def serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(config: RelayConfig) -> None:
+async def _serve(config: RelayConfig, metrics: metrics_cli.Address | None = None) -> None:
     from pywg.mesh.auth import b64
     from pywg.mesh.relayserver import CoordinatorMembership, FileMembership, Relay
 
@@ -238,6 +241,11 @@ async def _serve(config: RelayConfig) -> None:
         loop.add_signal_handler(signum, stop.set)
     relay = Relay(config)
     await relay.start()
+    try:
+        exporter = await metrics_cli.serve_relay_metrics(metrics, relay)
+    except OSError:
+        relay.close()
+        raise
     membership = config.membership
     follow = None
     if isinstance(membership, FileMembership | CoordinatorMembership):
@@ -253,5 +261,7 @@ async def _serve(config: RelayConfig) -> None:
         if follow is not None:
             follow.cancel()
         relay.close()
+        if exporter is not None:
+            await exporter.close()
         if isinstance(membership, CoordinatorMembership):
             await membership.close()

@@ -18,6 +18,7 @@ import sys
 
 from pywg.asyncio import TunError, Tunnel, UapiServer, run
 from pywg.asyncio.tun import check_ifname
+from pywg.cmd.metrics import Address, serve_tunnel_metrics
 from pywg.config import Config, ConfigError, load_config, to_uapi_set
 from pywg.constants import DEFAULT_MTU
 from pywg.events import EndpointChanged, HandshakeCompleted, HandshakeTimedOut
@@ -45,7 +46,7 @@ def interface_name(path: str, name: str | None) -> str:
     return name
 
 
-async def up(config: Config, name: str) -> int:
+async def up(config: Config, name: str, metrics: Address | None = None) -> int:
     if config.dns:
         log.warning("DNS = ... is ignored: pywg up does not change the resolver")
     run_hooks(config.pre_up, name, stage="PreUp")
@@ -53,8 +54,10 @@ async def up(config: Config, name: str) -> int:
     await tunnel.start()
     server = UapiServer(tunnel)
     netconf = Netconf(name)
+    exporter = None
     try:
         await server.start()
+        exporter = await serve_tunnel_metrics(metrics, lambda: tunnel)
         tunnel.configure(to_uapi_set(config))
         netconf.add_addresses(config.addresses)
         netconf.set_mtu_up(config.mtu or DEFAULT_MTU)
@@ -85,12 +88,14 @@ async def up(config: Config, name: str) -> int:
         finally:
             tunnel.close()
             server.close()
+            if exporter is not None:
+                await exporter.close()
             netconf.teardown()
             run_hooks(config.post_down, name, stage="PostDown")
     return 0
 
 
-def main(path: str, name: str | None = None) -> int:
+def main(path: str, name: str | None = None, metrics: Address | None = None) -> int:
     """Entry point of `pywg up`; one-line errors on stderr, exit status 1."""
     try:
         if os.geteuid() != 0:  # first: a user without root needs no other complaint
@@ -99,7 +104,7 @@ def main(path: str, name: str | None = None) -> int:
         ifname = interface_name(path, name)
         if config.private_key is None:
             raise UpError(f"{path}: [Interface] has no PrivateKey")
-        return run(up(config, ifname))
+        return run(up(config, ifname, metrics))
     except (ConfigError, UpError, NetconfError, UapiError) as exc:
         print(f"pywg up: {exc}", file=sys.stderr)
     except (TunError, OSError) as exc:

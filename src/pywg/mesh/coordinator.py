@@ -47,10 +47,11 @@ import math
 import os
 import socket
 import sqlite3
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Final, TypeVar
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from nacl.signing import SigningKey
 
 from ..endpoint import format_endpoint, parse_endpoint
@@ -185,6 +186,9 @@ class Coordinator:
         self._changed: asyncio.Event | None = None
         self._notified = self.store.version()
         self._closing = False
+        # what it served, for its metrics: (method, route, status) -> answers; long-polls open
+        self.requests: Counter[tuple[str, str, int]] = Counter()
+        self.long_polls = 0
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -289,14 +293,18 @@ class Coordinator:
         """The roster version, once it is above `since` or after `timeout` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while True:
-            version = self.store.version()
-            remaining = deadline - loop.time()
-            if version > since or remaining <= 0 or self._closing or self._changed is None:
-                return version
-            event = self._changed
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), remaining)
+        self.long_polls += 1
+        try:
+            while True:
+                version = self.store.version()
+                remaining = deadline - loop.time()
+                if version > since or remaining <= 0 or self._closing or self._changed is None:
+                    return version
+                event = self._changed
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), remaining)
+        finally:
+            self.long_polls -= 1
 
     # -- admin, in this process ------------------------------------------------------------
 
@@ -395,6 +403,7 @@ class Coordinator:
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             response = self._response(ErrorAnswer("internal error"), 500)
+        self.requests[(*_route_of(request), response.status)] += 1
         if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
             return response
         response.headers[auth.COORDINATOR_KEY_HEADER] = auth.b64(self.public_key)
@@ -545,6 +554,14 @@ def _relay_map(relays: Sequence[HomeRelay]) -> tuple[HomeRelay, ...]:
                 if getattr(other, what) == getattr(relay, what):
                     raise ValueError(f"two home relays have the same {what} ({relay.name})")
     return tuple(relays)
+
+
+def _route_of(request: web.Request) -> tuple[str, str]:
+    """(method, route) of a request, bounded to what the router knows (a label's values
+    must be few): the route's pattern, "unmatched" for none, "OTHER" for an unknown method."""
+    resource = request.match_info.route.resource
+    method = request.method if request.method in hdrs.METH_ALL else "OTHER"
+    return method, resource.canonical if resource is not None else "unmatched"
 
 
 def _roster_query(request: web.Request) -> tuple[int, float]:
