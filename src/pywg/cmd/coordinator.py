@@ -671,31 +671,23 @@ def serve_command(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        exporter = await metrics_cli.serve_coordinator_metrics(
-            args.metrics_listen, lambda: running[0] if running else None
-        )
-        try:
-            await _serve(stop)
-        finally:
-            if exporter is not None:
-                await exporter.close()
-
-    async def _serve(stop: asyncio.Event) -> None:
-        await serve(
-            args.state,
-            listen_host,
-            listen_port,
-            ipv4=args.ipv4,
-            ipv6=args.ipv6,
-            relay=relay,
-            auto_approve_routes=args.auto_approve_routes,
-            relay_keys=relay_keys,
-            home_relays=relay_map,
-            stop=stop,
-            ready=ready,
-            certificate=certificate,
-            domain=args.domain,
-        )
+        collector = metrics_cli.coordinator_metrics(lambda: running[0] if running else None)
+        async with metrics_cli.served(args.metrics_listen, collector):
+            await serve(
+                args.state,
+                listen_host,
+                listen_port,
+                ipv4=args.ipv4,
+                ipv6=args.ipv6,
+                relay=relay,
+                auto_approve_routes=args.auto_approve_routes,
+                relay_keys=relay_keys,
+                home_relays=relay_map,
+                stop=stop,
+                ready=ready,
+                certificate=certificate,
+                domain=args.domain,
+            )
 
     try:
         asyncio.run(run())

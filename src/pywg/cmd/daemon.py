@@ -48,7 +48,7 @@ from pywg.asyncio.tun import check_ifname, fd_interface
 from pywg.cmd.address import UsageError
 from pywg.cmd.metrics import ENV as ENV_METRICS
 from pywg.cmd.metrics import OPTION as METRICS_OPTION
-from pywg.cmd.metrics import Address, parse_listen, serve_tunnel_metrics
+from pywg.cmd.metrics import Address, parse_listen, serve_metrics, tunnel_metrics
 
 PROG = "pywgd"
 ENV_TUN_FD = "WG_TUN_FD"
@@ -153,7 +153,7 @@ async def serve(name: str, ready: int | None = None, metrics: Address | None = N
         tunnel.close()
         return _fail(ready, f"Failed to listen on uapi socket: {_reason(exc)}")
     try:
-        exporter = await serve_tunnel_metrics(metrics, lambda: tunnel)
+        exporter = await serve_metrics(metrics, tunnel_metrics(lambda: tunnel))
     except OSError as exc:
         server.close()
         tunnel.close()

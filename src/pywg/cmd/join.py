@@ -185,12 +185,8 @@ def main(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, node.close)
-        exporter = await metrics_cli.serve_mesh_metrics(args.metrics_listen, node)
-        try:
+        async with metrics_cli.served(args.metrics_listen, metrics_cli.mesh_metrics(node)):
             await node.run()
-        finally:
-            if exporter is not None:
-                await exporter.close()
 
     try:
         run(serve())

@@ -1,22 +1,24 @@
 """`--metrics-listen HOST:PORT`: the option every long-running command shares.
 
-The commands give it the collectors of what they run; this module parses
-the address and serves them (pywg.metrics) on the command's event loop.
-pywgd, whose command line is wireguard-go's, also reads it from the
+The commands say what they run (`tunnel_metrics`, `mesh_metrics`,
+`relay_metrics`, `coordinator_metrics`); this module parses the address and
+serves the collectors (pywg.metrics) on the command's event loop. aiohttp
+and prometheus_client are imported only when metrics are asked for. pywgd,
+whose command line is wireguard-go's, also reads the address from the
 environment (PYWG_METRICS_LISTEN), the only way through wg-quick.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from pywg.cmd.address import UsageError, parse_hostport
 
-if TYPE_CHECKING:  # aiohttp and prometheus_client are imported only when metrics are asked for
-    from collections.abc import Callable, Mapping
-
+if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
     from pywg.asyncio import Tunnel
@@ -30,6 +32,7 @@ ENV: Final = "PYWG_METRICS_LISTEN"
 HELP: Final = "serve Prometheus metrics at http://HOST:PORT/metrics (docs/metrics.md)"
 
 Address = tuple[str | None, int]
+Collectors = Callable[[], "Collector"]  # made only when metrics are served
 log = logging.getLogger("pywg.metrics")
 
 
@@ -50,60 +53,72 @@ def add_option(parser: Any) -> None:
     parser.add_argument(OPTION, metavar="HOST:PORT", type=_argument, help=HELP)
 
 
-async def serve_metrics(address: Address | None, *collectors: Collector) -> MetricsServer | None:
-    """Serve `collectors` at `address` on this event loop (None: no metrics); OSError if
-    the address cannot be bound. Close the server it returns when the command stops."""
+def tunnel_metrics(
+    tunnel: Callable[[], Tunnel | None], paths: Callable[[], Mapping[str, str]] | None = None
+) -> Collectors:
+    """The metrics of the tunnel `tunnel()` gives (and of its peers' `paths`)."""
+
+    def make() -> Collector:
+        from pywg.metrics import TunnelCollector
+
+        return TunnelCollector(tunnel, paths)
+
+    return make
+
+
+def mesh_metrics(node: MeshNode) -> Collectors:
+    """The metrics of a mesh node's tunnel and of its peers' paths."""
+
+    def paths() -> Mapping[str, str]:
+        from pywg.metrics import mesh_paths
+
+        return mesh_paths(node)
+
+    return tunnel_metrics(lambda: node.tunnel, paths)
+
+
+def relay_metrics(relay: Relay) -> Collectors:
+    def make() -> Collector:
+        from pywg.metrics import RelayCollector
+
+        return RelayCollector(relay)
+
+    return make
+
+
+def coordinator_metrics(coordinator: Callable[[], Coordinator | None]) -> Collectors:
+    """The metrics of the coordinator `coordinator()` gives once it runs."""
+
+    def make() -> Collector:
+        from pywg.metrics import CoordinatorCollector
+
+        return CoordinatorCollector(coordinator)
+
+    return make
+
+
+async def serve_metrics(address: Address | None, collectors: Collectors) -> MetricsServer | None:
+    """Serve the metrics at `address` on this event loop (None: no metrics); OSError if the
+    address cannot be bound. Close the server it returns when the command stops."""
     if address is None:
         return None
     from pywg.metrics import MetricsServer, new_registry
 
-    server = MetricsServer(new_registry(collectors))
+    server = MetricsServer(new_registry([collectors()]))
     port = await server.start(*address)
     log.info("metrics at http://%s:%d/metrics", _shown(address[0]), port)
     return server
 
 
-async def serve_tunnel_metrics(
-    address: Address | None,
-    tunnel: Callable[[], Tunnel | None],
-    paths: Callable[[], Mapping[str, str]] | None = None,
-) -> MetricsServer | None:
-    """Serve the metrics of the tunnel `tunnel()` gives (and its peers' `paths`) at
-    `address` (None: no metrics); OSError if the address cannot be bound."""
-    if address is None:
-        return None
-    from pywg.metrics import TunnelCollector
-
-    return await serve_metrics(address, TunnelCollector(tunnel, paths))
-
-
-async def serve_mesh_metrics(address: Address | None, node: MeshNode) -> MetricsServer | None:
-    """Serve the metrics of a mesh node's tunnel and its peers' paths (`serve_metrics`)."""
-    if address is None:
-        return None
-    from pywg.metrics import mesh_paths
-
-    return await serve_tunnel_metrics(address, lambda: node.tunnel, lambda: mesh_paths(node))
-
-
-async def serve_relay_metrics(address: Address | None, relay: Relay) -> MetricsServer | None:
-    """Serve the metrics of `relay` (`serve_metrics`)."""
-    if address is None:
-        return None
-    from pywg.metrics import RelayCollector
-
-    return await serve_metrics(address, RelayCollector(relay))
-
-
-async def serve_coordinator_metrics(
-    address: Address | None, coordinator: Callable[[], Coordinator | None]
-) -> MetricsServer | None:
-    """Serve the metrics of the coordinator `coordinator()` gives once it runs."""
-    if address is None:
-        return None
-    from pywg.metrics import CoordinatorCollector
-
-    return await serve_metrics(address, CoordinatorCollector(coordinator))
+@contextlib.asynccontextmanager
+async def served(address: Address | None, collectors: Collectors) -> AsyncIterator[None]:
+    """`serve_metrics` for the time of an `async with` block."""
+    server = await serve_metrics(address, collectors)
+    try:
+        yield
+    finally:
+        if server is not None:
+            await server.close()
 
 
 def _shown(host: str | None) -> str:

@@ -242,7 +242,7 @@ async def _serve(config: RelayConfig, metrics: metrics_cli.Address | None = None
     relay = Relay(config)
     await relay.start()
     try:
-        exporter = await metrics_cli.serve_relay_metrics(metrics, relay)
+        exporter = await metrics_cli.serve_metrics(metrics, metrics_cli.relay_metrics(relay))
     except OSError:
         relay.close()
         raise

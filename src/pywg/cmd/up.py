@@ -18,7 +18,7 @@ import sys
 
 from pywg.asyncio import TunError, Tunnel, UapiServer, run
 from pywg.asyncio.tun import check_ifname
-from pywg.cmd.metrics import Address, serve_tunnel_metrics
+from pywg.cmd.metrics import Address, serve_metrics, tunnel_metrics
 from pywg.config import Config, ConfigError, load_config, to_uapi_set
 from pywg.constants import DEFAULT_MTU
 from pywg.events import EndpointChanged, HandshakeCompleted, HandshakeTimedOut
@@ -57,7 +57,7 @@ async def up(config: Config, name: str, metrics: Address | None = None) -> int:
     exporter = None
     try:
         await server.start()
-        exporter = await serve_tunnel_metrics(metrics, lambda: tunnel)
+        exporter = await serve_metrics(metrics, tunnel_metrics(lambda: tunnel))
         tunnel.configure(to_uapi_set(config))
         netconf.add_addresses(config.addresses)
         netconf.set_mtu_up(config.mtu or DEFAULT_MTU)
