@@ -630,12 +630,14 @@ def remove_command(args: argparse.Namespace) -> int:
 
 def setup_logging(verbose: bool) -> None:
     """pywg's loggers on stderr with the time, INFO (DEBUG with `verbose`): a server's log."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-    root = logging.getLogger("pywg")
-    root.handlers[:] = [handler]
-    root.propagate = False
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    from pywg.system import journal
+
+    journal.setup(
+        sys.stderr,
+        logging.DEBUG if verbose else logging.INFO,
+        logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"),
+        logging.Formatter("%(name)s: %(message)s"),
+    )
 
 
 def _ready_line(coordinator: Coordinator, args: argparse.Namespace, host: str | None) -> str:
@@ -677,14 +679,22 @@ def serve_command(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     setup_logging(args.verbose)
 
+    from pywg.system import sdnotify
+
     def ready(coordinator: Coordinator) -> None:
         print(_ready_line(coordinator, args, listen_host), file=sys.stderr, flush=True)
+        sdnotify.ready(f"listening on port {coordinator.port}")
 
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            sdnotify.stopping()
+            stop.set()
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, on_signal)
         await serve(
             args.state,
             listen_host,

@@ -42,6 +42,7 @@ from typing import Final
 from pywg import __version__
 from pywg.asyncio import TunError, Tunnel, UapiServer, run
 from pywg.asyncio.tun import check_ifname, fd_interface
+from pywg.system import journal, sdnotify
 
 PROG = "pywgd"
 ENV_TUN_FD = "WG_TUN_FD"
@@ -77,14 +78,17 @@ class _Formatter(logging.Formatter):
     once the TUN is open (a template such as "wg%d", or a handed-over TUN).
     """
 
-    def __init__(self, name: str | Callable[[], str]) -> None:
+    def __init__(self, name: str | Callable[[], str], stamp: bool = True) -> None:
         super().__init__()
         self._name = name
+        self._stamp = stamp  # the journal stamps lines itself
 
     def format(self, record: logging.LogRecord) -> str:
         level = _LEVEL_NAMES.get(record.levelno, "ERROR")
-        stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
         name = self._name() if callable(self._name) else self._name
+        if not self._stamp:
+            return f"{level}: ({name}) {record.getMessage()}"
+        stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
         return f"{level}: ({name}) {stamp} {record.getMessage()}"
 
 
@@ -93,12 +97,7 @@ def log_level() -> int:
 
 
 def setup_logging(name: str | Callable[[], str]) -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_Formatter(name))
-    root = logging.getLogger("pywg")
-    root.handlers[:] = [handler]
-    root.setLevel(log_level())
-    root.propagate = False
+    journal.setup(sys.stdout, log_level(), _Formatter(name), _Formatter(name, stamp=False))
 
 
 def handed_fd(variable: str) -> int | None:
@@ -162,8 +161,10 @@ async def serve(name: str, ready: int | None = None) -> int:
     if ready is not None:
         os.write(ready, b"ok\n")
         os.close(ready)
+    sdnotify.ready(f"UAPI listening on {server.path}")
     try:
         await tunnel.wait_closed()
+        sdnotify.stopping(tunnel.close_reason)
     finally:
         server.close()
         tunnel.close()

@@ -21,6 +21,7 @@ from pywg.asyncio.tun import check_ifname
 from pywg.config import Config, ConfigError, load_config, to_uapi_set
 from pywg.constants import DEFAULT_MTU
 from pywg.events import EndpointChanged, HandshakeCompleted, HandshakeTimedOut
+from pywg.system import sdnotify
 from pywg.system.netconf import Netconf, NetconfError, run_hooks
 from pywg.uapi import UapiError
 
@@ -71,6 +72,7 @@ async def up(config: Config, name: str) -> int:
             "Ctrl-C to stop",
             flush=True,
         )
+        sdnotify.ready(f"{name} is up, UDP port {tunnel.listen_port}")
         async for event in tunnel.events():
             if isinstance(event, HandshakeCompleted):
                 print(f"pywg: handshake with {event.public_key}", flush=True)
@@ -79,6 +81,7 @@ async def up(config: Config, name: str) -> int:
             elif isinstance(event, HandshakeTimedOut):
                 print(f"pywg: no answer from {event.public_key} for 90 s", flush=True)
         print(f"pywg: stopping ({tunnel.close_reason})", flush=True)
+        sdnotify.stopping(tunnel.close_reason)
     finally:
         try:
             run_hooks(config.pre_down, name, stage="PreDown")
