@@ -64,6 +64,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from pywg.cmd.table import format_table
+from pywg.system import journal, sdnotify
 
 if TYPE_CHECKING:  # the heavy modules (aiohttp) are imported when a command runs
     from pywg.mesh.coordinator import Coordinator
@@ -630,8 +631,6 @@ def remove_command(args: argparse.Namespace) -> int:
 
 def setup_logging(verbose: bool) -> None:
     """pywg's loggers on stderr with the time, INFO (DEBUG with `verbose`): a server's log."""
-    from pywg.system import journal
-
     journal.setup(
         sys.stderr,
         logging.DEBUG if verbose else logging.INFO,
@@ -678,8 +677,6 @@ def serve_command(args: argparse.Namespace) -> int:
     except TlsError as exc:
         return _fail(str(exc))
     setup_logging(args.verbose)
-
-    from pywg.system import sdnotify
 
     def ready(coordinator: Coordinator) -> None:
         print(_ready_line(coordinator, args, listen_host), file=sys.stderr, flush=True)
