@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from helpers.wg_nodes import pywgd_path
+from pywg.keys import PrivateKey
 from pywg.lab import Host
 from pywg.system import uapi_client
 from pywg.system.services import find_executable
@@ -140,3 +141,56 @@ def _answers_tcp(host: Host, port: int) -> bool:
     with host.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(1)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.needs_lab()
+@pytest.mark.time_limit(30)
+def test_relay_is_ready_once_it_listens(
+    host: Host, notify_socket: socket.socket, tmp_path: Path
+) -> None:
+    members = tmp_path / "members.json"
+    members.write_text('{"members": []}')
+    log = tmp_path / "stderr"
+    relay = start(
+        host,
+        notify_socket,
+        log,
+        find_executable(),
+        "relay",
+        "serve",
+        "--members",
+        str(members),
+        "--state",
+        str(tmp_path / "relay"),
+        "--listen",
+        "127.0.0.1",
+    )
+    text = wait_ready(notify_socket, relay, log)
+    assert "STATUS=UDP port 3478, TCP port 443" in text
+    assert _answers_tcp(host, 443)
+    relay.terminate()
+    assert relay.wait(10) == 0
+    assert receive(notify_socket, 5) == (relay.pid, "STOPPING=1")
+
+
+@pytest.mark.needs_lab()
+@pytest.mark.time_limit(30)
+def test_up_is_ready_once_the_interface_is_configured(
+    host: Host, notify_socket: socket.socket, tmp_path: Path
+) -> None:
+    name = f"{PREFIX}1"
+    config = tmp_path / f"{name}.conf"
+    config.write_text(
+        f"[Interface]\nPrivateKey = {PrivateKey.generate().to_base64()}\n"
+        "Address = 198.18.7.1/24\nListenPort = 51820\n"
+    )
+    log = tmp_path / "stderr"
+    up = start(host, notify_socket, log, find_executable(), "up", str(config))
+    text = wait_ready(notify_socket, up, log)
+    assert f"STATUS={name} is up, UDP port 51820" in text
+    assert "198.18.7.1/24" in host.run("ip", "-o", "address", "show", "dev", name).stdout
+    assert "listen_port=51820" in uapi_client.get(name)
+    up.terminate()
+    assert up.wait(10) == 0
+    stopping = receive(notify_socket, 5)
+    assert stopping is not None and stopping[1].startswith("STOPPING=1")
