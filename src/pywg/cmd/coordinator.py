@@ -66,6 +66,7 @@ from typing import TYPE_CHECKING, Any, Final
 from pywg.cmd import metrics as metrics_cli
 from pywg.cmd.address import UsageError, parse_hostport
 from pywg.cmd.table import format_table
+from pywg.system import journal, sdnotify
 
 if TYPE_CHECKING:  # the heavy modules (aiohttp) are imported when a command runs
     from pywg.mesh.coordinator import Coordinator
@@ -613,12 +614,12 @@ def remove_command(args: argparse.Namespace) -> int:
 
 def setup_logging(verbose: bool) -> None:
     """pywg's loggers on stderr with the time, INFO (DEBUG with `verbose`): a server's log."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-    root = logging.getLogger("pywg")
-    root.handlers[:] = [handler]
-    root.propagate = False
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    journal.setup(
+        sys.stderr,
+        logging.DEBUG if verbose else logging.INFO,
+        logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"),
+        logging.Formatter("%(name)s: %(message)s"),
+    )
 
 
 def _ready_line(coordinator: Coordinator, args: argparse.Namespace, host: str | None) -> str:
@@ -640,6 +641,20 @@ def _ready_line(coordinator: Coordinator, args: argparse.Namespace, host: str | 
         f"pywg coordinator: listening on {where}:{coordinator.port} ({scheme}), "
         f"mesh {nets.ipv4} {nets.ipv6}, {relay_text}, state {args.state}"
     )
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event SIGINT and SIGTERM set (telling the service manager the service stops)."""
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        sdnotify.stopping()
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal)
+    return stop
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -665,12 +680,10 @@ def serve_command(args: argparse.Namespace) -> int:
     def ready(coordinator: Coordinator) -> None:
         running.append(coordinator)
         print(_ready_line(coordinator, args, listen_host), file=sys.stderr, flush=True)
+        sdnotify.ready(f"listening on port {coordinator.port}")
 
     async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+        stop = _stop_on_signals()
         collector = metrics_cli.coordinator_metrics(lambda: running[0] if running else None)
         async with metrics_cli.served(args.metrics_listen, collector):
             await serve(

@@ -49,6 +49,7 @@ from pywg.cmd.address import UsageError
 from pywg.cmd.metrics import ENV as ENV_METRICS
 from pywg.cmd.metrics import OPTION as METRICS_OPTION
 from pywg.cmd.metrics import Address, parse_listen, serve_metrics, tunnel_metrics
+from pywg.system import journal, sdnotify
 
 PROG = "pywgd"
 ENV_TUN_FD = "WG_TUN_FD"
@@ -84,14 +85,17 @@ class _Formatter(logging.Formatter):
     once the TUN is open (a template such as "wg%d", or a handed-over TUN).
     """
 
-    def __init__(self, name: str | Callable[[], str]) -> None:
+    def __init__(self, name: str | Callable[[], str], stamp: bool = True) -> None:
         super().__init__()
         self._name = name
+        self._stamp = stamp  # the journal stamps lines itself
 
     def format(self, record: logging.LogRecord) -> str:
         level = _LEVEL_NAMES.get(record.levelno, "ERROR")
-        stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
         name = self._name() if callable(self._name) else self._name
+        if not self._stamp:
+            return f"{level}: ({name}) {record.getMessage()}"
+        stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
         return f"{level}: ({name}) {stamp} {record.getMessage()}"
 
 
@@ -100,12 +104,7 @@ def log_level() -> int:
 
 
 def setup_logging(name: str | Callable[[], str]) -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_Formatter(name))
-    root = logging.getLogger("pywg")
-    root.handlers[:] = [handler]
-    root.setLevel(log_level())
-    root.propagate = False
+    journal.setup(sys.stdout, log_level(), _Formatter(name), _Formatter(name, stamp=False))
 
 
 def handed_fd(variable: str) -> int | None:
@@ -176,8 +175,10 @@ async def serve(name: str, ready: int | None = None, metrics: Address | None = N
     if ready is not None:
         os.write(ready, b"ok\n")
         os.close(ready)
+    sdnotify.ready(f"UAPI listening on {server.path}")
     try:
         await tunnel.wait_closed()
+        sdnotify.stopping(tunnel.close_reason)
     finally:
         server.close()
         tunnel.close()

@@ -163,13 +163,14 @@ def main(args: argparse.Namespace) -> int:
     from pywg.mesh.agent import MeshError, MeshNode
     from pywg.mesh.control import ControlError
     from pywg.mesh.state import NodeState, StateError
+    from pywg.system import journal, sdnotify
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    root = logging.getLogger("pywg")
-    root.handlers[:] = [handler]
-    root.propagate = False
-    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    journal.setup(
+        sys.stderr,
+        logging.DEBUG if args.verbose else logging.INFO,
+        logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"),
+        logging.Formatter("%(message)s"),
+    )
     if os.geteuid() != 0:
         print("pywg join: must run as root (it creates a network interface)", file=sys.stderr)
         return 1
@@ -181,10 +182,19 @@ def main(args: argparse.Namespace) -> int:
         return 1
     node = MeshNode(options, state)
 
+    def ready() -> None:
+        sdnotify.ready(f"{options.interface} is up")
+
+    node.on_ready = ready
+
+    def stop() -> None:
+        sdnotify.stopping()
+        node.close()
+
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, node.close)
+            loop.add_signal_handler(signum, stop)
         async with metrics_cli.served(args.metrics_listen, metrics_cli.mesh_metrics(node)):
             await node.run()
 

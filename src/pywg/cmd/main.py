@@ -1,5 +1,5 @@
 """The `pywg` command: keys in `wg`'s formats, `up`, `show`, the demo, interop, the mesh
-(`coordinator`, `join`, `relay`, `set`)."""
+(`coordinator`, `join`, `relay`, `set`), systemd units (`service`)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from pywg.cmd import interop as interop_cli
 from pywg.cmd import join as join_cli
 from pywg.cmd import metrics as metrics_cli
 from pywg.cmd import relay as relay_cli
+from pywg.cmd import service as service_cli
 from pywg.cmd import set as set_cli
 from pywg.exceptions import LocalProtocolError
 from pywg.keys import PresharedKey, PrivateKey
+from pywg.system import journal
 from pywg.system.secretfile import write_secret_file
 
 
@@ -131,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     coordinator_cli.register(sub)
     join_cli.register(sub)
     relay_cli.register(sub)
+    service_cli.register(sub)
     set_cli.register(sub)
     args = parser.parse_args(argv)
     _setup_logging()
@@ -141,8 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _setup_logging() -> None:
     """Warnings and errors on stderr; LOG_LEVEL=debug (as for pywgd) shows everything."""
     level = logging.DEBUG if os.environ.get("LOG_LEVEL", "") in ("debug", "verbose") else None
+    line = logging.Formatter("pywg: %(levelname)s: %(message)s")
     logging.basicConfig(
-        level=level or logging.WARNING, format="pywg: %(levelname)s: %(message)s", stream=sys.stderr
+        level=level or logging.WARNING, handlers=[journal.handler(sys.stderr, line, line)]
     )
 
 

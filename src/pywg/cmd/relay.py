@@ -234,11 +234,17 @@ def serve_command(args: argparse.Namespace) -> int:
 async def _serve(config: RelayConfig, metrics: metrics_cli.Address | None = None) -> None:
     from pywg.mesh.auth import b64
     from pywg.mesh.relayserver import CoordinatorMembership, FileMembership, Relay
+    from pywg.system import sdnotify
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        sdnotify.stopping()
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     relay = Relay(config)
     await relay.start()
     try:
@@ -256,6 +262,7 @@ async def _serve(config: RelayConfig, metrics: metrics_cli.Address | None = None
             f"certificate-sha256 {config.tls.fingerprint}",
             flush=True,
         )
+        sdnotify.ready(f"UDP port {relay.udp_port}, TCP port {relay.tcp_port}")
         await stop.wait()
     finally:
         if follow is not None:

@@ -22,6 +22,7 @@ from pywg.cmd.metrics import Address, serve_metrics, tunnel_metrics
 from pywg.config import Config, ConfigError, load_config, to_uapi_set
 from pywg.constants import DEFAULT_MTU
 from pywg.events import EndpointChanged, HandshakeCompleted, HandshakeTimedOut
+from pywg.system import sdnotify
 from pywg.system.netconf import Netconf, NetconfError, run_hooks
 from pywg.uapi import UapiError
 
@@ -74,6 +75,7 @@ async def up(config: Config, name: str, metrics: Address | None = None) -> int:
             "Ctrl-C to stop",
             flush=True,
         )
+        sdnotify.ready(f"{name} is up, UDP port {tunnel.listen_port}")
         async for event in tunnel.events():
             if isinstance(event, HandshakeCompleted):
                 print(f"pywg: handshake with {event.public_key}", flush=True)
@@ -82,6 +84,7 @@ async def up(config: Config, name: str, metrics: Address | None = None) -> int:
             elif isinstance(event, HandshakeTimedOut):
                 print(f"pywg: no answer from {event.public_key} for 90 s", flush=True)
         print(f"pywg: stopping ({tunnel.close_reason})", flush=True)
+        sdnotify.stopping(tunnel.close_reason)
     finally:
         try:
             run_hooks(config.pre_down, name, stage="PreDown")

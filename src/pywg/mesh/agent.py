@@ -146,6 +146,7 @@ class MeshNode:
         self._control: ControlServer | None = None
         self.gateway: DeviceGateway | None = None  # the plain WireGuard devices it carries
         self.names: MeshNames | None = None
+        self.on_ready: Callable[[], None] | None = None  # called once the interface is up
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -174,6 +175,8 @@ class MeshNode:
                 self.names = MeshNames(tunnel.name, self.options.names)
                 await self.names.start(roster)
                 await self._apply(roster)
+                if self.on_ready is not None:
+                    self.on_ready()
                 home = self.home
                 self._tasks = [
                     asyncio.create_task(self._guarded("home relay", home.run)),

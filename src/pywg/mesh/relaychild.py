@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from ..system import sdnotify
 from . import auth, tls
 from .relayserver.state import load_or_create_key
 from .schema import HomeRelay
@@ -187,6 +188,7 @@ class RelaySupervisor:
             *self.argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,  # stderr: the coordinator's, so one log has both
+            env=sdnotify.child_environment(),  # the coordinator alone speaks for its unit
             preexec_fn=_exit_with(os.getpid()),
         )
         self.process = process
