@@ -36,7 +36,7 @@ from pywg import stun
 from pywg.cmd import coordinator as coordinator_cli
 from pywg.endpoint import parse_endpoint
 from pywg.lab import Host
-from pywg.mesh import auth, tls, wire
+from pywg.mesh import auth, relaychild, tls, wire
 from pywg.mesh.client import CoordinatorClient, CoordinatorError
 from pywg.mesh.coordinator import Coordinator
 from pywg.mesh.relaychild import OwnRelay
@@ -1019,6 +1019,7 @@ def test_cli_serve_arguments(tmp_path: Any, capsys: pytest.CaptureFixture[str]) 
         relay_name="relay",
         relay_port=3478,
         relay_tcp_port=443,
+        relay_metrics_listen=None,
         listen=":8580",
     )
     assert coordinator_cli.relay_config(args) == OwnRelay("198.18.9.2", "relay", "198.18.9.2")
@@ -1026,6 +1027,17 @@ def test_cli_serve_arguments(tmp_path: Any, capsys: pytest.CaptureFixture[str]) 
     assert coordinator_cli.relay_config(args) == OwnRelay("2001:db8::5")
     args.relay_host, args.relay_name, args.relay_port = "vps.example.org", "fra", 3479
     assert coordinator_cli.relay_config(args) == OwnRelay("vps.example.org", "fra", "::", 3479)
+    # its metrics: the address checked here, handed to the child as its --metrics-listen
+    args.relay_metrics_listen = "127.0.0.1:9587"
+    own = coordinator_cli.relay_config(args)
+    assert own is not None and own.metrics_listen == "127.0.0.1:9587"
+    where = relaychild.Coordinates("http://127.0.0.1:8580", bytes(32), None)
+    argv = relaychild.command("/state", own, where)
+    assert argv[argv.index("--metrics-listen") + 1] == "127.0.0.1:9587"
+    assert "--metrics-listen" not in relaychild.command("/state", OwnRelay("h"), where)
+    args.relay_metrics_listen = "9587"
+    with pytest.raises(coordinator_cli.UsageError, match="--relay-metrics-listen"):
+        coordinator_cli.relay_config(args)
     args.no_relay = True
     assert coordinator_cli.relay_config(args) is None
 

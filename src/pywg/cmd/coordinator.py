@@ -2,7 +2,8 @@
 
     pywg coordinator serve [--state DIR] [--listen HOST:PORT] [--ipv4 CIDR] [--ipv6 CIDR]
                            [--relay-host HOST] [--relay-name NAME] [--relay-listen IP]
-                           [--relay-port N] [--relay-tcp-port N] [--no-relay]
+                           [--relay-port N] [--relay-tcp-port N] [--relay-metrics-listen HOST:PORT]
+                           [--no-relay]
                            [--tls | --tls-cert FILE --tls-key FILE | --plain-http]
                            [--auto-approve-routes] [--relay-key KEY]...
                            [--home-relay NAME=KEY@HOST[:UDP[:TCP]][#PIN]]...
@@ -195,6 +196,11 @@ def _register_own_relay(serve: argparse.ArgumentParser) -> None:
         help=f"its TCP (TLS) port (default {DEFAULT_HOME_TCP})",
     )
     serve.add_argument(
+        "--relay-metrics-listen",
+        metavar="HOST:PORT",
+        help="serve its Prometheus metrics there (its --metrics-listen)",
+    )
+    serve.add_argument(
         "--no-relay", action="store_true", help="run no relay (only the --home-relay ones)"
     )
 
@@ -309,7 +315,10 @@ def relay_config(args: argparse.Namespace) -> OwnRelay | None:
             public = str(ipaddress.ip_address(public.strip("[]")))
         except ValueError:
             raise UsageError(f"--relay-host {public!r} is not a host name or address") from None
-    return OwnRelay(public, name, listen, args.relay_port, args.relay_tcp_port)
+    metrics = args.relay_metrics_listen
+    if metrics is not None:
+        parse_hostport(metrics, "--relay-metrics-listen")
+    return OwnRelay(public, name, listen, args.relay_port, args.relay_tcp_port, metrics)
 
 
 def parse_pin(text: str, what: str) -> bytes:

@@ -64,6 +64,7 @@ class OwnRelay:
     listen: str = "::"
     udp_port: int = 3478  # and its STUN server
     tcp_port: int = 443
+    metrics_listen: str | None = None  # HOST:PORT of its Prometheus metrics (docs/metrics.md)
 
 
 def relay_dir(state_dir: str) -> str:
@@ -124,6 +125,8 @@ def command(
     ]
     if coordinator.pin is not None:
         argv += ["--coordinator-pin", coordinator.pin.hex()]
+    if relay.metrics_listen is not None:
+        argv += ["--metrics-listen", relay.metrics_listen]
     for other in peers:
         host = f"[{other.host}]" if ":" in other.host else other.host
         argv += ["--peer", f"{auth.b64(other.key)}@{host}:{other.tcp_port}"]
