@@ -103,15 +103,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 WG_TRANSPORT = 4  # whitepaper §5.4.6: message type 4; bytes 1..3 carry the relay's tag
 REBOOT_PORTS = (20000, 20999)
 RELAY_NUMBER = 1  # the mesh's one home relay
-# nftables on a NAT router: no UDP crosses it, so its node reaches the relay over TCP/TLS
-DROP_UDP = """
-table inet pywg_bench_dropudp {
-    chain forward {
-        type filter hook forward priority -10; policy accept;
-        meta l4proto udp drop
-    }
-}
-"""
 TRANSPORT_LOG = re.compile(rf"home relay relay{RELAY_NUMBER}: (udp|tcp|no transport)")
 
 
@@ -458,7 +449,7 @@ def relay_udp(mesh: MeshLab, seconds: int) -> PathRun:
 def relay_tcp(mesh: MeshLab, seconds: int) -> PathRun:
     a_site = mesh.net.behind_nat("a", "symmetric")
     assert a_site.nat is not None
-    a_site.nat.router.nft(DROP_UDP)
+    a_site.nat.block_udp()  # a reaches the relay over TCP/TLS only
     b_site = mesh.net.behind_nat("b", "symmetric")
     return measure_pair(mesh, bring_up(mesh, a_site, b_site, direct=False), seconds, False)
 

@@ -39,15 +39,6 @@ PREFIX = "pwhome"  # of the `lab` fixture's lab, where `mesh_lab` builds
 STREAM_RATE = 1_000_000  # bytes/s of the transfer across a relay's death
 STREAM_SECONDS = 20
 
-DROP_UDP = """
-table inet pywg_test_dropudp {
-    chain forward {
-        type filter hook forward priority -10; policy accept;
-        meta l4proto udp drop
-    }
-}
-"""
-
 DROP_TO = """
 table inet pywg_test_dropto {{
     chain forward {{
@@ -99,7 +90,7 @@ def test_a_node_without_udp_is_reached_over_tcp(
 ) -> None:
     mesh = mesh_lab(home_relays=1, node_env={"PYWG_BACKEND": backend})
     a_site = mesh.net.behind_nat("a", "symmetric")
-    router(a_site).nat.router.nft(DROP_UDP)  # type: ignore[union-attr]
+    router(a_site).nat.block_udp()  # type: ignore[union-attr]
     a, b = mesh.pair(a_site, mesh.net.behind_nat("b", "symmetric"))
     mesh.wait_relayed(a, b, number=1, seconds=40)
     mesh.wait_relayed(b, a, number=1, seconds=40)
@@ -118,13 +109,13 @@ def test_udp_let_through_again_moves_to_udp_then_direct(
     mesh = mesh_lab(home_relays=1)
     a_site = mesh.net.behind_nat("a", "endpoint-independent")
     b_site = mesh.net.behind_nat("b", "endpoint-independent")
-    router(a_site).nat.router.nft(DROP_UDP)  # type: ignore[union-attr]
+    router(a_site).nat.block_udp()  # type: ignore[union-attr]
     a, b = mesh.pair(a_site, b_site)
     mesh.wait_relayed(a, b, number=1, seconds=40)
     mesh.wait_relayed(b, a, number=1, seconds=40)
     pings_both_ways(mesh, a, b, deadline=40)
     assert "home relay relay1: tcp" in a.log_text(), dump(mesh)
-    router(a_site).nat.router.nft("delete table inet pywg_test_dropudp\n")  # type: ignore[union-attr]
+    router(a_site).nat.unblock_udp()  # type: ignore[union-attr]
     let_through = time.monotonic()
     # the link back to a UDP association within its retry interval (Timing.udp_retry,
     # 10 s, plus an association's timeout) ...

@@ -41,15 +41,6 @@ IDS = {"a": 0x0A0001, "b": 0x0B0002}
 TUNNEL = {"a": "198.19.8.1", "b": "198.19.8.2"}
 UDP_PORT, TCP_PORT, PROXY_PORT = 3478, 8443, 3128
 TESTS = Path(__file__).resolve().parents[1]
-DROP_UDP = """
-table inet pywg_test_dropudp {
-    chain forward {
-        type filter hook forward priority -10; policy accept;
-        meta l4proto udp drop
-    }
-}
-"""
-
 DROP_RELAY_TCP = """
 table inet pywg_test_droptcp {{
     chain forward {{
@@ -174,7 +165,7 @@ def run_mesh(
     sites = {name: net.behind_nat(name, "symmetric") for name in IDS}
     if drop_udp:
         assert sites["a"].nat is not None
-        sites["a"].nat.router.nft(DROP_UDP)
+        sites["a"].nat.block_udp()
     if proxy:  # and no TCP to the relay but through the proxy
         assert sites["a"].nat is not None
         sites["a"].nat.router.nft(DROP_RELAY_TCP.format(hub=hub.addr4, port=TCP_PORT))
@@ -259,7 +250,7 @@ def test_a_node_without_udp_uses_tcp_and_moves_back_to_udp(
     sites, lines = run_mesh(lab, tmp_path, drop_udp=True, backend=backend)
     on_tcp_and_udp(sites, lines)
     assert sites["a"].nat is not None
-    sites["a"].nat.router.nft("delete table inet pywg_test_dropudp\n")
+    sites["a"].nat.unblock_udp()
     # back on UDP within the retry interval (3 s) and an association's timeout (1.5 s)
     event = lines["a"].wait(6, transport="udp")
     assert event["node_id"] == IDS["a"], event

@@ -216,6 +216,21 @@ table inet {self.table} {{
         """The flows this router translates now (from its conntrack table)."""
         return [m for m in conntrack_mappings(self.router) if m.inside != m.outside]
 
+    def block_udp(self) -> None:
+        """Drop every UDP datagram the router forwards, either way: a network that lets out
+        only TCP (a hotel Wi-Fi, a corporate proxy's). :meth:`unblock_udp` lets it through."""
+        self.router.nft(
+            f"table inet {self.table}_noudp {{\n"
+            "    chain forward {\n"
+            "        type filter hook forward priority -10; policy accept;\n"
+            "        meta l4proto udp drop\n"
+            "    }\n"
+            "}\n"
+        )
+
+    def unblock_udp(self) -> None:
+        self.router.nft(f"delete table inet {self.table}_noudp\n")
+
     def remove(self) -> None:
         """Stop translating (the rules go; forwarding and conntrack state stay)."""
         self.router.nft(f"delete table inet {self.table}\n")

@@ -131,6 +131,10 @@ class _Fields:
             raise self.error(key, "must be true or false")
         return value
 
+    def flag(self, key: str) -> bool:
+        """An optional boolean: false when left out (or null), else checked as `boolean`."""
+        return self.given(key) and self.boolean(key)
+
     def key(self, key: str) -> bytes:
         try:
             return auth.unb64(self.text(key), KEY_SIZE)
@@ -411,7 +415,7 @@ class PeerEntry:
             endpoints=fields.endpoints("endpoints"),
             node_id=_node_id(fields),
             home_relay=_home_relay(fields),
-            exit_node=fields.given("exit_node") and fields.boolean("exit_node"),
+            exit_node=fields.flag("exit_node"),
         )
 
 
@@ -446,7 +450,7 @@ class DeviceEntry:
             public_key=fields.key("public_key"),
             addresses=fields.addresses("addresses"),
             gateway=fields.text("gateway"),
-            exit=fields.boolean("exit") if fields.given("exit") else False,
+            exit=fields.flag("exit"),
         )
 
 
