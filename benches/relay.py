@@ -35,49 +35,12 @@ from dataclasses import asdict, dataclass
 
 from pywg.keys import PrivateKey
 from pywg.lab import Host, Internet, Lab, require_root
-from pywg.lab.standin_relay import start_standin_relay
+from pywg.lab.standin_relay import NodeEnd, node_up, start_node, start_standin_relay
 
 RELAY_PORT = 3478
 IDS = {"a": 0x0A0001, "b": 0x0B0002}
 TUNNEL = {"a": "198.19.9.1", "b": "198.19.9.2"}
 MODES = ("direct", "relay-native", "relay-python")
-
-_NODE = r"""
-import asyncio, subprocess, sys
-from pywg import relayed
-from pywg.asyncio.tunnel import Tunnel
-from pywg.events import HandshakeCompleted
-from pywg.keys import PrivateKey
-from pywg.lab import standin_relay
-
-ifname, key, my_id, peer_key, peer_id, relay_host, peer_host, addr, peer_addr = sys.argv[1:10]
-
-async def main():
-    async with Tunnel(ifname, private_key=PrivateKey.from_base64(key), listen_port=51820) as t:
-        subprocess.run(["ip", "addr", "add", addr + "/24", "dev", ifname], check=True)
-        subprocess.run(["ip", "link", "set", ifname, "up"], check=True)
-        relay = (relay_host, 3478)
-        if peer_host == "relay":
-            t.set_relay(1, relay)
-            endpoint = relayed.endpoint(1, int(peer_id))
-        else:
-            endpoint = (peer_host, 51820)
-        hello = standin_relay.hello(int(my_id))
-        t.add_peer(peer_key, [peer_addr + "/32"], endpoint, persistent_keepalive=1)
-        while True:
-            t.send_datagram(hello, relay)
-            try:
-                if isinstance(await asyncio.wait_for(t.next_event(), 1.0), HandshakeCompleted):
-                    break
-            except TimeoutError:
-                pass
-        print("up", flush=True)
-        while True:
-            t.send_datagram(hello, relay)
-            await asyncio.sleep(5)
-
-asyncio.run(main())
-"""
 
 
 @dataclass
@@ -117,16 +80,21 @@ def measure(mode: str, seconds: float) -> Result:
                 relay = start_standin_relay(hub.host, RELAY_PORT, native=mode == "relay-native")
                 procs.append(relay)
             keys = {name: PrivateKey.generate() for name in IDS}
+            ends = {n: NodeEnd(IDS[n], str(keys[n]), TUNNEL[n]) for n in IDS}
             for name, other in (("a", "b"), ("b", "a")):
-                peer_host = "relay" if mode != "direct" else sites[other].addr4
-                node = sites[name].host.popen(
-                    sys.executable, "-c", _NODE, lab.ifname("r"), str(keys[name]),
-                    str(IDS[name]), str(keys[other].public_key), str(IDS[other]), hub.addr4,
-                    peer_host, TUNNEL[name], TUNNEL[other], stdout=subprocess.PIPE,
-                )  # fmt: skip
-                procs.append(node)
+                procs.append(
+                    start_node(
+                        sites[name].host,
+                        lab.ifname("r"),
+                        ends[name],
+                        ends[other],
+                        str(keys[other].public_key),
+                        (hub.addr4, RELAY_PORT),
+                        peer_host=None if mode != "direct" else sites[other].addr4,
+                    )
+                )
             for node in procs[-2:]:
-                assert node.stdout is not None and node.stdout.readline().strip() == b"up"
+                node_up(node)
             a, b = sites["a"].host, sites["b"].host
             fwd, fwd_retrans = iperf(a, b, TUNNEL["b"], seconds, reverse=False)
             rev, rev_retrans = iperf(a, b, TUNNEL["b"], seconds, reverse=True)

@@ -15,9 +15,6 @@ and the source's on the way out.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 
 import pytest
@@ -26,49 +23,13 @@ from pywg import relayed
 from pywg.keys import PrivateKey
 from pywg.lab import Internet, Lab
 from pywg.lab.capture import UdpCapture
-from pywg.lab.standin_relay import start_standin_relay
+from pywg.lab.standin_relay import NodeEnd, node_up, start_node, start_standin_relay
 
 PREFIX = "pwrly"
 pytestmark = [pytest.mark.needs_lab("nft"), pytest.mark.time_limit(90)]
 RELAY_PORT = 3478
 IDS = {"a": 0x0A0001, "b": 0x0B0002}
 TUNNEL = {"a": "198.19.7.1", "b": "198.19.7.2"}
-
-_NODE = r"""
-import asyncio, json, subprocess, sys
-from pywg import relayed
-from pywg.asyncio.tunnel import Tunnel
-from pywg.events import HandshakeCompleted
-from pywg.keys import PrivateKey
-from pywg.lab import standin_relay
-
-ifname, key, my_id, peer_key, peer_id, relay_host, relay_port, addr, peer_addr = sys.argv[1:10]
-
-async def main():
-    async with Tunnel(ifname, private_key=PrivateKey.from_base64(key), listen_port=51820) as t:
-        subprocess.run(["ip", "addr", "add", addr + "/24", "dev", ifname], check=True)
-        subprocess.run(["ip", "link", "set", ifname, "up"], check=True)
-        relay = (relay_host, int(relay_port))
-        t.set_relay(1, relay)
-        hello = standin_relay.hello(int(my_id))
-        t.add_peer(peer_key, [peer_addr + "/32"], relayed.endpoint(1, int(peer_id)),
-                   persistent_keepalive=1)
-        while True:
-            t.send_datagram(hello, relay)
-            try:
-                event = await asyncio.wait_for(t.next_event(), 1.0)
-            except TimeoutError:
-                continue
-            if isinstance(event, HandshakeCompleted):
-                break
-        peer = next(iter(t.device.peers.values()))
-        print(json.dumps({"endpoint": list(peer.endpoint), "native": t.native}), flush=True)
-        for _ in range(40):
-            t.send_datagram(hello, relay)
-            await asyncio.sleep(0.5)
-
-asyncio.run(main())
-"""
 
 
 @pytest.mark.parametrize("backend", ["native", "pure"])
@@ -79,17 +40,21 @@ def test_peers_reach_each_other_through_a_relay(lab: Lab, backend: str) -> None:
     relay = start_standin_relay(hub.host, RELAY_PORT, native=False)
     keys = {name: PrivateKey.generate() for name in IDS}
     env = {"PYWG_BACKEND": backend}
-    nodes = {}
+    ends = {n: NodeEnd(IDS[n], str(keys[n]), TUNNEL[n]) for n in IDS}
+    nodes = {
+        name: start_node(
+            sites[name].host,
+            lab.ifname("r"),
+            ends[name],
+            ends[other],
+            str(keys[other].public_key),
+            (hub.addr4, RELAY_PORT),
+            env=env,
+        )
+        for name, other in (("a", "b"), ("b", "a"))
+    }
     for name, other in (("a", "b"), ("b", "a")):
-        nodes[name] = sites[name].host.popen(
-            sys.executable, "-c", _NODE, lab.ifname("r"), str(keys[name]), str(IDS[name]),
-            str(keys[other].public_key), str(IDS[other]), hub.addr4, str(RELAY_PORT),
-            TUNNEL[name], TUNNEL[other], stdout=subprocess.PIPE, env=env,
-        )  # fmt: skip
-    for name, other in (("a", "b"), ("b", "a")):
-        out = nodes[name].stdout
-        assert out is not None
-        got = json.loads(out.readline())
+        got = node_up(nodes[name])
         assert got["native"] is (backend == "native"), got
         # each holds the other at its relayed endpoint: relay 1, the other's id
         assert relayed.parse(tuple(got["endpoint"])) == (1, IDS[other]), got

@@ -6,13 +6,19 @@ It forwards tagged WireGuard messages (`pywg.relayed`, docs/relay.md) as
 signed association: what it measures and tests is the data path only. With
 `native` the relay's own native forwarding loop (`pywg._fast.relay`) does
 the forwarding; otherwise a loop in Python forwards each datagram.
+
+`start_node` runs the other side: a `pywg.asyncio.Tunnel` process whose one
+peer is reached through the stand-in at its relayed endpoint (or directly,
+for comparison), which says hello to the stand-in until it is ended.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
-from typing import Final
+from dataclasses import dataclass
+from typing import Any, Final
 
 from .hosts import Host
 
@@ -76,3 +82,88 @@ def start_standin_relay(host: Host, port: int, *, native: bool) -> subprocess.Po
         proc.kill()
         raise RuntimeError("the stand-in relay did not start")
     return proc
+
+
+# argv: ifname key my_id peer_key peer_id relay_host relay_port peer_host addr peer_addr;
+# peer_host "relay": the peer at its relayed endpoint through relay 1, else at peer_host
+_NODE = r"""
+import asyncio, json, subprocess, sys
+from pywg import relayed
+from pywg.asyncio.tunnel import Tunnel
+from pywg.events import HandshakeCompleted
+from pywg.keys import PrivateKey
+from pywg.lab import standin_relay
+
+ifname, key, my_id, peer_key, peer_id, relay_host, relay_port, peer_host, addr, peer_addr = (
+    sys.argv[1:11])
+
+async def main():
+    async with Tunnel(ifname, private_key=PrivateKey.from_base64(key), listen_port=51820) as t:
+        subprocess.run(["ip", "addr", "add", addr + "/24", "dev", ifname], check=True)
+        subprocess.run(["ip", "link", "set", ifname, "up"], check=True)
+        relay = (relay_host, int(relay_port))
+        if peer_host == "relay":
+            t.set_relay(1, relay)
+            endpoint = relayed.endpoint(1, int(peer_id))
+        else:
+            endpoint = (peer_host, 51820)
+        hello = standin_relay.hello(int(my_id))
+        t.add_peer(peer_key, [peer_addr + "/32"], endpoint, persistent_keepalive=1)
+        while True:
+            t.send_datagram(hello, relay)
+            try:
+                if isinstance(await asyncio.wait_for(t.next_event(), 1.0), HandshakeCompleted):
+                    break
+            except TimeoutError:
+                pass
+        peer = next(iter(t.device.peers.values()))
+        print(json.dumps({"endpoint": list(peer.endpoint), "native": t.native}), flush=True)
+        while True:  # the stand-in's mapping of this node stays fresh
+            t.send_datagram(hello, relay)
+            await asyncio.sleep(2)
+
+asyncio.run(main())
+"""
+
+
+@dataclass(frozen=True)
+class NodeEnd:
+    """One end of a tunnel through the stand-in: `node_id`, private key (base64),
+    tunnel address."""
+
+    node_id: int
+    key: str
+    address: str
+
+
+def start_node(
+    host: Host,
+    ifname: str,
+    me: NodeEnd,
+    peer: NodeEnd,
+    peer_public_key: str,
+    relay: tuple[str, int],
+    *,
+    peer_host: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """A Tunnel process on `host` (interface `ifname`) with `peer` as its one peer: through
+    relay 1, the stand-in at `relay`, or at `peer_host` directly. Start both ends, then
+    `node_up` each."""
+    return host.popen(
+        sys.executable, "-c", _NODE, ifname, me.key, str(me.node_id), peer_public_key,
+        str(peer.node_id), relay[0], str(relay[1]), peer_host or "relay", me.address,
+        peer.address, stdout=subprocess.PIPE, env=env,
+    )  # fmt: skip
+
+
+def node_up(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """Once a `start_node` process's first handshake is done: what it said then
+    (`endpoint`: where it holds the peer; `native`: whether the C plane runs it)."""
+    line = proc.stdout.readline() if proc.stdout is not None else b""
+    try:
+        up: dict[str, Any] = json.loads(line)
+    except ValueError:
+        proc.kill()
+        raise RuntimeError(f"the tunnel node did not come up: {line!r}") from None
+    return up
