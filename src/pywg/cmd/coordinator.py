@@ -57,7 +57,6 @@ import json
 import logging
 import os
 import re
-import signal
 import sqlite3
 import sys
 import time
@@ -652,20 +651,6 @@ def _ready_line(coordinator: Coordinator, args: argparse.Namespace, host: str | 
     )
 
 
-def _stop_on_signals() -> asyncio.Event:
-    """An event SIGINT and SIGTERM set (telling the service manager the service stops)."""
-    stop = asyncio.Event()
-
-    def on_signal() -> None:
-        sdnotify.stopping()
-        stop.set()
-
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal)
-    return stop
-
-
 def serve_command(args: argparse.Namespace) -> int:
     from pywg.mesh.coordinator import serve
     from pywg.mesh.store import StoreError
@@ -692,7 +677,8 @@ def serve_command(args: argparse.Namespace) -> int:
         sdnotify.ready(f"listening on port {coordinator.port}")
 
     async def run() -> None:
-        stop = _stop_on_signals()
+        stop = asyncio.Event()
+        sdnotify.stop_on_signals(stop.set)
         collector = metrics_cli.coordinator_metrics(lambda: running[0] if running else None)
         async with metrics_cli.served(args.metrics_listen, collector):
             await serve(

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import logging
 import os
-import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -187,14 +185,8 @@ def main(args: argparse.Namespace) -> int:
 
     node.on_ready = ready
 
-    def stop() -> None:
-        sdnotify.stopping()
-        node.close()
-
     async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop)
+        sdnotify.stop_on_signals(node.close)
         async with metrics_cli.served(args.metrics_listen, metrics_cli.mesh_metrics(node)):
             await node.run()
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import signal
 import ssl
 import sys
 from typing import TYPE_CHECKING, Any, Final
@@ -237,14 +236,8 @@ async def _serve(config: RelayConfig, metrics: metrics_cli.Address | None = None
     from pywg.system import sdnotify
 
     stop = asyncio.Event()
+    sdnotify.stop_on_signals(stop.set)
     loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        sdnotify.stopping()
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal)
     relay = Relay(config)
     await relay.start()
     try:

@@ -14,9 +14,11 @@ gives them `child_environment()`: they must not speak for the service.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 ENV_NOTIFY_SOCKET: Final = "NOTIFY_SOCKET"
@@ -55,6 +57,19 @@ def ready(status: str | None = None) -> bool:
 def stopping(status: str | None = None) -> bool:
     """The service begins to shut down (``STOPPING=1``)."""
     return notify("STOPPING=1", *_status(status))
+
+
+def stop_on_signals(stop: Callable[[], None]) -> None:
+    """On SIGINT and SIGTERM, tell the service manager the service stops, then `stop()`
+    (on the running event loop)."""
+
+    def on_signal() -> None:
+        stopping()
+        stop()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal)
 
 
 def status(text: str) -> bool:
