@@ -208,7 +208,7 @@ class HomeRelays:
     @property
     def up(self) -> bool:
         """Whether the home's link has a transport now."""
-        return self.link is not None and self.link.transport is not None
+        return self.transport is not None
 
     @property
     def transport(self) -> str | None:
