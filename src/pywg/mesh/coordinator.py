@@ -248,12 +248,12 @@ class Coordinator:
         return int(address[1])
 
     async def close(self) -> None:
-        """Stop the own relay and serving (long-polls answer at once), close the store."""
+        """Stop serving (long-polls answer at once), then the own relay, then close the
+        store. In that order: the relay's own long-poll is answered while its connection
+        still stands, rather than written to a connection its exit closed."""
         if self._closing:
             return
         self._closing = True
-        if self.relay is not None:
-            await self.relay.close()
         self._notify()
         if self._watcher is not None:
             self._watcher.cancel()
@@ -261,6 +261,8 @@ class Coordinator:
                 await self._watcher
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.relay is not None:
+            await self.relay.close()
         self.store.close()
 
     # -- changes ---------------------------------------------------------------------------
