@@ -57,7 +57,7 @@ from ..asyncio import Tunnel, UapiServer
 from ..endpoint import Endpoint, format_endpoint, normalize_endpoint
 from ..keys import PublicKey
 from ..system import netconf
-from . import wire
+from . import pathstate, wire
 from .client import CoordinatorClient, CoordinatorError
 from .control import ControlError, ControlServer, socket_path
 from .exitroute import ExitRouting
@@ -185,6 +185,9 @@ class MeshNode:
                         self._guarded("endpoint", lambda: self._endpoint_loop(client))
                     ),
                     asyncio.create_task(self._guarded("path", self._path_loop)),
+                    asyncio.create_task(
+                        self._guarded("path report", lambda: pathstate.report_loop(self, client))
+                    ),
                 ]
                 closer = asyncio.create_task(self._closed.wait())
                 ender = asyncio.create_task(tunnel.wait_closed())

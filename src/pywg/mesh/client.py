@@ -293,6 +293,13 @@ class CoordinatorClient:
         answer = await self._call(_Request("POST", UPDATE_PATH, message), UpdateAnswer.from_json)
         return answer.version
 
+    async def report_paths(self, paths: Sequence[PathState]) -> int:
+        """Report how this node reaches its peers now (`pywg.mesh.pathstate`); the roster
+        version after (unchanged: paths are no part of a roster)."""
+        message = UpdateRequest(None, None, None, tuple(paths))
+        answer = await self._call(_Request("POST", UPDATE_PATH, message), UpdateAnswer.from_json)
+        return answer.version
+
 
 def _long_poll(path: str, since: int, wait: float) -> _Request:
     wait = min(max(wait, 0.0), MAX_WAIT) if math.isfinite(wait) else 0.0

@@ -18,7 +18,8 @@ HTTP API (JSON, the messages of `pywg.mesh.schema`; errors are `ErrorAnswer`;
   (`pywg.mesh.devices`).
 - ``POST /v1/update``: an `UpdateRequest` (endpoints, routes, home relay: any
   may be left out; each replaces the stored one; a home relay is a number of
-  the relay map, or 0 for none). Answer an `UpdateAnswer`.
+  the relay map, or 0 for none; its paths to its peers are kept in memory for
+  the admin, `pathstate`). Answer an `UpdateAnswer`.
 - ``GET /v1/health``: `Health`, unauthenticated.
 
 Every answer to a request with a well-formed Authorization header, errors
@@ -57,6 +58,7 @@ from nacl.signing import SigningKey
 from ..endpoint import format_endpoint, parse_endpoint
 from ..system.secretfile import read_or_create_secret
 from . import auth, exits, relaychild, tls
+from .pathstate import PathBook
 from .devices import device_entries, devices_by_gateway
 from .schema import (
     HEALTH_PATH,
@@ -175,6 +177,7 @@ class Coordinator:
         self.clock_ms = clock_ms
         self.poll_interval = poll_interval
         self._replay = auth.ReplayGuard()
+        self.paths = PathBook()  # how each node reaches its peers, as it reported
         self.app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
         self.app.router.add_post(JOIN_PATH, self._join)
         self.app.router.add_get(ROSTER_PATH, self._roster)
@@ -273,6 +276,10 @@ class Coordinator:
             self._changed.set()
             self._changed = asyncio.Event()
 
+    def changed(self) -> None:
+        """The state changed in this process (an admin's action): wake the long-polls."""
+        self._changed_here()
+
     def _changed_here(self) -> None:
         self._notified = self.store.version()
         self._notify()
@@ -321,6 +328,7 @@ class Coordinator:
     def remove(self, name: str) -> Node:
         node = self.store.remove(name)
         self._replay.forget(node.id)
+        self.paths.forget(node.id)
         self._changed_here()
         return node
 
@@ -542,6 +550,8 @@ class Coordinator:
             raise ApiError(401, "not a member of this mesh (removed)") from None
         except StoreError as exc:
             raise ApiError(400, str(exc)) from None
+        if update.paths is not None:
+            self.paths.report(node.id, update.paths, self.clock_ms())
         if version != before:
             self._changed_here()
         return self._response(UpdateAnswer(version))
@@ -593,10 +603,12 @@ async def serve(
     ready: Callable[[Coordinator], None] | None = None,
     certificate: tls.Certificate | None = None,
     domain: str | None = None,
+    setup: Callable[[Coordinator], None] | None = None,
 ) -> None:
     """Run a coordinator until `stop` is set (or the task is cancelled); over HTTPS
     with `certificate`; with its own relay (a child process) if `relay` says how; its
-    names under `domain` (default: as stored, else dns.DEFAULT_DOMAIN)."""
+    names under `domain` (default: as stored, else dns.DEFAULT_DOMAIN). `setup` is
+    called before it starts (to add routes to its app: the admin UI)."""
     coordinator = Coordinator(
         state_dir,
         ipv4=ipv4,
@@ -609,6 +621,8 @@ async def serve(
         domain=domain,
     )
     try:
+        if setup is not None:
+            setup(coordinator)
         await coordinator.start(host, port)
         if ready is not None:
             ready(coordinator)

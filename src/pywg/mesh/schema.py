@@ -49,6 +49,8 @@ MAX_ENDPOINT_TEXT: Final = 64  # characters of one endpoint
 MAX_COUNT: Final = (1 << 63) - 1  # versions and counts: SQLite integers
 MAX_HOST: Final = 253  # characters of a host name (RFC 1035 §2.3.4, without the final dot)
 MAX_RELAY_NAME: Final = 63
+MAX_PATHS: Final = 400  # peers a node reports its path to, in one update (fits MAX_BODY)
+PATH_KINDS: Final = ("direct", "relay")  # how a node reaches a peer now (`PathState`)
 
 JsonObject = dict[str, object]
 T = TypeVar("T")
@@ -454,6 +456,45 @@ class DeviceEntry:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class PathState:
+    """How a node reaches one peer now (docs/webui.md, "Paths"): `path` is one of
+    PATH_KINDS, `endpoint` where its WireGuard sends (a relayed one for "relay")."""
+
+    peer: bytes  # the peer's WireGuard public key
+    path: str
+    endpoint: Endpoint | None = None
+
+    def to_json(self) -> JsonObject:
+        data: JsonObject = {"peer": auth.b64(self.peer), "path": self.path}
+        if self.endpoint is not None:
+            data["endpoint"] = format_endpoint(self.endpoint)
+        return data
+
+    @classmethod
+    def read(cls, fields: _Fields) -> PathState:
+        path = fields.text("path")
+        if path not in PATH_KINDS:
+            raise fields.error("path", f"must be one of {', '.join(PATH_KINDS)}")
+        endpoint = None
+        if fields.given("endpoint"):
+            try:
+                endpoint = endpoint_from_text(fields.get("endpoint"))
+            except ValueError as exc:
+                raise fields.error("endpoint", str(exc)) from None
+        return cls(fields.key("peer"), path, endpoint)
+
+
+def _path_states(fields: _Fields) -> tuple[PathState, ...] | None:
+    """The optional `paths` of an update: at most MAX_PATHS."""
+    if not fields.given("paths"):
+        return None
+    found = fields.objects("paths")
+    if len(found) > MAX_PATHS:
+        raise fields.error("paths", f"has more than {MAX_PATHS} entries")
+    return tuple(PathState.read(item) for item in found)
+
+
 # -- the messages ------------------------------------------------------------------------------
 
 
@@ -566,11 +607,14 @@ class JoinAnswer:
 @dataclass(frozen=True, slots=True)
 class UpdateRequest:
     """A member's endpoints, advertised routes and home relay (POST /v1/update); None: left
-    as they are. `home_relay` is the number of its home relay in the relay map, 0 for none."""
+    as they are. `home_relay` is the number of its home relay in the relay map, 0 for none.
+    `paths`: how it reaches its peers now (kept by the coordinator for its admin, never
+    in a roster)."""
 
     endpoints: tuple[Endpoint, ...] | None
     routes: tuple[str, ...] | None
     home_relay: int | None = None
+    paths: tuple[PathState, ...] | None = None
 
     def to_json(self) -> JsonObject:
         data: JsonObject = {}
@@ -580,6 +624,8 @@ class UpdateRequest:
             data["routes"] = list(self.routes)
         if self.home_relay is not None:
             data["home_relay"] = self.home_relay
+        if self.paths is not None:
+            data["paths"] = [p.to_json() for p in self.paths]
         return data
 
     @classmethod
@@ -591,6 +637,7 @@ class UpdateRequest:
             home_relay=fields.integer("home_relay", 0, MAX_RELAY_INDEX)
             if fields.given("home_relay")
             else None,
+            paths=_path_states(fields),
         )
 
 

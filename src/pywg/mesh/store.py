@@ -153,10 +153,19 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# routes.approved: pending, approved, refused by the admin (kept while advertised, so the
+# node's next report does not make it pending again)
+PENDING: Final = 0
+APPROVED: Final = 1
+REFUSED: Final = 2
+ADMIN_SECRETS: Final = ("admin_password", "admin_token")  # meta keys: their hashes (webui)
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     prefix: str
     approved: bool
+    refused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +188,11 @@ class Node:
 
     @property
     def pending_routes(self) -> list[str]:
-        return [r.prefix for r in self.routes if not r.approved]
+        return [r.prefix for r in self.routes if not r.approved and not r.refused]
+
+    @property
+    def refused_routes(self) -> list[str]:
+        return [r.prefix for r in self.routes if r.refused]
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,6 +536,28 @@ class Store:
             ).fetchall()
         return [Token(h, c, e, bool(r), u) for h, c, e, r, u in rows]
 
+    def revoke_token(self, token_hash: str) -> None:
+        """Delete a token: no node joins with it from now on (NotFound if there is none)."""
+        with self._write() as db:
+            if db.execute("DELETE FROM tokens WHERE hash = ?", (token_hash,)).rowcount != 1:
+                raise NotFound("no such token (expired, or revoked already)")
+
+    # -- the admin's secrets (pywg.mesh.webui.passwords) ------------------------------------
+
+    def admin_secret(self, kind: str) -> str | None:
+        """The stored hash of an admin secret (one of ADMIN_SECRETS), None if there is none."""
+        if kind not in ADMIN_SECRETS:
+            raise StoreError(f"no admin secret {kind!r}")
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (kind,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_admin_secret(self, kind: str, hashed: str) -> None:
+        if kind not in ADMIN_SECRETS:
+            raise StoreError(f"no admin secret {kind!r}")
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (kind, hashed))
+
     def _check_token(
         self, db: sqlite3.Connection, token_hash: str, now: int, node_id: int | None
     ) -> None:
@@ -659,7 +694,7 @@ class Store:
                     ipv4=str(ipv4),
                     ipv6=str(ipv6),
                     endpoints=tuple(json.loads(str(endpoints))),
-                    routes=tuple(Route(str(p), bool(a)) for p, a in routes),
+                    routes=tuple(Route(str(p), a == APPROVED, a == REFUSED) for p, a in routes),
                     last_ms=last if isinstance(last, int) else None,
                     created_ms=int(created),  # type: ignore[call-overload]
                     home_relay=home if isinstance(home, int) else None,
@@ -781,7 +816,7 @@ class Store:
         db.execute("DELETE FROM routes WHERE node_id = ?", (node_id,))
         db.executemany(
             "INSERT INTO routes (node_id, prefix, approved) VALUES (?, ?, ?)",
-            [(node_id, p, int(bool(old.get(p, 0)) or auto_approve)) for p in routes],
+            [(node_id, p, old.get(p) or int(auto_approve)) for p in routes],
         )
         return True
 
@@ -800,12 +835,36 @@ class Store:
             missing = [p for p in wanted if p not in advertised]
             if missing:
                 raise NotFound(f"{name} does not advertise {', '.join(missing)}")
-            newly = [p for p in dict.fromkeys(wanted) if not advertised[p]]
+            newly = [p for p in dict.fromkeys(wanted) if advertised[p] != APPROVED]
             db.executemany(
                 "UPDATE routes SET approved = 1 WHERE node_id = ? AND prefix = ?",
                 [(row[0], p) for p in newly],
             )
             if newly:
+                self._bump(db)
+        return newly
+
+    def refuse(self, name: str, prefixes: Sequence[str]) -> list[str]:
+        """Refuse advertised routes of a node that are not approved; the ones among them
+        that were pending (a refused route stays refused while the node advertises it;
+        `approve` may still approve it)."""
+        wanted = [parse_prefix(p, exit_ok=True) for p in prefixes]
+        with self._write() as db:
+            row = db.execute("SELECT id FROM nodes WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"no node named {name!r}")
+            advertised = dict(
+                db.execute("SELECT prefix, approved FROM routes WHERE node_id = ?", (row[0],))
+            )
+            missing = [p for p in wanted if p not in advertised]
+            if missing:
+                raise NotFound(f"{name} does not advertise {', '.join(missing)}")
+            newly = [p for p in dict.fromkeys(wanted) if advertised[p] == PENDING]
+            db.executemany(
+                "UPDATE routes SET approved = ? WHERE node_id = ? AND prefix = ?",
+                [(REFUSED, row[0], p) for p in newly],
+            )
+            if newly:  # the node's own roster lists its pending routes
                 self._bump(db)
         return newly
 

@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from pywg.asyncio import Tunnel
+from pywg.mesh.schema import PATH_KINDS
 
 if TYPE_CHECKING:
     from pywg.mesh.agent import MeshNode
@@ -38,7 +39,7 @@ PLANE_DROPS: Final = {
     "queue_drops": "handoff_queue_full",
     "tx_no_relay": "no_relay",
 }
-PATHS: Final = ("direct", "relay")
+PATHS: Final = PATH_KINDS
 
 PathsOf = Callable[[], Mapping[str, str]]  # public key (base64) -> one of PATHS
 
@@ -114,16 +115,8 @@ def _paths(interface: str, paths: Mapping[str, str]) -> Metric:
 
 
 def mesh_paths(node: MeshNode) -> dict[str, str]:
-    """Each mesh peer's path now: "relay" while WireGuard sends to its relayed endpoint,
-    "direct" while it sends to another (peers with no endpoint yet are left out)."""
-    tunnel = node.tunnel
-    if tunnel is None:
-        return {}
-    out = {}
-    for peer in node.peers.values():
-        wg_peer = tunnel.device.peers.get(peer.key)
-        if wg_peer is None or wg_peer.endpoint is None:
-            continue
-        relayed = peer.relay is not None and wg_peer.endpoint == peer.relay
-        out[str(peer.key)] = "relay" if relayed else "direct"
-    return out
+    """Each mesh peer's path now, by its public key in base64 (`pathstate.peer_paths`)."""
+    from pywg.mesh.auth import b64
+    from pywg.mesh.pathstate import peer_paths
+
+    return {b64(state.peer): state.path for state in peer_paths(node)}
