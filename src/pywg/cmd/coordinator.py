@@ -108,6 +108,9 @@ def register(subparsers: Any) -> None:
     from pywg.cmd import devices
 
     devices.register(sub, common, _admin)
+    from pywg.cmd import admin
+
+    admin.register(sub, common, _admin)
 
 
 def _register_serve(serve: argparse.ArgumentParser) -> None:
@@ -156,6 +159,9 @@ def _register_serve(serve: argparse.ArgumentParser) -> None:
         help="the mesh's names are NAME.DOMAIN (default: as set before, else mesh.internal)",
     )
     metrics_cli.add_option(serve)
+    from pywg.cmd import admin
+
+    admin.add_serve_options(serve)
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(func=serve_command)
 
@@ -652,6 +658,7 @@ def _ready_line(coordinator: Coordinator, args: argparse.Namespace, host: str | 
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    from pywg.cmd import admin
     from pywg.mesh.coordinator import serve
     from pywg.mesh.store import StoreError
     from pywg.mesh.tls import TlsError
@@ -662,6 +669,7 @@ def serve_command(args: argparse.Namespace) -> int:
         relay_keys = [parse_key(text, "--relay-key") for text in args.relay_key]
         taken = [relay.name] if relay is not None else []
         relay_map = home_relays(args.home_relay, 1 + len(taken), taken)
+        setup = admin.setup(args)
         certificate = tls_certificate(args, listen_host)  # last: it may make one
     except UsageError as exc:
         return _fail(str(exc), 2)
@@ -695,6 +703,7 @@ def serve_command(args: argparse.Namespace) -> int:
                 ready=ready,
                 certificate=certificate,
                 domain=args.domain,
+                setup=setup,
             )
 
     try:

@@ -38,6 +38,7 @@ from .schema import (
     JoinRequest,
     MembersList,
     Message,
+    PathState,
     Roster,
     SchemaError,
     UpdateAnswer,

@@ -58,8 +58,8 @@ from nacl.signing import SigningKey
 from ..endpoint import format_endpoint, parse_endpoint
 from ..system.secretfile import read_or_create_secret
 from . import auth, exits, relaychild, tls
-from .pathstate import PathBook
 from .devices import device_entries, devices_by_gateway
+from .pathstate import PathBook
 from .schema import (
     HEALTH_PATH,
     JOIN_PATH,

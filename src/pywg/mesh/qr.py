@@ -1,4 +1,4 @@
-"""A device's wg-quick file as a QR code: for a terminal, or a PNG or SVG file.
+"""A device's wg-quick file as a QR code: for a terminal, a PNG or SVG file, a web page.
 
 The WireGuard apps (Android, iOS) import a tunnel by scanning the file's
 text as a QR code. The code is made by segno (pure Python, no dependencies,
@@ -47,3 +47,8 @@ def save(text: str, path: str) -> None:
     buffer = io.BytesIO()
     _code(text).save(buffer, kind=kind, scale=SCALE, border=BORDER)
     write_secret_file(path, buffer.getvalue())
+
+
+def png_data_uri(text: str) -> str:
+    """The code as a PNG in a ``data:`` URI, for an <img> on a web page (the admin UI)."""
+    return str(_code(text).png_data_uri(scale=SCALE, border=BORDER))
