@@ -52,11 +52,17 @@ def add_routes(ui: AdminUI) -> None:
     async def stylesheet(request: web.Request) -> web.Response:
         return secured(web.Response(body=css, content_type="text/css"))
 
+    async def form(request: web.Request) -> web.Response:
+        return await login_form(ui, request)
+
+    async def submitted(request: web.Request) -> web.Response:
+        return await login(ui, request)
+
     router.add_get(PREFIX, home)
     router.add_get(f"{PREFIX}/", home)
     router.add_get(f"{PREFIX}/admin.css", stylesheet)
-    router.add_get(f"{PREFIX}/login", lambda request: login_form(ui, request))
-    router.add_post(f"{PREFIX}/login", lambda request: login(ui, request))
+    router.add_get(f"{PREFIX}/login", form)
+    router.add_post(f"{PREFIX}/login", submitted)
     for path, page in views.PAGES.items():
         router.add_get(f"{PREFIX}/{path}", guard(ui, page))
     for path, action in actions.ACTIONS.items():

@@ -31,8 +31,8 @@ class AdminUI:
         limiter: LoginLimiter | None = None,
     ) -> None:
         self.coordinator = coordinator
-        self.sessions = sessions or Sessions(DEFAULT_TTL)
-        self.limiter = limiter or LoginLimiter()
+        self.sessions = sessions if sessions is not None else Sessions(DEFAULT_TTL)
+        self.limiter = limiter if limiter is not None else LoginLimiter()
         self.templates: jinja2.Environment = render.environment()
 
     def session_of(self, request: web.Request) -> Session | None:
@@ -42,6 +42,7 @@ class AdminUI:
         self, template: str, session: Session | None, status: int = 200, **context: object
     ) -> web.Response:
         """A page from `template`, with the session's CSRF token and its one-time message."""
+        context.setdefault("page", "")  # the page the menu marks as current
         flash = None
         if session is not None:
             flash, session.flash = session.flash, None
