@@ -11,7 +11,6 @@ session of the others.
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,19 +22,19 @@ from nacl.signing import SigningKey
 
 pytest.importorskip("selenium", reason="the browser tests need selenium (pip install selenium)")
 
-from helpers.browser import Browser, LoopThread  # noqa: E402
-from helpers.mesh_harness import make_coordinator  # noqa: E402
-from pywg.endpoint import parse_endpoint  # noqa: E402
-from pywg.keys import PrivateKey  # noqa: E402
-from pywg.lab import Host, Lab  # noqa: E402
-from pywg.mesh import auth, tls  # noqa: E402
-from pywg.mesh.client import CoordinatorClient, CoordinatorError  # noqa: E402
-from pywg.mesh.coordinator import Coordinator  # noqa: E402
-from pywg.mesh.schema import PathState, Roster  # noqa: E402
-from pywg.mesh.webui import passwords  # noqa: E402
-from pywg.mesh.webui.app import add_routes  # noqa: E402
-from pywg.mesh.webui.sessions import Sessions  # noqa: E402
-from pywg.mesh.webui.ui import AdminUI  # noqa: E402
+from helpers.browser import Browser, LoopThread
+from helpers.mesh_harness import make_coordinator
+from pywg.endpoint import parse_endpoint
+from pywg.keys import PrivateKey
+from pywg.lab import Host, Lab
+from pywg.mesh import auth, tls
+from pywg.mesh.client import CoordinatorClient, CoordinatorError
+from pywg.mesh.coordinator import Coordinator
+from pywg.mesh.schema import PathState, Roster
+from pywg.mesh.webui import passwords
+from pywg.mesh.webui.app import add_routes
+from pywg.mesh.webui.sessions import Sessions
+from pywg.mesh.webui.ui import AdminUI
 
 PREFIX = "pwui"
 PASSWORD = "a browser test password"
@@ -321,9 +320,11 @@ def test_logins_are_rate_limited_and_answers_carry_security_headers(env: Env) ->
 async def _login_headers(url: str) -> tuple[dict[str, str], str]:
     import aiohttp
 
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
             f"{url}/admin/login", data={"secret": PASSWORD}, ssl=False, allow_redirects=False
-        ) as answer:
-            assert answer.status == 303
-            return dict(answer.headers), answer.headers["Set-Cookie"]
+        ) as answer,
+    ):
+        assert answer.status == 303
+        return dict(answer.headers), answer.headers["Set-Cookie"]

@@ -145,3 +145,97 @@ def test_update_request_paths_round_trip() -> None:
     assert UpdateRequest.from_json({}).paths is None
     with pytest.raises(SchemaError, match="path"):
         UpdateRequest.from_json({"paths": [{"peer": "x" * 43 + "=", "path": "teleport"}]})
+
+
+class _WgPeer:
+    def __init__(self, endpoint: tuple[str, int] | None) -> None:
+        self.endpoint = endpoint
+
+
+class _FakeNode:
+    """What pathstate.peer_paths reads of a MeshNode: its tunnel's peers and its own."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        from pywg.keys import PrivateKey
+
+        self.keys = [PrivateKey.generate().public_key for _ in range(3)]
+        self.wg = {k: _WgPeer(None) for k in self.keys}
+        self.tunnel = SimpleNamespace(device=SimpleNamespace(peers=self.wg))
+        self.relay = ("127.0.0.1", 40001)
+        self.peers = {
+            bytes(k): SimpleNamespace(key=k, raw=bytes(k), relay=self.relay) for k in self.keys
+        }
+
+
+class _FakeClient:
+    def __init__(self) -> None:
+        self.reports: list[tuple[PathState, ...]] = []
+
+    async def report_paths(self, paths: tuple[PathState, ...]) -> int:
+        self.reports.append(tuple(paths))
+        return 1
+
+
+def test_a_node_reports_its_paths_when_they_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from pywg.mesh import pathstate
+
+    monkeypatch.setattr(pathstate, "MIN_GAP", 0.01)
+    node, client = _FakeNode(), _FakeClient()
+    one, two, _ = node.keys
+    node.wg[one].endpoint = ("192.0.2.1", 51820)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(pathstate.report_loop(node, client))  # type: ignore[arg-type]
+        await asyncio.sleep(0.1)
+        node.wg[one].endpoint = node.relay  # the direct path went: the relay
+        node.wg[two].endpoint = ("192.0.2.2", 51820)
+        await asyncio.sleep(0.1)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert len(client.reports) == 2  # the first, and the change; nothing while none changes
+    assert client.reports[0] == (PathState(bytes(one), "direct", ("192.0.2.1", 51820)),)
+    assert {(p.peer, p.path) for p in client.reports[1]} == {
+        (bytes(one), "relay"),
+        (bytes(two), "direct"),
+    }
+
+
+def test_cli_sets_the_password_and_makes_admin_tokens(
+    store: Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from pywg.cmd import coordinator as coordinator_cli
+
+    state = store.state_dir
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert coordinator_cli.main(["coordinator", "admin", "set-password", "--state", state]) == 2
+    assert "at least" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("the admin's password\n"))
+    assert coordinator_cli.main(["coordinator", "admin", "set-password", "--state", state]) == 0
+    assert passwords.check_login(store, "the admin's password")
+    assert coordinator_cli.main(["coordinator", "admin", "token", "--state", state]) == 0
+    out = capsys.readouterr()
+    token = out.out.strip()
+    assert passwords.check_login(store, token) and token not in out.err
+    args = coordinator_cli_args(["--admin-session-hours", "0"])
+    with pytest.raises(ValueError, match="admin-session-hours"):
+        from pywg.cmd import admin
+
+        admin.setup(args)
+
+
+def coordinator_cli_args(extra: list[str]) -> object:
+    import argparse
+
+    from pywg.cmd import coordinator as coordinator_cli
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    coordinator_cli.register(sub)
+    return parser.parse_args(["coordinator", "serve", *extra])
