@@ -40,8 +40,9 @@ deadline = time.monotonic() + 20
 while True:
     html = opener.open(url + "/admin/nodes", timeout=10).read().decode()
     rows = []
-    for node, card in re.findall(r'<section class="card node" id="node-([^"]+)">(.*?)</section>', html, re.S):
-        for peer, path in re.findall(r'<tr class="path" data-peer="([^"]+)" data-path="([^"]+)">', card):
+    cards = re.findall(r'<section class="card node" id="node-([^"]+)">(.*?)</section>', html, re.S)
+    for node, card in cards:
+        for peer, path in re.findall(r'class="path" data-peer="([^"]+)" data-path="([^"]+)"', card):
             rows.append([node, peer, path])
     if len(rows) >= want or time.monotonic() > deadline:
         break
