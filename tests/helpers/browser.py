@@ -5,8 +5,8 @@ live in the host's network namespace: `NamespaceWorker` is one thread that
 joined the namespace (a thread started by a thread in a namespace is in it
 too), and every call of `Browser` runs on it, so each socket selenium opens
 is made there. `LoopThread` is an asyncio loop on a thread of the namespace
-(for a server and its clients). `unavailable_reason` says why the browser
-cannot run here (the tests skip with it).
+(for a server and its clients). A test module that uses them marks itself
+``needs_lab("chromium", "chromedriver")`` and skips without selenium.
 """
 
 from __future__ import annotations
@@ -25,18 +25,6 @@ CHROMIUM = ("chromium", "chromium-browser")
 CHROMEDRIVER = "chromedriver"
 CALL_TIMEOUT = 30.0
 PAGE_TIMEOUT = 10.0
-
-
-def unavailable_reason() -> str | None:
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "the browser tests need selenium (pip install selenium)"
-    if not any(shutil.which(name) for name in CHROMIUM):
-        return "the browser tests need chromium (apt-get install chromium)"
-    if shutil.which(CHROMEDRIVER) is None:
-        return "the browser tests need chromedriver (apt-get install chromium-driver)"
-    return None
 
 
 class NamespaceWorker:

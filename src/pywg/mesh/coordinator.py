@@ -21,6 +21,8 @@ HTTP API (JSON, the messages of `pywg.mesh.schema`; errors are `ErrorAnswer`;
   the relay map, or 0 for none; its paths to its peers are kept in memory for
   the admin, `pathstate`). Answer an `UpdateAnswer`.
 - ``GET /v1/health``: `Health`, unauthenticated.
+- ``/admin/...``: the admin web UI (`pywg.mesh.webui`), when `serve`'s `setup`
+  mounts it (docs/webui.md).
 
 Every answer to a request with a well-formed Authorization header, errors
 included, carries ``X-Pywg-Signature`` (`auth.sign_response`) and every answer
