@@ -52,7 +52,7 @@ def test_rotation_keeps_sessions_without_a_handshake() -> None:
 
 
 def test_changed_peer_keeps_endpoint_allowed_ips_and_timers() -> None:
-    net, a, b = _connected()
+    _, a, b = _connected()
     peer = b.device.peer(a.device.public_key)
     before = (peer.endpoint, b.device.allowed_ips(a.device.public_key), peer.persistent_keepalive)
     new = PrivateKey.generate().public_key

@@ -392,6 +392,7 @@ class Coordinator:
                 node_id=peer.id,
                 home_relay=self._home_of(peer),
                 exit_node=exits.offers_exit(peer.approved_routes),
+                rotated_from=peer.previous_key,
             )
             for peer in nodes
             if peer.id != node_id

@@ -405,6 +405,7 @@ class PeerEntry:
     node_id: int | None = None  # its address on the home relays (docs/relay.md)
     home_relay: int | None = None  # the number of its home relay, as it reported it
     exit_node: bool = False  # an approved exit node (`pywg.mesh.exits`): left out when not
+    rotated_from: bytes | None = None  # its WireGuard key before its last rotation
 
     def to_json(self) -> JsonObject:
         data: JsonObject = {
@@ -418,6 +419,8 @@ class PeerEntry:
         data = _with_home(data, self.node_id, self.home_relay)
         if self.exit_node:
             data["exit_node"] = True
+        if self.rotated_from is not None:
+            data["rotated_from"] = auth.b64(self.rotated_from)
         return data
 
     @classmethod
@@ -432,6 +435,7 @@ class PeerEntry:
             node_id=_node_id(fields),
             home_relay=_home_relay(fields),
             exit_node=fields.flag("exit_node"),
+            rotated_from=fields.key("rotated_from") if fields.given("rotated_from") else None,
         )
 
 

@@ -126,6 +126,7 @@ _ADDED_COLUMNS: Final = (
     ("nodes", "keys_ms", "INTEGER"),  # when its keys were issued (join or rotation)
     ("nodes", "expires_ms", "INTEGER"),  # when they expire (NULL: never; pywg.mesh.expiry)
     ("nodes", "revoked", "INTEGER NOT NULL DEFAULT 0"),
+    ("nodes", "previous_key", "BLOB"),  # the WireGuard key its last rotation retired
 )
 
 
@@ -201,6 +202,7 @@ class Node:
     keys_ms: int | None = None  # when its current keys were issued (join or rotation)
     expires_ms: int | None = None  # when they expire (None: never)
     revoked: bool = False  # by the admin, for good
+    previous_key: bytes | None = None  # the WireGuard key its last rotation retired
 
     def active(self, now: int) -> bool:
         """Whether its keys are good at `now` (ms): neither revoked nor expired."""
@@ -692,7 +694,7 @@ class Store:
         nodes = []
         for row in rows:
             node_id, name, pub, control, ipv4, ipv6, endpoints, last, created, home = row[:10]
-            keys_ms, expires, revoked = row[10:]
+            keys_ms, expires, revoked, previous = row[10:]
             assert isinstance(node_id, int)
             routes = self._db.execute(
                 "SELECT prefix, approved FROM routes WHERE node_id = ? ORDER BY rowid",
@@ -714,13 +716,14 @@ class Store:
                     keys_ms=keys_ms if isinstance(keys_ms, int) else None,
                     expires_ms=expires if isinstance(expires, int) else None,
                     revoked=bool(revoked),
+                    previous_key=bytes(previous) if isinstance(previous, bytes) else None,
                 )
             )
         return nodes
 
     _COLUMNS = (
         "id, name, public_key, control_key, ipv4, ipv6, endpoints, last_ms, created_ms, home_relay,"
-        " keys_ms, expires_ms, revoked"
+        " keys_ms, expires_ms, revoked, previous_key"
     )
 
     def _select(self, where: str = "", args: tuple[object, ...] = ()) -> list[Node]:
@@ -994,8 +997,8 @@ class Store:
                 (old_key, control, node_id, when),
             )
             db.execute(
-                "UPDATE nodes SET public_key = ?, control_key = ? WHERE id = ?",
-                (new_key, new_control, node_id),
+                "UPDATE nodes SET public_key = ?, control_key = ?, previous_key = ? WHERE id = ?",
+                (new_key, new_control, old_key, node_id),
             )
             self._issue_keys(db, node_id, when)
             self._bump(db)
