@@ -268,6 +268,9 @@ class MeshNode:
             except CoordinatorError as exc:
                 if exc.status == 401 and self.rotation and await self.rotation.recover():
                     continue  # a rotation the coordinator took before this node stopped
+                if _keys_refused(exc) and self.options.token and "expired" in exc.message:
+                    await self._renew(client, self.options.token)
+                    continue
                 if exc.status in (401, 403, 404):
                     raise MeshError(f"the coordinator refused this node: {exc}") from None
                 cached = self.state.load_roster()
@@ -277,6 +280,17 @@ class MeshNode:
                 log.warning("coordinator: %s; retrying in %.0f s", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+    async def _renew(self, client: CoordinatorClient, token: str) -> None:
+        """Join again with a new token: keys that expired are issued anew (same keys,
+        name and addresses, a new expiry)."""
+        joined = self.state.joined
+        name = joined.name if joined is not None else self.options.name or _default_name()
+        try:
+            await client.join(token, name, list(self.options.advertise_routes))
+        except CoordinatorError as exc:
+            raise MeshError(f"join refused: {exc}") from None
+        log.info("joined %s again: keys renewed", self.options.url)
 
     # ------------------------------------------------------------------ interface
     def _configure_interface(self, roster: Roster) -> None:
@@ -335,6 +349,10 @@ class MeshNode:
                 roster = await client.roster(version, ROSTER_WAIT)
             except CoordinatorError as exc:
                 log.warning("coordinator: %s; retrying in %.0f s", exc, delay)
+                if _keys_refused(exc) and self.peers:
+                    log.error("this node's keys no longer work: leaving every peer")
+                    self._drop_peers(set())
+                    self._set_routes(set())
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
@@ -693,6 +711,12 @@ class MeshNode:
 
 
 # ---------------------------------------------------------------------- helpers
+def _keys_refused(exc: CoordinatorError) -> bool:
+    """Whether the coordinator refused this node's keys as expired or revoked (then no
+    peer takes its handshakes any more: it leaves them too, until it joins again)."""
+    return exc.status == 401 and ("expired" in exc.message or "revoked" in exc.message)
+
+
 def _default_name() -> str:
     import socket
 
