@@ -609,20 +609,9 @@ class Store:
                 "SELECT id, control_key, revoked, expires_ms FROM nodes WHERE public_key = ?",
                 (public_key,),
             ).fetchone()
-            spent = False
             if row is not None:
-                node_id, control, revoked, expires = row
-                if revoked:
-                    raise KeyRefused("this node was revoked: its keys cannot join again")
-                renew = expires is not None and expires <= when  # expired: a new token renews
-                self._check_token(db, token_hash, when, None if renew else node_id)
-                if bytes(control) != control_key:
-                    raise Conflict("this public key has joined with another control key")
-                db.execute("UPDATE nodes SET last_ms = ? WHERE id = ?", (time_ms, node_id))
-                if renew:
-                    self._issue_keys(db, node_id, when)
-                    self._bump(db)
-                created = spent = renew
+                node_id = row[0]
+                created = spent = self._rejoin(db, row, token_hash, control_key, (time_ms, when))
             else:
                 self._check_token(db, token_hash, when, None)
                 node_id = self._insert_node(
@@ -642,6 +631,31 @@ class Store:
         node = self.node_by_id(int(node_id or 0))
         assert node is not None
         return node, created
+
+    def _rejoin(
+        self,
+        db: sqlite3.Connection,
+        row: tuple[int, bytes, int, int | None],
+        token_hash: str,
+        control_key: bytes,
+        times: tuple[int, int],
+    ) -> bool:
+        """The join of a node already there (`row`: id, control key, revoked, expiry) with
+        `token_hash` at `times` (the request's, now); whether its keys were renewed (they
+        had expired; the token is then spent)."""
+        node_id, control, revoked, expires = row
+        time_ms, when = times
+        if revoked:
+            raise KeyRefused("this node was revoked: its keys cannot join again")
+        renew = expires is not None and expires <= when  # expired: a new token renews
+        self._check_token(db, token_hash, when, None if renew else node_id)
+        if bytes(control) != control_key:
+            raise Conflict("this public key has joined with another control key")
+        db.execute("UPDATE nodes SET last_ms = ? WHERE id = ?", (time_ms, node_id))
+        if renew:
+            self._issue_keys(db, node_id, when)
+            self._bump(db)
+        return renew
 
     def _insert_node(
         self,
