@@ -18,8 +18,11 @@ from pywg.cmd import coordinator as coordinator_cli
 from pywg.keys import PrivateKey
 from pywg.lab import Host
 from pywg.mesh import auth, expiry
-from pywg.mesh.client import CoordinatorError
+from pywg.mesh.client import CoordinatorClient, CoordinatorError
+from pywg.mesh.control import ControlServer, rotate_keys, socket_path
+from pywg.mesh.rotation import KeyRotator
 from pywg.mesh.schema import ROTATE_PATH, RotateRequest, encode
+from pywg.mesh.state import NodeState
 from pywg.mesh.store import Conflict, KeyRefused, Store, StoreError, TokenRefused
 
 DAY = expiry.DAY_MS
@@ -254,5 +257,87 @@ def test_expired_and_revoked_nodes_leave_rosters_within_a_poll(
                 json.dumps(coordinator_cli.nodes_json(running.coordinator.store, members))
             )
             assert [n["revoked"] for n in listing["nodes"]] == [False, False, True]
+
+    run_in(host, scenario)
+
+
+# -- the node's side -------------------------------------------------------------------
+
+
+def test_rotation_falls_due_with_a_third_of_the_lifetime_left() -> None:
+    assert expiry.rotation_due(0, 90 * DAY) == 60 * DAY
+    assert expiry.rotation_due(None, 90 * DAY) == 90 * DAY  # issue unknown: as soon as it can
+    assert expiry.rotation_due(T0, None) is None  # never expires: never due
+
+
+def test_staged_keys_commit_or_drop(tmp_path: Path) -> None:
+    state = NodeState.open(str(tmp_path / "node"))
+    before = state.public_key
+    assert state.staged_keys() is None
+    wg, control = PrivateKey.generate(), SigningKey.generate()
+    state.stage_keys(wg, control)
+    assert state.public_key == before  # staged only
+    state.drop_staged_keys()
+    assert state.staged_keys() is None
+    state.stage_keys(wg, control)
+    state.commit_keys()
+    assert state.public_key == wg.public_key.to_base64() and state.staged_keys() is None
+    again = NodeState.open(str(tmp_path / "node"))  # on disk
+    assert (again.public_key, bytes(again.control)) == (state.public_key, bytes(control))
+
+
+@pytest.mark.needs_lab
+def test_a_rotation_whose_answer_was_lost_is_recovered(
+    host: Host, coordinator: Coordinators, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with coordinator(("a", "b"), state=tmp_path / "coordinator") as running:
+            a, b = running.members
+            await running.join(a, b)
+            state = NodeState.open(str(tmp_path / "node"))
+            state.wireguard, state.control = a.wg, a.control  # the node behind member a
+            switched: list[PrivateKey] = []
+            rotator = KeyRotator(state, a.client, lambda wg, _: switched.append(wg))
+            wg, control = PrivateKey.generate(), SigningKey.generate()
+            state.stage_keys(wg, control)
+            assert not await rotator.recover()  # the coordinator does not know them: dropped
+            assert state.staged_keys() is None
+            state.stage_keys(wg, control)
+            shadow = CoordinatorClient(  # the request went through; its answer got lost
+                running.url, a.public_b64, a.control, coordinator_key=a.client.coordinator_key
+            )
+            await shadow.rotate(bytes(wg.public_key), control)
+            await shadow.close()
+            assert await rotator.recover()
+            assert state.public_key == wg.public_key.to_base64() and switched == [wg]
+            assert (await a.client.roster(0, 0)).me.public_key == bytes(wg.public_key)
+            message = await rotator.rotate()  # and a whole rotation on top
+            assert "keys rotated" in message and len(switched) == 2
+            assert rotator.expires_ms is not None and rotator.keys_ms is not None
+            peers = (await b.client.roster(0, 0)).peers
+            assert [p.public_key for p in peers] == [bytes(switched[1].public_key)]
+
+    run_in(host, scenario)
+
+
+@pytest.mark.needs_lab
+def test_the_control_socket_asks_for_a_rotation(host: Host, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        calls: list[str] = []
+
+        async def rotate() -> str:
+            calls.append("rotate")
+            return "keys rotated: K"
+
+        async def set_exit(name: str | None) -> str:
+            raise AssertionError("not an exit request")
+
+        server = ControlServer(socket_path(str(tmp_path)), set_exit, rotate=rotate)
+        await server.start()
+        try:
+            answer = await asyncio.to_thread(rotate_keys, str(tmp_path))
+        finally:
+            server.close()
+        assert (answer, calls) == ("keys rotated: K", ["rotate"])
 
     run_in(host, scenario)
