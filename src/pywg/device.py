@@ -177,6 +177,8 @@ class Device:
         self._timers_changed = True
         self._authenticated = False  # the datagram being received set a peer's endpoint
         self._next_deadline: float | None = None
+        # a rotated-away identity still answered until its deadline: (static, checker, until)
+        self._retired: tuple[DhKeyPair, CookieChecker, float] | None = None
         self.set_private_key(private_key)
 
     # ------------------------------------------------------------------ config
@@ -196,6 +198,12 @@ class Device:
         UAPI): the device then drops every handshake message and only stages
         outgoing packets until a key is set.
         """
+        self._set_identity(private_key)
+        self._retired = None
+        for peer in self._peers.values():
+            self._zero_peer(peer)
+
+    def _set_identity(self, private_key: PrivateKey | str | bytes | None) -> None:
         self._timers_changed = True
         self._private_key: PrivateKey | None = None
         self._public_key: PublicKey | None = None
@@ -206,8 +214,51 @@ class Device:
             self._private_key, self._public_key = key, key.public_key
             self._static = DhKeyPair(bytes(key), bytes(key.public_key))
             self._cookie_checker = CookieChecker(bytes(key.public_key), self._rng)
-        for peer in self._peers.values():
-            self._zero_peer(peer)
+
+    def rotate_private_key(self, private_key: PrivateKey | str | bytes, grace_until: float) -> None:
+        """Take a new identity, keeping every session (transport keys do not depend on the
+        static keys, whitepaper §5.4.4), and until `grace_until` (the caller's clock) still
+        answer handshake messages addressed to the old one: peers that have not learnt the
+        new key yet go on handshaking with the old (`retired_public_key`). New handshakes
+        start with the new key. LocalProtocolError without a current key, or if the new
+        key is a peer's."""
+        if self._static is None or self._cookie_checker is None:
+            raise LocalProtocolError("no identity to rotate (set a private key)")
+        key = as_private_key(private_key)
+        if key.public_key in self._peers:
+            raise LocalProtocolError("a device cannot be its own peer")
+        if key.public_key == self._public_key:
+            return
+        retired = (self._static, self._cookie_checker, grace_until)
+        self._set_identity(key)
+        self._retired = retired
+
+    @property
+    def retired_public_key(self) -> PublicKey | None:
+        """The identity rotated away from, while it is still answered (None: none)."""
+        return PublicKey(self._retired[0].public) if self._retired is not None else None
+
+    def change_peer_key(
+        self, public_key: PublicKey | str | bytes, new_key: PublicKey | str | bytes
+    ) -> Peer:
+        """Give a peer a new public key in place (the peer rotated its key): its sessions,
+        pending handshake, endpoint, allowed IPs, timers and counters stay, so traffic
+        flows on (transport keys do not depend on the static keys, whitepaper §5.4.4).
+        LocalProtocolError if there is no such peer or the new key is taken."""
+        peer = self.peer(public_key)
+        new = as_public_key(new_key)
+        if new == peer.public_key:
+            return peer
+        if new in self._peers:
+            raise LocalProtocolError("peer exists already")
+        if new == self.public_key:
+            raise LocalProtocolError("a device cannot be its own peer")
+        del self._peers[peer.public_key]
+        del self._peers_by_raw[bytes(peer.public_key)]
+        peer.rekey(new)
+        self._peers[new] = peer
+        self._peers_by_raw[bytes(new)] = peer
+        return peer
 
     @property
     def peers(self) -> dict[PublicKey, Peer]:
@@ -359,7 +410,7 @@ class Device:
     def get_timer(self) -> float | None:
         """The earliest timer deadline of any peer, or None (absolute, caller's clock)."""
         if self._timers_changed:  # only Device methods change timers: recompute lazily
-            best: float | None = None
+            best: float | None = self._retired[2] if self._retired is not None else None
             for peer in self._peers.values():
                 d = peer.timers.next_deadline()
                 if d is not None and (best is None or d < best):
@@ -416,6 +467,8 @@ class Device:
     def handle_timer(self, now: float) -> None:
         """Run every peer timer whose deadline is at or before now (whitepaper §6)."""
         self._timers_changed = True
+        if self._retired is not None and now >= self._retired[2]:
+            self._retired = None  # the grace after a rotation is over
         for peer in list(self._peers.values()):
             for timer in peer.timers.due(now):
                 if peer.public_key not in self._peers:
@@ -495,32 +548,46 @@ class Device:
             self._under_load_until = now + UNDER_LOAD_AFTER_TIME
         return self.under_load(now)
 
+    def _addressed_to(
+        self, data: bytes, mac1_offset: int, now: float
+    ) -> tuple[DhKeyPair, CookieChecker] | None:
+        """Our identity a handshake message is addressed to, by its mac1 (§5.4.4): the
+        current one, or the one rotated away from while its grace lasts; None: neither."""
+        if self._static is None or self._cookie_checker is None:
+            self.dropped["no_private_key"] += 1
+            return None
+        if self._cookie_checker.check_mac1(data, mac1_offset):
+            return self._static, self._cookie_checker
+        retired = self._retired
+        if retired is not None and now < retired[2] and retired[1].check_mac1(data, mac1_offset):
+            return retired[0], retired[1]
+        self.dropped["bad_mac1"] += 1
+        return None
+
     def _admit_handshake(
         self, data: bytes, mac1_offset: int, mac2_offset: int, source: Endpoint, now: float
-    ) -> bool:
-        """mac1 always; under load also mac2 (else a cookie reply) and the rate limit."""
+    ) -> DhKeyPair | None:
+        """mac1 always; under load also mac2 (else a cookie reply) and the rate limit. The
+        static key pair of ours it is addressed to, if admitted."""
         if len(data) < mac2_offset + 16:
             raise RemoteProtocolError("short handshake message")
-        checker = self._cookie_checker
-        if checker is None:
-            self.dropped["no_private_key"] += 1
-            return False
-        if not checker.check_mac1(data, mac1_offset):
-            self.dropped["bad_mac1"] += 1
-            return False
+        identity = self._addressed_to(data, mac1_offset, now)
+        if identity is None:
+            return None
+        static, checker = identity
         if not self._note_handshake_message(now):
-            return True
+            return static
         src = source_bytes(source)
         if not checker.check_mac2(data, mac2_offset, src, now):
             (sender,) = _le32.unpack_from(data, SENDER_INDEX_OFFSET)
             reply = checker.create_reply(data, mac1_offset, sender, src, now)
             self._datagrams.append((reply, source))
             self.dropped["cookie_reply_sent"] += 1
-            return False
+            return None
         if not self._ratelimiter.allow(src[:-2], now):
             self.dropped["rate_limited"] += 1
-            return False
-        return True
+            return None
+        return static
 
     # ------------------------------------------------------------------ handshake
     def _timestamp(self) -> bytes:
@@ -569,12 +636,12 @@ class Device:
         peer.timers.handshake_initiated(now, self._jitter())
 
     def _receive_initiation(self, data: bytes, source: Endpoint, now: float) -> None:
-        if not self._admit_handshake(
+        static = self._admit_handshake(
             data, INITIATION_MAC1_OFFSET, INITIATION_MAC2_OFFSET, source, now
-        ):
+        )
+        if static is None:
             return
-        assert self._static is not None  # _admit_handshake refuses without an identity
-        consumed = consume_initiation(self._static, parse_initiation(data))
+        consumed = consume_initiation(static, parse_initiation(data))
         peer = self._peers_by_raw.get(consumed.remote_static)
         if peer is None:
             self.dropped["unknown_peer"] += 1
@@ -612,7 +679,10 @@ class Device:
         self._emit(peer, message)
 
     def _receive_response(self, data: bytes, source: Endpoint, now: float) -> None:
-        if not self._admit_handshake(data, RESPONSE_MAC1_OFFSET, RESPONSE_MAC2_OFFSET, source, now):
+        if (
+            self._admit_handshake(data, RESPONSE_MAC1_OFFSET, RESPONSE_MAC2_OFFSET, source, now)
+            is None
+        ):
             return
         msg = parse_response(data)
         entry = self._indices.get(msg.receiver)

@@ -87,6 +87,13 @@ class Peer:
     def persistent_keepalive(self) -> int:
         return self.timers.persistent_keepalive_interval
 
+    def rekey(self, public_key: PublicKey) -> None:
+        """The peer's new static key (it rotated it): the macs of what we send it follow
+        (§5.4.4, keyed by its public key); a cookie it gave is bound to its old key's
+        messages, so it goes. Sessions stay. Only `Device.change_peer_key` calls this."""
+        self.public_key = public_key
+        self.cookies = CookieGenerator(bytes(public_key))
+
     def sessions(self) -> list[Session]:
         return [k for k in (self.previous, self.current, self.next) if k is not None]
 

@@ -239,6 +239,8 @@ def test_join_rosters_and_long_poll(host: Host, coordinator: Coordinators) -> No
             me = answer["self"]
             assert answer["coordinator_key"] == auth.b64(coord.public_key)
             assert nas.client.coordinator_key == coord.public_key
+            issued, expires = me.pop("keys_ms"), me.pop("expires_ms")  # pywg.mesh.expiry
+            assert abs(issued - now_ms()) < 60_000 and expires - issued == 180 * 86_400_000
             assert me == {
                 "name": "nas",
                 "public_key": nas.public_b64,
@@ -965,7 +967,9 @@ def test_cli_token_nodes_approve(
             assert cli("nodes", "--state", state) == 0
             lines = capsys.readouterr().out.splitlines()
             header = ["NAME", "ADDRESSES", "ENDPOINTS", "ROUTES", "PENDING", "LAST", "SEEN"]
-            assert lines[0].split() == header
+            assert lines[0].split() == [*header, "EXPIRES"]
+            expires = time.strftime("%Y-%m-%d", time.localtime(time.time() + 180 * 86400))
+            assert lines[1].split()[-1] == expires  # the default key expiry
             gw_line = ["gw", "198.19.5.1", "fd19:5::1", "203.0.113.7:51820", "-", "198.18.50.0/24"]
             assert lines[1].split()[:6] == gw_line
             assert lines[2].split()[:6] == ["pi", "198.19.5.2", "fd19:5::2", "-", "-", "-"]

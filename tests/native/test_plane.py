@@ -233,6 +233,28 @@ def test_rx_drops_junk_and_bad_mac1_in_c_and_hands_up_the_rest() -> None:
         assert plane.stats()["rx_bad_mac1"] == len(bad_mac1) + 1
 
 
+def test_rx_hands_up_handshakes_to_a_rotated_away_key_only_while_it_is_answered() -> None:
+    """After `Device.rotate_private_key`, messages whose mac1 is the old key's go up (the
+    core answers them during the grace); once the grace is over, C drops them again."""
+    device = Device(PrivateKey.generate())
+    old = device.public_key
+    assert old is not None
+    device.rotate_private_key(PrivateKey.generate(), grace_until=30.0)
+    assert device.public_key is not None
+    with _receiving(device) as (plane, send):
+        to_old, _, _ = _datagrams(bytes(old))
+        to_new, _, _ = _datagrams(bytes(device.public_key))
+        for data in to_old[:2] + to_new[:2]:
+            send(data)
+        assert sorted(_drain_until(plane, 4)) == sorted(to_old[:2] + to_new[:2])
+        assert plane.stats()["rx_bad_mac1"] == 0
+        device.handle_timer(30.0)  # the grace is over
+        plane.sync(device)
+        send(to_old[0])
+        assert _drain_until(plane, 1) == []
+        assert plane.stats()["rx_bad_mac1"] == 1
+
+
 def test_rx_without_a_private_key_hands_up_every_well_sized_message() -> None:
     """A keyless device (pywgd before `wg set private-key`) has no mac1 key to check."""
     with _receiving(Device()) as (plane, send):

@@ -121,6 +121,8 @@ struct pywg_plane {
     uint8_t mac1_key[PYWG_KEY_SIZE]; /* rx_lock: HASH(LABEL_MAC1 ‖ our public key), §5.4.4 */
     uint8_t cookie_key[PYWG_KEY_SIZE]; /* rx_lock: HASH(LABEL_COOKIE ‖ our public key), §5.4.7 */
     int mac1_set;         /* rx_lock: 0 while the device has no private key */
+    uint8_t retired_mac1_key[PYWG_KEY_SIZE]; /* rx_lock: of the identity rotated away from */
+    int retired_mac1_set; /* rx_lock: 0 without one */
     uint8_t cookie_secret[PYWG_COOKIE_SECRET_SIZE]; /* rx_lock: Rm, the core's, rotated by it */
     int cookie_set;
     double load_window, under_load_until; /* rx_lock: the load tracking of §5.3 */
@@ -430,6 +432,17 @@ void pywg_plane_set_identity(struct pywg_plane *p, const uint8_t *mac1_key,
         OPENSSL_cleanse(p->mac1_key, sizeof(p->mac1_key));
         OPENSSL_cleanse(p->cookie_key, sizeof(p->cookie_key));
     }
+    pthread_mutex_unlock(&p->rx_lock);
+}
+
+void pywg_plane_set_retired_identity(struct pywg_plane *p, const uint8_t *mac1_key)
+{
+    pthread_mutex_lock(&p->rx_lock);
+    p->retired_mac1_set = mac1_key != NULL;
+    if (mac1_key != NULL)
+        memcpy(p->retired_mac1_key, mac1_key, sizeof(p->retired_mac1_key));
+    else
+        OPENSSL_cleanse(p->retired_mac1_key, sizeof(p->retired_mac1_key));
     pthread_mutex_unlock(&p->rx_lock);
 }
 
@@ -1304,6 +1317,12 @@ static bool worth_handing_up(struct pywg_plane *p, const struct pywg_kp *kp, con
         return true; /* no private key yet: the core drops it and counts why */
     pywg_blake2s(mac, sizeof(mac), p->mac1_key, sizeof(p->mac1_key), d, at);
     if (CRYPTO_memcmp(mac, d + at, sizeof(mac)) != 0) {
+        if (p->retired_mac1_set) { /* addressed to the key rotated away from: the core's */
+            pywg_blake2s(mac, sizeof(mac), p->retired_mac1_key, sizeof(p->retired_mac1_key),
+                         d, at);
+            if (CRYPTO_memcmp(mac, d + at, sizeof(mac)) == 0)
+                return true;
+        }
         atomic_fetch_add(&p->stats.rx_bad_mac1, 1);
         return false;
     }

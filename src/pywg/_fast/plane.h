@@ -110,6 +110,10 @@ void pywg_plane_stats(struct pywg_plane *p, struct pywg_plane_stats *out);
  * verify, and datagrams of no message type or size, are dropped in C. */
 void pywg_plane_set_identity(struct pywg_plane *p, const uint8_t *mac1_key,
                              const uint8_t *cookie_key);
+/* The mac1 key of the identity the device rotated away from and still answers
+ * for a while (NULL: none): handshake messages whose mac1 verifies with it go
+ * up to the core too, which checks them again and does the under-load part. */
+void pywg_plane_set_retired_identity(struct pywg_plane *p, const uint8_t *mac1_key);
 /* The core's cookie secret Rm (32 bytes; NULL: none). With it, under load (more
  * than the load threshold of handshake messages within PYWG_UNDER_LOAD_WINDOW,
  * as the core decides) the plane answers handshake messages without a valid

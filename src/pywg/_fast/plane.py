@@ -148,6 +148,7 @@ class NativePlane:
         self._next_id = 0
         self._routing_version = -1
         self._identity: PublicKey | None = None  # the public key whose mac1/cookie keys C holds
+        self._retired: PublicKey | None = None  # the rotated-away key whose mac1 key C holds
         self._secret: bytes | None = None  # the cookie secret C holds
         self._load_threshold = UNDER_LOAD_THRESHOLD  # C's, as pywg_plane_new sets it
         self._threads: list[threading.Thread] = []
@@ -283,6 +284,11 @@ class NativePlane:
 
     def _sync_identity(self, device: Device) -> None:
         """Our mac1 and cookie keys (whitepaper §5.4.4, §5.4.7), for C's checks and replies."""
+        retired = device.retired_public_key
+        if retired != self._retired:
+            raw_key = mac1_key(bytes(retired)) if retired is not None else self.ffi.NULL
+            self.lib.pywg_plane_set_retired_identity(self.handle, raw_key)
+            self._retired = retired
         public_key = device.public_key
         if public_key == self._identity:
             return

@@ -301,6 +301,20 @@ class Tunnel:
         self.device.set_private_key(private_key)
         self._after_change()
 
+    def rotate_private_key(self, private_key: PrivateKey | str | bytes, grace: float) -> None:
+        """A new identity with every session kept; handshakes addressed to the old one are
+        still answered for `grace` seconds (`Device.rotate_private_key`)."""
+        self.device.rotate_private_key(private_key, self._now() + grace)
+        self._after_change()
+
+    def change_peer_key(
+        self, public_key: PublicKey | str | bytes, new_key: PublicKey | str | bytes
+    ) -> Peer:
+        """A peer's new public key, its sessions and settings kept (`Device.change_peer_key`)."""
+        peer = self.device.change_peer_key(public_key, new_key)
+        self._after_change()
+        return peer
+
     def configure(self, request: str) -> None:
         """Apply a UAPI set request (text starting `set=1`) atomically; raises UapiError."""
         lines = [line for line in request.splitlines() if line]

@@ -7,9 +7,10 @@
                            [--tls | --tls-cert FILE --tls-key FILE | --plain-http]
                            [--auto-approve-routes] [--relay-key KEY]...
                            [--home-relay NAME=KEY@HOST[:UDP[:TCP]][#PIN]]...
-                           [--domain DOMAIN]
+                           [--domain DOMAIN] [--key-expiry DAYS]
     pywg coordinator token [--ttl SECONDS] [--reusable] [--url URL]
     pywg coordinator nodes [--json]
+    pywg coordinator expire NAME | revoke NAME
     pywg coordinator approve NAME [PREFIX...] [--exit-node]
     pywg coordinator remove NAME
     pywg coordinator key
@@ -60,7 +61,7 @@ import re
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from pywg.cmd import metrics as metrics_cli
@@ -157,6 +158,13 @@ def _register_serve(serve: argparse.ArgumentParser) -> None:
         "--domain",
         metavar="DOMAIN",
         help="the mesh's names are NAME.DOMAIN (default: as set before, else mesh.internal)",
+    )
+    serve.add_argument(
+        "--key-expiry",
+        type=float,
+        metavar="DAYS",
+        help="node keys expire this many days after they were issued; nodes rotate them "
+        "before (0: never; default: as set before, else 180)",
     )
     metrics_cli.add_option(serve)
     from pywg.cmd import admin
@@ -260,6 +268,18 @@ def _register_admin(sub: Any, common: argparse.ArgumentParser) -> None:
     remove = sub.add_parser("remove", parents=[common], help="remove a node from the mesh")
     remove.add_argument("name", help="the node")
     remove.set_defaults(func=remove_command)
+
+    expire = sub.add_parser(
+        "expire", parents=[common], help="expire a node's keys now (it may join again)"
+    )
+    expire.add_argument("name", help="the node")
+    expire.set_defaults(func=expire_command)
+
+    revoke = sub.add_parser(
+        "revoke", parents=[common], help="revoke a node for good (its keys never work again)"
+    )
+    revoke.add_argument("name", help="the node")
+    revoke.set_defaults(func=revoke_command)
 
     key = sub.add_parser("key", parents=[common], help="print the coordinator's public key")
     key.set_defaults(func=key_command)
@@ -530,7 +550,7 @@ def _ago(ms: int | None) -> str:
 
 def format_nodes(nodes: list[Node]) -> str:
     """The `nodes` table: name, addresses, endpoints, routes (approved, pending), last seen."""
-    header = ("NAME", "ADDRESSES", "ENDPOINTS", "ROUTES", "PENDING", "LAST SEEN")
+    header = ("NAME", "ADDRESSES", "ENDPOINTS", "ROUTES", "PENDING", "LAST SEEN", "EXPIRES")
     rows = [
         (
             node.name,
@@ -539,6 +559,7 @@ def format_nodes(nodes: list[Node]) -> str:
             _routes_cell(node.approved_routes),
             _routes_cell(node.pending_routes),
             _ago(node.last_ms),
+            _expiry_cell(node),
         )
         for node in nodes
     ]
@@ -575,6 +596,8 @@ def nodes_json(store: Store, nodes: list[Node]) -> dict[str, object]:
                 "home_relay": n.home_relay,
                 "last_ms": n.last_ms,
                 "exit_node": offers_exit(n.approved_routes),
+                "expires_ms": n.expires_ms,
+                "revoked": n.revoked,
             }
             for n in nodes
         ],
@@ -626,6 +649,35 @@ def remove_command(args: argparse.Namespace) -> int:
     return _admin(args, work)
 
 
+def expire_command(args: argparse.Namespace) -> int:
+    def work(store: Store) -> int:
+        node = store.expire(args.name)
+        print(f"expired the keys of {node.name}: it is in no roster now (a new token renews it)")
+        return 0
+
+    return _admin(args, work)
+
+
+def revoke_command(args: argparse.Namespace) -> int:
+    def work(store: Store) -> int:
+        node = store.revoke(args.name)
+        print(f"revoked {node.name}: its keys never work again")
+        return 0
+
+    return _admin(args, work)
+
+
+def _expiry_cell(node: Node) -> str:
+    """The `nodes` table's EXPIRES: revoked, expired, never or the date."""
+    if node.revoked:
+        return "revoked"
+    if node.expires_ms is None:
+        return "never"
+    if node.expires_ms <= time.time() * 1000:
+        return "expired"
+    return time.strftime("%Y-%m-%d", time.localtime(node.expires_ms / 1000))
+
+
 def setup_logging(verbose: bool) -> None:
     """pywg's loggers on stderr with the time, INFO (DEBUG with `verbose`): a server's log."""
     journal.setup(
@@ -660,7 +712,6 @@ def _ready_line(coordinator: Coordinator, args: argparse.Namespace, host: str | 
 def serve_command(args: argparse.Namespace) -> int:
     from pywg.cmd import admin
     from pywg.mesh.coordinator import serve
-    from pywg.mesh.store import StoreError
     from pywg.mesh.tls import TlsError
 
     try:
@@ -704,7 +755,16 @@ def serve_command(args: argparse.Namespace) -> int:
                 certificate=certificate,
                 domain=args.domain,
                 setup=setup,
+                key_expiry_days=args.key_expiry,
             )
+
+    return _run_serving(run)
+
+
+def _run_serving(run: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    """Run the coordinator's main coroutine; its failures as the command's exit status."""
+    from pywg.mesh.store import StoreError
+    from pywg.mesh.tls import TlsError
 
     try:
         asyncio.run(run())

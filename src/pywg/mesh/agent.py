@@ -52,10 +52,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from nacl.signing import SigningKey
+
 from .. import relayed, stun
 from ..asyncio import Tunnel, UapiServer
 from ..endpoint import Endpoint, format_endpoint, normalize_endpoint
-from ..keys import PublicKey
+from ..keys import PrivateKey, PublicKey
 from ..system import netconf
 from . import pathstate, wire
 from .client import CoordinatorClient, CoordinatorError
@@ -67,6 +69,7 @@ from .home import HomeRelays, resolve
 from .names import MeshNames, NameOptions
 from .paths import DIRECT_TIMEOUT, OPEN_HOPS, PathSelector
 from .relayclient import NodeIdentity
+from .rotation import GRACE, KeyRotator, RotationError
 from .schema import MAX_ENDPOINTS, HomeRelay, PeerEntry, Roster
 from .state import Joined, NodeState
 
@@ -147,12 +150,14 @@ class MeshNode:
         self.gateway: DeviceGateway | None = None  # the plain WireGuard devices it carries
         self.names: MeshNames | None = None
         self.on_ready: Callable[[], None] | None = None  # called once the interface is up
+        self.rotation: KeyRotator | None = None  # its keys' rotation (pywg.mesh.rotation)
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
         """Join if needed, bring the interface up, keep it in line until `close()`."""
         client = await self._join()
         self._client = client
+        self.rotation = KeyRotator(self.state, client, self._switch_keys)
         try:
             roster = await self._first_roster(client)
             tunnel = Tunnel(
@@ -164,7 +169,7 @@ class MeshNode:
             self.tunnel = tunnel
             try:
                 own = self.state.wireguard.public_key
-                tunnel.stun_handler = self._answer_probe(bytes(own))
+                tunnel.stun_handler = self._answer_probe(tunnel)
                 self.home = HomeRelays(tunnel, NodeIdentity(bytes(own), self.state.control))
                 self._server = UapiServer(tunnel)
                 self.gateway = DeviceGateway(tunnel)
@@ -188,6 +193,7 @@ class MeshNode:
                     asyncio.create_task(
                         self._guarded("path report", lambda: pathstate.report_loop(self, client))
                     ),
+                    asyncio.create_task(self._guarded("key rotation", self.rotation.run)),
                 ]
                 closer = asyncio.create_task(self._closed.wait())
                 ender = asyncio.create_task(tunnel.wait_closed())
@@ -263,6 +269,11 @@ class MeshNode:
             try:
                 return await client.roster(0, 0)
             except CoordinatorError as exc:
+                if exc.status == 401 and self.rotation and await self.rotation.recover():
+                    continue  # a rotation the coordinator took before this node stopped
+                if _keys_refused(exc) and self.options.token and "expired" in exc.message:
+                    await self._renew(client, self.options.token)
+                    continue
                 if exc.status in (401, 403, 404):
                     raise MeshError(f"the coordinator refused this node: {exc}") from None
                 cached = self.state.load_roster()
@@ -272,6 +283,17 @@ class MeshNode:
                 log.warning("coordinator: %s; retrying in %.0f s", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+    async def _renew(self, client: CoordinatorClient, token: str) -> None:
+        """Join again with a new token: keys that expired are issued anew (same keys,
+        name and addresses, a new expiry)."""
+        joined = self.state.joined
+        name = joined.name if joined is not None else self.options.name or _default_name()
+        try:
+            await client.join(token, name, list(self.options.advertise_routes))
+        except CoordinatorError as exc:
+            raise MeshError(f"join refused: {exc}") from None
+        log.info("joined %s again: keys renewed", self.options.url)
 
     # ------------------------------------------------------------------ interface
     def _configure_interface(self, roster: Roster) -> None:
@@ -330,6 +352,10 @@ class MeshNode:
                 roster = await client.roster(version, ROSTER_WAIT)
             except CoordinatorError as exc:
                 log.warning("coordinator: %s; retrying in %.0f s", exc, delay)
+                if _keys_refused(exc) and self.peers:
+                    log.error("this node's keys no longer work: leaving every peer")
+                    self._drop_peers(set())
+                    self._set_routes(set())
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
@@ -351,6 +377,9 @@ class MeshNode:
             self.home.set_map(roster.relays)
         own = bytes(self.state.wireguard.public_key)
         peers = [entry for entry in roster.peers if entry.public_key != own]
+        if self.rotation is not None:
+            self.rotation.follow(roster.me)
+        self._follow_rotations(peers)
         self.exit.decide(roster)
         for entry in peers:
             self._apply_peer(entry, now)
@@ -366,6 +395,30 @@ class MeshNode:
             self.state.save_roster(roster)
         except OSError as exc:
             log.warning("cannot keep the roster in %s: %s", self.state.directory, exc)
+
+    def _follow_rotations(self, peers: list[PeerEntry]) -> None:
+        """Peers that rotated their keys (`rotated_from` a key we hold): the key changes in
+        place, sessions, paths and settings kept (`Tunnel.change_peer_key`)."""
+        tunnel = self.tunnel
+        assert tunnel is not None
+        for entry in peers:
+            old = self.peers.get(entry.rotated_from) if entry.rotated_from else None
+            if old is None or entry.public_key in self.peers:
+                continue
+            new = PublicKey(entry.public_key)
+            tunnel.change_peer_key(old.key, new)
+            del self.peers[old.raw]
+            old.key, old.raw = new, entry.public_key
+            self.peers[entry.public_key] = old
+            log.info("peer %s rotated its key to %s", old.name, str(new)[:8])
+
+    def _switch_keys(self, wireguard: PrivateKey, control: SigningKey) -> None:
+        """This node's new keys (the coordinator took them): the tunnel's identity changes
+        with every session kept; links to relays made from now on use them."""
+        if self.tunnel is not None:
+            self.tunnel.rotate_private_key(wireguard, GRACE)
+        if self.home is not None:
+            self.home.set_identity(NodeIdentity(bytes(wireguard.public_key), control))
 
     def _apply_peer(self, entry: PeerEntry, now: float) -> None:
         """Add or update one peer: its candidate paths, relay path, allowed IPs, endpoint."""
@@ -396,7 +449,9 @@ class MeshNode:
 
     async def _start_control(self) -> None:
         """The control socket (`pywg set`); a node runs on without one it cannot bind."""
-        control = ControlServer(socket_path(self.state.directory), self._set_exit)
+        control = ControlServer(
+            socket_path(self.state.directory), self._set_exit, rotate=self._rotate_keys
+        )
         try:
             await control.start()
         except OSError as exc:
@@ -414,6 +469,15 @@ class MeshNode:
         if roster is not None:
             await self._apply(roster)
         return self.exit.plan.why
+
+    async def _rotate_keys(self) -> str:
+        """The control socket's request: rotate this node's keys now."""
+        if self.rotation is None:
+            raise ControlError("not joined yet")
+        try:
+            return await self.rotation.request()
+        except RotationError as exc:
+            raise ControlError(str(exc)) from None
 
     def _homed(self) -> bool:
         """Whether there is a relay path at all (the roster has a relay map)."""
@@ -632,16 +696,30 @@ class MeshNode:
             peer.selector.answered(endpoint, sent, loop.time())
 
     @staticmethod
-    def _answer_probe(own: bytes) -> Callable[[stun.StunMessage, Endpoint], bytes | None]:
+    def _answer_probe(tunnel: Tunnel) -> Callable[[stun.StunMessage, Endpoint], bytes | None]:
+        """Answers probes for this node's key (and, after a rotation, for the old one while
+        it is still answered: peers probe with the key their roster names)."""
+
         def answer(message: stun.StunMessage, source: Endpoint) -> bytes | None:
-            if wire.probe_target(message) != own:
+            target = wire.probe_target(message)
+            device = tunnel.device
+            if target is None or PublicKey(target) not in (
+                device.public_key,
+                device.retired_public_key,
+            ):
                 return None
-            return wire.probe_answer(message, source, own)
+            return wire.probe_answer(message, source, target)
 
         return answer
 
 
 # ---------------------------------------------------------------------- helpers
+def _keys_refused(exc: CoordinatorError) -> bool:
+    """Whether the coordinator refused this node's keys as expired or revoked (then no
+    peer takes its handshakes any more: it leaves them too, until it joins again)."""
+    return exc.status == 401 and ("expired" in exc.message or "revoked" in exc.message)
+
+
 def _default_name() -> str:
     import socket
 

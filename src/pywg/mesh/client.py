@@ -26,12 +26,13 @@ from nacl.signing import SigningKey
 from yarl import URL
 
 from ..endpoint import Endpoint
-from . import auth
+from . import auth, expiry
 from .schema import (
     JOIN_PATH,
     MAX_WAIT,
     MEMBERS_PATH,
     ROSTER_PATH,
+    ROTATE_PATH,
     UPDATE_PATH,
     ErrorAnswer,
     JoinAnswer,
@@ -40,6 +41,8 @@ from .schema import (
     Message,
     PathState,
     Roster,
+    RotateAnswer,
+    RotateRequest,
     SchemaError,
     UpdateAnswer,
     UpdateRequest,
@@ -300,6 +303,25 @@ class CoordinatorClient:
         message = UpdateRequest(None, None, None, tuple(paths))
         answer = await self._call(_Request("POST", UPDATE_PATH, message), UpdateAnswer.from_json)
         return answer.version
+
+    async def rotate(self, public_key: bytes, control: SigningKey) -> RotateAnswer:
+        """Hand the coordinator this node's new keys (WireGuard public, control), signed
+        with the current control key and proven by the new one (`expiry.sign_proof`);
+        once it took them, this client signs with the new ones."""
+        old = auth.unb64(self.public_key, 32)
+        when = self._time_ms()
+        message = RotateRequest(
+            public_key=public_key,
+            control_key=bytes(control.verify_key),
+            time_ms=when,
+            proof=expiry.sign_proof(control, old, public_key, when),
+        )
+        answer = await self._call(_Request("POST", ROTATE_PATH, message), RotateAnswer.from_json)
+        if answer.node.public_key != public_key:
+            raise CoordinatorError(None, "the coordinator's rotate answer names another key")
+        self.public_key = auth.b64(public_key)
+        self.control = control
+        return answer
 
 
 def _long_poll(path: str, since: int, wait: float) -> _Request:

@@ -6,6 +6,7 @@ socket, `pywg.asyncio.uapi_server`). One request per connection, each way a
 JSON object on one line (at most MAX_REQUEST bytes):
 
     -> {"exit_node": "NAME"}          this node's exit node, or null for none
+    -> {"rotate_keys": true}          rotate this node's keys now (pywg.mesh.rotation)
     <- {"ok": true, "message": "..."} or {"ok": false, "error": "..."}
 
 A socket file nobody answers on (a node that was killed) is replaced when
@@ -31,6 +32,7 @@ TIMEOUT: Final = 10.0
 log = logging.getLogger("pywg.mesh")
 
 ExitSetter = Callable[[str | None], Awaitable[str]]
+Rotator = Callable[[], Awaitable[str]]
 
 
 class ControlError(RuntimeError):
@@ -58,9 +60,10 @@ def parse_request(line: bytes) -> str | None:
 class ControlServer:
     """Serves the control socket of one node; `await start()`, then `close()`."""
 
-    def __init__(self, path: str, set_exit: ExitSetter) -> None:
+    def __init__(self, path: str, set_exit: ExitSetter, *, rotate: Rotator | None = None) -> None:
         self.path = path
         self._set_exit = set_exit
+        self._rotate = rotate
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -88,10 +91,7 @@ class ControlServer:
             try:
                 if len(line) > MAX_REQUEST or not line.endswith(b"\n"):
                     raise ControlError("the request is not one line")
-                answer: dict[str, object] = {
-                    "ok": True,
-                    "message": await self._set_exit(parse_request(line)),
-                }
+                answer: dict[str, object] = {"ok": True, "message": await self._answer(line)}
             except ControlError as exc:
                 answer = {"ok": False, "error": str(exc)}
             writer.write(json.dumps(answer).encode() + b"\n")
@@ -100,6 +100,23 @@ class ControlServer:
             log.info("control socket: %s", exc)
         finally:
             writer.close()
+
+    async def _answer(self, line: bytes) -> str:
+        """The message of the answer to a request line; ControlError if refused."""
+        if _asks_rotation(line):
+            if self._rotate is None:
+                raise ControlError("this node cannot rotate its keys")
+            return await self._rotate()
+        return await self._set_exit(parse_request(line))
+
+
+def _asks_rotation(line: bytes) -> bool:
+    """Whether a request line is {"rotate_keys": true}."""
+    try:
+        data = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("rotate_keys") is True
 
 
 def _answers(path: str) -> bool:
@@ -115,12 +132,23 @@ def _answers(path: str) -> bool:
 def set_exit_node(state_dir: str, name: str | None) -> str:
     """Ask the node running on `state_dir` to use exit node `name` (None: none); its
     answer. ControlError if it refuses or does not run."""
+    return _ask(state_dir, {"exit_node": name})
+
+
+def rotate_keys(state_dir: str, timeout: float = 40.0) -> str:
+    """Ask the node running on `state_dir` to rotate its keys now; its answer. ControlError
+    if it refuses (the coordinator did not take the keys) or does not run."""
+    return _ask(state_dir, {"rotate_keys": True}, timeout)
+
+
+def _ask(state_dir: str, request: dict[str, object], timeout: float = TIMEOUT) -> str:
+    """Send one request to the node running on `state_dir`; its answer's message."""
     path = socket_path(state_dir)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(TIMEOUT)
+        sock.settimeout(timeout)
         try:
             sock.connect(path)
-            sock.sendall(json.dumps({"exit_node": name}).encode() + b"\n")
+            sock.sendall(json.dumps(request).encode() + b"\n")
             reply = sock.makefile("rb").readline(MAX_REQUEST)
         except FileNotFoundError:
             raise ControlError(

@@ -20,9 +20,14 @@ HTTP API (JSON, the messages of `pywg.mesh.schema`; errors are `ErrorAnswer`;
   may be left out; each replaces the stored one; a home relay is a number of
   the relay map, or 0 for none; its paths to its peers are kept in memory for
   the admin, `pathstate`). Answer an `UpdateAnswer`.
+- ``POST /v1/rotate``: a `RotateRequest`, the member's new keys (`expiry`).
+  Answer a `RotateAnswer`.
 - ``GET /v1/health``: `Health`, unauthenticated.
 - ``/admin/...``: the admin web UI (`pywg.mesh.webui`), when `serve`'s `setup`
   mounts it (docs/webui.md).
+
+Nodes whose keys expired or were revoked (`expiry`) are in no roster and
+no members list, and their requests are refused (401).
 
 Every answer to a request with a well-formed Authorization header, errors
 included, carries ``X-Pywg-Signature`` (`auth.sign_response`) and every answer
@@ -59,7 +64,7 @@ from nacl.signing import SigningKey
 
 from ..endpoint import format_endpoint, parse_endpoint
 from ..system.secretfile import read_or_create_secret
-from . import auth, exits, relaychild, tls
+from . import auth, exits, expiry, relaychild, tls
 from .devices import device_entries, devices_by_gateway
 from .pathstate import PathBook
 from .schema import (
@@ -68,6 +73,7 @@ from .schema import (
     MAX_WAIT,
     MEMBERS_PATH,
     ROSTER_PATH,
+    ROTATE_PATH,
     UPDATE_PATH,
     ErrorAnswer,
     Health,
@@ -80,13 +86,24 @@ from .schema import (
     NodeInfo,
     PeerEntry,
     Roster,
+    RotateAnswer,
+    RotateRequest,
     SchemaError,
     UpdateAnswer,
     UpdateRequest,
     decode,
     encode,
 )
-from .store import Conflict, Node, NotFound, Store, StoreError, TokenRefused, now_ms
+from .store import (
+    Conflict,
+    KeyRefused,
+    Node,
+    NotFound,
+    Store,
+    StoreError,
+    TokenRefused,
+    now_ms,
+)
 
 log = logging.getLogger("pywg.mesh.coordinator")
 
@@ -158,12 +175,14 @@ class Coordinator:
         poll_interval: float = POLL_INTERVAL,
         certificate: tls.Certificate | None = None,
         domain: str | None = None,
+        key_expiry_days: float | None = None,
     ) -> None:
         self.certificate = certificate  # serve HTTPS with it; None: plain HTTP
         self.store = Store(state_dir)
         try:
             self.networks = self.store.init_networks(ipv4, ipv6)
             self.domain = self.store.init_domain(domain)
+            self.store.init_key_expiry(key_expiry_days, now=clock_ms())
             self.key = load_or_create_key(state_dir)
             own = [relaychild.map_entry(state_dir, relay)] if relay is not None else []
             self.home_relays = _relay_map([*own, *home_relays])
@@ -186,10 +205,12 @@ class Coordinator:
         self.app.router.add_post(UPDATE_PATH, self._update)
         self.app.router.add_get(HEALTH_PATH, self._health)
         self.app.router.add_get(MEMBERS_PATH, self._members)
+        self.app.router.add_post(ROTATE_PATH, self._rotate)
         self._runner: web.AppRunner | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._changed: asyncio.Event | None = None
         self._notified = self.store.version()
+        self._expiries_seen = self.clock_ms()  # expiries up to here woke the long polls
         self._closing = False
         # what it served, for its metrics: (method, route, status) -> answers; long-polls open
         self.requests: Counter[tuple[str, str, int]] = Counter()
@@ -293,12 +314,20 @@ class Coordinator:
         while True:
             await asyncio.sleep(self.poll_interval)
             try:
+                self._note_expiries()
                 version = self.store.version()
                 if version != self._notified:
                     self._notified = version
                     self._notify()
             except sqlite3.Error as exc:
                 log.warning("cannot read the state: %s", exc)
+
+    def _note_expiries(self) -> None:
+        """Keys that expired by time since the last look move the roster version (the
+        long polls wake and leave those nodes out)."""
+        now = self.clock_ms()
+        self.store.note_expiries(self._expiries_seen, now)
+        self._expiries_seen = now
 
     async def wait_version(self, since: int, timeout: float) -> int:
         """The roster version, once it is above `since` or after `timeout` seconds."""
@@ -334,6 +363,19 @@ class Coordinator:
         self._changed_here()
         return node
 
+    def expire(self, name: str) -> Node:
+        """Expire a node's keys now (it may join again with a new token)."""
+        node = self.store.expire(name, now=self.clock_ms())
+        self._changed_here()
+        return node
+
+    def revoke(self, name: str) -> Node:
+        """Revoke a node for good: its keys are never taken again."""
+        node = self.store.revoke(name, now=self.clock_ms())
+        self._replay.forget(node.id)
+        self._changed_here()
+        return node
+
     # -- rosters ---------------------------------------------------------------------------
 
     def join_answer(self, node: Node) -> JoinAnswer:
@@ -341,7 +383,9 @@ class Coordinator:
 
     def roster(self, node_id: int) -> Roster | None:
         """The roster of one member (None if it is not one)."""
-        version, nodes = self.store.snapshot()
+        version, everyone = self.store.snapshot()
+        now = self.clock_ms()
+        nodes = [n for n in everyone if n.active(now)]  # expired and revoked: in no roster
         me = next((n for n in nodes if n.id == node_id), None)
         if me is None:
             return None
@@ -358,6 +402,7 @@ class Coordinator:
                 node_id=peer.id,
                 home_relay=self._home_of(peer),
                 exit_node=exits.offers_exit(peer.approved_routes),
+                rotated_from=peer.previous_key,
             )
             for peer in nodes
             if peer.id != node_id
@@ -388,6 +433,8 @@ class Coordinator:
             pending_routes=tuple(node.pending_routes),
             node_id=node.id,
             home_relay=self._home_of(node),
+            keys_ms=node.keys_ms,
+            expires_ms=node.expires_ms,
         )
 
     # -- HTTP ------------------------------------------------------------------------------
@@ -451,6 +498,10 @@ class Coordinator:
             raise ApiError(401, "bad signature")
         if not self._replay.accept(node.id, request_auth, self.clock_ms(), node.last_ms):
             raise ApiError(401, "stale or replayed request (check the clock)")
+        if node.revoked:
+            raise ApiError(401, "this node was revoked by the mesh's admin")
+        if not node.active(self.clock_ms()):
+            raise ApiError(401, "this node's keys expired: join again with a new token")
         self.store.accept_request(node.id, request_auth.time_ms)  # the newest, kept on disk
         return node, body
 
@@ -498,7 +549,7 @@ class Coordinator:
                 now=now,
                 auto_approve=self.auto_approve_routes,
             )
-        except TokenRefused as exc:
+        except (TokenRefused, KeyRefused) as exc:
             raise ApiError(401, str(exc)) from None
         except Conflict as exc:
             raise ApiError(409, str(exc)) from None
@@ -529,8 +580,39 @@ class Coordinator:
         since, wait = _roster_query(request)
         await self.wait_version(since, wait)
         version, nodes = self.store.snapshot()
-        members = tuple(Member(n.public_key, n.control_key, n.id) for n in nodes)
+        now = self.clock_ms()
+        members = tuple(Member(n.public_key, n.control_key, n.id) for n in nodes if n.active(now))
         return self._response(MembersList(version, members))
+
+    async def _rotate(self, request: web.Request) -> web.Response:
+        node, body = await self._member(request)
+        rotation = _request_body(body, RotateRequest.from_json)
+        now = self.clock_ms()
+        if abs(rotation.time_ms - now) > auth.MAX_SKEW_MS or not expiry.check_proof(
+            rotation.proof,
+            node.public_key,
+            rotation.public_key,
+            rotation.control_key,
+            rotation.time_ms,
+        ):
+            raise ApiError(401, "rotate: the proof is not by the new control key, or stale")
+        try:
+            rotated = self.store.rotate(
+                node.id,
+                node.public_key,
+                (rotation.public_key, rotation.control_key),
+                now=now,
+            )
+        except (KeyRefused, NotFound) as exc:
+            raise ApiError(401, f"rotate: {exc}") from None
+        except Conflict as exc:
+            raise ApiError(409, f"rotate: {exc}") from None
+        except StoreError as exc:
+            raise ApiError(400, f"rotate: {exc}") from None
+        self._replay.forget(node.id)  # its requests now come signed by the new key
+        log.info("%s rotated its keys", node.name)
+        self._changed_here()
+        return self._response(RotateAnswer(self._node_info(rotated)))
 
     async def _update(self, request: web.Request) -> web.Response:
         node, body = await self._member(request)
@@ -606,6 +688,7 @@ async def serve(
     certificate: tls.Certificate | None = None,
     domain: str | None = None,
     setup: Callable[[Coordinator], None] | None = None,
+    key_expiry_days: float | None = None,
 ) -> None:
     """Run a coordinator until `stop` is set (or the task is cancelled); over HTTPS
     with `certificate`; with its own relay (a child process) if `relay` says how; its
@@ -621,6 +704,7 @@ async def serve(
         relay_keys=relay_keys,
         home_relays=home_relays,
         domain=domain,
+        key_expiry_days=key_expiry_days,
     )
     try:
         if setup is not None:

@@ -215,6 +215,12 @@ class HomeRelays:
         """The home link's transport now ("udp", "tcp"; None: none, or no home)."""
         return self.link.transport if self.link is not None else None
 
+    def set_identity(self, node: NodeIdentity) -> None:
+        """The node's keys after a rotation (`pywg.mesh.rotation`): the links made from now
+        on use them (the home drops a link whose key is no longer a member's)."""
+        tunnel = self.tunnel
+        self._make_link = lambda relay: RelayLink(tunnel, node, relay)
+
     def set_map(self, relays: Sequence[HomeRelay]) -> None:
         """The relay map of the latest roster."""
         if tuple(relays) != self.relays:

@@ -43,6 +43,8 @@ ROSTER_PATH: Final = "/v1/roster"
 UPDATE_PATH: Final = "/v1/update"
 HEALTH_PATH: Final = "/v1/health"
 MEMBERS_PATH: Final = "/v1/members"  # for home relays (docs/relay.md)
+MAX_TIME_MS: Final = 1 << 53  # times in ms (JSON numbers stay exact below 2^53)
+ROTATE_PATH: Final = "/v1/rotate"  # a member's new keys (pywg.mesh.expiry)
 MAX_WAIT: Final = 60.0  # the longest roster long-poll, in seconds
 MAX_ENDPOINTS: Final = 8  # endpoints a node may report
 MAX_ENDPOINT_TEXT: Final = 64  # characters of one endpoint
@@ -340,6 +342,8 @@ class NodeInfo:
     pending_routes: tuple[str, ...]  # advertised, waiting for approval
     node_id: int | None = None  # its address on the home relays (docs/relay.md)
     home_relay: int | None = None  # the number of its home relay, as it reported it
+    keys_ms: int | None = None  # when its keys were issued (ms since the epoch)
+    expires_ms: int | None = None  # when they expire (None: never; pywg.mesh.expiry)
 
     def to_json(self) -> JsonObject:
         data: JsonObject = {
@@ -349,7 +353,12 @@ class NodeInfo:
             "routes": list(self.routes),
             "pending_routes": list(self.pending_routes),
         }
-        return _with_home(data, self.node_id, self.home_relay)
+        data = _with_home(data, self.node_id, self.home_relay)
+        if self.keys_ms is not None:
+            data["keys_ms"] = self.keys_ms
+        if self.expires_ms is not None:
+            data["expires_ms"] = self.expires_ms
+        return data
 
     @classmethod
     def read(cls, fields: _Fields) -> NodeInfo:
@@ -361,7 +370,14 @@ class NodeInfo:
             pending_routes=fields.prefixes("pending_routes"),
             node_id=_node_id(fields),
             home_relay=_home_relay(fields),
+            keys_ms=_time_ms(fields, "keys_ms"),
+            expires_ms=_time_ms(fields, "expires_ms"),
         )
+
+
+def _time_ms(fields: _Fields, key: str) -> int | None:
+    """A time in ms since the epoch, or None if left out."""
+    return fields.integer(key, 0, MAX_TIME_MS) if fields.given(key) else None
 
 
 def _with_home(data: JsonObject, node_id: int | None, home_relay: int | None) -> JsonObject:
@@ -391,6 +407,7 @@ class PeerEntry:
     node_id: int | None = None  # its address on the home relays (docs/relay.md)
     home_relay: int | None = None  # the number of its home relay, as it reported it
     exit_node: bool = False  # an approved exit node (`pywg.mesh.exits`): left out when not
+    rotated_from: bytes | None = None  # its WireGuard key before its last rotation
 
     def to_json(self) -> JsonObject:
         data: JsonObject = {
@@ -404,6 +421,8 @@ class PeerEntry:
         data = _with_home(data, self.node_id, self.home_relay)
         if self.exit_node:
             data["exit_node"] = True
+        if self.rotated_from is not None:
+            data["rotated_from"] = auth.b64(self.rotated_from)
         return data
 
     @classmethod
@@ -418,6 +437,7 @@ class PeerEntry:
             node_id=_node_id(fields),
             home_relay=_home_relay(fields),
             exit_node=fields.flag("exit_node"),
+            rotated_from=fields.key("rotated_from") if fields.given("rotated_from") else None,
         )
 
 
@@ -602,6 +622,54 @@ class JoinAnswer:
             network=Networks.read(info.inner("network")),
             coordinator_key=fields.key("coordinator_key"),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RotateRequest:
+    """A member's new keys (POST /v1/rotate), signed with its old control key; `proof` is
+    the new control key's signature (`pywg.mesh.expiry.sign_proof`) for `time_ms`."""
+
+    public_key: bytes  # the new WireGuard key
+    control_key: bytes  # the new Ed25519 key
+    time_ms: int
+    proof: bytes = field(repr=False)
+
+    def to_json(self) -> JsonObject:
+        return {
+            "public_key": auth.b64(self.public_key),
+            "control_key": auth.b64(self.control_key),
+            "time_ms": self.time_ms,
+            "proof": auth.b64(self.proof),
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> RotateRequest:
+        fields = _Fields(data, "rotate request")
+        proof = fields.text("proof")
+        try:
+            raw = auth.unb64(proof, 64)
+        except auth.AuthError as exc:
+            raise fields.error("proof", str(exc)) from None
+        return cls(
+            public_key=fields.key("public_key"),
+            control_key=fields.key("control_key"),
+            time_ms=fields.integer("time_ms", 0, MAX_TIME_MS),
+            proof=raw,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RotateAnswer:
+    """The answer to a rotation: the node with its new keys and their expiry."""
+
+    node: NodeInfo
+
+    def to_json(self) -> JsonObject:
+        return {"self": self.node.to_json()}
+
+    @classmethod
+    def from_json(cls, data: object) -> RotateAnswer:
+        return cls(NodeInfo.read(_Fields(data, "rotate answer").inner("self")))
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,9 @@
       node.json            0600  the coordinator joined: URL, its public key, our name, and
                                  the pin of its own TLS certificate (if the token had one)
       roster.json          0600  the last roster it gave (used when it cannot be reached)
+      *.key.next           0600  new keys of a rotation in flight (pywg.mesh.rotation):
+                                 written before the coordinator is asked, moved over
+                                 the keys once it took them
 
 Keys are created on first use, and every file is written atomically
 (`pywg.system.secretfile.write_secret_file`). A node that restarts keeps its
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -34,6 +38,7 @@ WIREGUARD_KEY: Final = "wireguard.key"
 CONTROL_KEY: Final = "control.key"
 NODE_FILE: Final = "node.json"
 ROSTER_FILE: Final = "roster.json"
+NEXT: Final = ".next"  # suffix of the staged keys of a rotation
 
 
 class StateError(RuntimeError):
@@ -97,6 +102,40 @@ class NodeState:
         )
         write_secret_file(os.path.join(self.directory, NODE_FILE), text + "\n")
         self.joined = joined
+
+    def stage_keys(self, wireguard: PrivateKey, control: SigningKey) -> None:
+        """Keep new keys beside the current ones before the coordinator is asked to take
+        them: a node that dies in between still has them (`staged_keys`)."""
+        seed = base64.b64encode(bytes(control)).decode()
+        write_secret_file(self._path(WIREGUARD_KEY) + NEXT, wireguard.to_base64() + "\n")
+        write_secret_file(self._path(CONTROL_KEY) + NEXT, seed + "\n")
+
+    def staged_keys(self) -> tuple[PrivateKey, SigningKey] | None:
+        """The keys `stage_keys` kept, if any (None: none, or damaged)."""
+        try:
+            wireguard = PrivateKey.from_base64(_read(self._path(WIREGUARD_KEY) + NEXT))
+            seed = base64.b64decode(_read(self._path(CONTROL_KEY) + NEXT), validate=True)
+            return wireguard, SigningKey(seed)
+        except (OSError, LocalProtocolError, binascii.Error, ValueError, TypeError):
+            return None
+
+    def commit_keys(self) -> None:
+        """The staged keys become the node's keys (the coordinator took them)."""
+        staged = self.staged_keys()
+        if staged is None:
+            raise StateError(f"no staged keys in {self.directory}")
+        for name in (WIREGUARD_KEY, CONTROL_KEY):
+            os.replace(self._path(name) + NEXT, self._path(name))
+        self.wireguard, self.control = staged
+
+    def drop_staged_keys(self) -> None:
+        """Forget staged keys the coordinator refused."""
+        for name in (WIREGUARD_KEY, CONTROL_KEY):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path(name) + NEXT)
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
 
     def save_roster(self, roster: Roster) -> None:
         text = json.dumps(roster.to_json())

@@ -54,6 +54,7 @@ from ..constants import MAX_RELAY_INDEX
 from ..endpoint import format_endpoint
 from .dns import DEFAULT_DOMAIN, check_domain
 from .exits import EXIT_ROUTES
+from .expiry import DEFAULT_EXPIRY_DAYS, period_ms
 from .relayproto import MAX_NODE_ID
 from .schema import MAX_ENDPOINTS, Networks, SchemaError, endpoint_from_text
 
@@ -109,12 +110,24 @@ CREATE TABLE IF NOT EXISTS devices (
     exit INTEGER NOT NULL DEFAULT 0,
     created_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS retired_keys (
+    public_key BLOB PRIMARY KEY CHECK (length(public_key) = 32),
+    control_key BLOB NOT NULL CHECK (length(control_key) = 32),
+    node_id INTEGER NOT NULL,
+    retired_ms INTEGER NOT NULL
+);
 """
 
 
 # columns added to a table after its first release: (table, column, declaration). A file
 # made before one gets it at its next opening; code that does not know it ignores it.
-_ADDED_COLUMNS: Final = (("nodes", "home_relay", "INTEGER"),)
+_ADDED_COLUMNS: Final = (
+    ("nodes", "home_relay", "INTEGER"),
+    ("nodes", "keys_ms", "INTEGER"),  # when its keys were issued (join or rotation)
+    ("nodes", "expires_ms", "INTEGER"),  # when they expire (NULL: never; pywg.mesh.expiry)
+    ("nodes", "revoked", "INTEGER NOT NULL DEFAULT 0"),
+    ("nodes", "previous_key", "BLOB"),  # the WireGuard key its last rotation retired
+)
 
 
 # tables a file may have that no part of pywg reads: dropped at opening
@@ -149,6 +162,20 @@ class TokenRefused(StoreError):
     """The join token is unknown, expired or already used."""
 
 
+class KeyRefused(StoreError):
+    """The keys may not be used: revoked or retired by a rotation (pywg.mesh.expiry)."""
+
+
+def _check_not_retired(db: sqlite3.Connection, public_key: bytes, control_key: bytes) -> None:
+    """KeyRefused if either key was retired (rotated away from, or revoked): never again."""
+    row = db.execute(
+        "SELECT 1 FROM retired_keys WHERE public_key = ? OR control_key = ?",
+        (public_key, control_key),
+    ).fetchone()
+    if row is not None:
+        raise KeyRefused("these keys were retired or revoked and can never be used again")
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -181,6 +208,14 @@ class Node:
     last_ms: int | None
     created_ms: int
     home_relay: int | None = None  # the number of its home relay, as it reported it
+    keys_ms: int | None = None  # when its current keys were issued (join or rotation)
+    expires_ms: int | None = None  # when they expire (None: never)
+    revoked: bool = False  # by the admin, for good
+    previous_key: bytes | None = None  # the WireGuard key its last rotation retired
+
+    def active(self, now: int) -> bool:
+        """Whether its keys are good at `now` (ms): neither revoked nor expired."""
+        return not self.revoked and (self.expires_ms is None or now < self.expires_ms)
 
     @property
     def approved_routes(self) -> list[str]:
@@ -591,8 +626,11 @@ class Store:
         """Admit a node with a join token: (its record, whether it is new).
 
         A node already there with the same public and control key gets its
-        record back (the token is checked, not spent). The request's time
-        becomes the node's last accepted request time.
+        record back (the token is checked, not spent); if its keys expired, the
+        token (then spent) issues them anew, with a new expiry, and it is new
+        again to the others. A revoked node, or retired keys, are refused
+        (`KeyRefused`). The request's time becomes the node's last accepted
+        request time.
         """
         check_name(name)
         check_key(public_key, "public key")
@@ -601,16 +639,14 @@ class Store:
         prefixes = check_routes(list(routes), networks)
         when = now_ms() if now is None else now
         with self._write() as db:
+            _check_not_retired(db, public_key, control_key)
             row = db.execute(
-                "SELECT id, control_key FROM nodes WHERE public_key = ?", (public_key,)
+                "SELECT id, control_key, revoked, expires_ms FROM nodes WHERE public_key = ?",
+                (public_key,),
             ).fetchone()
             if row is not None:
-                node_id, control = row
-                self._check_token(db, token_hash, when, node_id)
-                if bytes(control) != control_key:
-                    raise Conflict("this public key has joined with another control key")
-                db.execute("UPDATE nodes SET last_ms = ? WHERE id = ?", (time_ms, node_id))
-                created = False
+                node_id = row[0]
+                created = spent = self._rejoin(db, row, token_hash, control_key, (time_ms, when))
             else:
                 self._check_token(db, token_hash, when, None)
                 node_id = self._insert_node(
@@ -620,15 +656,41 @@ class Store:
                     "INSERT INTO routes (node_id, prefix, approved) VALUES (?, ?, ?)",
                     [(node_id, p, int(auto_approve)) for p in prefixes],
                 )
+                self._issue_keys(db, node_id, when)
                 self._bump(db)
-                created = True
+                created = spent = True
             db.execute(
                 "UPDATE tokens SET uses = uses + ?, last_node = ? WHERE hash = ?",
-                (int(created), node_id, token_hash),
+                (int(spent), node_id, token_hash),
             )
         node = self.node_by_id(int(node_id or 0))
         assert node is not None
         return node, created
+
+    def _rejoin(
+        self,
+        db: sqlite3.Connection,
+        row: tuple[int, bytes, int, int | None],
+        token_hash: str,
+        control_key: bytes,
+        times: tuple[int, int],
+    ) -> bool:
+        """The join of a node already there (`row`: id, control key, revoked, expiry) with
+        `token_hash` at `times` (the request's, now); whether its keys were renewed (they
+        had expired; the token is then spent)."""
+        node_id, control, revoked, expires = row
+        time_ms, when = times
+        if revoked:
+            raise KeyRefused("this node was revoked: its keys cannot join again")
+        renew = expires is not None and expires <= when  # expired: a new token renews
+        self._check_token(db, token_hash, when, None if renew else node_id)
+        if bytes(control) != control_key:
+            raise Conflict("this public key has joined with another control key")
+        db.execute("UPDATE nodes SET last_ms = ? WHERE id = ?", (time_ms, node_id))
+        if renew:
+            self._issue_keys(db, node_id, when)
+            self._bump(db)
+        return renew
 
     def _insert_node(
         self,
@@ -679,7 +741,9 @@ class Store:
 
     def _load(self, rows: Iterable[tuple[object, ...]]) -> list[Node]:
         nodes = []
-        for node_id, name, pub, control, ipv4, ipv6, endpoints, last, created, home in rows:
+        for row in rows:
+            node_id, name, pub, control, ipv4, ipv6, endpoints, last, created, home = row[:10]
+            keys_ms, expires, revoked, previous = row[10:]
             assert isinstance(node_id, int)
             routes = self._db.execute(
                 "SELECT prefix, approved FROM routes WHERE node_id = ? ORDER BY rowid",
@@ -698,12 +762,17 @@ class Store:
                     last_ms=last if isinstance(last, int) else None,
                     created_ms=int(created),  # type: ignore[call-overload]
                     home_relay=home if isinstance(home, int) else None,
+                    keys_ms=keys_ms if isinstance(keys_ms, int) else None,
+                    expires_ms=expires if isinstance(expires, int) else None,
+                    revoked=bool(revoked),
+                    previous_key=bytes(previous) if isinstance(previous, bytes) else None,
                 )
             )
         return nodes
 
     _COLUMNS = (
-        "id, name, public_key, control_key, ipv4, ipv6, endpoints, last_ms, created_ms, home_relay"
+        "id, name, public_key, control_key, ipv4, ipv6, endpoints, last_ms, created_ms, home_relay,"
+        " keys_ms, expires_ms, revoked, previous_key"
     )
 
     def _select(self, where: str = "", args: tuple[object, ...] = ()) -> list[Node]:
@@ -878,6 +947,155 @@ class Store:
             if cursor.rowcount != 1:
                 raise NotFound(f"no node named {name!r}")
             self._bump(db)
+        return node
+
+    # -- key expiry, rotation, revocation (pywg.mesh.expiry) --------------------------------
+
+    def key_expiry_ms(self) -> int:
+        """The mesh's key expiry period in ms (0: keys never expire)."""
+        with self._lock:
+            return self._key_expiry(self._db)
+
+    @staticmethod
+    def _key_expiry(db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT value FROM meta WHERE key = 'key_expiry_ms'").fetchone()
+        return int(row[0]) if row is not None else period_ms(DEFAULT_EXPIRY_DAYS)
+
+    def init_key_expiry(self, days: float | None = None, *, now: int | None = None) -> int:
+        """The key expiry period in ms: `days` if given (kept), else the stored one, else
+        DEFAULT_EXPIRY_DAYS. A new period reaches the nodes at once: one that never
+        expired gets an expiry, one expiring later than the period allows expires
+        then, and with 0 no key expires (an expiry already past stays)."""
+        try:
+            wanted = period_ms(days) if days is not None else None
+        except ValueError as exc:
+            raise StoreError(f"--key-expiry: {exc}") from None
+        when = now_ms() if now is None else now
+        with self._write() as db:
+            if wanted is None or wanted == self._key_expiry(db):
+                return self._key_expiry(db)
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('key_expiry_ms', ?)", (wanted,)
+            )
+            if wanted == 0:
+                db.execute("UPDATE nodes SET expires_ms = NULL WHERE expires_ms > ?", (when,))
+            else:
+                db.execute(
+                    "UPDATE nodes SET keys_ms = coalesce(keys_ms, ?), expires_ms = ? "
+                    "WHERE expires_ms IS NULL OR expires_ms > ?",
+                    (when, when + wanted, when + wanted),
+                )
+            self._bump(db)
+            return wanted
+
+    def _issue_keys(self, db: sqlite3.Connection, node_id: int, when: int) -> None:
+        """A node's keys are new at `when`: they expire one period later (or never)."""
+        period = self._key_expiry(db)
+        db.execute(
+            "UPDATE nodes SET keys_ms = ?, expires_ms = ? WHERE id = ?",
+            (when, when + period if period else None, node_id),
+        )
+
+    def expire(self, name: str, *, now: int | None = None) -> Node:
+        """Expire a node's keys now: it leaves every roster and is refused until it joins
+        again with a new token. NotFound if there is no such node."""
+        when = now_ms() if now is None else now
+        with self._write() as db:
+            row = db.execute("SELECT id FROM nodes WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"no node named {name!r}")
+            db.execute(
+                "UPDATE nodes SET expires_ms = ? WHERE id = ? "
+                "AND (expires_ms IS NULL OR expires_ms > ?)",
+                (when, row[0], when),
+            )
+            self._bump(db)
+        return self._one(int(row[0]))
+
+    def revoke(self, name: str, *, now: int | None = None) -> Node:
+        """Revoke a node for good: it leaves every roster, its keys are retired (they can
+        never join, rotate or sign again). Its row stays, holding its name and addresses."""
+        when = now_ms() if now is None else now
+        with self._write() as db:
+            row = db.execute(
+                "SELECT id, public_key, control_key FROM nodes WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no node named {name!r}")
+            db.execute("UPDATE nodes SET revoked = 1 WHERE id = ?", (row[0],))
+            db.execute(
+                "INSERT OR IGNORE INTO retired_keys (public_key, control_key, node_id, "
+                "retired_ms) VALUES (?, ?, ?, ?)",
+                (row[1], row[2], row[0], when),
+            )
+            self._bump(db)
+        return self._one(int(row[0]))
+
+    def rotate(
+        self,
+        node_id: int,
+        old_key: bytes,
+        new_keys: tuple[bytes, bytes],
+        *,
+        now: int | None = None,
+    ) -> Node:
+        """Give node `node_id` (its WireGuard key still `old_key`) its new keys (WireGuard,
+        control), in one transaction: the new keys and a new expiry, the old keys retired.
+        KeyRefused if the node is revoked or expired, or a new key is retired; Conflict
+        if one is taken; NotFound if the node is gone or no longer has `old_key`."""
+        new_key, new_control = new_keys
+        check_key(new_key, "public key")
+        check_key(new_control, "control key")
+        when = now_ms() if now is None else now
+        with self._write() as db:
+            row = db.execute(
+                "SELECT control_key, revoked, expires_ms FROM nodes "
+                "WHERE id = ? AND public_key = ?",
+                (node_id, old_key),
+            ).fetchone()
+            if row is None:
+                raise NotFound("no such node (or its keys changed)")
+            control, revoked, expires = row
+            if revoked or (expires is not None and expires <= when):
+                raise KeyRefused("revoked or expired keys cannot be rotated: join again")
+            _check_not_retired(db, new_key, new_control)
+            if new_key == old_key or new_control == bytes(control):
+                raise StoreError("a rotation needs a new WireGuard key and a new control key")
+            if db.execute("SELECT 1 FROM nodes WHERE public_key = ?", (new_key,)).fetchone():
+                raise Conflict("the new public key is taken")
+            _check_device_free(db, "", new_key)
+            db.execute(
+                "INSERT INTO retired_keys (public_key, control_key, node_id, retired_ms) "
+                "VALUES (?, ?, ?, ?)",
+                (old_key, control, node_id, when),
+            )
+            db.execute(
+                "UPDATE nodes SET public_key = ?, control_key = ?, previous_key = ? WHERE id = ?",
+                (new_key, new_control, old_key, node_id),
+            )
+            self._issue_keys(db, node_id, when)
+            self._bump(db)
+        return self._one(node_id)
+
+    def note_expiries(self, after: int, upto: int) -> bool:
+        """Move the roster version if a node's keys expired (by time) in (after, upto], so
+        that the long polls wake and leave it out; whether it moved. Reads only, unless
+        one did (it runs about once a second)."""
+        with self._lock:
+            crossed = self._db.execute(
+                "SELECT 1 FROM nodes WHERE revoked = 0 AND expires_ms > ? AND expires_ms <= ?",
+                (after, upto),
+            ).fetchone()
+        if crossed is None:
+            return False
+        with self._write() as db:
+            self._bump(db)
+        return True
+
+    def _one(self, node_id: int) -> Node:
+        node = self.node_by_id(node_id)
+        if node is None:
+            raise NotFound("no such node")
         return node
 
     # -- plain WireGuard devices -----------------------------------------------------------
