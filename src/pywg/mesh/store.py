@@ -539,6 +539,16 @@ class Store:
         if not reusable and uses > 0 and (node_id is None or last_node != node_id):
             raise TokenRefused("the join token has been used")
 
+    def check_join_token(self, token_hash: str, public_key: bytes, now: int | None = None) -> None:
+        """TokenRefused unless the token admits the node with `public_key` now (what `join`
+        checks first; this is for refusing a request before anything else of it is read)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id FROM nodes WHERE public_key = ?", (public_key,)
+            ).fetchone()
+            when = now_ms() if now is None else now
+            self._check_token(self._db, token_hash, when, None if row is None else int(row[0]))
+
     # -- nodes -----------------------------------------------------------------------------
 
     def join(
@@ -557,13 +567,13 @@ class Store:
 
         A node already there with the same public and control key gets its
         record back (the token is checked, not spent). The request's time
-        becomes the node's last accepted request time.
+        becomes the node's last accepted request time. The token is checked
+        before the routes: a refusal for a stranger names none of the mesh.
         """
         check_name(name)
         check_key(public_key, "public key")
         check_key(control_key, "control key")
         networks = self._networks_or_fail()
-        prefixes = check_routes(list(routes), networks)
         when = now_ms() if now is None else now
         with self._write() as db:
             row = db.execute(
@@ -578,6 +588,7 @@ class Store:
                 created = False
             else:
                 self._check_token(db, token_hash, when, None)
+                prefixes = check_routes(list(routes), networks)
                 node_id = self._insert_node(
                     db, networks, (name, public_key, control_key), time_ms, when
                 )
@@ -810,14 +821,14 @@ class Store:
         return newly
 
     def remove(self, name: str) -> Node:
-        """Remove a node (and its routes)."""
-        node = self.node_by_name(name)
-        if node is None:
-            raise NotFound(f"no node named {name!r}")
+        """Remove a node (and its routes): the node found and deleted in one transaction,
+        so that no other process removes it and another takes its id in between."""
         with self._write() as db:
-            cursor = db.execute("DELETE FROM nodes WHERE id = ?", (node.id,))
-            if cursor.rowcount != 1:
+            found = self._select("WHERE name = ?", (name,))
+            if not found:
                 raise NotFound(f"no node named {name!r}")
+            node = found[0]
+            db.execute("DELETE FROM nodes WHERE id = ?", (node.id,))
             self._bump(db)
         return node
 
