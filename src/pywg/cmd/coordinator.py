@@ -17,7 +17,7 @@
 
 The admin commands work on the state directory's database directly, also
 while `serve` runs (it notices within a second). The mesh networks are fixed
-at the first `serve`: IPv4 100.72.0.0/24 unless --ipv4 says otherwise (RFC
+at the first `serve`: IPv4 100.64.0.0/10 unless --ipv4 says otherwise (RFC
 6598 shared space; pick another range if the hosts are behind a carrier-grade
 NAT using it, or run Tailscale), IPv6 a random unique local /64 (RFC 4193).
 Members are named NAME.DOMAIN (--domain, default mesh.internal; kept in the
@@ -121,7 +121,7 @@ def _register_serve(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--ipv4",
         metavar="CIDR",
-        help="tunnel IPv4 network, fixed at first start (default 100.72.0.0/24)",
+        help="tunnel IPv4 network, fixed at first start (default 100.64.0.0/10)",
     )
     serve.add_argument(
         "--ipv6",
