@@ -566,6 +566,13 @@ def test_join_signature_must_match(host: Host, coordinator: Coordinators) -> Non
             )
             assert answer.status == 200
             assert answer.headers["X-Pywg-Coordinator-Key"] == auth.b64(coord.public_key)
+            # authenticated: signed, for the request it answers
+            auth.verify_response(
+                coord.public_key,
+                signature or b"",
+                answer.body,
+                answer.headers.get(auth.SIGNATURE_HEADER),
+            )
             # the exact request again: a replay
             answer, _ = await raw_request(
                 url,
