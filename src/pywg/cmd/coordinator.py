@@ -70,6 +70,7 @@ from pywg.system import journal, sdnotify
 
 if TYPE_CHECKING:  # the heavy modules (aiohttp) are imported when a command runs
     from pywg.mesh.coordinator import Coordinator
+    from pywg.mesh.limits import Limits
     from pywg.mesh.relaychild import OwnRelay
     from pywg.mesh.schema import HomeRelay
     from pywg.mesh.store import Node, Store
@@ -156,8 +157,63 @@ def _register_serve(serve: argparse.ArgumentParser) -> None:
         help="the mesh's names are NAME.DOMAIN (default: as set before, else mesh.internal)",
     )
     metrics_cli.add_option(serve)
+    _register_limits(serve)
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(func=serve_command)
+
+
+def _register_limits(serve: argparse.ArgumentParser) -> None:
+    """What one source address is granted (docs/mesh.md, "Facing the internet"): to raise
+    behind a reverse proxy or a large NAT, where many nodes share one address."""
+    from pywg.mesh import limits
+
+    serve.add_argument(
+        "--connections-per-source",
+        type=int,
+        default=limits.CONNECTIONS_PER_SOURCE,
+        metavar="N",
+        help="connections at once from one address (IPv6: one /64) "
+        f"(default {limits.CONNECTIONS_PER_SOURCE})",
+    )
+    serve.add_argument(
+        "--refusals-per-second",
+        type=float,
+        default=limits.REFUSALS_PER_SECOND,
+        metavar="RATE",
+        help="refused requests (wrong tokens, bad signatures) one address may make a second "
+        f"after its --refusal-burst; beyond them its requests get 429 "
+        f"(default {limits.REFUSALS_PER_SECOND:g})",
+    )
+    serve.add_argument(
+        "--refusal-burst",
+        type=int,
+        default=limits.REFUSAL_BURST,
+        metavar="N",
+        help=f"refused requests one address may make at once (default {limits.REFUSAL_BURST})",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=limits.IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help="close a connection that has not sent a whole request's headers for this long "
+        f"(default {limits.IDLE_TIMEOUT:g})",
+    )
+
+
+def limits_of(args: argparse.Namespace) -> Limits:
+    """The per-source limits the options give; UsageError if they are out of range."""
+    from pywg.mesh.limits import Limits
+
+    try:
+        return Limits(
+            connections_per_source=args.connections_per_source,
+            refusals_per_second=args.refusals_per_second,
+            refusal_burst=args.refusal_burst,
+            idle_timeout=args.idle_timeout,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _register_own_relay(serve: argparse.ArgumentParser) -> None:
@@ -662,6 +718,7 @@ def serve_command(args: argparse.Namespace) -> int:
         relay_keys = [parse_key(text, "--relay-key") for text in args.relay_key]
         taken = [relay.name] if relay is not None else []
         relay_map = home_relays(args.home_relay, 1 + len(taken), taken)
+        limits = limits_of(args)
         certificate = tls_certificate(args, listen_host)  # last: it may make one
     except UsageError as exc:
         return _fail(str(exc), 2)
@@ -695,6 +752,7 @@ def serve_command(args: argparse.Namespace) -> int:
                 ready=ready,
                 certificate=certificate,
                 domain=args.domain,
+                limits=limits,
             )
 
     try:

@@ -68,7 +68,8 @@ from ..system.secretfile import read_or_create_secret
 from . import auth, exits, relaychild, tls
 from .devices import device_entries, devices_by_gateway
 from .faultlog import FaultLog, ServerLog
-from .limits import GuardedSite, Limits, SourceGuard, source_key
+from .guardedsite import GuardedSite
+from .limits import Limits, SourceGuard, source_key
 from .schema import (
     HEALTH_PATH,
     JOIN_PATH,
