@@ -31,6 +31,7 @@ from pywg.mesh import auth
 from pywg.mesh.client import CoordinatorError
 from pywg.mesh.coordinator import NOT_AUTHENTICATED
 from pywg.mesh.limits import Limits
+from pywg.metrics.coordinator import CoordinatorCollector
 
 pytestmark = [pytest.mark.needs_lab, pytest.mark.time_limit(40)]
 
@@ -303,6 +304,9 @@ def test_connections_idle_and_slow_clients_are_bounded(
             idle = [await connect(running.url) for _ in range(8)]
             extra_reader, extra_writer = await connect(running.url)
             assert await closed_within(extra_reader, 0.3)  # the ninth: reset at once
+            collected = CoordinatorCollector(lambda: running.coordinator).collect()
+            (reset,) = [m for m in collected if m.name == "pywg_coordinator_connections_reset"]
+            assert reset.samples[0].value == 1  # in the metrics, too
             for reader, writer in idle:  # idle: closed after the idle timeout
                 assert await closed_within(reader, 2.5)
                 writer.close()
