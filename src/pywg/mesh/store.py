@@ -21,6 +21,9 @@ Theory of operation. One SQLite file (WAL, so the admin commands of
 - ``tokens``: join tokens, by the SHA-256 of their secret only
   (`auth.token_hash`); a single-use token is spent in the same transaction
   that adds the node.
+- ``released``: node ids and addresses of removed nodes and devices, handed
+  out again last, oldest first (`pywg.mesh.pool`, whose pointers through the
+  fresh ones are in ``meta``).
 - ``meta``: the mesh networks (fixed at first start), the names' domain and the roster
   *version*, a counter bumped by every change that alters any node's roster,
   whichever process made it. The coordinator watches it to wake long-polls
