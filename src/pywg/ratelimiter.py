@@ -4,7 +4,8 @@
 source with a burst of 5 (other rates on request: the home relay limits its
 control messages with it); IPv4 sources are keyed by their full address,
 IPv6 by their /64. Memory is bounded: idle entries are dropped after a
-second, and when the table is full new sources are refused rather than
+second, or once their bucket would be full again if that takes longer (a
+slow rate), and when the table is full new sources are refused rather than
 growing it. `TokenBucket` is one bucket, for a limit that is not per source.
 """
 
@@ -52,6 +53,8 @@ class RateLimiter:
         self._last_gc = float("-inf")
         self._cost = 1.0 / rate
         self._max_tokens = self._cost * burst
+        # dropping an entry fills its bucket: only once it would be full anyway
+        self._idle = max(ENTRY_IDLE_TIMEOUT, self._max_tokens)
 
     @staticmethod
     def _key(ip: bytes) -> bytes:
@@ -61,7 +64,7 @@ class RateLimiter:
         if now - self._last_gc < ENTRY_IDLE_TIMEOUT:
             return
         self._last_gc = now
-        stale = [k for k, (_, t) in self._table.items() if now - t > ENTRY_IDLE_TIMEOUT]
+        stale = [k for k, (_, t) in self._table.items() if now - t > self._idle]
         for k in stale:
             del self._table[k]
 
@@ -82,6 +85,13 @@ class RateLimiter:
             return False
         entry[0] = tokens - self._cost
         return True
+
+    def would_allow(self, ip: bytes, now: float) -> bool:
+        """Whether `allow` would take a token for this source now (nothing spent)."""
+        entry = self._table.get(self._key(ip))
+        if entry is None:
+            return True
+        return min(self._max_tokens, entry[0] + (now - entry[1])) >= self._cost
 
     def __len__(self) -> int:
         return len(self._table)

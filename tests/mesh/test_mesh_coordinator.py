@@ -518,8 +518,17 @@ def test_client_refuses_another_coordinator(
             pinned = CoordinatorClient(
                 other_url, member.public_b64, member.control, coordinator_key=real.public_key
             )
-            with pytest.raises(CoordinatorError, match="not signed by the coordinator"):
+            # another coordinator refuses a stranger unsigned: a refusal, nothing more
+            with pytest.raises(CoordinatorError) as refused:
                 await pinned.roster(0, 0)
+            assert refused.value.status == 401
+            await pinned.close()
+            # an answer signed by another key is refused
+            pinned = CoordinatorClient(
+                hostile_url, member.public_b64, member.control, coordinator_key=real.public_key
+            )
+            with pytest.raises(CoordinatorError, match="not signed by the coordinator"):
+                await pinned.join(token, "n", [])
             await pinned.close()
             await member.client.close()
         finally:
@@ -549,13 +558,8 @@ def test_join_signature_must_match(host: Host, coordinator: Coordinators) -> Non
                 answer, signature = await raw_request(url, "POST", "/v1/join", body, **kwargs)
                 assert answer.status == 401, what
                 assert "error" in answer.data
-                # signed, for the request it answers
-                auth.verify_response(
-                    coord.public_key,
-                    signature or b"",
-                    answer.body,
-                    answer.headers.get(auth.SIGNATURE_HEADER),
-                )
+                # not authenticated: not signed (no signature made for a stranger)
+                assert auth.SIGNATURE_HEADER not in answer.headers, what
             answer, _ = await raw_request(url, "POST", "/v1/join", body)
             assert answer.status == 401 and auth.SIGNATURE_HEADER not in answer.headers
             assert coord.store.nodes() == []
@@ -564,6 +568,13 @@ def test_join_signature_must_match(host: Host, coordinator: Coordinators) -> Non
             )
             assert answer.status == 200
             assert answer.headers["X-Pywg-Coordinator-Key"] == auth.b64(coord.public_key)
+            # authenticated: signed, for the request it answers
+            auth.verify_response(
+                coord.public_key,
+                signature or b"",
+                answer.body,
+                answer.headers.get(auth.SIGNATURE_HEADER),
+            )
             # the exact request again: a replay
             answer, _ = await raw_request(
                 url,
@@ -843,7 +854,7 @@ def test_garbage_is_400_never_500(host: Host, coordinator: Coordinators) -> None
             answer, _ = await raw_request(url, "DELETE", "/v1/roster")
             assert answer.status == 405 and "error" in answer.data
             answer, _ = await raw_request(url, "GET", "/v1/health")
-            assert answer.status == 200 and answer.data == {"ok": True, "nodes": 1}
+            assert answer.status == 200 and answer.data == {"ok": True}  # no node count
             # the member is unharmed
             roster = await member.roster(0, 0)
             assert roster["self"]["name"] == "m" and roster["self"]["addresses"][0] == "198.19.5.1"
@@ -1067,7 +1078,7 @@ def test_cli_serve_process(host: Host, tmp_path: Any) -> None:
                 except aiohttp.ClientError:
                     assert time.monotonic() < deadline and proc.poll() is None
                     await asyncio.sleep(0.1)
-            assert answer.data == {"ok": True, "nodes": 0}
+            assert answer.data == {"ok": True}
             token = await asyncio.to_thread(_token_from_cli, state)
             async with Member("n", url) as member:
                 answer_self = (await member.join(token))["self"]
@@ -1170,7 +1181,7 @@ def test_cli_serve_is_https_by_default(host: Host, tmp_path: Any) -> None:
             ".read().decode())"
         )
         answer = host.run(sys.executable, "-c", fetch, timeout=20)
-        assert json.loads(answer.stdout) == {"ok": True, "nodes": 0}
+        assert json.loads(answer.stdout) == {"ok": True}
         plain = host.run(
             sys.executable, "-c",
             "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8580/v1/health')",

@@ -71,6 +71,7 @@ JOIN_REQUEST = (
         (UpdateRequest, '{"home_relay":0}'),
         (UpdateAnswer, '{"version":7}'),
         (Health, '{"ok":true,"nodes":3}'),
+        (Health, '{"ok":true}'),
         (ErrorAnswer, '{"error":"bad signature"}'),
     ],
 )

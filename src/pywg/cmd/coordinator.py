@@ -18,7 +18,7 @@
 
 The admin commands work on the state directory's database directly, also
 while `serve` runs (it notices within a second). The mesh networks are fixed
-at the first `serve`: IPv4 100.72.0.0/24 unless --ipv4 says otherwise (RFC
+at the first `serve`: IPv4 100.64.0.0/10 unless --ipv4 says otherwise (RFC
 6598 shared space; pick another range if the hosts are behind a carrier-grade
 NAT using it, or run Tailscale), IPv6 a random unique local /64 (RFC 4193).
 Members are named NAME.DOMAIN (--domain, default mesh.internal; kept in the
@@ -71,6 +71,7 @@ from pywg.system import journal, sdnotify
 
 if TYPE_CHECKING:  # the heavy modules (aiohttp) are imported when a command runs
     from pywg.mesh.coordinator import Coordinator
+    from pywg.mesh.limits import Limits
     from pywg.mesh.relaychild import OwnRelay
     from pywg.mesh.schema import HomeRelay
     from pywg.mesh.store import Node, Store
@@ -125,7 +126,7 @@ def _register_serve(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--ipv4",
         metavar="CIDR",
-        help="tunnel IPv4 network, fixed at first start (default 100.72.0.0/24)",
+        help="tunnel IPv4 network, fixed at first start (default 100.64.0.0/10)",
     )
     serve.add_argument(
         "--ipv6",
@@ -170,8 +171,63 @@ def _register_serve(serve: argparse.ArgumentParser) -> None:
     from pywg.cmd import admin
 
     admin.add_serve_options(serve)
+    _register_limits(serve)
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(func=serve_command)
+
+
+def _register_limits(serve: argparse.ArgumentParser) -> None:
+    """What one source address is granted (docs/mesh.md, "Facing the internet"): to raise
+    behind a reverse proxy or a large NAT, where many nodes share one address."""
+    from pywg.mesh import limits
+
+    serve.add_argument(
+        "--connections-per-source",
+        type=int,
+        default=limits.CONNECTIONS_PER_SOURCE,
+        metavar="N",
+        help="connections at once from one address (IPv6: one /64) "
+        f"(default {limits.CONNECTIONS_PER_SOURCE})",
+    )
+    serve.add_argument(
+        "--refusals-per-second",
+        type=float,
+        default=limits.REFUSALS_PER_SECOND,
+        metavar="RATE",
+        help="refused requests (wrong tokens, bad signatures) one address may make a second "
+        f"after its --refusal-burst; beyond them its requests get 429 "
+        f"(default {limits.REFUSALS_PER_SECOND:g})",
+    )
+    serve.add_argument(
+        "--refusal-burst",
+        type=int,
+        default=limits.REFUSAL_BURST,
+        metavar="N",
+        help=f"refused requests one address may make at once (default {limits.REFUSAL_BURST})",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=limits.IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help="close a connection that has not sent a whole request's headers for this long "
+        f"(default {limits.IDLE_TIMEOUT:g})",
+    )
+
+
+def limits_of(args: argparse.Namespace) -> Limits:
+    """The per-source limits the options give; UsageError if they are out of range."""
+    from pywg.mesh.limits import Limits
+
+    try:
+        return Limits(
+            connections_per_source=args.connections_per_source,
+            refusals_per_second=args.refusals_per_second,
+            refusal_burst=args.refusal_burst,
+            idle_timeout=args.idle_timeout,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _register_own_relay(serve: argparse.ArgumentParser) -> None:
@@ -721,6 +777,7 @@ def serve_command(args: argparse.Namespace) -> int:
         taken = [relay.name] if relay is not None else []
         relay_map = home_relays(args.home_relay, 1 + len(taken), taken)
         setup = admin.setup(args)
+        limits = limits_of(args)
         certificate = tls_certificate(args, listen_host)  # last: it may make one
     except UsageError as exc:
         return _fail(str(exc), 2)
@@ -756,6 +813,7 @@ def serve_command(args: argparse.Namespace) -> int:
                 domain=args.domain,
                 setup=setup,
                 key_expiry_days=args.key_expiry,
+                limits=limits,
             )
 
     return _run_serving(run)

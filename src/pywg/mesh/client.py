@@ -2,7 +2,10 @@
 
 Every request is signed with the node's control key (`auth.sign_request`);
 every answer, errors included, is checked against the coordinator's key
-(`auth.verify_response`) before anything in it is used. The key comes from
+(`auth.verify_response`) before anything in it is used; the one exception
+is a refusal the coordinator gives before it has authenticated a request
+(401, 429: it signs nothing for a stranger), taken as a refusal and
+nothing more (`UNSIGNED_REFUSALS`). The key comes from
 the first answer to `join` and must match the fingerprint in the join
 token; after that, pass it to the constructor (``coordinator_key=``).
 
@@ -54,6 +57,7 @@ MAX_ANSWER: Final = 16 << 20
 CONNECT_TIMEOUT: Final = 10.0
 REQUEST_TIMEOUT: Final = 30.0
 LONG_POLL_SLACK: Final = 20.0  # beyond the coordinator's wait
+UNSIGNED_REFUSALS: Final = (401, 429)  # before authentication: not signed
 
 A = TypeVar("A")
 
@@ -173,18 +177,15 @@ class CoordinatorClient:
         try:
             auth.verify_response(key, signature, answer.body, answer.signature)
         except auth.AuthError as exc:
+            if answer.signature is None and answer.status in UNSIGNED_REFUSALS:
+                raise CoordinatorError(answer.status, _refusal(answer.body)) from None
             raise CoordinatorError(None, f"{exc} (HTTP {answer.status})") from None
-        try:
-            data = decode(answer.body)
-        except SchemaError:
-            data = None
         if answer.status != 200:
-            try:
-                message = ErrorAnswer.from_json(data).error or "no reason given"
-            except SchemaError:
-                message = "no reason given"
-            raise CoordinatorError(answer.status, message[:300])
-        return data
+            raise CoordinatorError(answer.status, _refusal(answer.body))
+        try:
+            return decode(answer.body)
+        except SchemaError:
+            return None
 
     async def _send(
         self, request: _Request, path: str, body: bytes, headers: dict[str, str]
@@ -342,3 +343,12 @@ async def _read_limited(stream: aiohttp.StreamReader, limit: int) -> bytes:
         if size > limit:
             raise CoordinatorError(None, f"the coordinator's answer is larger than {limit} bytes")
         chunks.append(chunk)
+
+
+def _refusal(body: bytes) -> str:
+    """The reason an error answer gives, shortened."""
+    try:
+        message = ErrorAnswer.from_json(decode(body)).error or "no reason given"
+    except SchemaError:
+        message = "no reason given"
+    return message[:300]

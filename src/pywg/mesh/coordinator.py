@@ -22,19 +22,26 @@ HTTP API (JSON, the messages of `pywg.mesh.schema`; errors are `ErrorAnswer`;
   the admin, `pathstate`). Answer an `UpdateAnswer`.
 - ``POST /v1/rotate``: a `RotateRequest`, the member's new keys (`expiry`).
   Answer a `RotateAnswer`.
-- ``GET /v1/health``: `Health`, unauthenticated.
+- ``GET /v1/health``: `Health` (``{"ok": true}``, nothing more), unauthenticated.
 - ``/admin/...``: the admin web UI (`pywg.mesh.webui`), when `serve`'s `setup`
   mounts it (docs/webui.md).
 
 Nodes whose keys expired or were revoked (`expiry`) are in no roster and
 no members list, and their requests are refused (401).
 
-Every answer to a request with a well-formed Authorization header, errors
-included, carries ``X-Pywg-Signature`` (`auth.sign_response`) and every answer
+Every answer to an authenticated request, errors included, carries
+``X-Pywg-Signature`` (`auth.sign_response`) and every answer
 ``X-Pywg-Coordinator-Key``. A member request is taken only with a valid
 signature by the node's control key over the method, the raw path with its
 query as sent, the time and the body, fresh and never seen before
-(`auth.ReplayGuard`); anything else is 401 and changes nothing.
+(`auth.ReplayGuard`); anything else is 401 and changes nothing. Nothing is
+told before authentication: a join's token is checked before anything else
+in it, an unknown key and a bad signature get the same answer, and a
+refusal is not signed (no signature made for a stranger).
+
+It faces the internet (`limits`, `faultlog`): connections and refused
+requests are limited per source address, idle and slow connections are
+closed, and what clients do wrong is logged briefly at a bounded rate.
 
 The relay map (the home relays, docs/relay.md) is configuration: every roster
 carries it, the own relay first, then the others numbered in the order given,
@@ -50,22 +57,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import os
 import socket
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Final, TypeVar
 
-from aiohttp import hdrs, web
+from aiohttp import hdrs, http_exceptions, web
 from nacl.signing import SigningKey
 
 from ..endpoint import format_endpoint, parse_endpoint
 from ..system.secretfile import read_or_create_secret
 from . import auth, exits, expiry, relaychild, tls
 from .devices import device_entries, devices_by_gateway
+from .faultlog import FaultLog, ServerLog
+from .guardedsite import GuardedSite
+from .limits import Limits, SourceGuard, source_key
 from .pathstate import PathBook
 from .schema import (
     HEALTH_PATH,
@@ -111,6 +123,16 @@ KEY_FILE: Final = "coordinator.key"
 MAX_BODY: Final = 64 * 1024
 POLL_INTERVAL: Final = 1.0
 SHUTDOWN_TIMEOUT: Final = 2.0
+# one answer to an unknown key and to a bad signature: neither tells member keys apart
+NOT_AUTHENTICATED: Final = "not a member of this mesh, or not signed by its key"
+LIMITED: Final = "too many refused requests from this address: try again later"
+# a key no request is signed with: an unknown key costs the same check as a known one
+_DECOY_KEY: Final = bytes(SigningKey(bytes(32)).verify_key.encode())
+# the signature of the request being answered, once it is authenticated (else None): the
+# middleware signs the answer for it (each request runs in a task, a context, of its own)
+_SIGNED_FOR: contextvars.ContextVar[bytes | None] = contextvars.ContextVar("signed_for")
+# a client that went away or sent a body that is not one: its fault, told in a line
+_CLIENT_FAULTS: Final = (ConnectionError, http_exceptions.HttpProcessingError, EOFError)
 
 
 class ApiError(Exception):
@@ -176,8 +198,12 @@ class Coordinator:
         certificate: tls.Certificate | None = None,
         domain: str | None = None,
         key_expiry_days: float | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.certificate = certificate  # serve HTTPS with it; None: plain HTTP
+        self.limits = limits or Limits()
+        self.guard = SourceGuard(self.limits, time.monotonic)
+        self.faults = FaultLog(log)
         self.store = Store(state_dir)
         try:
             self.networks = self.store.init_networks(ipv4, ipv6)
@@ -231,15 +257,15 @@ class Coordinator:
         self._changed = asyncio.Event()
         try:
             self._runner = web.AppRunner(
-                self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+                self.app,
+                access_log=None,
+                shutdown_timeout=SHUTDOWN_TIMEOUT,
+                logger=ServerLog(self.faults),  # aiohttp's own: no tracebacks of client faults
+                **self.limits.runner_options(),
             )
             await self._runner.setup()
-            site: web.BaseSite
             context = self.certificate.server_context() if self.certificate else None
-            if sock is not None:
-                site = web.SockSite(self._runner, sock, ssl_context=context)
-            else:
-                site = web.TCPSite(self._runner, host, port, ssl_context=context)
+            site = GuardedSite(self._runner, self.guard, host, port, sock=sock, ssl_context=context)
             await site.start()
         except BaseException:
             await self.close()
@@ -447,38 +473,72 @@ class Coordinator:
     async def _middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        try:
-            request_auth: auth.RequestAuth | None = auth.parse_authorization(
-                request.headers.get("Authorization")
-            )
-        except auth.AuthError:
-            request_auth = None
-        try:
-            response = await handler(request)
-        except ApiError as exc:
-            response = self._response(ErrorAnswer(exc.message), exc.status)
-        except web.HTTPException as exc:  # 404, 405 from the router, 413 from aiohttp
-            response = self._response(ErrorAnswer(exc.reason.lower()), exc.status)
-        except Exception:
-            log.exception("%s %s failed", request.method, request.path)
-            response = self._response(ErrorAnswer("internal error"), 500)
+        """Refuse a source that spent its refusals (429, before any work), answer, count;
+        sign the answer if the request was authenticated."""
+        _SIGNED_FOR.set(None)
+        source = source_key(request.remote)
+        if self.guard.blocked(source):
+            response: web.StreamResponse = self._response(ErrorAnswer(LIMITED), 429)
+            response.headers[hdrs.RETRY_AFTER] = str(math.ceil(1 / self.limits.refusals_per_second))
+        else:
+            response = await self._answer(request, handler, source)
         self.requests[(*_route_of(request), response.status)] += 1
         if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
             return response
         response.headers[auth.COORDINATOR_KEY_HEADER] = auth.b64(self.public_key)
-        if request_auth is not None:
+        signed_for = _SIGNED_FOR.get()
+        if signed_for is not None:
             response.headers[auth.SIGNATURE_HEADER] = auth.sign_response(
-                self.key, request_auth.signature, response.body
+                self.key, signed_for, response.body
             )
         return response
 
+    async def _answer(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        source: bytes | None,
+    ) -> web.StreamResponse:
+        """The handler's answer, its refusals and faults as answers (a 401 costs the source
+        one of its refusals)."""
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            if exc.status == 401:
+                self.guard.refused(source)
+            return self._response(ErrorAnswer(exc.message), exc.status)
+        except web.HTTPException as exc:  # 404, 405 from the router
+            await self._authenticate_quietly(request, source)
+            return self._response(ErrorAnswer(exc.reason.lower()), exc.status)
+        except _CLIENT_FAULTS as exc:
+            self.faults.fault(f"{request.method} {_route_of(request)[1]}", request.remote, exc)
+            return self._response(ErrorAnswer("the request broke off"), 400)
+        except Exception:
+            self.faults.internal(f"{request.method} {_route_of(request)[1]} failed")
+            return self._response(ErrorAnswer("internal error"), 500)
+
+    async def _authenticate_quietly(self, request: web.Request, source: bytes | None) -> None:
+        """Authenticate a member's request the router refused, so that its answer is signed."""
+        if request.headers.get("Authorization") is None:
+            return
+        try:
+            await self._member(request)
+        except ApiError as exc:
+            if exc.status == 401:
+                self.guard.refused(source)
+
     async def _read_body(self, request: web.Request) -> bytes:
+        """The body, if it is at most MAX_BODY bytes and arrives within the body timeout."""
         if request.content_length is not None and request.content_length > MAX_BODY:
             raise ApiError(400, f"the body is larger than {MAX_BODY} bytes")
         try:
-            return await request.read()
+            async with asyncio.timeout(self.limits.body_timeout):
+                return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise ApiError(400, f"the body is larger than {MAX_BODY} bytes") from None
+        except TimeoutError:
+            self.faults.fault("a body too slow", request.remote, "timed out")
+            raise ApiError(408, "the body did not arrive in time") from None
 
     @staticmethod
     def _request_auth(request: web.Request) -> auth.RequestAuth:
@@ -488,14 +548,15 @@ class Coordinator:
             raise ApiError(401, f"{exc} ({auth.SCHEME} expected)") from None
 
     async def _member(self, request: web.Request) -> tuple[Node, bytes]:
-        """The member a request is from, and its body; 401 unless it is signed as it must be."""
+        """The member a request is from, and its body; 401 unless it is signed as it must be
+        (one answer for an unknown key and a bad signature, after the same work)."""
         request_auth = self._request_auth(request)
         body = await self._read_body(request)
         node = self.store.node_by_key(auth.unb64(request_auth.node, 32))
-        if node is None:
-            raise ApiError(401, "not a member of this mesh")
-        if not request_auth.verify(node.control_key, request.method, request.raw_path, body):
-            raise ApiError(401, "bad signature")
+        control = node.control_key if node is not None else _DECOY_KEY
+        signed = request_auth.verify(control, request.method, request.raw_path, body)
+        if node is None or not signed:
+            raise ApiError(401, NOT_AUTHENTICATED)
         if not self._replay.accept(node.id, request_auth, self.clock_ms(), node.last_ms):
             raise ApiError(401, "stale or replayed request (check the clock)")
         if node.revoked:
@@ -503,15 +564,19 @@ class Coordinator:
         if not node.active(self.clock_ms()):
             raise ApiError(401, "this node's keys expired: join again with a new token")
         self.store.accept_request(node.id, request_auth.time_ms)  # the newest, kept on disk
+        _SIGNED_FOR.set(request_auth.signature)
         return node, body
 
     async def _health(self, request: web.Request) -> web.Response:
-        return self._response(Health(ok=True, nodes=self.store.count()))
+        return self._response(Health(ok=True))
 
     async def _join(self, request: web.Request) -> web.Response:
+        """Join: the token first (a refusal before it tells nothing of the mesh), then
+        the request's signature and freshness, then the store's checks of the rest."""
         request_auth = self._request_auth(request)
         body = await self._read_body(request)
         join = _request_body(body, JoinRequest.from_json)
+        secret = self._join_token(join)
         if auth.unb64(request_auth.node, 32) != join.public_key:
             raise ApiError(401, "the request is not signed for this public key")
         if not request_auth.verify(join.control_key, request.method, request.raw_path, body):
@@ -523,21 +588,32 @@ class Coordinator:
         now = self.clock_ms()
         if not request_auth.fresh(now, last_ms):
             raise ApiError(401, "stale or replayed request (check the clock)")
-        node, created = self._admit(join, request_auth.time_ms, now)
+        _SIGNED_FOR.set(request_auth.signature)
+        node, created = self._admit(join, secret, request_auth.time_ms, now)
         if created:
             log.info("%s joined as %s, %s", node.name, node.ipv4, node.ipv6)
             self._changed_here()
         return self._response(self.join_answer(node))
 
-    def _admit(self, join: JoinRequest, time_ms: int, now: int) -> tuple[Node, bool]:
-        """The store's join, its refusals as API errors: (the node, whether it is new)."""
+    def _join_token(self, join: JoinRequest) -> str:
+        """The secret of the join's token; 401 unless it is a token of this coordinator that
+        admits this key now (known, not expired, not spent on another node)."""
         try:
             token = auth.parse_token(join.token)
         except auth.AuthError as exc:
             raise ApiError(401, str(exc)) from None
-        secret = token.secret
         if not auth.same_hash(token.fingerprint, auth.fingerprint(self.public_key)):
             raise ApiError(401, "the join token is for another coordinator")
+        try:
+            self.store.check_join_token(
+                auth.token_hash(token.secret), join.public_key, self.clock_ms()
+            )
+        except TokenRefused as exc:
+            raise ApiError(401, str(exc)) from None
+        return token.secret
+
+    def _admit(self, join: JoinRequest, secret: str, time_ms: int, now: int) -> tuple[Node, bool]:
+        """The store's join, its refusals as API errors: (the node, whether it is new)."""
         try:
             return self.store.join(
                 auth.token_hash(secret),
@@ -577,6 +653,7 @@ class Coordinator:
             or not request_auth.fresh(self.clock_ms(), None)
         ):
             raise ApiError(401, "not a relay of this mesh, or a stale request")
+        _SIGNED_FOR.set(request_auth.signature)
         since, wait = _roster_query(request)
         await self.wait_version(since, wait)
         version, nodes = self.store.snapshot()
@@ -689,11 +766,13 @@ async def serve(
     domain: str | None = None,
     setup: Callable[[Coordinator], None] | None = None,
     key_expiry_days: float | None = None,
+    limits: Limits | None = None,
 ) -> None:
     """Run a coordinator until `stop` is set (or the task is cancelled); over HTTPS
     with `certificate`; with its own relay (a child process) if `relay` says how; its
-    names under `domain` (default: as stored, else dns.DEFAULT_DOMAIN). `setup` is
-    called before it starts (to add routes to its app: the admin UI)."""
+    names under `domain` (default: as stored, else dns.DEFAULT_DOMAIN); what it grants
+    each source address per `limits` (default: `Limits()`). `setup` is called before
+    it starts (to add routes to its app: the admin UI)."""
     coordinator = Coordinator(
         state_dir,
         ipv4=ipv4,
@@ -705,6 +784,7 @@ async def serve(
         home_relays=home_relays,
         domain=domain,
         key_expiry_days=key_expiry_days,
+        limits=limits,
     )
     try:
         if setup is not None:

@@ -724,15 +724,18 @@ class UpdateAnswer:
 @dataclass(frozen=True, slots=True)
 class Health:
     ok: bool
-    nodes: int  # members
+    nodes: int | None = None  # members; the coordinator tells no one (its metrics do)
 
     def to_json(self) -> JsonObject:
+        if self.nodes is None:
+            return {"ok": self.ok}
         return {"ok": self.ok, "nodes": self.nodes}
 
     @classmethod
     def from_json(cls, data: object) -> Health:
         fields = _Fields(data, "health")
-        return cls(fields.boolean("ok"), fields.integer("nodes", 0, MAX_COUNT))
+        nodes = fields.integer("nodes", 0, MAX_COUNT) if fields.given("nodes") else None
+        return cls(fields.boolean("ok"), nodes)
 
 
 @dataclass(frozen=True, slots=True)

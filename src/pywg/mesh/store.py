@@ -21,6 +21,9 @@ Theory of operation. One SQLite file (WAL, so the admin commands of
 - ``tokens``: join tokens, by the SHA-256 of their secret only
   (`auth.token_hash`); a single-use token is spent in the same transaction
   that adds the node.
+- ``released``: node ids and addresses of removed nodes and devices, handed
+  out again last, oldest first (`pywg.mesh.pool`, whose pointers through the
+  fresh ones are in ``meta``).
 - ``meta``: the mesh networks (fixed at first start), the names' domain and the roster
   *version*, a counter bumped by every change that alters any node's roster,
   whichever process made it. The coordinator watches it to wake long-polls
@@ -52,6 +55,7 @@ from typing import Final, TypeVar
 
 from ..constants import MAX_RELAY_INDEX
 from ..endpoint import format_endpoint
+from . import pool
 from .dns import DEFAULT_DOMAIN, check_domain
 from .exits import EXIT_ROUTES
 from .expiry import DEFAULT_EXPIRY_DAYS, period_ms
@@ -60,7 +64,7 @@ from .schema import MAX_ENDPOINTS, Networks, SchemaError, endpoint_from_text
 
 DB_NAME: Final = "coordinator.db"
 SCHEMA_VERSION: Final = 1
-DEFAULT_IPV4: Final = "100.72.0.0/24"  # RFC 6598 shared address space
+DEFAULT_IPV4: Final = "100.64.0.0/10"  # RFC 6598 shared address space, all of it: room to grow
 MAX_ROUTES: Final = 64
 MAX_NAME: Final = 63
 BUSY_TIMEOUT_MS: Final = 5000
@@ -451,7 +455,7 @@ class Store:
                 found = db.execute("PRAGMA user_version").fetchone()[0]
                 if found > SCHEMA_VERSION:
                     raise StoreError(f"{self.path} is from a newer pywg (schema {found})")
-                for statement in _SCHEMA.split(";"):
+                for statement in (_SCHEMA + ";" + pool.SCHEMA).split(";"):
                     if statement.strip():
                         db.execute(statement)
                 _add_columns(db)
@@ -609,6 +613,16 @@ class Store:
         if not reusable and uses > 0 and (node_id is None or last_node != node_id):
             raise TokenRefused("the join token has been used")
 
+    def check_join_token(self, token_hash: str, public_key: bytes, now: int | None = None) -> None:
+        """TokenRefused unless the token admits the node with `public_key` now (what `join`
+        checks first; this is for refusing a request before anything else of it is read)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id FROM nodes WHERE public_key = ?", (public_key,)
+            ).fetchone()
+            when = now_ms() if now is None else now
+            self._check_token(self._db, token_hash, when, None if row is None else int(row[0]))
+
     # -- nodes -----------------------------------------------------------------------------
 
     def join(
@@ -630,13 +644,13 @@ class Store:
         token (then spent) issues them anew, with a new expiry, and it is new
         again to the others. A revoked node, or retired keys, are refused
         (`KeyRefused`). The request's time becomes the node's last accepted
-        request time.
+        request time. The token is checked before the routes: a refusal for a
+        stranger names none of the mesh.
         """
         check_name(name)
         check_key(public_key, "public key")
         check_key(control_key, "control key")
         networks = self._networks_or_fail()
-        prefixes = check_routes(list(routes), networks)
         when = now_ms() if now is None else now
         with self._write() as db:
             _check_not_retired(db, public_key, control_key)
@@ -649,6 +663,7 @@ class Store:
                 created = spent = self._rejoin(db, row, token_hash, control_key, (time_ms, when))
             else:
                 self._check_token(db, token_hash, when, None)
+                prefixes = check_routes(list(routes), networks)
                 node_id = self._insert_node(
                     db, networks, (name, public_key, control_key), time_ms, when
                 )
@@ -700,44 +715,44 @@ class Store:
         time_ms: int,
         when: int,
     ) -> int:
-        """A new node's row (`who`: name, public key, control key) with the lowest free
-        addresses; its id, which is also its node id on the home relays."""
+        """A new node's row (`who`: name, public key, control key) with free addresses
+        (`pool`: the next fresh ones, else the longest free); its id, which is also its
+        node id on the home relays (handed out the same way)."""
         name, public_key, control_key = who
         taken = db.execute("SELECT name FROM nodes WHERE name = ?", (name,)).fetchone()
         if taken is not None:
             raise Conflict(f"the name {taken[0]!r} is taken")
         _check_device_free(db, name, public_key)
         ipv4, ipv6 = self._free_addresses(db, networks)
-        node_id = db.execute(
-            "INSERT INTO nodes (name, public_key, control_key, ipv4, ipv6, last_ms, "
-            "created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (name, public_key, control_key, ipv4, ipv6, time_ms, when),
-        ).lastrowid
-        if not 1 <= int(node_id or 0) <= MAX_NODE_ID:
-            raise StoreError("no node id left for a new node")
-        return int(node_id or 0)
+        try:
+            node_id = pool.take_node_id(db, MAX_NODE_ID)
+        except pool.Exhausted:
+            raise StoreError("no node id left for a new node") from None
+        db.execute(
+            "INSERT INTO nodes (id, name, public_key, control_key, ipv4, ipv6, last_ms, "
+            "created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (node_id, name, public_key, control_key, ipv4, ipv6, time_ms, when),
+        )
+        return node_id
 
     @staticmethod
     def _free_addresses(db: sqlite3.Connection, networks: Networks) -> tuple[str, str]:
-        """The lowest free host address of each network (not the network address, nor
-        the IPv4 broadcast address)."""
-        result = []
-        for column, net in (("ipv4", networks.ipv4), ("ipv6", networks.ipv6)):
-            used = {
-                int(ipaddress.ip_address(r[0]))
-                for r in db.execute(
-                    f"SELECT {column} FROM nodes UNION ALL SELECT {column} FROM devices"
-                )
-            }
-            first = int(net.network_address) + 1
-            last = int(net.broadcast_address) - (1 if net.version == 4 else 0)
-            candidate = first
-            while candidate in used:
-                candidate += 1
-            if candidate > last:
-                raise Conflict(f"no free address left in {net}")
-            result.append(str(ipaddress.ip_address(candidate)))
-        return result[0], result[1]
+        """A free host address of each network (`pool.take_addresses`)."""
+        try:
+            return pool.take_addresses(db, networks)
+        except pool.Exhausted as exc:
+            net = networks.ipv4 if str(exc) == "ipv4" else networks.ipv6
+            raise Conflict(f"no free address left in {net}") from None
+
+    def _release(self, db: sqlite3.Connection, node: Node | None, devices: list[Device]) -> None:
+        """The id and addresses of a node and devices being removed: free again, late."""
+        networks = self._networks_or_fail()
+        for ipv4, ipv6 in [(d.ipv4, d.ipv6) for d in devices] + (
+            [(node.ipv4, node.ipv6)] if node is not None else []
+        ):
+            pool.release_addresses(db, networks, ipv4, ipv6)
+        if node is not None:
+            pool.release(db, "node_id", node.id)
 
     def _load(self, rows: Iterable[tuple[object, ...]]) -> list[Node]:
         nodes = []
@@ -938,14 +953,15 @@ class Store:
         return newly
 
     def remove(self, name: str) -> Node:
-        """Remove a node (and its routes)."""
-        node = self.node_by_name(name)
-        if node is None:
-            raise NotFound(f"no node named {name!r}")
+        """Remove a node (and its routes): the node found and deleted in one transaction,
+        so that no other process removes it and another takes its id in between."""
         with self._write() as db:
-            cursor = db.execute("DELETE FROM nodes WHERE id = ?", (node.id,))
-            if cursor.rowcount != 1:
+            found = self._select("WHERE name = ?", (name,))
+            if not found:
                 raise NotFound(f"no node named {name!r}")
+            node = found[0]
+            self._release(db, node, self.devices("WHERE d.gateway = ?", (node.id,)))
+            db.execute("DELETE FROM nodes WHERE id = ?", (node.id,))  # its devices with it
             self._bump(db)
         return node
 
@@ -1103,7 +1119,7 @@ class Store:
     def add_device(
         self, name: str, public_key: bytes, gateway: str, *, exit: bool = False
     ) -> Device:
-        """A new device carried by node `gateway`, with the lowest free addresses; Conflict
+        """A new device carried by node `gateway`, with free addresses (`pool`); Conflict
         if its name or key is a node's or a device's, NotFound if there is no such node."""
         check_name(name)
         check_key(public_key, "public key")
@@ -1154,5 +1170,6 @@ class Store:
         with self._write() as db:
             if db.execute("DELETE FROM devices WHERE id = ?", (device.id,)).rowcount != 1:
                 raise NotFound(f"no device named {name!r}")
+            self._release(db, None, [device])
             self._bump(db)
         return device

@@ -1,7 +1,7 @@
 """A coordinator's metrics: its nodes (and how many are online), its requests, its long-polls.
 
 `CoordinatorCollector` reads the store and the coordinator's own tallies
-(`Coordinator.requests`, `Coordinator.long_polls`) at each scrape. A node
+(`Coordinator.requests`, `Coordinator.long_polls`, `Coordinator.guard`) at each scrape. A node
 is online when it signed a request within ONLINE_WINDOW: a running agent
 keeps a roster long-poll open (at most MAX_WAIT seconds each) and renews it
 at once, so a node silent for two of those is gone.
@@ -54,3 +54,8 @@ class CoordinatorCollector:
         for (method, path, code), count in sorted(coordinator.requests.items()):
             requests.add_metric([method, path, str(code)], count)
         yield requests
+        yield CounterMetricFamily(
+            "pywg_coordinator_connections_reset",
+            "Connections reset as they were accepted: their source had its most open",
+            value=coordinator.guard.reset_connections,
+        )
