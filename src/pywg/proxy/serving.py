@@ -36,8 +36,9 @@ class ClientServer:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
 
-    async def start(self, host: str, port: int) -> asyncio.Server:
-        """Listen on the kernel's `host`:`port` (0: any free port; see `sockets`)."""
+    async def start(self, host: str | None, port: int) -> asyncio.Server:
+        """Listen on the kernel's `host`:`port` (None: every address; port 0: any free
+        one, see the server's `sockets`)."""
         limit = max(self.limits.max_header_bytes, _MIN_READER_LIMIT)
         server = await asyncio.start_server(self.on_client, host, port, limit=limit)
         self._listeners.append(server)
