@@ -62,6 +62,8 @@ class ClientServer:
             await self.handle(reader, writer)
         except (OSError, EOFError, TimeoutError, ValueError) as exc:
             log.debug("%s: client ended: %s", self.name, exc or type(exc).__name__)
+        except asyncio.CancelledError:
+            pass  # `close()`: the task ends here (asyncio's server would log a re-raise)
         except Exception as exc:  # contained: one client never takes the server down
             log.warning("%s: client failed: %s", self.name, type(exc).__name__)
         finally:
