@@ -10,9 +10,12 @@ echo answered in Python, through the encrypted path.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -121,3 +124,58 @@ def test_unprivileged_node_answers_ping_from_wireguard_go() -> None:
         node.stdin.close()
         assert node.wait(timeout=5) == 0
         assert os.geteuid() == 0  # the test itself kept its privileges
+
+
+@pytest.mark.needs_lab("wireguard-go", "curl")
+@pytest.mark.time_limit(30)
+def test_pywg_up_userspace_as_an_unprivileged_user() -> None:
+    """`pywg up --userspace --socks5` as nobody: it comes up with no TUN and no privilege;
+    with the user-space stack, curl through its SOCKS5 proxy fetches a file from an
+    HTTP server behind wireguard-go, and the hashes match."""
+    with Lab(PREFIX) as lab, tempfile.TemporaryDirectory() as scratch:
+        a, b = lab.host("a"), lab.host("b")
+        link = lab.link(a, b)
+        peer = start_node(lab, b, WIREGUARD_GO, net=1, index=2)
+        key = PrivateKey.generate()
+        files = Path(scratch)
+        files.chmod(0o755)  # the unprivileged node reads its configuration here
+        conf = files / "rl0.conf"
+        conf.write_text(
+            f"[Interface]\nPrivateKey = {key}\nAddress = 198.19.1.1/24\n\n"
+            f"[Peer]\nPublicKey = {peer.public_key}\nAllowedIPs = 198.19.1.2/32\n"
+            f"Endpoint = {endpoint(link.b_addr4, peer.port)}\n"
+        )
+        os.chown(conf, NOBODY, NOBODY)
+        conf.chmod(0o600)
+        peer.set(f"public_key={key.public_key.to_hex()}\nallowed_ip=198.19.1.1/32\n")
+        env = {"PYTHONPATH": f"{ROOT / 'src'}:{ROOT / 'tests'}"}
+        node = a.popen(
+            sys.executable, "-m", "helpers.unprivileged_pywg", str(NOBODY),
+            "up", "--userspace", "--socks5", "127.0.0.1:1080", str(conf),
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/",
+        )  # fmt: skip
+        assert node.stdout is not None and node.stderr is not None
+        assert node.stdout.readline().decode().strip() == f"uid {NOBODY} caps 0"
+        lines = [node.stdout.readline().decode() for _ in range(2)]
+        if not lines[0].startswith("pywg: rl0 is up (user space), UDP port "):
+            node.kill()
+            raise AssertionError(f"{lines!r}: {node.stderr.read().decode()}")
+        if "SOCKS5 on 127.0.0.1:1080" not in lines[1]:
+            assert node.wait(timeout=5) == 1
+            error = node.stderr.read().decode()
+            assert "--userspace needs pywg.netstack" in error, error
+            pytest.skip("pywg.netstack is not in this build: the fetch through it waits for it")
+        body = os.urandom(1 << 20)
+        (files / "file").write_bytes(body)
+        server = ("-m", "http.server", "-b", "198.19.1.2", "8000", "-d", scratch)
+        b.popen(sys.executable, *server, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        got = files / "got"
+        a.run(
+            "curl", "-sS", "--retry", "3", "--retry-all-errors", "--max-time", "15",
+            "--socks5-hostname", "127.0.0.1:1080", "-o", str(got),
+            "http://198.19.1.2:8000/file", timeout=25,
+        )  # fmt: skip
+        assert hashlib.sha256(got.read_bytes()).digest() == hashlib.sha256(body).digest()
+        node.terminate()
+        assert node.wait(timeout=5) == 0
