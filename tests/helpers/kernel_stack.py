@@ -18,9 +18,15 @@ from pywg.packetlink import PacketLink
 
 
 class KernelStack:
-    def __init__(self, link: PacketLink, addresses: Sequence[str]) -> None:
+    def __init__(
+        self, link: PacketLink, addresses: Sequence[str], *, redirect: str | None = None
+    ) -> None:
+        """`redirect`: connect there whatever the address asked for (a mesh address
+        stands for a service on this machine's loopback)."""
         self.link = link
+        self.addresses = list(addresses)
         self.address = addresses[0].partition("/")[0]
+        self.redirect = redirect
         self.closed = False
         self.servers: dict[int, asyncio.Server] = {}  # tunnel port -> the kernel's server
         link.set_receiver(self._receive)
@@ -33,7 +39,7 @@ class KernelStack:
     async def open_connection(
         self, host: str, port: int
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.open_connection(host, port)
+        return await asyncio.open_connection(self.redirect or host, port)
 
     async def start_server(self, client_connected_cb: Any, port: int) -> asyncio.Server:
         server = await asyncio.start_server(client_connected_cb, "127.0.0.1", 0)

@@ -12,25 +12,37 @@ address, route, firewall rule or resolver entry.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from pywg.asyncio.userspace import UserspaceTunnel
+from pywg.cmd.address import UsageError
 from pywg.cmd.proxyopts import Listen, ProxyOptions
+from pywg.cmd.proxyopts import proxy_options as proxyopts_parse
 from pywg.config import Config, to_uapi_set
 from pywg.constants import DEFAULT_MTU
-from pywg.packetlink import PacketLink
 from pywg.proxy import HttpProxy, KernelNetwork, Network, PortForward, Socks5Server
 from pywg.proxy.serving import ClientServer
-from pywg.proxy.stacknet import NetstackMissing, StackLike, StackNetwork, make_stack
+from pywg.proxy.stacknet import (
+    NetstackMissing,
+    StackFactory,
+    StackLike,
+    StackNetwork,
+    make_stack,
+)
+
+if TYPE_CHECKING:  # imported by `pywg join` only: the mesh brings aiohttp, slow to import
+    from pywg.mesh.agent import JoinOptions, MeshNode
+    from pywg.mesh.state import NodeState
 
 log = logging.getLogger("pywg.rootless")
-
-StackFactory = Callable[[PacketLink, Sequence[str]], StackLike]
 
 
 async def start_proxies(
@@ -149,3 +161,44 @@ def up_main(path: str, name: str | None, options: ProxyOptions) -> int:
     except OSError as exc:
         print(f"pywg up: {exc.strerror or exc}", file=sys.stderr)
     return 1
+
+
+def user_state_dir(interface: str) -> str:
+    """The state directory of an unprivileged node: $XDG_STATE_HOME/pywg/INTERFACE
+    (~/.local/state by default, XDG Base Directory Specification)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local/state")
+    return os.path.join(base, "pywg", interface)
+
+
+def check_join_args(args: argparse.Namespace) -> ProxyOptions:
+    """The proxies of `pywg join --userspace`; UsageError for what needs the machine
+    (a node without an interface routes nothing and uses no exit), and a user's own
+    state directory when none is given."""
+    options = proxyopts_parse(args)
+    for flag, given in (
+        ("--advertise-routes", args.advertise_routes),
+        ("--advertise-exit-node", args.advertise_exit_node),
+        ("--exit-node", args.exit_node),
+    ):
+        if given:
+            raise UsageError(f"{flag} needs an interface: not with --userspace")
+    if args.state is None:
+        args.state = user_state_dir(args.interface)
+    return options
+
+
+def join_options(options: JoinOptions) -> JoinOptions:
+    """A node's options as a user-space node runs them: no DNS server, no resolver entries."""
+    from pywg.mesh.names import NameOptions
+
+    return replace(options, names=NameOptions(serve=False, resolver="none"))
+
+
+def join_node(options: JoinOptions, state: NodeState, proxies: ProxyOptions) -> MeshNode:
+    """The node of `pywg join --userspace`, with the proxies `proxies` asks for."""
+    from pywg.mesh.rootless import RootlessNode
+
+    async def start(network: Network) -> list[ClientServer]:
+        return await start_proxies(proxies, network, KernelNetwork())
+
+    return RootlessNode(join_options(options), state, start)

@@ -72,12 +72,16 @@ class ClientServer:
                 self._clients.discard(task)
             await close_quietly(writer)
 
-    async def close(self) -> None:
-        """Stop listening and end every client."""
+    def abort(self) -> None:
+        """Stop listening and end every client, without waiting for either."""
         for listener in self._listeners:
             listener.close()
         for task in list(self._clients):
             task.cancel()
+
+    async def close(self) -> None:
+        """Stop listening and end every client."""
+        self.abort()
         for listener in self._listeners:
             await listener.wait_closed()
         self._listeners.clear()

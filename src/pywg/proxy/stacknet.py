@@ -43,6 +43,9 @@ class StackLike(Protocol):
     def close(self) -> None: ...
 
 
+StackFactory = Callable[[PacketLink, Sequence[str]], StackLike]
+
+
 class NetstackMissing(RuntimeError):
     """This build has no user-space stack (`pywg.netstack`)."""
 
