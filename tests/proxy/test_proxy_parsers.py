@@ -74,6 +74,9 @@ def test_socks5_request_round_trip(command: int, host: str, port: int, after: by
     request, used = feed(socks5.parse_request, encoded + after)
     assert used == len(encoded)  # not a byte of what follows
     assert (request.command, request.host, request.port) == (command, host, port)
+    if after:  # a message with bytes behind it is refused, not silently cut
+        with pytest.raises(Socks5Error):
+            socks5.parse_request(encoded + after)
 
 
 @SETTINGS
