@@ -32,6 +32,7 @@ ABOVE_THE_CORE = (
     "pywg.mesh",
     "pywg.lab",
     "pywg.interop",
+    "pywg.proxy",
 )
 COMMANDS = "pywg.cmd"
 # modules outside pywg.cmd that may import it, each with its reason

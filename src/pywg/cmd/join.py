@@ -10,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from pywg.cmd import metrics as metrics_cli
+from pywg.cmd import proxyopts
 
 if TYPE_CHECKING:  # imported when the command runs: aiohttp is slow to import
     from pywg.mesh.agent import JoinOptions
@@ -70,6 +71,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--stun", metavar="HOST:PORT", help="STUN server (default: the home relay)")
     _register_names(p)
     metrics_cli.add_option(p)
+    proxyopts.add_options(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log every decision")
     p.set_defaults(func=main)
 
@@ -158,9 +160,12 @@ def _options(args: argparse.Namespace) -> JoinOptions:
 def main(args: argparse.Namespace) -> int:
     from pywg.asyncio import run
     from pywg.asyncio.tun import TunError
+    from pywg.cmd import rootless
+    from pywg.cmd.address import UsageError
     from pywg.mesh.agent import MeshError, MeshNode
     from pywg.mesh.control import ControlError
     from pywg.mesh.state import NodeState, StateError
+    from pywg.proxy.stacknet import NetstackMissing
     from pywg.system import journal, sdnotify
 
     journal.setup(
@@ -169,16 +174,21 @@ def main(args: argparse.Namespace) -> int:
         logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"),
         logging.Formatter("%(message)s"),
     )
-    if os.geteuid() != 0:
+    userspace = proxyopts.wanted(args)
+    if os.geteuid() != 0 and not userspace:
         print("pywg join: must run as root (it creates a network interface)", file=sys.stderr)
         return 1
     try:
+        proxies = rootless.check_join_args(args) if userspace else None
         options = _options(args)
         state = NodeState.open(options.state_dir)
-    except (MeshError, StateError) as exc:
+    except (MeshError, StateError, UsageError) as exc:
         print(f"pywg join: {exc}", file=sys.stderr)
         return 1
-    node = MeshNode(options, state)
+    if proxies is None:
+        node = MeshNode(options, state)
+    else:
+        node = rootless.join_node(options, state, proxies)
 
     def ready() -> None:
         sdnotify.ready(f"{options.interface} is up")
@@ -192,7 +202,7 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         run(serve())
-    except (MeshError, StateError, TunError, ControlError, OSError) as exc:
+    except (MeshError, StateError, TunError, ControlError, OSError, NetstackMissing) as exc:
         print(f"pywg join: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

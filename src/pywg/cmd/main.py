@@ -15,9 +15,11 @@ from pywg.cmd import coordinator as coordinator_cli
 from pywg.cmd import interop as interop_cli
 from pywg.cmd import join as join_cli
 from pywg.cmd import metrics as metrics_cli
+from pywg.cmd import proxyopts
 from pywg.cmd import relay as relay_cli
 from pywg.cmd import service as service_cli
 from pywg.cmd import set as set_cli
+from pywg.cmd.address import UsageError
 from pywg.exceptions import LocalProtocolError
 from pywg.keys import PresharedKey, PrivateKey
 from pywg.system import journal
@@ -74,6 +76,16 @@ def _demo(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from pywg.cmd.up import main as up_main
 
+    if proxyopts.wanted(args):
+        from pywg.cmd.rootless import up_main as userspace_main
+
+        try:
+            options = proxyopts.proxy_options(args)
+        except UsageError as exc:
+            print(f"pywg up: {exc}", file=sys.stderr)
+            return 2
+        return userspace_main(args.config, args.name, options)
+
     return up_main(args.config, args.name, args.metrics_listen)
 
 
@@ -121,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("config", help="configuration file, e.g. ./wg0.conf")
     up.add_argument("--name", help="interface name (default: the file name without .conf)")
     metrics_cli.add_option(up)
+    proxyopts.add_options(up)
     up.set_defaults(func=_up)
     show = sub.add_parser("show", help="status of running interfaces, like `wg show`")
     show.add_argument("interface", nargs="?", help="one interface (default: all)")

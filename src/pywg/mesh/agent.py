@@ -160,23 +160,19 @@ class MeshNode:
         self.rotation = KeyRotator(self.state, client, self._switch_keys)
         try:
             roster = await self._first_roster(client)
-            tunnel = Tunnel(
-                self.options.interface,
-                private_key=self.state.wireguard,
-                listen_port=self.options.listen_port,
-            )
+            tunnel = self._make_tunnel()
             await tunnel.start()
             self.tunnel = tunnel
             try:
                 own = self.state.wireguard.public_key
                 tunnel.stun_handler = self._answer_probe(tunnel)
                 self.home = HomeRelays(tunnel, NodeIdentity(bytes(own), self.state.control))
-                self._server = UapiServer(tunnel)
+                self._server = self._make_uapi_server(tunnel)
                 self.gateway = DeviceGateway(tunnel)
                 await self._server.start()
                 self.exit.tunnel = tunnel
                 await self._start_control()
-                self._configure_interface(roster)
+                await self._interface_up(roster)
                 self.names = MeshNames(tunnel.name, self.options.names)
                 await self.names.start(roster)
                 await self._apply(roster)
@@ -296,6 +292,22 @@ class MeshNode:
         log.info("joined %s again: keys renewed", self.options.url)
 
     # ------------------------------------------------------------------ interface
+    def _make_tunnel(self) -> Tunnel:
+        """The node's tunnel, on a TUN interface (`pywg.mesh.rootless`: on a stack)."""
+        return Tunnel(
+            self.options.interface,
+            private_key=self.state.wireguard,
+            listen_port=self.options.listen_port,
+        )
+
+    def _make_uapi_server(self, tunnel: Tunnel) -> UapiServer:
+        """The UAPI socket, where `wg` looks for it."""
+        return UapiServer(tunnel)
+
+    async def _interface_up(self, roster: Roster) -> None:
+        """Give the started tunnel its place on the machine: addresses, MTU, forwarding."""
+        self._configure_interface(roster)
+
     def _configure_interface(self, roster: Roster) -> None:
         assert self.tunnel is not None
         ifname = self.tunnel.name
