@@ -155,8 +155,15 @@ BAD_RAW: list[Any] = [
 ]
 
 
+def _stable_id(value: object) -> str:
+    """A test id that is the same in every process (a memoryview's repr has its address)."""
+    if isinstance(value, memoryview):
+        return f"memoryview({bytes(value)!r})"
+    return repr(value)
+
+
 @pytest.mark.parametrize("cls", KEY_CLASSES)
-@pytest.mark.parametrize("raw", BAD_RAW, ids=repr)
+@pytest.mark.parametrize("raw", BAD_RAW, ids=_stable_id)
 def test_bad_raw_raises_local_protocol_error(cls: type[keys._Key], raw: Any) -> None:
     with pytest.raises(LocalProtocolError):
         cls(raw)

@@ -23,7 +23,7 @@ N: Final = 1 << 14  # RFC 7914 §2: CPU/memory cost (16 MiB with r = 8)
 R: Final = 8
 P: Final = 1
 SALT_SIZE: Final = 16
-KEY_SIZE: Final = 32
+DERIVED_SIZE: Final = 32
 MAX_COST: Final = 1 << 20  # the most a stored hash may ask for (a damaged file: no DoS)
 MIN_PASSWORD: Final = 10  # characters
 MAX_SECRET: Final = 1024  # characters of a password or token taken at all
@@ -42,7 +42,7 @@ def _b64(data: bytes) -> str:
 
 def _scrypt(secret: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     return hashlib.scrypt(
-        secret.encode(), salt=salt, n=n, r=r, p=p, dklen=KEY_SIZE, maxmem=2 * 128 * r * n + 2**20
+        secret.encode(), salt=salt, n=n, r=r, p=p, dklen=DERIVED_SIZE, maxmem=2 * 128 * r * n + 2**20
     )
 
 
