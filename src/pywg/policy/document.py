@@ -29,8 +29,16 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from . import jsonc
-from .rules import ALL_PORTS, IPNetwork, PortRange, Proto, RulesError, parse_ports, parse_prefix
-from .rules import parse_proto
+from .rules import (
+    ALL_PORTS,
+    IPNetwork,
+    PortRange,
+    Proto,
+    RulesError,
+    parse_ports,
+    parse_prefix,
+    parse_proto,
+)
 
 __all__ = ["Policy", "PolicyError", "Rule", "Selector", "Target", "check_names", "parse_policy"]
 
@@ -213,7 +221,7 @@ class _SelectorReader:
             return Selector("group", text, line)
         if text.startswith("tag:"):
             if text not in self.tags:
-                raise PolicyError(line, f"unknown tag {text!r} (declare it in \"tags\")")
+                raise PolicyError(line, f'unknown tag {text!r} (declare it in "tags")')
             return Selector("tag", text, line)
         if not _NAME.fullmatch(text):
             raise PolicyError(line, f"bad selector {text!r}")
