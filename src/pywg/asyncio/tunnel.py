@@ -88,6 +88,8 @@ class Tunnel:
     `pywg.system.netconf` (or let wg-quick do it when running as `pywgd`).
     """
 
+    _filter: TunnelFilter | None = None  # the access policy's rules (set_inbound_rules)
+
     def __init__(
         self,
         name: str,
@@ -143,7 +145,6 @@ class Tunnel:
         self.close_reason: str | None = None
         self.tun_write_drops = 0
         self.udp_send_drops = 0
-        self._filter: TunnelFilter | None = None  # the access policy's rules (set_inbound_rules)
         self.tick_hooks: list[Callable[[], None]] = []
         # STUN transactions in flight: transaction ID -> (server, its answer)
         self._stun_waiters: dict[bytes, tuple[Endpoint, asyncio.Future[stun.BindingResponse]]] = {}
