@@ -100,6 +100,16 @@ class _Parser:
             raise JsonError(token.line, f"expected {text!r}, found {_shown(token)}")
         return token
 
+    def more(self, close: str) -> bool:
+        """After an item: a comma (taken; one before `close` is accepted), or `close`."""
+        token = self.peek()
+        if token.text == ",":
+            self.take()
+            return True
+        if token.text != close:
+            raise JsonError(token.line, f"expected ',' or {close!r}, found {_shown(token)}")
+        return False
+
     def value(self, depth: int) -> Node:
         token = self.take()
         if depth > MAX_DEPTH:
@@ -129,9 +139,8 @@ class _Parser:
             self.expect(":")
             items[name] = self.value(depth + 1)
             node.key_lines[name] = key.line
-            if self.peek().text != ",":
+            if not self.more("}"):
                 break
-            self.take()  # a trailing comma before "}" is accepted
         self.expect("}")
         return node
 
@@ -139,9 +148,8 @@ class _Parser:
         items: list[Node] = []
         while self.peek().text != "]":
             items.append(self.value(depth + 1))
-            if self.peek().text != ",":
+            if not self.more("]"):
                 break
-            self.take()
         self.expect("]")
         return Node(items, line)
 
