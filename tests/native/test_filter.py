@@ -254,8 +254,11 @@ def test_a_live_change_keeps_own_flows_and_ends_those_no_longer_allowed(which: s
     assert f.inbound(tcp4(PEER, ME, 4000, 22, ACK), 2) == FILTER_PASS
     f.set_rules(decode("[]"))
     assert f.inbound(tcp4(PEER, ME, 4000, 22, ACK), 3) == FILTER_DROP_NO_RULE
+    f.outbound(tcp4(ME, PEER, 22, 4000, ACK), 3)  # a retransmission does not revive it
     assert f.inbound(tcp4(PEER, ME, 4000, 22, ACK), 3) == FILTER_DROP_NO_RULE  # ended
     assert f.inbound(tcp4(PEER, ME, 443, 50000, SYN | ACK), 3) == FILTER_PASS
+    f.set_rules(decode(SSH_ONLY))  # allowed again before it expired
+    assert f.inbound(tcp4(PEER, ME, 4000, 22, ACK), 4) == FILTER_PASS
 
 
 @pytest.mark.parametrize("which", FILTERS)

@@ -51,6 +51,7 @@ struct flow {
     uint32_t gen;       /* the rules' generation that let it in */
     uint8_t origin_in;  /* let in by a rule (else opened by this node) */
     uint8_t seen;       /* SEEN_OUT | SEEN_IN | CLOSING */
+    uint8_t denied;     /* let in by older rules that the current ones do not renew */
 };
 
 /* A rule row with its prefixes as masked 128-bit numbers (IPv4 in the top 32 bits). */
@@ -469,12 +470,14 @@ static int tracked_verdict(struct pywg_filter *f, const struct parsed *p, double
         e = NULL;
     }
     if (e != NULL && e->origin_in && e->gen != f->gen) {
-        if (!rules_allow(f->rules, p, false)) {
-            forget(f, e); /* let in by rules that no longer allow it */
-            f->stats.dropped_no_rule++;
-            return PYWG_FILTER_DROP_NO_RULE;
-        }
-        e->gen = f->gen;
+        e->gen = f->gen; /* let in by older rules: matched again against these */
+        e->denied = !rules_allow(f->rules, p, false);
+    }
+    if (e != NULL && e->denied) {
+        /* kept (not refreshed) so that this node's own packets of the flow do not
+         * make it one this node opened; it expires unless the rules allow it again */
+        f->stats.dropped_no_rule++;
+        return PYWG_FILTER_DROP_NO_RULE;
     }
     if (e != NULL) {
         touch(e, p, true, now);

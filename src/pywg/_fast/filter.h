@@ -15,7 +15,10 @@
  * cost per packet of an established flow is one hash lookup.
  * pywg_filter_set_rules replaces the whole table at once (built outside the
  * lock, swapped under it); flows this node opened stay, and a flow a rule let
- * in is matched again on its next packet and ends if no rule allows it now.
+ * in is matched again on its next inbound packet: if no rule allows it now, its
+ * inbound packets are dropped until it expires (the entry stays, so that this
+ * node's own packets of that flow, a retransmission say, do not pass it off as
+ * one this node opened), unless later rules allow it again.
  *
  * Flows: a hash table of at most `capacity` entries keyed by (family, protocol,
  * local address, remote address, local port, remote port), the ports being the

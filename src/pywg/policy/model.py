@@ -53,6 +53,7 @@ class _Flow:
     gen: int
     origin_in: bool
     seen: int = 0
+    denied: bool = False  # let in by older rules the current ones do not renew
 
 
 @dataclass
@@ -188,10 +189,10 @@ class PacketFilter:
             flow = None
         gen = self.stats.generation
         if flow is not None and flow.origin_in and flow.gen != gen:
-            if not self._allowed(h):
-                del self._flows[key]
-                return self._count(False, FILTER_DROP_NO_RULE, "")
-            flow.gen = gen
+            flow.gen = gen  # let in by older rules: matched again against these
+            flow.denied = not self._allowed(h)
+        if flow is not None and flow.denied:  # kept, not refreshed (filter.h)
+            return self._count(False, FILTER_DROP_NO_RULE, "")
         if flow is not None:
             _touch(key, flow, h, True, now)
             return self._count(True, FILTER_DROP_NO_RULE, "passed_tracked")
