@@ -131,10 +131,23 @@ def rule_rows(draw: st.DrawFn) -> RuleRow:
     return RuleRow(family, prefix(), prefix(), proto, lo, hi)
 
 
+def wide(family: int, proto: int) -> RuleRow:
+    anywhere = ipaddress.ip_network("0.0.0.0/0" if family == 4 else "::/0")
+    return RuleRow(family, anywhere, anywhere, proto, 0, 65535)
+
+
+# rule tables: random rows, and now and then one that lets much in (so that flows
+# start, and a later table can end them)
+ROWS = st.one_of(
+    rule_rows(),
+    rule_rows(),
+    st.builds(wide, st.sampled_from([4, 6]), st.sampled_from([0, 1, TCP, UDP])),
+)
 DT = st.sampled_from([0, 1, 31, 200, 8000])  # seconds: past each timeout
 STEPS = st.one_of(
     st.tuples(st.sampled_from(["in", "in", "out"]), packets(), DT),
-    st.tuples(st.just("rules"), st.lists(rule_rows(), max_size=6), st.just(0)),
+    st.tuples(st.just("again"), st.integers(0, 39), st.sampled_from([0, 1])),  # a packet again
+    st.tuples(st.just("rules"), st.lists(ROWS, max_size=6), st.just(0)),
 )
 
 
@@ -145,14 +158,18 @@ def compare_stats(native: NativeFilter, model: PacketFilter) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(rule_rows(), max_size=8), st.lists(STEPS, max_size=40))
+@given(st.lists(ROWS, max_size=8), st.lists(STEPS, max_size=40))
 def test_the_c_filter_decides_as_the_model(first: list[RuleRow], steps: list[tuple]) -> None:
     native, model = NativeFilter(), PacketFilter()
     native.set_rules(first)
     model.set_rules(first)
-    now = 1000.0
+    now, sent = 1000.0, [b"\x45"]
     for kind, item, dt in steps:
         now += dt
+        if kind == "again":  # the same flow later, under other rules perhaps
+            kind, item = "in", sent[item % len(sent)]
+        elif kind != "rules":
+            sent.append(item)
         if kind == "rules":
             native.set_rules(item)
             model.set_rules(item)
