@@ -30,6 +30,7 @@ from pywg.constants import (
     FLOW_TIMEOUT_UDP,
 )
 from pywg.policy import PacketFilter, decode
+from pywg.policy.packet import parse
 from pywg.policy.rules import RuleRow
 
 pytestmark = pytest.mark.skipif(not _fast.AVAILABLE, reason="the C extension is not built")
@@ -131,9 +132,11 @@ def rule_rows(draw: st.DrawFn) -> RuleRow:
     return RuleRow(family, prefix(), prefix(), proto, lo, hi)
 
 
-def wide(family: int, proto: int) -> RuleRow:
+def wide(family: int, proto: int, port: int | None = None) -> RuleRow:
+    """From anywhere to anywhere: all ports, or one."""
     anywhere = ipaddress.ip_network("0.0.0.0/0" if family == 4 else "::/0")
-    return RuleRow(family, anywhere, anywhere, proto, 0, 65535)
+    lo, hi = (0, 65535) if port is None else (port, port)
+    return RuleRow(family, anywhere, anywhere, proto, lo, hi)
 
 
 # rule tables: random rows, and now and then one that lets much in (so that flows
@@ -142,11 +145,26 @@ ROWS = st.one_of(
     rule_rows(),
     rule_rows(),
     st.builds(wide, st.sampled_from([4, 6]), st.sampled_from([0, 1, TCP, UDP])),
+    st.builds(wide, st.sampled_from([4, 6]), st.sampled_from([TCP, UDP]), st.sampled_from(PORTS)),
 )
 DT = st.sampled_from([0, 1, 31, 200, 8000])  # seconds: past each timeout
+
+
+def later_fragment(packet: bytes) -> bytes:
+    """A fragment at offset 24 of the datagram `packet` (a first fragment) starts."""
+    h = parse(packet)
+    if h is None or not h.first_fragment:
+        return packet
+    src, dst = str(ipaddress.ip_address(h.src)), str(ipaddress.ip_address(h.dst))
+    if h.family == 4:
+        return ipv4(src, dst, h.proto, b"f" * 16, frag=3, ident=h.frag_id & 0xFFFF)
+    return ipv6(src, dst, h.proto, b"f" * 16, fragment_header(h.proto, 3, False, h.frag_id), 44)
+
+
 STEPS = st.one_of(
     st.tuples(st.sampled_from(["in", "in", "out"]), packets(), DT),
     st.tuples(st.just("again"), st.integers(0, 39), st.sampled_from([0, 1])),  # a packet again
+    st.tuples(st.just("later"), st.integers(0, 39), st.sampled_from([0, 1, 31])),  # its fragment
     st.tuples(st.just("rules"), st.lists(ROWS, max_size=6), st.just(0)),
 )
 
@@ -168,6 +186,9 @@ def test_the_c_filter_decides_as_the_model(first: list[RuleRow], steps: list[tup
         now += dt
         if kind == "again":  # the same flow later, under other rules perhaps
             kind, item = "in", sent[item % len(sent)]
+        elif kind == "later":  # a later fragment of an earlier first fragment's datagram
+            firsts = [p for p in sent if (h := parse(p)) is not None and h.first_fragment]
+            kind, item = "in", later_fragment((firsts or sent)[item % len(firsts or sent)])
         elif kind != "rules":
             sent.append(item)
         if kind == "rules":
