@@ -150,6 +150,18 @@ ROWS = st.one_of(
 DT = st.sampled_from([0, 1, 31, 200, 8000])  # seconds: past each timeout
 
 
+def icmp_error(packet: bytes, quote: int = 48) -> bytes:
+    """Destination unreachable (IPv4) or Packet Too Big (IPv6) from `packet`'s destination,
+    quoting its first `quote` bytes (unparsable `packet`: returned as it is)."""
+    h = parse(packet)
+    if h is None:
+        return packet
+    src, dst = str(ipaddress.ip_address(h.dst)), str(ipaddress.ip_address(h.src))
+    if h.family == 4:
+        return ipv4(src, dst, ICMP, struct.pack("!BBHI", 3, 4, 0, 1400) + packet[:quote])
+    return ipv6(src, dst, ICMP6, struct.pack("!BBHI", 2, 0, 0, 1280) + packet[:quote])
+
+
 def later_fragment(packet: bytes) -> bytes:
     """A fragment at offset 24 of the datagram `packet` (a first fragment) starts."""
     h = parse(packet)
@@ -165,6 +177,7 @@ STEPS = st.one_of(
     st.tuples(st.sampled_from(["in", "in", "out"]), packets(), DT),
     st.tuples(st.just("again"), st.integers(0, 39), st.sampled_from([0, 1])),  # a packet again
     st.tuples(st.just("later"), st.integers(0, 39), st.sampled_from([0, 1, 31])),  # its fragment
+    st.tuples(st.just("error"), st.integers(0, 39), st.sampled_from([0, 1, 31])),  # ICMP about it
     st.tuples(st.just("rules"), st.lists(ROWS, max_size=6), st.just(0)),
 )
 
@@ -186,6 +199,8 @@ def test_the_c_filter_decides_as_the_model(first: list[RuleRow], steps: list[tup
         now += dt
         if kind == "again":  # the same flow later, under other rules perhaps
             kind, item = "in", sent[item % len(sent)]
+        elif kind == "error":  # an ICMP error about an earlier packet (this node's, maybe)
+            kind, item = "in", icmp_error(sent[item % len(sent)], quote=40 + item)
         elif kind == "later":  # a later fragment of an earlier first fragment's datagram
             firsts = [p for p in sent if (h := parse(p)) is not None and h.first_fragment]
             kind, item = "in", later_fragment((firsts or sent)[item % len(firsts or sent)])
@@ -297,6 +312,23 @@ def test_a_live_change_keeps_own_flows_and_ends_those_no_longer_allowed(which: s
     assert f.inbound(tcp4(PEER, ME, 443, 50000, SYN | ACK), 3) == FILTER_PASS
     f.set_rules(decode(SSH_ONLY))  # allowed again before it expired
     assert f.inbound(tcp4(PEER, ME, 4000, 22, ACK), 4) == FILTER_PASS
+
+
+@pytest.mark.parametrize("which", FILTERS)
+def test_icmp_errors_about_own_flows_pass(which: str) -> None:
+    f = make(which, "[]")
+    dns = ipv4(ME, OTHER, UDP, transport(UDP, 4, 5353, 53, 0, 0))
+    f.outbound(dns, 1)
+    assert f.inbound(icmp_error(dns), 2) == FILTER_PASS  # port unreachable, say
+    assert f.inbound(icmp_error(dns, quote=27), 2) == FILTER_DROP_NO_RULE  # 7 bytes of UDP
+    other = ipv4(ME, OTHER, UDP, transport(UDP, 4, 5354, 53, 0, 0))
+    assert f.inbound(icmp_error(other), 2) == FILTER_DROP_NO_RULE  # no such flow
+    elsewhere = ipv4(OTHER, "10.0.1.9", ICMP, struct.pack("!BBHI", 3, 4, 0, 1400) + dns[:48])
+    assert f.inbound(elsewhere, 2) == FILTER_DROP_NO_RULE  # not to the quoted packet's source
+    syn = ipv6(ME6, PEER6, TCP, transport(TCP, 6, 40000, 443, SYN, 0))
+    f.outbound(syn, 3)
+    assert f.inbound(icmp_error(syn), 4) == FILTER_PASS  # Packet Too Big: path MTU discovery
+    assert f.stats.passed_related == 2
 
 
 @pytest.mark.parametrize("which", FILTERS)

@@ -36,6 +36,8 @@ struct parsed {
     uint8_t tcp_flags;
     int icmp_type;        /* -1: not ICMP */
     uint16_t icmp_id;
+    const uint8_t *l4;    /* the transport header and what follows, l4len bytes */
+    size_t l4len;
 };
 
 struct key {
@@ -97,6 +99,8 @@ static bool is_icmp(int family, uint8_t proto)
 static int parse_transport(const uint8_t *t, size_t len, struct parsed *p)
 {
     p->icmp_type = -1;
+    p->l4 = t;
+    p->l4len = len;
     if (p->proto == PROTO_TCP) {
         if (len < 20)
             return -1; /* the whole fixed header, as RFC 1858 asks of a first fragment */
@@ -457,6 +461,69 @@ static bool new_connection(const struct parsed *p)
     return p->proto == PROTO_TCP && (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
 }
 
+/* ------------------------------------------------------------------ ICMP errors */
+
+/* An ICMP error: it quotes the packet that caused it (RFC 792; RFC 4443 §2.4). */
+static bool is_icmp_error(const struct parsed *p)
+{
+    if (p->icmp_type < 0)
+        return false;
+    if (p->family == 4)
+        return p->icmp_type == 3 || p->icmp_type == 11 || p->icmp_type == 12;
+    return p->icmp_type >= 1 && p->icmp_type <= 4;
+}
+
+/* The packet an ICMP error `outer` quotes, as far as its flow: a packet this node
+ * sent (its source is the error's destination), its first 8 transport bytes at
+ * least; IPv6 with no extension headers. 0 ok, -1 not such a packet. */
+static int parse_quoted(const struct parsed *outer, struct parsed *q)
+{
+    const uint8_t *t = outer->l4 + 8;
+    size_t len = outer->l4len - 8, off, n = outer->family == 4 ? 4 : 16;
+    memset(q, 0, sizeof(*q));
+    q->family = outer->family;
+    q->icmp_type = -1;
+    if (outer->family == 4) {
+        if (len < 20 || t[0] >> 4 != 4 || (be16(t + 6) & 0x1fff) != 0)
+            return -1;
+        off = (size_t)(t[0] & 15) * 4;
+        q->proto = t[9];
+        q->src = t + 12;
+        q->dst = t + 16;
+    } else {
+        if (len < 40 || t[0] >> 4 != 6)
+            return -1;
+        off = 40;
+        q->proto = t[6];
+        q->src = t + 8;
+        q->dst = t + 24;
+    }
+    if (off < 20 || off + 8 > len || memcmp(q->src, outer->dst, n) != 0)
+        return -1;
+    t += off;
+    if (q->proto == PROTO_TCP || q->proto == PROTO_UDP) {
+        q->sport = be16(t);
+        q->dport = be16(t + 2);
+    } else if (is_icmp(q->family, q->proto)) {
+        q->icmp_type = t[0];
+        q->icmp_id = be16(t + 4);
+    }
+    return 0;
+}
+
+/* Whether `p` is an ICMP error about a flow tracked here (and not denied). */
+static bool related(struct pywg_filter *f, const struct parsed *p, double now)
+{
+    struct parsed q;
+    struct key k;
+    struct flow *e;
+    if (!is_icmp_error(p) || parse_quoted(p, &q) != 0 || !trackable(&q))
+        return false;
+    flow_key(&q, false, &k);
+    e = find(f, &k, now);
+    return e != NULL && !e->denied;
+}
+
 /* ------------------------------------------------------------------ the verdicts */
 
 static int tracked_verdict(struct pywg_filter *f, const struct parsed *p, double now)
@@ -515,6 +582,9 @@ static int decide(struct pywg_filter *f, const struct parsed *p, double now)
         return fragment_verdict(f, p, now);
     if (trackable(p)) {
         verdict = tracked_verdict(f, p, now);
+    } else if (related(f, p, now)) {
+        f->stats.passed_related++;
+        verdict = PYWG_FILTER_PASS;
     } else if (rules_allow(f->rules, p, false)) {
         f->stats.passed_rule++;
         verdict = PYWG_FILTER_PASS;

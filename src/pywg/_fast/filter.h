@@ -25,6 +25,11 @@
  * ICMP echo identifier for pings; each expires PYWG_FLOW_TIMEOUT_* seconds after
  * its last packet. When full, the oldest of a few entries is reused.
  *
+ * ICMP: echo requests and replies are tracked by their identifier. An ICMP error
+ * (IPv4 unreachable, time exceeded, parameter problem; ICMPv6 types 1-4) that
+ * quotes a packet of a tracked flow this node sent passes (path MTU discovery
+ * needs Packet Too Big / Fragmentation Needed); other ICMP passes by a rule only.
+ *
  * Fragments: a later fragment (IPv4 offset > 0, IPv6 Fragment header with an
  * offset) has no ports; it passes while the first fragment of its datagram
  * (same addresses and identification) was let in within
@@ -64,6 +69,7 @@ struct pywg_filter_stats {
     uint64_t passed_tracked;   /* inbound packets of a tracked flow */
     uint64_t passed_rule;      /* inbound packets a rule let in */
     uint64_t passed_fragment;  /* later fragments of a datagram let in */
+    uint64_t passed_related;   /* ICMP errors about a tracked flow */
     uint64_t dropped_no_rule, dropped_malformed, dropped_fragment;
     uint64_t flows;            /* entries in the table now */
     uint64_t flows_evicted;    /* live entries reused because the table was full */

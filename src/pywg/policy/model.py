@@ -63,6 +63,7 @@ class FilterStats:
     passed_tracked: int = 0
     passed_rule: int = 0
     passed_fragment: int = 0
+    passed_related: int = 0
     dropped_no_rule: int = 0
     dropped_malformed: int = 0
     dropped_fragment: int = 0
@@ -147,6 +148,8 @@ class PacketFilter:
             return self._fragment(h, now)
         if _trackable(h):
             verdict = self._tracked(h, now)
+        elif self._related(h, now):
+            verdict = self._count(True, FILTER_DROP_NO_RULE, "passed_related")
         else:
             verdict = self._count(self._allowed(h), FILTER_DROP_NO_RULE, "passed_rule")
         if verdict == FILTER_PASS and h.first_fragment:
@@ -176,6 +179,14 @@ class PacketFilter:
         name = {FILTER_DROP_NO_RULE: "dropped_no_rule", FILTER_DROP_FRAGMENT: "dropped_fragment"}
         setattr(self.stats, name[reason], getattr(self.stats, name[reason]) + 1)
         return reason
+
+    def _related(self, h: Headers, now: float) -> bool:
+        """An ICMP error about a flow tracked here, not denied."""
+        q = packet.quoted(h) if h.is_icmp_error() else None
+        if q is None or not _trackable(q):
+            return False
+        flow = self._find(_flow_key(q, inbound=False), now)
+        return flow is not None and not flow.denied
 
     def _fragment(self, h: Headers, now: float) -> Verdict:
         ok = self._find(_fragment_key(h), now) is not None or self._allowed(h, portless=True)

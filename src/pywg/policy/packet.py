@@ -36,6 +36,13 @@ class Headers:
     tcp_flags: int = 0
     icmp_type: int = -1
     icmp_id: int = 0
+    transport: bytes = b""  # the transport header and what follows
+
+    def is_icmp_error(self) -> bool:
+        """Whether it quotes the packet that caused it (RFC 792; RFC 4443 §2.4)."""
+        if self.icmp_type < 0:
+            return False
+        return self.icmp_type in ((3, 11, 12) if self.family == 4 else (1, 2, 3, 4))
 
     def is_icmp(self) -> bool:
         return self.proto == (ICMP if self.family == 4 else ICMPV6)
@@ -43,6 +50,7 @@ class Headers:
 
 def _transport(data: bytes, start: int, end: int, h: Headers) -> Headers | None:
     size = end - start
+    h.transport = data[start:end]
     if h.proto == TCP:
         if size < 20:
             return None
@@ -111,6 +119,28 @@ def _ipv6(data: bytes) -> Headers | None:
             return None
     h.proto = nxt
     return _transport(data, off, total, h)
+
+
+def quoted(outer: Headers) -> Headers | None:
+    """The packet ICMP error `outer` quotes, as far as its flow: one this node sent
+    (its source is the error's destination), with 8 transport bytes at least; IPv6
+    with no extension headers. As ``parse_quoted`` in filter.c."""
+    t = outer.transport[8:]
+    if outer.family == 4:
+        if len(t) < 20 or t[0] >> 4 != 4 or _be16(t, 6) & 0x1FFF:
+            return None
+        off, q = (t[0] & 15) * 4, Headers(4, t[9], t[12:16], t[16:20])
+    else:
+        if len(t) < 40 or t[0] >> 4 != 6:
+            return None
+        off, q = 40, Headers(6, t[6], t[8:24], t[24:40])
+    if off < 20 or off + 8 > len(t) or q.src != outer.dst:
+        return None
+    if q.proto in (TCP, UDP):
+        q.sport, q.dport = _be16(t, off), _be16(t, off + 2)
+    elif q.is_icmp():
+        q.icmp_type, q.icmp_id = t[off], _be16(t, off + 4)
+    return q
 
 
 def parse(data: bytes) -> Headers | None:
