@@ -218,6 +218,26 @@ def test_any_text_is_a_policy_or_a_policy_error(text: str) -> None:
         assert 1 <= exc.line <= text.count("\n") + 1
 
 
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(JSON_VALUES, st.booleans(), st.sampled_from([None, 0, 2]))
+def test_plain_json_reads_as_the_standard_library_reads_it(
+    value: object, ascii_only: bool, indent: int | None
+) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only, indent=indent, allow_nan=False)
+    assert plain(parse(text)) == json.loads(text)
+
+
 def test_deep_nesting_is_refused_not_a_recursion_error() -> None:
     with pytest.raises(JsonError):
         parse("[" * 5000)
