@@ -24,7 +24,8 @@ Theory of operation. One SQLite file (WAL, so the admin commands of
 - ``released``: node ids and addresses of removed nodes and devices, handed
   out again last, oldest first (`pywg.mesh.pool`, whose pointers through the
   fresh ones are in ``meta``).
-- ``meta``: the mesh networks (fixed at first start), the names' domain and the roster
+- ``meta``: the mesh networks (fixed at first start), the names' domain, the access
+  policy's text (``policy``, absent: no policy; docs/policy.md) and the roster
   *version*, a counter bumped by every change that alters any node's roster,
   whichever process made it. The coordinator watches it to wake long-polls
   (and the relays' long polls of the members with them).
@@ -68,6 +69,7 @@ DEFAULT_IPV4: Final = "100.64.0.0/10"  # RFC 6598 shared address space, all of i
 MAX_ROUTES: Final = 64
 MAX_NAME: Final = 63
 BUSY_TIMEOUT_MS: Final = 5000
+MAX_POLICY: Final = 1 << 20  # characters of an access policy's text
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,63}")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -580,6 +582,26 @@ class Store:
         with self._write() as db:
             if db.execute("DELETE FROM tokens WHERE hash = ?", (token_hash,)).rowcount != 1:
                 raise NotFound("no such token (expired, or revoked already)")
+
+    # -- the access policy (pywg.mesh.access) ----------------------------------------------
+
+    def policy(self) -> str | None:
+        """The access policy's text as set (None: no policy, everyone reaches everyone)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'policy'").fetchone()
+        return None if row is None else str(row[0])
+
+    def set_policy(self, text: str | None) -> int:
+        """Store the policy's text (checked by `pywg.mesh.access`; None: no policy) and move
+        the roster version, so that every node gets its rules; the new version."""
+        if text is not None and (not isinstance(text, str) or len(text) > MAX_POLICY):
+            raise StoreError(f"a policy is a text of at most {MAX_POLICY} characters")
+        with self._write() as db:
+            if text is None:
+                db.execute("DELETE FROM meta WHERE key = 'policy'")
+            else:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('policy', ?)", (text,))
+            return self._bump(db)
 
     # -- the admin's secrets (pywg.mesh.webui.passwords) ------------------------------------
 

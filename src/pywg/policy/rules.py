@@ -3,9 +3,10 @@
 An `InboundRule` says "packets from any of `sources` to any of `destinations`,
 of protocol `proto`, to a port in `ports`, may enter". It is what the policy
 compiler (`pywg.policy.compiler`) makes for one node, what a node receives in
-its roster (``encode``/``decode``: a compact JSON list) and what the packet
-filters enforce (`pywg.policy.model` in Python, ``filter.c`` in the native
-plane, both through `flatten`).
+its roster (``encode``/``decode``: a compact JSON list; ``to_rows``/``from_rows``:
+the same list as a JSON value) and what the packet filters enforce
+(`pywg.policy.model` in Python, ``filter.c`` in the native plane, both
+through `flatten`).
 
 Ports concern TCP and UDP: a TCP or UDP rule matches the destination port, an
 ICMP rule matches every ICMP (IPv4) or ICMPv6 message, and an ``any`` rule
@@ -32,7 +33,9 @@ __all__ = [
     "encode",
     "flatten",
     "format_ports",
+    "from_rows",
     "parse_ports",
+    "to_rows",
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -161,7 +164,12 @@ def flatten(rules: Iterable[InboundRule]) -> list[RuleRow]:
 
 def encode(rules: Iterable[InboundRule]) -> str:
     """The compact JSON text of `rules`."""
-    rows = [
+    return json.dumps(to_rows(rules), separators=(",", ":"))
+
+
+def to_rows(rules: Iterable[InboundRule]) -> list[list[str]]:
+    """`rules` as the JSON value `encode` writes (a roster carries it inside its own JSON)."""
+    return [
         [
             " ".join(map(str, rule.sources)),
             " ".join(map(str, rule.destinations)),
@@ -170,7 +178,6 @@ def encode(rules: Iterable[InboundRule]) -> str:
         ]
         for rule in rules
     ]
-    return json.dumps(rows, separators=(",", ":"))
 
 
 def decode(text: str | bytes) -> tuple[InboundRule, ...]:
@@ -179,6 +186,11 @@ def decode(text: str | bytes) -> tuple[InboundRule, ...]:
         rows = json.loads(text)
     except ValueError as exc:
         raise RulesError(f"not JSON: {exc}") from None
+    return from_rows(rows)
+
+
+def from_rows(rows: object) -> tuple[InboundRule, ...]:
+    """The rules of a decoded JSON value `to_rows` made; raises `RulesError` for anything else."""
     if not isinstance(rows, list):
         raise RulesError("expected a list of rules")
     return tuple(_decode_rule(i, row) for i, row in enumerate(rows))
