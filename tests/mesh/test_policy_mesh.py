@@ -212,3 +212,32 @@ def test_policy_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert store.policy() is None
     finally:
         store.close()
+
+
+def test_tags_the_coordinator_gives(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = make_mesh(tmp_path)
+    assert cli(state, "policy", "tag", "camera", "tag:camera", "tag:iot") == 0
+    assert "camera: tag:camera, tag:iot" in capsys.readouterr().out
+    assert cli(state, "policy", "tag", "camera", "camera") == 2  # not tag:NAME
+    assert cli(state, "policy", "tag", "nobody", "tag:camera") == 1
+    coordinator = Coordinator(state)
+    try:
+        text = (
+            '{"tags": ["tag:camera"], "rules": [{"from": ["tag:camera"], "to": ["nas:554/tcp"]}]}'
+        )
+        coordinator.set_policy(text)
+        assert coordinator.store.tags() == {"camera": frozenset({"tag:camera", "tag:iot"})}
+        got = rosters(coordinator)
+        assert [p.name for p in got["camera"].peers] == ["nas"]
+        camera, nas = hosts(coordinator, "camera"), hosts(coordinator, "nas")
+        assert got["nas"].rules == (InboundRule(camera, nas, Proto.TCP, ((554, 554),)),)
+        version = coordinator.store.version()
+        coordinator.store.set_tags("camera", [])  # untagged: the rule names nobody
+        assert coordinator.store.version() == version + 1
+        got = rosters(coordinator)
+        assert got["camera"].peers == () and got["nas"].rules == ()
+        coordinator.store.set_tags("camera", ["tag:camera"])
+        coordinator.store.remove("camera")
+        assert coordinator.store.tags() == {}  # the tags went with the node
+    finally:
+        coordinator.store.close()

@@ -4,6 +4,7 @@
     pywg coordinator policy set FILE      check it, then put it in force on every node
     pywg coordinator policy show          print the policy in force
     pywg coordinator policy clear         no policy: everyone reaches everyone
+    pywg coordinator policy tag NODE [TAG...]   the tags (tag:NAME) NODE carries; none: no tags
 
 A refused policy is told as ``FILE:LINE: REASON`` (exit status 2) and the
 one in force stays. FILE ``-`` is standard input. The commands work on the
@@ -47,6 +48,12 @@ def register(sub: Any, common: argparse.ArgumentParser, admin: Admin) -> None:
         "clear", parents=[common], help="remove the policy: everyone reaches everyone"
     )
     clear.set_defaults(func=lambda args: admin(args, _clear))
+    tag = commands.add_parser(
+        "tag", parents=[common], help="set the policy tags a node carries (none: no tags)"
+    )
+    tag.add_argument("node", help="the node")
+    tag.add_argument("tags", nargs="*", metavar="TAG", help="tag:NAME, as the policy names it")
+    tag.set_defaults(func=lambda args: admin(args, lambda store: _tag(store, args.node, args.tags)))
 
 
 class _Unreadable(Exception):
@@ -105,6 +112,12 @@ def _show(store: Store) -> int:
         print("no policy: every node reaches every node", file=sys.stderr)
         return 0
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _tag(store: Store, name: str, tags: list[str]) -> int:
+    node = store.set_tags(name, tags)
+    print(f"{node.name}: {', '.join(sorted(set(tags))) or 'no tags'}")
     return 0
 
 

@@ -1,7 +1,9 @@
 """The access policy in the mesh: checked and kept by the coordinator, given to each node.
 
 Theory of operation (docs/policy.md, "In the mesh"). The policy's text is
-kept by the store (`Store.policy`, a meta entry). `check_policy` reads a text
+kept by the store (`Store.policy`, a meta entry), and the tags each node
+carries too (`Store.tags`, `Store.set_tags`: the coordinator says which
+node has which; devices carry none). `check_policy` reads a text
 and checks the node and device names it uses against the mesh's (a bad
 policy raises `PolicyError` with its line and reason); `set_policy` stores
 only a checked one, and moves the roster version so every node gets it.
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from functools import cached_property
 
 from ..policy import (
@@ -79,11 +81,24 @@ def _hosts(*addresses: str) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(a) for a in addresses)
 
 
-def members(nodes: Sequence[Node], devices: Sequence[Device]) -> tuple[Member, ...]:
-    """The nodes (with their approved routes) and devices (with their gateways), as the
-    policy compiler takes them."""
+def members(
+    nodes: Sequence[Node],
+    devices: Sequence[Device],
+    tags: Mapping[str, frozenset[str]] | None = None,
+) -> tuple[Member, ...]:
+    """The nodes (with their approved routes and `tags`, node name -> its tags) and the
+    devices (with their gateways), as the policy compiler takes them."""
+    tags = tags or {}
     return (
-        *(Member(n.name, _hosts(n.ipv4, n.ipv6), routes=_hosts(*n.approved_routes)) for n in nodes),
+        *(
+            Member(
+                n.name,
+                _hosts(n.ipv4, n.ipv6),
+                tags=tags.get(n.name, frozenset()),
+                routes=_hosts(*n.approved_routes),
+            )
+            for n in nodes
+        ),
         *(Member(d.name, _hosts(d.ipv4, d.ipv6), gateway=d.gateway) for d in devices),
     )
 
@@ -144,10 +159,15 @@ class AccessCache:
         self._view = AccessView(None, ())
 
     def view(
-        self, text: str | None, nodes: Sequence[Node], devices: Sequence[Device]
+        self,
+        text: str | None,
+        nodes: Sequence[Node],
+        devices: Sequence[Device],
+        tags: Mapping[str, frozenset[str]] | None = None,
     ) -> AccessView:
-        """The view of policy `text` (None: no policy) over these nodes and devices."""
-        mesh = members(nodes, devices)
+        """The view of policy `text` (None: no policy) over these nodes (with `tags`) and
+        devices."""
+        mesh = members(nodes, devices, tags)
         if self._key != (text, mesh):
             self._view = AccessView(_parsed(text), mesh)
             self._key = (text, mesh)

@@ -18,6 +18,8 @@ Theory of operation. One SQLite file (WAL, so the admin commands of
   gateway node (removing the node removes its devices), whether that node is
   also its exit to the internet. No private key: `pywg coordinator device
   add` makes it and only prints it.
+- ``node_tags``: the access policy's tags each node carries (``tag:NAME``;
+  they go with the node).
 - ``tokens``: join tokens, by the SHA-256 of their secret only
   (`auth.token_hash`); a single-use token is spent in the same transaction
   that adds the node.
@@ -56,6 +58,7 @@ from typing import Final, TypeVar
 
 from ..constants import MAX_RELAY_INDEX
 from ..endpoint import format_endpoint
+from ..policy import is_tag
 from . import pool
 from .dns import DEFAULT_DOMAIN, check_domain
 from .exits import EXIT_ROUTES
@@ -70,6 +73,7 @@ MAX_ROUTES: Final = 64
 MAX_NAME: Final = 63
 BUSY_TIMEOUT_MS: Final = 5000
 MAX_POLICY: Final = 1 << 20  # characters of an access policy's text
+MAX_TAGS: Final = 64  # policy tags of one node
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,63}")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -115,6 +119,11 @@ CREATE TABLE IF NOT EXISTS devices (
     gateway INTEGER NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
     exit INTEGER NOT NULL DEFAULT 0,
     created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS node_tags (
+    node_id INTEGER NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (node_id, tag)
 );
 CREATE TABLE IF NOT EXISTS retired_keys (
     public_key BLOB PRIMARY KEY CHECK (length(public_key) = 32),
@@ -602,6 +611,36 @@ class Store:
             else:
                 db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('policy', ?)", (text,))
             return self._bump(db)
+
+    def tags(self) -> dict[str, frozenset[str]]:
+        """Node name -> the policy tags it carries (nodes without any left out)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT n.name, t.tag FROM node_tags t JOIN nodes n ON n.id = t.node_id"
+            ).fetchall()
+        found: dict[str, set[str]] = {}
+        for name, tag in rows:
+            found.setdefault(str(name), set()).add(str(tag))
+        return {name: frozenset(tags) for name, tags in found.items()}
+
+    def set_tags(self, name: str, tags: Iterable[str]) -> Node:
+        """Give node `name` exactly `tags` (each ``tag:NAME``; none: no tags) and move the
+        roster version (rules by tag change); the node. They go with the node."""
+        wanted = sorted(set(tags))
+        bad = [t for t in wanted if not isinstance(t, str) or not is_tag(t)]
+        if bad or len(wanted) > MAX_TAGS:
+            raise StoreError(f"tags are at most {MAX_TAGS} of tag:NAME, not {bad or wanted}")
+        with self._write() as db:
+            found = self._select("WHERE name = ?", (name,))
+            if not found:
+                raise NotFound(f"no node named {name!r}")
+            db.execute("DELETE FROM node_tags WHERE node_id = ?", (found[0].id,))
+            db.executemany(
+                "INSERT INTO node_tags (node_id, tag) VALUES (?, ?)",
+                [(found[0].id, tag) for tag in wanted],
+            )
+            self._bump(db)
+        return found[0]
 
     # -- the admin's secrets (pywg.mesh.webui.passwords) ------------------------------------
 

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from .compiler import Member, compile_inbound, peers_allowed
-from .document import Policy, PolicyError, check_names, parse_policy
+from .document import Policy, PolicyError, check_names, is_tag, parse_policy
 from .model import FilterStats, PacketFilter
 from .rules import InboundRule, Proto, RulesError, decode, encode
 
@@ -30,6 +30,7 @@ __all__ = [
     "compile_inbound",
     "decode",
     "encode",
+    "is_tag",
     "parse_policy",
     "peers_allowed",
 ]

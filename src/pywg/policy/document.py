@@ -40,7 +40,16 @@ from .rules import (
     parse_proto,
 )
 
-__all__ = ["Policy", "PolicyError", "Rule", "Selector", "Target", "check_names", "parse_policy"]
+__all__ = [
+    "Policy",
+    "PolicyError",
+    "Rule",
+    "Selector",
+    "Target",
+    "check_names",
+    "is_tag",
+    "parse_policy",
+]
 
 TOP_KEYS = ("groups", "tags", "hosts", "rules")
 RULE_KEYS = ("from", "to")
@@ -151,13 +160,18 @@ def _strings(node: jsonc.Node, what: str) -> list[tuple[str, int]]:
     return [(_string(item, f"each of {what}"), item.line) for item in _list(node, what)]
 
 
+def is_tag(text: str) -> bool:
+    """Whether `text` is a tag as a policy writes one (``tag:NAME``)."""
+    prefix, _, name = text.partition(":")
+    return prefix == "tag" and _NAME.fullmatch(name) is not None
+
+
 def _tags(node: jsonc.Node | None) -> frozenset[str]:
     if node is None:
         return frozenset()
     tags = set()
     for tag, line in _strings(node, '"tags"'):
-        prefix, _, name = tag.partition(":")
-        if prefix != "tag" or not _NAME.fullmatch(name):
+        if not is_tag(tag):
             raise PolicyError(line, f"bad tag {tag!r} (tag:NAME)")
         tags.add(tag)
     return frozenset(tags)
