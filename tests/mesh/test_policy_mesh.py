@@ -20,7 +20,7 @@ from pywg.mesh import access
 from pywg.mesh.coordinator import Coordinator
 from pywg.mesh.schema import Roster, SchemaError
 from pywg.mesh.store import Store, StoreError, now_ms
-from pywg.policy import InboundRule, PolicyError, Proto
+from pywg.policy import InboundRule, Member, PolicyError, Proto
 
 V4, V6 = "198.19.9.0/24", "fd19:9::/64"
 TOKEN = "b" * 64
@@ -170,17 +170,22 @@ def test_a_stored_policy_that_does_not_read_fails_closed(coordinator: Coordinato
         coordinator.store.set_policy("x" * (2 << 20))
 
 
-def test_the_view_is_compiled_once_per_policy_and_members(coordinator: Coordinator) -> None:
+def test_the_view_is_compiled_once_per_version(coordinator: Coordinator) -> None:
+    store, cache = coordinator.store, coordinator.access
+    gathered: list[int] = []
+
+    def mesh() -> tuple[Member, ...]:
+        gathered.append(store.version())
+        return access.members(store.nodes(), store.devices(), store.tags())
+
+    assert cache.view(store.version(), None, mesh) is access.NO_POLICY and not gathered
     coordinator.set_policy(POLICY)
-    store = coordinator.store
-    view = coordinator.access.view(store.policy(), store.nodes(), store.devices())
-    nas = store.node_by_name("nas")
-    assert nas is not None
-    store.update(nas.id, endpoints=["192.0.2.99:51820"])  # moves no member
-    assert coordinator.access.view(store.policy(), store.nodes(), store.devices()) is view
-    store.approve("nas", ["10.9.0.0/24"])
-    store.remove_device("phone")  # a member less: compiled afresh
-    assert coordinator.access.view(store.policy(), store.nodes(), store.devices()) is not view
+    view = cache.view(store.version(), POLICY, mesh)
+    assert view.rules("camera") == () and len(gathered) == 1
+    assert cache.view(store.version(), POLICY, mesh) is view and len(gathered) == 1
+    store.remove_device("phone")  # a change: the version moves, compiled afresh
+    again = cache.view(store.version(), POLICY, mesh)
+    assert again is not view and len(gathered) == 2 and "phone" not in again.mesh
 
 
 # -- the command ---------------------------------------------------------------------------

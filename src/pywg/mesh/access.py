@@ -21,16 +21,18 @@ node N is given:
   is N's own or may exchange packets with N's group. Without a policy
   everyone sees everyone.
 
-`AccessCache` keeps the latest view: the long polls one change wakes compile
-once, and changes that move no member (endpoints, relays) compile nothing.
+`AccessCache` keeps the view of the latest roster version: the long polls
+one change wakes compile once, and without a policy nothing is compiled or
+even gathered.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import cached_property
+from typing import Final
 
 from ..policy import (
     InboundRule,
@@ -151,26 +153,27 @@ class AccessView:
         return bool(self._groups.get(other, frozenset({other})) & self._reach_of(node))
 
 
+NO_POLICY: Final = AccessView(None, ())
+
+
 class AccessCache:
-    """The view of the latest policy text and members (see the module docstring)."""
+    """The view of the latest roster version and policy (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._key: tuple[str | None, tuple[Member, ...]] | None = None
-        self._view = AccessView(None, ())
+        self._key: tuple[int, str] | None = None
+        self._view = NO_POLICY
 
     def view(
-        self,
-        text: str | None,
-        nodes: Sequence[Node],
-        devices: Sequence[Device],
-        tags: Mapping[str, frozenset[str]] | None = None,
+        self, version: int, text: str | None, mesh: Callable[[], Sequence[Member]]
     ) -> AccessView:
-        """The view of policy `text` (None: no policy) over these nodes (with `tags`) and
-        devices."""
-        mesh = members(nodes, devices, tags)
-        if self._key != (text, mesh):
-            self._view = AccessView(_parsed(text), mesh)
-            self._key = (text, mesh)
+        """The view of policy `text` (None: no policy) at roster `version`, over the
+        members `mesh()` gives (`members`; asked only when the version or policy moved:
+        every change of a member moves the version, and without a policy nothing is)."""
+        if text is None:
+            return NO_POLICY
+        if self._key != (version, text):
+            self._view = AccessView(_parsed(text), mesh())
+            self._key = (version, text)
         return self._view
 
 

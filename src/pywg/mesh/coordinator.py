@@ -436,7 +436,11 @@ class Coordinator:
             return None
         devices = self.store.devices()
         # the access policy: its rules for me, and only the peers and devices I may talk to
-        view = self.access.view(self.store.policy(), nodes, devices, self.store.tags())
+        view = self.access.view(
+            version,
+            self.store.policy(),
+            lambda: access.members(nodes, devices, self.store.tags()),
+        )
         nodes = [n for n in nodes if view.sees(me.name, n.name)]
         devices = [d for d in devices if view.sees(me.name, d.name)]
         carried = devices_by_gateway(devices)
