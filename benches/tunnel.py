@@ -17,6 +17,13 @@ upstream-upstream and pywgd-upstream, with ratios against both baselines.
 `--underlay 6` connects the endpoints over the veth's IPv6 addresses instead
 of IPv4 (the traffic inside the tunnel stays IPv4).
 
+Access policy (`--policy [N]`, N 100 when not given): only pywgd-pywgd, the TCP
+streams each way with no policy and with a policy of N inbound rules on both
+nodes (PYWG_INBOUND_RULES, docs/policy.md), alternately, side by side, and
+the ratio. Of the N rules, N - 3 match nothing the bench sends and come
+first; the last three let the peer reach iperf3 (TCP and UDP) and ping, so
+every new flow scans them all and every other packet is one flow lookup.
+
 CPU cost (on by default, `--no-cpu` skips it): in the same lab, one iperf3
 UDP stream A->B at a fixed offered rate (`-u -b RATE -l 1380 -t SECONDS`,
 RATE from `--udp-rate`), and the CPU time the two WireGuard daemons used
@@ -50,13 +57,16 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
 from pywg.lab import Host, Lab, LabError, require_root
 from pywg.lab.wireguard import PYWGD, WIREGUARD_GO, Impl, connect, start_node, wait_handshake
+from pywg.policy.rules import InboundRule, Proto, encode
 
 PAIRS = ((PYWGD, PYWGD), (PYWGD, WIREGUARD_GO), (WIREGUARD_GO, WIREGUARD_GO))
 BASE = f"{WIREGUARD_GO.name}-{WIREGUARD_GO.name}"  # every ratio's denominator
@@ -301,15 +311,17 @@ def measure(
     udp_rate: str | None,
     mtu: int = DEFAULT_MTU,
     family: int = 4,
+    rules: int = 0,
 ) -> tuple[Result, CpuResult | UdpResult | None]:
     """Throughput and ping of one pair in one lab, its endpoints on the veth's IPv4 or
     IPv6 addresses (`family`); with `udp_rate` the CPU cost, or at a jumbo `mtu` the
-    full-speed UDP stream."""
-    with Lab("pwb") as lab:
+    full-speed UDP stream; with `rules`, a policy of that many rules on both (pywgd)."""
+    with Lab("pwb") as lab, tempfile.TemporaryDirectory() as scratch:
         a, b = lab.host("a"), lab.host("b")
         link = lab.link(a, b, mtu=max(1500, mtu + UNDERLAY_OVERHEAD))
-        left = start_node(lab, a, a_impl, net=1, index=1, mtu=mtu)
-        right = start_node(lab, b, b_impl, net=1, index=2, mtu=mtu)
+        envs = [policy_env(Path(scratch), rules, index) for index in (1, 2)]
+        left = start_node(lab, a, a_impl, net=1, index=1, mtu=mtu, env=envs[0])
+        right = start_node(lab, b, b_impl, net=1, index=2, mtu=mtu, env=envs[1])
         connect(left, right, link, family=family)
         pair = f"{a_impl.name}-{b_impl.name}"
         if not wait_handshake(left, right):
@@ -328,6 +340,44 @@ def measure(
         if udp_rate is not None:
             return result, udp_cpu(pair, a, b, right.addr4, seconds, udp_rate)
         return result, None
+
+
+def policy_env(scratch: Path, rules: int, index: int) -> dict[str, str] | None:
+    """The environment giving node 198.19.1.`index` a policy of `rules` rules (0: none)."""
+    if rules == 0:
+        return None
+    me, peer = ip_network(f"198.19.1.{index}/32"), ip_network(f"198.19.1.{3 - index}/32")
+    table = [
+        InboundRule((ip_network(f"10.{i // 256}.{i % 256}.0/24"),), (me,), Proto.TCP, ((i, i),))
+        for i in range(1, max(1, rules - 2))
+    ]
+    for proto in (Proto.TCP, Proto.UDP):
+        table.append(InboundRule((peer,), (me,), proto, ((5201, 5201),)))
+    table.append(InboundRule((peer,), (me,), Proto.ICMP))
+    path = scratch / f"rules-{index}.json"
+    path.write_text(encode(table))
+    return {"PYWG_INBOUND_RULES": str(path)}
+
+
+def policy_main(args: argparse.Namespace) -> int:
+    """pywgd-pywgd with no policy and with `args.policy` rules, side by side."""
+    label = f"{args.policy} rules"
+    runs: dict[str, list[Result]] = {"none": [], label: []}
+    for _ in range(args.runs):
+        for name, rules in (("none", 0), (label, args.policy)):
+            result, _ = measure(PYWGD, PYWGD, args.seconds, None, args.mtu, args.underlay, rules)
+            runs[name].append(result)
+    none, with_rules = median_result(runs["none"]), median_result(runs[label])
+    print(f"pywgd-pywgd, TCP, {args.seconds:g} s each way, median of {args.runs}")
+    print(f"{'policy':>12} {'A->B Gbit/s':>12} {'B->A Gbit/s':>12} {'retrans':>8} {'ping ms':>8}")
+    for name, r in (("none", none), (label, with_rules)):
+        row = f"{r.forward_gbit:12.2f} {r.reverse_gbit:12.2f} {r.retransmits:8d} {r.ping_ms:8.3f}"
+        print(f"{name:>12} {row}")
+    ratio = (with_rules.forward_gbit + with_rules.reverse_gbit) / (
+        none.forward_gbit + none.reverse_gbit
+    )
+    print(f"throughput with {label} / none: {ratio:.3f}")
+    return 0
 
 
 def base_of(results: list[Any]) -> Any:
@@ -447,6 +497,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--underlay", type=int, choices=(4, 6), default=4, help="the endpoints' address family"
     )
+    parser.add_argument(
+        "--policy",
+        type=int,
+        nargs="?",
+        const=100,
+        metavar="N",
+        help="pywgd-pywgd without and with a policy of N rules (default 100), side by side",
+    )
     args = parser.parse_args()
     if not 1280 <= args.mtu <= MAX_MTU:
         parser.error(f"--mtu must be 1280..{MAX_MTU}")
@@ -488,6 +546,8 @@ def json_report(
 def main() -> int:
     args = parse_args()
     require_root()
+    if args.policy is not None:
+        return policy_main(args)
     results: list[Result] = []
     cpu_results: list[CpuResult] = []
     udp_results: list[UdpResult] = []

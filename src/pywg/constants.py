@@ -138,3 +138,24 @@ RELAY_TAG_SIZE: Final = 3
 MAX_RELAY_NODE_ID: Final = (1 << 24) - 1
 RELAYED_PREFIX_HIGH: Final = 0x0100
 MAX_RELAY_INDEX: Final = 15  # relays a device holds at once: the native plane's table
+
+# The packet filter (pywg.policy.model, filter.c; docs/policy.md): how long a
+# tracked flow lives after its last packet, in seconds, by state. TCP seen
+# both ways and not closing; TCP seen one way only (a SYN awaiting its answer);
+# TCP after a FIN or RST; UDP; ICMP echo and other protocols; and an allowed
+# first fragment, whose later fragments pass while it lives.
+FLOW_TIMEOUT_TCP_ESTABLISHED: Final = 7200.0
+FLOW_TIMEOUT_TCP_OPENING: Final = 30.0
+FLOW_TIMEOUT_TCP_CLOSING: Final = 60.0
+FLOW_TIMEOUT_UDP: Final = 120.0
+FLOW_TIMEOUT_OTHER: Final = 30.0
+FLOW_TIMEOUT_FRAGMENT: Final = 30.0
+# The flow table's default size (entries, a power of two; 64 bytes each) and the
+# largest rule table the native filter takes (rows: pywg.policy.rules.flatten).
+FLOW_TABLE_SIZE: Final = 65536
+FILTER_MAX_ROWS: Final = 1 << 20
+# What the filter says of an inbound packet: it passes (0) or why it is dropped.
+FILTER_PASS: Final = 0
+FILTER_DROP_NO_RULE: Final = 1  # no rule allows it and it answers no tracked flow
+FILTER_DROP_MALFORMED: Final = 2  # truncated or inconsistent headers
+FILTER_DROP_FRAGMENT: Final = 3  # a later fragment whose first was not allowed

@@ -34,6 +34,7 @@ HARNESSES = {
     "uapi": 4_000,
     "config": 20_000,
     "dataplane": 10_000,
+    "filter": 10_000,
 }
 PER_INPUT_TIMEOUT = 10  # seconds: libFuzzer reports a hang past this
 WHOLE_RUN_TIMEOUT = 90  # seconds per harness, start-up included

@@ -283,11 +283,45 @@ def test_an_expired_session_is_refused(env: Env) -> None:
     assert env.browser.path() == "/admin/nodes"
 
 
+GOOD_POLICY = '{\n  "rules": [\n    {"from": ["alpha"], "to": ["beta:22/tcp"]},\n  ],\n}\n'
+
+
+def _set_policy(env: Env, text: str) -> None:
+    env.browser.open("/admin/policy")
+    env.browser.script("document.querySelector('#policy').value = arguments[0];", text)
+    env.browser.click("#set-policy")
+
+
+def test_the_policy_page_sets_refuses_and_clears(env: Env) -> None:
+    env.browser.open("/admin/policy")
+    assert "No policy" in env.browser.text("#policy-state")
+    # refused: the line and the reason, the text kept in the form, nothing in force
+    _set_policy(env, GOOD_POLICY.replace('"beta:', '"zeta:'))
+    error = env.browser.text("#policy-error")
+    assert "line 3" in error and "zeta" in error, error
+    assert env.browser.text("#error-line").startswith("3 | ")
+    assert "zeta" in env.browser.script("return document.querySelector('#policy').value")
+    assert env.coordinator.policy() is None
+    _set_policy(env, GOOD_POLICY)
+    assert "Policy set" in env.browser.text(".flash.ok")
+    assert env.coordinator.policy() == GOOD_POLICY
+    roster = env.run(env.nodes["alpha"].client.roster(-1, 0))
+    assert [p.name for p in roster.peers] == ["beta"] and roster.rules == ()
+    # a later refusal keeps the policy in force
+    _set_policy(env, GOOD_POLICY.replace("22/tcp", "22/tpc"))
+    assert "tpc" in env.browser.text("#policy-error")
+    assert env.coordinator.policy() == GOOD_POLICY
+    env.browser.click("#clear-policy")
+    assert "Policy cleared" in env.browser.text(".flash.ok")
+    assert env.coordinator.policy() is None
+    assert env.run(env.nodes["alpha"].client.roster(-1, 0)).rules is None
+
+
 def test_pages_fit_a_phone(env: Env) -> None:
     metrics = {"width": PHONE_WIDTH, "height": 844, "deviceScaleFactor": 2, "mobile": True}
     env.browser.do(lambda d: d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics))
     try:
-        for page in ("nodes", "routes", "tokens", "devices"):
+        for page in ("nodes", "routes", "tokens", "devices", "policy"):
             env.browser.open(f"/admin/{page}")
             width = env.browser.script("return document.documentElement.scrollWidth")
             viewport = env.browser.script("return window.innerWidth")

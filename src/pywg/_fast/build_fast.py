@@ -51,6 +51,7 @@ COMPONENTS: tuple[str, ...] = (
     "blake2s",
     "xaead",
     "offload",
+    "filter",
     "plane",
     "relay",
 )

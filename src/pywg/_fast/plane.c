@@ -4,6 +4,7 @@
 
 #include "blake2s.h"
 #include "datagram.h"
+#include "filter.h"
 #include "xaead.h"
 #include "aead.h"
 #include "lpm.h"
@@ -106,6 +107,7 @@ struct pywg_plane {
     int udp_offload;      /* GSO/GRO allowed */
     _Atomic int udp_gro; /* UDP GRO receives */
     struct pywg_gro *gro; /* the RX loop's TCP coalescer for TUN writes (vnet only) */
+    struct pywg_filter *_Atomic filter; /* the packet filter, NULL: none (filter.h) */
     _Atomic uint32_t mtu;
     int wake_fd[2], event_fd; /* wake_fd: 0 the TX loop, 1 the RX loop */
     _Atomic int stopping;
@@ -137,7 +139,7 @@ struct pywg_plane {
         _Atomic uint64_t tx_packets, rx_packets, up_datagrams, up_packets, queue_drops;
         _Atomic uint64_t rx_rejected, rx_bad_source, tx_no_route, send_retries, tx_malformed;
         _Atomic uint64_t rx_junk, rx_bad_mac1, rx_unknown_index, rx_cookie_replies;
-        _Atomic uint64_t rx_cookie_limited, tx_no_relay;
+        _Atomic uint64_t rx_cookie_limited, tx_no_relay, rx_filtered;
     } stats;
 };
 
@@ -378,6 +380,8 @@ void pywg_plane_free(struct pywg_plane *p)
 
 void pywg_plane_set_mtu(struct pywg_plane *p, uint32_t mtu) { p->mtu = mtu; }
 
+void pywg_plane_set_filter(struct pywg_plane *p, struct pywg_filter *f) { p->filter = f; }
+
 void pywg_plane_set_udp(struct pywg_plane *p, int udp_fd)
 {
     uint64_t one = 1;
@@ -409,6 +413,7 @@ void pywg_plane_stats(struct pywg_plane *p, struct pywg_plane_stats *out)
     out->queue_drops = p->stats.queue_drops;
     out->rx_rejected = p->stats.rx_rejected;
     out->rx_bad_source = p->stats.rx_bad_source;
+    out->rx_filtered = p->stats.rx_filtered;
     out->tx_no_route = p->stats.tx_no_route;
     out->send_retries = p->stats.send_retries;
     out->tx_malformed = p->stats.tx_malformed;
@@ -1008,6 +1013,8 @@ int pywg_plane_run_tx(struct pywg_plane *p)
         uint32_t mtu = p->mtu;
         size_t stride = tx_stride(mtu);
         int vnet = p->vnet, gso = p->gso;
+        struct pywg_filter *filter = p->filter;
+        double read_at = filter != NULL ? monotonic_now() : 0;
         for (int reads = 0; reads < PYWG_PLANE_BATCH && n + TX_ROOM <= TX_SEGMENTS; reads++) {
             struct pywg_vnet_hdr h;
             /* straight into the next slot's packet place (the vnet header into its
@@ -1024,12 +1031,15 @@ int pywg_plane_run_tx(struct pywg_plane *p)
             }
             if (r <= 0)
                 break;
+            if (vnet && r < PYWG_VNET_HDR_LEN)
+                continue;
+            if (filter != NULL) /* conntrack: the flows this node opens (filter.h) */
+                pywg_filter_outbound(filter, pkt, (size_t)r - (vnet ? PYWG_VNET_HDR_LEN : 0),
+                                     read_at);
             if (!vnet) {
                 n += take_packet(p, NULL, pkt, (size_t)r, slot, stride, lens + n, TX_SEGMENTS - n);
                 continue;
             }
-            if (r < PYWG_VNET_HDR_LEN)
-                continue;
             memcpy(&h, into, sizeof(h));
             n += take_packet(p, &h, pkt, (size_t)r - PYWG_VNET_HDR_LEN,
                              slots + (size_t)n * stride, stride, lens + n, TX_SEGMENTS - n);
@@ -1343,6 +1353,7 @@ static void receive_one(struct pywg_plane *p, uint8_t *d, size_t len,
 {
     struct pywg_kp *kp = NULL;
     struct pywg_peer *peer;
+    struct pywg_filter *filter;
     uint8_t *body = d + PYWG_TRANSPORT_HEADER_SIZE; /* of a transport message */
     uint64_t counter;
     size_t plain, inner;
@@ -1394,6 +1405,11 @@ static void receive_one(struct pywg_plane *p, uint8_t *d, size_t len,
         return;
     }
     peer->last_data_received = now;
+    filter = p->filter;
+    if (filter != NULL && pywg_filter_inbound(filter, body, inner, now) != PYWG_FILTER_PASS) {
+        atomic_fetch_add(&p->stats.rx_filtered, 1); /* the access policy (filter.h) */
+        return;
+    }
     if (p->gro != NULL) { /* coalesced with its neighbours, written at the batch's end */
         pywg_gro_add(p->gro, body, inner);
     } else {

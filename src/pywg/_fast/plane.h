@@ -45,6 +45,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "filter.h" /* struct pywg_filter, for pywg_plane_set_filter */
 #include "lpm.h" /* struct pywg_lpm, for pywg_plane_routes_load */
 #include "wg_constants.h"
 
@@ -81,6 +82,7 @@ struct pywg_plane_stats {
     uint64_t rx_cookie_replies;          /* cookie replies sent from C under load */
     uint64_t rx_cookie_limited;          /* ... not sent: that source had its share */
     uint64_t tx_no_relay;                /* for a relayed endpoint whose relay is not set */
+    uint64_t rx_filtered;                /* decrypted, then dropped by the packet filter */
 };
 
 #define PYWG_PLANE_VNET_HDR 1 /* the TUN was opened with IFF_VNET_HDR (+ TSO), offload.h */
@@ -129,6 +131,13 @@ void pywg_plane_set_load_threshold(struct pywg_plane *p, uint32_t threshold);
  * tagged ID comes from that endpoint, untagged. */
 void pywg_plane_set_relay(struct pywg_plane *p, uint32_t number, const uint8_t *addr,
                           uint32_t addrlen);
+
+/* The packet filter (filter.h; NULL: none, the default, which costs nothing). The RX
+ * loop asks it about every decrypted packet before the TUN write and drops what it
+ * refuses (counted in rx_filtered); the TX loop tells it every packet read from the
+ * TUN. The caller owns f; it must outlive the plane's loops (free it after
+ * pywg_plane_free), and its rules change through pywg_filter_set_rules at any time. */
+void pywg_plane_set_filter(struct pywg_plane *p, struct pywg_filter *f);
 
 /* Peers. id is the caller's; the allowed-IPs table stores peers by id. */
 struct pywg_peer *pywg_peer_new(struct pywg_plane *p, uint32_t id);

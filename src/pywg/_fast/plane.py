@@ -28,6 +28,7 @@ from pywg.keys import PublicKey
 from pywg.peer import Peer
 from pywg.session import Session
 
+from .filter import NativeFilter
 from .lpm import UNMAPPED, NativeLpm
 from .routes import NativeAllowedIPs
 
@@ -152,6 +153,7 @@ class NativePlane:
         self._secret: bytes | None = None  # the cookie secret C holds
         self._load_threshold = UNDER_LOAD_THRESHOLD  # C's, as pywg_plane_new sets it
         self._threads: list[threading.Thread] = []
+        self._filters: list[NativeFilter] = []  # alive while the loops may use them
         self._stopping = False
         self._buf = self.ffi.new("uint8_t[]", _BUF)
         self._addr = self.ffi.new("uint8_t[]", 128)
@@ -191,6 +193,7 @@ class NativePlane:
         self._peers.clear()
         self.lib.pywg_plane_free(self.handle)
         self.handle = None
+        self._filters.clear()
 
     @property
     def event_fd(self) -> int:
@@ -206,6 +209,12 @@ class NativePlane:
     def set_mtu(self, mtu: int) -> None:
         self.lib.pywg_plane_set_mtu(self.handle, mtu)
 
+    def set_filter(self, packet_filter: NativeFilter) -> None:
+        """Check decrypted packets with `packet_filter` and track what the TUN sends
+        (filter.h). Kept until `stop`: the loops may be using it until they end."""
+        self._filters.append(packet_filter)
+        self.lib.pywg_plane_set_filter(self.handle, packet_filter.handle)
+
     def stats(self) -> dict[str, int]:
         out = self.ffi.new("struct pywg_plane_stats *")
         self.lib.pywg_plane_stats(self.handle, out)
@@ -213,7 +222,7 @@ class NativePlane:
             "tx_packets rx_packets up_datagrams up_packets queue_drops "
             "rx_rejected rx_bad_source tx_no_route send_retries tx_malformed "
             "rx_junk rx_bad_mac1 rx_unknown_index rx_cookie_replies rx_cookie_limited "
-            "tx_no_relay"
+            "tx_no_relay rx_filtered"
         )
         return {name: int(getattr(out, name)) for name in names.split()}
 

@@ -48,8 +48,10 @@ from ..endpoint import AddressLike, Endpoint, SourceMessage, normalize_endpoint
 from ..events import EndpointChanged, Event, HandshakeCompleted, HandshakeTimedOut
 from ..keys import PresharedKey, PrivateKey, PublicKey
 from ..peer import Peer
+from ..policy.rules import InboundRule
 from ..relayed import Relays
 from ..uapi import EIO, SetPlan, UapiError, UapiSession, parse_set
+from .packetfilter import TunnelFilter
 from .tun import Tun, TunError
 from .udp import UdpSocket
 
@@ -85,6 +87,8 @@ class Tunnel:
     removed on exit. Addresses and routes are not this class's business: see
     `pywg.system.netconf` (or let wg-quick do it when running as `pywgd`).
     """
+
+    _filter: TunnelFilter | None = None  # the access policy's rules (set_inbound_rules)
 
     def __init__(
         self,
@@ -185,6 +189,8 @@ class Tunnel:
                 udp_offload=self.offload,
             )
             self._plane.set_source_lookup(self._udp.source_for)
+            if self._filter is not None:
+                self._filter.attach(self._plane)
             for number, where in self._relays.items():
                 self._plane.set_relay(number, where)
             self._plane.sync(self.device)
@@ -206,6 +212,27 @@ class Tunnel:
         self._relays.set(number, endpoint)
         if self._plane is not None:
             self._plane.set_relay(number, endpoint)
+
+    def set_inbound_rules(self, rules: Iterable[InboundRule] | None) -> None:
+        """Enforce an access policy on what arrives through the tunnel (docs/policy.md).
+
+        `rules` (`pywg.policy.compile_inbound`, or `pywg.policy.decode` of a roster's
+        copy) say what may enter; the rest is dropped before the TUN write, except
+        replies to flows this side opened. ``[]``: nothing may enter but replies.
+        ``None`` (the default): no policy, everything passes. The new rules replace
+        the old at once; tracked flows stay, and one a rule let in ends at its next
+        packet if no rule allows it any more. Callable before or after `start`."""
+        if self._filter is None:
+            if rules is None:
+                return
+            self._filter = TunnelFilter(self.native)
+            if self._plane is not None:
+                self._filter.attach(self._plane)
+        self._filter.set_rules(rules)
+
+    def filter_drops(self) -> dict[str, int]:
+        """Packets the access policy dropped, by reason (empty without a policy ever set)."""
+        return self._filter.drops() if self._filter is not None else {}
 
     def _open_tun(self) -> Tun:
         if self._tun_fd is None:
@@ -435,6 +462,8 @@ class Tunnel:
                 return
             if packet is None:
                 break
+            if self._filter is not None:
+                self._filter.sent(packet)
             device.send_packet(packet, now)
         self._after_change()
 
@@ -608,6 +637,8 @@ class Tunnel:
             if not udp.sendto(data, endpoint):
                 self.udp_send_drops += 1
         for packet in device.packets_to_write():
+            if self._filter is not None and not self._filter.allows(packet):
+                continue  # counted by the filter (filter_drops)
             if not tun.write(packet):
                 self.tun_write_drops += 1
         while (event := device.next_event()) is not None:

@@ -15,6 +15,7 @@
     pywg coordinator remove NAME
     pywg coordinator key
     pywg coordinator device add|remove|list ...   (plain WireGuard devices: pywg.cmd.devices)
+    pywg coordinator policy check|set|show|clear  (the access policy: pywg.cmd.policy)
 
 The admin commands work on the state directory's database directly, also
 while `serve` runs (it notices within a second). The mesh networks are fixed
@@ -113,6 +114,9 @@ def register(subparsers: Any) -> None:
     from pywg.cmd import admin
 
     admin.register(sub, common, _admin)
+    from pywg.cmd import policy
+
+    policy.register(sub, common, _admin)
 
 
 def _register_serve(serve: argparse.ArgumentParser) -> None:

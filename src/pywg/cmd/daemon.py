@@ -22,6 +22,9 @@ INTERFACE), and WG_UAPI_FD, that of an AF_UNIX stream socket already bound and
 listening (normally at the path above). See docs/daemon.md.
 
 LOG_LEVEL is verbose|debug (everything), error (the default) or silent.
+PYWG_INBOUND_RULES names a file of access-policy rules for this node in their
+compact JSON form (`pywg.policy.encode`, docs/policy.md): what it does not
+allow is dropped on arrival, replies to this node's own flows excepted.
 SIGUSR1 writes a line of health counters (drops by reason, table sizes, the
 native plane's counters; never a key) to the log (LOG_LEVEL verbose/debug). A
 background daemon keeps stdout/stderr only when LOG_LEVEL asks for output,
@@ -49,10 +52,12 @@ from pywg.cmd.address import UsageError
 from pywg.cmd.metrics import ENV as ENV_METRICS
 from pywg.cmd.metrics import OPTION as METRICS_OPTION
 from pywg.cmd.metrics import Address, parse_listen, serve_metrics, tunnel_metrics
+from pywg.policy.rules import decode
 from pywg.system import journal, sdnotify
 
 PROG = "pywgd"
 ENV_TUN_FD = "WG_TUN_FD"
+ENV_INBOUND_RULES = "PYWG_INBOUND_RULES"
 ENV_UAPI_FD = "WG_UAPI_FD"
 USAGE = f"Usage: {PROG} [-f/--foreground] INTERFACE-NAME"
 # A clean shutdown (interface and socket removed). wireguard-go stops cleanly on
@@ -123,6 +128,9 @@ async def _start_tunnel(name: str) -> Tunnel:
     if tun_fd is not None:
         name, _ = fd_interface(tun_fd)  # the TUN's own name replaces the argument
     tunnel = Tunnel(name, tun_fd=tun_fd)
+    if os.environ.get(ENV_INBOUND_RULES):  # docs/policy.md
+        with open(os.environ[ENV_INBOUND_RULES], encoding="utf-8") as rules:
+            tunnel.set_inbound_rules(decode(rules.read()))
     setup_logging(lambda: tunnel.name)  # the kernel's name from the moment the TUN is open
     await tunnel.start()
     return tunnel

@@ -367,14 +367,17 @@ class MeshLab:
         routes: str = "",
         token: str | None = None,
         extra: tuple[str, ...] = (),
+        command: tuple[str, ...] = (),
     ) -> Node:
         """Start `pywg join` on `site` as node `name`. It tells no resolver about the
         mesh's names (``--resolver none``: a lab host shares the machine's /etc/hosts);
-        `extra` may say otherwise (tests/mesh/test_mesh_names.py gives each its own)."""
+        `extra` may say otherwise (tests/mesh/test_mesh_names.py gives each its own).
+        `command` runs instead of ``python -m pywg`` (a modified agent: the tests of
+        what a tampering node can do, tests/mesh/test_mesh_policy.py)."""
         ifname = self.lab.ifname("m")
         node = Node(name, site, ifname, self.tmp / f"node-{name}", self.tmp / f"{name}.log")
         node.args = [
-            *PYWG, "join", self.url, "--name", name, "--interface", ifname,
+            *(command or PYWG), "join", self.url, "--name", name, "--interface", ifname,
             "--state", str(node.state), "-v", "--resolver", "none",
         ]  # fmt: skip
         if routes:

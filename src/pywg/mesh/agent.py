@@ -10,7 +10,9 @@ loops on one event loop:
 - roster: a long poll (`CoordinatorClient.roster`); each new roster is
   applied live: peers added, changed (allowed IPs = their tunnel addresses
   and approved routes) or removed, routes for approved subnets added or
-  taken away. Nothing is written by hand per pair.
+  taken away, the access policy's inbound rules (`Roster.rules`, none
+  without a policy) given to the tunnel's filter. Nothing is written by
+  hand per pair.
 - endpoints: every ENDPOINT_INTERVAL seconds, and at once when a direct path
   is lost, the home relay changes or its link turns to UDP, the node asks a STUN server (--stun,
   else its home relay's UDP port) from its WireGuard socket what its public
@@ -382,6 +384,10 @@ class MeshNode:
     async def _apply(self, roster: Roster) -> None:
         """Make the interface match `roster`: its peers, their paths, the routes behind them."""
         now = asyncio.get_running_loop().time()
+        assert self.tunnel is not None
+        # the access policy's rules for what arrives here, before any peer changes: a
+        # peer added by this roster meets them at its first packet (docs/policy.md)
+        self.tunnel.set_inbound_rules(roster.rules)
         if self.options.stun is not None and self._stun_server is None:
             self._stun_server = (await resolve(*self.options.stun), self.options.stun[1])
         self._relay_map = roster.relays  # the relay paths below follow it

@@ -29,6 +29,10 @@ HTTP API (JSON, the messages of `pywg.mesh.schema`; errors are `ErrorAnswer`;
 Nodes whose keys expired or were revoked (`expiry`) are in no roster and
 no members list, and their requests are refused (401).
 
+With an access policy (`access`, docs/policy.md), a roster carries the
+compiled rules for traffic to its member, and leaves out the peers and
+devices the member may not exchange packets with.
+
 Every answer to an authenticated request, errors included, carries
 ``X-Pywg-Signature`` (`auth.sign_response`) and every answer
 ``X-Pywg-Coordinator-Key``. A member request is taken only with a valid
@@ -73,7 +77,7 @@ from nacl.signing import SigningKey
 
 from ..endpoint import format_endpoint, parse_endpoint
 from ..system.secretfile import read_or_create_secret
-from . import auth, exits, expiry, relaychild, tls
+from . import access, auth, exits, expiry, relaychild, tls
 from .devices import device_entries, devices_by_gateway
 from .faultlog import FaultLog, ServerLog
 from .guardedsite import GuardedSite
@@ -225,6 +229,7 @@ class Coordinator:
         self.poll_interval = poll_interval
         self._replay = auth.ReplayGuard()
         self.paths = PathBook()  # how each node reaches its peers, as it reported
+        self.access = access.AccessCache()  # the access policy as the rosters give it
         self.app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
         self.app.router.add_post(JOIN_PATH, self._join)
         self.app.router.add_get(ROSTER_PATH, self._roster)
@@ -402,6 +407,20 @@ class Coordinator:
         self._changed_here()
         return node
 
+    def check_policy(self, text: str) -> None:
+        """Raise `PolicyError` (line, reason) if `text` is no policy for this mesh."""
+        access.check_policy(text, access.mesh_names(self.store))
+
+    def set_policy(self, text: str | None) -> None:
+        """Put access policy `text` in force (None: none, everyone reaches everyone); a
+        refused one (`PolicyError`) changes nothing. Every node has it within a long poll."""
+        access.set_policy(self.store, text)
+        self._changed_here()
+
+    def policy(self) -> str | None:
+        """The access policy's text in force (None: none)."""
+        return self.store.policy()
+
     # -- rosters ---------------------------------------------------------------------------
 
     def join_answer(self, node: Node) -> JoinAnswer:
@@ -416,6 +435,14 @@ class Coordinator:
         if me is None:
             return None
         devices = self.store.devices()
+        # the access policy: its rules for me, and only the peers and devices I may talk to
+        view = self.access.view(
+            version,
+            self.store.policy(),
+            lambda: access.members(nodes, devices, self.store.tags()),
+        )
+        nodes = [n for n in nodes if view.sees(me.name, n.name)]
+        devices = [d for d in devices if view.sees(me.name, d.name)]
         carried = devices_by_gateway(devices)
         peers = tuple(
             PeerEntry(
@@ -442,6 +469,7 @@ class Coordinator:
             self.home_relays,
             devices=entries,
             domain=self.domain,
+            rules=view.rules(me.name),
         )
 
     def _home_of(self, node: Node) -> int | None:

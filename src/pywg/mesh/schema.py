@@ -32,6 +32,7 @@ from typing import Final, Protocol, TypeVar
 
 from ..constants import KEY_SIZE, MAX_RELAY_INDEX  # keys: X25519 and Ed25519 alike
 from ..endpoint import Endpoint, format_endpoint, parse_endpoint
+from ..policy.rules import InboundRule, RulesError, from_rows, to_rows
 from ..redact import quote
 from . import auth
 from .dns import check_domain
@@ -529,6 +530,9 @@ class Roster:
     relays: tuple[HomeRelay, ...] = ()  # the home relays ("relays", left out when none)
     devices: tuple[DeviceEntry, ...] = ()  # plain WireGuard devices (left out when none)
     domain: str | None = None  # the names' domain ("domain"; left out: dns.DEFAULT_DOMAIN)
+    # the access policy's rules for traffic to this member ("rules", `pywg.policy.rules`'
+    # compact rows; left out: no policy, everything passes; [] lets in only replies)
+    rules: tuple[InboundRule, ...] | None = None
 
     def to_json(self) -> JsonObject:
         data: JsonObject = {
@@ -543,6 +547,8 @@ class Roster:
             data["devices"] = [device.to_json() for device in self.devices]
         if self.domain is not None:
             data["domain"] = self.domain
+        if self.rules is not None:
+            data["rules"] = to_rows(self.rules)
         return data
 
     @classmethod
@@ -558,7 +564,17 @@ class Roster:
             if fields.given("devices")
             else (),
             domain=_domain(fields),
+            rules=_rules(fields),
         )
+
+
+def _rules(fields: _Fields) -> tuple[InboundRule, ...] | None:
+    if not fields.given("rules"):
+        return None
+    try:
+        return from_rows(fields.get("rules"))
+    except RulesError as exc:
+        raise fields.error("rules", str(exc)) from None
 
 
 def _domain(fields: _Fields) -> str | None:

@@ -18,13 +18,16 @@ Theory of operation. One SQLite file (WAL, so the admin commands of
   gateway node (removing the node removes its devices), whether that node is
   also its exit to the internet. No private key: `pywg coordinator device
   add` makes it and only prints it.
+- ``node_tags``: the access policy's tags each node carries (``tag:NAME``;
+  they go with the node).
 - ``tokens``: join tokens, by the SHA-256 of their secret only
   (`auth.token_hash`); a single-use token is spent in the same transaction
   that adds the node.
 - ``released``: node ids and addresses of removed nodes and devices, handed
   out again last, oldest first (`pywg.mesh.pool`, whose pointers through the
   fresh ones are in ``meta``).
-- ``meta``: the mesh networks (fixed at first start), the names' domain and the roster
+- ``meta``: the mesh networks (fixed at first start), the names' domain, the access
+  policy's text (``policy``, absent: no policy; docs/policy.md) and the roster
   *version*, a counter bumped by every change that alters any node's roster,
   whichever process made it. The coordinator watches it to wake long-polls
   (and the relays' long polls of the members with them).
@@ -55,6 +58,7 @@ from typing import Final, TypeVar
 
 from ..constants import MAX_RELAY_INDEX
 from ..endpoint import format_endpoint
+from ..policy import is_tag
 from . import pool
 from .dns import DEFAULT_DOMAIN, check_domain
 from .exits import EXIT_ROUTES
@@ -68,6 +72,8 @@ DEFAULT_IPV4: Final = "100.64.0.0/10"  # RFC 6598 shared address space, all of i
 MAX_ROUTES: Final = 64
 MAX_NAME: Final = 63
 BUSY_TIMEOUT_MS: Final = 5000
+MAX_POLICY: Final = 1 << 20  # characters of an access policy's text
+MAX_TAGS: Final = 64  # policy tags of one node
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,63}")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -113,6 +119,11 @@ CREATE TABLE IF NOT EXISTS devices (
     gateway INTEGER NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
     exit INTEGER NOT NULL DEFAULT 0,
     created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS node_tags (
+    node_id INTEGER NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (node_id, tag)
 );
 CREATE TABLE IF NOT EXISTS retired_keys (
     public_key BLOB PRIMARY KEY CHECK (length(public_key) = 32),
@@ -580,6 +591,56 @@ class Store:
         with self._write() as db:
             if db.execute("DELETE FROM tokens WHERE hash = ?", (token_hash,)).rowcount != 1:
                 raise NotFound("no such token (expired, or revoked already)")
+
+    # -- the access policy (pywg.mesh.access) ----------------------------------------------
+
+    def policy(self) -> str | None:
+        """The access policy's text as set (None: no policy, everyone reaches everyone)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'policy'").fetchone()
+        return None if row is None else str(row[0])
+
+    def set_policy(self, text: str | None) -> int:
+        """Store the policy's text (checked by `pywg.mesh.access`; None: no policy) and move
+        the roster version, so that every node gets its rules; the new version."""
+        if text is not None and (not isinstance(text, str) or len(text) > MAX_POLICY):
+            raise StoreError(f"a policy is a text of at most {MAX_POLICY} characters")
+        with self._write() as db:
+            if text is None:
+                db.execute("DELETE FROM meta WHERE key = 'policy'")
+            else:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('policy', ?)", (text,))
+            return self._bump(db)
+
+    def tags(self) -> dict[str, frozenset[str]]:
+        """Node name -> the policy tags it carries (nodes without any left out)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT n.name, t.tag FROM node_tags t JOIN nodes n ON n.id = t.node_id"
+            ).fetchall()
+        found: dict[str, set[str]] = {}
+        for name, tag in rows:
+            found.setdefault(str(name), set()).add(str(tag))
+        return {name: frozenset(tags) for name, tags in found.items()}
+
+    def set_tags(self, name: str, tags: Iterable[str]) -> Node:
+        """Give node `name` exactly `tags` (each ``tag:NAME``; none: no tags) and move the
+        roster version (rules by tag change); the node. They go with the node."""
+        wanted = sorted(set(tags))
+        bad = [t for t in wanted if not isinstance(t, str) or not is_tag(t)]
+        if bad or len(wanted) > MAX_TAGS:
+            raise StoreError(f"tags are at most {MAX_TAGS} of tag:NAME, not {bad or wanted}")
+        with self._write() as db:
+            found = self._select("WHERE name = ?", (name,))
+            if not found:
+                raise NotFound(f"no node named {name!r}")
+            db.execute("DELETE FROM node_tags WHERE node_id = ?", (found[0].id,))
+            db.executemany(
+                "INSERT INTO node_tags (node_id, tag) VALUES (?, ?)",
+                [(found[0].id, tag) for tag in wanted],
+            )
+            self._bump(db)
+        return found[0]
 
     # -- the admin's secrets (pywg.mesh.webui.passwords) ------------------------------------
 

@@ -92,6 +92,7 @@ def _drops(tunnel: Tunnel) -> Metric:
         if name in PLANE_DROPS and value:
             reason = PLANE_DROPS[name]
             reasons[reason] = reasons.get(reason, 0) + value
+    reasons.update(tunnel.filter_drops())  # the access policy (docs/policy.md)
     reasons["tun_write_failed"] = tunnel.tun_write_drops
     reasons["udp_send_failed"] = tunnel.udp_send_drops
     drops = CounterMetricFamily(

@@ -22,6 +22,7 @@ from .. import devices, qr
 from ..exits import EXIT_ROUTES
 from ..store import StoreError
 from .headers import see_other
+from .policy import clear_policy, set_policy
 from .sessions import Session
 from .ui import COOKIE, AdminUI
 from .views import EXIT
@@ -166,4 +167,6 @@ ACTIONS: Final[dict[str, Action]] = {
     "tokens/revoke": revoke_token,
     "devices/add": add_device,
     "devices/remove": remove_device,
+    "policy/set": set_policy,
+    "policy/clear": clear_policy,
 }

@@ -10,6 +10,7 @@
   to make one, a button to revoke each.
 - devices: the plain WireGuard devices, a form to add one, a button to
   remove each.
+- policy: the access policy (`policy`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..auth import b64
 from ..exits import EXIT_ROUTES, offers_exit, subnets
 from ..schema import MAX_WAIT
 from ..store import Node, now_ms
+from .policy import policy_page
 from .sessions import Session
 from .ui import AdminUI
 
@@ -144,4 +146,5 @@ PAGES: Final = {
     "routes": routes_page,
     "tokens": tokens_page,
     "devices": devices_page,
+    "policy": policy_page,
 }
