@@ -37,6 +37,9 @@ class Cursor(Protocol):
     @property
     def rowcount(self) -> int: ...
 
+    @property
+    def description(self) -> Any: ...
+
     def fetchone(self) -> Any: ...
 
     def fetchall(self) -> list[Any]: ...
@@ -87,6 +90,11 @@ class Database(Protocol):
         """The names of the tables there are."""
         ...
 
+    def follow_copied_ids(self, tables: Iterable[str]) -> None:
+        """After rows were copied in with their ids (`pywg.mesh.migrate`): the ids this
+        database hands out next in `tables` come after theirs."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -105,13 +113,13 @@ def set_meta(db: Database, key: str, value: object) -> None:
     )
 
 
-def errors() -> tuple[type[Exception], ...]:
-    """The exceptions a database driver in use may raise: SQLite's, and psycopg's once it
-    is loaded (it is imported only for a PostgreSQL store, so none of its errors can
-    arise before)."""
+def errors(*more: type[Exception]) -> tuple[type[Exception], ...]:
+    """The exceptions a database driver in use may raise (and `more`, to catch with them):
+    SQLite's, and psycopg's once it is loaded (it is imported only for a PostgreSQL
+    store, so none of its errors can arise before)."""
     psycopg = sys.modules.get("psycopg")
     extra: tuple[type[Exception], ...] = (psycopg.Error,) if psycopg is not None else ()
-    return (sqlite3.Error, *extra)
+    return (*more, sqlite3.Error, *extra)
 
 
 def is_url(text: str | None) -> bool:
@@ -165,6 +173,9 @@ class SqliteDatabase:
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
         )
         return [str(name) for (name,) in rows]
+
+    def follow_copied_ids(self, tables: Iterable[str]) -> None:
+        pass  # a new rowid is one past the largest there is
 
     def close(self) -> None:
         self._db.close()

@@ -197,6 +197,14 @@ class PostgresDatabase:
         )
         return [str(name) for (name,) in rows]
 
+    def follow_copied_ids(self, tables: Iterable[str]) -> None:
+        for table in tables:
+            if table in IDENTITY_TABLES:
+                self.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), max(id)) "
+                    f"FROM {table} HAVING count(*) > 0"
+                )
+
     def close(self) -> None:
         self._conn.close()
 

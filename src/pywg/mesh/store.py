@@ -59,7 +59,7 @@ from typing import Final, TypeVar
 from ..constants import MAX_RELAY_INDEX
 from ..endpoint import format_endpoint
 from . import pool
-from .database import Database, Listening, SqliteDatabase, is_url, set_meta
+from .database import Database, Listening, SqliteDatabase, get_meta, is_url, set_meta
 from .dns import DEFAULT_DOMAIN, check_domain
 from .exits import EXIT_ROUTES
 from .expiry import DEFAULT_EXPIRY_DAYS, period_ms
@@ -556,6 +556,24 @@ class Store:
         networks = self.networks()
         assert networks is not None
         return networks
+
+    def check_identity(self, public_key: bytes, pin: bytes | None) -> None:
+        """The coordinator's public key and the pin of its self-made certificate (None: none)
+        are the mesh's: stored by the first coordinator, Conflict for one that differs (the
+        coordinators of one mesh sign with one key and serve one pinned certificate)."""
+        wanted = {"coordinator_key": public_key.hex(), "tls_pin": pin.hex() if pin else "-"}
+        with self._write() as db:
+            for key, value in wanted.items():
+                stored = get_meta(db, key)
+                if stored is None:
+                    set_meta(db, key, value)
+                elif stored != value:
+                    what = "key" if key == "coordinator_key" else "self-made TLS certificate"
+                    raise Conflict(
+                        f"this coordinator's {what} is not the one of the mesh in {self.path}: "
+                        "copy coordinator.key, tls.crt and tls.key from the state directory "
+                        "of the first coordinator (docs/postgresql.md)"
+                    )
 
     def _networks_or_fail(self) -> Networks:
         networks = self.networks()
