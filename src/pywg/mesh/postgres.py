@@ -128,12 +128,15 @@ class PostgresDatabase:
 
     kind = "postgresql"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """`create=False`: NotFound-like LookupError if the database holds no mesh yet."""
         self.url = url
         self.where = describe(url)
         self._conn = _connect(url)
         self._in_transaction = False
         try:
+            if not create and "meta" not in self.tables():
+                raise LookupError(f"no coordinator state in the {self.where}")
             self.begin_write()
             for statement in SCHEMA.split(";"):
                 if statement.strip():

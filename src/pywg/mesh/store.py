@@ -442,7 +442,12 @@ class Store:
                 raise StoreError("--database takes a postgresql:// URL")
             from .postgres import PostgresDatabase
 
-            self._db: Database = PostgresDatabase(database)
+            if create:
+                ensure_state_dir(state_dir)  # the coordinator's key and certificate
+            try:
+                self._db: Database = PostgresDatabase(database, create=create)
+            except LookupError as exc:
+                raise NotFound(f"{exc} (start `pywg coordinator serve --database` first)") from None
             self.path = self._db.where
             return
         self.path = db_path(state_dir)
