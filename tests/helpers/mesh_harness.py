@@ -13,7 +13,7 @@ networks are :data:`V4` and :data:`V6`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,12 +140,26 @@ class Coordinators:
     """The `coordinator` fixture: ``async with coordinator(("a", "b"), **options) as running``.
 
     The state directory is the test's tmp_path unless `state` names another;
-    `options` go to the Coordinator (over make_coordinator's defaults).
+    `options` go to the Coordinator (over make_coordinator's defaults). With
+    `new_database` (a PostgreSQL URL maker) each state directory, a mesh, has
+    its own database (`databases`), unless the options name one.
     """
 
     tmp_path: Path
+    new_database: Callable[[], str] | None = None
+    databases: dict[str, str] = field(default_factory=dict)
+
+    def database(self, state: str | Path | None = None) -> str | None:
+        """The database of the mesh in `state` (default tmp_path): None on SQLite."""
+        if self.new_database is None:
+            return None
+        key = str(state or self.tmp_path)
+        if key not in self.databases:
+            self.databases[key] = self.new_database()
+        return self.databases[key]
 
     def __call__(
         self, members: Iterable[str] = (), *, state: str | Path | None = None, **options: Any
     ) -> AbstractAsyncContextManager[RunningCoordinator]:
+        options.setdefault("database", self.database(state))
         return serve_coordinator(str(state or self.tmp_path), members, **options)

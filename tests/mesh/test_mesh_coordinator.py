@@ -21,7 +21,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
@@ -60,6 +60,22 @@ SCENARIO_DEADLINE = 60.0
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def coordinator(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Coordinators]:
+    """The coordinators of these tests, on each store: SQLite, then PostgreSQL (a database
+    for each mesh, which `cli` names with its --state)."""
+    new_database = None
+    if request.param == "postgresql":
+        new_database = request.getfixturevalue("postgres").new_database
+    running = Coordinators(tmp_path, new_database)
+    _ON_POSTGRES[:] = [running] if new_database else []
+    yield running
+    _ON_POSTGRES.clear()
+
+
+_ON_POSTGRES: list[Coordinators] = []  # the test's, when its meshes are on PostgreSQL
 
 
 def run_in(host: Host, scenario: Callable[[], Awaitable[None]]) -> None:
@@ -129,7 +145,11 @@ def join_body(token: str, name: str, member: Member, **override: Any) -> bytes:
 
 
 def cli(*argv: str) -> int:
-    return coordinator_cli.main(["coordinator", *argv])
+    """`pywg coordinator ARGV`, with --database for the mesh of its --state on PostgreSQL."""
+    extra = []
+    if _ON_POSTGRES and argv[0] != "serve":
+        extra = ["--database", str(_ON_POSTGRES[0].database(argv[argv.index("--state") + 1]))]
+    return coordinator_cli.main(["coordinator", *argv, *extra])
 
 
 def peers_by_name(roster: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -744,7 +764,7 @@ def test_restart_keeps_the_mesh(host: Host, tmp_path: Any, coordinator: Coordina
             assert (await c.roster(0, 0))["self"]["addresses"][0] == "198.19.5.3"
         # the networks are fixed
         with pytest.raises(Conflict, match="fixed at first start"):
-            make_coordinator(state, ipv4="198.19.6.0/24")
+            make_coordinator(state, ipv4="198.19.6.0/24", database=coordinator.database(state))
 
     run_in(host, scenario)
 

@@ -60,11 +60,11 @@ def _instructions_per_join(store: Store, name: str, n: int) -> int:
         steps[0] += 1
         return 0
 
-    store._db.set_progress_handler(count, 100)
+    store._db.connection.set_progress_handler(count, 100)
     try:
         join(store, name, n)
     finally:
-        store._db.set_progress_handler(None, 100)
+        store._db.connection.set_progress_handler(None, 100)
     return steps[0]
 
 

@@ -16,7 +16,11 @@
     pywg coordinator key
     pywg coordinator device add|remove|list ...   (plain WireGuard devices: pywg.cmd.devices)
     pywg coordinator policy check|set|show|clear  (the access policy: pywg.cmd.policy)
+    pywg coordinator migrate --to postgresql://...  (SQLite to PostgreSQL: pywg.cmd.migrate)
 
+Every command takes --state DIR and --database URL: the mesh is kept in
+SQLite in DIR, or in the PostgreSQL database URL (several coordinators may
+serve it, docs/postgresql.md; DIR then holds the key and certificate only).
 The admin commands work on the state directory's database directly, also
 while `serve` runs (it notices within a second). The mesh networks are fixed
 at the first `serve`: IPv4 100.64.0.0/10 unless --ipv4 says otherwise (RFC
@@ -59,7 +63,6 @@ import json
 import logging
 import os
 import re
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -105,6 +108,12 @@ def register(subparsers: Any) -> None:
     common.add_argument(
         "--state", default=DEFAULT_STATE, metavar="DIR", help=f"state (default {DEFAULT_STATE})"
     )
+    common.add_argument(
+        "--database",
+        metavar="URL",
+        help="keep the mesh in this PostgreSQL database (postgresql://...; docs/postgresql.md) "
+        "instead of SQLite in --state, which still holds the key and certificate",
+    )
     serve = sub.add_parser("serve", parents=[common], help="run the coordinator (foreground)")
     _register_serve(serve)
     _register_admin(sub, common)
@@ -117,6 +126,9 @@ def register(subparsers: Any) -> None:
     from pywg.cmd import policy
 
     policy.register(sub, common, _admin)
+    from pywg.cmd import migrate
+
+    migrate.register(sub, common)
 
 
 def _register_serve(serve: argparse.ArgumentParser) -> None:
@@ -502,7 +514,7 @@ def tls_certificate(args: argparse.Namespace, listen_host: str | None) -> Certif
         return tls.load(args.tls_cert, args.tls_key)
     if args.plain_http:
         return None
-    if own is None and _served_plain(args.state):
+    if own is None and _served_plain(args.state, args.database):
         raise UsageError(
             f"the mesh in {args.state} is served over plain HTTP and its nodes use http:// "
             "URLs: give --plain-http to go on so, or --tls-cert/--tls-key for a certificate "
@@ -513,16 +525,17 @@ def tls_certificate(args: argparse.Namespace, listen_host: str | None) -> Certif
     return tls.load_or_make(args.state, names)
 
 
-def _served_plain(state: str) -> bool:
+def _served_plain(state: str, database: str | None = None) -> bool:
     """Whether the coordinator's state holds nodes but no self-made certificate: a mesh that
     was served over plain HTTP (its nodes would not follow it to HTTPS)."""
+    from pywg.mesh.database import errors
     from pywg.mesh.store import Store, StoreError, db_path
 
-    if not os.path.exists(db_path(state)):
+    if database is None and not os.path.exists(db_path(state)):
         return False
     try:
-        store = Store(state, create=False)
-    except (StoreError, OSError, sqlite3.Error):
+        store = Store(state, create=False, database=database)
+    except errors(StoreError, OSError):
         return False  # serve opens it next and says what is wrong
     try:
         return bool(store.nodes())
@@ -537,22 +550,24 @@ def _fail(message: str, status: int = 1) -> int:
 
 def _admin(args: argparse.Namespace, work: Callable[[Store], int]) -> int:
     """Open the existing state, run `work`, turn expected errors into one line."""
+    from pywg.mesh.database import errors
     from pywg.mesh.store import NotFound, Store, StoreError
 
+    where = "the database" if args.database else args.state
     try:
-        store = Store(args.state, create=False)
+        store = Store(args.state, create=False, database=args.database)
     except StoreError as exc:
         return _fail(str(exc))
-    except (OSError, sqlite3.Error) as exc:
-        return _fail(f"cannot open the state in {args.state}: {exc}")
+    except errors(OSError) as exc:
+        return _fail(f"cannot open the state in {where}: {exc}")
     try:
         return work(store)
     except NotFound as exc:
         return _fail(str(exc))
     except StoreError as exc:
         return _fail(str(exc), 2)
-    except (OSError, sqlite3.Error) as exc:
-        return _fail(f"{args.state}: {exc}")
+    except errors(OSError) as exc:
+        return _fail(f"{where}: {exc}")
     finally:
         store.close()
 
@@ -818,6 +833,7 @@ def serve_command(args: argparse.Namespace) -> int:
                 setup=setup,
                 key_expiry_days=args.key_expiry,
                 limits=limits,
+                database=args.database,
             )
 
     return _run_serving(run)
@@ -825,6 +841,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
 def _run_serving(run: Callable[[], Coroutine[Any, Any, None]]) -> int:
     """Run the coordinator's main coroutine; its failures as the command's exit status."""
+    from pywg.mesh.database import errors
     from pywg.mesh.store import StoreError
     from pywg.mesh.tls import TlsError
 
@@ -834,7 +851,7 @@ def _run_serving(run: Callable[[], Coroutine[Any, Any, None]]) -> int:
         return _fail(str(exc))
     except ValueError as exc:  # the relay map: a --home-relay with the own relay's key
         return _fail(str(exc), 2)
-    except (OSError, sqlite3.Error) as exc:
+    except errors(OSError) as exc:
         return _fail(f"cannot serve: {exc}")
     except KeyboardInterrupt:
         return 0

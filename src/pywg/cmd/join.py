@@ -30,7 +30,11 @@ def register(subparsers: Any) -> None:
             "needs no token."
         ),
     )
-    p.add_argument("url", help="the coordinator, e.g. https://vps.example.org:8580")
+    p.add_argument(
+        "url",
+        help="the coordinator, e.g. https://vps.example.org:8580; several coordinators of one "
+        "mesh comma-separated (tried in turn, docs/postgresql.md)",
+    )
     p.add_argument("--token", help="a join token (needed the first time only)")
     p.add_argument("--name", help="this node's name in the mesh (default: the host name)")
     p.add_argument("--interface", "-i", default="pywg0", help="interface name (default pywg0)")

@@ -62,7 +62,7 @@ from ..endpoint import Endpoint, format_endpoint, normalize_endpoint
 from ..keys import PrivateKey, PublicKey
 from ..system import netconf
 from . import pathstate, wire
-from .client import CoordinatorClient, CoordinatorError
+from .client import CoordinatorClient, CoordinatorError, split_urls
 from .control import ControlError, ControlServer, socket_path
 from .exitroute import ExitRouting
 from .exits import ExitChoice, check_choice
@@ -233,7 +233,7 @@ class MeshNode:
     async def _join(self) -> CoordinatorClient:
         opts, state = self.options, self.state
         joined = state.joined
-        if joined is not None and joined.url.rstrip("/") == opts.url.rstrip("/"):
+        if joined is not None and _same_coordinators(joined.url, opts.url):
             return CoordinatorClient(
                 opts.url,
                 state.public_key,
@@ -789,3 +789,10 @@ def _nft(rules: str) -> None:
         netconf.run(["nft", "-f", "-"], stdin=rules)
     except netconf.NetconfError as exc:
         raise MeshError(f"{exc} (or run with --no-snat)") from None
+
+
+def _same_coordinators(joined: str, given: str) -> bool:
+    """Whether the coordinator URLs given serve the mesh this node joined: one of them is
+    one it joined through (a list may grow as coordinators are added)."""
+    ours = {url.rstrip("/") for url in split_urls(joined)}
+    return any(url.rstrip("/") in ours for url in split_urls(given))

@@ -9,6 +9,12 @@ nothing more (`UNSIGNED_REFUSALS`). The key comes from
 the first answer to `join` and must match the fingerprint in the join
 token; after that, pass it to the constructor (``coordinator_key=``).
 
+A mesh may be served by several coordinators on one database
+(docs/postgresql.md): the client then takes their URLs, comma-separated,
+and sends each request to the one that answered last; when it cannot
+connect there (refused, reset, timed out) it goes on to the next at once,
+each tried once a request.
+
 Request times are milliseconds since the epoch, strictly increasing per
 client: the coordinator refuses a request not newer than the node's last
 one, so requests of one node should not overlap except a roster long-poll
@@ -99,6 +105,19 @@ class _Answer:
     signature: str | None  # the header signing the body
 
 
+def split_urls(text: str) -> list[str]:
+    """The coordinator URLs in `text`: one, or several separated by commas."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _base_url(url: str) -> URL:
+    """A coordinator's base URL; ValueError if it is not an http(s) URL with a host."""
+    base = URL(url)
+    if base.scheme not in ("http", "https") or not base.host:
+        raise ValueError(f"the coordinator URL must be http:// or https://, not {url!r}")
+    return base.with_query(None).with_fragment(None)
+
+
 class CoordinatorClient:
     def __init__(
         self,
@@ -110,15 +129,18 @@ class CoordinatorClient:
         fingerprint: str | None = None,
         tls_pin: bytes | None = None,
     ) -> None:
-        """`tls_pin`: over HTTPS accept exactly the certificate with this pin
-        (`pywg.mesh.tls`); None: a certificate the system's CAs vouch for."""
-        base = URL(url)
-        if base.scheme not in ("http", "https") or not base.host:
-            raise ValueError(f"the coordinator URL must be http:// or https://, not {url!r}")
+        """`url`: the coordinator's, or those of the coordinators serving the mesh,
+        comma-separated. `tls_pin`: over HTTPS accept exactly the certificate with this
+        pin (`pywg.mesh.tls`); None: a certificate the system's CAs vouch for."""
+        self.bases = [_base_url(part) for part in split_urls(url)]
+        if not self.bases:
+            raise ValueError("no coordinator URL given")
+        if len({base.scheme for base in self.bases}) > 1:
+            raise ValueError("the coordinator URLs are all http:// or all https://")
         auth.unb64(public_key, 32)  # AuthError (a ValueError) if it is not a key
         if coordinator_key is not None and len(coordinator_key) != 32:
             raise ValueError("the coordinator key is 32 bytes")
-        self.base = base.with_query(None).with_fragment(None)
+        self._current = 0  # the index in `bases` of the one requests go to
         self.public_key = public_key
         self.control = control
         self.coordinator_key = coordinator_key
@@ -126,6 +148,15 @@ class CoordinatorClient:
         self.tls_pin = tls_pin
         self._last_ms = 0
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def base(self) -> URL:
+        """The URL requests go to now."""
+        return self.bases[self._current]
+
+    def _next_coordinator(self) -> None:
+        """Requests go to the next coordinator from now on (with one: the same)."""
+        self._current = (self._current + 1) % len(self.bases)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -144,14 +175,17 @@ class CoordinatorClient:
 
     async def _call(self, request: _Request, parse: Callable[[object], A]) -> A:
         """The verified answer to `request`, parsed. Sent again at once (signed anew) if the
-        connection broke under it: a kept-alive connection dies with the NAT mapping it used
-        (a router that rebooted), and every request here may be repeated (a join with its
-        token included)."""
-        for attempt in (1, 2):
+        connection broke under it or could not be made: to the same coordinator once (a
+        kept-alive connection dies with the NAT mapping it used, a router that rebooted),
+        or to each of the others once. Every request here may be repeated (a join with
+        its token included)."""
+        tries = max(2, len(self.bases))
+        for attempt in range(1, tries + 1):
             try:
                 data = await self._call_once(request)
             except _Broken as exc:
-                if attempt == 2:
+                self._next_coordinator()
+                if attempt == tries:
                     raise CoordinatorError(None, f"cannot reach the coordinator: {exc}") from None
                 continue
             try:
@@ -215,6 +249,7 @@ class CoordinatorClient:
                     response.headers.get(auth.SIGNATURE_HEADER),
                 )
         except TimeoutError:
+            self._next_coordinator()  # the next request goes to another one, if any
             raise CoordinatorError(None, "the coordinator did not answer in time") from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             raise _Broken(str(exc) or type(exc).__name__) from None
@@ -225,6 +260,7 @@ class CoordinatorClient:
                 "or a relay's --coordinator-pin): wrong coordinator, or someone in between",
             ) from None
         except aiohttp.ClientError as exc:
+            self._next_coordinator()
             raise CoordinatorError(None, f"cannot reach the coordinator: {exc}") from None
 
     def _answer_key(self, header: str | None, expect_fingerprint: str | None) -> bytes:

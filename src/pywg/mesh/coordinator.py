@@ -54,7 +54,12 @@ and its relays may read the members (``GET /v1/members``) as those given by
 
 The roster version (`store`) moves on every change to any roster, also by
 `pywg coordinator approve/remove` in another process: a watcher reads it
-about once a second and wakes the long-polls.
+about once a second and wakes the long-polls. On PostgreSQL (``database=``,
+docs/postgresql.md) any number of coordinators serve one mesh from one
+database: each hears the versions the others commit at once (NOTIFY,
+`Store.listen`), and all must sign with the same key and serve the same
+self-made certificate (`Store.check_identity`: the state directory is
+copied to each).
 """
 
 from __future__ import annotations
@@ -66,7 +71,6 @@ import logging
 import math
 import os
 import socket
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -78,6 +82,7 @@ from nacl.signing import SigningKey
 from ..endpoint import format_endpoint, parse_endpoint
 from ..system.secretfile import read_or_create_secret
 from . import access, auth, exits, expiry, relaychild, tls
+from .database import Listening, errors
 from .devices import device_entries, devices_by_gateway
 from .faultlog import FaultLog, ServerLog
 from .guardedsite import GuardedSite
@@ -203,17 +208,18 @@ class Coordinator:
         domain: str | None = None,
         key_expiry_days: float | None = None,
         limits: Limits | None = None,
+        database: str | None = None,
     ) -> None:
         self.certificate = certificate  # serve HTTPS with it; None: plain HTTP
         self.limits = limits or Limits()
         self.guard = SourceGuard(self.limits, time.monotonic)
         self.faults = FaultLog(log)
-        self.store = Store(state_dir)
+        self.store = Store(state_dir, database=database)
         try:
             self.networks = self.store.init_networks(ipv4, ipv6)
             self.domain = self.store.init_domain(domain)
             self.store.init_key_expiry(key_expiry_days, now=clock_ms())
-            self.key = load_or_create_key(state_dir)
+            self.key = _mesh_key(self.store, state_dir, shared=database is not None)
             own = [relaychild.map_entry(state_dir, relay)] if relay is not None else []
             self.home_relays = _relay_map([*own, *home_relays])
         except BaseException:
@@ -230,15 +236,10 @@ class Coordinator:
         self._replay = auth.ReplayGuard()
         self.paths = PathBook()  # how each node reaches its peers, as it reported
         self.access = access.AccessCache()  # the access policy as the rosters give it
-        self.app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
-        self.app.router.add_post(JOIN_PATH, self._join)
-        self.app.router.add_get(ROSTER_PATH, self._roster)
-        self.app.router.add_post(UPDATE_PATH, self._update)
-        self.app.router.add_get(HEALTH_PATH, self._health)
-        self.app.router.add_get(MEMBERS_PATH, self._members)
-        self.app.router.add_post(ROTATE_PATH, self._rotate)
+        self.app = self._make_app()
         self._runner: web.AppRunner | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._listening: Listening | None = None
         self._changed: asyncio.Event | None = None
         self._notified = self.store.version()
         self._expiries_seen = self.clock_ms()  # expiries up to here woke the long polls
@@ -246,6 +247,17 @@ class Coordinator:
         # what it served, for its metrics: (method, route, status) -> answers; long-polls open
         self.requests: Counter[tuple[str, str, int]] = Counter()
         self.long_polls = 0
+
+    def _make_app(self) -> web.Application:
+        """The aiohttp app with the API's routes (the admin UI adds its own: `serve`)."""
+        app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
+        app.router.add_post(JOIN_PATH, self._join)
+        app.router.add_get(ROSTER_PATH, self._roster)
+        app.router.add_post(UPDATE_PATH, self._update)
+        app.router.add_get(HEALTH_PATH, self._health)
+        app.router.add_get(MEMBERS_PATH, self._members)
+        app.router.add_post(ROTATE_PATH, self._rotate)
+        return app
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -276,6 +288,7 @@ class Coordinator:
             await self.close()
             raise
         self._watcher = asyncio.create_task(self._watch())
+        self._listen()
         self._start_relay()
         return self.port
 
@@ -312,6 +325,8 @@ class Coordinator:
             return
         self._closing = True
         self._notify()
+        if self._listening is not None:
+            await asyncio.to_thread(self._listening.close)
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -350,8 +365,24 @@ class Coordinator:
                 if version != self._notified:
                     self._notified = version
                     self._notify()
-            except sqlite3.Error as exc:
+            except errors() as exc:
                 log.warning("cannot read the state: %s", exc)
+
+    def _listen(self) -> None:
+        """Hear the roster versions other coordinators on the same database commit (at once,
+        where the database sends notices: PostgreSQL's NOTIFY), and wake the long polls."""
+        loop = asyncio.get_running_loop()
+
+        def heard(version: int) -> None:  # in the listener's thread
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._heard, version)
+
+        self._listening = self.store.listen(heard)
+
+    def _heard(self, version: int) -> None:
+        if version > self._notified:
+            self._notified = version
+            self._notify()
 
     def _note_expiries(self) -> None:
         """Keys that expired by time since the last look move the roster version (the
@@ -746,6 +777,17 @@ class Coordinator:
         return self._response(UpdateAnswer(version))
 
 
+def _mesh_key(store: Store, state_dir: str, *, shared: bool) -> SigningKey:
+    """The coordinator's key (`load_or_create_key`); if the database is `shared` by several
+    coordinators, checked with the certificate tokens pin against the mesh's
+    (`Store.check_identity`): every coordinator of the mesh signs and serves alike."""
+    key = load_or_create_key(state_dir)
+    if shared:
+        own = tls.self_made(state_dir)
+        store.check_identity(bytes(key.verify_key), own.pin if own is not None else None)
+    return key
+
+
 def _relay_map(relays: Sequence[HomeRelay]) -> tuple[HomeRelay, ...]:
     """The relay map as configured; ValueError if two relays share a number, a name or a
     key (a node holds each relay under its number; a key names one relay)."""
@@ -795,12 +837,14 @@ async def serve(
     setup: Callable[[Coordinator], None] | None = None,
     key_expiry_days: float | None = None,
     limits: Limits | None = None,
+    database: str | None = None,
 ) -> None:
     """Run a coordinator until `stop` is set (or the task is cancelled); over HTTPS
     with `certificate`; with its own relay (a child process) if `relay` says how; its
     names under `domain` (default: as stored, else dns.DEFAULT_DOMAIN); what it grants
-    each source address per `limits` (default: `Limits()`). `setup` is called before
-    it starts (to add routes to its app: the admin UI)."""
+    each source address per `limits` (default: `Limits()`); its state in the
+    PostgreSQL `database` if one is named (a URL), else in `state_dir`. `setup` is called
+    before it starts (to add routes to its app: the admin UI)."""
     coordinator = Coordinator(
         state_dir,
         ipv4=ipv4,
@@ -813,6 +857,7 @@ async def serve(
         domain=domain,
         key_expiry_days=key_expiry_days,
         limits=limits,
+        database=database,
     )
     try:
         if setup is not None:

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from ..asyncio import Tunnel
 from ..system import netconf
 from ..uapi import UapiError
+from .client import split_urls
 from .exits import (
     EXIT_ROUTES,
     FIRST_TABLE,
@@ -59,7 +60,8 @@ class ExitRouting:
         self.choice = choice
         self.plan = ExitPlan()
         self.tunnel: Tunnel | None = None
-        self._coordinator = urlsplit(coordinator_url).hostname or ""
+        # every coordinator's host (the URL may name several: `client.split_urls`)
+        self._coordinators = [urlsplit(url).hostname or "" for url in split_urls(coordinator_url)]
         self._resolved: dict[str, list[str]] = {}  # host -> its addresses, last answer
         self._applied: list[list[str]] = []  # `ip` commands in effect, in order
         self._table: int | None = None
@@ -101,7 +103,7 @@ class ExitRouting:
     # ------------------------------------------------------------------ steps
     async def _bypass(self, roster: Roster) -> list[str]:
         """The coordinator's and the relays' addresses: reached without the tunnel."""
-        hosts = [self._coordinator] + [relay.host for relay in roster.relays]
+        hosts = self._coordinators + [relay.host for relay in roster.relays]
         found: list[str] = []
         for host in dict.fromkeys(h for h in hosts if h):
             try:

@@ -18,10 +18,10 @@ amortized: no scan of what is used.
 from __future__ import annotations
 
 import ipaddress
-import sqlite3
 from collections.abc import Callable
 from typing import Final
 
+from .database import Database, set_meta
 from .schema import Networks
 
 SCHEMA: Final = """
@@ -32,21 +32,21 @@ CREATE TABLE IF NOT EXISTS released (
 );
 CREATE INDEX IF NOT EXISTS released_by_pool ON released (pool, id)
 """
-MAX_OFFSET: Final = (1 << 62) - 1  # an SQLite integer; an IPv6 /64 is never used that far
+MAX_OFFSET: Final = (1 << 62) - 1  # SQLite integer, PostgreSQL BIGINT; no /64 is used that far
 
-Taken = Callable[[sqlite3.Connection, int], bool]
+Taken = Callable[[Database, int], bool]
 
 
 class Exhausted(Exception):
     """Every value of the pool is in use."""
 
 
-def _meta(db: sqlite3.Connection, key: str) -> int | None:
+def _meta(db: Database, key: str) -> int | None:
     row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return None if row is None else int(row[0])
 
 
-def take(db: sqlite3.Connection, pool: str, first: int, last: int, taken: Taken) -> int:
+def take(db: Database, pool: str, first: int, last: int, taken: Taken) -> int:
     """A free value of `pool` (first..last): the pointer's (it starts at `first`), else the
     oldest released; Exhausted if there is none. Inside the caller's write transaction."""
     key = f"next_{pool}"
@@ -54,9 +54,9 @@ def take(db: sqlite3.Connection, pool: str, first: int, last: int, taken: Taken)
     while pointer <= last:
         value, pointer = pointer, pointer + 1
         if not taken(db, value):
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, pointer))
+            set_meta(db, key, pointer)
             return value
-    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, pointer))
+    set_meta(db, key, pointer)
     while True:
         row = db.execute(
             "SELECT id, value FROM released WHERE pool = ? ORDER BY id LIMIT 1", (pool,)
@@ -68,17 +68,17 @@ def take(db: sqlite3.Connection, pool: str, first: int, last: int, taken: Taken)
             return int(row[1])
 
 
-def release(db: sqlite3.Connection, pool: str, value: int) -> None:
+def release(db: Database, pool: str, value: int) -> None:
     """`value` is free again: at the back of the queue."""
     db.execute("INSERT INTO released (pool, value) VALUES (?, ?)", (pool, value))
 
 
-def start_after(db: sqlite3.Connection, pool: str, value: int) -> None:
+def start_after(db: Database, pool: str, value: int) -> None:
     """The pointer of `pool` is past `value` (at least): for a pool whose values were handed
     out before it existed."""
     key = f"next_{pool}"
     if _meta(db, key) is None:
-        db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value + 1))
+        set_meta(db, key, value + 1)
 
 
 # -- tunnel addresses ----------------------------------------------------------------------
@@ -91,7 +91,7 @@ def _host_range(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int
 
 
 def _address_taken(column: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Taken:
-    def taken(db: sqlite3.Connection, offset: int) -> bool:
+    def taken(db: Database, offset: int) -> bool:
         address = str(net.network_address + offset)
         row = db.execute(
             f"SELECT 1 FROM nodes WHERE {column} = ? UNION ALL "
@@ -103,7 +103,7 @@ def _address_taken(column: str, net: ipaddress.IPv4Network | ipaddress.IPv6Netwo
     return taken
 
 
-def take_addresses(db: sqlite3.Connection, networks: Networks) -> tuple[str, str]:
+def take_addresses(db: Database, networks: Networks) -> tuple[str, str]:
     """A free address of each mesh network (nodes and devices share them)."""
     result = []
     for column, net in (("ipv4", networks.ipv4), ("ipv6", networks.ipv6)):
@@ -113,7 +113,7 @@ def take_addresses(db: sqlite3.Connection, networks: Networks) -> tuple[str, str
     return result[0], result[1]
 
 
-def release_addresses(db: sqlite3.Connection, networks: Networks, ipv4: str, ipv6: str) -> None:
+def release_addresses(db: Database, networks: Networks, ipv4: str, ipv6: str) -> None:
     """The addresses of a node or device removed: free again, late."""
     for column, net, text in (("ipv4", networks.ipv4, ipv4), ("ipv6", networks.ipv6, ipv6)):
         address = ipaddress.ip_address(text)
@@ -124,11 +124,11 @@ def release_addresses(db: sqlite3.Connection, networks: Networks, ipv4: str, ipv
 # -- node ids ------------------------------------------------------------------------------
 
 
-def _id_taken(db: sqlite3.Connection, node_id: int) -> bool:
+def _id_taken(db: Database, node_id: int) -> bool:
     return db.execute("SELECT 1 FROM nodes WHERE id = ?", (node_id,)).fetchone() is not None
 
 
-def take_node_id(db: sqlite3.Connection, most: int) -> int:
+def take_node_id(db: Database, most: int) -> int:
     """A free node id (1..`most`); the pointer starts after the highest id there is."""
     highest = db.execute("SELECT max(id) FROM nodes").fetchone()[0]
     start_after(db, "node_id", int(highest or 0))

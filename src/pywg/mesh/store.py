@@ -1,7 +1,10 @@
-"""The coordinator's state: nodes, their routes, join tokens, the mesh networks, in SQLite.
+"""The coordinator's state: nodes, their routes, join tokens, the mesh networks.
 
 Theory of operation. One SQLite file (WAL, so the admin commands of
-`pywg coordinator` can read and write it while the server runs) holds:
+`pywg coordinator` can read and write it while the server runs), or one
+PostgreSQL database shared by several coordinators (`pywg.mesh.postgres`,
+docs/postgresql.md), holds (`database` says how the one logic here runs on
+either):
 
 - ``nodes``: one row a member, its ``id`` also its node id on the home relays
   (1..2^24-1, docs/relay.md): name (unique, case-insensitively), WireGuard
@@ -35,7 +38,8 @@ Theory of operation. One SQLite file (WAL, so the admin commands of
 Tables a file may have that nothing reads (``removals``, ``relay_pairs``)
 are dropped when it is opened.
 
-Every write is one ``BEGIN IMMEDIATE`` transaction; every method validates
+Every write is one transaction that no other writer overlaps (SQLite's
+``BEGIN IMMEDIATE``, PostgreSQL's advisory lock); every method validates
 its input and raises `StoreError` (bad input), `Conflict` (name, key or
 address taken, networks differ), `NotFound` or `TokenRefused`.
 """
@@ -48,7 +52,6 @@ import ipaddress
 import json
 import os
 import re
-import sqlite3
 import threading
 import time
 import uuid
@@ -60,6 +63,7 @@ from ..constants import MAX_RELAY_INDEX
 from ..endpoint import format_endpoint
 from ..policy import is_tag
 from . import pool
+from .database import Database, Listening, SqliteDatabase, get_meta, is_url, set_meta
 from .dns import DEFAULT_DOMAIN, check_domain
 from .exits import EXIT_ROUTES
 from .expiry import DEFAULT_EXPIRY_DAYS, period_ms
@@ -149,12 +153,12 @@ _ADDED_COLUMNS: Final = (
 _DROPPED_TABLES: Final = ("removals", "relay_pairs")
 
 
-def _drop_tables(db: sqlite3.Connection) -> None:
+def _drop_tables(db: Database) -> None:
     for table in _DROPPED_TABLES:
         db.execute(f"DROP TABLE IF EXISTS {table}")
 
 
-def _add_columns(db: sqlite3.Connection) -> None:
+def _add_columns(db: Database) -> None:
     for table, column, declaration in _ADDED_COLUMNS:
         present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         if column not in present:
@@ -181,7 +185,7 @@ class KeyRefused(StoreError):
     """The keys may not be used: revoked or retired by a rotation (pywg.mesh.expiry)."""
 
 
-def _check_not_retired(db: sqlite3.Connection, public_key: bytes, control_key: bytes) -> None:
+def _check_not_retired(db: Database, public_key: bytes, control_key: bytes) -> None:
     """KeyRefused if either key was retired (rotated away from, or revoked): never again."""
     row = db.execute(
         "SELECT 1 FROM retired_keys WHERE public_key = ? OR control_key = ?",
@@ -273,7 +277,7 @@ class Device:
         return f"{self.ipv4}/32", f"{self.ipv6}/128"
 
 
-def _check_device_free(db: sqlite3.Connection, name: str, public_key: bytes) -> None:
+def _check_device_free(db: Database, name: str, public_key: bytes) -> None:
     """Conflict if a device has `name` (nodes and devices share their names: NAME.DOMAIN)
     or `public_key` (a gateway holds devices and nodes alike as WireGuard peers)."""
     taken = db.execute(
@@ -428,14 +432,35 @@ def db_path(state_dir: str) -> str:
 
 
 class Store:
-    """The coordinator's SQLite file. Safe to share between threads (one lock).
+    """The coordinator's state, in SQLite or PostgreSQL (`database`). Safe to share between
+    threads (one lock).
+
+    The interface of the mesh's state: every method below, the same on both
+    databases. `state_dir` holds the SQLite file, unless `database` names a
+    PostgreSQL database (``postgresql://...``, `pywg.mesh.postgres`), which
+    then holds the state of every coordinator serving the mesh; the directory
+    keeps the coordinator's key and certificate either way.
 
     `create=False` refuses to make a new state (the admin commands: a typo in
     --state should not start an empty mesh).
     """
 
-    def __init__(self, state_dir: str, *, create: bool = True) -> None:
+    def __init__(self, state_dir: str, *, create: bool = True, database: str | None = None) -> None:
         self.state_dir = state_dir
+        self._lock = threading.RLock()
+        if database is not None:
+            if not is_url(database):
+                raise StoreError("--database takes a postgresql:// URL")
+            from .postgres import PostgresDatabase
+
+            if create:
+                ensure_state_dir(state_dir)  # the coordinator's key and certificate
+            try:
+                self._db: Database = PostgresDatabase(database, create=create)
+            except LookupError as exc:
+                raise NotFound(f"{exc} (start `pywg coordinator serve --database` first)") from None
+            self.path = self._db.where
+            return
         self.path = db_path(state_dir)
         if create:
             ensure_state_dir(state_dir)
@@ -453,49 +478,59 @@ class Store:
             raise NotFound(
                 f"no coordinator state in {state_dir} (start `pywg coordinator serve` first)"
             )
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-        )
+        self._db = SqliteDatabase(self.path, BUSY_TIMEOUT_MS)
         try:
-            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")  # spent tokens, last request times
-            self._db.execute("PRAGMA foreign_keys = ON")
-            with self._write() as db:
-                found = db.execute("PRAGMA user_version").fetchone()[0]
-                if found > SCHEMA_VERSION:
-                    raise StoreError(f"{self.path} is from a newer pywg (schema {found})")
-                for statement in (_SCHEMA + ";" + pool.SCHEMA).split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                _add_columns(db)
-                _drop_tables(db)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('version', 0)")
+            self._prepare_sqlite()
         except BaseException:
             self._db.close()
             raise
+
+    def _prepare_sqlite(self) -> None:
+        """The SQLite file's settings, and its tables made or migrated (`_SCHEMA`)."""
+        self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = FULL")  # spent tokens, last request times
+        self._db.execute("PRAGMA foreign_keys = ON")
+        with self._write() as db:
+            found = db.execute("PRAGMA user_version").fetchone()[0]
+            if found > SCHEMA_VERSION:
+                raise StoreError(f"{self.path} is from a newer pywg (schema {found})")
+            for statement in (_SCHEMA + ";" + pool.SCHEMA).split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            _add_columns(db)
+            _drop_tables(db)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('version', 0)")
+
+    @property
+    def database(self) -> Database:
+        """The database under the store (`pywg.mesh.migrate` copies between two)."""
+        return self._db
+
+    def listen(self, heard: Callable[[int], None]) -> Listening | None:
+        """Call `heard(version)` from another thread whenever any process commits a new
+        roster version; None where the database sends no notice (SQLite: poll `version`)."""
+        return self._db.listen(heard)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE: the write lock up front, no upgrade deadlock)."""
+    def _write(self) -> Iterator[Database]:
+        """One write transaction, no other writer's overlapping it (`Database.begin_write`)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.begin_write()
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.rollback()
                 raise
-            self._db.execute("COMMIT")
+            self._db.commit()
 
-    def _bump(self, db: sqlite3.Connection) -> int:
-        db.execute("UPDATE meta SET value = value + 1 WHERE key = 'version'")
-        return int(db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0])
+    def _bump(self, db: Database) -> int:
+        return db.bump_version()
 
     # -- meta ------------------------------------------------------------------------------
 
@@ -538,6 +573,24 @@ class Store:
         assert networks is not None
         return networks
 
+    def check_identity(self, public_key: bytes, pin: bytes | None) -> None:
+        """The coordinator's public key and the pin of its self-made certificate (None: none)
+        are the mesh's: stored by the first coordinator, Conflict for one that differs (the
+        coordinators of one mesh sign with one key and serve one pinned certificate)."""
+        wanted = {"coordinator_key": public_key.hex(), "tls_pin": pin.hex() if pin else "-"}
+        with self._write() as db:
+            for key, value in wanted.items():
+                stored = get_meta(db, key)
+                if stored is None:
+                    set_meta(db, key, value)
+                elif stored != value:
+                    what = "key" if key == "coordinator_key" else "self-made TLS certificate"
+                    raise Conflict(
+                        f"this coordinator's {what} is not the one of the mesh in {self.path}: "
+                        "copy coordinator.key, tls.crt and tls.key from the state directory "
+                        "of the first coordinator (docs/postgresql.md)"
+                    )
+
     def _networks_or_fail(self) -> Networks:
         networks = self.networks()
         if networks is None:
@@ -557,7 +610,7 @@ class Store:
             row = db.execute("SELECT value FROM meta WHERE key = 'domain'").fetchone()
             stored = str(row[0]) if row is not None else None
             if want is not None and want != stored:
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('domain', ?)", (want,))
+                set_meta(db, "domain", want)
                 if stored is not None:
                     self._bump(db)
                 stored = want
@@ -609,7 +662,7 @@ class Store:
             if text is None:
                 db.execute("DELETE FROM meta WHERE key = 'policy'")
             else:
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('policy', ?)", (text,))
+                set_meta(db, "policy", text)
             return self._bump(db)
 
     def tags(self) -> dict[str, frozenset[str]]:
@@ -656,11 +709,9 @@ class Store:
         if kind not in ADMIN_SECRETS:
             raise StoreError(f"no admin secret {kind!r}")
         with self._write() as db:
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (kind, hashed))
+            set_meta(db, kind, hashed)
 
-    def _check_token(
-        self, db: sqlite3.Connection, token_hash: str, now: int, node_id: int | None
-    ) -> None:
+    def _check_token(self, db: Database, token_hash: str, now: int, node_id: int | None) -> None:
         row = db.execute(
             "SELECT expires_ms, reusable, uses, last_node FROM tokens WHERE hash = ?",
             (token_hash,),
@@ -745,7 +796,7 @@ class Store:
 
     def _rejoin(
         self,
-        db: sqlite3.Connection,
+        db: Database,
         row: tuple[int, bytes, int, int | None],
         token_hash: str,
         control_key: bytes,
@@ -770,7 +821,7 @@ class Store:
 
     def _insert_node(
         self,
-        db: sqlite3.Connection,
+        db: Database,
         networks: Networks,
         who: tuple[str, bytes, bytes],
         time_ms: int,
@@ -797,7 +848,7 @@ class Store:
         return node_id
 
     @staticmethod
-    def _free_addresses(db: sqlite3.Connection, networks: Networks) -> tuple[str, str]:
+    def _free_addresses(db: Database, networks: Networks) -> tuple[str, str]:
         """A free host address of each network (`pool.take_addresses`)."""
         try:
             return pool.take_addresses(db, networks)
@@ -805,7 +856,7 @@ class Store:
             net = networks.ipv4 if str(exc) == "ipv4" else networks.ipv6
             raise Conflict(f"no free address left in {net}") from None
 
-    def _release(self, db: sqlite3.Connection, node: Node | None, devices: list[Device]) -> None:
+    def _release(self, db: Database, node: Node | None, devices: list[Device]) -> None:
         """The id and addresses of a node and devices being removed: free again, late."""
         networks = self._networks_or_fail()
         for ipv4, ipv6 in [(d.ipv4, d.ipv6) for d in devices] + (
@@ -864,13 +915,13 @@ class Store:
     def snapshot(self) -> tuple[int, list[Node]]:
         """The roster version and every node, read in one transaction (consistent)."""
         with self._lock:
-            self._db.execute("BEGIN")
+            self._db.begin_read()
             try:
                 version = self._db.execute("SELECT value FROM meta WHERE key = 'version'")
                 number = int(version.fetchone()[0])
                 return number, self._select()
             finally:
-                self._db.execute("COMMIT")
+                self._db.commit()
 
     def count(self) -> int:
         with self._lock:
@@ -946,9 +997,7 @@ class Store:
             return int(db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0])
 
     @staticmethod
-    def _replace_routes(
-        db: sqlite3.Connection, node_id: int, routes: list[str], auto_approve: bool
-    ) -> bool:
+    def _replace_routes(db: Database, node_id: int, routes: list[str], auto_approve: bool) -> bool:
         """A node's advertised routes are `routes` (the approved ones stay approved);
         whether they changed."""
         old = dict(
@@ -1034,7 +1083,7 @@ class Store:
             return self._key_expiry(self._db)
 
     @staticmethod
-    def _key_expiry(db: sqlite3.Connection) -> int:
+    def _key_expiry(db: Database) -> int:
         row = db.execute("SELECT value FROM meta WHERE key = 'key_expiry_ms'").fetchone()
         return int(row[0]) if row is not None else period_ms(DEFAULT_EXPIRY_DAYS)
 
@@ -1051,9 +1100,7 @@ class Store:
         with self._write() as db:
             if wanted is None or wanted == self._key_expiry(db):
                 return self._key_expiry(db)
-            db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('key_expiry_ms', ?)", (wanted,)
-            )
+            set_meta(db, "key_expiry_ms", wanted)
             if wanted == 0:
                 db.execute("UPDATE nodes SET expires_ms = NULL WHERE expires_ms > ?", (when,))
             else:
@@ -1065,7 +1112,7 @@ class Store:
             self._bump(db)
             return wanted
 
-    def _issue_keys(self, db: sqlite3.Connection, node_id: int, when: int) -> None:
+    def _issue_keys(self, db: Database, node_id: int, when: int) -> None:
         """A node's keys are new at `when`: they expire one period later (or never)."""
         period = self._key_expiry(db)
         db.execute(
@@ -1101,8 +1148,8 @@ class Store:
                 raise NotFound(f"no node named {name!r}")
             db.execute("UPDATE nodes SET revoked = 1 WHERE id = ?", (row[0],))
             db.execute(
-                "INSERT OR IGNORE INTO retired_keys (public_key, control_key, node_id, "
-                "retired_ms) VALUES (?, ?, ?, ?)",
+                "INSERT INTO retired_keys (public_key, control_key, node_id, retired_ms) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (row[1], row[2], row[0], when),
             )
             self._bump(db)

@@ -42,7 +42,13 @@ def _b64(data: bytes) -> str:
 
 def _scrypt(secret: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     return hashlib.scrypt(
-        secret.encode(), salt=salt, n=n, r=r, p=p, dklen=DERIVED_SIZE, maxmem=2 * 128 * r * n + 2**20
+        secret.encode(),
+        salt=salt,
+        n=n,
+        r=r,
+        p=p,
+        dklen=DERIVED_SIZE,
+        maxmem=2 * 128 * r * n + 2**20,
     )
 
 
