@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
+from typing import Any
 
 from pywg.lab.relay import Faults
 from pywg.packetlink import Receiver
@@ -73,3 +74,20 @@ def link_pair(mtu: int = 1420, seed: int = 1) -> tuple[MemoryLink, MemoryLink]:
     a, b = MemoryLink(mtu, seed), MemoryLink(mtu, seed + 1)
     a.peer, b.peer = b, a
     return a, b
+
+
+A_ADDRS = ("10.0.0.1", "fd00::1")
+B_ADDRS = ("10.0.0.2", "fd00::2")
+# timers scaled to an in-memory link whose round trip is microseconds
+FAST_TCP = {"rto_min": 0.03, "delayed_ack": 0.005}
+
+
+def stack_pair(
+    mtu: int = 1420, seed: int = 1, **tcp: object
+) -> tuple[Any, Any, MemoryLink, MemoryLink]:
+    """Two stacks (A: 10.0.0.1/fd00::1, B: 10.0.0.2/fd00::2) back to back: (A, B, A's link, B's)."""
+    from pywg.netstack import Stack, TcpConfig
+
+    a, b = link_pair(mtu, seed)
+    config = TcpConfig(**{**FAST_TCP, **tcp})  # type: ignore[arg-type]
+    return Stack(a, A_ADDRS, tcp=config), Stack(b, B_ADDRS, tcp=config), a, b

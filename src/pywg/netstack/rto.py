@@ -17,12 +17,14 @@ class RtoEstimator:
 
     __slots__ = ("_base", "backoffs", "rto_max", "rto_min", "rttvar", "srtt")
 
-    def __init__(self, rto_min: float = 0.2, rto_max: float = MAX_RTO) -> None:
+    def __init__(
+        self, rto_min: float = 0.2, initial: float = INITIAL_RTO, rto_max: float = MAX_RTO
+    ) -> None:
         self.rto_min = rto_min
         self.rto_max = rto_max
         self.srtt: float | None = None
         self.rttvar = 0.0
-        self._base = INITIAL_RTO
+        self._base = initial
         self.backoffs = 0
 
     @property

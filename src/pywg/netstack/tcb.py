@@ -62,6 +62,7 @@ class TcpConfig:
     rcv_buffer: int = 1 << 20  # the receive window at most (scaled: RFC 7323)
     snd_buffer: int = 1 << 20  # data the user may queue before writing pauses
     rto_min: float = 0.2
+    rto_initial: float = 1.0  # RFC 6298 §2.1
     delayed_ack: float = 0.04  # RFC 9293 §3.8.6.3: under 0.5 s
     msl: float = 30.0  # TIME-WAIT lasts 2 MSL (RFC 9293 §3.4.2)
     syn_retries: int = 6
@@ -126,7 +127,7 @@ class ControlBlock:
         self.ooo = Reassembly()
         self.scoreboard = Scoreboard()
         # timers and estimators
-        self.rtt = RtoEstimator(config.rto_min)
+        self.rtt = RtoEstimator(config.rto_min, config.rto_initial)
         self.cc = NewReno(self.mss, iss)
         self.timing: tuple[int, float] | None = None  # (seq acked to measure, sent at)
         self.retries = 0

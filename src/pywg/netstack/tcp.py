@@ -360,7 +360,7 @@ class TcpConnection(Sender):
             self.ooo.add(seq, data)
             # out of order: a duplicate ACK for each such segment, not one per batch, so
             # that the sender counts them (RFC 5681 §4.2, §3.2)
-            self.emit(self.snd_nxt, ACK)
+            self.emit(self.snd_max, ACK)
             return
         pieces = [data]
         self.rcv_nxt += len(data)

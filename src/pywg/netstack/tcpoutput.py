@@ -35,6 +35,13 @@ class Sender(ControlBlock):
             self.delack_at = None
             self.unacked_segments = 0
 
+    def room(self) -> int:
+        """Payload bytes a segment may carry: the MSS less the SACK option it will carry
+        (RFC 9293 §3.7.1: the MSS counts data only, so options come out of it)."""
+        if self.sack_ok and self.ooo:
+            return self.mss - 4 - 8 * min(len(self.ooo.ranges), tcpwire.MAX_SACK_BLOCKS)
+        return self.mss
+
     def send_syn(self, with_ack: bool) -> None:
         """(Re)send our SYN, with our MSS, window scale and SACK-permitted (RFC 7323, 2018)."""
         wscale = self.rcv_wscale if self.config.window_scaling else None
@@ -57,7 +64,9 @@ class Sender(ControlBlock):
                 self._resend_holes(now)
             self._send_new(now)
         if self.ack_now and self.state not in (State.CLOSED, State.SYN_SENT):
-            self.emit(self.snd_nxt, ACK)
+            # at SND.MAX, not a rewound SND.NXT: the peer has seen everything up to SND.MAX,
+            # and would find an ACK below it out of its window and drop it unread
+            self.emit(self.snd_max, ACK)
 
     def _send_new(self, now: float) -> None:
         end = self.data_end
@@ -65,8 +74,9 @@ class Sender(ControlBlock):
             limit = self.snd_una + min(self.cc.cwnd, self.snd_wnd)
             avail = end - self.snd_nxt
             if avail > 0:
-                size = min(self.mss, avail, limit - self.snd_nxt)
-                if size <= 0 or (size < avail and size < self.mss and self.snd_max > self.snd_una):
+                room = self.room()
+                size = min(room, avail, limit - self.snd_nxt)
+                if size <= 0 or (size < avail and size < room and self.snd_max > self.snd_una):
                     break
                 self._send_segment(self.snd_nxt, size, now)
                 continue
@@ -102,7 +112,7 @@ class Sender(ControlBlock):
             self.timing = None  # Karn: its ACK could be for either copy
         end = self.data_end
         if seq < end:
-            size = min(self.mss, end - seq)
+            size = min(self.room(), end - seq)
             offset = seq - self.buf_seq
             self.emit(seq, ACK, bytes(self.sndbuf[offset : offset + size]))
         elif self.fin_queued and seq == end:
@@ -124,7 +134,7 @@ class Sender(ControlBlock):
             if hole is None:
                 break
             start, stop = hole
-            size = min(self.mss, stop - start, self.data_end - start)
+            size = min(self.room(), stop - start, self.data_end - start)
             if size <= 0:
                 break
             self.retransmit(start, now)
