@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import struct
 
-from helpers.packet_links import stack_pair
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers.packet_links import stack_pair
 from pywg.netstack import checksum, icmp, ip, tcpwire, udp
 
 V4 = (bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
@@ -33,7 +33,7 @@ def test_ones_sum_matches_the_word_by_word_reference(data: bytes) -> None:
     expected = reference_sum(data)
     got = checksum.ones_sum(data)
     # 0 and 0xFFFF are the same number in one's complement; only all-zero data sums to 0
-    assert got == expected or {got, expected} == {0, 0xFFFF} and any(data)
+    assert got == expected or ({got, expected} == {0, 0xFFFF} and any(data))
     assert checksum.ones_sum(data) == (0 if not any(data) else got)
 
 
@@ -173,7 +173,7 @@ def _garbage_packets() -> st.SearchStrategy[bytes]:
 @given(st.lists(_garbage_packets(), max_size=20))
 def test_garbage_never_raises_out_of_a_stack(packets: list[bytes]) -> None:
     async def main() -> None:
-        stack, _peer, link, _ = stack_pair()
+        _stack, _peer, link, _ = stack_pair()
         errors: list[object] = []
         asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
         assert link.receiver is not None

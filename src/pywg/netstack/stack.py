@@ -258,8 +258,8 @@ class StackCore:
         """Keep TIME-WAIT bounded: past `max_time_wait`, the oldest ones end early."""
         self.time_wait[conn.key] = conn
         while len(self.time_wait) > self.max_time_wait:
-            oldest = next(iter(self.time_wait.values()))
-            oldest.on_timer(float("inf"))
+            oldest = self.time_wait.pop(next(iter(self.time_wait)))
+            oldest.on_timer(float("inf"))  # past its TIME-WAIT deadline: it closes
 
     def free_port(self, local: bytes, remote: bytes, rport: int) -> int:
         """An ephemeral port with which (local, port, remote, rport) is unused."""
