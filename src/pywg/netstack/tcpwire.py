@@ -22,6 +22,7 @@ URG = 0x20
 
 HEADER = 20
 _HEADER = struct.Struct("!HHIIBBHHH")
+_CHECKSUM = struct.Struct("!H")
 _OPT_END, _OPT_NOP, _OPT_MSS, _OPT_WSCALE, _OPT_SACK_OK, _OPT_SACK = 0, 1, 2, 3, 4, 5
 MAX_WSCALE = 14  # RFC 7323 §2.3
 MAX_SACK_BLOCKS = 3
@@ -116,7 +117,9 @@ def build(
     """A TCP segment with its checksum: `fields` = (sport, dport, seq, ack, flags, window)."""
     sport, dport, seq, ack, flags, window = fields
     off = (HEADER + len(options)) // 4 << 4
-    header = _HEADER.pack(sport, dport, seq, ack, off, flags, window, 0, 0) + options
-    total = len(header) + len(payload)
-    csum = finish(pseudo_sum(src, dst, PROTO_TCP, total), ones_sum(header), ones_sum(payload))
-    return header[:16] + csum.to_bytes(2, "big") + header[18:] + payload
+    segment = bytearray(_HEADER.pack(sport, dport, seq, ack, off, flags, window, 0, 0))
+    segment += options
+    segment += payload
+    csum = finish(pseudo_sum(src, dst, PROTO_TCP, len(segment)), ones_sum(segment))
+    _CHECKSUM.pack_into(segment, 16, csum)
+    return bytes(segment)
