@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pywg.netstack import icmp, ip, udp
 from pywg.netstack.datagram import UdpTransport
@@ -117,8 +117,19 @@ class Stack(StackCore):
         protocol_factory: Callable[[], _D],
         local_addr: tuple[str, int] | None = None,
         remote_addr: tuple[str, int] | None = None,
+        **options: Any,
     ) -> tuple[UdpTransport, _D]:
-        """A UDP endpoint (as `loop.create_datagram_endpoint`); port 0 or none picks one."""
+        """A UDP endpoint (as `loop.create_datagram_endpoint`); port 0 or none picks one.
+
+        The endpoint listens on all the stack's addresses. asyncio's socket options
+        (`family`, `proto`, `flags`, `reuse_port`, `allow_broadcast`, `sock`) have no
+        meaning here: given with a value other than their default, they are refused.
+        """
+        unsupported = sorted(
+            name for name, value in options.items() if value not in (None, 0, False)
+        )
+        if unsupported:
+            raise ValueError(f"unsupported datagram endpoint options: {', '.join(unsupported)}")
         port = local_addr[1] if local_addr else 0
         if port == 0:
             port = next(

@@ -45,7 +45,8 @@ class StackCore:
         max_time_wait: int = 4096,
     ) -> None:
         self.link = link
-        self.addresses = [ipaddress.ip_address(a) for a in addresses]
+        # bare or with a prefix length ("100.64.0.2/32", as a WireGuard Address= line has it)
+        self.addresses = [ipaddress.ip_interface(a).ip for a in addresses]
         self._local = {a.packed for a in self.addresses}
         self.resolver = resolver
         self.tcp_config = tcp or TcpConfig()
