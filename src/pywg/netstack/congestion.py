@@ -23,6 +23,14 @@ class NewReno:
         self.in_recovery = False
         self.recover = iss  # RFC 6582 §3.2 step 1
 
+    @property
+    def send_window(self) -> int:
+        """The window new data may use: cwnd, plus one segment for each of the first two
+        duplicate ACKs outside recovery (Limited Transmit, RFC 3042 §2)."""
+        if self.in_recovery or self.dupacks >= DUP_THRESHOLD:
+            return self.cwnd
+        return self.cwnd + self.dupacks * self.mss
+
     def on_ack(self, acked: int, ack: int, flight: int) -> bool:
         """New data acknowledged; True when a partial ACK asks for the next hole to be resent."""
         self.dupacks = 0

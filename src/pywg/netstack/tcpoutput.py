@@ -71,7 +71,7 @@ class Sender(ControlBlock):
     def _send_new(self, now: float) -> None:
         end = self.data_end
         while True:
-            limit = self.snd_una + min(self.cc.cwnd, self.snd_wnd)
+            limit = self.snd_una + min(self.cc.send_window, self.snd_wnd)
             avail = end - self.snd_nxt
             if avail > 0:
                 room = self.room()
