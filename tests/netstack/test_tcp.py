@@ -125,6 +125,21 @@ def test_both_directions_at_once_under_loss_reordering_and_duplication() -> None
     run(main())
 
 
+@pytest.mark.parametrize("seed", [1, 5, 6, 8, 9, 11])
+def test_full_buffers_both_ways_under_faults(seed: int) -> None:
+    """Small buffers, so that both ends' windows close and reopen all the time while
+    segments are lost, held back and duplicated: nothing may stall."""
+
+    async def main() -> None:
+        a, b, link_a, link_b = stack_pair(seed=seed, rcv_buffer=65536, snd_buffer=65536)
+        link_a.faults = link_b.faults = LOSSY
+        await echo_server(b)
+        data = os.urandom(1 << 20)
+        assert await echo_through(a, "10.0.0.2", data) == data
+
+    run(main(), timeout=10)
+
+
 @pytest.mark.slow
 @pytest.mark.time_limit(600)
 def test_100_mb_each_way_under_loss_reordering_and_duplication() -> None:

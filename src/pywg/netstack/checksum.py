@@ -37,7 +37,7 @@ def verify(*sums: int) -> bool:
     return total == _MOD
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)
 def _addresses_sum(src: bytes, dst: bytes) -> int:
     return ones_sum(src + dst)
 

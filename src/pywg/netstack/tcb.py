@@ -155,6 +155,13 @@ class ControlBlock:
         return self.buf_seq + len(self.sndbuf)
 
     @property
+    def window_edge(self) -> int:
+        """The right edge of the peer's window: SND.WL2 + SND.WND, the window being
+        relative to the ACK that carried it (RFC 9293 §3.8.6.2.1), not to SND.UNA, which an
+        ACK in a segment too old to update the window may have moved since."""
+        return self.snd_wl2 + self.snd_wnd
+
+    @property
     def flight(self) -> int:
         """Bytes sent and not yet acknowledged (SND.MAX - SND.UNA)."""
         return self.snd_max - self.snd_una

@@ -180,7 +180,9 @@ class TcpConnection(Sender):
                 self.ack_now = True  # RFC 9293 §3.10.7.4 first check
             if self.state == State.TIME_WAIT and seg.flags & FIN:
                 self.linger_at = now + 2 * self.config.msl
-            if not (seg.flags & ACK and self.rcv_window() == 0 and seq == self.rcv_nxt):
+            # RCV.WND zero: valid ACKs still count (RFC 9293 §3.10.7.4), else two peers
+            # with full buffers would each drop the ACK the other waits for
+            if not (seg.flags & ACK and self.rcv_window() == 0):
                 return
             seg.payload, seg.flags = b"", seg.flags & ~(FIN | SYN)
         if seg.flags & RST:
@@ -206,9 +208,9 @@ class TcpConnection(Sender):
         window = self.rcv_window()
         length = len(seg.payload) + (1 if seg.flags & SYN else 0) + (1 if seg.flags & FIN else 0)
         if length == 0:
-            if window == 0:
-                return seq == self.rcv_nxt
-            return self.rcv_nxt <= seq < self.rcv_nxt + window
+            # the right edge itself is accepted too (as Linux does): a peer that filled our
+            # window and lost that data acknowledges from SND.MAX, which is that edge
+            return self.rcv_nxt <= seq <= self.rcv_nxt + window
         if window == 0:
             return False
         right = self.rcv_nxt + window

@@ -71,12 +71,14 @@ class Sender(ControlBlock):
     def _send_new(self, now: float) -> None:
         end = self.data_end
         while True:
-            limit = self.snd_una + min(self.cc.send_window, self.snd_wnd)
+            limit = min(self.snd_una + self.cc.send_window, self.window_edge)
             avail = end - self.snd_nxt
             if avail > 0:
                 room = self.room()
                 size = min(room, avail, limit - self.snd_nxt)
-                if size <= 0 or (size < avail and size < room and self.snd_max > self.snd_una):
+                # no runt while data is in flight (RFC 9293 §3.8.6.2.1); after a timeout
+                # rewound SND.NXT, what is outstanding is not in flight and is resent
+                if size <= 0 or (size < avail and size < room and self.snd_nxt > self.snd_una):
                     break
                 self._send_segment(self.snd_nxt, size, now)
                 continue
@@ -84,7 +86,7 @@ class Sender(ControlBlock):
                 self.emit(end, FIN | ACK)
                 self._sent(end, 1, now)
             break
-        stalled = self.snd_wnd == 0 and end > self.snd_una and self.snd_max == self.snd_una
+        stalled = self.window_edge <= self.snd_una < end and self.snd_max == self.snd_una
         if stalled and self.persist_at is None:  # zero window: probe it (RFC 9293 §3.8.6.1)
             self.persist_at = now + self.rtt.rto
 
@@ -107,15 +109,20 @@ class Sender(ControlBlock):
         self.persist_at = None
 
     def retransmit(self, seq: int, now: float) -> None:
-        """Resend the one segment starting at `seq` (data, or the FIN)."""
+        """Resend the one segment starting at `seq` (data, or the FIN).
+
+        Never past SND.MAX: what was not sent before is new data, which only the send
+        loop may send (within the windows, and counted in SND.MAX).
+        """
         if self.timing is not None and seq < self.timing[0]:
             self.timing = None  # Karn: its ACK could be for either copy
         end = self.data_end
-        if seq < end:
-            size = min(self.room(), end - seq)
+        stop = min(end, self.snd_max)
+        if seq < stop:
+            size = min(self.room(), stop - seq)
             offset = seq - self.buf_seq
             self.emit(seq, ACK, bytes(self.sndbuf[offset : offset + size]))
-        elif self.fin_queued and seq == end:
+        elif self.fin_queued and seq == end and self.snd_max > end:
             self.emit(seq, FIN | ACK)
         if self.rto_at is None:
             self.rto_at = now + self.rtt.rto
