@@ -10,9 +10,9 @@ checked as well.
 
 The layers (docs/architecture.md): the sans-IO core is the modules at
 the top of src/pywg; above it are the I/O shell (pywg.asyncio), the OS glue
-(pywg.system), the mesh, the lab, the interop suite and the commands
-(pywg.cmd). The core imports none of those, and only the commands import
-pywg.cmd.
+(pywg.system), the user-space network stack (pywg.netstack), the mesh, the
+lab, the interop suite and the commands (pywg.cmd). The core imports none of
+those, and only the commands import pywg.cmd.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ ABOVE_THE_CORE = (
     "pywg.lab",
     "pywg.interop",
     "pywg.proxy",
+    "pywg.netstack",
 )
 COMMANDS = "pywg.cmd"
 # modules outside pywg.cmd that may import it, each with its reason
