@@ -109,13 +109,23 @@ class Browser:
 
     def click(self, css: str) -> None:
         """Click what submits a form or follows a link, and wait for the next page."""
-        from selenium.webdriver.support import expected_conditions
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
 
         def click(d: Any) -> None:
             page = self._find(d, "html")
             self._find(d, css).click()
-            WebDriverWait(d, PAGE_TIMEOUT).until(expected_conditions.staleness_of(page))
+
+            def replaced(_: Any) -> bool:
+                # chromedriver reports the old page's element as stale, or, while the new
+                # page is being put in place, as a node that "does not belong to the document"
+                try:
+                    page.is_enabled()
+                except WebDriverException:
+                    return True
+                return False
+
+            WebDriverWait(d, PAGE_TIMEOUT).until(replaced)
 
         self.do(click)
 
