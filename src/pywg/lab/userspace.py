@@ -60,9 +60,18 @@ async def sink(reader, writer):
     await writer.drain()
     writer.close()
 
+async def source(reader, writer):
+    left = int.from_bytes(await reader.readexactly(8), "big")
+    block = bytes(1 << 18)
+    while left > 0:
+        writer.write(block[:left])
+        left -= len(block)
+        await writer.drain()
+    writer.close()
+
 async def main():
-    server = await asyncio.start_server(echo if mode == "echo" else sink, address, port,
-                                        backlog=4096)
+    handlers = {"echo": echo, "sink": sink, "source": source}
+    server = await asyncio.start_server(handlers[mode], address, port, backlog=4096)
     print("ready", flush=True)
     await server.serve_forever()
 
@@ -71,10 +80,11 @@ asyncio.run(main())
 
 
 def start_kernel_server(
-    host: Host, mode: Literal["echo", "sink"], address: str, port: int
+    host: Host, mode: Literal["echo", "sink", "source"], address: str, port: int
 ) -> subprocess.Popen[bytes]:
     """A kernel TCP server in `host` on `address`:`port`: "echo" sends back what it reads;
-    "sink" reads to EOF and answers SHA-256 (32 bytes) and the byte count (8, big endian).
+    "sink" reads to EOF and answers SHA-256 (32 bytes) and the byte count (8, big endian);
+    "source" reads a count (8 bytes, big endian) and sends that many zero bytes.
     Returns once it listens; the lab stops it at close."""
     proc = host.popen(sys.executable, "-c", _SERVER, mode, address, str(port),
                       stdout=subprocess.PIPE)  # fmt: skip
