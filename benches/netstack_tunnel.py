@@ -1,19 +1,23 @@
 """The rootless path against the TUN data plane, measured in one run (namespace lab).
 
-    python3 benches/netstack_tunnel.py [--mbytes 256] [--connections 1000] [--json]
+    python3 benches/netstack_tunnel.py [--mbytes 256] [--seconds 5] [--runs 3]
+                                       [--connections 1000] [--json]
 
-- TUN plane: pywgd <-> pywgd on TUNs in two namespaces, one kernel TCP stream
-  (`pywg.lab.transfer`, seeded data hashed at both ends) of MBYTES.
+- TUN plane: pywgd <-> pywgd on TUNs in two namespaces, iperf3 one TCP stream each
+  way for SECONDS (as benches/tunnel.py measures it).
 - Rootless: this process holds a `UserspaceTunnel` with a `pywg.netstack` stack in
   namespace a (`pywg.lab.userspace.StackPath`), to pywgd on a TUN in namespace b with
   kernel TCP servers behind it: one stream of MBYTES from the stack to the kernel
-  (upload: the kernel answers the hash) and one from the kernel to the stack
-  (download); their ratio to the TUN figure is the goal (>= 25 %, stretch 50 %).
+  (upload: the kernel hashes it and answers the SHA-256, compared) and one from the
+  kernel to the stack (download); the ratio of each to the TUN figure of the same
+  direction is the goal (>= 25 %, stretch 50 %).
 - Memory per idle connection: `tracemalloc` growth of this process while N idle
   connections through the tunnel to the kernel are open, divided by N (our end only:
   the stack's state and asyncio's StreamReader/StreamWriter).
 - Concurrency: N connections opened at once through the tunnel, each sending 1 KiB to
   the kernel's echo and reading it back, then closing; seconds for all of them.
+
+Medians of RUNS, the TUN plane and the rootless path alternately. Needs root and iperf3.
 """
 
 from __future__ import annotations
@@ -23,21 +27,22 @@ import asyncio
 import gc
 import hashlib
 import json
+import statistics
 import time
 import tracemalloc
 
 from pywg.lab import Lab
-from pywg.lab.transfer import tcp_transfer
 from pywg.lab.userspace import StackPath, start_kernel_server
 from pywg.lab.wireguard import PYWGD, connect, start_node, wait_handshake
 from pywg.netstack import Stack
+from tunnel import iperf  # benches/tunnel.py: the TUN plane measured as it measures it
 
 SINK, SOURCE, ECHO, IDLE = 5001, 5002, 5003, 5004
 BLOCK = 1 << 20
 
 
-def tun_plane(mbytes: int) -> float:
-    """MB/s of one kernel TCP stream through pywgd <-> pywgd."""
+def tun_plane(seconds: float) -> tuple[float, float]:
+    """MB/s of one kernel TCP stream through pywgd <-> pywgd, A->B and B->A (iperf3)."""
     with Lab("pwbt") as lab:
         a, b = lab.host("a"), lab.host("b")
         link = lab.link(a, b, v6=False)
@@ -45,9 +50,9 @@ def tun_plane(mbytes: int) -> float:
         right = start_node(lab, b, PYWGD, net=1, index=2)
         connect(left, right, link)
         assert wait_handshake(left, right), "pywgd: no handshake"
-        result = tcp_transfer(a, b, right.addr4, mbytes * BLOCK, timeout=300)
-        assert result.ok, result
-        return result.received_bytes / result.seconds / 1e6
+        forward = iperf(a, b, right.addr4, seconds, reverse=False)["gbit"] * 1e3 / 8
+        reverse = iperf(a, b, right.addr4, seconds, reverse=True)["gbit"] * 1e3 / 8
+        return forward, reverse
 
 
 async def upload(stack: Stack, address: str, mbytes: int) -> float:
@@ -132,16 +137,22 @@ def rootless(mbytes: int, connections: int) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
-    tun = tun_plane(args.mbytes)
-    result = {"tun_mb_s": tun, **rootless(args.mbytes, args.connections)}
-    result["upload_ratio"] = result["upload_mb_s"] / tun
-    result["download_ratio"] = result["download_mb_s"] / tun
-    return result
+    runs: list[dict[str, float]] = []
+    for _ in range(args.runs):
+        up, down = tun_plane(args.seconds)
+        result = {"tun_up_mb_s": up, "tun_down_mb_s": down}
+        result.update(rootless(args.mbytes, args.connections))
+        result["upload_ratio"] = result["upload_mb_s"] / up
+        result["download_ratio"] = result["download_mb_s"] / down
+        runs.append(result)
+    return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mbytes", type=int, default=256)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
