@@ -211,8 +211,11 @@ class UserspaceTunnel(Tunnel):
         device: Device | None = None,
         native: bool | None = None,
         time_scale: float | None = None,
+        offload: bool | None = None,
     ) -> None:
-        """As `Tunnel`'s; no fwmark (setting one needs CAP_NET_ADMIN) and no TUN fd."""
+        """As `Tunnel`'s; no fwmark (setting one needs CAP_NET_ADMIN) and no TUN fd.
+        `offload` (as `Tunnel`'s): on the native plane, segmentation and coalescing on
+        the link too (the module docstring)."""
         super().__init__(
             name,
             private_key=private_key,
@@ -221,6 +224,7 @@ class UserspaceTunnel(Tunnel):
             device=device,
             native=native,
             time_scale=time_scale,
+            offload=offload,
         )
         plane_end, stack_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         for end in (plane_end, stack_end):
