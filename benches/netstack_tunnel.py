@@ -28,6 +28,7 @@ import gc
 import hashlib
 import json
 import statistics
+import sys
 import time
 import tracemalloc
 
@@ -145,6 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         result["upload_ratio"] = result["upload_mb_s"] / up
         result["download_ratio"] = result["download_mb_s"] / down
         runs.append(result)
+        print(" ".join(f"{name}={value:.3f}" for name, value in result.items()), file=sys.stderr)
     return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
 
 
