@@ -18,6 +18,8 @@ import struct
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pywg import backend
 from pywg.asyncio.userspace import SocketLink, UserspaceTunnel, vnet_header
@@ -120,3 +122,60 @@ def test_without_offload_every_packet_fits_the_mtu() -> None:
     a, b = asyncio.run(exchange(False, "10.9.0.2", 2 << 20))
     assert not a.link.tso_max
     assert (a.sent_long, a.got_long, b.sent_long, b.got_long) == (0, 0, 0, 0)
+
+
+class AuthenticatedLink:
+    """A link that vouches for what it delivers and segments TCP: records what is sent."""
+
+    mtu = MTU
+    authenticated = True
+    tso_max = 65535
+
+    def __init__(self) -> None:
+        self.receiver: object = None
+        self.sent: list[bytes] = []
+
+    def set_receiver(self, receiver: object) -> None:
+        self.receiver = receiver
+
+    def send(self, packets: Sequence[bytes]) -> None:
+        self.sent.extend(packets)
+
+
+PEER = bytes([10, 9, 0, 2])
+OURS = bytes([10, 9, 0, 1])
+segments = st.builds(
+    lambda fields, options, payload, bad: ip.build(
+        PEER, OURS, ip.PROTO_TCP,
+        tcpwire.build(PEER, OURS, fields, options, payload, checksum=not bad),
+    ),
+    st.tuples(
+        st.sampled_from([80, 1, 65535]), st.sampled_from([80, 81]),
+        st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
+        st.integers(0, 255), st.integers(0, 65535),
+    ),
+    st.binary(max_size=40).map(lambda b: b + bytes(-len(b) % 4)),
+    st.binary(max_size=3000),
+    st.booleans(),
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(segments, max_size=20))
+def test_garbage_on_an_authenticated_link_never_raises(packets: list[bytes]) -> None:
+    """Unchecked checksums let any header reach the TCP machine, and segments may be
+    longer than the MTU: nothing may raise, and nothing the stack sends is over 64 KiB."""
+
+    async def main() -> None:
+        link = AuthenticatedLink()
+        stack = Stack(link, ["10.9.0.1/24"])  # type: ignore[arg-type]
+        errors: list[object] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        await stack.start_server(lambda r, w: None, 80)
+        link.receiver(packets)  # type: ignore[operator]
+        await asyncio.sleep(0)
+        assert not errors
+        assert all(len(p) <= link.tso_max for p in link.sent)
+        stack.close()
+
+    asyncio.run(main())
