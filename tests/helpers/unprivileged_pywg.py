@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import encodings.ascii  # (files opened with encoding="ascii": the node's state)
 import encodings.idna  # noqa: F401  (getaddrinfo encodes host names with it, lazily)
 import importlib
 import pkgutil

@@ -21,6 +21,7 @@ import pytest
 
 from helpers.icmp import ECHO_REPLY, echo_request, parse_echo
 from helpers.kernel_stack import KernelStack
+from helpers.metrics import scrape, value
 from helpers.proxy_env import FileServer, curl, sha256
 from pywg.asyncio.userspace import UserspaceTunnel
 from pywg.cmd import main as pywg_main
@@ -177,3 +178,60 @@ async def wait_listening(port: int) -> None:
         writer.close()
         return
     raise AssertionError(f"nothing listens on port {port}")
+
+
+def test_proxy_auth_file(tmp_path: Path) -> None:
+    secret = tmp_path / "auth"
+    secret.write_text("alice:s3cret:with:colons\n")
+    got = options("--userspace", "--socks5", "127.0.0.1:1080", "--proxy-auth-file", str(secret))
+    assert got.credentials == ("alice", "s3cret:with:colons")
+    assert "s3cret" not in repr(got)
+    for text in ("alice\n", ":pw\n", "alice:\n", ""):
+        secret.write_text(text)
+        with pytest.raises(UsageError, match="must be USER:PASSWORD"):
+            options("--userspace", "--proxy-auth-file", str(secret))
+    with pytest.raises(UsageError, match="--proxy-auth-file works with --userspace only"):
+        options("--proxy-auth-file", str(secret))
+    with pytest.raises(UsageError, match="No such file"):
+        options("--userspace", "--proxy-auth-file", str(tmp_path / "none"))
+
+
+def test_up_userspace_credentials_and_metrics(tmp_path: Path) -> None:
+    """With credentials both proxies refuse a client without them and serve one with them;
+    --metrics-listen serves the tunnel's metrics."""
+
+    async def body() -> None:
+        conf = tmp_path / "rl0.conf"
+        peer_key = PrivateKey.generate().public_key
+        conf.write_text(
+            f"[Interface]\nPrivateKey = {PrivateKey.generate()}\nAddress = 10.9.0.1/24\n\n"
+            f"[Peer]\nPublicKey = {peer_key}\nAllowedIPs = 10.9.0.2/32\n"
+        )
+        socks, http, metrics = free_tcp_port(), free_tcp_port(), free_tcp_port()
+        opts = proxyopts.ProxyOptions(
+            ("127.0.0.1", socks), ("127.0.0.1", http), credentials=("alice", "s3cret")
+        )
+        with FileServer().running() as files:
+            command = asyncio.create_task(
+                rootless.up_userspace(
+                    load_config(str(conf)), "rl0", opts,
+                    lambda link, addresses: KernelStack(link, addresses),  # type: ignore[arg-type]
+                    metrics=("127.0.0.1", metrics),
+                )
+            )  # fmt: skip
+            await wait_listening(metrics)
+            url = f"http://127.0.0.1:{files.port}/file"
+            no_socks = await curl("--socks5-hostname", f"127.0.0.1:{socks}", url)
+            no_http = await curl("-x", f"http://127.0.0.1:{http}", "-w", "%{http_code}", url)
+            assert no_socks[0] == 97, no_socks
+            assert no_http[1].endswith(b"407"), no_http
+            with_socks = await curl("--socks5-hostname", f"alice:s3cret@127.0.0.1:{socks}", url)
+            with_http = await curl("-x", f"http://alice:s3cret@127.0.0.1:{http}", url)
+            for code, out, err in (with_socks, with_http):
+                assert code == 0 and sha256(out) == files.digest, err
+            samples = await asyncio.to_thread(scrape, f"http://127.0.0.1:{metrics}/metrics")
+            assert value(samples, "pywg_peers", interface="rl0") == 1
+            signal.raise_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(command, 5) == 0
+
+    asyncio.run(body())

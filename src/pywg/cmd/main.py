@@ -84,7 +84,7 @@ def _up(args: argparse.Namespace) -> int:
         except UsageError as exc:
             print(f"pywg up: {exc}", file=sys.stderr)
             return 2
-        return userspace_main(args.config, args.name, options)
+        return userspace_main(args.config, args.name, options, args.metrics_listen)
 
     return up_main(args.config, args.name, args.metrics_listen)
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from pywg.asyncio.userspace import UserspaceTunnel
 from pywg.cmd.address import UsageError
+from pywg.cmd.metrics import Address, served, tunnel_metrics
 from pywg.cmd.proxyopts import Listen, ProxyOptions
 from pywg.cmd.proxyopts import proxy_options as proxyopts_parse
 from pywg.config import Config, to_uapi_set
@@ -53,12 +54,12 @@ async def start_proxies(
     servers: list[ClientServer] = []
     try:
         if options.socks5 is not None:
-            socks = Socks5Server(network)
+            socks = Socks5Server(network, credentials=options.credentials)
             servers.append(socks)
             await socks.start(*options.socks5)
             log.info("SOCKS5 proxy on %s port %d", *_shown(options.socks5))
         if options.http_proxy is not None:
-            http = HttpProxy(network)
+            http = HttpProxy(network, credentials=options.credentials)
             servers.append(http)
             await http.start(*options.http_proxy)
             log.info("HTTP proxy on %s port %d", *_shown(options.http_proxy))
@@ -106,9 +107,15 @@ def without_privileged_parts(config: Config) -> Config:
 
 
 async def up_userspace(
-    config: Config, name: str, options: ProxyOptions, stack_factory: StackFactory = make_stack
+    config: Config,
+    name: str,
+    options: ProxyOptions,
+    stack_factory: StackFactory = make_stack,
+    *,
+    metrics: Address | None = None,
 ) -> int:
-    """Run the tunnel of `config` with its stack and proxies until a signal or `close`."""
+    """Run the tunnel of `config` with its stack and proxies (and its metrics at `metrics`)
+    until a signal or `close`."""
     config = without_privileged_parts(config)
     tunnel = UserspaceTunnel(name, mtu=config.mtu or DEFAULT_MTU)
     await tunnel.start()
@@ -123,7 +130,8 @@ async def up_userspace(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, tunnel.close, signal.Signals(signum).name)
         print(f"pywg: {name}: {describe(options)}; Ctrl-C to stop", flush=True)
-        await tunnel.wait_closed()
+        async with served(metrics, tunnel_metrics(lambda: tunnel)):
+            await tunnel.wait_closed()
         print(f"pywg: stopping ({tunnel.close_reason})", flush=True)
     finally:
         await stop_proxies(servers)
@@ -143,7 +151,9 @@ def describe(options: ProxyOptions) -> str:
     return ", ".join(parts) or "no proxies (the stack alone)"
 
 
-def up_main(path: str, name: str | None, options: ProxyOptions) -> int:
+def up_main(
+    path: str, name: str | None, options: ProxyOptions, metrics: Address | None = None
+) -> int:
     """`pywg up --userspace CONFIG`: one-line errors on stderr, exit status 1."""
     from pywg.asyncio import run
     from pywg.cmd.up import UpError, interface_name
@@ -155,7 +165,7 @@ def up_main(path: str, name: str | None, options: ProxyOptions) -> int:
         ifname = interface_name(path, name)
         if config.private_key is None:
             raise UpError(f"{path}: [Interface] has no PrivateKey")
-        return run(up_userspace(config, ifname, options))
+        return run(up_userspace(config, ifname, options, metrics=metrics))
     except (ConfigError, UpError, UapiError, NetstackMissing) as exc:
         print(f"pywg up: {exc}", file=sys.stderr)
     except OSError as exc:

@@ -29,6 +29,7 @@ from pywg.packetlink import PacketLink
 Key = tuple[bytes, int, bytes, int]  # local address, local port, remote address, remote port
 EPHEMERAL = range(49152, 65536)  # RFC 6335 §6
 _TCP_IP_OVERHEAD = {4: 40, 6: 60}
+_TSO_HEADROOM = 100  # an IPv6 header and the largest TCP header, within a super-packet
 
 
 class StackCore:
@@ -64,6 +65,10 @@ class StackCore:
         self._flush_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dropped = 0
+        # what the link does beyond carrying packets (pywg.packetlink): checksums covered by
+        # its authentication; TCP segmentation of super-packets up to tso_max bytes
+        self._authenticated = bool(getattr(link, "authenticated", False))
+        self._tso_payload = max(0, int(getattr(link, "tso_max", 0)) - _TSO_HEADROOM)
         link.set_receiver(self._receive)
 
     @property
@@ -112,7 +117,7 @@ class StackCore:
             self.dropped += 1
 
     def _tcp_input(self, packet: ip.IPPacket, now: float) -> None:
-        seg = tcpwire.parse(packet.src, packet.dst, packet.payload)
+        seg = tcpwire.parse(packet.src, packet.dst, packet.payload, not self._authenticated)
         if seg is None:
             self.dropped += 1
             return
@@ -213,6 +218,7 @@ class StackCore:
             out.append(ip.build(local, remote, ip.PROTO_TCP, segment))
 
         conn.transmit = transmit
+        conn.tso_payload = self._tso_payload
         conn.wake = self._wake  # type: ignore[assignment]
         conn.on_closed = self._closed  # type: ignore[assignment]
         self.connections[key] = conn

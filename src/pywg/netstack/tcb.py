@@ -114,6 +114,7 @@ class ControlBlock:
         self.sack_ok = False
         self.link_mss = mss
         self.mss = min(mss, DEFAULT_MSS)
+        self.tso_payload = 0  # new data per super-packet the link segments (0: none)
         self.sndbuf = bytearray()
         self.buf_seq = iss + 1  # sequence number of sndbuf[0]
         self.fin_queued = False

@@ -372,7 +372,8 @@ class TcpConnection(Sender):
                 self.rcv_nxt += len(piece)
             self.ack_now = True  # a hole filled: ACK at once (RFC 5681 §4.2)
         self._deliver(b"".join(pieces) if len(pieces) > 1 else data)
-        self.unacked_segments += 1
+        # a segment longer than the MSS was coalesced from several (pywg.packetlink)
+        self.unacked_segments += max(1, len(data) // self.mss)
         if self.unacked_segments >= 2:
             self.ack_now = True
         elif self.delack_at is None:

@@ -4,6 +4,11 @@ The send loop follows RFC 9293 §3.8.6.2.1 (no partial segment while the window,
 data, limits it and something is in flight) within min(cwnd, SND.WND) (RFC 5681 §3.1).
 During fast recovery with SACK, the holes below the highest SACKed byte go first
 (RFC 6675 §5 NextSeg, rule 1), one full segment each, as the window allows.
+
+Over a link that segments TCP (`tso_payload`, `pywg.packetlink`), new data that would go
+as several full segments in a row goes as one super-packet instead, cut by the link into
+those very segments: the same bytes on the wire, one packet built here instead of dozens.
+Retransmissions, probes and the FIN stay single segments.
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ class Sender(ControlBlock):
             blocks = self.ooo.sack_blocks(tcpwire.MAX_SACK_BLOCKS)
             options = tcpwire.sack_option([(wire(s), wire(e)) for s, e in blocks])
         fields = (self.local_port, self.remote_port, wire(seq), ack, flags, window)
-        self.transmit(tcpwire.build(self.local_addr, self.remote_addr, fields, options, payload))
+        checksum = len(payload) <= self.mss  # a super-packet's segments are checksummed by the link
+        self.transmit(
+            tcpwire.build(self.local_addr, self.remote_addr, fields, options, payload, checksum)
+        )
         if flags & ACK:
             self.ack_now = False
             self.delack_at = None
@@ -80,6 +88,8 @@ class Sender(ControlBlock):
                 # rewound SND.NXT, what is outstanding is not in flight and is resent
                 if size <= 0 or (size < avail and size < room and self.snd_nxt > self.snd_una):
                     break
+                if size == room and self.tso_payload and self.mss == self.link_mss:
+                    size = self._super_size(room, avail, limit - self.snd_nxt)
                 self._send_segment(self.snd_nxt, size, now)
                 continue
             if self.fin_queued and self.snd_nxt == end and self.state in _FIN_STATES:
@@ -89,6 +99,16 @@ class Sender(ControlBlock):
         stalled = self.window_edge <= self.snd_una < end and self.snd_max == self.snd_una
         if stalled and self.persist_at is None:  # zero window: probe it (RFC 9293 §3.8.6.1)
             self.persist_at = now + self.rtt.rto
+
+    def _super_size(self, room: int, avail: int, window: int) -> int:
+        """Bytes of one super-packet: whole segments of `room` bytes the windows allow, and
+        the last piece of the data if it fits too. The link cuts a TCP packet into segments
+        of MTU - headers bytes, which is `room` while our MSS is the link's (checked by the
+        caller): the peer's MSS is never exceeded."""
+        size = min(avail, window, self.tso_payload // room * room)
+        if size < avail:
+            size -= size % room
+        return max(size, room)
 
     def _send_segment(self, seq: int, size: int, now: float) -> None:
         offset = seq - self.buf_seq

@@ -45,15 +45,16 @@ class Segment:
     sack: tuple[tuple[int, int], ...] = ()
 
 
-def parse(src: bytes, dst: bytes, data: bytes) -> Segment | None:
-    """The segment in `data` (checksum checked against the pseudo-header); None if malformed."""
+def parse(src: bytes, dst: bytes, data: bytes, checksum: bool = True) -> Segment | None:
+    """The segment in `data` (checksum checked against the pseudo-header unless `checksum` is
+    False: a link that authenticated it, `pywg.packetlink`); None if malformed."""
     if len(data) < HEADER:
         return None
     sport, dport, seq, ack, off, flags, window, _csum, _urg = _HEADER.unpack_from(data)
     hlen = (off >> 4) * 4
     if hlen < HEADER or hlen > len(data):
         return None
-    if not verify(pseudo_sum(src, dst, PROTO_TCP, len(data)), ones_sum(data)):
+    if checksum and not verify(pseudo_sum(src, dst, PROTO_TCP, len(data)), ones_sum(data)):
         return None
     segment = Segment(sport, dport, seq, ack, flags & 0x3F, window, data[hlen:])
     if hlen > HEADER:
@@ -113,13 +114,17 @@ def build(
     fields: tuple[int, int, int, int, int, int],
     options: bytes,
     payload: bytes,
+    checksum: bool = True,
 ) -> bytes:
-    """A TCP segment with its checksum: `fields` = (sport, dport, seq, ack, flags, window)."""
+    """A TCP segment with its checksum: `fields` = (sport, dport, seq, ack, flags, window).
+    Without `checksum` the field is left zero (a super-packet for a link that segments it
+    and checksums each segment, `pywg.packetlink`)."""
     sport, dport, seq, ack, flags, window = fields
     off = (HEADER + len(options)) // 4 << 4
     segment = bytearray(_HEADER.pack(sport, dport, seq, ack, off, flags, window, 0, 0))
     segment += options
     segment += payload
-    csum = finish(pseudo_sum(src, dst, PROTO_TCP, len(segment)), ones_sum(segment))
-    _CHECKSUM.pack_into(segment, 16, csum)
+    if checksum:
+        csum = finish(pseudo_sum(src, dst, PROTO_TCP, len(segment)), ones_sum(segment))
+        _CHECKSUM.pack_into(segment, 16, csum)
     return bytes(segment)
