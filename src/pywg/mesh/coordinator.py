@@ -13,7 +13,9 @@ HTTP API (JSON, the messages of `pywg.mesh.schema`; errors are `ErrorAnswer`;
 - ``POST /v1/join``: a `JoinRequest`, signed with the new control key.
   Answer a `JoinAnswer`.
 - ``GET /v1/roster?since=V&wait=S``: a member's `Roster`; a long-poll that
-  answers once the roster version is above V, or after min(S, 60) s. It
+  answers once the roster version is above V, or after min(S, 60) s. With
+  ``delta=1``, a `RosterDelta` from V when the coordinator's view of the mesh in
+  memory (`meshview`) still knows V, else the whole roster. It
   names the plain WireGuard devices, each among its gateway's routes
   (`pywg.mesh.devices`).
 - ``POST /v1/update``: an `UpdateRequest` (endpoints, routes, home relay: any
@@ -71,13 +73,13 @@ from typing import Any, Final, TypeVar
 from aiohttp import hdrs, http_exceptions, web
 from nacl.signing import SigningKey
 
-from ..endpoint import format_endpoint, parse_endpoint
+from ..endpoint import format_endpoint
 from ..system.secretfile import read_or_create_secret
-from . import auth, exits, expiry, relaychild, tls
-from .devices import device_entries, devices_by_gateway
+from . import auth, expiry, relaychild, tls
 from .faultlog import FaultLog, ServerLog
 from .guardedsite import GuardedSite
 from .limits import Limits, SourceGuard, source_key
+from .meshview import Frame, MeshView
 from .pathstate import PathBook
 from .schema import (
     HEALTH_PATH,
@@ -96,8 +98,8 @@ from .schema import (
     MembersList,
     Message,
     NodeInfo,
-    PeerEntry,
     Roster,
+    RosterDelta,
     RotateAnswer,
     RotateRequest,
     SchemaError,
@@ -225,6 +227,8 @@ class Coordinator:
         self.poll_interval = poll_interval
         self._replay = auth.ReplayGuard()
         self.paths = PathBook()  # how each node reaches its peers, as it reported
+        frame = Frame(self.networks, self.home_relays, self.domain)
+        self.view = MeshView(self.store, frame, self._node_info, clock_ms)
         self.app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
         self.app.router.add_post(JOIN_PATH, self._join)
         self.app.router.add_get(ROSTER_PATH, self._roster)
@@ -407,47 +411,25 @@ class Coordinator:
     def join_answer(self, node: Node) -> JoinAnswer:
         return JoinAnswer(self._node_info(node), self.networks, self.public_key)
 
+    def current_view(self) -> MeshView:
+        """The mesh in memory (`meshview`), brought up to the store's version."""
+        if self.store.version() != self.view.version:
+            self.view.refresh()
+        return self.view
+
     def roster(self, node_id: int) -> Roster | None:
-        """The roster of one member (None if it is not one)."""
-        version, everyone = self.store.snapshot()
-        now = self.clock_ms()
-        nodes = [n for n in everyone if n.active(now)]  # expired and revoked: in no roster
-        me = next((n for n in nodes if n.id == node_id), None)
-        if me is None:
-            return None
-        devices = self.store.devices()
-        carried = devices_by_gateway(devices)
-        peers = tuple(
-            PeerEntry(
-                name=peer.name,
-                public_key=peer.public_key,
-                control_key=peer.control_key,
-                addresses=(peer.ipv4, peer.ipv6),
-                routes=(*exits.subnets(peer.approved_routes), *carried.get(peer.name, ())),
-                endpoints=tuple(parse_endpoint(e) for e in peer.endpoints),  # stored canonical
-                node_id=peer.id,
-                home_relay=self._home_of(peer),
-                exit_node=exits.offers_exit(peer.approved_routes),
-                rotated_from=peer.previous_key,
-            )
-            for peer in nodes
-            if peer.id != node_id
-        )
-        entries = device_entries(devices)
-        return Roster(
-            version,
-            self.networks,
-            self._node_info(me),
-            peers,
-            self.home_relays,
-            devices=entries,
-            domain=self.domain,
-        )
+        """The roster of one member (None if it is not one): expired and revoked nodes
+        are in no roster."""
+        return self.current_view().roster(node_id)
+
+    def roster_since(self, node_id: int, since: int) -> Roster | RosterDelta | None:
+        """What changed in a member's roster since version `since` (a whole roster when the
+        view cannot tell); None if it is not a member."""
+        return self.current_view().delta(node_id, since)
 
     def _home_of(self, node: Node) -> int | None:
         """The node's home relay, if the map still has it."""
-        numbers = {relay.number for relay in self.home_relays}
-        return node.home_relay if node.home_relay in numbers else None
+        return self.view.frame.home_of(node)
 
     def _node_info(self, node: Node) -> NodeInfo:
         """A member as the coordinator describes it to itself."""
@@ -636,7 +618,8 @@ class Coordinator:
         node, _ = await self._member(request)
         since, wait = _roster_query(request)
         await self.wait_version(since, wait)
-        roster = self.roster(node.id)
+        delta = request.rel_url.query.get("delta") == "1"
+        roster = self.roster_since(node.id, since) if delta else self.roster(node.id)
         if roster is None:
             raise ApiError(401, "not a member of this mesh (removed)")
         return self._response(roster)
