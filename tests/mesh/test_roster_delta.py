@@ -176,6 +176,7 @@ def test_a_delta_applied_to_the_roster_of_its_base_is_the_roster_now(
                 if full is None:
                     continue
                 assert over_the_wire(full) == full
+                assert coordinator.view.roster_body(node.id) == encode(full)
                 now[node.id] = full
                 for version, rosters in seen.items():
                     before = rosters.get(node.id)

@@ -27,7 +27,16 @@ from ..endpoint import parse_endpoint
 from . import exits
 from .devices import device_entries
 from .rosterdelta import device_order, peer_order
-from .schema import DeviceEntry, HomeRelay, Networks, NodeInfo, PeerEntry, Roster, RosterDelta
+from .schema import (
+    DeviceEntry,
+    HomeRelay,
+    Networks,
+    NodeInfo,
+    PeerEntry,
+    Roster,
+    RosterDelta,
+    encode,
+)
 from .store import Changes, Device, Node, Store
 
 LOG_LIMIT: Final = 65536  # logged entry changes kept for deltas (a few per node)
@@ -121,6 +130,7 @@ class MeshView:
         self.devices: dict[str, DeviceEntry] = {}
         self._log: list[tuple[int, bool, bytes | str]] = []  # (version, is a peer, key)
         self._ordered: tuple[PeerEntry, ...] | None = None
+        self._encoded: dict[bytes, bytes] = {}  # peer entries as they travel, by key
         self._ordered_devices: tuple[DeviceEntry, ...] | None = None
 
     def refresh(self) -> int:
@@ -178,9 +188,12 @@ class MeshView:
             entry = peer_entry(new, self.carried.get(new.name, ()), self.frame)
         if old is not None and (entry is None or entry.public_key != old.public_key):
             self._log_change(version, True, old.public_key, self.peers.pop(old.public_key, None))
+            self._encoded.pop(old.public_key, None)
         if entry is not None:
             differs = self.peers.get(entry.public_key) != entry
             self.peers[entry.public_key] = entry
+            if differs:
+                self._encoded[entry.public_key] = encode(entry)
             self._log_change(version, True, entry.public_key, differs)
 
     def _log_change(self, version: int, peer: bool, key: bytes | str, changed: object) -> None:
@@ -232,6 +245,29 @@ class MeshView:
             devices=self.ordered_devices(),
             domain=frame.domain,
         )
+
+    def roster_body(self, node_id: int) -> bytes | None:
+        """`encode(self.roster(node_id))`, from the peer entries encoded once a change."""
+        me = self.me(node_id)
+        if me is None:
+            return None
+        frame = self.frame
+        bare = Roster(
+            self.version,
+            frame.networks,
+            self.describe(me),
+            (),
+            frame.relays,
+            devices=self.ordered_devices(),
+            domain=frame.domain,
+        )
+        # '"peers":[]' is found once: a quote inside a string value travels escaped
+        head, tail = encode(bare).split(b'"peers":[]', 1)
+        own = me.public_key
+        peers = b",".join(
+            self._encoded[p.public_key] for p in self.ordered_peers() if p.public_key != own
+        )
+        return b"".join((head, b'"peers":[', peers, b"]", tail))
 
     def delta(self, node_id: int, since: int) -> RosterDelta | Roster | None:
         """What changed in member `node_id`'s roster since version `since`: a delta, or the
