@@ -16,10 +16,11 @@ connection; every request signed, every answer's signature checked):
 2. sync: each node reports an endpoint and asks for its whole roster.
 3. changes: every node long-polls from its roster version with ``delta=1``
    (without it with `--full-rosters`: the whole roster each time); a node
-   in this process ("mover") reports a new endpoint `--changes` times, and
-   each time the time until every node has seen it is taken (p50, p99, max
-   over all nodes and changes) with the bytes of roster answers the nodes
-   received for it (bodies as sent, the HTTP headers not counted).
+   in this process ("mover") reports a new endpoint once to warm up, then
+   `--changes` times, and each time the time until every node has seen it is
+   taken (p50, p99, max over all nodes and changes) with the bytes of roster
+   answers the nodes received for it (bodies as sent, the HTTP headers not
+   counted).
 4. sustained: while every node keeps long-polling, new nodes join at
    `--join-rate` a minute for `--sustained-seconds`: the rate reached and
    the join latency (p50, p99).
@@ -100,10 +101,11 @@ class Sim:
     version: int = -1
     seen_port: int = 0
     seen_at: float = 0.0
-    full: bool = False
+    wholes: int = 0  # whole rosters received while long-polling with deltas
 
     def take(self, answer: Any) -> None:
         self.version = int(answer["version"])
+        self.wholes += "base" not in answer
         for peer in answer.get("peers", ()):
             if peer["name"] == MOVER and peer["endpoints"]:
                 port = parse_endpoint(peer["endpoints"][0])[1]
@@ -159,13 +161,14 @@ async def _worker(config: dict[str, Any], queue: Any, orders: Any) -> None:
     queue.put(("synced", index))
     pollers = [asyncio.create_task(_keep_polling(s, config["delta"])) for s in sims]
     loop = asyncio.get_running_loop()
-    for change in range(config["changes"]):
+    for change in range(config["changes"] + 1):
         port = FIRST_PORT + change + 1
         deadline = time.monotonic() + CHANGE_TIMEOUT
         while min(s.seen_port for s in sims) < port and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         times = [s.seen_at if s.seen_port >= port else float("nan") for s in sims]
-        queue.put(("seen", index, change, times, sum(s.client.received for s in sims)))
+        received = sum(s.client.received for s in sims)
+        queue.put(("seen", index, change, times, received, sum(s.wholes for s in sims)))
     await loop.run_in_executor(None, orders.get)  # until the sustained joins are done
     for task in pollers:
         task.cancel()
@@ -311,8 +314,9 @@ async def _run(
         t0 = time.monotonic()
         await _wait_for(queue, "synced", args.workers)
         result["sync_s"] = round(time.monotonic() - t0, 2)
-        progress(f"synced in {result['sync_s']} s")
-        await asyncio.sleep(1.0)  # every node is in its long poll
+        result["sync_VmHWM"] = round(memory_mib(proc.pid)["VmHWM"], 1)
+        progress(f"synced in {result['sync_s']} s, {memory_mib(proc.pid)}")
+        await asyncio.sleep(3.0)  # every node is in its long poll
         result.update(await _changes(mover, proc, args, queue))
         result.update(await _sustained(url, token, proc, args))
         result.update({k: round(v, 1) for k, v in memory_mib(proc.pid).items()})
@@ -335,18 +339,23 @@ async def _changes(
     missed = 0
     received_before: dict[int, int] = {}
     cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
-    for change in range(args.changes):
+    for change in range(args.changes + 1):
         await asyncio.sleep(0.5)
         started = time.monotonic()
         await mover.update([parse_endpoint(f"{MOVER_HOST}:{FIRST_PORT + change + 1}")], [])
         seen = await _wait_for(queue, "seen", args.workers)
-        total = 0
-        for _, index, _, times, received in seen:
-            latencies += [t - started for t in times if t == t]
+        total = wholes = 0
+        these: list[float] = []
+        for _, index, _, times, received, whole in seen:
+            these += [t - started for t in times if t == t]
+            wholes += whole
             missed += sum(1 for t in times if t != t)
             total += received - received_before.get(index, received)
             received_before[index] = received
-        progress(f"change {change}: {total} bytes, {missed} missed so far")
+        if change:  # the first one is a warm-up: some nodes may not be polling yet
+            latencies += these
+        p99 = percentile(these, 0.99) if these else float("nan")
+        progress(f"change {change}: {total} bytes, p99 {p99:.3f} s, {wholes} whole rosters so far")
         if change:  # the first one has no "before"
             bytes_per_change.append(total)
     cpu = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
