@@ -246,3 +246,23 @@ def test_tags_the_coordinator_gives(tmp_path: Path, capsys: pytest.CaptureFixtur
         assert coordinator.store.tags() == {}  # the tags went with the node
     finally:
         coordinator.store.close()
+
+
+def test_a_roster_served_under_a_policy_is_followed_whole_after_it(
+    coordinator: Coordinator,
+) -> None:
+    """Deltas tell what changed, not what a policy hid: a member whose roster was filtered
+    gets a whole roster once the policy is gone, never a delta from its filtered one."""
+    guest = coordinator.store.node_by_name("guest")
+    assert guest is not None
+    assert coordinator.roster(guest.id) is not None  # the view follows the store from here
+    coordinator.set_policy(POLICY)
+    filtered = coordinator.roster(guest.id)
+    assert filtered is not None and {p.name for p in filtered.peers} == {"nas"}
+    assert isinstance(coordinator.roster_since(guest.id, filtered.version), Roster)
+    coordinator.set_policy(None)
+    after = coordinator.roster_since(guest.id, filtered.version)
+    assert isinstance(after, Roster) and after.rules is None
+    assert {p.name for p in after.peers} == set(NODES) - {"guest"}
+    # from the whole roster served after it, deltas again
+    assert not isinstance(coordinator.roster_since(guest.id, after.version), Roster)

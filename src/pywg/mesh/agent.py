@@ -7,7 +7,7 @@ keys and the coordinator's key are kept in the state directory, `state`),
 then runs a `Tunnel` (and its UAPI socket, so `wg show` works) and four
 loops on one event loop:
 
-- roster: a long poll (`CoordinatorClient.roster`); each new roster is
+- roster: a long poll (`CoordinatorClient.next_roster`, by deltas); each new roster is
   applied live: peers added, changed (allowed IPs = their tunnel addresses
   and approved routes) or removed, routes for approved subnets added or
   taken away, the access policy's inbound rules (`Roster.rules`, none
@@ -361,9 +361,8 @@ class MeshNode:
     async def _roster_loop(self, client: CoordinatorClient) -> None:
         delay = 1.0
         while True:
-            version = self.roster.version if self.roster is not None else 0
             try:
-                roster = await client.roster(version, ROSTER_WAIT)
+                roster = await client.next_roster(self.roster, ROSTER_WAIT)
             except CoordinatorError as exc:
                 log.warning("coordinator: %s; retrying in %.0f s", exc, delay)
                 if _keys_refused(exc) and self.peers:

@@ -35,7 +35,7 @@ from nacl.signing import SigningKey
 from yarl import URL
 
 from ..endpoint import Endpoint
-from . import auth, expiry
+from . import auth, expiry, rosterdelta
 from .schema import (
     JOIN_PATH,
     MAX_WAIT,
@@ -57,6 +57,7 @@ from .schema import (
     UpdateRequest,
     decode,
     encode,
+    roster_answer,
 )
 
 MAX_ANSWER: Final = 16 << 20
@@ -320,6 +321,21 @@ class CoordinatorClient:
         """The roster, once its version is above `since` or after `wait` (at most 60) s."""
         return await self._call(_long_poll(ROSTER_PATH, since, wait), Roster.from_json)
 
+    async def next_roster(self, current: Roster | None, wait: float) -> Roster:
+        """The roster after `current` (None: the whole roster at once): what changed since
+        its version, applied to it (`rosterdelta`), once there is a change or after `wait`
+        (at most 60) s; the whole roster when a delta does not apply to it."""
+        if current is None:
+            return await self.roster(-1, 0)
+        request = _long_poll(ROSTER_PATH, current.version, wait, delta=True)
+        answer = await self._call(request, roster_answer)
+        if isinstance(answer, Roster):
+            return answer
+        try:
+            return rosterdelta.apply(current, answer)
+        except rosterdelta.DeltaMismatch:
+            return await self.roster(-1, 0)
+
     async def members(self, since: int, wait: float) -> MembersList:
         """Every member (a home relay's request: `public_key` and `control` are its relay
         key), once the roster's version is above `since` or after `wait` (at most 60) s."""
@@ -361,10 +377,12 @@ class CoordinatorClient:
         return answer
 
 
-def _long_poll(path: str, since: int, wait: float) -> _Request:
+def _long_poll(path: str, since: int, wait: float, *, delta: bool = False) -> _Request:
     wait = min(max(wait, 0.0), MAX_WAIT) if math.isfinite(wait) else 0.0
     wait_text = f"{wait:.3f}".rstrip("0").rstrip(".")
     path_qs = f"{path}?since={max(int(since), -1)}&wait={wait_text}"
+    if delta:
+        path_qs += "&delta=1"
     return _Request("GET", path_qs, timeout=wait + LONG_POLL_SLACK)
 
 

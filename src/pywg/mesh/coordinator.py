@@ -13,7 +13,9 @@ HTTP API (JSON, the messages of `pywg.mesh.schema`; errors are `ErrorAnswer`;
 - ``POST /v1/join``: a `JoinRequest`, signed with the new control key.
   Answer a `JoinAnswer`.
 - ``GET /v1/roster?since=V&wait=S``: a member's `Roster`; a long-poll that
-  answers once the roster version is above V, or after min(S, 60) s. It
+  answers once the roster version is above V, or after min(S, 60) s. With
+  ``delta=1``, a `RosterDelta` from V when the coordinator's view of the mesh in
+  memory (`meshview`) still knows V, else the whole roster. It
   names the plain WireGuard devices, each among its gateway's routes
   (`pywg.mesh.devices`).
 - ``POST /v1/update``: an `UpdateRequest` (endpoints, routes, home relay: any
@@ -67,6 +69,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import math
 import os
@@ -79,14 +82,14 @@ from typing import Any, Final, TypeVar
 from aiohttp import hdrs, http_exceptions, web
 from nacl.signing import SigningKey
 
-from ..endpoint import format_endpoint, parse_endpoint
+from ..endpoint import format_endpoint
 from ..system.secretfile import read_or_create_secret
-from . import access, auth, exits, expiry, relaychild, tls
+from . import access, auth, expiry, relaychild, tls
 from .database import Listening, errors
-from .devices import device_entries, devices_by_gateway
 from .faultlog import FaultLog, ServerLog
 from .guardedsite import GuardedSite
 from .limits import Limits, SourceGuard, source_key
+from .meshview import Frame, MeshView, peer_entry
 from .pathstate import PathBook
 from .schema import (
     HEALTH_PATH,
@@ -107,6 +110,7 @@ from .schema import (
     NodeInfo,
     PeerEntry,
     Roster,
+    RosterDelta,
     RotateAnswer,
     RotateRequest,
     SchemaError,
@@ -236,6 +240,9 @@ class Coordinator:
         self._replay = auth.ReplayGuard()
         self.paths = PathBook()  # how each node reaches its peers, as it reported
         self.access = access.AccessCache()  # the access policy as the rosters give it
+        self._policy_seen = -1  # the last version served under a policy: no delta from before
+        frame = Frame(self.networks, self.home_relays, self.domain)
+        self.view = MeshView(self.store, frame, self._node_info, clock_ms)
         self.app = self._make_app()
         self._runner: web.AppRunner | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -457,56 +464,63 @@ class Coordinator:
     def join_answer(self, node: Node) -> JoinAnswer:
         return JoinAnswer(self._node_info(node), self.networks, self.public_key)
 
+    def current_view(self) -> MeshView:
+        """The mesh in memory (`meshview`), brought up to the store's version."""
+        if self.store.version() != self.view.version:
+            self.view.refresh()
+        return self.view
+
     def roster(self, node_id: int) -> Roster | None:
-        """The roster of one member (None if it is not one)."""
-        version, everyone = self.store.snapshot()
-        now = self.clock_ms()
-        nodes = [n for n in everyone if n.active(now)]  # expired and revoked: in no roster
-        me = next((n for n in nodes if n.id == node_id), None)
-        if me is None:
+        """The roster of one member (None if it is not one): expired and revoked nodes
+        are in no roster; under an access policy, only the peers and devices it may talk
+        to, and its rules (`pywg.mesh.access`)."""
+        view = self.current_view()
+        policy = self.store.policy()
+        if policy is None:
+            return view.roster(node_id)
+        self._policy_seen = view.version
+        return self._policy_roster(view, node_id, policy)
+
+    def _policy_roster(self, view: MeshView, node_id: int, policy: str) -> Roster | None:
+        """Member `node_id`'s whole roster, filtered by the access policy `policy`."""
+        full, me = view.roster(node_id), view.me(node_id)
+        if full is None or me is None:
             return None
-        devices = self.store.devices()
-        # the access policy: its rules for me, and only the peers and devices I may talk to
-        view = self.access.view(
-            version,
-            self.store.policy(),
-            lambda: access.members(nodes, devices, self.store.tags()),
+        active = [n for n in view.nodes.values() if n.public_key in view.peers]
+        devices = [d for carried in view.carried.values() for d in carried]
+        rules = self.access.view(
+            view.version, policy, lambda: access.members(active, devices, self.store.tags())
         )
-        nodes = [n for n in nodes if view.sees(me.name, n.name)]
-        devices = [d for d in devices if view.sees(me.name, d.name)]
-        carried = devices_by_gateway(devices)
-        peers = tuple(
-            PeerEntry(
-                name=peer.name,
-                public_key=peer.public_key,
-                control_key=peer.control_key,
-                addresses=(peer.ipv4, peer.ipv6),
-                routes=(*exits.subnets(peer.approved_routes), *carried.get(peer.name, ())),
-                endpoints=tuple(parse_endpoint(e) for e in peer.endpoints),  # stored canonical
-                node_id=peer.id,
-                home_relay=self._home_of(peer),
-                exit_node=exits.offers_exit(peer.approved_routes),
-                rotated_from=peer.previous_key,
-            )
-            for peer in nodes
-            if peer.id != node_id
+        hidden = {d.name for d in devices if not rules.sees(me.name, d.name)}
+        by_name = {n.name: n for n in active}
+
+        def entry(peer: PeerEntry) -> PeerEntry:
+            """The peer's entry with the devices it carries that `me` may not see left out
+            of its routes."""
+            carried = view.carried.get(peer.name, [])
+            if not any(d.name in hidden for d in carried):
+                return peer
+            shown = [d for d in carried if d.name not in hidden]
+            return peer_entry(by_name[peer.name], shown, view.frame)
+
+        return dataclasses.replace(
+            full,
+            peers=tuple(entry(p) for p in full.peers if rules.sees(me.name, p.name)),
+            devices=tuple(d for d in full.devices if d.name not in hidden),
+            rules=rules.rules(me.name),
         )
-        entries = device_entries(devices)
-        return Roster(
-            version,
-            self.networks,
-            self._node_info(me),
-            peers,
-            self.home_relays,
-            devices=entries,
-            domain=self.domain,
-            rules=view.rules(me.name),
-        )
+
+    def roster_since(self, node_id: int, since: int) -> Roster | RosterDelta | None:
+        """What changed in a member's roster since version `since` (a whole roster when the
+        view cannot tell, under an access policy, or from a roster served under one);
+        None if it is not a member."""
+        if self.store.policy() is not None or since <= self._policy_seen:
+            return self.roster(node_id)
+        return self.current_view().delta(node_id, since)
 
     def _home_of(self, node: Node) -> int | None:
         """The node's home relay, if the map still has it."""
-        numbers = {relay.number for relay in self.home_relays}
-        return node.home_relay if node.home_relay in numbers else None
+        return self.view.frame.home_of(node)
 
     def _node_info(self, node: Node) -> NodeInfo:
         """A member as the coordinator describes it to itself."""
@@ -695,9 +709,14 @@ class Coordinator:
         node, _ = await self._member(request)
         since, wait = _roster_query(request)
         await self.wait_version(since, wait)
-        roster = self.roster(node.id)
+        delta = request.rel_url.query.get("delta") == "1"
+        roster = self.roster_since(node.id, since) if delta else self.roster(node.id)
         if roster is None:
             raise ApiError(401, "not a member of this mesh (removed)")
+        if isinstance(roster, Roster) and roster.rules is None:
+            # no access policy: its peer entries encoded once, not once a member
+            body = self.view.roster_body(node.id)
+            return web.Response(body=body, content_type="application/json")
         return self._response(roster)
 
     async def _members(self, request: web.Request) -> web.Response:

@@ -63,8 +63,10 @@ CREATE TABLE IF NOT EXISTS nodes (
     keys_ms BIGINT,
     expires_ms BIGINT,
     revoked BIGINT NOT NULL DEFAULT 0,
-    previous_key BYTEA
+    previous_key BYTEA,
+    changed BIGINT NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS nodes_by_change ON nodes (changed);
 CREATE TABLE IF NOT EXISTS routes (
     node_id BIGINT NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
     prefix TEXT NOT NULL,
@@ -95,6 +97,11 @@ CREATE TABLE IF NOT EXISTS node_tags (
     tag TEXT NOT NULL,
     PRIMARY KEY (node_id, tag)
 );
+CREATE TABLE IF NOT EXISTS removed_nodes (
+    version BIGINT NOT NULL,
+    node_id BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS removed_nodes_by_version ON removed_nodes (version);
 CREATE TABLE IF NOT EXISTS retired_keys (
     public_key BYTEA PRIMARY KEY CHECK (length(public_key) = 32),
     control_key BYTEA NOT NULL CHECK (length(control_key) = 32),

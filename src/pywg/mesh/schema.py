@@ -10,7 +10,7 @@ checks every field it reads (unknown ones are ignored) and raises
 
     POST /v1/join     JoinRequest    -> JoinAnswer  (NodeInfo, Networks)
     GET  /v1/roster   (a query)      -> Roster      (NodeInfo, Networks, PeerEntry, HomeRelay,
-                                                     DeviceEntry)
+                                                     DeviceEntry), or RosterDelta (delta=1)
     POST /v1/update   UpdateRequest  -> UpdateAnswer
     GET  /v1/health                  -> Health
     any error                        -> ErrorAnswer
@@ -188,6 +188,13 @@ def _string(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError("not a string")
     return value
+
+
+def _key(value: object) -> bytes:
+    try:
+        return auth.unb64(_string(value), KEY_SIZE)
+    except auth.AuthError as exc:
+        raise ValueError(f"not a key: {exc}") from None
 
 
 def _address(value: object) -> str:
@@ -575,6 +582,62 @@ def _rules(fields: _Fields) -> tuple[InboundRule, ...] | None:
         return from_rows(fields.get("rules"))
     except RulesError as exc:
         raise fields.error("rules", str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class RosterDelta:
+    """What changed in a member's roster since version `base` (GET /v1/roster with
+    ``delta=1``; `pywg.mesh.rosterdelta` applies it): its own entry, the peers and devices
+    added or changed (whole entries), the peers and devices gone (by WireGuard key, by
+    name), and the relays and the domain when they changed (None: as they were)."""
+
+    version: int
+    base: int
+    me: NodeInfo  # "self" on the wire
+    peers: tuple[PeerEntry, ...] = ()
+    removed: tuple[bytes, ...] = ()  # WireGuard keys of peers gone
+    devices: tuple[DeviceEntry, ...] = ()
+    removed_devices: tuple[str, ...] = ()  # names of devices gone
+    relays: tuple[HomeRelay, ...] | None = None
+    domain: str | None = None
+
+    def to_json(self) -> JsonObject:
+        data: JsonObject = {
+            "version": self.version,
+            "base": self.base,
+            "self": self.me.to_json(),
+            "peers": [peer.to_json() for peer in self.peers],
+            "removed": [auth.b64(key) for key in self.removed],
+            "devices": [device.to_json() for device in self.devices],
+            "removed_devices": list(self.removed_devices),
+        }
+        if self.relays is not None:
+            data["relays"] = [relay.to_json() for relay in self.relays]
+        if self.domain is not None:
+            data["domain"] = self.domain
+        return data
+
+    @classmethod
+    def from_json(cls, data: object) -> RosterDelta:
+        fields = _Fields(data, "roster delta")
+        return cls(
+            version=fields.integer("version", 0, MAX_COUNT),
+            base=fields.integer("base", 0, MAX_COUNT),
+            me=NodeInfo.read(fields.inner("self")),
+            peers=tuple(PeerEntry.read(peer) for peer in fields.objects("peers")),
+            removed=fields.each("removed", _key),
+            devices=tuple(DeviceEntry.read(d) for d in fields.objects("devices")),
+            removed_devices=fields.texts("removed_devices"),
+            relays=_home_relays(fields) if fields.given("relays") else None,
+            domain=_domain(fields),
+        )
+
+
+def roster_answer(data: object) -> Roster | RosterDelta:
+    """A roster long poll's answer: a `RosterDelta` when it names its base, else a `Roster`."""
+    if isinstance(data, dict) and "base" in data:
+        return RosterDelta.from_json(data)
+    return Roster.from_json(data)
 
 
 def _domain(fields: _Fields) -> str | None:

@@ -29,6 +29,9 @@ either):
 - ``released``: node ids and addresses of removed nodes and devices, handed
   out again last, oldest first (`pywg.mesh.pool`, whose pointers through the
   fresh ones are in ``meta``).
+- ``removed_nodes``: the ids of removed nodes, by the version that removed them;
+  with each node's ``changed`` (the version of its last change) they tell what
+  changed since a version in one indexed query (`Store.changes_since`).
 - ``meta``: the mesh networks (fixed at first start), the names' domain, the access
   policy's text (``policy``, absent: no policy; docs/policy.md) and the roster
   *version*, a counter bumped by every change that alters any node's roster,
@@ -129,6 +132,11 @@ CREATE TABLE IF NOT EXISTS node_tags (
     tag TEXT NOT NULL,
     PRIMARY KEY (node_id, tag)
 );
+CREATE TABLE IF NOT EXISTS removed_nodes (
+    version INTEGER NOT NULL,
+    node_id INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS removed_nodes_by_version ON removed_nodes (version);
 CREATE TABLE IF NOT EXISTS retired_keys (
     public_key BLOB PRIMARY KEY CHECK (length(public_key) = 32),
     control_key BLOB NOT NULL CHECK (length(control_key) = 32),
@@ -146,7 +154,11 @@ _ADDED_COLUMNS: Final = (
     ("nodes", "expires_ms", "INTEGER"),  # when they expire (NULL: never; pywg.mesh.expiry)
     ("nodes", "revoked", "INTEGER NOT NULL DEFAULT 0"),
     ("nodes", "previous_key", "BLOB"),  # the WireGuard key its last rotation retired
+    ("nodes", "changed", "INTEGER NOT NULL DEFAULT 0"),  # the version of its last change
 )
+
+# indexes on added columns: made after them
+_ADDED_INDEXES: Final = ("CREATE INDEX IF NOT EXISTS nodes_by_change ON nodes (changed)",)
 
 
 # tables a file may have that no part of pywg reads: dropped at opening
@@ -275,6 +287,18 @@ class Device:
     def prefixes(self) -> tuple[str, str]:
         """Its addresses as host prefixes (/32, /128): its gateway's allowed IPs for it."""
         return f"{self.ipv4}/32", f"{self.ipv6}/128"
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What `Store.changes_since` found: at `version`, the nodes changed (all of them when
+    `complete`), the ids of those removed, the devices of the nodes changed."""
+
+    version: int
+    complete: bool
+    nodes: list[Node]
+    removed: list[int]
+    devices: list[Device]
 
 
 def _check_device_free(db: Database, name: str, public_key: bytes) -> None:
@@ -499,6 +523,8 @@ class Store:
                 if statement.strip():
                     db.execute(statement)
             _add_columns(db)
+            for statement in _ADDED_INDEXES:
+                db.execute(statement)
             _drop_tables(db)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('version', 0)")
@@ -531,6 +557,18 @@ class Store:
 
     def _bump(self, db: Database) -> int:
         return db.bump_version()
+
+    def _bump_nodes(self, db: Database, node_ids: Iterable[int] | None) -> int:
+        """Move the version and mark the nodes whose roster entries it changes (None: all)
+        with it: `changes_since` finds them by that mark."""
+        version = self._bump(db)
+        if node_ids is None:
+            db.execute("UPDATE nodes SET changed = ?", (version,))
+        else:
+            db.executemany(
+                "UPDATE nodes SET changed = ? WHERE id = ?", [(version, i) for i in node_ids]
+            )
+        return version
 
     # -- meta ------------------------------------------------------------------------------
 
@@ -784,7 +822,7 @@ class Store:
                     [(node_id, p, int(auto_approve)) for p in prefixes],
                 )
                 self._issue_keys(db, node_id, when)
-                self._bump(db)
+                self._bump_nodes(db, [node_id])
                 created = spent = True
             db.execute(
                 "UPDATE tokens SET uses = uses + ?, last_node = ? WHERE hash = ?",
@@ -816,7 +854,7 @@ class Store:
         db.execute("UPDATE nodes SET last_ms = ? WHERE id = ?", (time_ms, node_id))
         if renew:
             self._issue_keys(db, node_id, when)
-            self._bump(db)
+            self._bump_nodes(db, [node_id])
         return renew
 
     def _insert_node(
@@ -923,6 +961,29 @@ class Store:
             finally:
                 self._db.commit()
 
+    def changes_since(self, since: int) -> Changes:
+        """What changed after version `since`, read in one transaction: the nodes marked
+        with a later version (`_bump_nodes`), the devices they carry, the ids of nodes
+        removed since. Everything (`Changes.complete`) when `since` is not a version of
+        this file (negative, ahead of it) or a change marked no node."""
+        with self._lock:
+            self._db.begin_read()
+            try:
+                row = self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+                version = int(row[0])
+                if 0 <= since <= version:
+                    nodes = self._select("WHERE changed > ?", (since,))
+                    removed = self._db.execute(
+                        "SELECT node_id FROM removed_nodes WHERE version > ? ORDER BY version",
+                        (since,),
+                    ).fetchall()
+                    if nodes or removed or since == version:
+                        devices = self.devices("WHERE n.changed > ?", (since,))
+                        return Changes(version, False, nodes, [r[0] for r in removed], devices)
+                return Changes(version, True, self._select(), [], self.devices())
+            finally:
+                self._db.commit()
+
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM nodes").fetchone()[0])
@@ -993,7 +1054,7 @@ class Store:
             if new_routes is not None:
                 changed |= self._replace_routes(db, node_id, new_routes, auto_approve)
             if changed:
-                return self._bump(db)
+                return self._bump_nodes(db, [node_id])
             return int(db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0])
 
     @staticmethod
@@ -1035,7 +1096,7 @@ class Store:
                 [(row[0], p) for p in newly],
             )
             if newly:
-                self._bump(db)
+                self._bump_nodes(db, [row[0]])
         return newly
 
     def refuse(self, name: str, prefixes: Sequence[str]) -> list[str]:
@@ -1059,7 +1120,7 @@ class Store:
                 [(REFUSED, row[0], p) for p in newly],
             )
             if newly:  # the node's own roster lists its pending routes
-                self._bump(db)
+                self._bump_nodes(db, [row[0]])
         return newly
 
     def remove(self, name: str) -> Node:
@@ -1072,7 +1133,10 @@ class Store:
             node = found[0]
             self._release(db, node, self.devices("WHERE d.gateway = ?", (node.id,)))
             db.execute("DELETE FROM nodes WHERE id = ?", (node.id,))  # its devices with it
-            self._bump(db)
+            version = self._bump(db)
+            db.execute(
+                "INSERT INTO removed_nodes (version, node_id) VALUES (?, ?)", (version, node.id)
+            )
         return node
 
     # -- key expiry, rotation, revocation (pywg.mesh.expiry) --------------------------------
@@ -1109,7 +1173,7 @@ class Store:
                     "WHERE expires_ms IS NULL OR expires_ms > ?",
                     (when, when + wanted, when + wanted),
                 )
-            self._bump(db)
+            self._bump_nodes(db, None)
             return wanted
 
     def _issue_keys(self, db: Database, node_id: int, when: int) -> None:
@@ -1133,7 +1197,7 @@ class Store:
                 "AND (expires_ms IS NULL OR expires_ms > ?)",
                 (when, row[0], when),
             )
-            self._bump(db)
+            self._bump_nodes(db, [row[0]])
         return self._one(int(row[0]))
 
     def revoke(self, name: str, *, now: int | None = None) -> Node:
@@ -1152,7 +1216,7 @@ class Store:
                 "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (row[1], row[2], row[0], when),
             )
-            self._bump(db)
+            self._bump_nodes(db, [row[0]])
         return self._one(int(row[0]))
 
     def rotate(
@@ -1198,7 +1262,7 @@ class Store:
                 (new_key, new_control, old_key, node_id),
             )
             self._issue_keys(db, node_id, when)
-            self._bump(db)
+            self._bump_nodes(db, [node_id])
         return self._one(node_id)
 
     def note_expiries(self, after: int, upto: int) -> bool:
@@ -1213,7 +1277,12 @@ class Store:
         if crossed is None:
             return False
         with self._write() as db:
-            self._bump(db)
+            version = self._bump(db)
+            db.execute(
+                "UPDATE nodes SET changed = ? WHERE revoked = 0 AND expires_ms > ? "
+                "AND expires_ms <= ?",
+                (version, after, upto),
+            )
         return True
 
     def _one(self, node_id: int) -> Node:
@@ -1248,7 +1317,7 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (name, public_key, ipv4, ipv6, row[0], int(exit), now_ms()),
             )
-            self._bump(db)
+            self._bump_nodes(db, [row[0]])  # its gateway's routes
         device = self.device_by_name(name)
         assert device is not None
         return device
@@ -1279,5 +1348,6 @@ class Store:
             if db.execute("DELETE FROM devices WHERE id = ?", (device.id,)).rowcount != 1:
                 raise NotFound(f"no device named {name!r}")
             self._release(db, None, [device])
-            self._bump(db)
+            version = self._bump(db)
+            db.execute("UPDATE nodes SET changed = ? WHERE name = ?", (version, device.gateway))
         return device
