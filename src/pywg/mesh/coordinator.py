@@ -135,6 +135,10 @@ log = logging.getLogger("pywg.mesh.coordinator")
 KEY_FILE: Final = "coordinator.key"
 MAX_BODY: Final = 64 * 1024
 POLL_INTERVAL: Final = 1.0
+# Whole rosters being written at once: each is ~560 bytes a node, held by the transport
+# until the node reads it; many nodes asking at once (a restart, a mass join) would
+# otherwise hold one per node (docs/scale.md).
+WHOLE_ROSTERS_AT_ONCE: Final = 32
 SHUTDOWN_TIMEOUT: Final = 2.0
 # one answer to an unknown key and to a bad signature: neither tells member keys apart
 NOT_AUTHENTICATED: Final = "not a member of this mesh, or not signed by its key"
@@ -244,6 +248,7 @@ class Coordinator:
         frame = Frame(self.networks, self.home_relays, self.domain)
         self.view = MeshView(self.store, frame, self._node_info, clock_ms)
         self.app = self._make_app()
+        self._whole_rosters = asyncio.Semaphore(WHOLE_ROSTERS_AT_ONCE)
         self._runner: web.AppRunner | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._listening: Listening | None = None
@@ -705,7 +710,7 @@ class Coordinator:
         except StoreError as exc:
             raise ApiError(400, str(exc)) from None
 
-    async def _roster(self, request: web.Request) -> web.Response:
+    async def _roster(self, request: web.Request) -> web.StreamResponse:
         node, _ = await self._member(request)
         since, wait = _roster_query(request)
         await self.wait_version(since, wait)
@@ -715,9 +720,30 @@ class Coordinator:
             raise ApiError(401, "not a member of this mesh (removed)")
         if isinstance(roster, Roster) and roster.rules is None:
             # no access policy: its peer entries encoded once, not once a member
-            body = self.view.roster_body(node.id)
-            return web.Response(body=body, content_type="application/json")
+            async with self._whole_rosters:
+                body = self.view.roster_body(node.id)
+                if body is None:
+                    raise ApiError(401, "not a member of this mesh (removed)")
+                return await self._send_whole(request, body)
         return self._response(roster)
+
+    async def _send_whole(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        """Write a whole roster, signed, and wait until the transport took all but its
+        high-water mark of it: the caller's semaphore bounds the memory held for slow
+        readers."""
+        response = web.StreamResponse(headers={hdrs.CONTENT_TYPE: "application/json"})
+        response.content_length = len(body)
+        response.headers[auth.COORDINATOR_KEY_HEADER] = auth.b64(self.public_key)
+        signed_for = _SIGNED_FOR.get()
+        if signed_for is not None:
+            response.headers[auth.SIGNATURE_HEADER] = auth.sign_response(self.key, signed_for, body)
+        await response.prepare(request)
+        try:
+            await response.write(body)
+            await response.write_eof()
+        except ConnectionError as exc:  # the node went away while it was sent
+            self.faults.fault(f"{request.method} {_route_of(request)[1]}", request.remote, exc)
+        return response
 
     async def _members(self, request: web.Request) -> web.Response:
         """Every member, for a home relay: a request signed by a relay key it was given (a
