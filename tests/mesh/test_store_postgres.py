@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import select
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +24,7 @@ import pytest
 from helpers.mesh_harness import V4, V6, Member, make_coordinator
 from pywg.cmd import coordinator as coordinator_cli
 from pywg.lab import Host
-from pywg.mesh.coordinator import Coordinator
+from pywg.mesh.coordinator import Coordinator, load_or_create_key, new_token
 from pywg.mesh.store import Conflict, NotFound, Store
 
 TOKEN = "a" * 64
@@ -135,6 +140,68 @@ def test_two_coordinators_serve_one_mesh(host: Host, tmp_path: Path, postgres_ur
             assert peers["c"]["endpoints"] == ["203.0.113.9:51820"]
 
     run_in(host, scenario)
+
+
+def serve(host: Host, state: str, url: str, port: int) -> subprocess.Popen[bytes]:
+    """A `pywg coordinator serve` process on the database `url`, once it listens."""
+    argv = [sys.executable, "-m", "pywg", "coordinator", "serve", "--state", state]
+    argv += ["--database", url, "--listen", f"127.0.0.1:{port}", "--ipv4", V4, "--ipv6", V6]
+    proc = host.popen(*argv, "--no-relay", "--plain-http", stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    line, end = "", time.monotonic() + 20
+    while "listening on" not in line and time.monotonic() < end:
+        ready, _, _ = select.select([proc.stderr], [], [], max(0.0, end - time.monotonic()))
+        line = proc.stderr.readline().decode() if ready else ""
+        assert line or not ready, "the coordinator exited"
+    assert "listening on" in line, line
+    return proc
+
+
+@pytest.mark.needs_lab()
+@pytest.mark.time_limit(60)
+def test_a_coordinator_process_killed_its_nodes_go_on_through_the_other(
+    host: Host, tmp_path: Path, postgres_url: str
+) -> None:
+    """Two `pywg coordinator serve` processes on one database; SIGKILL to the one a node
+    was using: its next request goes to the other, and a change made there reaches a
+    node polling the other, as if nothing had happened but a retry."""
+    host.ip("link", "set", "lo", "up")
+    state = str(tmp_path / "state")
+    urls = ["http://127.0.0.1:8601", "http://127.0.0.1:8602"]
+    one = serve(host, state, postgres_url, 8601)
+    try:
+        two = serve(host, state, postgres_url, 8602)
+        try:
+            store = Store(state, create=False, database=postgres_url)
+            try:
+                token = new_token(store, load_or_create_key(state), 600, reusable=True)
+            finally:
+                store.close()
+
+            async def scenario() -> None:
+                async with Member("c", ",".join(urls)) as c, Member("b", urls[1]) as b:
+                    await c.join(token)
+                    await b.join(token)
+                    assert c.client.base.port == 8601
+                    version = (await b.roster(0, 0))["version"]
+                    os.kill(one.pid, signal.SIGKILL)
+                    one.wait(10)
+                    poll = asyncio.create_task(b.roster(version, 30))
+                    started = time.monotonic()
+                    await c.update(["203.0.113.9:51820"], [])  # through two, after a retry
+                    assert c.client.base.port == 8602
+                    peers = {p["name"]: p for p in (await poll)["peers"]}
+                    assert peers["c"]["endpoints"] == ["203.0.113.9:51820"]
+                    assert time.monotonic() - started < 5.0
+                    assert {p["name"] for p in (await c.roster(0, 0))["peers"]} == {"b"}
+
+            host.call(lambda: asyncio.run(asyncio.wait_for(scenario(), 40)))
+        finally:
+            two.kill()
+            two.wait(10)
+    finally:
+        one.kill()
+        one.wait(10)
 
 
 def test_a_coordinator_with_another_key_is_refused(tmp_path: Path, postgres_url: str) -> None:
