@@ -8,7 +8,7 @@ every segment to the receive window first, so the queue never holds more than on
 
 from __future__ import annotations
 
-import bisect
+from .intervals import merge
 
 
 class Reassembly:
@@ -35,18 +35,7 @@ class Reassembly:
         self.segments[seq] = data
         self.size += len(data) - (len(held) if held is not None else 0)
         self.last = seq
-        self._merge(seq, seq + len(data))
-
-    def _merge(self, start: int, end: int) -> None:
-        ranges = self.ranges
-        i = bisect.bisect_left(ranges, [start, start])
-        if i > 0 and ranges[i - 1][1] >= start:
-            i -= 1
-        j = i
-        while j < len(ranges) and ranges[j][0] <= end:
-            start, end = min(start, ranges[j][0]), max(end, ranges[j][1])
-            j += 1
-        ranges[i:j] = [[start, end]]
+        merge(self.ranges, seq, seq + len(data))
 
     def pop_ready(self, rcv_nxt: int) -> list[bytes]:
         """The data that now continues the stream at `rcv_nxt`, in order, removed from the queue."""

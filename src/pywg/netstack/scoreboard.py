@@ -7,7 +7,7 @@ of one segment per round trip as plain NewReno would.
 
 from __future__ import annotations
 
-import bisect
+from .intervals import merge
 
 
 class Scoreboard:
@@ -30,15 +30,7 @@ class Scoreboard:
         start, end = max(start, snd_una), min(end, snd_max)
         if start >= end:
             return
-        ranges = self.ranges
-        i = bisect.bisect_left(ranges, [start, start])
-        if i > 0 and ranges[i - 1][1] >= start:
-            i -= 1
-        j = i
-        while j < len(ranges) and ranges[j][0] <= end:
-            start, end = min(start, ranges[j][0]), max(end, ranges[j][1])
-            j += 1
-        ranges[i:j] = [[start, end]]
+        merge(self.ranges, start, end)
 
     def advance(self, snd_una: int) -> None:
         """Drop what the cumulative ACK now covers."""
