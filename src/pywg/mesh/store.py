@@ -301,6 +301,20 @@ class Changes:
     devices: list[Device]
 
 
+def _advertised(db: Database, name: str, wanted: Sequence[str]) -> tuple[int, dict[str, int]]:
+    """Node `name`'s id and its advertised routes (prefix -> approval); NotFound if there is
+    no such node or it does not advertise every prefix in `wanted`."""
+    row = db.execute("SELECT id FROM nodes WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        raise NotFound(f"no node named {name!r}")
+    routes = db.execute("SELECT prefix, approved FROM routes WHERE node_id = ?", (row[0],))
+    advertised = {str(prefix): int(state) for prefix, state in routes}
+    missing = [p for p in wanted if p not in advertised]
+    if missing:
+        raise NotFound(f"{name} does not advertise {', '.join(missing)}")
+    return int(row[0]), advertised
+
+
 def _check_device_free(db: Database, name: str, public_key: bytes) -> None:
     """Conflict if a device has `name` (nodes and devices share their names: NAME.DOMAIN)
     or `public_key` (a gateway holds devices and nodes alike as WireGuard peers)."""
@@ -1081,22 +1095,14 @@ class Store:
             raise StoreError("name at least one prefix to approve")
         wanted = [parse_prefix(p, exit_ok=True) for p in prefixes]
         with self._write() as db:
-            row = db.execute("SELECT id FROM nodes WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                raise NotFound(f"no node named {name!r}")
-            advertised = dict(
-                db.execute("SELECT prefix, approved FROM routes WHERE node_id = ?", (row[0],))
-            )
-            missing = [p for p in wanted if p not in advertised]
-            if missing:
-                raise NotFound(f"{name} does not advertise {', '.join(missing)}")
+            node_id, advertised = _advertised(db, name, wanted)
             newly = [p for p in dict.fromkeys(wanted) if advertised[p] != APPROVED]
             db.executemany(
                 "UPDATE routes SET approved = 1 WHERE node_id = ? AND prefix = ?",
-                [(row[0], p) for p in newly],
+                [(node_id, p) for p in newly],
             )
             if newly:
-                self._bump_nodes(db, [row[0]])
+                self._bump_nodes(db, [node_id])
         return newly
 
     def refuse(self, name: str, prefixes: Sequence[str]) -> list[str]:
@@ -1105,22 +1111,14 @@ class Store:
         `approve` may still approve it)."""
         wanted = [parse_prefix(p, exit_ok=True) for p in prefixes]
         with self._write() as db:
-            row = db.execute("SELECT id FROM nodes WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                raise NotFound(f"no node named {name!r}")
-            advertised = dict(
-                db.execute("SELECT prefix, approved FROM routes WHERE node_id = ?", (row[0],))
-            )
-            missing = [p for p in wanted if p not in advertised]
-            if missing:
-                raise NotFound(f"{name} does not advertise {', '.join(missing)}")
+            node_id, advertised = _advertised(db, name, wanted)
             newly = [p for p in dict.fromkeys(wanted) if advertised[p] == PENDING]
             db.executemany(
                 "UPDATE routes SET approved = ? WHERE node_id = ? AND prefix = ?",
-                [(REFUSED, row[0], p) for p in newly],
+                [(REFUSED, node_id, p) for p in newly],
             )
             if newly:  # the node's own roster lists its pending routes
-                self._bump_nodes(db, [row[0]])
+                self._bump_nodes(db, [node_id])
         return newly
 
     def remove(self, name: str) -> Node:
